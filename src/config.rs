@@ -1,0 +1,122 @@
+//! `config.toml` in `MARUNOCHI_HOME`. Every key is optional; [`DEFAULT_CONFIG`] documents them all
+//! and is exactly what an absent file means (a test keeps the two in step).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The documented defaults, as a user would write them.
+pub const DEFAULT_CONFIG: &str = r#"# marunochi configuration. Every key is optional; these are the defaults.
+
+[log]
+# Log level for the file under MARUNOCHI_HOME/logs (error, warn, info, debug, trace).
+# The MARUNOCHI_LOG environment variable overrides it (same syntax as RUST_LOG).
+level = "info"
+
+[proxy]
+# Restart a crashed language server at most this many times within `restart_window_secs`;
+# after that the proxy tells the editor and stops trying.
+max_restarts = 5
+restart_window_secs = 180
+# Largest LSP message accepted from either side, in MiB. Bigger frames are skipped and logged.
+max_message_mib = 64
+"#;
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub log: LogConfig,
+    pub proxy: ProxyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub max_restarts: u32,
+    pub restart_window_secs: u64,
+    pub max_message_mib: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig { level: "info".into() }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> ProxyConfig {
+        ProxyConfig { max_restarts: 5, restart_window_secs: 180, max_message_mib: 64 }
+    }
+}
+
+impl ProxyConfig {
+    pub fn max_message_bytes(&self) -> usize {
+        usize::try_from(self.max_message_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+    }
+
+    pub fn restart_window(&self) -> Duration {
+        Duration::from_secs(self.restart_window_secs)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads `path`; a missing file means all defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text)
+                .map_err(|e| ConfigError::Invalid { path: path.to_owned(), message: e.to_string().trim().to_owned() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        assert_eq!(Config::parse(DEFAULT_CONFIG).unwrap(), Config::default());
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_files_keep_other_defaults() {
+        let config = Config::parse("[proxy]\nmax_restarts = 1\n").unwrap();
+        assert_eq!(config.proxy.max_restarts, 1);
+        assert_eq!(config.proxy.max_message_mib, 64);
+    }
+
+    #[test]
+    fn typos_and_wrong_types_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[proxy]\nmax_restart = 3\n").unwrap();
+        let message = Config::load(&path).unwrap_err().to_string();
+        assert!(message.contains("config.toml") && message.contains("max_restart"), "{message}");
+        std::fs::write(&path, "[proxy]\nmax_restarts = \"many\"\n").unwrap();
+        let message = Config::load(&path).unwrap_err().to_string();
+        assert!(message.contains("line 2"), "{message}");
+        assert_eq!(Config::load(&dir.path().join("absent.toml")).unwrap(), Config::default());
+    }
+}

@@ -1,0 +1,81 @@
+//! `MARUNOCHI_HOME`: where everything marunochi keeps lives. Private to the user: directories are
+//! created 0700 and files 0600, because they hold the user's code.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const HOME_ENV: &str = "MARUNOCHI_HOME";
+
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `MARUNOCHI_HOME`, else the platform data directory (`~/.local/share/marunochi` on Linux).
+    pub fn resolve() -> io::Result<Home> {
+        if let Some(dir) = std::env::var_os(HOME_ENV).filter(|d| !d.is_empty()) {
+            return Ok(Home { root: PathBuf::from(dir) });
+        }
+        let dirs = directories::ProjectDirs::from("", "", "marunochi").ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no home directory found; set {HOME_ENV}"))
+        })?;
+        Ok(Home { root: dirs.data_dir().to_owned() })
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// Creates the root and `logs/` (0700) if needed.
+    pub fn ensure(&self) -> io::Result<()> {
+        create_private_dir(&self.root)?;
+        create_private_dir(&self.logs_dir())
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Opens `path` for appending, creating it with mode 0600.
+pub fn open_private_append(path: &Path) -> io::Result<fs::File> {
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
+/// Whether group or others can read or enter `path`.
+pub fn is_shared(path: &Path) -> io::Result<bool> {
+    Ok(fs::metadata(path)?.permissions().mode() & 0o077 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_dirs_and_files_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::at(tmp.path().join("a/b"));
+        home.ensure().unwrap();
+        assert!(!is_shared(home.root()).unwrap());
+        assert!(!is_shared(&home.logs_dir()).unwrap());
+        let file = home.logs_dir().join("x.log");
+        open_private_append(&file).unwrap();
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,10 @@
+//! marunochi: a local, offline coding companion that learns from its one user.
+//!
+//! See ARCHITECTURE.md for the codemap and the invariants.
+
+pub mod cli;
+pub mod config;
+pub mod doctor;
+pub mod home;
+pub mod logging;
+pub mod lsp;

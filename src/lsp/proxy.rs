@@ -1,0 +1,654 @@
+//! The relay: one event loop between the editor and the real language server.
+//!
+//! Every message from either side arrives as an [`Event`] on one channel and is handled to the end
+//! before the next, so per-direction order is exactly arrival order. Request ids are remapped on
+//! the way through (ours are plain integers, the peer's originals are restored on the way back), which
+//! lets the proxy issue requests of its own and survive a server restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::codec::Incoming;
+use super::downstream::{Downstream, ServerEvent};
+use super::intercept::{self, ServerFeatures};
+use super::message::{self, IdKey, Kind, MessageType, code};
+use super::mirror::{DocumentEvent, Mirror, PositionEncoding};
+use super::transport::{self, Writer};
+use crate::config::ProxyConfig;
+
+/// How long after `exit` the server gets to leave on its own.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// What runs behind the proxy.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// `marunochi proxy -- <cmd...>`: relay to this language server.
+    Server(Vec<String>),
+    /// `marunochi lsp`: no server; we answer everything ourselves.
+    Standalone,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub backend: Backend,
+    /// `false` (`--no-ai`): a pure relay that adds nothing to the conversation.
+    pub ai: bool,
+    pub config: ProxyConfig,
+}
+
+/// The LSP proxy / companion server. Construct, optionally subscribe to document events, then run.
+pub struct Proxy {
+    options: ProxyOptions,
+    mirror: Mirror,
+}
+
+impl Proxy {
+    pub fn new(options: ProxyOptions) -> Proxy {
+        Proxy { options, mirror: Mirror::new(PositionEncoding::default()) }
+    }
+
+    /// Every document open/edit/close the editor sends, in order (for the capture stage).
+    pub fn subscribe_documents(&mut self) -> mpsc::UnboundedReceiver<DocumentEvent> {
+        self.mirror.subscribe()
+    }
+
+    /// Serves the editor on stdin/stdout until it exits or goes away. Must run on a current-thread
+    /// runtime (see `downstream::die_with_parent`).
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let (events, mut inbox) = mpsc::unbounded_channel();
+        let max = self.options.config.max_message_bytes();
+        let client = Writer::spawn_blocking(std::io::stdout());
+        transport::spawn_blocking_reader(std::io::stdin(), max, events.clone(), Event::Client, Event::ClientClosed);
+        spawn_signal_watcher(events.clone());
+
+        let mut relay = Relay::new(self.options, self.mirror, client, events);
+        if let Backend::Server(command) = &relay.options.backend {
+            let command = command.clone();
+            relay
+                .start_server(&command)
+                .map_err(|e| anyhow::anyhow!("could not start the language server `{}`: {e}", command.join(" ")))?;
+        }
+        let code = loop {
+            let event = inbox.recv().await.expect("the relay holds a sender");
+            if let Some(code) = relay.handle(event) {
+                break code;
+            }
+        };
+        relay.finish().await;
+        Ok(code)
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Client(Incoming),
+    ClientClosed,
+    Server(ServerEvent),
+    RestartDue,
+    ExitDeadline,
+    Signal(&'static str),
+}
+
+impl From<ServerEvent> for Event {
+    fn from(event: ServerEvent) -> Event {
+        Event::Server(event)
+    }
+}
+
+/// Where a request we sent to the server came from.
+enum Outbound {
+    Client { id: Value, method: String },
+    ReplayInitialize,
+}
+
+/// A server→client request waiting for the editor's answer.
+struct InboundRequest {
+    server_id: Value,
+    incarnation: u32,
+}
+
+enum ServerState {
+    /// No server configured (`marunochi lsp`).
+    Standalone,
+    /// Running; `initializing` while a replayed `initialize` is outstanding after a restart.
+    Up { server: Downstream, initializing: bool },
+    /// Crashed; a restart is scheduled.
+    Restarting,
+    /// Exited after shutdown, or crashed too often.
+    Down,
+}
+
+struct Relay {
+    options: ProxyOptions,
+    mirror: Mirror,
+    client: Writer,
+    events: mpsc::UnboundedSender<Event>,
+    state: ServerState,
+    incarnation: u32,
+    features: ServerFeatures,
+    next_id: i64,
+    /// Our id on the server side → origin.
+    to_server: HashMap<i64, Outbound>,
+    /// The client's id → our id on the server side (for `$/cancelRequest`).
+    client_ids: HashMap<IdKey, i64>,
+    /// Our id on the client side → the server's request.
+    to_client: HashMap<i64, InboundRequest>,
+    /// The server's id → our id on the client side (for the server's `$/cancelRequest`).
+    server_ids: HashMap<IdKey, i64>,
+    /// Client messages held while the server is restarting, replayed in order once it is up.
+    held: Vec<Value>,
+    initialize_params: Option<Value>,
+    last_configuration: Option<Value>,
+    shutdown_requested: bool,
+    exit_requested: bool,
+    crashes: VecDeque<Instant>,
+}
+
+impl Relay {
+    fn new(options: ProxyOptions, mirror: Mirror, client: Writer, events: mpsc::UnboundedSender<Event>) -> Relay {
+        let state = match options.backend {
+            Backend::Standalone => ServerState::Standalone,
+            Backend::Server(_) => ServerState::Down,
+        };
+        Relay {
+            options,
+            mirror,
+            client,
+            events,
+            state,
+            incarnation: 0,
+            features: ServerFeatures::default(),
+            next_id: 1,
+            to_server: HashMap::new(),
+            client_ids: HashMap::new(),
+            to_client: HashMap::new(),
+            server_ids: HashMap::new(),
+            held: Vec::new(),
+            initialize_params: None,
+            last_configuration: None,
+            shutdown_requested: false,
+            exit_requested: false,
+            crashes: VecDeque::new(),
+        }
+    }
+
+    /// Handles one event; `Some(code)` ends the loop.
+    fn handle(&mut self, event: Event) -> Option<ExitCode> {
+        match event {
+            Event::Client(Incoming::Message(value)) => self.on_client_message(value),
+            Event::Client(Incoming::Malformed(bad)) => {
+                tracing::warn!(error = %bad.error, "malformed message from the editor");
+                if let Some(id) = bad.id {
+                    self.client.send(&message::error_response(id, code::PARSE_ERROR, bad.error.to_string()));
+                }
+                None
+            }
+            Event::ClientClosed => {
+                tracing::info!("the editor closed the connection");
+                Some(self.exit_code())
+            }
+            Event::Signal(name) => {
+                tracing::info!(signal = name, "stopping on signal");
+                Some(ExitCode::FAILURE)
+            }
+            Event::Server(ServerEvent::Message { incarnation, item }) if incarnation == self.incarnation => {
+                match item {
+                    Incoming::Message(value) => self.on_server_message(value),
+                    Incoming::Malformed(bad) => self.malformed_from_server(bad),
+                }
+                None
+            }
+            Event::Server(ServerEvent::Exited { incarnation, status }) if incarnation == self.incarnation => {
+                self.server_exited(&status)
+            }
+            Event::Server(stale) => {
+                tracing::debug!(?stale, "event from a replaced server incarnation");
+                None
+            }
+            Event::RestartDue => {
+                self.restart();
+                None
+            }
+            Event::ExitDeadline => {
+                tracing::warn!("the server did not exit within {EXIT_GRACE:?} of `exit`; stopping it");
+                Some(self.exit_code())
+            }
+        }
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        // LSP: exit code 0 only if `shutdown` came before `exit`.
+        if self.exit_requested && self.shutdown_requested { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    }
+
+    async fn finish(mut self) {
+        if let ServerState::Up { server, .. } = std::mem::replace(&mut self.state, ServerState::Down) {
+            server.stop().await;
+        }
+        self.client.close().await;
+    }
+
+    // ---- editor → proxy ----
+
+    fn on_client_message(&mut self, value: Value) -> Option<ExitCode> {
+        if let Value::Array(batch) = value {
+            let forwarded: Vec<Value> = batch.into_iter().filter_map(|m| self.route_client_message(m)).collect();
+            if !forwarded.is_empty() {
+                self.send_to_server(Value::Array(forwarded));
+            }
+        } else if let Some(forward) = self.route_client_message(value) {
+            self.send_to_server(forward);
+        }
+        if self.exit_requested && !matches!(self.state, ServerState::Up { .. }) {
+            return Some(self.exit_code());
+        }
+        None
+    }
+
+    /// Handles one client message; returns it (rewritten) if it must go on to the server.
+    fn route_client_message(&mut self, mut value: Value) -> Option<Value> {
+        match message::classify(&value) {
+            Kind::Request { id, method } => {
+                if let Some(answer) = self.answer_locally(&method, message::params(&value)) {
+                    let reply = match answer {
+                        Ok(result) => message::response(id, result),
+                        Err((code, text)) => message::error_response(id, code, text),
+                    };
+                    self.client.send(&reply);
+                    return None;
+                }
+                match method.as_str() {
+                    "initialize" => self.initialize_params = Some(message::params(&value).clone()),
+                    "shutdown" => self.shutdown_requested = true,
+                    _ => {}
+                }
+                if !self.server_accepts_requests() {
+                    return self.hold_or_refuse(value, id);
+                }
+                let ours = self.take_id();
+                self.to_server.insert(ours, Outbound::Client { id: id.clone(), method });
+                self.client_ids.insert(IdKey::of(&id), ours);
+                message::set_id(&mut value, json!(ours));
+                Some(value)
+            }
+            Kind::Notification { method } => self.client_notification(&method, value),
+            Kind::Response { id } => {
+                let request = id.as_i64().and_then(|ours| self.to_client.remove(&ours));
+                match request {
+                    Some(request) if request.incarnation == self.incarnation => {
+                        self.server_ids.remove(&IdKey::of(&request.server_id));
+                        message::set_id(&mut value, request.server_id);
+                        Some(value)
+                    }
+                    Some(_) => None,
+                    None => {
+                        tracing::warn!(%id, "the editor answered a request nobody asked; dropped");
+                        None
+                    }
+                }
+            }
+            Kind::Invalid { id, reason } => {
+                tracing::warn!(reason, "invalid message from the editor");
+                if let Some(id) = id {
+                    self.client.send(&message::error_response(id, code::INVALID_REQUEST, reason));
+                }
+                None
+            }
+        }
+    }
+
+    fn client_notification(&mut self, method: &str, mut value: Value) -> Option<Value> {
+        match method {
+            "exit" => {
+                self.exit_requested = true;
+                if matches!(self.state, ServerState::Up { .. }) {
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(EXIT_GRACE).await;
+                        let _ = events.send(Event::ExitDeadline);
+                    });
+                }
+            }
+            "$/cancelRequest" => {
+                // Only requests that went to the server can be cancelled there; ours finish at once.
+                let theirs = value.pointer("/params/id").map(IdKey::of)?;
+                let ours = *self.client_ids.get(&theirs)?;
+                value["params"]["id"] = json!(ours);
+            }
+            "textDocument/didOpen" | "textDocument/didChange" | "textDocument/didClose" => {
+                if let Err(error) = self.mirror.apply(method, message::params(&value)) {
+                    tracing::warn!(%error, "document mirror");
+                }
+                // A restarting server gets the documents' current text when it is back.
+                if !self.server_accepts_requests() {
+                    return None;
+                }
+            }
+            "workspace/didChangeConfiguration" => self.last_configuration = Some(message::params(&value).clone()),
+            _ => {}
+        }
+        match self.state {
+            ServerState::Standalone | ServerState::Down => None,
+            ServerState::Restarting | ServerState::Up { initializing: true, .. } => {
+                self.held.push(value);
+                None
+            }
+            ServerState::Up { initializing: false, .. } => Some(value),
+        }
+    }
+
+    /// Requests we answer ourselves, whatever the server would say.
+    fn answer_locally(&mut self, method: &str, params: &Value) -> Option<Result<Value, (i64, String)>> {
+        if matches!(self.state, ServerState::Standalone) {
+            return Some(self.standalone_request(method, params));
+        }
+        if !self.options.ai {
+            return None;
+        }
+        match method {
+            "textDocument/inlineCompletion" => Some(Ok(intercept::empty_inline_completion())),
+            "textDocument/completion" if !self.features.completion => Some(Ok(intercept::empty_completion())),
+            "workspace/executeCommand" if intercept::is_our_command(params) => {
+                Some(intercept::execute_command(params, &self.mirror))
+            }
+            _ => None,
+        }
+    }
+
+    fn standalone_request(&mut self, method: &str, params: &Value) -> Result<Value, (i64, String)> {
+        match method {
+            "initialize" => {
+                let encoding = intercept::choose_encoding(params);
+                self.mirror.set_encoding(encoding);
+                Ok(intercept::standalone_initialize_result(encoding))
+            }
+            "shutdown" => {
+                self.shutdown_requested = true;
+                Ok(Value::Null)
+            }
+            "textDocument/inlineCompletion" => Ok(intercept::empty_inline_completion()),
+            "textDocument/completion" => Ok(intercept::empty_completion()),
+            "workspace/executeCommand" => intercept::execute_command(params, &self.mirror),
+            _ => Err((code::METHOD_NOT_FOUND, format!("marunochi lsp does not handle {method}"))),
+        }
+    }
+
+    fn server_accepts_requests(&self) -> bool {
+        matches!(self.state, ServerState::Up { initializing: false, .. })
+    }
+
+    fn hold_or_refuse(&mut self, value: Value, id: Value) -> Option<Value> {
+        match self.state {
+            ServerState::Restarting | ServerState::Up { initializing: true, .. } => self.held.push(value),
+            _ => self.client.send(&message::error_response(
+                id,
+                code::REQUEST_FAILED,
+                "the language server is not running (it exited; see the marunochi log)",
+            )),
+        }
+        None
+    }
+
+    fn take_id(&mut self) -> i64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn send_to_server(&self, value: Value) {
+        if let ServerState::Up { server, .. } = &self.state {
+            server.send(&value);
+        }
+    }
+
+    // ---- server → proxy ----
+
+    fn on_server_message(&mut self, value: Value) {
+        if let Value::Array(batch) = value {
+            let forwarded: Vec<Value> = batch.into_iter().filter_map(|m| self.route_server_message(m)).collect();
+            if !forwarded.is_empty() {
+                self.client.send(&Value::Array(forwarded));
+            }
+        } else if let Some(forward) = self.route_server_message(value) {
+            self.client.send(&forward);
+        }
+    }
+
+    fn route_server_message(&mut self, mut value: Value) -> Option<Value> {
+        match message::classify(&value) {
+            Kind::Response { id } => {
+                let Some(origin) = id.as_i64().and_then(|ours| self.to_server.remove(&ours)) else {
+                    tracing::warn!(%id, "the server answered a request nobody asked; dropped");
+                    return None;
+                };
+                match origin {
+                    Outbound::Client { id, method } => {
+                        self.client_ids.remove(&IdKey::of(&id));
+                        if method == "initialize" {
+                            self.server_initialized(&mut value);
+                        }
+                        message::set_id(&mut value, id);
+                        Some(value)
+                    }
+                    Outbound::ReplayInitialize => {
+                        self.replay_after_initialize(&value);
+                        None
+                    }
+                }
+            }
+            Kind::Request { id, .. } => {
+                let ours = self.take_id();
+                self.server_ids.insert(IdKey::of(&id), ours);
+                self.to_client.insert(ours, InboundRequest { server_id: id, incarnation: self.incarnation });
+                message::set_id(&mut value, json!(ours));
+                Some(value)
+            }
+            Kind::Notification { method } if method == "$/cancelRequest" => {
+                let theirs = value.pointer("/params/id").map(IdKey::of)?;
+                let ours = *self.server_ids.get(&theirs)?;
+                value["params"]["id"] = json!(ours);
+                Some(value)
+            }
+            Kind::Notification { .. } => Some(value),
+            Kind::Invalid { id, reason } => {
+                tracing::warn!(reason, "invalid message from the server");
+                if let Some(id) = id {
+                    self.send_to_server(message::error_response(id, code::INVALID_REQUEST, reason));
+                }
+                None
+            }
+        }
+    }
+
+    fn malformed_from_server(&mut self, bad: super::codec::Malformed) {
+        tracing::warn!(error = %bad.error, "malformed message from the server");
+        // If it was the answer to an editor request, the editor must not wait for it forever.
+        let origin = bad.id.as_ref().and_then(Value::as_i64).and_then(|ours| self.to_server.remove(&ours));
+        if let Some(Outbound::Client { id, .. }) = origin {
+            self.client_ids.remove(&IdKey::of(&id));
+            let text = format!("the language server sent an unreadable response: {}", bad.error);
+            self.client.send(&message::error_response(id, code::REQUEST_FAILED, text));
+        }
+    }
+
+    fn server_initialized(&mut self, response: &mut Value) {
+        let Some(result) = response.get_mut("result") else { return };
+        self.mirror.set_encoding(intercept::negotiated_encoding(result));
+        if self.options.ai {
+            self.features = intercept::merge_capabilities(result);
+        }
+    }
+
+    // ---- server lifecycle ----
+
+    fn start_server(&mut self, command: &[String]) -> std::io::Result<()> {
+        self.incarnation += 1;
+        let server =
+            Downstream::spawn(command, self.incarnation, self.options.config.max_message_bytes(), self.events.clone())?;
+        self.state = ServerState::Up { server, initializing: false };
+        Ok(())
+    }
+
+    fn server_exited(&mut self, status: &str) -> Option<ExitCode> {
+        self.state = ServerState::Down;
+        if self.exit_requested {
+            return Some(self.exit_code());
+        }
+        if self.shutdown_requested {
+            tracing::info!(status, "the server exited after shutdown; waiting for `exit`");
+            return None;
+        }
+        tracing::warn!(status, "the language server exited unexpectedly");
+        self.fail_in_flight(&format!("the language server exited unexpectedly ({status})"));
+
+        let now = Instant::now();
+        let window = self.options.config.restart_window();
+        self.crashes.retain(|t| now.duration_since(*t) < window);
+        self.crashes.push_back(now);
+        let attempt = self.crashes.len() as u32;
+        if attempt > self.options.config.max_restarts {
+            let text = format!(
+                "the language server exited {attempt} times within {}s ({status}); not restarting it again. \
+                 Restart the editor's language client to try again.",
+                window.as_secs()
+            );
+            tracing::error!("{text}");
+            self.client.send(&message::show_message(MessageType::Error, &text));
+            self.refuse_held();
+            return None;
+        }
+        self.state = ServerState::Restarting;
+        let delay = Duration::from_millis(100 * 2u64.pow(attempt.min(6) - 1));
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::RestartDue);
+        });
+        self.client.send(&message::show_message(
+            MessageType::Warning,
+            &format!("the language server exited unexpectedly ({status}); restarting it (attempt {attempt})"),
+        ));
+        None
+    }
+
+    /// Answers every request the dead server will never answer.
+    fn fail_in_flight(&mut self, text: &str) {
+        let mut pending: Vec<(i64, Value)> = self
+            .to_server
+            .drain()
+            .filter_map(|(ours, o)| match o {
+                Outbound::Client { id, .. } => Some((ours, id)),
+                Outbound::ReplayInitialize => None,
+            })
+            .collect();
+        pending.sort_by_key(|(ours, _)| *ours);
+        for (_, id) in pending {
+            self.client.send(&message::error_response(id, code::REQUEST_FAILED, text));
+        }
+        self.client_ids.clear();
+        self.to_client.clear();
+        self.server_ids.clear();
+    }
+
+    fn restart(&mut self) {
+        let Backend::Server(command) = self.options.backend.clone() else { return };
+        if !matches!(self.state, ServerState::Restarting) {
+            return;
+        }
+        if let Err(error) = self.start_server(&command) {
+            tracing::error!(%error, "restarting the language server failed");
+            self.server_exited(&format!("restart failed: {error}"));
+            return;
+        }
+        match self.initialize_params.clone() {
+            Some(params) => {
+                let ours = self.take_id();
+                self.to_server.insert(ours, Outbound::ReplayInitialize);
+                self.send_to_server(message::request(ours, "initialize", params));
+                if let ServerState::Up { initializing, .. } = &mut self.state {
+                    *initializing = true;
+                }
+            }
+            None => self.release_held(),
+        }
+    }
+
+    fn replay_after_initialize(&mut self, response: &Value) {
+        if let Some(error) = response.get("error") {
+            tracing::error!(%error, "the restarted server refused initialize");
+            self.client.send(&message::show_message(
+                MessageType::Error,
+                &format!("the restarted language server refused to initialize: {error}"),
+            ));
+            self.state = ServerState::Down;
+            self.refuse_held();
+            return;
+        }
+        if let ServerState::Up { initializing, .. } = &mut self.state {
+            *initializing = false;
+        }
+        self.send_to_server(message::notification("initialized", json!({})));
+        if let Some(settings) = self.last_configuration.clone() {
+            self.send_to_server(message::notification("workspace/didChangeConfiguration", settings));
+        }
+        let mut reopened = 0;
+        let documents: Vec<Value> = self
+            .mirror
+            .documents()
+            .map(|doc| {
+                reopened += 1;
+                json!({"textDocument": {
+                    "uri": doc.uri, "languageId": doc.language_id, "version": doc.version, "text": doc.text
+                }})
+            })
+            .collect();
+        for params in documents {
+            self.send_to_server(message::notification("textDocument/didOpen", params));
+        }
+        tracing::info!(reopened, "language server restarted");
+        self.client.send(&message::show_message(
+            MessageType::Info,
+            &format!("the language server is back; reopened {reopened} document(s)"),
+        ));
+        self.release_held();
+    }
+
+    fn release_held(&mut self) {
+        for value in std::mem::take(&mut self.held) {
+            self.on_client_message(value);
+        }
+    }
+
+    fn refuse_held(&mut self) {
+        for value in std::mem::take(&mut self.held) {
+            if let Kind::Request { id, .. } = message::classify(&value) {
+                self.client.send(&message::error_response(
+                    id,
+                    code::REQUEST_FAILED,
+                    "the language server is not running",
+                ));
+            }
+        }
+    }
+}
+
+fn spawn_signal_watcher(events: mpsc::UnboundedSender<Event>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+        else {
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => "SIGHUP",
+        };
+        let _ = events.send(Event::Signal(name));
+    });
+}

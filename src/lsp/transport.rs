@@ -1,0 +1,157 @@
+//! Moving frames between the event loop and byte streams.
+//!
+//! Each peer gets one reader (bytes → [`Incoming`] items → the loop's event channel) and one
+//! [`Writer`] (frames from the loop → bytes, in order). The editor's stdio is served by two plain
+//! threads: blocking reads and writes on a pipe are cheaper than tokio's stdio, which hops through
+//! the blocking pool on every call.
+
+use std::io::{Read, Write};
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec::{self, Decoder, FrameReader, Incoming};
+
+/// Sends frames to one peer, in the order they were given.
+pub(crate) struct Writer {
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    done: oneshot::Receiver<()>,
+}
+
+impl Writer {
+    pub(crate) fn send(&self, message: &Value) {
+        // A closed peer is noticed by its reader; nothing useful to do with the error here.
+        let _ = self.frames.send(codec::encode(message));
+    }
+
+    /// Flushes everything sent so far, then closes the stream.
+    pub(crate) async fn close(self) {
+        drop(self.frames);
+        let _ = self.done.await;
+    }
+
+    /// A writer on an async stream (a child's stdin).
+    pub(crate) fn spawn_async<W: AsyncWrite + Unpin + Send + 'static>(stream: W) -> Writer {
+        let (frames, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (done_tx, done) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut out = BufWriter::new(stream);
+            'outer: while let Some(frame) = rx.recv().await {
+                if out.write_all(&frame).await.is_err() {
+                    break;
+                }
+                // Drain a burst before the one flush.
+                while let Ok(frame) = rx.try_recv() {
+                    if out.write_all(&frame).await.is_err() {
+                        break 'outer;
+                    }
+                }
+                if out.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = out.shutdown().await;
+            let _ = done_tx.send(());
+        });
+        Writer { frames, done }
+    }
+
+    /// A writer on a blocking stream (our stdout), served by its own thread.
+    pub(crate) fn spawn_blocking<W: Write + Send + 'static>(stream: W) -> Writer {
+        let (frames, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("lsp-writer".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(stream);
+                'outer: while let Some(frame) = rx.blocking_recv() {
+                    if out.write_all(&frame).is_err() {
+                        break;
+                    }
+                    while let Ok(frame) = rx.try_recv() {
+                        if out.write_all(&frame).is_err() {
+                            break 'outer;
+                        }
+                    }
+                    if out.flush().is_err() {
+                        break;
+                    }
+                }
+                let _ = done_tx.send(());
+            })
+            .expect("spawning the writer thread");
+        Writer { frames, done }
+    }
+}
+
+/// Reads items from an async stream until it ends; the returned handle completes at the end.
+pub(crate) fn spawn_async_reader<R, E>(
+    stream: R,
+    max_message_bytes: usize,
+    events: mpsc::UnboundedSender<E>,
+    wrap: impl Fn(Incoming) -> E + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    E: Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut reader = FrameReader::new(stream, max_message_bytes);
+        loop {
+            match reader.next().await {
+                Ok(Some(item)) => {
+                    if events.send(wrap(item)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "read error; treating the stream as closed");
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Reads items from a blocking stream (our stdin) on its own thread; `on_end` is sent at EOF.
+pub(crate) fn spawn_blocking_reader<R, E>(
+    mut stream: R,
+    max_message_bytes: usize,
+    events: mpsc::UnboundedSender<E>,
+    wrap: impl Fn(Incoming) -> E + Send + 'static,
+    on_end: E,
+) where
+    R: Read + Send + 'static,
+    E: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("lsp-reader".into())
+        .spawn(move || {
+            let mut decoder = Decoder::new(max_message_bytes);
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = match stream.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "read error; treating the stream as closed");
+                        break;
+                    }
+                };
+                decoder.extend(&chunk[..n]);
+                while let Some(item) = decoder.decode() {
+                    if events.send(wrap(item)).is_err() {
+                        return;
+                    }
+                }
+            }
+            if let Some(item) = decoder.finish() {
+                let _ = events.send(wrap(item));
+            }
+            let _ = events.send(on_end);
+        })
+        .expect("spawning the reader thread");
+}

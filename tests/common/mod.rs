@@ -1,0 +1,344 @@
+//! A real LSP client for end-to-end tests: spawns a process (the marunochi binary, or a language
+//! server directly), frames messages with the crate's codec and answers server→client requests the
+//! way an editor would.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use marunochi::lsp::codec::{self, Decoder, Incoming};
+use serde_json::{Value, json};
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn test_dep(relative: &str) -> String {
+    let path = repo_root().join(".test-deps").join(relative);
+    assert!(path.exists(), "{} is missing: run ./scripts/test-deps.sh (./scripts/test.sh does)", path.display());
+    path.to_string_lossy().into_owned()
+}
+
+pub fn pylsp() -> Vec<String> {
+    vec![test_dep("venv/bin/pylsp")]
+}
+
+pub fn pyright() -> Vec<String> {
+    vec![test_dep("node/node_modules/.bin/pyright-langserver"), "--stdio".into()]
+}
+
+pub fn scripted_server(log: &Path, encoding: Option<&str>) -> Vec<String> {
+    let mut cmd = vec![
+        "python3".to_string(),
+        repo_root().join("tests/fixtures/scripted_server.py").to_string_lossy().into_owned(),
+        log.to_string_lossy().into_owned(),
+    ];
+    if let Some(encoding) = encoding {
+        cmd.extend(["--encoding".to_string(), encoding.to_string()]);
+    }
+    cmd
+}
+
+/// `marunochi proxy [extra...] -- server...` with its own MARUNOCHI_HOME.
+pub fn proxy_command(home: &Path, extra: &[&str], server: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_marunochi"));
+    cmd.env("MARUNOCHI_HOME", home).arg("proxy").args(extra).arg("--").args(server);
+    cmd
+}
+
+pub fn lsp_command(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_marunochi"));
+    cmd.env("MARUNOCHI_HOME", home).arg("lsp");
+    cmd
+}
+
+pub fn direct_command(server: &[String]) -> Command {
+    let mut cmd = Command::new(&server[0]);
+    cmd.args(&server[1..]);
+    cmd
+}
+
+pub struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    incoming: Receiver<Incoming>,
+    next_id: i64,
+    /// Notifications and unsolicited messages seen so far, oldest first.
+    pub notifications: VecDeque<Value>,
+    /// Server→client requests seen (after we answered them).
+    pub server_requests: Vec<Value>,
+    /// Responses that arrived while waiting for another one.
+    pending_responses: Vec<Value>,
+}
+
+impl Client {
+    pub fn spawn(mut cmd: Command) -> Client {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, incoming) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut decoder = Decoder::new(usize::MAX);
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                decoder.extend(&buf[..n]);
+                while let Some(item) = decoder.decode() {
+                    if tx.send(item).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Client {
+            child,
+            stdin,
+            incoming,
+            next_id: 1,
+            notifications: VecDeque::new(),
+            server_requests: Vec::new(),
+            pending_responses: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn send(&mut self, message: &Value) {
+        self.send_raw(&codec::encode(message));
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    /// Sends a request with the next integer id and returns that id.
+    pub fn send_request(&mut self, method: &str, params: Value) -> Value {
+        let id = json!(self.next_id);
+        self.next_id += 1;
+        self.send_request_with_id(id.clone(), method, params);
+        id
+    }
+
+    pub fn send_request_with_id(&mut self, id: Value, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+    }
+
+    /// Sends a request and waits for its whole response message.
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send_request(method, params);
+        self.response(&id)
+    }
+
+    /// The response with this id, answering server requests and keeping notifications meanwhile.
+    pub fn response(&mut self, id: &Value) -> Value {
+        if let Some(i) = self.pending_responses.iter().position(|r| &r["id"] == id) {
+            return self.pending_responses.remove(i);
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let message = self.next_message(deadline).unwrap_or_else(|| panic!("no response to request {id}"));
+            if message.get("method").is_none() {
+                if &message["id"] == id {
+                    return message;
+                }
+                self.pending_responses.push(message);
+            }
+        }
+    }
+
+    /// Waits for a notification with this method (answering server requests meanwhile).
+    pub fn wait_notification(&mut self, method: &str, timeout: Duration) -> Option<Value> {
+        if let Some(i) = self.notifications.iter().position(|n| n["method"] == method) {
+            return self.notifications.remove(i);
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(message) = self.next_message(deadline) {
+            if message["method"] == method && message.get("id").is_none() {
+                self.notifications.retain(|n| n != &message);
+                return Some(message);
+            }
+            if message.get("method").is_none() {
+                self.pending_responses.push(message);
+            }
+        }
+        None
+    }
+
+    /// Waits for a server→client request with this method; it is answered automatically.
+    pub fn wait_server_request(&mut self, method: &str, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.server_requests.iter().find(|r| r["method"] == method) {
+                return Some(found.clone());
+            }
+            let message = self.next_message(deadline)?;
+            if message.get("method").is_none() {
+                self.pending_responses.push(message);
+            }
+        }
+    }
+
+    /// The next raw item (for malformed-frame tests), without any handling.
+    pub fn next_item(&mut self, timeout: Duration) -> Option<Incoming> {
+        self.incoming.recv_timeout(timeout).ok()
+    }
+
+    fn next_message(&mut self, deadline: Instant) -> Option<Value> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let item = match self.incoming.recv_timeout(left) {
+                Ok(item) => item,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            };
+            let Incoming::Message(message) = item else { panic!("malformed frame from the peer: {item:?}") };
+            match (message.get("method").and_then(Value::as_str), message.get("id")) {
+                (Some(method), Some(id)) => {
+                    let result = editor_answer(method, &message["params"]);
+                    self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
+                    self.server_requests.push(message.clone());
+                    return Some(message);
+                }
+                (Some(_), None) => {
+                    self.notifications.push_back(message.clone());
+                    return Some(message);
+                }
+                _ => return Some(message),
+            }
+        }
+    }
+
+    /// Closes stdin (the editor goes away) and waits for the process to exit.
+    pub fn close_and_wait(&mut self) -> std::process::ExitStatus {
+        self.stdin = None;
+        self.wait()
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// initialize + initialized, returning the initialize response.
+    pub fn initialize(&mut self, root: &Path, encodings: &[&str]) -> Value {
+        let params = initialize_params(root, encodings);
+        let response = self.request("initialize", params);
+        self.notify("initialized", json!({}));
+        response
+    }
+
+    pub fn shutdown_and_exit(&mut self) -> std::process::ExitStatus {
+        let response = self.request("shutdown", Value::Null);
+        assert_eq!(response["result"], Value::Null, "{response}");
+        self.notify("exit", Value::Null);
+        self.wait()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a cooperative editor answers to the server requests real servers send.
+fn editor_answer(method: &str, params: &Value) -> Value {
+    match method {
+        "workspace/configuration" => {
+            let items = params["items"].as_array().map_or(0, Vec::len);
+            Value::Array(vec![Value::Null; items])
+        }
+        "workspace/applyEdit" => json!({"applied": true}),
+        _ => Value::Null,
+    }
+}
+
+pub fn initialize_params(root: &Path, encodings: &[&str]) -> Value {
+    let uri = file_uri(root);
+    json!({
+        "processId": std::process::id(),
+        "clientInfo": {"name": "marunochi-tests"},
+        "rootUri": uri,
+        "workspaceFolders": [{"uri": uri, "name": "ws"}],
+        "capabilities": {
+            "general": {"positionEncodings": encodings},
+            "workspace": {"configuration": true, "applyEdit": true, "workspaceFolders": true,
+                          "didChangeConfiguration": {"dynamicRegistration": true}},
+            "window": {"workDoneProgress": true, "showMessage": {}},
+            "textDocument": {
+                "hover": {"contentFormat": ["markdown", "plaintext"]},
+                "completion": {"completionItem": {"snippetSupport": false}},
+                "synchronization": {"didSave": true, "dynamicRegistration": true},
+                "publishDiagnostics": {},
+                "rename": {"prepareSupport": true}
+            }
+        }
+    })
+}
+
+pub fn file_uri(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+pub fn open(client: &mut Client, uri: &str, text: &str) {
+    client.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}),
+    );
+}
+
+pub fn position(uri: &str, line: u32, character: u32) -> Value {
+    json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": character}})
+}
+
+/// Child processes of `pid` (the proxy's language server).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                found.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    found
+}
+
+pub fn read_log(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Polls `f` until it returns `Some`, or panics after `TIMEOUT`.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
