@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use marunochi::lsp::codec::{self, Decoder, Incoming};
@@ -201,27 +201,19 @@ impl Client {
     }
 
     fn next_message(&mut self, deadline: Instant) -> Option<Value> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let item = match self.incoming.recv_timeout(left) {
-                Ok(item) => item,
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            };
-            let Incoming::Message(message) = item else { panic!("malformed frame from the peer: {item:?}") };
-            match (message.get("method").and_then(Value::as_str), message.get("id")) {
-                (Some(method), Some(id)) => {
-                    let result = editor_answer(method, &message["params"]);
-                    self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
-                    self.server_requests.push(message.clone());
-                    return Some(message);
-                }
-                (Some(_), None) => {
-                    self.notifications.push_back(message.clone());
-                    return Some(message);
-                }
-                _ => return Some(message),
+        let left = deadline.saturating_duration_since(Instant::now());
+        let item = self.incoming.recv_timeout(left).ok()?;
+        let Incoming::Message(message) = item else { panic!("malformed frame from the peer: {item:?}") };
+        match (message.get("method").and_then(Value::as_str), message.get("id")) {
+            (Some(method), Some(id)) => {
+                let result = editor_answer(method, &message["params"]);
+                self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
+                self.server_requests.push(message.clone());
             }
+            (Some(_), None) => self.notifications.push_back(message.clone()),
+            _ => {}
         }
+        Some(message)
     }
 
     /// Closes stdin (the editor goes away) and waits for the process to exit.
