@@ -129,9 +129,12 @@ fn pyright_apply_edit_round_trips_through_the_proxy() {
     let run = |mut client: Client| {
         client.initialize(&root, &[]);
         open(&mut client, &uri, text);
-        let done = client.request("workspace/executeCommand", json!({"command": "pyright.organizeimports", "arguments": [uri]}));
+        let done = client
+            .request("workspace/executeCommand", json!({"command": "pyright.organizeimports", "arguments": [uri]}));
         assert!(done.get("error").is_none(), "{done}");
-        let edit = client.wait_server_request("workspace/applyEdit", TIMEOUT).expect("pyright asks the editor to apply the edit");
+        let edit = client
+            .wait_server_request("workspace/applyEdit", TIMEOUT)
+            .expect("pyright asks the editor to apply the edit");
         client.shutdown_and_exit();
         edit["params"].clone()
     };
@@ -195,7 +198,8 @@ fn a_killed_pylsp_comes_back_with_the_documents_as_the_editor_has_them() {
     assert_ne!(restarted, servers);
     let after = hover_greeting(&mut client, &uri);
     assert_eq!(after["result"], expected, "the restarted server must see the editor's current text");
-    let doc = client.request("workspace/executeCommand", json!({"command": "marunochi.debug.document", "arguments": [uri]}));
+    let doc =
+        client.request("workspace/executeCommand", json!({"command": "marunochi.debug.document", "arguments": [uri]}));
     assert_eq!(doc["result"]["text"], CRASH_FINAL);
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
 }

@@ -111,8 +111,11 @@ fn batches_are_relayed_as_batches() {
     ]));
     let reply = loop {
         match client.next_item(TIMEOUT).expect("a reply to the batch") {
-            Incoming::Message(Value::Array(items)) => break items,
-            _ => continue,
+            Incoming::Message(payload) => match payload.to_value().unwrap() {
+                Value::Array(items) => break items,
+                _ => continue,
+            },
+            Incoming::Malformed(bad) => panic!("{bad:?}"),
         }
     };
     assert_eq!(

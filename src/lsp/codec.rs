@@ -6,8 +6,11 @@
 //! the next `Content-Length` header, so one bad frame never wedges the editor or the server.
 
 use bytes::{Buf, BytesMut};
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::message::Payload;
 
 /// Headers are tiny in practice (`Content-Length` and maybe `Content-Type`); anything longer is
 /// garbage and is discarded rather than buffered forever.
@@ -17,8 +20,8 @@ const CONTENT_LENGTH: &[u8] = b"content-length";
 /// One decoded item of the stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
-    /// A well-formed JSON body (object, array, or any other JSON value; classification happens later).
-    Message(Value),
+    /// A JSON object or batch; what kind of JSON-RPC message it is gets decided later.
+    Message(Payload),
     /// A frame that could not be turned into JSON. `id` is set when it could still be read, so the
     /// sender can be answered with an error.
     Malformed(Malformed),
@@ -44,6 +47,8 @@ pub enum FrameError {
     NotUtf8,
     #[error("body is not valid JSON: {0}")]
     InvalidJson(String),
+    #[error("body is not a JSON-RPC message or batch: {0}")]
+    NotJsonRpc(String),
     #[error("stream ended inside a frame ({0} bytes unread)")]
     Truncated(usize),
 }
@@ -147,10 +152,11 @@ impl Decoder {
     }
 
     fn parse_body(&mut self, body: &[u8]) -> Incoming {
-        let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
-        match values.next() {
-            Some(Ok(value)) => {
-                let rest = &body[values.byte_offset()..];
+        let mut values = serde_json::Deserializer::from_slice(body).into_iter::<IgnoredAny>();
+        let parsed = match values.next() {
+            Some(Ok(_)) => {
+                let end = values.byte_offset();
+                let rest = &body[end..];
                 if !rest.iter().all(u8::is_ascii_whitespace) {
                     // A Content-Length that was too long swallowed the start of the next frame:
                     // give those bytes back so the next frame still decodes.
@@ -159,16 +165,20 @@ impl Decoder {
                     buf.extend_from_slice(&self.buf);
                     self.buf = buf;
                 }
-                Incoming::Message(value)
+                Payload::parse(&body[..end]).map_err(|e| FrameError::NotJsonRpc(e.to_string()))
             }
-            _ if std::str::from_utf8(body).is_err() => {
+            Some(Err(error)) => Err(FrameError::InvalidJson(error.to_string())),
+            None => Err(FrameError::InvalidJson("empty body".into())),
+        };
+        match parsed {
+            Ok(payload) => Incoming::Message(payload),
+            Err(_) if std::str::from_utf8(body).is_err() => {
                 // Read the id from a lossy copy so the sender can still be answered.
                 let lossy = String::from_utf8_lossy(body);
                 let id = serde_json::from_str::<Value>(&lossy).ok().and_then(|v| v.get("id").cloned());
                 Incoming::Malformed(Malformed { error: FrameError::NotUtf8, id })
             }
-            Some(Err(error)) => malformed(FrameError::InvalidJson(error.to_string())),
-            None => malformed(FrameError::InvalidJson("empty body".into())),
+            Err(error) => malformed(error),
         }
     }
 }
@@ -258,9 +268,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 /// The bytes of one frame carrying `message`.
 pub fn encode(message: &Value) -> Vec<u8> {
-    let body = serde_json::to_vec(message).expect("a serde_json::Value always serialises");
+    frame(&serde_json::to_vec(message).expect("a serde_json::Value always serialises"))
+}
+
+/// The bytes of one frame carrying an already serialised body.
+pub fn frame(body: &[u8]) -> Vec<u8> {
     let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-    frame.extend_from_slice(&body);
+    frame.extend_from_slice(body);
     frame
 }
 
@@ -292,7 +306,10 @@ mod tests {
     }
 
     fn messages(items: &[Incoming]) -> Vec<Value> {
-        items.iter().filter_map(|i| if let Incoming::Message(v) = i { Some(v.clone()) } else { None }).collect()
+        items
+            .iter()
+            .filter_map(|i| if let Incoming::Message(p) = i { Some(p.to_value().unwrap()) } else { None })
+            .collect()
     }
 
     fn errors(items: &[Incoming]) -> Vec<FrameError> {
@@ -369,8 +386,8 @@ mod tests {
             assert_eq!(decoder.decode(), None);
             assert!(decoder.buf.len() <= 1000);
         }
-        decoder.extend(&encode(&json!(1)));
-        assert_eq!(decoder.decode(), Some(Incoming::Message(json!(1))));
+        decoder.extend(&encode(&json!({"id": 1})));
+        assert!(matches!(decoder.decode(), Some(Incoming::Message(_))));
     }
 
     #[test]
@@ -381,6 +398,24 @@ mod tests {
             while decoder.decode().is_some() {}
             assert!(decoder.buf.len() <= MAX_HEADER_BYTES + 1024);
         }
+    }
+
+    #[test]
+    fn json_that_is_not_json_rpc_is_reported() {
+        let items = decode_all(&[encode(&json!(3)), encode(&json!([1]))].concat(), 64);
+        assert!(matches!(errors(&items)[..], [FrameError::NotJsonRpc(_), FrameError::NotJsonRpc(_)]), "{items:?}");
+    }
+
+    #[test]
+    fn absurdly_deep_nesting_is_refused_not_a_stack_overflow() {
+        let deep = format!(r#"{{"id":1,"method":"m","params":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        // Relayed untouched (the peer decides); only our own parsing of it refuses, without panicking.
+        let Incoming::Message(Payload::One(message)) = decode_all(&frame(deep.as_bytes()), 4096).remove(0) else {
+            panic!("a deep but valid body is still a message")
+        };
+        assert!(message.to_value().is_err());
+        assert_eq!(message.params(), Value::Null);
+        assert_eq!(message.method().as_deref(), Some("m"));
     }
 
     #[test]

@@ -71,6 +71,10 @@ impl Downstream {
         self.writer.send(message);
     }
 
+    pub(crate) fn send_body(&self, body: &[u8]) {
+        self.writer.send_body(body);
+    }
+
     /// Asks the server to go (SIGTERM, then SIGKILL after a grace period) and waits until it has.
     pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

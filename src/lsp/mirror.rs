@@ -252,8 +252,9 @@ impl Mirror {
         rx
     }
 
-    /// Applies a text synchronisation notification. Other methods are ignored (`Ok(false)`).
-    pub fn apply(&mut self, method: &str, params: &serde_json::Value) -> Result<bool, MirrorError> {
+    /// Applies a text synchronisation notification, given its `params` as JSON text. Other methods
+    /// are ignored (`Ok(false)`).
+    pub fn apply(&mut self, method: &str, params: &[u8]) -> Result<bool, MirrorError> {
         match method {
             "textDocument/didOpen" => self.did_open(parse(method, params)?),
             "textDocument/didChange" => self.did_change(parse(method, params)?)?,
@@ -312,8 +313,9 @@ impl Mirror {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(method: &str, params: &serde_json::Value) -> Result<T, MirrorError> {
-    T::deserialize(params).map_err(|e| MirrorError::InvalidParams { method: method.to_owned(), reason: e.to_string() })
+fn parse<T: serde::de::DeserializeOwned>(method: &str, params: &[u8]) -> Result<T, MirrorError> {
+    serde_json::from_slice(params)
+        .map_err(|e| MirrorError::InvalidParams { method: method.to_owned(), reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -328,7 +330,7 @@ mod tests {
     fn open(mirror: &mut Mirror, text: &str) {
         let params =
             json!({"textDocument": {"uri": "file:///a.py", "languageId": "python", "version": 1, "text": text}});
-        assert_eq!(mirror.apply("textDocument/didOpen", &params), Ok(true));
+        assert_eq!(mirror.apply("textDocument/didOpen", params.to_string().as_bytes()), Ok(true));
     }
 
     fn edit(mirror: &mut Mirror, version: i32, start: (u32, u32), end: (u32, u32), text: &str) {
@@ -336,7 +338,7 @@ mod tests {
             "textDocument": {"uri": "file:///a.py", "version": version},
             "contentChanges": [{"range": {"start": pos(start.0, start.1), "end": pos(end.0, end.1)}, "text": text}]
         });
-        mirror.apply("textDocument/didChange", &params).unwrap();
+        mirror.apply("textDocument/didChange", params.to_string().as_bytes()).unwrap();
     }
 
     fn text(mirror: &Mirror) -> String {
@@ -385,9 +387,9 @@ mod tests {
         assert_eq!(before.text, "one\ntwo\nthree\n", "an earlier snapshot must not change");
         let params =
             json!({"textDocument": {"uri": "file:///a.py", "version": 3}, "contentChanges": [{"text": "all new"}]});
-        mirror.apply("textDocument/didChange", &params).unwrap();
+        mirror.apply("textDocument/didChange", params.to_string().as_bytes()).unwrap();
         assert_eq!(text(&mirror), "all new");
-        mirror.apply("textDocument/didClose", &json!({"textDocument": {"uri": "file:///a.py"}})).unwrap();
+        mirror.apply("textDocument/didClose", br#"{"textDocument": {"uri": "file:///a.py"}}"#).unwrap();
         assert!(mirror.snapshot("file:///a.py").is_none());
 
         let changes: Vec<Change> = std::iter::from_fn(|| events.try_recv().ok()).map(|e| e.change).collect();
@@ -406,14 +408,14 @@ mod tests {
     fn bad_params_and_unknown_documents_are_errors_not_panics() {
         let mut mirror = Mirror::new(PositionEncoding::Utf16);
         assert!(matches!(
-            mirror.apply("textDocument/didOpen", &json!({"textDocument": 3})),
+            mirror.apply("textDocument/didOpen", br#"{"textDocument": 3}"#),
             Err(MirrorError::InvalidParams { .. })
         ));
         let change = json!({"textDocument": {"uri": "file:///nope", "version": 1}, "contentChanges": []});
         assert_eq!(
-            mirror.apply("textDocument/didChange", &change),
+            mirror.apply("textDocument/didChange", change.to_string().as_bytes()),
             Err(MirrorError::NotOpen { uri: "file:///nope".into() })
         );
-        assert_eq!(mirror.apply("textDocument/hover", &json!({})), Ok(false));
+        assert_eq!(mirror.apply("textDocument/hover", b"{}"), Ok(false));
     }
 }

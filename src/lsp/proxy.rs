@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::codec::Incoming;
 use super::downstream::{Downstream, ServerEvent};
 use super::intercept::{self, ServerFeatures};
-use super::message::{self, IdKey, Kind, MessageType, code};
+use super::message::{self, IdKey, Kind, MessageType, Payload, RawMessage, code};
 use super::mirror::{DocumentEvent, Mirror, PositionEncoding};
 use super::transport::{self, Writer};
 use crate::config::ProxyConfig;
@@ -140,7 +140,7 @@ struct Relay {
     /// The server's id → our id on the client side (for the server's `$/cancelRequest`).
     server_ids: HashMap<IdKey, i64>,
     /// Client messages held while the server is restarting, replayed in order once it is up.
-    held: Vec<Value>,
+    held: Vec<RawMessage>,
     initialize_params: Option<Value>,
     last_configuration: Option<Value>,
     shutdown_requested: bool,
@@ -179,7 +179,7 @@ impl Relay {
     /// Handles one event; `Some(code)` ends the loop.
     fn handle(&mut self, event: Event) -> Option<ExitCode> {
         match event {
-            Event::Client(Incoming::Message(value)) => self.on_client_message(value),
+            Event::Client(Incoming::Message(payload)) => self.on_client_payload(payload),
             Event::Client(Incoming::Malformed(bad)) => {
                 tracing::warn!(error = %bad.error, "malformed message from the editor");
                 if let Some(id) = bad.id {
@@ -197,7 +197,7 @@ impl Relay {
             }
             Event::Server(ServerEvent::Message { incarnation, item }) if incarnation == self.incarnation => {
                 match item {
-                    Incoming::Message(value) => self.on_server_message(value),
+                    Incoming::Message(payload) => self.on_server_payload(payload),
                     Incoming::Malformed(bad) => self.malformed_from_server(bad),
                 }
                 None
@@ -234,14 +234,21 @@ impl Relay {
 
     // ---- editor → proxy ----
 
-    fn on_client_message(&mut self, value: Value) -> Option<ExitCode> {
-        if let Value::Array(batch) = value {
-            let forwarded: Vec<Value> = batch.into_iter().filter_map(|m| self.route_client_message(m)).collect();
-            if !forwarded.is_empty() {
-                self.send_to_server(Value::Array(forwarded));
+    fn on_client_payload(&mut self, payload: Payload) -> Option<ExitCode> {
+        match payload {
+            Payload::Batch(batch) if batch.is_empty() => tracing::warn!("empty batch from the editor; ignored"),
+            Payload::Batch(batch) => {
+                let forwarded: Vec<RawMessage> =
+                    batch.into_iter().filter_map(|m| self.route_client_message(m)).collect();
+                if !forwarded.is_empty() {
+                    self.send_body_to_server(&message::join_batch(forwarded.iter().map(RawMessage::as_bytes)));
+                }
             }
-        } else if let Some(forward) = self.route_client_message(value) {
-            self.send_to_server(forward);
+            Payload::One(one) => {
+                if let Some(forward) = self.route_client_message(one) {
+                    self.send_body_to_server(forward.as_bytes());
+                }
+            }
         }
         if self.exit_requested && !matches!(self.state, ServerState::Up { .. }) {
             return Some(self.exit_code());
@@ -250,10 +257,10 @@ impl Relay {
     }
 
     /// Handles one client message; returns it (rewritten) if it must go on to the server.
-    fn route_client_message(&mut self, mut value: Value) -> Option<Value> {
-        match message::classify(&value) {
+    fn route_client_message(&mut self, message: RawMessage) -> Option<RawMessage> {
+        match message.classify() {
             Kind::Request { id, method } => {
-                if let Some(answer) = self.answer_locally(&method, message::params(&value)) {
+                if let Some(answer) = self.answer_locally(&method, &message) {
                     let reply = match answer {
                         Ok(result) => message::response(id, result),
                         Err((code, text)) => message::error_response(id, code, text),
@@ -262,27 +269,25 @@ impl Relay {
                     return None;
                 }
                 match method.as_str() {
-                    "initialize" => self.initialize_params = Some(message::params(&value).clone()),
+                    "initialize" => self.initialize_params = Some(message.params()),
                     "shutdown" => self.shutdown_requested = true,
                     _ => {}
                 }
                 if !self.server_accepts_requests() {
-                    return self.hold_or_refuse(value, id);
+                    return self.hold_or_refuse(message, id);
                 }
                 let ours = self.take_id();
                 self.to_server.insert(ours, Outbound::Client { id: id.clone(), method });
                 self.client_ids.insert(IdKey::of(&id), ours);
-                message::set_id(&mut value, json!(ours));
-                Some(value)
+                Some(message.with_id(&json!(ours)))
             }
-            Kind::Notification { method } => self.client_notification(&method, value),
+            Kind::Notification { method } => self.client_notification(&method, message),
             Kind::Response { id } => {
                 let request = id.as_i64().and_then(|ours| self.to_client.remove(&ours));
                 match request {
                     Some(request) if request.incarnation == self.incarnation => {
                         self.server_ids.remove(&IdKey::of(&request.server_id));
-                        message::set_id(&mut value, request.server_id);
-                        Some(value)
+                        Some(message.with_id(&request.server_id))
                     }
                     Some(_) => None,
                     None => {
@@ -301,7 +306,7 @@ impl Relay {
         }
     }
 
-    fn client_notification(&mut self, method: &str, mut value: Value) -> Option<Value> {
+    fn client_notification(&mut self, method: &str, mut message: RawMessage) -> Option<RawMessage> {
         match method {
             "exit" => {
                 self.exit_requested = true;
@@ -315,12 +320,11 @@ impl Relay {
             }
             "$/cancelRequest" => {
                 // Only requests that went to the server can be cancelled there; ours finish at once.
-                let theirs = value.pointer("/params/id").map(IdKey::of)?;
-                let ours = *self.client_ids.get(&theirs)?;
-                value["params"]["id"] = json!(ours);
+                let ours = *self.client_ids.get(&IdKey::of(message.params().get("id")?))?;
+                message = with_cancelled_id(&message, ours)?;
             }
             "textDocument/didOpen" | "textDocument/didChange" | "textDocument/didClose" => {
-                if let Err(error) = self.mirror.apply(method, message::params(&value)) {
+                if let Err(error) = self.mirror.apply(method, message.params_json()) {
                     tracing::warn!(%error, "document mirror");
                 }
                 // A restarting server gets the documents' current text when it is back.
@@ -328,23 +332,23 @@ impl Relay {
                     return None;
                 }
             }
-            "workspace/didChangeConfiguration" => self.last_configuration = Some(message::params(&value).clone()),
+            "workspace/didChangeConfiguration" => self.last_configuration = Some(message.params()),
             _ => {}
         }
         match self.state {
             ServerState::Standalone | ServerState::Down => None,
             ServerState::Restarting | ServerState::Up { initializing: true, .. } => {
-                self.held.push(value);
+                self.held.push(message);
                 None
             }
-            ServerState::Up { initializing: false, .. } => Some(value),
+            ServerState::Up { initializing: false, .. } => Some(message),
         }
     }
 
     /// Requests we answer ourselves, whatever the server would say.
-    fn answer_locally(&mut self, method: &str, params: &Value) -> Option<Result<Value, (i64, String)>> {
+    fn answer_locally(&mut self, method: &str, message: &RawMessage) -> Option<Result<Value, (i64, String)>> {
         if matches!(self.state, ServerState::Standalone) {
-            return Some(self.standalone_request(method, params));
+            return Some(self.standalone_request(method, &message.params()));
         }
         if !self.options.ai {
             return None;
@@ -352,8 +356,9 @@ impl Relay {
         match method {
             "textDocument/inlineCompletion" => Some(Ok(intercept::empty_inline_completion())),
             "textDocument/completion" if !self.features.completion => Some(Ok(intercept::empty_completion())),
-            "workspace/executeCommand" if intercept::is_our_command(params) => {
-                Some(intercept::execute_command(params, &self.mirror))
+            "workspace/executeCommand" => {
+                let params = message.params();
+                intercept::is_our_command(&params).then(|| intercept::execute_command(&params, &self.mirror))
             }
             _ => None,
         }
@@ -381,9 +386,9 @@ impl Relay {
         matches!(self.state, ServerState::Up { initializing: false, .. })
     }
 
-    fn hold_or_refuse(&mut self, value: Value, id: Value) -> Option<Value> {
+    fn hold_or_refuse(&mut self, message: RawMessage, id: Value) -> Option<RawMessage> {
         match self.state {
-            ServerState::Restarting | ServerState::Up { initializing: true, .. } => self.held.push(value),
+            ServerState::Restarting | ServerState::Up { initializing: true, .. } => self.held.push(message),
             _ => self.client.send(&message::error_response(
                 id,
                 code::REQUEST_FAILED,
@@ -405,21 +410,33 @@ impl Relay {
         }
     }
 
-    // ---- server → proxy ----
-
-    fn on_server_message(&mut self, value: Value) {
-        if let Value::Array(batch) = value {
-            let forwarded: Vec<Value> = batch.into_iter().filter_map(|m| self.route_server_message(m)).collect();
-            if !forwarded.is_empty() {
-                self.client.send(&Value::Array(forwarded));
-            }
-        } else if let Some(forward) = self.route_server_message(value) {
-            self.client.send(&forward);
+    fn send_body_to_server(&self, body: &[u8]) {
+        if let ServerState::Up { server, .. } = &self.state {
+            server.send_body(body);
         }
     }
 
-    fn route_server_message(&mut self, mut value: Value) -> Option<Value> {
-        match message::classify(&value) {
+    // ---- server → proxy ----
+
+    fn on_server_payload(&mut self, payload: Payload) {
+        match payload {
+            Payload::Batch(batch) => {
+                let forwarded: Vec<RawMessage> =
+                    batch.into_iter().filter_map(|m| self.route_server_message(m)).collect();
+                if !forwarded.is_empty() {
+                    self.client.send_body(&message::join_batch(forwarded.iter().map(RawMessage::as_bytes)));
+                }
+            }
+            Payload::One(one) => {
+                if let Some(forward) = self.route_server_message(one) {
+                    self.client.send_body(forward.as_bytes());
+                }
+            }
+        }
+    }
+
+    fn route_server_message(&mut self, message: RawMessage) -> Option<RawMessage> {
+        match message.classify() {
             Kind::Response { id } => {
                 let Some(origin) = id.as_i64().and_then(|ours| self.to_server.remove(&ours)) else {
                     tracing::warn!(%id, "the server answered a request nobody asked; dropped");
@@ -428,14 +445,16 @@ impl Relay {
                 match origin {
                     Outbound::Client { id, method } => {
                         self.client_ids.remove(&IdKey::of(&id));
-                        if method == "initialize" {
-                            self.server_initialized(&mut value);
+                        if let ("initialize", Ok(mut response)) = (method.as_str(), message.to_value()) {
+                            self.server_initialized(&mut response);
+                            response["id"] = id;
+                            return Some(RawMessage::from_value(&response));
                         }
-                        message::set_id(&mut value, id);
-                        Some(value)
+                        Some(message.with_id(&id))
                     }
                     Outbound::ReplayInitialize => {
-                        self.replay_after_initialize(&value);
+                        let response = message.to_value();
+                        self.replay_after_initialize(&response.unwrap_or_else(|e| json!({"error": e.to_string()})));
                         None
                     }
                 }
@@ -444,16 +463,13 @@ impl Relay {
                 let ours = self.take_id();
                 self.server_ids.insert(IdKey::of(&id), ours);
                 self.to_client.insert(ours, InboundRequest { server_id: id, incarnation: self.incarnation });
-                message::set_id(&mut value, json!(ours));
-                Some(value)
+                Some(message.with_id(&json!(ours)))
             }
             Kind::Notification { method } if method == "$/cancelRequest" => {
-                let theirs = value.pointer("/params/id").map(IdKey::of)?;
-                let ours = *self.server_ids.get(&theirs)?;
-                value["params"]["id"] = json!(ours);
-                Some(value)
+                let ours = *self.server_ids.get(&IdKey::of(message.params().get("id")?))?;
+                with_cancelled_id(&message, ours)
             }
-            Kind::Notification { .. } => Some(value),
+            Kind::Notification { .. } => Some(message),
             Kind::Invalid { id, reason } => {
                 tracing::warn!(reason, "invalid message from the server");
                 if let Some(id) = id {
@@ -618,14 +634,14 @@ impl Relay {
     }
 
     fn release_held(&mut self) {
-        for value in std::mem::take(&mut self.held) {
-            self.on_client_message(value);
+        for message in std::mem::take(&mut self.held) {
+            self.on_client_payload(Payload::One(message));
         }
     }
 
     fn refuse_held(&mut self) {
-        for value in std::mem::take(&mut self.held) {
-            if let Kind::Request { id, .. } = message::classify(&value) {
+        for held in std::mem::take(&mut self.held) {
+            if let Kind::Request { id, .. } = held.classify() {
                 self.client.send(&message::error_response(
                     id,
                     code::REQUEST_FAILED,
@@ -634,6 +650,13 @@ impl Relay {
             }
         }
     }
+}
+
+/// A `$/cancelRequest` naming our id instead of the peer's.
+fn with_cancelled_id(cancel: &RawMessage, ours: i64) -> Option<RawMessage> {
+    let mut value = cancel.to_value().ok()?;
+    value["params"]["id"] = json!(ours);
+    Some(RawMessage::from_value(&value))
 }
 
 fn spawn_signal_watcher(events: mpsc::UnboundedSender<Event>) {

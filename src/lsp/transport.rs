@@ -25,6 +25,11 @@ impl Writer {
         let _ = self.frames.send(codec::encode(message));
     }
 
+    /// Sends an already serialised body.
+    pub(crate) fn send_body(&self, body: &[u8]) {
+        let _ = self.frames.send(codec::frame(body));
+    }
+
     /// Flushes everything sent so far, then closes the stream.
     pub(crate) async fn close(self) {
         drop(self.frames);

@@ -203,7 +203,8 @@ impl Client {
     fn next_message(&mut self, deadline: Instant) -> Option<Value> {
         let left = deadline.saturating_duration_since(Instant::now());
         let item = self.incoming.recv_timeout(left).ok()?;
-        let Incoming::Message(message) = item else { panic!("malformed frame from the peer: {item:?}") };
+        let Incoming::Message(payload) = item else { panic!("malformed frame from the peer: {item:?}") };
+        let message = payload.to_value().unwrap();
         match (message.get("method").and_then(Value::as_str), message.get("id")) {
             (Some(method), Some(id)) => {
                 let result = editor_answer(method, &message["params"]);

@@ -1,0 +1,149 @@
+//! Added latency of the proxy, measured side by side in one run: the same requests go to a server
+//! started directly and to the same server behind `marunochi proxy`, interleaved, so machine noise
+//! hits both alike. Prints p50/p99 of each and the difference.
+//!
+//! `./scripts/test-deps.sh && cargo bench --bench proxy_latency` (ROUNDS=n to change the count).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use common::*;
+use serde_json::{Value, json};
+
+const TARGET_P50_MS: f64 = 0.1;
+const TARGET_P99_MS: f64 = 0.5;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Row {
+    name: &'static str,
+    direct: Vec<f64>,
+    proxied: Vec<f64>,
+}
+
+impl Row {
+    fn print(&mut self) -> (f64, f64) {
+        self.direct.sort_by(f64::total_cmp);
+        self.proxied.sort_by(f64::total_cmp);
+        let (d50, d99) = (percentile(&self.direct, 0.5), percentile(&self.direct, 0.99));
+        let (p50, p99) = (percentile(&self.proxied, 0.5), percentile(&self.proxied, 0.99));
+        println!(
+            "{:<22} n={:<5} direct p50 {:>7.3} ms p99 {:>7.3} | proxied p50 {:>7.3} p99 {:>7.3} | added p50 {:>+7.3} ms p99 {:>+7.3} ms (ratio p50 {:.3})",
+            self.name,
+            self.direct.len(),
+            d50,
+            d99,
+            p50,
+            p99,
+            p50 - d50,
+            p99 - d99,
+            p50 / d50
+        );
+        (p50 - d50, p99 - d99)
+    }
+}
+
+fn timed(client: &mut Client, method: &str, params: &Value) -> f64 {
+    let start = Instant::now();
+    let response = client.request(method, params.clone());
+    let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+    assert!(response.get("error").is_none(), "{method}: {response}");
+    elapsed
+}
+
+fn measure(
+    name: &'static str,
+    server: &[String],
+    root: &Path,
+    home: &Path,
+    rounds: usize,
+    requests: &[(&str, Value)],
+) -> Row {
+    let mut direct = Client::spawn(direct_command(server));
+    let mut proxied = Client::spawn(proxy_command(home, &[], server));
+    let main = root.join("main.py");
+    let text = std::fs::read_to_string(&main).unwrap();
+    for client in [&mut direct, &mut proxied] {
+        client.initialize(root, &["utf-16"]);
+        open(client, &file_uri(&main), &text);
+        for (method, params) in requests {
+            for _ in 0..20 {
+                timed(client, method, params); // warm-up: imports, caches, first analysis
+            }
+        }
+    }
+    let mut row = Row { name, direct: Vec::new(), proxied: Vec::new() };
+    for round in 0..rounds {
+        let (method, params) = &requests[round % requests.len()];
+        // Alternate who goes first so neither side always runs right after the other.
+        if round % 2 == 0 {
+            row.direct.push(timed(&mut direct, method, params));
+            row.proxied.push(timed(&mut proxied, method, params));
+        } else {
+            row.proxied.push(timed(&mut proxied, method, params));
+            row.direct.push(timed(&mut direct, method, params));
+        }
+    }
+    direct.shutdown_and_exit();
+    proxied.shutdown_and_exit();
+    row
+}
+
+fn main() {
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(400);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("main.py"),
+        "import os\n\n\ndef greet(name):\n    return 'hi ' + name\n\n\ngreet('x')\nos.path.jo\n",
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let uri = file_uri(&root.join("main.py"));
+    let hover = json!({"textDocument": {"uri": uri}, "position": {"line": 7, "character": 2}});
+    let completion = json!({"textDocument": {"uri": uri}, "position": {"line": 8, "character": 10}});
+    let log = dir.path().join("scripted.log");
+    std::fs::write(&log, "").unwrap();
+
+    println!("marunochi proxy latency, {rounds} rounds per row (direct vs proxied, interleaved)");
+    let mut rows = vec![
+        measure(
+            "echo (scripted server)",
+            &scripted_server(&log, None),
+            &root,
+            &home,
+            rounds * 5,
+            &[("test/echo", json!({"x": 1}))],
+        ),
+        measure(
+            "echo 200 KB (scripted)",
+            &scripted_server(&log, None),
+            &root,
+            &home,
+            rounds,
+            &[(
+                "test/echo",
+                json!({"items": vec![json!({"label": "completion_item_label", "kind": 6, "detail": "some detail text"}); 2500]}),
+            )],
+        ),
+        measure("pylsp hover", &pylsp(), &root, &home, rounds, &[("textDocument/hover", hover)]),
+        measure("pylsp completion", &pylsp(), &root, &home, rounds, &[("textDocument/completion", completion)]),
+    ];
+    let mut worst = (f64::MIN, f64::MIN);
+    for row in &mut rows {
+        let (p50, p99) = row.print();
+        worst = (worst.0.max(p50), worst.1.max(p99));
+    }
+    let verdict = |added: f64, target: f64| if added < target { "meets" } else { "MISSES" };
+    println!(
+        "target: added p50 < {TARGET_P50_MS} ms ({} on the worst row), added p99 < {TARGET_P99_MS} ms ({} on the worst row)",
+        verdict(worst.0, TARGET_P50_MS),
+        verdict(worst.1, TARGET_P99_MS)
+    );
+}
