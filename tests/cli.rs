@@ -1,0 +1,51 @@
+//! The command line itself: help everywhere, argument errors, doctor on a real home directory.
+
+use std::process::Command;
+
+fn marunochi(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_marunochi")).env("MARUNOCHI_HOME", home).args(args).output().unwrap()
+}
+
+#[test]
+fn every_command_has_help() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["proxy", "--help"], &["lsp", "--help"], &["doctor", "--help"]] {
+        let out = marunochi(home.path(), args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage: marunochi"), "{args:?}: {text}");
+    }
+    let top = String::from_utf8_lossy(&marunochi(home.path(), &["--help"]).stdout).into_owned();
+    for command in ["proxy", "lsp", "doctor"] {
+        assert!(top.contains(command), "{top}");
+    }
+}
+
+#[test]
+fn proxy_without_a_server_command_explains_itself() {
+    let home = tempfile::tempdir().unwrap();
+    let out = marunochi(home.path(), &["proxy"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("SERVER CMD"), "{text}");
+}
+
+#[test]
+fn doctor_reports_and_creates_a_private_home() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("fresh");
+    let out = marunochi(&home, &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("[ok  ] data directory") && text.contains("marunochi is ready"), "{text}");
+    assert_eq!(std::fs::metadata(&home).unwrap().permissions().mode() & 0o777, 0o700);
+    let log = home.join("logs/doctor.log");
+    assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+
+    std::fs::write(home.join("config.toml"), "[proxy]\nmax_restarts = -1\n").unwrap();
+    let out = marunochi(&home, &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("[FAIL] config") && text.contains("max_restarts"), "{text}");
+}
