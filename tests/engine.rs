@@ -189,7 +189,7 @@ fn a_zero_adapter_is_exactly_the_base_model() {
 
 #[test]
 fn an_adapter_for_another_base_model_is_refused() {
-    let engine = load("tiny-llama");
+    let engine = load("smollm2-135m-instruct.gguf");
     let error = engine.load_adapter("python", &fixture("tiny-qwen2-lora")).unwrap_err().to_string();
     assert!(error.contains("another base model"), "{error}");
     let error = engine.load_adapter("x", Path::new("/nonexistent")).unwrap_err().to_string();
