@@ -28,3 +28,5 @@ fi
 "$DEPS/venv/bin/pylsp" --version >/dev/null
 test -x "$DEPS/node/node_modules/.bin/pyright-langserver"
 echo "test-deps: ready (pylsp $PYLSP_VERSION, pyright $PYRIGHT_VERSION)"
+
+./scripts/fixtures.sh

@@ -1,11 +1,13 @@
 //! Command-line entry: parse arguments, call one library entry, print. No logic lives here.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::doctor::{self, Status};
+use crate::engine::discovery::{self, Found, Roots, Source};
 use crate::home::Home;
 use crate::logging;
 use crate::lsp::{Backend, Proxy, ProxyOptions};
@@ -47,6 +49,19 @@ enum Command {
     Lsp,
     /// Check the installation: data directory, configuration, logs, language servers.
     Doctor,
+    /// List the models on this machine: architecture, quantization, size, FIM support.
+    ///
+    /// Looks in the Hugging Face cache, Ollama's store and LM Studio's folders, and at every PATH
+    /// given (a .gguf file, or a directory with config.json and safetensors). Only headers are read.
+    Models {
+        /// Model files or directories to inspect as well.
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -62,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Proxy { no_ai, server } => serve(&home, "proxy", cli.verbose, Backend::Server(server), !no_ai),
         Command::Lsp => serve(&home, "lsp", cli.verbose, Backend::Standalone, true),
         Command::Doctor => run_doctor(&home),
+        Command::Models { paths, json } => list_models(paths, json),
     }
 }
 
@@ -117,4 +133,80 @@ fn run_doctor(home: &Home) -> ExitCode {
         println!("\nSome checks failed; see `fix:` above.");
         ExitCode::FAILURE
     }
+}
+
+fn list_models(paths: Vec<PathBuf>, json: bool) -> ExitCode {
+    let roots = Roots { explicit: paths, ..Roots::from_env() };
+    let found = discovery::discover(&roots);
+    if json {
+        match serde_json::to_string_pretty(&found) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("marunochi: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else if !found.is_empty() {
+        print_models(&found);
+    }
+    if found.is_empty() {
+        // With --json, stdout stays pure JSON.
+        let say = |line: String| if json { eprintln!("{line}") } else { println!("{line}") };
+        say("No models found. Looked in:".into());
+        for (source, dir) in roots.locations() {
+            let missing = if dir.exists() { "" } else { " (does not exist)" };
+            say(format!("  {source:<9} {}{missing}", dir.display()));
+        }
+        say("Name a model file or directory: marunochi models PATH".into());
+    }
+    // A path the user named that holds no readable model is an error; anything else is a listing.
+    if found.iter().any(|f| f.source == Source::Explicit && f.error.is_some()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_models(found: &[Found]) {
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let header = ["NAME", "SOURCE", "ARCH", "QUANT", "SIZE", "FIM", "RUNNABLE", "PATH"].map(String::from);
+    let rows: Vec<[String; 8]> = found
+        .iter()
+        .map(|f| {
+            [
+                f.name.clone(),
+                f.source.to_string(),
+                f.architecture.clone().unwrap_or_else(|| "-".into()),
+                f.quantization.clone().unwrap_or_else(|| "-".into()),
+                human_size(f.size_bytes),
+                if f.error.is_some() { "-".into() } else { yes_no(f.fim) },
+                yes_no(f.runnable),
+                f.path.display().to_string(),
+            ]
+        })
+        .collect();
+    let widths: [usize; 8] =
+        std::array::from_fn(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0));
+    let line = |row: &[String; 8]| {
+        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    };
+    line(&header);
+    for (row, f) in rows.iter().zip(found) {
+        line(row);
+        if let Some(error) = &f.error {
+            println!("  error: {error}");
+        }
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }

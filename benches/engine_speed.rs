@@ -1,0 +1,92 @@
+//! Engine speed, measured side by side in one run: prefill and decode throughput on the real
+//! SmolLM2-135M GGUF and the tiny Qwen2, and warm-prefix vs cold prefill for a one-character edit at
+//! the end of a ~2k-token prompt (the typing-at-the-cursor case the prefix cache exists for).
+//!
+//! `./scripts/test-deps.sh && cargo bench --bench engine_speed`
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use marunochi::engine::{Engine, KvCache, LoadOptions, Sampling, TokenRequest};
+
+fn fixture(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps/fixtures").join(name);
+    assert!(path.exists(), "{} is missing: run ./scripts/test-deps.sh", path.display());
+    path
+}
+
+/// Python-looking source of roughly `tokens` tokens.
+fn long_source(engine: &Engine, tokens: usize) -> String {
+    let mut text = String::new();
+    let mut i = 0;
+    while engine.tokenizer().encode(&text).unwrap().len() < tokens {
+        text.push_str(&format!("def handler_{i}(request, limit={i}):\n    values = [x * {i} for x in request.items]\n    return sum(values[:limit])\n\n"));
+        i += 1;
+    }
+    text
+}
+
+fn throughput(name: &str) {
+    let engine = Engine::load(&fixture(name), &LoadOptions::default()).unwrap();
+    let prompt = long_source(&engine, 512);
+    let request = TokenRequest {
+        cache_key: "throughput",
+        prompt: &prompt,
+        adapter: None,
+        sampling: Sampling::Greedy,
+        max_new_tokens: 64,
+        stop: &[],
+    };
+    let go = AtomicBool::new(false);
+    engine.continue_text(&TokenRequest { cache_key: "warmup", max_new_tokens: 4, ..request }, &go).unwrap();
+    let run = engine.continue_text(&request, &go).unwrap();
+    println!(
+        "{name:<32} prefill {:>7.1} tok/s ({} tokens in {:.0} ms)   decode {:>6.1} tok/s ({} tokens)",
+        run.prompt_tokens as f64 * 1000.0 / run.prefill_ms,
+        run.prompt_tokens,
+        run.prefill_ms,
+        run.decode_tok_s,
+        run.generated_tokens
+    );
+}
+
+fn warm_vs_cold(name: &str) {
+    let engine = Engine::load(&fixture(name), &LoadOptions::default()).unwrap();
+    let text = long_source(&engine, 2000);
+    let tokens = engine.tokenizer().encode(&text).unwrap();
+    let edited = engine.tokenizer().encode(&format!("{text}x")).unwrap();
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut cache = KvCache::default();
+        engine.logits(&edited, &mut cache, None).unwrap();
+        cold.push(start.elapsed().as_secs_f64() * 1000.0);
+
+        let mut cache = KvCache::default();
+        engine.logits(&tokens, &mut cache, None).unwrap();
+        let shared = tokens.iter().zip(&edited).take_while(|(a, b)| a == b).count();
+        let start = Instant::now();
+        cache.truncate(shared).unwrap();
+        engine.logits(&edited[shared..], &mut cache, None).unwrap();
+        warm.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+    let (cold, warm) = (best(&cold), best(&warm));
+    println!(
+        "{name:<32} one-char edit after {} tokens: cold prefill {cold:>8.1} ms, warm prefix {warm:>6.2} ms → {:.0}× faster (target ≥ 10×)",
+        tokens.len(),
+        cold / warm
+    );
+}
+
+fn main() {
+    println!("marunochi engine speed (CPU, {} threads)", candle_core::utils::get_num_threads());
+    for name in ["smollm2-135m-instruct.gguf", "tiny-qwen2-q8_0.gguf", "tiny-qwen2"] {
+        throughput(name);
+    }
+    for name in ["smollm2-135m-instruct.gguf", "tiny-qwen2-q8_0.gguf"] {
+        warm_vs_cold(name);
+    }
+}
