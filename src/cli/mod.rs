@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::doctor::{self, Status};
 use crate::engine::discovery::{self, Found, Roots, Source};
+use crate::engine::oneshot::{Location, OneShot, complete_at};
 use crate::home::Home;
 use crate::logging;
 use crate::lsp::{Backend, Proxy, ProxyOptions};
@@ -49,6 +50,31 @@ enum Command {
     Lsp,
     /// Check the installation: data directory, configuration, logs, language servers.
     Doctor,
+    /// Complete the code at one position of a file, for scripts and quick checks.
+    ///
+    /// Prints the completion (nothing if the model had nothing worth showing); with --json, the
+    /// completion and its timing.
+    Complete {
+        /// A .gguf file, or a directory with config.json, safetensors and tokenizer.json.
+        #[arg(long, value_name = "M")]
+        model: PathBuf,
+
+        /// Where to complete: FILE:LINE:COL, line and column counted from 0.
+        #[arg(value_name = "FILE:LINE:COL")]
+        location: Location,
+
+        /// Print JSON: text, prompt_tokens, generated_tokens, prefill_ms, decode_tok_s, model, ...
+        #[arg(long)]
+        json: bool,
+
+        /// Apply this PEFT LoRA adapter (adapter_model.safetensors + adapter_config.json).
+        #[arg(long, value_name = "DIR")]
+        adapter: Option<PathBuf>,
+
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+    },
     /// List the models on this machine: architecture, quantization, size, FIM support.
     ///
     /// Looks in the Hugging Face cache, Ollama's store and LM Studio's folders, and at every PATH
@@ -78,6 +104,18 @@ pub fn main() -> ExitCode {
         Command::Lsp => serve(&home, "lsp", cli.verbose, Backend::Standalone, true),
         Command::Doctor => run_doctor(&home),
         Command::Models { paths, json } => list_models(paths, json),
+        Command::Complete { model, location, json, adapter, max_tokens } => {
+            let _log = logging::init(&home.logs_dir(), "complete", "info", cli.verbose);
+            complete(
+                &OneShot {
+                    model: &model,
+                    location: &location,
+                    adapter: adapter.as_deref(),
+                    max_new_tokens: max_tokens,
+                },
+                json,
+            )
+        }
     }
 }
 
@@ -109,6 +147,35 @@ fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: bool) -> 
             ExitCode::FAILURE
         }
     }
+}
+
+fn complete(request: &OneShot, json: bool) -> ExitCode {
+    let result = match complete_at(request) {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = &result.completion;
+    if json {
+        let out = serde_json::json!({
+            "text": c.text.clone().unwrap_or_default(),
+            "prompt_tokens": c.stats.prompt_tokens,
+            "generated_tokens": c.stats.generated_tokens,
+            "prefill_ms": c.stats.prefill_ms,
+            "decode_tok_s": c.stats.decode_tok_s,
+            "model": result.model,
+            "adapter": result.adapter,
+            "confidence": c.stats.mean_logprob,
+            "template": format!("{:?}", c.template),
+            "mode": format!("{:?}", c.mode),
+        });
+        println!("{out}");
+    } else if let Some(text) = &c.text {
+        println!("{text}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_doctor(home: &Home) -> ExitCode {

@@ -10,6 +10,9 @@ mod families;
 mod generate;
 mod llama;
 pub mod lora;
+pub mod oneshot;
+pub mod postprocess;
+pub mod prompt;
 mod qwen2;
 mod tokenizer;
 mod transformer;
@@ -24,11 +27,15 @@ use candle_core::Device;
 
 pub use generate::Sampling;
 pub use lora::Adapter;
+pub use postprocess::Mode;
+pub use prompt::{Budget, ContextFile, RecentEdit, Template};
 pub use tokenizer::TextTokenizer;
 pub use transformer::{Config, KvCache, RopeLayout, Transformer};
 
 use families::Naming;
 use generate::{Generation, Verdict};
+use postprocess::{Scan, StopScanner};
+use prompt::{PromptInput, Segment};
 use weights::Weights;
 
 /// Caches kept per (document, adapter); a handful covers the files being edited right now.
@@ -102,6 +109,7 @@ impl ModelInfo {
 pub struct Engine {
     model: Transformer,
     tokenizer: TextTokenizer,
+    template: Template,
     info: ModelInfo,
     adapters: RwLock<HashMap<String, Arc<Adapter>>>,
     caches: Mutex<Vec<(String, KvCache)>>,
@@ -117,6 +125,39 @@ pub struct TokenRequest<'a> {
     pub max_new_tokens: usize,
     /// Generation stops as soon as the decoded text contains one of these (it is cut there).
     pub stop: &'a [String],
+}
+
+/// A code completion at a cursor.
+pub struct CompletionRequest<'a> {
+    /// Which KV cache to reuse (typically the document URI).
+    pub cache_key: &'a str,
+    /// The document's path (as shown to the model in repo-level prompts).
+    pub path: &'a str,
+    /// Text before and after the cursor.
+    pub prefix: &'a str,
+    pub suffix: &'a str,
+    pub repo_name: Option<&'a str>,
+    /// Other open files, most relevant first.
+    pub open_files: &'a [ContextFile<'a>],
+    /// The user's recent edits, newest first.
+    pub recent_edits: &'a [RecentEdit<'a>],
+    pub adapter: Option<&'a str>,
+    pub sampling: Sampling,
+    pub max_new_tokens: usize,
+    pub budget: Budget,
+    /// Extra stop strings on top of the template's.
+    pub stop: &'a [String],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// What to show: post-processed, `None` when nothing worth showing came out.
+    pub text: Option<String>,
+    /// What the model produced up to the stop, before post-processing.
+    pub raw: String,
+    pub mode: Mode,
+    pub template: Template,
+    pub stats: Continuation,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -158,7 +199,8 @@ impl Engine {
             });
         }
         tracing::info!(model = %info.path.display(), family = info.family, quantization = %info.quantization, "model loaded");
-        Ok(Engine { model, tokenizer, info, adapters: RwLock::default(), caches: Mutex::default() })
+        let template = Template::detect(|token| tokenizer.token_id(token).is_some());
+        Ok(Engine { model, tokenizer, template, info, adapters: RwLock::default(), caches: Mutex::default() })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -188,27 +230,96 @@ impl Engine {
         names
     }
 
-    /// Continues `request.prompt`, reusing the cached prefix of the same key and adapter.
+    pub fn template(&self) -> Template {
+        self.template
+    }
+
+    /// Completes the code at a cursor: builds the prompt for this model's template within the
+    /// token budget, generates until the template's or the cursor context's stop, post-processes.
+    pub fn complete(&self, request: &CompletionRequest, cancel: &AtomicBool) -> Result<Completion, EngineError> {
+        let count = |text: &str| self.tokenizer.encode(text).map_or(text.len(), |ids| ids.len());
+        let input = PromptInput {
+            path: request.path,
+            prefix: request.prefix,
+            suffix: request.suffix,
+            repo_name: request.repo_name,
+            open_files: request.open_files,
+            recent_edits: request.recent_edits,
+        };
+        let prompt = prompt::build(self.template, &input, &request.budget, &count);
+        let mut ids = Vec::new();
+        for segment in prompt.segments() {
+            match segment {
+                // Sentinels by id: their spelling in text can differ from the vocabulary's (▁<PRE>).
+                Segment::Special(token) => match self.tokenizer.token_id(token) {
+                    Some(id) => ids.push(id),
+                    None => ids.extend(self.tokenizer.encode(token)?),
+                },
+                Segment::Text(text) => ids.extend(self.tokenizer.encode(text)?),
+            }
+        }
+        let mode = postprocess::mode_at(request.prefix, request.suffix);
+        let mut stops: Vec<&str> = self.template.stop_strings().to_vec();
+        stops.extend(request.stop.iter().map(String::as_str));
+        let mut scanner = StopScanner::new(mode, request.prefix, &stops);
+        let stats = self.run(
+            request.cache_key,
+            request.adapter,
+            ids,
+            request.sampling,
+            request.max_new_tokens,
+            cancel,
+            |text| {
+                // A token can end inside a multi-byte character; wait for the rest of it.
+                match scanner.scan(text.trim_end_matches('\u{FFFD}')) {
+                    Scan::Stop(at) => Some(at),
+                    Scan::Continue => None,
+                }
+            },
+        )?;
+        let text = postprocess::finish(&stats.text, request.prefix, request.suffix, mode);
+        Ok(Completion { text, raw: stats.text.clone(), mode, template: self.template, stats })
+    }
+
+    /// Continues `request.prompt` as plain text, reusing the cached prefix of the same key and adapter.
     pub fn continue_text(&self, request: &TokenRequest, cancel: &AtomicBool) -> Result<Continuation, EngineError> {
-        let adapter = self.adapter(request.adapter)?;
         let prompt = self.tokenizer.encode(request.prompt)?;
+        self.run(request.cache_key, request.adapter, prompt, request.sampling, request.max_new_tokens, cancel, |text| {
+            request.stop.iter().filter_map(|s| text.find(s.as_str())).min()
+        })
+    }
+
+    /// Generates after `prompt`; `cut_at` sees the decoded text after every token and says where it
+    /// ends, if it does.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        cache_key: &str,
+        adapter_name: Option<&str>,
+        prompt: Vec<u32>,
+        sampling: Sampling,
+        max_new_tokens: usize,
+        cancel: &AtomicBool,
+        mut cut_at: impl FnMut(&str) -> Option<usize>,
+    ) -> Result<Continuation, EngineError> {
+        let adapter = self.adapter(adapter_name)?;
         if prompt.is_empty() {
             return Err(EngineError::Tokenizer("the prompt is empty".into()));
         }
-        let key = format!("{}\0{}", request.cache_key, request.adapter.unwrap_or(""));
+        let key = format!("{cache_key}\0{}", adapter_name.unwrap_or(""));
         let mut cache = self.take_cache(&key);
         let generation = Generation {
             model: &self.model,
             adapter: adapter.as_deref(),
             end_ids: &self.tokenizer.end_ids,
-            max_new_tokens: request.max_new_tokens,
-            sampling: request.sampling,
+            max_new_tokens,
+            sampling,
             cancel,
         };
         let mut cut = None;
         let result = generation.run(&prompt, &mut cache, |tokens| {
             let text = self.tokenizer.decode(tokens)?;
-            if let Some(at) = request.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            if let Some(at) = cut_at(&text) {
                 cut = Some(text[..at].to_owned());
                 return Ok(Verdict::Stop);
             }

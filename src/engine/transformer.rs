@@ -41,9 +41,21 @@ pub(crate) struct Linear {
     pub(crate) projection: Projection,
 }
 
+/// From this many rows on, a quantized weight is dequantized for the one matmul: candle's
+/// quantized CPU kernel works row by row, while the F32 gemm batches, so prefilling a chunk is
+/// several times faster this way (measured in `benches/engine_speed.rs`); decoding (one row) keeps
+/// the memory-light quantized kernel.
+const DEQUANTIZE_FROM_ROWS: usize = 8;
+
 impl Linear {
     fn forward(&self, x: &Tensor, adapter: Option<&Adapter>) -> candle_core::Result<Tensor> {
-        let mut y = self.weight.forward(x)?;
+        let rows = x.elem_count() / x.dim(D::Minus1)?;
+        let mut y = match &self.weight {
+            QMatMul::QTensor(q) if rows >= DEQUANTIZE_FROM_ROWS => {
+                x.broadcast_matmul(&q.dequantize(x.device())?.t()?)?
+            }
+            weight => weight.forward(x)?,
+        };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
