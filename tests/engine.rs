@@ -374,3 +374,30 @@ fn complete_picks_the_template_from_the_tokenizer_and_post_processes() {
     assert_eq!(qwen.tokenizer().encode("<|fim_prefix|>").unwrap(), vec![prefix_id]);
     assert!(completion.stats.prompt_tokens > 10, "{completion:?}");
 }
+
+/// An independent check beside candle-transformers: float64 numpy forward passes written by
+/// `fixtures/reference.py` (tiny-qwen2, tiny-qwen2 + LoRA, tiny-llama on a FIM text).
+#[test]
+fn logits_match_the_independent_numpy_reference() {
+    let reference = candle_core::safetensors::load(fixture("reference-logits.safetensors"), &Device::Cpu).unwrap();
+    let engine = load("tiny-qwen2");
+    engine.load_adapter("lora", &fixture("tiny-qwen2-lora")).unwrap();
+    let llama = load("tiny-llama");
+    let mut checked = 0;
+    for (key, ids) in reference.iter().filter(|(k, _)| k.ends_with(".ids")) {
+        let model = key.trim_end_matches(".ids");
+        let ids: Vec<u32> = ids.to_dtype(DType::U32).unwrap().to_vec1().unwrap();
+        let logits = reference[&format!("{model}.logits")].to_dtype(DType::F32).unwrap();
+        let last: Vec<f32> = logits.get(ids.len() - 1).unwrap().to_vec1().unwrap();
+        let got = match model {
+            "tiny-qwen2" => ours(&engine, &ids, None),
+            "tiny-llama" => ours(&llama, &ids, None),
+            m if m.contains("lora") => ours(&engine, &ids, Some("lora")),
+            other => panic!("unexpected reference {other}"),
+        };
+        let diff = max_diff(&got, &last);
+        assert!(diff < 1e-4, "{model}: max abs diff {diff} against numpy");
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+}
