@@ -90,11 +90,18 @@ pub struct Transformer {
 }
 
 /// Keys and values of every layer for the tokens seen so far, so a prompt that extends an earlier
-/// one only needs its new tail computed.
-#[derive(Clone, Default)]
+/// one only needs its new tail computed. Each layer's buffers are preallocated and written in place
+/// (appending a token copies nothing old); truncating only shortens the token list.
+#[derive(Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerCache>>,
     tokens: Vec<u32>,
+}
+
+/// `[1, kv_heads, capacity, head_dim]` buffers; positions past `tokens.len()` are stale.
+struct LayerCache {
+    k: Tensor,
+    v: Tensor,
 }
 
 impl KvCache {
@@ -104,19 +111,38 @@ impl KvCache {
 
     /// Forgets everything after the first `len` tokens.
     pub fn truncate(&mut self, len: usize) -> candle_core::Result<()> {
-        if len >= self.tokens.len() {
-            return Ok(());
-        }
         self.tokens.truncate(len);
-        for layer in &mut self.layers {
-            *layer = match layer.take() {
-                Some(_) if len == 0 => None,
-                Some((k, v)) => Some((k.narrow(2, 0, len)?.contiguous()?, v.narrow(2, 0, len)?.contiguous()?)),
-                None => None,
-            };
-        }
         Ok(())
     }
+}
+
+/// Writes `k`/`v` (`[1, kv_heads, seq, head_dim]`) at position `past` and returns views of all
+/// `past + seq` positions.
+fn append(
+    layer: &mut Option<LayerCache>,
+    k: &Tensor,
+    v: &Tensor,
+    past: usize,
+    max_position: usize,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (batch, kv_heads, seq, head_dim) = k.dims4()?;
+    let needed = past + seq;
+    let capacity = layer.as_ref().map_or(0, |l| l.k.dim(2).unwrap_or(0));
+    if capacity < needed {
+        // Grow geometrically so a long generation reallocates only a few times.
+        let grown = needed.next_power_of_two().clamp(256, max_position.max(needed));
+        let fresh = || Tensor::zeros((batch, kv_heads, grown, head_dim), k.dtype(), k.device());
+        let (new_k, new_v) = (fresh()?, fresh()?);
+        if let Some(old) = layer.as_ref().filter(|_| past > 0) {
+            new_k.slice_set(&old.k.narrow(2, 0, past)?.contiguous()?, 2, 0)?;
+            new_v.slice_set(&old.v.narrow(2, 0, past)?.contiguous()?, 2, 0)?;
+        }
+        *layer = Some(LayerCache { k: new_k, v: new_v });
+    }
+    let cache = layer.as_ref().expect("allocated above");
+    cache.k.slice_set(&k.contiguous()?, 2, past)?;
+    cache.v.slice_set(&v.contiguous()?, 2, past)?;
+    Ok((cache.k.narrow(2, 0, needed)?, cache.v.narrow(2, 0, needed)?))
 }
 
 impl Transformer {
@@ -148,15 +174,15 @@ impl Transformer {
         if past + seq > self.config.max_position {
             candle_core::bail!("{} tokens exceed the model's context of {}", past + seq, self.config.max_position);
         }
-        cache.layers.resize(self.blocks.len(), None);
+        cache.layers.resize_with(self.blocks.len(), || None);
         let ids = Tensor::new(tokens, self.device())?.unsqueeze(0)?;
         let mut x = self.embed.embedding(&ids.squeeze(0)?)?.unsqueeze(0)?;
         let mask = (seq > 1).then(|| causal_mask(seq, past, self.device())).transpose()?;
-        let cos = self.cos.narrow(0, past, seq)?;
-        let sin = self.sin.narrow(0, past, seq)?;
+        let (cos, sin) = (self.cos.narrow(0, past, seq)?, self.sin.narrow(0, past, seq)?);
+        let at = Positions { past, mask: mask.as_ref(), cos: &cos, sin: &sin };
         for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.config.rms_norm_eps as f32)?;
-            let attended = self.attention(block, &h, layer_cache, mask.as_ref(), (&cos, &sin), adapter)?;
+            let attended = self.attention(block, &h, layer_cache, &at, adapter)?;
             x = (x + attended)?;
             let h = candle_nn::ops::rms_norm(&x, &block.mlp_norm, self.config.rms_norm_eps as f32)?;
             let gate = candle_nn::ops::silu(&block.gate.forward(&h, adapter)?)?;
@@ -173,11 +199,11 @@ impl Transformer {
         &self,
         block: &Block,
         x: &Tensor,
-        cache: &mut Option<(Tensor, Tensor)>,
-        mask: Option<&Tensor>,
-        (cos, sin): (&Tensor, &Tensor),
+        cache: &mut Option<LayerCache>,
+        at: &Positions,
         adapter: Option<&Adapter>,
     ) -> candle_core::Result<Tensor> {
+        let Positions { past, mask, cos, sin } = *at;
         let c = &self.config;
         let (batch, seq, _) = x.dims3()?;
         let heads = |t: Tensor, n: usize| t.reshape((batch, seq, n, c.head_dim))?.transpose(1, 2)?.contiguous();
@@ -192,23 +218,35 @@ impl Transformer {
                 (candle_nn::rotary_emb::rope_i(&q, cos, sin)?, candle_nn::rotary_emb::rope_i(&k, cos, sin)?)
             }
         };
-        let (k, v) = match cache.take() {
-            Some((past_k, past_v)) => (Tensor::cat(&[&past_k, &k], 2)?, Tensor::cat(&[&past_v, &v], 2)?),
-            None => (k, v),
-        };
-        *cache = Some((k.clone(), v.clone()));
+        let (k, v) = append(cache, &k, &v, past, c.max_position)?;
+        // Grouped-query attention without copying K/V per head: the query heads that share a KV
+        // head become extra rows of one matmul against it.
         let group = c.num_heads / c.num_kv_heads;
-        let k = repeat_kv(&k, group)?;
-        let v = repeat_kv(&v, group)?;
+        let q = q.reshape((batch, c.num_kv_heads, group * seq, c.head_dim))?;
         let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
         let scores = match mask {
+            Some(mask) if group > 1 => scores.broadcast_add(&Tensor::cat(&vec![mask; group], 0)?)?,
             Some(mask) => scores.broadcast_add(mask)?,
             None => scores,
         };
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, c.num_heads * c.head_dim))?;
+        let out = weights.matmul(&v)?.reshape((batch, c.num_heads, seq, c.head_dim))?.transpose(1, 2)?.reshape((
+            batch,
+            seq,
+            c.num_heads * c.head_dim,
+        ))?;
         block.o.forward(&out, adapter)
     }
+}
+
+/// Where the tokens of one forward pass sit: after `past` cached ones, with their RoPE rows and,
+/// for more than one token, the causal mask.
+#[derive(Clone, Copy)]
+struct Positions<'a> {
+    past: usize,
+    mask: Option<&'a Tensor>,
+    cos: &'a Tensor,
+    sin: &'a Tensor,
 }
 
 /// `[seq, past + seq]`: 0 where a query may attend, -inf on future positions.
@@ -217,14 +255,6 @@ fn causal_mask(seq: usize, past: usize, device: &Device) -> candle_core::Result<
         .flat_map(|i| (0..past + seq).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Tensor::from_slice(&mask, (seq, past + seq), device)
-}
-
-fn repeat_kv(x: &Tensor, group: usize) -> candle_core::Result<Tensor> {
-    if group == 1 {
-        return Ok(x.clone());
-    }
-    let (batch, kv_heads, seq, head_dim) = x.dims4()?;
-    Tensor::cat(&vec![x; group], 2)?.reshape((batch, kv_heads * group, seq, head_dim))
 }
 
 fn rope_tables(config: &Config, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
