@@ -401,3 +401,47 @@ fn logits_match_the_independent_numpy_reference() {
     }
     assert_eq!(checked, 3);
 }
+
+/// The tokenizer rebuilt from GGUF metadata must encode exactly like the tokenizer.json it came from.
+#[test]
+fn the_gguf_embedded_tokenizer_equals_tokenizer_json() {
+    let from_gguf = load("tiny-qwen2-q8_0.gguf");
+    let from_json = marunochi::engine::TextTokenizer::from_file(&fixture("qwen2.5-tokenizer/tokenizer.json")).unwrap();
+    let texts = [
+        "def fib(n: int) -> int:\n    if n < 2:\n        return n\n",
+        "fn main() {\n\tlet v: Vec<u32> = (0..10).collect();\n}",
+        "中文 日本語 한국어 emoji 🦀🐍 1234567890 3.14",
+        "   trailing   \n\n\n  <|fim_prefix|>x<|fim_suffix|>y<|fim_middle|>",
+        "I'll say it's DON'T, we've — “quotes”",
+    ];
+    for text in texts {
+        assert_eq!(from_gguf.tokenizer().encode(text).unwrap(), from_json.encode(text).unwrap(), "{text:?}");
+        let ids = from_json.encode(text).unwrap();
+        assert_eq!(from_gguf.tokenizer().decode(&ids).unwrap(), text);
+    }
+    assert_eq!(from_gguf.tokenizer().end_ids, from_json.end_ids);
+}
+
+/// A GGUF whose weights use a type candle has no CPU matmul for (Q8_1) is refused by name.
+#[test]
+fn an_unsupported_quantization_is_named() {
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+    let source = fixture("tiny-qwen2-q8_0.gguf");
+    let mut file = std::fs::File::open(&source).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for name in content.tensor_infos.keys() {
+        let mut tensor = content.tensor(&mut file, name, &Device::Cpu).unwrap();
+        if name == "blk.0.ffn_down.weight" {
+            tensor = QTensor::quantize(&tensor.dequantize(&Device::Cpu).unwrap(), GgmlDType::Q8_1).unwrap();
+        }
+        tensors.push((name.clone(), tensor));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q8_1.gguf");
+    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &metadata, &tensors).unwrap();
+    let error = load_error(&path, &LoadOptions::default());
+    assert!(error.contains("unsupported quantization Q8_1 (tensor blk.0.ffn_down.weight)"), "{error}");
+}
