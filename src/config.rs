@@ -14,6 +14,11 @@ pub const DEFAULT_CONFIG: &str = r#"# marunochi configuration. Every key is opti
 # The MARUNOCHI_LOG environment variable overrides it (same syntax as RUST_LOG).
 level = "info"
 
+[engine]
+# The model to complete with: a .gguf file, or an HF directory (config.json, safetensors,
+# tokenizer.json). `marunochi models` lists what is on this machine. Unset by default.
+# model = "/path/to/qwen2.5-coder-1.5b-instruct-q8_0.gguf"
+
 [proxy]
 # Restart a crashed language server at most this many times within `restart_window_secs`;
 # after that the proxy tells the editor and stops trying.
@@ -27,7 +32,14 @@ max_message_mib = 64
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub log: LogConfig,
+    pub engine: EngineConfig,
     pub proxy: ProxyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub model: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -98,6 +110,21 @@ mod tests {
     fn the_documented_defaults_are_the_defaults() {
         assert_eq!(Config::parse(DEFAULT_CONFIG).unwrap(), Config::default());
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_readme_documents_exactly_these_defaults() {
+        let readme = include_str!("../README.md");
+        for line in DEFAULT_CONFIG.lines().skip(1).filter(|l| !l.is_empty()) {
+            assert!(readme.contains(&format!("  {line}\n")), "README.md lacks the config line {line:?}");
+        }
+    }
+
+    #[test]
+    fn the_engine_model_is_optional() {
+        assert_eq!(Config::default().engine.model, None);
+        let config = Config::parse("[engine]\nmodel = \"/m/q.gguf\"\n").unwrap();
+        assert_eq!(config.engine.model.as_deref(), Some(std::path::Path::new("/m/q.gguf")));
     }
 
     #[test]

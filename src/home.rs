@@ -37,6 +37,11 @@ impl Home {
         self.root.join("config.toml")
     }
 
+    /// The adapter registry: `adapters/<language>/...`, with `active` the one in use.
+    pub fn adapters_dir(&self) -> PathBuf {
+        self.root.join("adapters")
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }

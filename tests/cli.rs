@@ -74,3 +74,42 @@ fn complete_prints_json_and_explains_bad_input() {
     let out = marunochi(home.path(), &["complete", "--model", model, "a.py:1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not FILE:LINE:COL"));
 }
+
+#[test]
+fn complete_uses_the_configured_model_and_the_languages_active_adapter() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps/fixtures");
+    let home = tempfile::tempdir().unwrap();
+    let model = fixtures.join("tiny-qwen2-q8_0.gguf");
+    std::fs::write(home.path().join("config.toml"), format!("[engine]\nmodel = {:?}\n", model.to_str().unwrap()))
+        .unwrap();
+    let file = home.path().join("a.py");
+    std::fs::write(&file, "x = 1\n").unwrap();
+    let at = format!("{}:0:5", file.display());
+
+    let out = marunochi(home.path(), &["complete", &at, "--json", "--max-tokens", "2", "--language", "python"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["adapter"], serde_json::Value::Null, "no active adapter yet: the base model");
+
+    let python = home.path().join("adapters/python");
+    std::fs::create_dir_all(python.join("v1")).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(fixtures.join("tiny-qwen2-lora").join(f), python.join("v1").join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink("v1", python.join("active")).unwrap();
+    let out = marunochi(home.path(), &["complete", &at, "--json", "--max-tokens", "2", "--language", "python"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["adapter"], "v1");
+
+    let out = marunochi(home.path(), &["models", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        listed.as_array().unwrap().iter().any(|m| m["source"] == "config" && m["architecture"] == "qwen2"),
+        "{listed}"
+    );
+
+    std::fs::remove_file(home.path().join("config.toml")).unwrap();
+    let out = marunochi(home.path(), &["complete", &at]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model: pass --model"));
+}

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::doctor::{self, Status};
 use crate::engine::discovery::{self, Found, Roots, Source};
-use crate::engine::oneshot::{Location, OneShot, complete_at};
+use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
 use crate::home::Home;
 use crate::logging;
 use crate::lsp::{Backend, Proxy, ProxyOptions};
@@ -55,9 +55,10 @@ enum Command {
     /// Prints the completion (nothing if the model had nothing worth showing); with --json, the
     /// completion and its timing.
     Complete {
-        /// A .gguf file, or a directory with config.json, safetensors and tokenizer.json.
+        /// A .gguf file, or a directory with config.json, safetensors and tokenizer.json
+        /// (default: `[engine] model` in config.toml).
         #[arg(long, value_name = "M")]
-        model: PathBuf,
+        model: Option<PathBuf>,
 
         /// Where to complete: FILE:LINE:COL, line and column counted from 0.
         #[arg(value_name = "FILE:LINE:COL")]
@@ -68,8 +69,12 @@ enum Command {
         json: bool,
 
         /// Apply this PEFT LoRA adapter (adapter_model.safetensors + adapter_config.json).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "language")]
         adapter: Option<PathBuf>,
+
+        /// Use this language's active expert adapter (MARUNOCHI_HOME/adapters/<L>/active), if any.
+        #[arg(long, value_name = "L")]
+        language: Option<String>,
 
         /// Most tokens to generate.
         #[arg(long, default_value_t = 128)]
@@ -103,18 +108,22 @@ pub fn main() -> ExitCode {
         Command::Proxy { no_ai, server } => serve(&home, "proxy", cli.verbose, Backend::Server(server), !no_ai),
         Command::Lsp => serve(&home, "lsp", cli.verbose, Backend::Standalone, true),
         Command::Doctor => run_doctor(&home),
-        Command::Models { paths, json } => list_models(paths, json),
-        Command::Complete { model, location, json, adapter, max_tokens } => {
+        Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
+        Command::Complete { model, location, json, adapter, language, max_tokens } => {
             let _log = logging::init(&home.logs_dir(), "complete", "info", cli.verbose);
-            complete(
-                &OneShot {
-                    model: &model,
-                    location: &location,
-                    adapter: adapter.as_deref(),
-                    max_new_tokens: max_tokens,
-                },
-                json,
-            )
+            let Some(model) = model.or_else(|| configured_model(&home)) else {
+                eprintln!(
+                    "marunochi: no model: pass --model, or set `model` under [engine] in {}",
+                    home.config_file().display()
+                );
+                return ExitCode::from(2);
+            };
+            let adapter = match (&adapter, &language) {
+                (Some(dir), _) => AdapterChoice::Dir(dir),
+                (None, Some(language)) => AdapterChoice::Language { adapters: home.adapters_dir(), language },
+                (None, None) => AdapterChoice::None,
+            };
+            complete(&OneShot { model: &model, location: &location, adapter, max_new_tokens: max_tokens }, json)
         }
     }
 }
@@ -202,8 +211,13 @@ fn run_doctor(home: &Home) -> ExitCode {
     }
 }
 
-fn list_models(paths: Vec<PathBuf>, json: bool) -> ExitCode {
-    let roots = Roots { explicit: paths, ..Roots::from_env() };
+/// `[engine] model` from config.toml; a broken config is reported by `doctor`, not here.
+fn configured_model(home: &Home) -> Option<PathBuf> {
+    Config::load(&home.config_file()).ok()?.engine.model
+}
+
+fn list_models(paths: Vec<PathBuf>, configured: Option<PathBuf>, json: bool) -> ExitCode {
+    let roots = Roots { explicit: paths, configured, ..Roots::from_env() };
     let found = discovery::discover(&roots);
     if json {
         match serde_json::to_string_pretty(&found) {
@@ -227,7 +241,7 @@ fn list_models(paths: Vec<PathBuf>, json: bool) -> ExitCode {
         say("Name a model file or directory: marunochi models PATH".into());
     }
     // A path the user named that holds no readable model is an error; anything else is a listing.
-    if found.iter().any(|f| f.source == Source::Explicit && f.error.is_some()) {
+    if found.iter().any(|f| matches!(f.source, Source::Explicit | Source::Config) && f.error.is_some()) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

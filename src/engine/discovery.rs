@@ -35,6 +35,8 @@ const TREE_DEPTH: usize = 3;
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Explicit,
+    /// `[engine] model` in config.toml.
+    Config,
     Hf,
     Ollama,
     LmStudio,
@@ -45,6 +47,7 @@ impl fmt::Display for Source {
         // `pad` so that tables can give the name a width.
         f.pad(match self {
             Source::Explicit => "explicit",
+            Source::Config => "config",
             Source::Hf => "hf",
             Source::Ollama => "ollama",
             Source::LmStudio => "lmstudio",
@@ -112,6 +115,8 @@ impl Found {
 pub struct Roots {
     /// Files or directories the user named; reported even when they hold nothing readable.
     pub explicit: Vec<PathBuf>,
+    /// The model config.toml names, reported like an explicit path.
+    pub configured: Option<PathBuf>,
     /// Hugging Face hub caches (`models--ORG--NAME/snapshots/<rev>/`).
     pub hf_hub: Vec<PathBuf>,
     /// Ollama stores (`manifests/`, `blobs/`).
@@ -141,7 +146,7 @@ impl Roots {
         };
         // LM Studio 0.3 moved its models from the cache directory to ~/.lmstudio.
         let lmstudio = [".lmstudio/models", ".cache/lm-studio/models"].into_iter().filter_map(in_home).collect();
-        Roots { explicit: Vec::new(), hf_hub: hf_hub.into_iter().collect(), ollama, lmstudio }
+        Roots { explicit: Vec::new(), configured: None, hf_hub: hf_hub.into_iter().collect(), ollama, lmstudio }
     }
 
     /// The searched places (not the explicit paths), for telling the user where we looked.
@@ -159,7 +164,10 @@ impl Roots {
 pub fn discover(roots: &Roots) -> Vec<Found> {
     let mut found = Vec::new();
     for path in &roots.explicit {
-        explicit(path, &mut found);
+        named(path, Source::Explicit, &mut found);
+    }
+    if let Some(path) = &roots.configured {
+        named(path, Source::Config, &mut found);
     }
     let named: HashSet<PathBuf> = found.iter().filter_map(|f| entry(&f.path)).collect();
     let mut searched = Vec::new();
@@ -184,19 +192,20 @@ fn entry(path: &Path) -> Option<PathBuf> {
     Some(path.parent()?.canonicalize().ok()?.join(path.file_name()?))
 }
 
-fn explicit(path: &Path, out: &mut Vec<Found>) {
+/// A path the user named (on the command line or in the config).
+fn named(path: &Path, source: Source, out: &mut Vec<Found>) {
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     match fs::metadata(path) {
         Ok(m) if m.is_dir() => {
             let before = out.len();
-            tree(path, path, &name, Source::Explicit, TREE_DEPTH, out);
+            tree(path, path, &name, source, TREE_DEPTH, out);
             if out.len() == before {
                 let reason = "no model here (give a .gguf file or a directory with config.json and safetensors)";
-                out.push(Found::new(name, path, Source::Explicit, Format::Safetensors).failed(reason.into()));
+                out.push(Found::new(name, path, source, Format::Safetensors).failed(reason.into()));
             }
         }
-        Ok(_) => out.push(gguf(name, path, Source::Explicit)),
-        Err(e) => out.push(Found::new(name, path, Source::Explicit, Format::Gguf).failed(e.to_string())),
+        Ok(_) => out.push(gguf(name, path, source)),
+        Err(e) => out.push(Found::new(name, path, source, Format::Gguf).failed(e.to_string())),
     }
 }
 
@@ -335,29 +344,14 @@ fn gguf(name: String, path: &Path, source: Source) -> Found {
     }
 }
 
-/// The header and metadata of a GGUF file, checked the way the engine checks them before a load.
+/// The header and metadata of a GGUF file, checked exactly as the engine checks them before a load.
 fn read_gguf(path: &Path) -> Result<gguf_file::Content, String> {
-    let mut file = fs::File::open(path).map_err(|e| e.to_string())?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| {
-        // With RUST_BACKTRACE set candle appends a backtrace, which does not belong in a listing.
-        let e = match e {
-            candle_core::Error::WithBacktrace { inner, .. } => *inner,
-            e => e,
-        };
-        format!("not a readable GGUF file ({e})")
-    })?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
-    // An interrupted download has an intact header; what it lacks is the tensor data at the end.
-    let end = content
-        .tensor_infos
-        .values()
-        .map(|t| t.offset + (t.shape.elem_count() / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u64)
-        .max()
-        .map_or(0, |end| content.tensor_data_offset + end);
-    if end > len {
-        return Err(format!("truncated: the tensors end at byte {end}, the file has {len}"));
+    match super::weights::read_gguf(path) {
+        Ok((content, _)) => Ok(content),
+        Err(super::EngineError::Corrupt { reason, .. }) => Err(reason),
+        Err(super::EngineError::NotFound(_)) => Err("file not found".into()),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(content)
 }
 
 fn gguf_quantization(content: &gguf_file::Content) -> Option<String> {

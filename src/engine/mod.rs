@@ -69,7 +69,13 @@ pub enum EngineError {
     #[error("cancelled")]
     Cancelled,
     #[error("model computation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+}
+
+impl From<candle_core::Error> for EngineError {
+    fn from(error: candle_core::Error) -> EngineError {
+        EngineError::Candle(weights::without_backtrace(error))
+    }
 }
 
 impl EngineError {

@@ -35,9 +35,19 @@ impl std::str::FromStr for Location {
 pub struct OneShot<'a> {
     pub model: &'a Path,
     pub location: &'a Location,
-    /// A PEFT adapter directory to apply.
-    pub adapter: Option<&'a Path>,
+    pub adapter: AdapterChoice<'a>,
     pub max_new_tokens: usize,
+}
+
+/// Which LoRA adapter, if any, the completion uses.
+pub enum AdapterChoice<'a> {
+    /// The base model alone.
+    None,
+    /// A PEFT adapter directory.
+    Dir(&'a Path),
+    /// The language's active expert: `<adapters root>/<language>/active` (a directory or a link to
+    /// one), which the adapter registry maintains; the base model when there is none yet.
+    Language { adapters: PathBuf, language: &'a str },
 }
 
 pub struct OneShotResult {
@@ -66,10 +76,26 @@ pub fn complete_at(request: &OneShot) -> Result<OneShotResult, OneShotError> {
         line: location.line,
     })?;
     let engine = Engine::load(request.model, &LoadOptions::default())?;
-    let adapter = match request.adapter {
+    let dir = match &request.adapter {
+        AdapterChoice::None => None,
+        AdapterChoice::Dir(dir) => Some(dir.to_path_buf()),
+        AdapterChoice::Language { adapters, language } => {
+            let active = adapters.join(language).join("active");
+            if active.exists() {
+                Some(active)
+            } else {
+                tracing::info!(language, "no active adapter for this language; using the base model");
+                None
+            }
+        }
+    };
+    let adapter = match dir {
         Some(dir) => {
-            let name = dir.file_name().map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned());
-            engine.load_adapter(&name, dir)?;
+            let name = std::fs::canonicalize(&dir)
+                .unwrap_or_else(|_| dir.clone())
+                .file_name()
+                .map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned());
+            engine.load_adapter(&name, &dir)?;
             Some(name)
         }
         None => None,

@@ -19,24 +19,7 @@ pub(crate) enum Weights {
 
 impl Weights {
     pub(crate) fn open_gguf(path: &Path, device: &Device) -> Result<Weights, EngineError> {
-        let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| EngineError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("not a readable GGUF file ({e})"),
-        })?;
-        let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
-        // A truncated download parses (the header is intact) and then fails deep inside a load;
-        // check that every tensor's bytes are present up front.
-        for (name, info) in &content.tensor_infos {
-            let bytes = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
-            let end = content.tensor_data_offset + info.offset + bytes as u64;
-            if end > file_len {
-                return Err(EngineError::Corrupt {
-                    path: path.to_owned(),
-                    reason: format!("truncated: tensor {name} ends at byte {end}, the file has {file_len}"),
-                });
-            }
-        }
+        let (content, file) = read_gguf(path)?;
         Ok(Weights::Gguf { path: path.to_owned(), content, file, device: device.clone() })
     }
 
@@ -46,7 +29,7 @@ impl Weights {
         // truncating them while the model is loaded.
         let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| EngineError::Corrupt {
             path: dir.to_owned(),
-            reason: format!("unreadable safetensors ({e})"),
+            reason: format!("unreadable safetensors ({})", without_backtrace(e)),
         })?;
         Ok(Weights::Safetensors { dir: dir.to_owned(), tensors, device: device.clone() })
     }
@@ -76,7 +59,7 @@ impl Weights {
     pub(crate) fn matmul(&mut self, name: &str) -> Result<QMatMul, EngineError> {
         let corrupt = |path: &Path, e: candle_core::Error| EngineError::Corrupt {
             path: path.to_owned(),
-            reason: format!("tensor {name}: {e}"),
+            reason: format!("tensor {name}: {}", without_backtrace(e)),
         };
         match self {
             Weights::Gguf { path, content, file, device } => {
@@ -94,7 +77,7 @@ impl Weights {
         let location = self.location().to_owned();
         let corrupt = |e: candle_core::Error| EngineError::Corrupt {
             path: location.clone(),
-            reason: format!("tensor {name}: {e}"),
+            reason: format!("tensor {name}: {}", without_backtrace(e)),
         };
         match self {
             Weights::Gguf { path, content, file, device } => {
@@ -132,6 +115,37 @@ impl Weights {
             path: self.location().to_owned(),
             reason: format!("tensor {name} has shape {dims:?}, the config says {shape:?}"),
         })
+    }
+}
+
+/// Reads a GGUF header and checks that the file holds every tensor's bytes: a truncated download
+/// parses (its header is intact) and would otherwise fail deep inside a load.
+pub(crate) fn read_gguf(path: &Path) -> Result<(gguf_file::Content, File), EngineError> {
+    let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let content = gguf_file::Content::read(&mut file).map_err(|e| EngineError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("not a readable GGUF file ({})", without_backtrace(e)),
+    })?;
+    let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    for (name, info) in &content.tensor_infos {
+        let bytes = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let end = content.tensor_data_offset + info.offset + bytes as u64;
+        if end > file_len {
+            return Err(EngineError::Corrupt {
+                path: path.to_owned(),
+                reason: format!("truncated: tensor {name} ends at byte {end}, the file has {file_len}"),
+            });
+        }
+    }
+    Ok((content, file))
+}
+
+/// With RUST_BACKTRACE set, candle wraps errors with a whole backtrace, which does not belong in a
+/// message to the user.
+pub(crate) fn without_backtrace(error: candle_core::Error) -> candle_core::Error {
+    match error {
+        candle_core::Error::WithBacktrace { inner, .. } => *inner,
+        error => error,
     }
 }
 
