@@ -351,12 +351,14 @@ fn complete_picks_the_template_from_the_tokenizer_and_post_processes() {
     assert_eq!(smol.template(), marunochi::engine::Template::PrefixOnly);
     let request = marunochi::engine::CompletionRequest {
         cache_key: "file:///fib.py",
-        path: "fib.py",
-        prefix: "def fibonacci(n):\n    ",
-        suffix: "\n\nprint(fibonacci(10))\n",
-        repo_name: None,
-        open_files: &[],
-        recent_edits: &[],
+        input: marunochi::engine::PromptInput {
+            path: "fib.py",
+            prefix: "def fibonacci(n):\n    ",
+            suffix: "\n\nprint(fibonacci(10))\n",
+            repo_name: None,
+            open_files: &[],
+            recent_edits: &[],
+        },
         adapter: None,
         sampling: Sampling::Greedy,
         max_new_tokens: 48,

@@ -48,9 +48,30 @@ pub(crate) struct HfConfig {
     pub max_position_embeddings: Option<usize>,
 }
 
+/// What a family assumes when its config.json leaves a key out.
+pub(crate) struct HfDefaults {
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub max_position: usize,
+}
+
 impl HfConfig {
-    pub(crate) fn parse(json: &Value) -> Result<HfConfig, EngineError> {
-        HfConfig::deserialize(json).map_err(|e| EngineError::Metadata(format!("config.json: {e}")))
+    /// Reads config.json; HF checkpoints always rotate head halves.
+    pub(crate) fn config(json: &Value, defaults: HfDefaults) -> Result<Config, EngineError> {
+        let hf = HfConfig::deserialize(json).map_err(|e| EngineError::Metadata(format!("config.json: {e}")))?;
+        Ok(Config {
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_layers: hf.num_hidden_layers,
+            num_heads: hf.num_attention_heads,
+            num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads),
+            rope_theta: hf.rope_theta.unwrap_or(defaults.rope_theta) as f32,
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(defaults.rms_norm_eps),
+            max_position: hf.max_position_embeddings.unwrap_or(defaults.max_position),
+            rope: super::transformer::RopeLayout::Halves,
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use candle_core::quantized::gguf_file;
 use serde_json::Value;
 
 use super::EngineError;
-use super::families::{Family, gguf_u32};
+use super::families::{Family, HfConfig, HfDefaults, gguf_u32};
 use super::transformer::{Config, RopeLayout};
 
 pub(crate) const FAMILY: Family = Family { name: "llama", qkv_bias: false, config_from_gguf, config_from_hf };
@@ -41,18 +41,5 @@ fn config_from_gguf(
 }
 
 fn config_from_hf(json: &Value) -> Result<Config, EngineError> {
-    let hf = super::families::HfConfig::parse(json)?;
-    Ok(Config {
-        vocab_size: hf.vocab_size,
-        hidden_size: hf.hidden_size,
-        intermediate_size: hf.intermediate_size,
-        num_layers: hf.num_hidden_layers,
-        num_heads: hf.num_attention_heads,
-        num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-        head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads),
-        rope_theta: hf.rope_theta.unwrap_or(10_000.0) as f32,
-        rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-5),
-        max_position: hf.max_position_embeddings.unwrap_or(4096),
-        rope: RopeLayout::Halves,
-    })
+    HfConfig::config(json, HfDefaults { rope_theta: 10_000.0, rms_norm_eps: 1e-5, max_position: 4096 })
 }

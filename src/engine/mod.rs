@@ -28,14 +28,14 @@ use candle_core::Device;
 pub use generate::Sampling;
 pub use lora::Adapter;
 pub use postprocess::Mode;
-pub use prompt::{Budget, ContextFile, RecentEdit, Template};
+pub use prompt::{Budget, ContextFile, PromptInput, RecentEdit, Template};
 pub use tokenizer::TextTokenizer;
 pub use transformer::{Config, KvCache, RopeLayout, Transformer};
 
 use families::Naming;
 use generate::{Generation, Verdict};
 use postprocess::{Scan, StopScanner};
-use prompt::{PromptInput, Segment};
+use prompt::Segment;
 use weights::Weights;
 
 /// Caches kept per (document, adapter); a handful covers the files being edited right now.
@@ -137,16 +137,8 @@ pub struct TokenRequest<'a> {
 pub struct CompletionRequest<'a> {
     /// Which KV cache to reuse (typically the document URI).
     pub cache_key: &'a str,
-    /// The document's path (as shown to the model in repo-level prompts).
-    pub path: &'a str,
-    /// Text before and after the cursor.
-    pub prefix: &'a str,
-    pub suffix: &'a str,
-    pub repo_name: Option<&'a str>,
-    /// Other open files, most relevant first.
-    pub open_files: &'a [ContextFile<'a>],
-    /// The user's recent edits, newest first.
-    pub recent_edits: &'a [RecentEdit<'a>],
+    /// The document around the cursor and the context the prompt may use.
+    pub input: PromptInput<'a>,
     pub adapter: Option<&'a str>,
     pub sampling: Sampling,
     pub max_new_tokens: usize,
@@ -244,15 +236,8 @@ impl Engine {
     /// token budget, generates until the template's or the cursor context's stop, post-processes.
     pub fn complete(&self, request: &CompletionRequest, cancel: &AtomicBool) -> Result<Completion, EngineError> {
         let count = |text: &str| self.tokenizer.encode(text).map_or(text.len(), |ids| ids.len());
-        let input = PromptInput {
-            path: request.path,
-            prefix: request.prefix,
-            suffix: request.suffix,
-            repo_name: request.repo_name,
-            open_files: request.open_files,
-            recent_edits: request.recent_edits,
-        };
-        let prompt = prompt::build(self.template, &input, &request.budget, &count);
+        let input = &request.input;
+        let prompt = prompt::build(self.template, input, &request.budget, &count);
         let mut ids = Vec::new();
         for segment in prompt.segments() {
             match segment {
@@ -264,10 +249,10 @@ impl Engine {
                 Segment::Text(text) => ids.extend(self.tokenizer.encode(text)?),
             }
         }
-        let mode = postprocess::mode_at(request.prefix, request.suffix);
+        let mode = postprocess::mode_at(input.prefix, input.suffix);
         let mut stops: Vec<&str> = self.template.stop_strings().to_vec();
         stops.extend(request.stop.iter().map(String::as_str));
-        let mut scanner = StopScanner::new(mode, request.prefix, &stops);
+        let mut scanner = StopScanner::new(mode, input.prefix, &stops);
         let stats = self.run(
             request.cache_key,
             request.adapter,
@@ -283,7 +268,7 @@ impl Engine {
                 }
             },
         )?;
-        let text = postprocess::finish(&stats.text, request.prefix, request.suffix, mode);
+        let text = postprocess::finish(&stats.text, input.prefix, input.suffix, mode);
         Ok(Completion { text, raw: stats.text.clone(), mode, template: self.template, stats })
     }
 

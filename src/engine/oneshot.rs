@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use super::{Budget, Completion, CompletionRequest, Engine, EngineError, LoadOptions, Sampling};
+use super::{Budget, Completion, CompletionRequest, Engine, EngineError, LoadOptions, PromptInput, Sampling};
 
 /// `FILE:LINE:COL` with 0-based line and column (the column counts characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,12 +104,14 @@ pub fn complete_at(request: &OneShot) -> Result<OneShotResult, OneShotError> {
     let completion = engine.complete(
         &CompletionRequest {
             cache_key: &path,
-            path: &path,
-            prefix: &text[..offset],
-            suffix: &text[offset..],
-            repo_name: None,
-            open_files: &[],
-            recent_edits: &[],
+            input: PromptInput {
+                path: &path,
+                prefix: &text[..offset],
+                suffix: &text[offset..],
+                repo_name: None,
+                open_files: &[],
+                recent_edits: &[],
+            },
             adapter: adapter.as_deref(),
             sampling: Sampling::Greedy,
             max_new_tokens: request.max_new_tokens,
