@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::EngineError;
 use super::lora::Projection;
-use super::transformer::{Block, Config, Linear, Transformer};
+use super::transformer::{Block, Config, Linear, Transformer, Weight};
 use super::weights::Weights;
 
 /// What differs between the architectures we run (see `qwen2.rs`, `llama.rs`).
@@ -166,7 +166,7 @@ pub(crate) fn build(
             } else {
                 None
             };
-            Ok(Linear { weight, bias, layer, projection })
+            Ok(Linear { weight: Weight::new(weight)?, bias, layer, projection })
         };
         let (q, k, v, o) =
             (linear(Projection::Q)?, linear(Projection::K)?, linear(Projection::V)?, linear(Projection::O)?);
@@ -189,5 +189,5 @@ pub(crate) fn build(
     let output = weights.matmul(output_name)?;
     weights.expect_matmul_shape(output_name, &output, &[c.vocab_size, c.hidden_size])?;
     progress(c.num_layers, c.num_layers);
-    Ok(Transformer::new(config, embed, blocks, final_norm, output)?)
+    Ok(Transformer::new(config, embed, blocks, final_norm, Weight::new(output)?)?)
 }

@@ -13,6 +13,7 @@ pub mod lora;
 pub mod oneshot;
 pub mod postprocess;
 pub mod prompt;
+mod q4_1;
 mod qwen2;
 mod tokenizer;
 mod transformer;

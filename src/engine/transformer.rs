@@ -5,10 +5,11 @@
 //! The model is immutable once loaded and shared by every request; what a request changes lives in
 //! its [`KvCache`], and which LoRA adapter applies is an argument of [`Transformer::forward`].
 
-use candle_core::quantized::QMatMul;
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::lora::{Adapter, Projection};
+use super::q4_1::Q41Matrix;
 
 /// How q/k are laid out for RoPE: HF checkpoints rotate the two halves of each head ("neox"),
 /// llama.cpp permutes llama q/k weights so that adjacent pairs rotate ("interleaved").
@@ -33,29 +34,61 @@ pub struct Config {
     pub rope: RopeLayout,
 }
 
-/// One projection of a block, with the hook where a LoRA adapter adds its low-rank update.
-pub(crate) struct Linear {
-    pub(crate) weight: QMatMul,
-    pub(crate) bias: Option<Tensor>,
-    pub(crate) layer: usize,
-    pub(crate) projection: Projection,
-}
-
 /// From this many rows on, a quantized weight is dequantized for the one matmul: candle's
 /// quantized CPU kernel works row by row, while the F32 gemm batches, so prefilling a chunk is
 /// several times faster this way (measured in `benches/engine_speed.rs`); decoding (one row) keeps
 /// the memory-light quantized kernel.
 const DEQUANTIZE_FROM_ROWS: usize = 8;
 
+/// A weight matrix as loaded: candle's representation, or Q4_1 with our own decode kernel.
+pub(crate) enum Weight {
+    Candle(QMatMul),
+    Q41(Q41Matrix),
+}
+
+impl Weight {
+    /// Q4_1 gets our kernel (see `q4_1.rs`); everything else stays with candle.
+    pub(crate) fn new(weight: QMatMul) -> candle_core::Result<Weight> {
+        match &weight {
+            QMatMul::QTensor(q) if q.dtype() == GgmlDType::Q4_1 && q.device().is_cpu() => {
+                Ok(Weight::Q41(Q41Matrix::from_qtensor(q)?))
+            }
+            _ => Ok(Weight::Candle(weight)),
+        }
+    }
+
+    /// `x · Wᵀ`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let rows = x.elem_count() / x.dim(D::Minus1)?;
+        match self {
+            Weight::Candle(QMatMul::QTensor(q)) if rows >= DEQUANTIZE_FROM_ROWS => {
+                x.broadcast_matmul(&q.dequantize(x.device())?.t()?)
+            }
+            Weight::Candle(weight) => weight.forward(x),
+            Weight::Q41(matrix) if rows >= DEQUANTIZE_FROM_ROWS => {
+                x.broadcast_matmul(&matrix.dequantize(x.device())?.t()?)
+            }
+            Weight::Q41(matrix) => {
+                let y = matrix.matmul(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?);
+                let mut dims = x.dims().to_vec();
+                *dims.last_mut().expect("activations have a feature dimension") = matrix.out_features();
+                Tensor::from_vec(y, dims, x.device())
+            }
+        }
+    }
+}
+
+/// One projection of a block, with the hook where a LoRA adapter adds its low-rank update.
+pub(crate) struct Linear {
+    pub(crate) weight: Weight,
+    pub(crate) bias: Option<Tensor>,
+    pub(crate) layer: usize,
+    pub(crate) projection: Projection,
+}
+
 impl Linear {
     fn forward(&self, x: &Tensor, adapter: Option<&Adapter>) -> candle_core::Result<Tensor> {
-        let rows = x.elem_count() / x.dim(D::Minus1)?;
-        let mut y = match &self.weight {
-            QMatMul::QTensor(q) if rows >= DEQUANTIZE_FROM_ROWS => {
-                x.broadcast_matmul(&q.dequantize(x.device())?.t()?)?
-            }
-            weight => weight.forward(x)?,
-        };
+        let mut y = self.weight.forward(x)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -84,7 +117,7 @@ pub struct Transformer {
     pub(crate) embed: Tensor,
     pub(crate) blocks: Vec<Block>,
     pub(crate) norm: Tensor,
-    pub(crate) output: QMatMul,
+    pub(crate) output: Weight,
     cos: Tensor,
     sin: Tensor,
 }
@@ -151,7 +184,7 @@ impl Transformer {
         embed: Tensor,
         blocks: Vec<Block>,
         norm: Tensor,
-        output: QMatMul,
+        output: Weight,
     ) -> candle_core::Result<Transformer> {
         let (cos, sin) = rope_tables(&config, embed.device())?;
         Ok(Transformer { config, embed, blocks, norm, output, cos, sin })
