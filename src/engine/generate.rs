@@ -57,7 +57,7 @@ impl Generation<'_> {
     ) -> Result<Generated, EngineError> {
         let started = Instant::now();
         let reused = reusable_prefix(cache.tokens(), prompt);
-        cache.truncate(reused)?;
+        cache.truncate(reused);
         let mut logits = None;
         for chunk in prompt[reused..].chunks(PREFILL_CHUNK) {
             self.check_cancel()?;

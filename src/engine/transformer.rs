@@ -142,10 +142,9 @@ impl KvCache {
         &self.tokens
     }
 
-    /// Forgets everything after the first `len` tokens.
-    pub fn truncate(&mut self, len: usize) -> candle_core::Result<()> {
+    /// Forgets everything after the first `len` tokens (their K/V slots are simply overwritten later).
+    pub fn truncate(&mut self, len: usize) {
         self.tokens.truncate(len);
-        Ok(())
     }
 }
 
