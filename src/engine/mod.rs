@@ -175,7 +175,7 @@ pub struct Continuation {
 impl Engine {
     /// Loads a model: a `.gguf` file, or an HF directory (`config.json`, safetensors, `tokenizer.json`).
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Engine, EngineError> {
-        Engine::load_on(path, options, &Device::Cpu, &|_, _| {})
+        Engine::load_on(path, options, &default_device(), &|_, _| {})
     }
 
     /// [`Engine::load`] on a given device, reporting progress as (layers done, layers).
@@ -428,6 +428,19 @@ fn load_hf(
     let info =
         ModelInfo { path: dir.to_owned(), family: family.name, format: "safetensors", quantization: dtype, size_bytes };
     Ok((model, tokenizer, info))
+}
+
+/// The GPU when marunochi was built with `--features cuda` or `metal` and one is there, else the CPU.
+fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(device) = Device::new_cuda(0) {
+        return device;
+    }
+    #[cfg(feature = "metal")]
+    if let Ok(device) = Device::new_metal(0) {
+        return device;
+    }
+    Device::Cpu
 }
 
 /// Refuses a load that cannot fit, before allocating anything.
