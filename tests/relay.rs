@@ -341,3 +341,55 @@ fn standalone_lsp_answers_by_itself() {
     assert_eq!(hover["error"]["code"], json!(-32601));
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
 }
+
+#[test]
+fn a_request_held_during_a_restart_can_be_cancelled() {
+    let s = setup();
+    let mut client = start(&s, &[], None);
+    client.initialize(&s.root, &[]);
+    let crash = client.send_request("test/crash", json!(null));
+    client.response(&crash);
+    // The restart waits out its backoff; meanwhile this request is held, then cancelled.
+    client.send_request_with_id(json!("held-1"), "test/echo", json!("held"));
+    client.notify("$/cancelRequest", json!({"id": "held-1"}));
+    let cancelled = client.response(&json!("held-1"));
+    assert_eq!(cancelled["error"]["code"], json!(-32800), "{cancelled}");
+    assert_eq!(client.request("test/echo", json!("after"))["result"], "after");
+    assert!(
+        received(&s.log, "test/echo").iter().all(|m| m["params"] != "held"),
+        "a cancelled held request is never sent"
+    );
+}
+
+#[test]
+fn a_server_dying_on_shutdown_does_not_leave_the_editor_waiting() {
+    let s = setup();
+    let mut client = start(&s, &[], None);
+    client.initialize(&s.root, &[]);
+    client.request("test/dieOnShutdown", json!(null));
+    let shutdown = client.request("shutdown", Value::Null);
+    assert_eq!(shutdown["error"]["code"], json!(-32803), "{shutdown}");
+    client.notify("exit", Value::Null);
+    assert_eq!(client.wait().code(), Some(0));
+    assert!(client.notifications.iter().all(|n| n["method"] != "window/showMessage"), "no restart after shutdown");
+}
+
+#[test]
+fn a_server_refusing_the_replayed_initialize_is_not_restarted_in_a_loop() {
+    let s = setup();
+    let marker = s.log.with_extension("initialized");
+    let mut server = scripted_server(&s.log, None);
+    server.extend(["--refuse-reinit".to_string(), marker.to_string_lossy().into_owned()]);
+    let mut client = Client::spawn(proxy_command(&s.home, &[], &server));
+    client.initialize(&s.root, &[]);
+    client.request("test/crash", json!(null));
+    let refused = eventually("the refusal message", || {
+        let m = client.wait_notification("window/showMessage", Duration::from_millis(100))?;
+        (m["params"]["type"] == 1).then_some(m)
+    });
+    assert!(refused["params"]["message"].as_str().unwrap().contains("refused to initialize"), "{refused}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(received(&s.log, "initialize").len(), 2, "one start, one replay, no more");
+    let answer = client.request("test/echo", json!(1));
+    assert_eq!(answer["error"]["code"], json!(-32803), "{answer}");
+}

@@ -88,6 +88,10 @@ impl Generation<'_> {
             if let Verdict::Stop = stop(&tokens)? {
                 break;
             }
+            // At the model's context limit, what was generated so far is the completion.
+            if cache.tokens().len() >= self.model.config.max_position {
+                break;
+            }
             logits = self.model.forward(&[token], cache, self.adapter)?;
         }
         Ok(Generated {

@@ -218,8 +218,8 @@ impl Engine {
     pub fn load_adapter(&self, name: &str, dir: &Path) -> Result<(), EngineError> {
         let adapter = Adapter::load(name, dir, &self.model.config, self.model.device())?;
         self.adapters.write().expect("adapter lock").insert(name.to_owned(), Arc::new(adapter));
-        // Caches computed with an older version of this adapter are wrong now.
-        self.caches.lock().expect("cache lock").retain(|(key, _)| !key.ends_with(&format!("\0{name}")));
+        // Caches computed with an older version of this adapter are useless now; free them.
+        self.caches.lock().expect("cache lock").retain(|(key, _)| !key.contains(&format!("\0{name}\0")));
         Ok(())
     }
 
@@ -298,7 +298,10 @@ impl Engine {
         if prompt.is_empty() {
             return Err(EngineError::Tokenizer("the prompt is empty".into()));
         }
-        let key = format!("{cache_key}\0{}", adapter_name.unwrap_or(""));
+        // The adapter's identity is part of the key: a cache computed with an adapter that has since
+        // been replaced (even while this request ran) must never be reused.
+        let identity = adapter.as_ref().map_or(0, |a| Arc::as_ptr(a) as usize);
+        let key = format!("{cache_key}\0{}\0{identity:x}", adapter_name.unwrap_or(""));
         let mut cache = self.take_cache(&key);
         let generation = Generation {
             model: &self.model,
@@ -359,6 +362,7 @@ impl Engine {
 
     fn put_cache(&self, key: String, cache: KvCache) {
         let mut caches = self.caches.lock().expect("cache lock");
+        caches.retain(|(k, _)| k != &key);
         caches.insert(0, (key, cache));
         caches.truncate(CACHE_SLOTS);
     }

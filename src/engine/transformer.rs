@@ -162,7 +162,7 @@ fn append(
     let capacity = layer.as_ref().map_or(0, |l| l.k.dim(2).unwrap_or(0));
     if capacity < needed {
         // Grow geometrically so a long generation reallocates only a few times.
-        let grown = needed.next_power_of_two().clamp(256, max_position.max(needed));
+        let grown = needed.next_power_of_two().max(256).min(max_position.max(needed));
         let fresh = || Tensor::zeros((batch, kv_heads, grown, head_dim), k.dtype(), k.device());
         let (new_k, new_v) = (fresh()?, fresh()?);
         if let Some(old) = layer.as_ref().filter(|_| past > 0) {

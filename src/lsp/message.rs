@@ -194,6 +194,7 @@ pub mod code {
     pub const INVALID_REQUEST: i64 = -32600;
     pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
+    pub const REQUEST_CANCELLED: i64 = -32800;
     pub const REQUEST_FAILED: i64 = -32803;
 }
 

@@ -141,7 +141,10 @@ struct Relay {
     server_ids: HashMap<IdKey, i64>,
     /// Client messages held while the server is restarting, replayed in order once it is up.
     held: Vec<RawMessage>,
+    /// The editor's `initialize` params once the server has accepted them (replayed after a crash).
     initialize_params: Option<Value>,
+    /// The params of an `initialize` forwarded but not yet answered.
+    pending_initialize: Option<Value>,
     last_configuration: Option<Value>,
     shutdown_requested: bool,
     exit_requested: bool,
@@ -169,6 +172,7 @@ impl Relay {
             server_ids: HashMap::new(),
             held: Vec::new(),
             initialize_params: None,
+            pending_initialize: None,
             last_configuration: None,
             shutdown_requested: false,
             exit_requested: false,
@@ -229,7 +233,8 @@ impl Relay {
         if let ServerState::Up { server, .. } = std::mem::replace(&mut self.state, ServerState::Down) {
             server.stop().await;
         }
-        self.client.close().await;
+        // An editor that stopped reading (but did not close) must not keep us alive.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.close()).await;
     }
 
     // ---- editor → proxy ----
@@ -268,13 +273,13 @@ impl Relay {
                     self.client.send(&reply);
                     return None;
                 }
-                match method.as_str() {
-                    "initialize" => self.initialize_params = Some(message.params()),
-                    "shutdown" => self.shutdown_requested = true,
-                    _ => {}
-                }
                 if !self.server_accepts_requests() {
                     return self.hold_or_refuse(message, id);
+                }
+                match method.as_str() {
+                    "initialize" => self.pending_initialize = Some(message.params()),
+                    "shutdown" => self.shutdown_requested = true,
+                    _ => {}
                 }
                 let ours = self.take_id();
                 self.to_server.insert(ours, Outbound::Client { id: id.clone(), method });
@@ -319,8 +324,13 @@ impl Relay {
                 }
             }
             "$/cancelRequest" => {
-                // Only requests that went to the server can be cancelled there; ours finish at once.
-                let ours = *self.client_ids.get(&IdKey::of(message.params().get("id")?))?;
+                // Only requests that went to the server can be cancelled there; ours finish at once,
+                // and one still held for a restarting server is simply never sent.
+                let theirs = message.params().get("id").cloned()?;
+                let Some(&ours) = self.client_ids.get(&IdKey::of(&theirs)) else {
+                    self.cancel_held(&theirs);
+                    return None;
+                };
                 message = with_cancelled_id(&message, ours)?;
             }
             "textDocument/didOpen" | "textDocument/didChange" | "textDocument/didClose" => {
@@ -493,6 +503,8 @@ impl Relay {
 
     fn server_initialized(&mut self, response: &mut Value) {
         let Some(result) = response.get_mut("result") else { return };
+        // Only an accepted initialize is worth replaying into a restarted server.
+        self.initialize_params = self.pending_initialize.take();
         self.mirror.set_encoding(intercept::negotiated_encoding(result));
         if self.options.ai {
             self.features = intercept::merge_capabilities(result);
@@ -516,6 +528,7 @@ impl Relay {
         }
         if self.shutdown_requested {
             tracing::info!(status, "the server exited after shutdown; waiting for `exit`");
+            self.fail_in_flight(&format!("the language server exited ({status})"));
             return None;
         }
         tracing::warn!(status, "the language server exited unexpectedly");
@@ -600,6 +613,8 @@ impl Relay {
                 MessageType::Error,
                 &format!("the restarted language server refused to initialize: {error}"),
             ));
+            // Stopping it is our decision, not a crash: its exit notice must not trigger a restart.
+            self.incarnation += 1;
             self.state = ServerState::Down;
             self.refuse_held();
             return;
@@ -636,6 +651,14 @@ impl Relay {
     fn release_held(&mut self) {
         for message in std::mem::take(&mut self.held) {
             self.on_client_payload(Payload::One(message));
+        }
+    }
+
+    fn cancel_held(&mut self, id: &Value) {
+        let held = self.held.iter().position(|m| matches!(m.classify(), Kind::Request { id: held, .. } if &held == id));
+        if let Some(index) = held {
+            self.held.remove(index);
+            self.client.send(&message::error_response(id.clone(), code::REQUEST_CANCELLED, "cancelled"));
         }
     }
 
