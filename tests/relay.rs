@@ -185,15 +185,14 @@ fn a_crashed_server_is_restarted_with_its_documents_and_in_flight_requests_fail_
     client.notify("workspace/didChangeConfiguration", json!({"settings": {"scripted": {"level": 2}}}));
 
     let crash = client.send_request("test/crash", json!(null));
-    // Edits made while the server is dying or down are not lost: they are part of the replayed
-    // document. "x = '😀'" — in UTF-8 the closing quote is at byte 9.
-    client.notify(
-        "textDocument/didChange",
-        json!({"textDocument": {"uri": uri, "version": 2},
-               "contentChanges": [{"range": {"start": {"line": 0, "character": 9}, "end": {"line": 0, "character": 9}}, "text": "漢"}]}),
-    );
     let crashed = client.response(&crash);
     assert_eq!(crashed["error"]["code"], json!(-32803), "{crashed}");
+    // An edit made while the server is down is not lost, and comes after the document as it was at
+    // the crash, so requests held with it meet the text they were made against.
+    // "x = '😀'" — in UTF-8 the closing quote is at byte 9.
+    let edit = json!({"textDocument": {"uri": uri, "version": 2},
+           "contentChanges": [{"range": {"start": {"line": 0, "character": 9}, "end": {"line": 0, "character": 9}}, "text": "漢"}]});
+    client.notify("textDocument/didChange", edit.clone());
     let warning = client.wait_notification("window/showMessage", TIMEOUT).unwrap();
     assert!(warning["params"]["message"].as_str().unwrap().contains("exited unexpectedly (exit code 3)"), "{warning}");
     assert_eq!(client.request("test/echo", json!("back"))["result"], "back");
@@ -205,12 +204,23 @@ fn a_crashed_server_is_restarted_with_its_documents_and_in_flight_requests_fail_
     let restart = methods.iter().rposition(|m| *m == "initialize").unwrap();
     assert_eq!(
         &methods[restart..],
-        &["initialize", "initialized", "workspace/didChangeConfiguration", "textDocument/didOpen", "test/echo"]
+        &[
+            "initialize",
+            "initialized",
+            "workspace/didChangeConfiguration",
+            "textDocument/didOpen",
+            "textDocument/didChange",
+            "test/echo"
+        ]
     );
     let reopened = received(&s.log, "textDocument/didOpen").pop().unwrap();
-    assert_eq!(reopened["params"]["textDocument"]["text"], "x = '😀漢'\n");
-    assert_eq!(reopened["params"]["textDocument"]["version"], 2);
+    assert_eq!(reopened["params"]["textDocument"]["text"], "x = '😀'\n");
+    assert_eq!(reopened["params"]["textDocument"]["version"], 1);
+    assert_eq!(received(&s.log, "textDocument/didChange").pop().unwrap()["params"], edit);
     assert_eq!(log[restart]["params"]["clientInfo"]["name"], "marunochi-tests");
+    let doc =
+        client.request("workspace/executeCommand", json!({"command": "marunochi.debug.document", "arguments": [uri]}));
+    assert_eq!(doc["result"]["text"], "x = '😀漢'\n");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,7 +17,7 @@ use super::codec::Incoming;
 use super::downstream::{Downstream, ServerEvent};
 use super::intercept::{self, ServerFeatures};
 use super::message::{self, IdKey, Kind, MessageType, Payload, RawMessage, code};
-use super::mirror::{DocumentEvent, Mirror, PositionEncoding};
+use super::mirror::{DocumentEvent, DocumentSnapshot, Mirror, PositionEncoding};
 use super::transport::{self, Writer};
 use crate::config::ProxyConfig;
 
@@ -141,6 +142,9 @@ struct Relay {
     server_ids: HashMap<IdKey, i64>,
     /// Client messages held while the server is restarting, replayed in order once it is up.
     held: Vec<RawMessage>,
+    /// The open documents as they were when the server died: reopened in the new server, followed by
+    /// the held messages (edits included), so held requests meet the text they were made against.
+    reopen: Vec<Arc<DocumentSnapshot>>,
     /// The editor's `initialize` params once the server has accepted them (replayed after a crash).
     initialize_params: Option<Value>,
     /// The params of an `initialize` forwarded but not yet answered.
@@ -171,6 +175,7 @@ impl Relay {
             to_client: HashMap::new(),
             server_ids: HashMap::new(),
             held: Vec::new(),
+            reopen: Vec::new(),
             initialize_params: None,
             pending_initialize: None,
             last_configuration: None,
@@ -333,13 +338,9 @@ impl Relay {
                 };
                 message = with_cancelled_id(&message, ours)?;
             }
-            "textDocument/didOpen" | "textDocument/didChange" | "textDocument/didClose" => {
+            method if is_document_sync(method) => {
                 if let Err(error) = self.mirror.apply(method, message.params_json()) {
                     tracing::warn!(%error, "document mirror");
-                }
-                // A restarting server gets the documents' current text when it is back.
-                if !self.server_accepts_requests() {
-                    return None;
                 }
             }
             "workspace/didChangeConfiguration" => self.last_configuration = Some(message.params()),
@@ -551,6 +552,7 @@ impl Relay {
             return None;
         }
         self.state = ServerState::Restarting;
+        self.reopen = self.mirror.documents().cloned().collect();
         let delay = Duration::from_millis(100 * 2u64.pow(attempt.min(6) - 1));
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -602,7 +604,11 @@ impl Relay {
                     *initializing = true;
                 }
             }
-            None => self.release_held(),
+            None => {
+                // Nothing was initialized, so nothing can be open: the held messages say it all.
+                self.reopen.clear();
+                self.release_held();
+            }
         }
     }
 
@@ -627,9 +633,8 @@ impl Relay {
             self.send_to_server(message::notification("workspace/didChangeConfiguration", settings));
         }
         let mut reopened = 0;
-        let documents: Vec<Value> = self
-            .mirror
-            .documents()
+        let documents: Vec<Value> = std::mem::take(&mut self.reopen)
+            .into_iter()
             .map(|doc| {
                 reopened += 1;
                 json!({"textDocument": {
@@ -650,7 +655,15 @@ impl Relay {
 
     fn release_held(&mut self) {
         for message in std::mem::take(&mut self.held) {
-            self.on_client_payload(Payload::One(message));
+            match message.classify() {
+                // Already in the mirror: only the server still needs them.
+                Kind::Notification { method } if is_document_sync(&method) => {
+                    self.send_body_to_server(message.as_bytes())
+                }
+                _ => {
+                    self.on_client_payload(Payload::One(message));
+                }
+            }
         }
     }
 
@@ -673,6 +686,10 @@ impl Relay {
             }
         }
     }
+}
+
+fn is_document_sync(method: &str) -> bool {
+    matches!(method, "textDocument/didOpen" | "textDocument/didChange" | "textDocument/didClose")
 }
 
 /// A `$/cancelRequest` naming our id instead of the peer's.
