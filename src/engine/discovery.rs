@@ -354,7 +354,7 @@ fn read_gguf(path: &Path) -> Result<gguf_file::Content, String> {
     }
 }
 
-fn gguf_quantization(content: &gguf_file::Content) -> Option<String> {
+pub(crate) fn gguf_quantization(content: &gguf_file::Content) -> Option<String> {
     let file_type = content.metadata.get("general.file_type").and_then(|v| v.to_u32().ok());
     if let Some(name) = file_type.and_then(llama_file_type) {
         return Some(name.into());

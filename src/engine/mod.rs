@@ -375,23 +375,20 @@ fn load_gguf(
     progress: &dyn Fn(usize, usize),
 ) -> Result<(Transformer, TextTokenizer, ModelInfo), EngineError> {
     let mut weights = Weights::open_gguf(path, device)?;
-    let md = weights.gguf_metadata().expect("a GGUF source has metadata");
+    let content = weights.gguf_content().expect("opened as GGUF");
+    let md = &content.metadata;
     let arch = md.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
     let family = families::family(&arch)
         .ok_or_else(|| EngineError::Unsupported { path: path.to_owned(), what: format!("architecture {arch:?}") })?;
     let sibling = path.with_file_name("tokenizer.json");
     let tokenizer = if sibling.exists() { TextTokenizer::from_file(&sibling)? } else { TextTokenizer::from_gguf(md)? };
-    let (vocab, quantization) = match &weights {
-        Weights::Gguf { content, .. } => {
-            let embed = content.tensor_infos.get("token_embd.weight").ok_or_else(|| EngineError::Corrupt {
-                path: path.to_owned(),
-                reason: "tensor token_embd.weight is missing".into(),
-            })?;
-            let ffn = content.tensor_infos.get("blk.0.ffn_down.weight").unwrap_or(embed);
-            (embed.shape.dims()[0], format!("{:?}", ffn.ggml_dtype))
-        }
-        Weights::Safetensors { .. } => unreachable!("opened as GGUF"),
-    };
+    let embed = content.tensor_infos.get("token_embd.weight").ok_or_else(|| EngineError::Corrupt {
+        path: path.to_owned(),
+        reason: "tensor token_embd.weight is missing".into(),
+    })?;
+    let vocab = embed.shape.dims()[0];
+    // Named as `marunochi models` names it.
+    let quantization = discovery::gguf_quantization(content).unwrap_or_default();
     let config = (family.config_from_gguf)(md, vocab)?;
     let size_bytes = std::fs::metadata(path).map_err(|e| EngineError::io(path, e))?.len();
     // The embedding table is dequantized to F32 for lookups, on top of the file itself.

@@ -2,11 +2,10 @@
 //! directory of safetensors (one file or sharded). Model files ask for tensors by their own names;
 //! this module only knows how to fetch them and how to report what is wrong with the files.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{GgmlDType, QMatMul, gguf_file};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
@@ -41,9 +40,9 @@ impl Weights {
         }
     }
 
-    pub(crate) fn gguf_metadata(&self) -> Option<&HashMap<String, gguf_file::Value>> {
+    pub(crate) fn gguf_content(&self) -> Option<&gguf_file::Content> {
         match self {
-            Weights::Gguf { content, .. } => Some(&content.metadata),
+            Weights::Gguf { content, .. } => Some(content),
             Weights::Safetensors { .. } => None,
         }
     }
@@ -57,16 +56,11 @@ impl Weights {
 
     /// A weight used as the right-hand side of a matmul, kept quantized when it is.
     pub(crate) fn matmul(&mut self, name: &str) -> Result<QMatMul, EngineError> {
-        let corrupt = |path: &Path, e: candle_core::Error| EngineError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("tensor {name}: {}", without_backtrace(e)),
-        };
         match self {
-            Weights::Gguf { path, content, file, device } => {
-                let info = content.tensor_infos.get(name).ok_or_else(|| missing(path, name))?;
-                check_quantization(path, name, info.ggml_dtype)?;
-                let qtensor = content.tensor(file, name, device).map_err(|e| corrupt(path, e))?;
-                QMatMul::from_qtensor(qtensor).map_err(|e| corrupt(path, e))
+            Weights::Gguf { path, .. } => {
+                let path = path.clone();
+                let qtensor = self.gguf_tensor(name)?;
+                QMatMul::from_qtensor(qtensor).map_err(|e| corrupt(&path, name, e))
             }
             Weights::Safetensors { .. } => Ok(QMatMul::Tensor(self.tensor(name)?)),
         }
@@ -74,25 +68,28 @@ impl Weights {
 
     /// A tensor as F32 (norms, biases, embeddings).
     pub(crate) fn tensor(&mut self, name: &str) -> Result<Tensor, EngineError> {
-        let location = self.location().to_owned();
-        let corrupt = |e: candle_core::Error| EngineError::Corrupt {
-            path: location.clone(),
-            reason: format!("tensor {name}: {}", without_backtrace(e)),
-        };
         match self {
-            Weights::Gguf { path, content, file, device } => {
-                let info = content.tensor_infos.get(name).ok_or_else(|| missing(path, name))?;
-                check_quantization(path, name, info.ggml_dtype)?;
-                let qtensor = content.tensor(file, name, device).map_err(corrupt)?;
-                qtensor.dequantize(device).map_err(corrupt)
+            Weights::Gguf { path, device, .. } => {
+                let (path, device) = (path.clone(), device.clone());
+                let qtensor = self.gguf_tensor(name)?;
+                qtensor.dequantize(&device).map_err(|e| corrupt(&path, name, e))
             }
             Weights::Safetensors { dir, tensors, device } => {
                 if tensors.get(name).is_err() {
                     return Err(missing(dir, name));
                 }
-                tensors.load(name, device).and_then(|t| t.to_dtype(DType::F32)).map_err(corrupt)
+                tensors.load(name, device).and_then(|t| t.to_dtype(DType::F32)).map_err(|e| corrupt(dir, name, e))
             }
         }
+    }
+
+    /// One tensor of a GGUF file as stored, after checking that it exists and that candle can compute
+    /// with its type.
+    fn gguf_tensor(&mut self, name: &str) -> Result<QTensor, EngineError> {
+        let Weights::Gguf { path, content, file, device } = self else { unreachable!("only called for GGUF sources") };
+        let info = content.tensor_infos.get(name).ok_or_else(|| missing(path, name))?;
+        check_quantization(path, name, info.ggml_dtype)?;
+        content.tensor(file, name, device).map_err(|e| corrupt(path, name, e))
     }
 
     /// Fails with a clear error unless the tensor has exactly `shape`.
@@ -147,6 +144,10 @@ pub(crate) fn without_backtrace(error: candle_core::Error) -> candle_core::Error
         candle_core::Error::WithBacktrace { inner, .. } => *inner,
         error => error,
     }
+}
+
+fn corrupt(path: &Path, name: &str, error: candle_core::Error) -> EngineError {
+    EngineError::Corrupt { path: path.to_owned(), reason: format!("tensor {name}: {}", without_backtrace(error)) }
 }
 
 fn missing(path: &Path, name: &str) -> EngineError {
