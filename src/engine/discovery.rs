@@ -185,6 +185,12 @@ pub fn discover(roots: &Roots) -> Vec<Found> {
     found
 }
 
+/// The model to serve when the user named none: the first one marunochi can run, preferring models
+/// with fill-in-the-middle tokens (they see the code after the cursor too).
+pub fn default_model(found: &[Found]) -> Option<&Found> {
+    found.iter().filter(|f| f.runnable && f.error.is_none()).min_by_key(|f| !f.fim)
+}
+
 /// The directory entry `path` names, however it is spelled. Not the file it may link to: Ollama tags
 /// and HF revisions share blobs, and each is a model of its own.
 fn entry(path: &Path) -> Option<PathBuf> {

@@ -13,6 +13,9 @@ pub const FEEDBACK_COMMAND: &str = "marunochi.feedback";
 /// Returns our mirror of a document (`[uri]`): lets tests and bug reports see what we see.
 pub const DEBUG_DOCUMENT_COMMAND: &str = "marunochi.debug.document";
 
+/// Returns the suggestions this proxy showed recently and whether each was accepted (tests, bug reports).
+pub const DEBUG_SUGGESTIONS_COMMAND: &str = "marunochi.debug.suggestions";
+
 /// The commands we advertise in `executeCommandProvider`.
 pub const ADVERTISED_COMMANDS: [&str; 2] = [ACCEPT_COMMAND, FEEDBACK_COMMAND];
 
@@ -96,15 +99,12 @@ pub fn is_our_command(params: &Value) -> bool {
     params.get("command").and_then(Value::as_str).is_some_and(|c| c.starts_with("marunochi."))
 }
 
-/// Runs one of our commands; `Err` is a JSON-RPC error (code, message).
+/// Runs one of our commands that needs only the mirror (the serving stage runs the others); `Err`
+/// is a JSON-RPC error (code, message).
 pub fn execute_command(params: &Value, mirror: &Mirror) -> Result<Value, (i64, String)> {
     let command = params.get("command").and_then(Value::as_str).unwrap_or_default();
     let arguments = params.get("arguments").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     match command {
-        ACCEPT_COMMAND | FEEDBACK_COMMAND => {
-            tracing::info!(command, ?arguments, "command received");
-            Ok(Value::Null)
-        }
         DEBUG_DOCUMENT_COMMAND => {
             let Some(uri) = arguments.first().and_then(Value::as_str) else {
                 return Err((code::INVALID_PARAMS, format!("{command} takes one argument: the document uri")));

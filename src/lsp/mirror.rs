@@ -48,7 +48,7 @@ impl PositionEncoding {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct Position {
     pub line: u32,
     pub character: u32,

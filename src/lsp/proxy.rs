@@ -20,6 +20,7 @@ use super::message::{self, IdKey, Kind, MessageType, Payload, RawMessage, code};
 use super::mirror::{DocumentEvent, DocumentSnapshot, Mirror, PositionEncoding};
 use super::transport::{self, Writer};
 use crate::config::ProxyConfig;
+use crate::serving::{Finished, Outcome, Serving, ServingOptions, Suggestion, items};
 
 /// How long after `exit` the server gets to leave on its own.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -33,11 +34,10 @@ pub enum Backend {
     Standalone,
 }
 
-#[derive(Debug, Clone)]
 pub struct ProxyOptions {
     pub backend: Backend,
-    /// `false` (`--no-ai`): a pure relay that adds nothing to the conversation.
-    pub ai: bool,
+    /// `None` (`--no-ai`): a pure relay that adds nothing to the conversation.
+    pub ai: Option<ServingOptions>,
     pub config: ProxyConfig,
 }
 
@@ -59,14 +59,18 @@ impl Proxy {
 
     /// Serves the editor on stdin/stdout until it exits or goes away. Must run on a current-thread
     /// runtime (see `downstream::die_with_parent`).
-    pub async fn run(self) -> anyhow::Result<ExitCode> {
+    pub async fn run(mut self) -> anyhow::Result<ExitCode> {
         let (events, mut inbox) = mpsc::unbounded_channel();
+        let serving = self.options.ai.take().map(|options| {
+            let events = events.clone();
+            Serving::new(options, &mut self.mirror, Arc::new(move |done| drop(events.send(Event::Ai(done)))))
+        });
         let max = self.options.config.max_message_bytes();
         let client = Writer::spawn_blocking(std::io::stdout());
         transport::spawn_blocking_reader(std::io::stdin(), max, events.clone(), Event::Client, Event::ClientClosed);
         spawn_signal_watcher(events.clone());
 
-        let mut relay = Relay::new(self.options, self.mirror, client, events);
+        let mut relay = Relay::new(self.options, serving, self.mirror, client, events);
         if let Backend::Server(command) = &relay.options.backend {
             let command = command.clone();
             relay
@@ -92,6 +96,10 @@ enum Event {
     RestartDue,
     ExitDeadline,
     Signal(&'static str),
+    /// A suggestion is done (or failed, or was cancelled).
+    Ai(Finished),
+    /// The AI item of this completion request (our id on the server side) may not wait any longer.
+    MergeDeadline(i64),
 }
 
 impl From<ServerEvent> for Event {
@@ -112,6 +120,26 @@ struct InboundRequest {
     incarnation: u32,
 }
 
+/// Who waits for a suggestion.
+enum Waiter {
+    /// `textDocument/inlineCompletion` (the editor's id).
+    Inline { id: Value },
+    /// `textDocument/completion` that we answer alone (no server, or one without completion).
+    Completion { id: Value },
+    /// `textDocument/completion` also sent to the server (our id there): the results are merged.
+    Merge { ours: i64 },
+}
+
+/// A completion request answered by both the server and us.
+struct Merge {
+    ticket: u64,
+    deadline_passed: bool,
+    /// The server's answer, held until the suggestion or the deadline comes.
+    held: Option<RawMessage>,
+    /// The suggestion once it is done (`Some(None)`: done, nothing to add).
+    suggestion: Option<Option<Suggestion>>,
+}
+
 enum ServerState {
     /// No server configured (`marunochi lsp`).
     Standalone,
@@ -125,6 +153,13 @@ enum ServerState {
 
 struct Relay {
     options: ProxyOptions,
+    serving: Option<Serving>,
+    /// Suggestions in progress → who waits for them.
+    waiters: HashMap<u64, Waiter>,
+    /// The editor's id of a request we serve ourselves → its suggestion (for `$/cancelRequest`).
+    ai_requests: HashMap<IdKey, u64>,
+    /// Our id of a completion request on the server side → the merge in progress.
+    merges: HashMap<i64, Merge>,
     mirror: Mirror,
     client: Writer,
     events: mpsc::UnboundedSender<Event>,
@@ -156,13 +191,23 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(options: ProxyOptions, mirror: Mirror, client: Writer, events: mpsc::UnboundedSender<Event>) -> Relay {
+    fn new(
+        options: ProxyOptions,
+        serving: Option<Serving>,
+        mirror: Mirror,
+        client: Writer,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Relay {
         let state = match options.backend {
             Backend::Standalone => ServerState::Standalone,
             Backend::Server(_) => ServerState::Down,
         };
         Relay {
             options,
+            serving,
+            waiters: HashMap::new(),
+            ai_requests: HashMap::new(),
+            merges: HashMap::new(),
             mirror,
             client,
             events,
@@ -226,6 +271,14 @@ impl Relay {
                 tracing::warn!("the server did not exit within {EXIT_GRACE:?} of `exit`; stopping it");
                 Some(self.exit_code())
             }
+            Event::Ai(finished) => {
+                self.suggestion_finished(finished);
+                None
+            }
+            Event::MergeDeadline(ours) => {
+                self.merge_deadline(ours);
+                None
+            }
         }
     }
 
@@ -270,6 +323,9 @@ impl Relay {
     fn route_client_message(&mut self, message: RawMessage) -> Option<RawMessage> {
         match message.classify() {
             Kind::Request { id, method } => {
+                if self.serve_suggestion(&method, &id, &message) {
+                    return None;
+                }
                 if let Some(answer) = self.answer_locally(&method, &message) {
                     let reply = match answer {
                         Ok(result) => message::response(id, result),
@@ -281,12 +337,19 @@ impl Relay {
                 if !self.server_accepts_requests() {
                     return self.hold_or_refuse(message, id);
                 }
+                let ours = self.take_id();
                 match method.as_str() {
-                    "initialize" => self.pending_initialize = Some(message.params()),
+                    "initialize" => {
+                        let params = message.params();
+                        if let Some(serving) = &mut self.serving {
+                            serving.set_workspace(&params);
+                        }
+                        self.pending_initialize = Some(params);
+                    }
                     "shutdown" => self.shutdown_requested = true,
+                    "textDocument/completion" => self.start_merge(ours, &message),
                     _ => {}
                 }
-                let ours = self.take_id();
                 self.to_server.insert(ours, Outbound::Client { id: id.clone(), method });
                 self.client_ids.insert(IdKey::of(&id), ours);
                 Some(message.with_id(&json!(ours)))
@@ -333,7 +396,9 @@ impl Relay {
                 // and one still held for a restarting server is simply never sent.
                 let theirs = message.params().get("id").cloned()?;
                 let Some(&ours) = self.client_ids.get(&IdKey::of(&theirs)) else {
-                    self.cancel_held(&theirs);
+                    if !self.cancel_suggestion(&theirs) {
+                        self.cancel_held(&theirs);
+                    }
                     return None;
                 };
                 message = with_cancelled_id(&message, ours)?;
@@ -344,6 +409,11 @@ impl Relay {
                 }
             }
             "workspace/didChangeConfiguration" => self.last_configuration = Some(message.params()),
+            "initialized" => {
+                if let Some(serving) = &self.serving {
+                    serving.warm_up();
+                }
+            }
             _ => {}
         }
         match self.state {
@@ -361,17 +431,28 @@ impl Relay {
         if matches!(self.state, ServerState::Standalone) {
             return Some(self.standalone_request(method, &message.params()));
         }
-        if !self.options.ai {
-            return None;
-        }
+        self.serving.as_ref()?;
         match method {
             "textDocument/inlineCompletion" => Some(Ok(intercept::empty_inline_completion())),
             "textDocument/completion" if !self.features.completion => Some(Ok(intercept::empty_completion())),
             "workspace/executeCommand" => {
                 let params = message.params();
-                intercept::is_our_command(&params).then(|| intercept::execute_command(&params, &self.mirror))
+                intercept::is_our_command(&params).then(|| self.our_command(&params))
+            }
+            "completionItem/resolve" => {
+                let item = message.params();
+                items::is_ours(&item).then_some(Ok(item))
             }
             _ => None,
+        }
+    }
+
+    fn our_command(&mut self, params: &Value) -> Result<Value, (i64, String)> {
+        let command = params.get("command").and_then(Value::as_str).unwrap_or_default();
+        let arguments = params.get("arguments").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        match self.serving.as_mut().and_then(|s| s.command(command, arguments)) {
+            Some(result) => result,
+            None => intercept::execute_command(params, &self.mirror),
         }
     }
 
@@ -380,6 +461,9 @@ impl Relay {
             "initialize" => {
                 let encoding = intercept::choose_encoding(params);
                 self.mirror.set_encoding(encoding);
+                if let Some(serving) = &mut self.serving {
+                    serving.set_workspace(params);
+                }
                 Ok(intercept::standalone_initialize_result(encoding))
             }
             "shutdown" => {
@@ -388,7 +472,8 @@ impl Relay {
             }
             "textDocument/inlineCompletion" => Ok(intercept::empty_inline_completion()),
             "textDocument/completion" => Ok(intercept::empty_completion()),
-            "workspace/executeCommand" => intercept::execute_command(params, &self.mirror),
+            "workspace/executeCommand" => self.our_command(params),
+            "completionItem/resolve" => Ok(params.clone()),
             _ => Err((code::METHOD_NOT_FOUND, format!("marunochi lsp does not handle {method}"))),
         }
     }
@@ -449,7 +534,8 @@ impl Relay {
     fn route_server_message(&mut self, message: RawMessage) -> Option<RawMessage> {
         match message.classify() {
             Kind::Response { id } => {
-                let Some(origin) = id.as_i64().and_then(|ours| self.to_server.remove(&ours)) else {
+                let ours = id.as_i64().unwrap_or_default();
+                let Some(origin) = self.to_server.remove(&ours) else {
                     tracing::warn!(%id, "the server answered a request nobody asked; dropped");
                     return None;
                 };
@@ -461,7 +547,11 @@ impl Relay {
                             response["id"] = id;
                             return Some(RawMessage::from_value(&response));
                         }
-                        Some(message.with_id(&id))
+                        let reply = message.with_id(&id);
+                        if self.merges.contains_key(&ours) {
+                            return self.server_completion(ours, reply);
+                        }
+                        Some(reply)
                     }
                     Outbound::ReplayInitialize => {
                         let response = message.to_value();
@@ -507,7 +597,7 @@ impl Relay {
         // Only an accepted initialize is worth replaying into a restarted server.
         self.initialize_params = self.pending_initialize.take();
         self.mirror.set_encoding(intercept::negotiated_encoding(result));
-        if self.options.ai {
+        if self.serving.is_some() {
             self.features = intercept::merge_capabilities(result);
         }
     }
@@ -579,6 +669,13 @@ impl Relay {
         pending.sort_by_key(|(ours, _)| *ours);
         for (_, id) in pending {
             self.client.send(&message::error_response(id, code::REQUEST_FAILED, text));
+        }
+        // Answers already in hand go out as they are; their suggestions are not waited for.
+        for (_, merge) in std::mem::take(&mut self.merges) {
+            self.drop_suggestion(merge.ticket);
+            if let Some(held) = merge.held {
+                self.client.send_body(held.as_bytes());
+            }
         }
         self.client_ids.clear();
         self.to_client.clear();
@@ -686,6 +783,155 @@ impl Relay {
             }
         }
     }
+}
+
+impl Relay {
+    // ---- suggestions ----
+
+    /// Starts a suggestion for a request we answer ourselves; `false` if this request is not one.
+    fn serve_suggestion(&mut self, method: &str, id: &Value, message: &RawMessage) -> bool {
+        let Some(serving) = &mut self.serving else { return false };
+        let alone = matches!(self.state, ServerState::Standalone) || !self.features.completion;
+        let waiter = match method {
+            "textDocument/inlineCompletion" => Waiter::Inline { id: id.clone() },
+            "textDocument/completion" if alone => Waiter::Completion { id: id.clone() },
+            _ => return false,
+        };
+        let Some((uri, position)) = cursor(&message.params()) else { return false };
+        let ticket = serving.start(&self.mirror, &uri, position);
+        self.ai_requests.insert(IdKey::of(id), ticket);
+        self.waiters.insert(ticket, waiter);
+        true
+    }
+
+    /// A completion request going to the server: our item is generated alongside, to be merged
+    /// into the server's answer if it is ready by the deadline.
+    fn start_merge(&mut self, ours: i64, message: &RawMessage) {
+        let Some(serving) = &mut self.serving else { return };
+        let Some((uri, position)) = cursor(&message.params()) else { return };
+        let ticket = serving.start(&self.mirror, &uri, position);
+        self.waiters.insert(ticket, Waiter::Merge { ours });
+        self.merges.insert(ours, Merge { ticket, deadline_passed: false, held: None, suggestion: None });
+        let events = self.events.clone();
+        let deadline = serving.completion_deadline();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            let _ = events.send(Event::MergeDeadline(ours));
+        });
+    }
+
+    /// The server answered a completion request we are merging into.
+    fn server_completion(&mut self, ours: i64, reply: RawMessage) -> Option<RawMessage> {
+        let merge = self.merges.get_mut(&ours)?;
+        match merge.suggestion.take() {
+            Some(suggestion) => {
+                self.merges.remove(&ours);
+                Some(self.merged(reply, suggestion.as_ref()))
+            }
+            None if !merge.deadline_passed => {
+                merge.held = Some(reply);
+                None
+            }
+            None => {
+                let ticket = merge.ticket;
+                self.merges.remove(&ours);
+                self.drop_suggestion(ticket);
+                Some(reply)
+            }
+        }
+    }
+
+    fn merge_deadline(&mut self, ours: i64) {
+        let Some(merge) = self.merges.get_mut(&ours) else { return };
+        merge.deadline_passed = true;
+        if let Some(held) = merge.held.take() {
+            let ticket = merge.ticket;
+            self.merges.remove(&ours);
+            self.drop_suggestion(ticket);
+            self.client.send_body(held.as_bytes());
+        }
+    }
+
+    /// The server's completion answer with our item added (and shown), or unchanged.
+    fn merged(&mut self, reply: RawMessage, suggestion: Option<&Suggestion>) -> RawMessage {
+        let (Some(suggestion), Some(serving)) = (suggestion, &mut self.serving) else { return reply };
+        let Ok(mut value) = reply.to_value() else { return reply };
+        let Some(result) = value.get_mut("result") else { return reply };
+        if items::merge_into(result, suggestion).is_none() {
+            tracing::warn!("the server's completion result has an unknown shape; our item is left out");
+            return reply;
+        }
+        serving.shown(suggestion);
+        RawMessage::from_value(&value)
+    }
+
+    fn suggestion_finished(&mut self, finished: Finished) {
+        let Some(serving) = &mut self.serving else { return };
+        if let Some(text) = serving.finished(&finished) {
+            tracing::warn!("{text}");
+            self.client.send(&message::show_message(MessageType::Warning, &text));
+        }
+        let suggestion = match finished.outcome {
+            Outcome::Suggested(suggestion) => Some(suggestion),
+            Outcome::Failed(error) => {
+                tracing::warn!(%error, "suggestion failed");
+                None
+            }
+            _ => None,
+        };
+        let Some(waiter) = self.waiters.remove(&finished.ticket) else { return };
+        match waiter {
+            Waiter::Inline { id } | Waiter::Completion { id } if self.ai_requests.remove(&IdKey::of(&id)).is_none() => {
+                tracing::debug!(%id, "suggestion for a request already answered");
+            }
+            Waiter::Inline { id } => {
+                if let Some(s) = &suggestion {
+                    serving.shown(s);
+                }
+                self.client.send(&message::response(id, items::inline_result(suggestion.as_ref())));
+            }
+            Waiter::Completion { id } => {
+                if let Some(s) = &suggestion {
+                    serving.shown(s);
+                }
+                self.client.send(&message::response(id, items::completion_result(suggestion.as_ref())));
+            }
+            Waiter::Merge { ours } => {
+                let Some(merge) = self.merges.get_mut(&ours) else { return };
+                match merge.held.take() {
+                    Some(held) => {
+                        self.merges.remove(&ours);
+                        let reply = self.merged(held, suggestion.as_ref());
+                        self.client.send_body(reply.as_bytes());
+                    }
+                    None => merge.suggestion = Some(suggestion),
+                }
+            }
+        }
+    }
+
+    /// `$/cancelRequest` for a request we serve ourselves: answered at once, generation stopped.
+    fn cancel_suggestion(&mut self, id: &Value) -> bool {
+        let Some(ticket) = self.ai_requests.remove(&IdKey::of(id)) else { return false };
+        self.drop_suggestion(ticket);
+        self.client.send(&message::error_response(id.clone(), code::REQUEST_CANCELLED, "cancelled"));
+        true
+    }
+
+    /// Nobody waits for this suggestion any more.
+    fn drop_suggestion(&mut self, ticket: u64) {
+        self.waiters.remove(&ticket);
+        if let Some(serving) = &mut self.serving {
+            serving.cancel(ticket);
+        }
+    }
+}
+
+/// The document and position of a `TextDocumentPositionParams`.
+fn cursor(params: &Value) -> Option<(String, super::mirror::Position)> {
+    let uri = params.pointer("/textDocument/uri")?.as_str()?.to_owned();
+    let position = serde_json::from_value(params.get("position")?.clone()).ok()?;
+    Some((uri, position))
 }
 
 fn is_document_sync(method: &str) -> bool {

@@ -1,0 +1,385 @@
+//! The daemon process: one per user (per `MARUNOCHI_HOME`), holding the model for every proxy.
+//!
+//! Start-up order makes racing daemons end as one: take the lock file (a second daemon fails here
+//! and leaves), then replace any stale socket, bind, and only then load the model. Clients that
+//! connect during the load wait for their `Welcome`. Generations run one at a time on a worker
+//! thread (two CPU cores have no room for two); the connections' I/O stays on the async runtime.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::protocol::{self, CompleteRequest, Completed, FrameError, ModelSummary, PROTOCOL_VERSION, Reply, Request};
+use super::router::Router;
+use crate::engine::{Budget, CompletionRequest, Engine, EngineError, LoadOptions, PromptInput, Sampling, prompt};
+use crate::home::{self, Home};
+
+pub struct DaemonOptions {
+    pub home: Home,
+    /// The model to serve; resolved by the caller (flag, config, discovery).
+    pub model: Result<PathBuf, String>,
+    pub idle_exit: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the socket path {0} is too long for a Unix socket; set MARUNOCHI_HOME or XDG_RUNTIME_DIR to a shorter path"
+    )]
+    PathTooLong(PathBuf),
+}
+
+/// How a daemon run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served until idle, a signal or a shutdown request.
+    Served,
+    /// Another daemon holds the lock: it serves, this one is not needed.
+    AlreadyRunning,
+}
+
+pub fn socket_path(home: &Home) -> PathBuf {
+    home.runtime_dir().join("daemon.sock")
+}
+
+fn lock_path(home: &Home) -> PathBuf {
+    home.runtime_dir().join("daemon.lock")
+}
+
+/// Runs the daemon until it has been idle for `idle_exit`, is told to shut down, or gets SIGTERM/SIGINT.
+pub fn run(options: DaemonOptions) -> Result<Outcome, DaemonError> {
+    let dir = options.home.runtime_dir().to_owned();
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| DaemonError::Io { path, source }
+    };
+    home::create_private_dir(&dir).map_err(io(&dir))?;
+    // An existing directory may have been created by someone else with looser rights.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
+    let socket = socket_path(&options.home);
+    if socket.as_os_str().len() >= 108 {
+        return Err(DaemonError::PathTooLong(socket));
+    }
+    let lock_file = lock_path(&options.home);
+    let Some(lock) = try_lock(&lock_file).map_err(io(&lock_file))? else {
+        tracing::info!("another daemon holds {}; leaving", lock_file.display());
+        return Ok(Outcome::AlreadyRunning);
+    };
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io(Path::new("tokio runtime")))?;
+    let result = runtime.block_on(serve(options, &socket));
+    // Removed while we still hold the lock, so no newer daemon's socket can be deleted by mistake.
+    let _ = std::fs::remove_file(&socket);
+    drop(lock);
+    result.map(|()| Outcome::Served)
+}
+
+/// An exclusive `flock` on the lock file, held for the daemon's life; `None` if another process has it.
+fn try_lock(path: &Path) -> std::io::Result<Option<File>> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path)?;
+    // SAFETY: flock on a descriptor we own; the lock lives as long as the file stays open.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        return if error.kind() == std::io::ErrorKind::WouldBlock { Ok(None) } else { Err(error) };
+    }
+    file.set_len(0)?;
+    use std::io::Write;
+    writeln!(&file, "{}", std::process::id())?;
+    Ok(Some(file))
+}
+
+/// The loaded model as connections see it: `None` while loading.
+type ModelState = Option<Result<Arc<Engine>, String>>;
+
+struct Shared {
+    model: watch::Receiver<ModelState>,
+    jobs: std::sync::mpsc::Sender<Job>,
+    clients: watch::Sender<usize>,
+    shutdown: Notify,
+    model_loads: AtomicU32,
+    completions: Arc<AtomicU64>,
+    router: Arc<Mutex<Router>>,
+}
+
+async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => tracing::info!("removed a stale socket at {}", socket.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(DaemonError::Io { path: socket.to_owned(), source }),
+    }
+    let listener = UnixListener::bind(socket).map_err(|source| DaemonError::Io { path: socket.into(), source })?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|source| DaemonError::Io { path: socket.into(), source })?;
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "daemon listening");
+
+    let (model_tx, model_rx) = watch::channel(None);
+    let (jobs, job_rx) = std::sync::mpsc::channel();
+    let (clients, mut client_count) = watch::channel(0usize);
+    let shared = Arc::new(Shared {
+        model: model_rx,
+        jobs,
+        clients,
+        shutdown: Notify::new(),
+        model_loads: AtomicU32::new(0),
+        completions: Arc::new(AtomicU64::new(0)),
+        router: Arc::new(Mutex::new(Router::new(options.home.adapters_dir()))),
+    });
+    spawn_loader(options.model, model_tx, &shared);
+    spawn_worker(job_rx, shared.model.clone(), shared.router.clone(), shared.completions.clone());
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| DaemonError::Io { path: "SIGTERM handler".into(), source })?;
+    // Without a model nothing can be served: leave soon, so a fixed config is picked up next time.
+    let failed_idle_exit = options.idle_exit.min(Duration::from_secs(5));
+    loop {
+        let idle = *client_count.borrow_and_update() == 0;
+        let idle_exit =
+            if matches!(*shared.model.borrow(), Some(Err(_))) { failed_idle_exit } else { options.idle_exit };
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    shared.clients.send_modify(|n| *n += 1);
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = connection(stream, &shared).await {
+                            tracing::debug!(%error, "connection ended");
+                        }
+                        shared.clients.send_modify(|n| *n -= 1);
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "accept failed"),
+            },
+            _ = client_count.changed() => {}
+            _ = tokio::time::sleep(idle_exit), if idle => {
+                tracing::info!("no clients for {idle_exit:?}; exiting");
+                break;
+            }
+            _ = shared.shutdown.notified() => {
+                tracing::info!("shutdown requested");
+                break;
+            }
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM; exiting");
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    Ok(())
+}
+
+fn spawn_loader(model: Result<PathBuf, String>, state: watch::Sender<ModelState>, shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    std::thread::spawn(move || {
+        let loaded = model.and_then(|path| {
+            let started = Instant::now();
+            let engine = Engine::load(&path, &LoadOptions::default()).map_err(|e| e.to_string())?;
+            shared.model_loads.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(model = %path.display(), ms = started.elapsed().as_millis() as u64, "model ready");
+            Ok(Arc::new(engine))
+        });
+        if let Err(error) = &loaded {
+            tracing::error!("no model to serve: {error}");
+        }
+        let _ = state.send(Some(loaded));
+    });
+}
+
+fn summary(engine: &Engine) -> ModelSummary {
+    let info = engine.info();
+    ModelSummary {
+        name: info.name(),
+        path: info.path.clone(),
+        family: info.family.into(),
+        quantization: info.quantization.clone(),
+    }
+}
+
+/// One proxy's connection: `Hello`, then requests until it goes away.
+async fn connection(stream: UnixStream, shared: &Arc<Shared>) -> Result<(), FrameError> {
+    let (mut reader, mut writer) = stream.into_split();
+    let Request::Hello { protocol: theirs, client, .. } = protocol::read(&mut reader).await? else {
+        return Ok(());
+    };
+    tracing::info!(client, "client connected");
+    let mut model = shared.model.clone();
+    let state = model.wait_for(Option::is_some).await.map(|s| s.clone()).ok().flatten();
+    let (model_summary, error) = match (&state, theirs == PROTOCOL_VERSION) {
+        (_, false) => (None, Some(format!("this daemon speaks protocol {PROTOCOL_VERSION}, the client {theirs}"))),
+        (Some(Ok(engine)), true) => (Some(summary(engine)), None),
+        (Some(Err(error)), true) => (None, Some(error.clone())),
+        (None, true) => (None, Some("the model loader stopped".into())),
+    };
+    let welcome = Reply::Welcome { protocol: PROTOCOL_VERSION, pid: std::process::id(), model: model_summary, error };
+    protocol::write(&mut writer, &welcome).await?;
+
+    let (replies, mut outbox) = mpsc::unbounded_channel::<Reply>();
+    let flags: Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>> = Arc::default();
+    let writer_flags = flags.clone();
+    let write_task = tokio::spawn(async move {
+        while let Some(reply) = outbox.recv().await {
+            if let Reply::Completed(Completed { id, .. }) | Reply::Failed { id, .. } = &reply {
+                writer_flags.lock().expect("flags").remove(id);
+            }
+            if protocol::write(&mut writer, &reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    // The newest request per document: an older one for the same document is cancelled.
+    let mut latest: HashMap<String, Arc<AtomicBool>> = HashMap::new();
+    let result = loop {
+        let request = match protocol::read::<Request>(&mut reader).await {
+            Ok(request) => request,
+            Err(FrameError::Closed) => break Ok(()),
+            Err(error) => break Err(error),
+        };
+        match request {
+            Request::Complete(request) => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                if let Some(older) = latest.insert(request.document.clone(), cancel.clone()) {
+                    older.store(true, Ordering::Relaxed);
+                }
+                flags.lock().expect("flags").insert(request.id, cancel.clone());
+                let job = Job { request, cancel, replies: replies.clone(), received: Instant::now() };
+                if let Err(job) = shared.jobs.send(job) {
+                    let id = job.0.request.id;
+                    let _ =
+                        replies.send(Reply::Failed { id, error: "the daemon is stopping".into(), cancelled: false });
+                }
+            }
+            Request::Cancel { id } => {
+                if let Some(flag) = flags.lock().expect("flags").get(&id) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
+            Request::Status { id } => {
+                let model = shared.model.borrow().clone().and_then(Result::ok).map(|e| summary(&e));
+                let status = protocol::Status {
+                    id,
+                    pid: std::process::id(),
+                    model,
+                    model_loads: shared.model_loads.load(Ordering::Relaxed),
+                    clients: *shared.clients.borrow(),
+                    completions: shared.completions.load(Ordering::Relaxed),
+                    adapters: shared.router.lock().expect("router").loaded(),
+                };
+                let _ = replies.send(Reply::Status(status));
+            }
+            Request::Shutdown => shared.shutdown.notify_one(),
+            Request::Hello { .. } => tracing::warn!("a second Hello on one connection; ignored"),
+        }
+    };
+    // Whatever this client still waits for is of no use to anyone now.
+    for flag in flags.lock().expect("flags").values() {
+        flag.store(true, Ordering::Relaxed);
+    }
+    drop(replies);
+    let _ = write_task.await;
+    tracing::info!(client, "client disconnected");
+    result
+}
+
+struct Job {
+    request: CompleteRequest,
+    cancel: Arc<AtomicBool>,
+    replies: mpsc::UnboundedSender<Reply>,
+    received: Instant,
+}
+
+fn spawn_worker(
+    jobs: std::sync::mpsc::Receiver<Job>,
+    model: watch::Receiver<ModelState>,
+    router: Arc<Mutex<Router>>,
+    completions: Arc<AtomicU64>,
+) {
+    std::thread::spawn(move || {
+        while let Ok(job) = jobs.recv() {
+            let id = job.request.id;
+            let reply = if job.cancel.load(Ordering::Relaxed) {
+                Reply::Failed { id, error: "cancelled".into(), cancelled: true }
+            } else {
+                let engine = model.borrow().clone().and_then(Result::ok);
+                match engine {
+                    Some(engine) => {
+                        let adapter = router.lock().expect("router").adapter_for(&engine, &job.request.language);
+                        let result = complete(&engine, &job, adapter.as_deref());
+                        completions.fetch_add(1, Ordering::Relaxed);
+                        result
+                    }
+                    None => Reply::Failed { id, error: "no model is loaded".into(), cancelled: false },
+                }
+            };
+            let _ = job.replies.send(reply);
+        }
+    });
+}
+
+fn complete(engine: &Engine, job: &Job, adapter: Option<&str>) -> Reply {
+    let request = &job.request;
+    let open_files: Vec<prompt::ContextFile> =
+        request.open_files.iter().map(|f| prompt::ContextFile { path: &f.path, text: &f.text }).collect();
+    let recent_edits: Vec<prompt::RecentEdit> = request
+        .recent_edits
+        .iter()
+        .map(|e| prompt::RecentEdit { path: &e.path, before: &e.before, after: &e.after })
+        .collect();
+    let max_context = engine.config().max_position;
+    let budget = Budget {
+        max_prompt_tokens: Budget::default()
+            .max_prompt_tokens
+            .min(max_context.saturating_sub(request.max_new_tokens + 1)),
+        ..Budget::default()
+    };
+    let result = engine.complete(
+        &CompletionRequest {
+            cache_key: &request.document,
+            input: PromptInput {
+                path: &request.path,
+                prefix: &request.prefix,
+                suffix: &request.suffix,
+                repo_name: request.repo_name.as_deref(),
+                open_files: &open_files,
+                recent_edits: &recent_edits,
+            },
+            adapter,
+            sampling: Sampling::Greedy,
+            max_new_tokens: request.max_new_tokens,
+            budget,
+            stop: &[],
+        },
+        &job.cancel,
+    );
+    let model_version = match adapter {
+        Some(adapter) => format!("{}+{adapter}", engine.info().name()),
+        None => engine.info().name(),
+    };
+    match result {
+        Ok(completion) => Reply::Completed(Completed {
+            id: request.id,
+            text: completion.text,
+            model_version,
+            confidence: completion.stats.mean_logprob,
+            prompt_tokens: completion.stats.prompt_tokens,
+            reused_tokens: completion.stats.reused_tokens,
+            generated_tokens: completion.stats.generated_tokens,
+            prefill_ms: completion.stats.prefill_ms,
+            total_ms: job.received.elapsed().as_secs_f64() * 1000.0,
+        }),
+        Err(EngineError::Cancelled) => Reply::Failed { id: request.id, error: "cancelled".into(), cancelled: true },
+        Err(error) => {
+            tracing::warn!(%error, "completion failed");
+            Reply::Failed { id: request.id, error: error.to_string(), cancelled: false }
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! Completion serving inside the proxy (and `marunochi lsp`). Entry: [`Serving`].
+//!
+//! The relay hands us a cursor (`start`) and later gets a [`Finished`] event back through the
+//! callback it gave us; everything slow (debounce, reaching or starting the daemon, the generation)
+//! runs in a task, never on the relay's loop. A newer request in the same document cancels the older
+//! one, and the daemon stops that generation. The prompt's context comes from the document mirror:
+//! the text around the cursor, the other open documents (most recently edited first) and recent edits.
+
+pub mod items;
+mod language;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+pub use language::language_at;
+
+use crate::config::ServingConfig;
+use crate::daemon::protocol::{CompleteRequest, ContextFile, RecentEdit};
+use crate::daemon::{Client, ClientError};
+use crate::home::Home;
+use crate::lsp::mirror::{Change, DocumentEvent, Mirror, Position};
+
+/// Bytes of the document before / after the cursor sent with a request. The prompt budget
+/// (~1k tokens) needs far less; the rest is only transfer and tokenizing cost.
+const PREFIX_BYTES: usize = 12 * 1024;
+const SUFFIX_BYTES: usize = 4 * 1024;
+/// Bytes of each other open document offered as context (its head).
+const CONTEXT_FILE_BYTES: usize = 4 * 1024;
+const RECENT_EDITS: usize = 4;
+/// Suggestions remembered for `marunochi.accept`/feedback lookups and the debug command.
+const RECENT_SUGGESTIONS: usize = 200;
+/// After the daemon could not be reached, requests fail fast for this long instead of each trying.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ServingOptions {
+    pub home: Home,
+    /// The marunochi executable, to start the daemon with.
+    pub exe: PathBuf,
+    /// `--model`, passed on to a daemon we start.
+    pub model: Option<PathBuf>,
+    pub config: ServingConfig,
+}
+
+/// A suggestion shown to the user (what the capture stage records).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suggestion {
+    /// Unique across proxies and restarts.
+    pub id: String,
+    pub uri: String,
+    pub language: String,
+    /// The cursor, in the negotiated position encoding.
+    pub position: Position,
+    /// Where the identifier being typed starts (the completion menu item replaces it).
+    pub word_start: Position,
+    pub word: String,
+    pub text: String,
+    pub model_version: String,
+    pub confidence: f64,
+    /// The document window the prompt was built from, so a training example can be rebuilt.
+    pub prefix: String,
+    pub suffix: String,
+    /// The document version the suggestion was made against.
+    pub version: i32,
+}
+
+/// Where suggestions and what the user did with them go: the capture stage implements this.
+pub trait CaptureSink: Send {
+    fn shown(&mut self, suggestion: &Suggestion);
+    fn accepted(&mut self, suggestion_id: &str);
+    /// Explicit feedback: rating −1/0/1 for a suggestion (the last one shown when `None`).
+    fn feedback(&mut self, suggestion_id: Option<&str>, rating: i64, comment: Option<&str>);
+}
+
+/// Until the capture stage lands: suggestions and outcomes go to the log only.
+pub struct LogSink;
+
+impl CaptureSink for LogSink {
+    fn shown(&mut self, s: &Suggestion) {
+        tracing::info!(id = s.id, uri = s.uri, language = s.language, model = s.model_version, "suggestion shown");
+    }
+
+    fn accepted(&mut self, suggestion_id: &str) {
+        tracing::info!(id = suggestion_id, "suggestion accepted");
+    }
+
+    fn feedback(&mut self, suggestion_id: Option<&str>, rating: i64, comment: Option<&str>) {
+        tracing::info!(id = suggestion_id, rating, comment, "feedback");
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Suggested(Suggestion),
+    /// The model had nothing worth showing here.
+    Nothing,
+    /// Superseded by a newer keystroke, or cancelled by the editor.
+    Cancelled,
+    /// No daemon could be reached or started, or it has no model.
+    Unavailable(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub ticket: u64,
+    pub outcome: Outcome,
+}
+
+/// The ticket of the connection warm-up at start: it answers no request.
+pub const WARM_UP: u64 = 0;
+
+type Notify = Arc<dyn Fn(Finished) + Send + Sync>;
+
+pub struct Serving {
+    config: ServingConfig,
+    link: Arc<Link>,
+    notify: Notify,
+    inflight: HashMap<u64, watch::Sender<bool>>,
+    latest_by_document: HashMap<String, u64>,
+    next_ticket: u64,
+    id_prefix: String,
+    documents: mpsc::UnboundedReceiver<DocumentEvent>,
+    /// Per document, the sequence number of its last edit (higher is more recent).
+    edited: HashMap<String, u64>,
+    edit_sequence: u64,
+    edits: VecDeque<Edit>,
+    roots: Vec<String>,
+    recent: VecDeque<(Suggestion, bool)>,
+    sink: Box<dyn CaptureSink>,
+    /// Whether the user has been told that AI is off (told once per outage).
+    told_unavailable: bool,
+}
+
+/// A run of typing in one place, coalesced from single-character changes.
+struct Edit {
+    uri: String,
+    /// Byte offset where the run's inserted text ends, to extend the run with the next keystroke.
+    end: usize,
+    removed: String,
+    inserted: String,
+}
+
+impl Serving {
+    pub fn new(options: ServingOptions, mirror: &mut Mirror, notify: Notify) -> Serving {
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Serving {
+            config: options.config,
+            link: Arc::new(Link {
+                home: options.home,
+                exe: options.exe,
+                model: options.model,
+                state: tokio::sync::Mutex::new(LinkState::default()),
+            }),
+            notify,
+            inflight: HashMap::new(),
+            latest_by_document: HashMap::new(),
+            next_ticket: WARM_UP + 1,
+            id_prefix: format!("{}-{:x}", std::process::id(), started.as_millis()),
+            documents: mirror.subscribe(),
+            edited: HashMap::new(),
+            edit_sequence: 0,
+            edits: VecDeque::new(),
+            roots: Vec::new(),
+            recent: VecDeque::new(),
+            sink: Box::new(LogSink),
+            told_unavailable: false,
+        }
+    }
+
+    /// How long a completion menu waits for our item.
+    pub fn completion_deadline(&self) -> Duration {
+        self.config.completion_deadline()
+    }
+
+    pub fn set_sink(&mut self, sink: Box<dyn CaptureSink>) {
+        self.sink = sink;
+    }
+
+    /// Reads the workspace roots from the editor's `initialize` params.
+    pub fn set_workspace(&mut self, initialize: &Value) {
+        let folders = initialize.get("workspaceFolders").and_then(Value::as_array).into_iter().flatten();
+        self.roots = folders.filter_map(|f| f.get("uri")?.as_str()).map(str::to_owned).collect();
+        if let Some(root) = initialize.get("rootUri").and_then(Value::as_str) {
+            self.roots.push(root.to_owned());
+        }
+        self.roots.iter_mut().for_each(|r| {
+            if !r.ends_with('/') {
+                r.push('/');
+            }
+        });
+    }
+
+    /// Connects to (or starts) the daemon in the background, so the first keystroke does not pay
+    /// for it; the result comes back as a [`Finished`] with the [`WARM_UP`] ticket.
+    pub fn warm_up(&self) {
+        let link = self.link.clone();
+        let notify = self.notify.clone();
+        tokio::spawn(async move {
+            let outcome = match link.get().await {
+                Ok(_) => Outcome::Nothing,
+                Err(reason) => Outcome::Unavailable(reason),
+            };
+            notify(Finished { ticket: WARM_UP, outcome });
+        });
+    }
+
+    /// Starts a suggestion at `position` of `uri`; its [`Finished`] arrives through the callback.
+    pub fn start(&mut self, mirror: &Mirror, uri: &str, position: Position) -> u64 {
+        self.read_document_events();
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let Some(doc) = mirror.snapshot(uri) else {
+            (self.notify)(Finished { ticket, outcome: Outcome::Failed(format!("{uri} is not open")) });
+            return ticket;
+        };
+        let offset = doc.offset_at(position, mirror.encoding());
+        let word_offset = doc.text[..offset]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| c.is_alphanumeric() || *c == '_')
+            .last()
+            .map_or(offset, |(i, _)| i);
+        let language = language_at(&doc.language_id, uri, &doc.text, offset);
+        let prefix = tail(&doc.text[..offset], PREFIX_BYTES).to_owned();
+        let suffix = head(&doc.text[offset..], SUFFIX_BYTES).to_owned();
+        let shown = Suggestion {
+            id: format!("{}-{ticket}", self.id_prefix),
+            uri: uri.to_owned(),
+            language: language.clone(),
+            position,
+            word_start: doc.position_at(word_offset, mirror.encoding()),
+            word: doc.text[word_offset..offset].to_owned(),
+            text: String::new(),
+            model_version: String::new(),
+            confidence: 0.0,
+            prefix: prefix.clone(),
+            suffix: suffix.clone(),
+            version: doc.version,
+        };
+        let request = CompleteRequest {
+            id: 0,
+            document: uri.to_owned(),
+            language,
+            path: self.relative_path(uri),
+            prefix,
+            suffix,
+            repo_name: self.repo_name(),
+            open_files: self.context_files(mirror, uri),
+            recent_edits: self.recent_edits(uri, offset),
+            max_new_tokens: self.config.max_tokens,
+        };
+        let (cancel, cancelled) = watch::channel(false);
+        if let Some(older) = self.latest_by_document.insert(uri.to_owned(), ticket) {
+            self.cancel(older);
+        }
+        self.inflight.insert(ticket, cancel);
+        let (link, notify, debounce) = (self.link.clone(), self.notify.clone(), self.config.debounce());
+        tokio::spawn(async move {
+            let outcome = generate(link, request, shown, debounce, cancelled).await;
+            notify(Finished { ticket, outcome });
+        });
+        ticket
+    }
+
+    /// Stops a suggestion; its [`Finished`] still arrives (as `Cancelled`, unless it was done).
+    pub fn cancel(&mut self, ticket: u64) {
+        if let Some(cancel) = self.inflight.get(&ticket) {
+            let _ = cancel.send(true);
+        }
+    }
+
+    /// Bookkeeping for a finished suggestion; returns a message for the user when AI just became
+    /// unavailable (said once per outage).
+    pub fn finished(&mut self, finished: &Finished) -> Option<String> {
+        self.inflight.remove(&finished.ticket);
+        self.latest_by_document.retain(|_, t| *t != finished.ticket);
+        match &finished.outcome {
+            Outcome::Unavailable(reason) if !self.told_unavailable => {
+                self.told_unavailable = true;
+                Some(format!("marunochi: AI completions are off ({reason}). Your language server keeps working."))
+            }
+            Outcome::Suggested(_) | Outcome::Nothing => {
+                self.told_unavailable = false;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// A suggestion was put in front of the user.
+    pub fn shown(&mut self, suggestion: &Suggestion) {
+        self.sink.shown(suggestion);
+        if self.recent.len() == RECENT_SUGGESTIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((suggestion.clone(), false));
+    }
+
+    /// `marunochi.accept`, `marunochi.feedback` and `marunochi.debug.suggestions`; `None` for other
+    /// commands. `Err` is a JSON-RPC error (code, message).
+    pub fn command(&mut self, command: &str, arguments: &[Value]) -> Option<Result<Value, (i64, String)>> {
+        use crate::lsp::intercept::{ACCEPT_COMMAND, DEBUG_SUGGESTIONS_COMMAND, FEEDBACK_COMMAND};
+        use crate::lsp::message::code::INVALID_PARAMS;
+        Some(match command {
+            ACCEPT_COMMAND => match arguments.first().and_then(Value::as_str) {
+                Some(id) => {
+                    if let Some((_, accepted)) = self.recent.iter_mut().find(|(s, _)| s.id == id) {
+                        *accepted = true;
+                    } else {
+                        tracing::warn!(id, "accepted a suggestion this proxy does not remember");
+                    }
+                    self.sink.accepted(id);
+                    Ok(Value::Null)
+                }
+                None => Err((INVALID_PARAMS, format!("{command} takes one argument: the suggestion id"))),
+            },
+            FEEDBACK_COMMAND => {
+                let rating = arguments.first().and_then(Value::as_i64).filter(|r| (-1..=1).contains(r));
+                let Some(rating) = rating else {
+                    return Some(Err((
+                        INVALID_PARAMS,
+                        format!("{command} takes [rating (-1, 0 or 1), comment?, suggestion id?]"),
+                    )));
+                };
+                let comment = arguments.get(1).and_then(Value::as_str);
+                let id = arguments.get(2).and_then(Value::as_str).or(self.recent.back().map(|(s, _)| s.id.as_str()));
+                self.sink.feedback(id, rating, comment);
+                Ok(Value::Null)
+            }
+            DEBUG_SUGGESTIONS_COMMAND => {
+                let list: Vec<Value> = self
+                    .recent
+                    .iter()
+                    .map(|(s, accepted)| {
+                        json!({"id": s.id, "text": s.text, "accepted": accepted, "model_version": s.model_version,
+                               "language": s.language, "uri": s.uri})
+                    })
+                    .collect();
+                Ok(json!({"suggestions": list}))
+            }
+            _ => return None,
+        })
+    }
+
+    fn read_document_events(&mut self) {
+        while let Ok(event) = self.documents.try_recv() {
+            match event.change {
+                Change::Opened { .. } => {}
+                Change::Closed => {
+                    self.edited.remove(&event.uri);
+                }
+                Change::Edited { start, removed, inserted } => {
+                    self.edit_sequence += 1;
+                    self.edited.insert(event.uri.clone(), self.edit_sequence);
+                    let extends = self.edits.back().is_some_and(|e| {
+                        e.uri == event.uri
+                            && (e.end == start || (inserted.is_empty() && start + removed.len() == e.end))
+                    });
+                    if extends {
+                        let edit = self.edits.back_mut().expect("checked");
+                        if inserted.is_empty() && edit.inserted.len() >= removed.len() {
+                            edit.inserted.truncate(edit.inserted.len() - removed.len());
+                            edit.end = start;
+                        } else {
+                            edit.inserted.push_str(&inserted);
+                            edit.end = start + inserted.len();
+                        }
+                    } else {
+                        if self.edits.len() == RECENT_EDITS + 1 {
+                            self.edits.pop_front();
+                        }
+                        self.edits.push_back(Edit { uri: event.uri, end: start + inserted.len(), removed, inserted });
+                    }
+                }
+            }
+        }
+    }
+
+    fn relative_path(&self, uri: &str) -> String {
+        let relative = self.roots.iter().find_map(|root| uri.strip_prefix(root.as_str()));
+        relative.map_or_else(|| uri.rsplit('/').next().unwrap_or(uri).to_owned(), str::to_owned)
+    }
+
+    fn repo_name(&self) -> Option<String> {
+        let root = self.roots.first()?.trim_end_matches('/');
+        Some(root.rsplit('/').next()?.to_owned())
+    }
+
+    fn context_files(&self, mirror: &Mirror, current: &str) -> Vec<ContextFile> {
+        let mut others: Vec<_> = mirror.documents().filter(|d| d.uri != current).collect();
+        others.sort_by_key(|d| std::cmp::Reverse(self.edited.get(&d.uri).copied().unwrap_or(0)));
+        others
+            .into_iter()
+            .take(self.config.context_files)
+            .map(|d| ContextFile {
+                path: self.relative_path(&d.uri),
+                text: head(&d.text, CONTEXT_FILE_BYTES).to_owned(),
+            })
+            .collect()
+    }
+
+    /// Recent edits, most recent first, without the run of typing that ends at the cursor (the
+    /// prefix already shows it).
+    fn recent_edits(&self, uri: &str, cursor: usize) -> Vec<RecentEdit> {
+        self.edits
+            .iter()
+            .rev()
+            .filter(|e| !(e.uri == uri && e.end == cursor))
+            .filter(|e| !(e.removed.trim().is_empty() && e.inserted.trim().is_empty()))
+            .take(RECENT_EDITS)
+            .map(|e| RecentEdit {
+                path: self.relative_path(&e.uri),
+                before: e.removed.clone(),
+                after: e.inserted.clone(),
+            })
+            .collect()
+    }
+}
+
+async fn generate(
+    link: Arc<Link>,
+    request: CompleteRequest,
+    mut shown: Suggestion,
+    debounce: Duration,
+    mut cancelled: watch::Receiver<bool>,
+) -> Outcome {
+    // `wait_for` also returns when the sender is gone: then nobody wants the answer either.
+    if !debounce.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(debounce) => {}
+            _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
+        }
+    }
+    let client = tokio::select! {
+        client = link.get() => client,
+        _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(reason) => return Outcome::Unavailable(reason),
+    };
+    let pending = client.complete(request);
+    let id = pending.id;
+    tokio::select! {
+        result = pending.result() => match result {
+            Ok(completed) => match completed.text {
+                Some(text) => {
+                    shown.text = text;
+                    shown.model_version = completed.model_version;
+                    shown.confidence = completed.confidence;
+                    Outcome::Suggested(shown)
+                }
+                None => Outcome::Nothing,
+            },
+            Err(ClientError::Cancelled) => Outcome::Cancelled,
+            Err(ClientError::Disconnected) => Outcome::Unavailable("the daemon went away".into()),
+            Err(error) => Outcome::Failed(error.to_string()),
+        },
+        _ = cancelled.wait_for(|c| *c) => {
+            client.cancel(id);
+            Outcome::Cancelled
+        }
+    }
+}
+
+/// The connection to the daemon, made (and the daemon started) on first use and again after it is lost.
+struct Link {
+    home: Home,
+    exe: PathBuf,
+    model: Option<PathBuf>,
+    state: tokio::sync::Mutex<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    client: Option<Client>,
+    failed: Option<(Instant, String)>,
+}
+
+impl Link {
+    async fn get(&self) -> Result<Client, String> {
+        let mut state = self.state.lock().await;
+        if let Some(client) = state.client.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        if let Some((at, reason)) = &state.failed
+            && at.elapsed() < RETRY_AFTER
+        {
+            return Err(reason.clone());
+        }
+        match Client::connect_or_spawn(&self.home, &self.exe, self.model.as_deref()).await {
+            Ok(client) => {
+                tracing::info!(
+                    pid = client.daemon().pid,
+                    model = client.daemon().model.name,
+                    "connected to the daemon"
+                );
+                state.failed = None;
+                state.client = Some(client.clone());
+                Ok(client)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no daemon");
+                state.client = None;
+                state.failed = Some((Instant::now(), error.to_string()));
+                Err(error.to_string())
+            }
+        }
+    }
+}
+
+/// The last `max` bytes of `text`, starting at a line when one starts in them.
+fn tail(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let cut = &text[start..];
+    cut.find('\n').map_or(cut, |i| &cut[i + 1..])
+}
+
+/// The first `max` bytes of `text`, ending at a line end when one is in them.
+fn head(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = &text[..end];
+    cut.rfind('\n').map_or(cut, |i| &cut[..=i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cut_at_lines_and_characters() {
+        let text = "aaaa\nbbbb\ncccc";
+        assert_eq!(tail(text, 100), text);
+        assert_eq!(tail(text, 7), "cccc");
+        assert_eq!(head(text, 7), "aaaa\n");
+        assert_eq!(head("ééééé", 3), "é");
+        assert_eq!(tail("ééééé", 3), "é");
+    }
+}
