@@ -238,8 +238,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Starts `<exe> daemon [--model M]` in a session of its own, so it outlives this proxy and its
-/// editor; a thread reaps it if it exits while we still run.
+/// Starts `<exe> daemon [--model M]` detached: in a session of its own and, by forking once more
+/// before exec, no child of ours, so it outlives this proxy and its editor and is nobody's zombie.
 fn spawn_daemon(exe: &Path, model: Option<&Path>) -> Result<(), ClientError> {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(exe);
@@ -248,17 +248,22 @@ fn spawn_daemon(exe: &Path, model: Option<&Path>) -> Result<(), ClientError> {
         command.arg("--model").arg(model);
     }
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches nothing of the parent's.
+    // SAFETY: only async-signal-safe calls (setsid, fork, _exit) between fork and exec.
     unsafe {
         command.pre_exec(|| {
             libc::setsid();
-            Ok(())
+            match libc::fork() {
+                -1 => Err(std::io::Error::last_os_error()),
+                0 => Ok(()),
+                _ => libc::_exit(0),
+            }
         });
     }
-    let mut child =
-        command.spawn().map_err(|e| ClientError::Spawn { exe: exe.display().to_string(), reason: e.to_string() })?;
-    tracing::info!(pid = child.id(), "daemon started");
-    std::thread::spawn(move || child.wait());
+    let failed = |e: std::io::Error| ClientError::Spawn { exe: exe.display().to_string(), reason: e.to_string() };
+    // The intermediate process exits at once; an exec failure in the daemon process still comes
+    // back through spawn's error pipe.
+    command.spawn().and_then(|mut child| child.wait()).map_err(failed)?;
+    tracing::info!("daemon started");
     Ok(())
 }
 

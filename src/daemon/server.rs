@@ -141,6 +141,7 @@ async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError>
         .map_err(|source| DaemonError::Io { path: "SIGTERM handler".into(), source })?;
     // Without a model nothing can be served: leave soon, so a fixed config is picked up next time.
     let failed_idle_exit = options.idle_exit.min(Duration::from_secs(5));
+    let mut model_changes = shared.model.clone();
     loop {
         let idle = *client_count.borrow_and_update() == 0;
         let idle_exit =
@@ -160,6 +161,7 @@ async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError>
                 Err(error) => tracing::warn!(%error, "accept failed"),
             },
             _ = client_count.changed() => {}
+            Ok(()) = model_changes.changed() => {}
             _ = tokio::time::sleep(idle_exit), if idle => {
                 tracing::info!("no clients for {idle_exit:?}; exiting");
                 break;

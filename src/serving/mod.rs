@@ -282,6 +282,11 @@ impl Serving {
         self.inflight.remove(&finished.ticket);
         self.latest_by_document.retain(|_, t| *t != finished.ticket);
         match &finished.outcome {
+            // The user hears about it when they ask for a suggestion, not merely for opening a file.
+            Outcome::Unavailable(reason) if finished.ticket == WARM_UP => {
+                tracing::warn!("AI completions are off for now: {reason}");
+                None
+            }
             Outcome::Unavailable(reason) if !self.told_unavailable => {
                 self.told_unavailable = true;
                 Some(format!("marunochi: AI completions are off ({reason}). Your language server keeps working."))

@@ -26,6 +26,19 @@ fn test_dep(relative: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// A generated (or linked) model fixture under `.test-deps/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(test_dep(&format!("fixtures/{name}")))
+}
+
+/// A fresh MARUNOCHI_HOME under `dir` with this config.toml.
+pub fn home_with_config(dir: &Path, config: &str) -> PathBuf {
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config.toml"), config).unwrap();
+    home
+}
+
 pub fn pylsp() -> Vec<String> {
     vec![test_dep("venv/bin/pylsp")]
 }
@@ -297,9 +310,13 @@ pub fn file_uri(path: &Path) -> String {
 }
 
 pub fn open(client: &mut Client, uri: &str, text: &str) {
+    open_as(client, uri, "python", text);
+}
+
+pub fn open_as(client: &mut Client, uri: &str, language_id: &str, text: &str) {
     client.notify(
         "textDocument/didOpen",
-        json!({"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}),
+        json!({"textDocument": {"uri": uri, "languageId": language_id, "version": 1, "text": text}}),
     );
 }
 

