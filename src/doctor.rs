@@ -1,8 +1,12 @@
 //! `marunochi doctor`: what is found, what is missing, and how to fix it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::daemon;
+use crate::engine::{Budget, CompletionRequest, Continuation, Engine, LoadOptions, PromptInput, Sampling};
 use crate::home::{self, Home};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,10 @@ const LANGUAGE_SERVERS: &[(&str, &str)] = &[
 
 pub fn run(home: &Home) -> Report {
     let mut checks = vec![check_home(home), check_config(&home.config_file()), check_logs(&home.logs_dir())];
+    let configured = Config::load(&home.config_file()).ok().and_then(|c| c.engine.model);
+    checks.extend(check_model(configured.as_deref()));
+    checks.push(check_daemon(home));
+    checks.extend(check_editors());
     let found: Vec<Check> = LANGUAGE_SERVERS
         .iter()
         .map(|(name, install)| match find_on_path(name) {
@@ -114,6 +122,169 @@ fn check_logs(dir: &Path) -> Check {
         Ok(_) => ok("logs".into(), dir.display().to_string()),
         Err(e) => fail("logs", format!("{}: {e}", dir.display()), "make the directory writable".into()),
     }
+}
+
+/// The model the daemon would serve: found, loadable, and how fast it completes on this machine.
+fn check_model(configured: Option<&Path>) -> Vec<Check> {
+    let path = match daemon::resolve_model(None, configured) {
+        Ok(path) => path,
+        Err(reason) => {
+            return vec![Check {
+                status: Status::Warn,
+                what: "model".into(),
+                detail: reason,
+                fix: Some("AI completions stay off until a model is set; the proxy still relays your server".into()),
+            }];
+        }
+    };
+    let started = Instant::now();
+    let engine = match Engine::load(&path, &LoadOptions::default()) {
+        Ok(engine) => engine,
+        Err(e) => {
+            return vec![fail(
+                "model",
+                format!("{}: {e}", path.display()),
+                "point `[engine] model` at a qwen2/llama-family GGUF or HF directory (`marunochi models`)".into(),
+            )];
+        }
+    };
+    let info = engine.info();
+    let mut checks = vec![ok(
+        "model".into(),
+        format!(
+            "{} ({}, {}, {:.0} MiB) loads in {:.1} s",
+            path.display(),
+            info.family,
+            info.quantization,
+            info.size_bytes as f64 / (1024.0 * 1024.0),
+            started.elapsed().as_secs_f64()
+        ),
+    )];
+    checks.push(match expected_latency(&engine) {
+        Ok([cold, warm]) => {
+            // What a typical single-line suggestion (about ten tokens) costs at the next keystroke.
+            let typical = warm.prefill_ms + 10.0 * 1000.0 / warm.decode_tok_s.max(1e-3);
+            ok(
+                "expected latency".into(),
+                format!(
+                    "~{typical:.0} ms per keystroke for a 10-token suggestion (prompt: {:.0} ms cold, {:.0} ms \
+                     warm; generation {:.0} tokens/s) on this machine's CPU",
+                    cold.prefill_ms, warm.prefill_ms, warm.decode_tok_s
+                ),
+            )
+        }
+        Err(e) => fail("expected latency", e.to_string(), "see the log; try another model".into()),
+    });
+    checks
+}
+
+/// One completion on a small snippet (cold: the whole prompt is computed), then the same after one
+/// more typed character (warm: only the new tail is).
+fn expected_latency(engine: &Engine) -> Result<[Continuation; 2], crate::engine::EngineError> {
+    let source = "import math\n\n\ndef circle_area(radius):\n    \"\"\"Area of a circle.\"\"\"\n    return math.p";
+    let run = |prefix: &str| {
+        let request = CompletionRequest {
+            cache_key: "doctor",
+            input: PromptInput {
+                path: "doctor.py",
+                prefix,
+                suffix: "\n",
+                repo_name: None,
+                open_files: &[],
+                recent_edits: &[],
+            },
+            adapter: None,
+            sampling: Sampling::Greedy,
+            max_new_tokens: 16,
+            budget: Budget::default(),
+            stop: &[],
+        };
+        engine.complete(&request, &AtomicBool::new(false)).map(|c| c.stats)
+    };
+    Ok([run(&source[..source.len() - 1])?, run(source)?])
+}
+
+fn check_daemon(home: &Home) -> Check {
+    let socket = daemon::socket_path(home);
+    if !socket.exists() {
+        return ok("daemon".into(), "not running (the first proxy starts it)".into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let status = runtime.ok().and_then(|rt| {
+        rt.block_on(async {
+            let connect = daemon::Client::connect(&socket, None);
+            let client = tokio::time::timeout(Duration::from_secs(5), connect).await.ok()?.ok()?;
+            client.status().await.ok()
+        })
+    });
+    match status {
+        Some(status) => ok(
+            "daemon".into(),
+            format!(
+                "running (pid {}), serving {}, {} other client(s)",
+                status.pid,
+                status.model.map_or_else(|| "no model".into(), |m| m.name),
+                status.clients.saturating_sub(1)
+            ),
+        ),
+        None => Check {
+            status: Status::Warn,
+            what: "daemon".into(),
+            detail: format!("{} does not answer (a stale socket, or a daemon without a model)", socket.display()),
+            fix: Some("nothing to do: the next proxy replaces a dead daemon; see logs/daemon.log".into()),
+        },
+    }
+}
+
+/// Editors whose configuration we can read, and whether it starts marunochi.
+fn check_editors() -> Vec<Check> {
+    let Some(dirs) = directories::BaseDirs::new() else { return Vec::new() };
+    let home = dirs.home_dir();
+    let config = dirs.config_dir();
+    let editors: [(&str, Vec<PathBuf>); 5] = [
+        ("neovim", vec![config.join("nvim")]),
+        ("helix", vec![config.join("helix/languages.toml")]),
+        ("zed", vec![config.join("zed/settings.json")]),
+        ("emacs", vec![home.join(".emacs.d"), home.join(".emacs"), config.join("emacs")]),
+        ("vs code", vec![home.join(".vscode/extensions")]),
+    ];
+    editors
+        .into_iter()
+        .filter_map(|(editor, places)| {
+            let present: Vec<&PathBuf> = places.iter().filter(|p| p.exists()).collect();
+            if present.is_empty() {
+                return None;
+            }
+            let wired = present.iter().any(|p| mentions_marunochi(p, 3));
+            Some(if wired {
+                ok(format!("editor {editor}"), "configured to use marunochi".into())
+            } else {
+                Check {
+                    status: Status::Warn,
+                    what: format!("editor {editor}"),
+                    detail: format!("installed ({}), not wired to marunochi", present[0].display()),
+                    fix: Some("see the README's editor section for a copy-paste setup".into()),
+                }
+            })
+        })
+        .collect()
+}
+
+/// Whether a config file, or a file in a config directory (a few levels deep), names marunochi.
+fn mentions_marunochi(path: &Path, depth: usize) -> bool {
+    if path.file_name().is_some_and(|n| n.to_string_lossy().contains("marunochi")) {
+        return true;
+    }
+    if path.is_dir() {
+        return depth > 0
+            && std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|entry| mentions_marunochi(&entry.path(), depth - 1));
+    }
+    let small = path.metadata().is_ok_and(|m| m.len() < 1024 * 1024);
+    small && std::fs::read(path).is_ok_and(|bytes| bytes.windows(9).any(|w| w == b"marunochi"))
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {

@@ -9,14 +9,16 @@ fn marunochi(home: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn every_command_has_help() {
     let home = tempfile::tempdir().unwrap();
-    for args in [&["--help"][..], &["proxy", "--help"], &["lsp", "--help"], &["doctor", "--help"]] {
+    for args in
+        [&["--help"][..], &["proxy", "--help"], &["lsp", "--help"], &["doctor", "--help"], &["daemon", "--help"]]
+    {
         let out = marunochi(home.path(), args);
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage: marunochi"), "{args:?}: {text}");
     }
     let top = String::from_utf8_lossy(&marunochi(home.path(), &["--help"]).stdout).into_owned();
-    for command in ["proxy", "lsp", "doctor"] {
+    for command in ["proxy", "lsp", "daemon", "doctor"] {
         assert!(top.contains(command), "{top}");
     }
 }
@@ -48,6 +50,58 @@ fn doctor_reports_and_creates_a_private_home() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(text.contains("[FAIL] config") && text.contains("max_restarts"), "{text}");
+}
+
+#[test]
+fn doctor_checks_the_model_the_daemon_and_the_editors() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let user = dir.path().join("user");
+    std::fs::create_dir_all(user.join(".config/nvim/lua")).unwrap();
+    std::fs::write(user.join(".config/nvim/lua/lsp.lua"), "cmd = { 'marunochi', 'proxy', '--', 'pylsp' }\n").unwrap();
+    std::fs::create_dir_all(user.join(".config/helix")).unwrap();
+    std::fs::write(user.join(".config/helix/languages.toml"), "[[language]]\nname = 'python'\n").unwrap();
+    let doctor = |home: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+            .env("MARUNOCHI_HOME", home)
+            .env("HOME", &user)
+            .env_remove("XDG_CONFIG_HOME")
+            .arg("doctor")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config.toml"), "[engine]\nmodel = \"/nowhere/m.gguf\"\n").unwrap();
+    let (healthy, text) = doctor(&home);
+    assert!(!healthy && text.contains("[FAIL] model: /nowhere/m.gguf"), "{text}");
+    assert!(text.contains("[ok  ] editor neovim: configured to use marunochi"), "{text}");
+    assert!(text.contains("[warn] editor helix: installed"), "{text}");
+
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps/fixtures/tiny-qwen2-q8_0.gguf");
+    std::fs::write(home.join("config.toml"), format!("[engine]\nmodel = {:?}\n", model.display().to_string())).unwrap();
+    let (healthy, text) = doctor(&home);
+    assert!(healthy, "{text}");
+    assert!(text.contains("[ok  ] model:") && text.contains("(qwen2, Q8_0,"), "{text}");
+    assert!(text.contains("[ok  ] expected latency: ~") && text.contains("tokens/s"), "{text}");
+    assert!(text.contains("[ok  ] daemon: not running"), "{text}");
+
+    let mut daemon =
+        Command::new(env!("CARGO_BIN_EXE_marunochi")).env("MARUNOCHI_HOME", &home).arg("daemon").spawn().unwrap();
+    let socket = home.join("run/daemon.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (_, text) = doctor(&home);
+    assert!(
+        text.contains(&format!("[ok  ] daemon: running (pid {}), serving tiny-qwen2-q8_0.gguf", daemon.id())),
+        "{text}"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
 }
 
 #[test]

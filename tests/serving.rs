@@ -192,7 +192,8 @@ fn two_proxies_share_one_daemon_which_can_die_and_come_back() {
     let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 60\n");
     let root = workspace(dir.path());
     let uri = file_uri(&root.join("a.py"));
-    let mut first = Client::spawn(proxy_with_model(&home, &tiny_qwen2(), &scripted_server(&dir.path().join("1"), None)));
+    let mut first =
+        Client::spawn(proxy_with_model(&home, &tiny_qwen2(), &scripted_server(&dir.path().join("1"), None)));
     let mut second =
         Client::spawn(proxy_with_model(&home, &tiny_qwen2(), &scripted_server(&dir.path().join("2"), None)));
     // Both warm up at `initialized`: two proxies racing to start the daemon.

