@@ -367,17 +367,29 @@ fn complete(engine: &Engine, job: &Job, adapter: Option<&str>) -> Reply {
         None => engine.info().name(),
     };
     match result {
-        Ok(completion) => Reply::Completed(Completed {
-            id: request.id,
-            text: completion.text,
-            model_version,
-            confidence: completion.stats.mean_logprob,
-            prompt_tokens: completion.stats.prompt_tokens,
-            reused_tokens: completion.stats.reused_tokens,
-            generated_tokens: completion.stats.generated_tokens,
-            prefill_ms: completion.stats.prefill_ms,
-            total_ms: job.received.elapsed().as_secs_f64() * 1000.0,
-        }),
+        Ok(completion) => {
+            let stats = &completion.stats;
+            tracing::info!(
+                language = request.language,
+                prompt = stats.prompt_tokens,
+                reused = stats.reused_tokens,
+                generated = stats.generated_tokens,
+                prefill_ms = stats.prefill_ms as u64,
+                total_ms = job.received.elapsed().as_millis() as u64,
+                "completion"
+            );
+            Reply::Completed(Completed {
+                id: request.id,
+                text: completion.text,
+                model_version,
+                confidence: completion.stats.mean_logprob,
+                prompt_tokens: completion.stats.prompt_tokens,
+                reused_tokens: completion.stats.reused_tokens,
+                generated_tokens: completion.stats.generated_tokens,
+                prefill_ms: completion.stats.prefill_ms,
+                total_ms: job.received.elapsed().as_secs_f64() * 1000.0,
+            })
+        }
         Err(EngineError::Cancelled) => Reply::Failed { id: request.id, error: "cancelled".into(), cancelled: true },
         Err(error) => {
             tracing::warn!(%error, "completion failed");

@@ -213,7 +213,7 @@ pub fn build(template: Template, input: &PromptInput<'_>, budget: &Budget, count
         water_fill(avail - chosen.used, [shares[0], shares[1], 0], [prefix_need, suffix_need, 0]);
 
     let mut parts = Parts {
-        prefix: fit_tail(input.prefix, prefix_alloc, count),
+        prefix: fit_tail_stable(input.prefix, prefix_alloc, count),
         suffix: fit_head(suffix, suffix_alloc, count),
         files: chosen.files,
         edits: chosen.edits,
@@ -536,6 +536,26 @@ fn fit_tail<'a>(text: &'a str, budget: usize, count: &dyn Fn(&str) -> usize) -> 
     chars.get(chars.partition_point(|at| !fits(at))).map_or("", |&at| &text[at..])
 }
 
+/// [`fit_tail`], with the cut moved on to the first line start after a multiple of a step (about an
+/// eighth of the budget in bytes, a power of two): as
+/// the user types at the end, the prompt keeps its start (and the KV cache stays valid) until the
+/// text outgrows the budget by a step, instead of shifting by a line every few keystrokes and
+/// recomputing the whole prompt each time. Costs at most an eighth and a line of the prefix.
+fn fit_tail_stable<'a>(text: &'a str, budget: usize, count: &dyn Fn(&str) -> usize) -> &'a str {
+    let tail = fit_tail(text, budget, count);
+    let tight = text.len() - tail.len();
+    if tight == 0 {
+        return tail;
+    }
+    // From the budget, not the tail's length: that changes with every keystroke, the budget does not.
+    let quantum = 1usize << (budget * BYTES_PER_TOKEN_GUESS / 8).max(64).ilog2();
+    let step = tight.div_ceil(quantum) * quantum;
+    match text.get(step..).and_then(|rest| rest.find('\n')).map(|i| step + i + 1) {
+        Some(at) if at < text.len() => &text[at..],
+        _ => tail,
+    }
+}
+
 /// The longest start of `text` within `budget` tokens, ending at a line end (before its newline)
 /// when any does, else inside the first line.
 fn fit_head<'a>(text: &'a str, budget: usize, count: &dyn Fn(&str) -> usize) -> &'a str {
@@ -589,6 +609,22 @@ fn ceil_char_boundary(text: &str, at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefix_cut_stays_put_while_typing_at_the_end() {
+        let count = |t: &str| t.len().div_ceil(4);
+        let mut text: String = (0..400).map(|i| format!("line {i:04}\n")).collect();
+        let mut starts = std::collections::BTreeSet::new();
+        for c in "    more typing at the end of the file, one character at a time".chars().cycle().take(600) {
+            text.push(c);
+            let tail = fit_tail_stable(&text, 256, &count);
+            assert!(count(tail) <= 256);
+            assert!(tail.len() > 256 * 4 * 7 / 8 - 20, "keeps most of the budget: {}", tail.len());
+            assert!(text.len() - tail.len() == 0 || text.as_bytes()[text.len() - tail.len() - 1] == b'\n');
+            starts.insert(text.len() - tail.len());
+        }
+        assert!(starts.len() <= 600 / 128 + 2, "the cut moves once per 128 typed bytes: {starts:?}");
+    }
 
     fn chars(text: &str) -> usize {
         text.chars().count()
@@ -806,7 +842,8 @@ mod tests {
         assert!(kept_prefix.ends_with("before0199 = \"ünï\"\n"));
         // 60/20 of what the sentinels leave, with the context's unused 20 split 3:1.
         let avail = 600 - chars("<|fim_prefix|><|fim_suffix|><|fim_middle|>");
-        assert!(chars(&kept_prefix) <= avail * 3 / 4 && chars(&kept_prefix) > avail * 3 / 4 - 20);
+        // Less an eighth at most: the cut moves in steps so that typing keeps the cache valid.
+        assert!(chars(&kept_prefix) <= avail * 3 / 4 && chars(&kept_prefix) > avail * 3 / 4 * 7 / 8 - 20);
         assert!(chars(&kept_suffix) <= avail / 4 + 1 && chars(&kept_suffix) > avail / 4 - 20);
     }
 
@@ -816,7 +853,7 @@ mod tests {
         let prompt = build(Template::QwenFim, &input(&prefix, "\n"), &Budget::default(), &chars);
         let (kept_prefix, kept_suffix) = slots(&prompt);
         assert_eq!(kept_suffix, "\n");
-        assert!(chars(&kept_prefix) > 1024 - 60 - 20, "prefix took {}", chars(&kept_prefix));
+        assert!(chars(&kept_prefix) > (1024 - 60) * 7 / 8 - 20, "prefix took {}", chars(&kept_prefix));
         assert!(prompt.tokens <= 1024);
     }
 

@@ -521,12 +521,15 @@ impl Link {
     }
 }
 
-/// The last `max` bytes of `text`, starting at a line when one starts in them.
+/// At most the last `max` bytes of `text`, starting at the first line start after a multiple of
+/// `max / 4`: the start stays put while the user types at the end, so the daemon's KV cache for the
+/// prompt stays valid (a start moving with every keystroke would recompute the whole prompt).
 fn tail(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
-    let mut start = text.len() - max;
+    let step = (max / 4).max(1);
+    let mut start = (text.len() - max).div_ceil(step) * step;
     while !text.is_char_boundary(start) {
         start += 1;
     }
@@ -556,6 +559,13 @@ mod tests {
         let text = "aaaa\nbbbb\ncccc";
         assert_eq!(tail(text, 100), text);
         assert_eq!(tail(text, 7), "cccc");
+        let mut long: String = (0..100).map(|i| format!("{i:03}\n")).collect();
+        let mut starts = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            long.push('x');
+            starts.insert(long.len() - tail(&long, 40).len());
+        }
+        assert!(starts.len() <= 5, "the start moves once per 10 typed bytes at most: {starts:?}");
         assert_eq!(head(text, 7), "aaaa\n");
         assert_eq!(head("ééééé", 3), "é");
         assert_eq!(tail("ééééé", 3), "é");

@@ -208,6 +208,19 @@ impl Client {
         }
     }
 
+    /// The next response to any of our requests that arrives before `deadline`.
+    pub fn next_response(&mut self, deadline: Instant) -> Option<Value> {
+        if !self.pending_responses.is_empty() {
+            return Some(self.pending_responses.remove(0));
+        }
+        while let Some(message) = self.next_message(deadline) {
+            if message.get("method").is_none() {
+                return Some(message);
+            }
+        }
+        None
+    }
+
     /// The next raw item (for malformed-frame tests), without any handling.
     pub fn next_item(&mut self, timeout: Duration) -> Option<Incoming> {
         self.incoming.recv_timeout(timeout).ok()
