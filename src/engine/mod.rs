@@ -5,6 +5,7 @@
 //! adapters are loaded by name next to it and chosen per request; KV caches are kept per document
 //! (and adapter) in a small LRU so typing at the cursor only prefills the new tail.
 
+mod attention;
 pub mod discovery;
 mod families;
 mod generate;

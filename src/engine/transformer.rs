@@ -8,6 +8,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{D, DType, Device, Module, Tensor};
 
+use super::attention;
 use super::lora::{Adapter, Projection};
 use super::q4_1::Q41Matrix;
 
@@ -251,6 +252,12 @@ impl Transformer {
             }
         };
         let (k, v) = append(cache, &k, &v, past, c.max_position)?;
+        if seq == 1
+            && let Some(layer) = cache.as_ref()
+            && let Some(out) = attention::decode(&q, &layer.k, &layer.v, past + 1)?
+        {
+            return block.o.forward(&out, adapter);
+        }
         // Grouped-query attention without copying K/V per head: the query heads that share a KV
         // head become extra rows of one matmul against it.
         let group = c.num_heads / c.num_kv_heads;
