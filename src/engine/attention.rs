@@ -61,7 +61,12 @@ fn one_head_avx2(query: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &
 #[inline(always)]
 fn one_head_portable(query: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
     let head_dim = query.len();
-    let mut scores: Vec<f32> = keys.chunks_exact(head_dim).map(|key| dot(query, key) * scale).collect();
+    // Plain loops, not iterator chains ending in `collect`: those can end up outside this function
+    // and miss its AVX2 build.
+    let mut scores = vec![0f32; keys.len() / head_dim];
+    for (score, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
+        *score = dot(query, key) * scale;
+    }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut total = 0f32;
     for s in &mut scores {
