@@ -8,7 +8,8 @@
 //!   counted), then the rest at one every INTERVAL_MS regardless (the fraction superseded: a newer
 //!   keystroke cancelled them and they came back empty).
 //!
-//! `./scripts/test-deps.sh && cargo bench --bench serving_latency` (CHARS=n, INTERVAL_MS=n).
+//! `./scripts/test-deps.sh && cargo bench --bench serving_latency` (CHARS=n, INTERVAL_MS=n,
+//! SERVER=scripted for a language server that does nothing instead of pylsp).
 //! Target on a 2-core CPU with SmolLM2: p50 < 250 ms.
 
 #[path = "../tests/common/mod.rs"]
@@ -64,7 +65,13 @@ fn run(model_name: &str, model: &Path, source: &str, chars: usize, interval: Dur
     let root = dir.path().join("ws");
     std::fs::create_dir_all(&root).unwrap();
     let uri = file_uri(&root.join("typed.py"));
-    let mut client = Client::spawn(proxy_command(&home, &["--model", &model.to_string_lossy()], &pylsp()));
+    // SERVER=scripted puts a language server that does no work of its own behind the proxy, to see
+    // how much pylsp's linting on every keystroke competes with the model for the two cores.
+    let server = match std::env::var("SERVER").as_deref() {
+        Ok("scripted") => scripted_server(&dir.path().join("server.log"), None),
+        _ => pylsp(),
+    };
+    let mut client = Client::spawn(proxy_command(&home, &["--model", &model.to_string_lossy()], &server));
     client.initialize(&root, &[]);
 
     // Start typing 40% into the file, at a line start.
@@ -229,7 +236,8 @@ fn main() {
     let chars = env_or("CHARS", 240);
     let interval = Duration::from_millis(env_or("INTERVAL_MS", 150) as u64);
     let source = std::fs::read_to_string(repo_root().join("fixtures/tokenizer.py")).unwrap();
-    println!("serving latency: proxy + pylsp + daemon, typing fixtures/tokenizer.py");
+    let server = std::env::var("SERVER").unwrap_or_else(|_| "pylsp".into());
+    println!("serving latency: proxy + {server} + daemon, typing fixtures/tokenizer.py");
     run("smollm2-135m-instruct (Q4_1)", &fixture("smollm2-135m-instruct.gguf"), &source, chars, interval);
     run("tiny-qwen2 (F32, random)", &fixture("tiny-qwen2"), &source, chars, interval);
 }
