@@ -361,3 +361,55 @@ fn a_newer_keystroke_cancels_the_older_request_and_cancel_requests_are_answered(
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }
+
+#[test]
+fn a_daemon_speaking_another_protocol_is_replaced_and_garbage_does_not_hurt_one() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[serving]\ndebounce_ms = 0\n");
+    let socket = socket_path(&Home::at(&home));
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    // An "old daemon": answers Hello with protocol 0, then leaves when told to shut down.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let old = std::thread::spawn(move || {
+        let frame = |stream: &mut std::os::unix::net::UnixStream| {
+            let mut length = [0u8; 4];
+            stream.read_exact(&mut length).ok()?;
+            let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+            stream.read_exact(&mut body).ok()?;
+            serde_json::from_slice::<Value>(&body).ok()
+        };
+        let (mut first, _) = listener.accept().unwrap();
+        assert_eq!(frame(&mut first).unwrap()["type"], "hello");
+        let welcome = serde_json::to_vec(&json!({"type": "welcome", "protocol": 0, "pid": 1, "model": null,
+                                                  "error": "old"}))
+        .unwrap();
+        first.write_all(&(welcome.len() as u32).to_be_bytes()).unwrap();
+        first.write_all(&welcome).unwrap();
+        let (mut second, _) = listener.accept().unwrap();
+        let shutdown = frame(&mut second).unwrap();
+        std::fs::remove_file(listener.local_addr().unwrap().as_pathname().unwrap()).unwrap();
+        shutdown
+    });
+    let root = workspace(dir.path());
+    let uri = file_uri(&root.join("a.py"));
+    let mut client = Client::spawn(lsp_with_model(&home, &tiny_qwen2()));
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, "x = 1\n");
+    assert_eq!(old.join().unwrap()["type"], "shutdown", "the old daemon is asked to leave");
+    let status = eventually("our own daemon", || {
+        inline(&mut client, &uri, 0, 4);
+        daemon_status(&home)
+    });
+    assert_eq!(status.model.unwrap().name, "tiny-qwen2");
+
+    let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    raw.write_all(&[0, 0, 0, 5, b'{', b'x', b'y', b'z', b'}']).unwrap();
+    raw.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    drop(raw);
+    let after = daemon_status(&home).expect("the daemon survives garbage on its socket");
+    assert_eq!(after.pid, status.pid);
+    assert_eq!(inline(&mut client, &uri, 0, 4)["result"]["items"], json!([]));
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}

@@ -399,7 +399,8 @@ impl Serving {
     }
 
     fn context_files(&self, mirror: &Mirror, current: &str) -> Vec<ContextFile> {
-        let mut others: Vec<_> = mirror.documents().filter(|d| d.uri != current).collect();
+        let in_workspace = |uri: &str| self.roots.is_empty() || self.roots.iter().any(|r| uri.starts_with(r.as_str()));
+        let mut others: Vec<_> = mirror.documents().filter(|d| d.uri != current && in_workspace(&d.uri)).collect();
         others.sort_by_key(|d| std::cmp::Reverse(self.edited.get(&d.uri).copied().unwrap_or(0)));
         others
             .into_iter()
