@@ -80,7 +80,8 @@ impl Q41Matrix {
     }
 }
 
-fn has_avx2() -> bool {
+/// Whether the CPU has AVX2 and FMA, which our fast kernels are built for.
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
