@@ -10,8 +10,9 @@ use super::lora::Adapter;
 use super::transformer::{KvCache, Transformer, log_softmax};
 
 /// Prompt tokens fed per forward pass while prefilling: small enough to notice a cancel quickly,
-/// large enough to keep the matmuls efficient.
-const PREFILL_CHUNK: usize = 128;
+/// large enough to keep the matmuls efficient. Every chunk dequantizes every weight once: 256
+/// instead of 128 took SmolLM2's 884-token prefill from 3.1 s to 2.6 s; 512 gained nothing more.
+const PREFILL_CHUNK: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampling {
