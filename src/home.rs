@@ -48,6 +48,11 @@ impl Home {
         self.root.join("adapters")
     }
 
+    /// The interaction store (SQLite).
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("marunochi.db")
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }

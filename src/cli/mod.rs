@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::capture::{Recorder, Store};
 use crate::config::Config;
 use crate::daemon::{self, DaemonOptions, Outcome};
 use crate::doctor::{self, Status};
@@ -13,7 +14,7 @@ use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
 use crate::home::Home;
 use crate::logging;
 use crate::lsp::{Backend, Proxy, ProxyOptions};
-use crate::serving::ServingOptions;
+use crate::serving::{CaptureSink, ServingOptions};
 
 /// A local, offline coding companion that learns from you.
 ///
@@ -183,7 +184,16 @@ fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: Option<Op
         model,
         config: config.serving.clone(),
     });
-    let proxy = Proxy::new(ProxyOptions { backend, ai, config: config.proxy });
+    let capture = ai.as_ref().and_then(|_| match Store::open(&home.db_path()) {
+        Ok(store) => Some(Box::new(Recorder::spawn(store, session_id())) as Box<dyn CaptureSink>),
+        Err(e) => {
+            // Suggestions still work; only their outcomes go unrecorded.
+            tracing::error!("{e}");
+            eprintln!("marunochi: not recording interactions: {e}");
+            None
+        }
+    });
+    let proxy = Proxy::new(ProxyOptions { backend, ai, capture, config: config.proxy });
     match runtime.block_on(proxy.run()) {
         Ok(code) => code,
         Err(e) => {
@@ -192,6 +202,12 @@ fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: Option<Op
             ExitCode::FAILURE
         }
     }
+}
+
+/// This process's editing session: the proxy's pid and start time.
+fn session_id() -> String {
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{:x}", std::process::id(), started.as_millis())
 }
 
 fn run_daemon(home: &Home, verbose: bool, model: Option<PathBuf>) -> ExitCode {

@@ -20,7 +20,7 @@ use super::message::{self, IdKey, Kind, MessageType, Payload, RawMessage, code};
 use super::mirror::{DocumentEvent, DocumentSnapshot, Mirror, PositionEncoding};
 use super::transport::{self, Writer};
 use crate::config::ProxyConfig;
-use crate::serving::{Finished, Outcome, Serving, ServingOptions, Suggestion, items};
+use crate::serving::{CaptureSink, Finished, Outcome, Serving, ServingOptions, Suggestion, items};
 
 /// How long after `exit` the server gets to leave on its own.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -38,6 +38,8 @@ pub struct ProxyOptions {
     pub backend: Backend,
     /// `None` (`--no-ai`): a pure relay that adds nothing to the conversation.
     pub ai: Option<ServingOptions>,
+    /// Where suggestions and their outcomes are recorded (the log only when `None`).
+    pub capture: Option<Box<dyn CaptureSink>>,
     pub config: ProxyConfig,
 }
 
@@ -61,9 +63,15 @@ impl Proxy {
     /// runtime (see `downstream::die_with_parent`).
     pub async fn run(mut self) -> anyhow::Result<ExitCode> {
         let (events, mut inbox) = mpsc::unbounded_channel();
+        let capture = self.options.capture.take();
         let serving = self.options.ai.take().map(|options| {
             let events = events.clone();
-            Serving::new(options, &mut self.mirror, Arc::new(move |done| drop(events.send(Event::Ai(done)))))
+            let mut serving =
+                Serving::new(options, &mut self.mirror, Arc::new(move |done| drop(events.send(Event::Ai(done)))));
+            if let Some(capture) = capture {
+                serving.set_sink(capture);
+            }
+            serving
         });
         let max = self.options.config.max_message_bytes();
         let client = Writer::spawn_blocking(std::io::stdout());
@@ -798,7 +806,8 @@ impl Relay {
             _ => return false,
         };
         let Some((uri, position)) = cursor(&message.params()) else { return false };
-        let ticket = serving.start(&self.mirror, &uri, position);
+        let kind = if matches!(waiter, Waiter::Inline { .. }) { "inline" } else { "completion" };
+        let ticket = serving.start(&self.mirror, &uri, position, kind);
         self.ai_requests.insert(IdKey::of(id), ticket);
         self.waiters.insert(ticket, waiter);
         true
@@ -809,7 +818,7 @@ impl Relay {
     fn start_merge(&mut self, ours: i64, message: &RawMessage) {
         let Some(serving) = &mut self.serving else { return };
         let Some((uri, position)) = cursor(&message.params()) else { return };
-        let ticket = serving.start(&self.mirror, &uri, position);
+        let ticket = serving.start(&self.mirror, &uri, position, "completion");
         self.waiters.insert(ticket, Waiter::Merge { ours });
         self.merges.insert(ours, Merge { ticket, deadline_passed: false, held: None, suggestion: None });
         let events = self.events.clone();
@@ -872,7 +881,7 @@ impl Relay {
             self.client.send(&message::show_message(MessageType::Warning, &text));
         }
         let suggestion = match finished.outcome {
-            Outcome::Suggested(suggestion) => Some(suggestion),
+            Outcome::Suggested(suggestion) => Some(*suggestion),
             Outcome::Failed(error) => {
                 tracing::warn!(%error, "suggestion failed");
                 None

@@ -89,6 +89,7 @@ mod tests {
             position: Position { line: 3, character: 10 },
             word_start: Position { line: 3, character: 7 },
             word: "fib".into(),
+            kind: "inline",
             text: "onacci(n - 1)".into(),
             model_version: "tiny+python/v2".into(),
             confidence: -0.5,

@@ -60,6 +60,8 @@ pub struct Suggestion {
     /// Where the identifier being typed starts (the completion menu item replaces it).
     pub word_start: Position,
     pub word: String,
+    /// `inline` (ghost text) or `completion` (an item in the completion menu).
+    pub kind: &'static str,
     pub text: String,
     pub model_version: String,
     pub confidence: f64,
@@ -97,7 +99,7 @@ impl CaptureSink for LogSink {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Suggested(Suggestion),
+    Suggested(Box<Suggestion>),
     /// The model had nothing worth showing here.
     Nothing,
     /// Superseded by a newer keystroke, or cancelled by the editor.
@@ -212,7 +214,7 @@ impl Serving {
     }
 
     /// Starts a suggestion at `position` of `uri`; its [`Finished`] arrives through the callback.
-    pub fn start(&mut self, mirror: &Mirror, uri: &str, position: Position) -> u64 {
+    pub fn start(&mut self, mirror: &Mirror, uri: &str, position: Position, kind: &'static str) -> u64 {
         self.read_document_events();
         let ticket = self.next_ticket;
         self.next_ticket += 1;
@@ -237,6 +239,7 @@ impl Serving {
             position,
             word_start: doc.position_at(word_offset, mirror.encoding()),
             word: doc.text[word_offset..offset].to_owned(),
+            kind,
             text: String::new(),
             model_version: String::new(),
             confidence: 0.0,
@@ -461,7 +464,7 @@ async fn generate(
                     shown.text = text;
                     shown.model_version = completed.model_version;
                     shown.confidence = completed.confidence;
-                    Outcome::Suggested(shown)
+                    Outcome::Suggested(Box::new(shown))
                 }
                 None => Outcome::Nothing,
             },

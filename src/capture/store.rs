@@ -1,0 +1,281 @@
+//! The interaction store: `MARUNOCHI_HOME/marunochi.db`, SQLite in WAL mode, created 0600, schema
+//! from `migrations/*.sql` applied in order (`PRAGMA user_version` counts them). A file that is not
+//! a database, or one from a newer marunochi, is reported and left exactly as it is.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The migrations, in order. Appending is the only allowed change.
+const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/0001_interactions.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {reason}; the file is left untouched (move it away to start a new store)")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{path} was written by a newer marunochi (schema {found}, this one knows {supported}); the file is left \
+         untouched: upgrade marunochi"
+    )]
+    NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+}
+
+/// A suggestion as first recorded, when it is shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    pub id: String,
+    /// Milliseconds since the Unix epoch.
+    pub shown_at_ms: i64,
+    pub session_id: String,
+    pub file_path: String,
+    pub language: String,
+    pub line: u32,
+    pub character: u32,
+    pub suggestion: String,
+    pub suggestion_type: &'static str,
+    pub model_version: String,
+    pub confidence: f64,
+    pub prompt_prefix: String,
+    pub prompt_suffix: String,
+    pub document_version: i32,
+}
+
+/// The fields of a stored interaction that the capture stage itself reads back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interaction {
+    pub id: String,
+    pub action: String,
+    pub suggestion: String,
+    pub model_version: String,
+    pub language: String,
+    pub time_to_action: Option<i64>,
+    pub user_rating: Option<i64>,
+    pub user_comment: Option<String>,
+    pub prompt_prefix: String,
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let sqlite = |source| StoreError::Sqlite { path: path.to_owned(), source };
+        if let Some(dir) = path.parent() {
+            crate::home::create_private_dir(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
+        }
+        // Created private before SQLite opens it; an existing file keeps its bytes.
+        crate::home::open_private_append(path).map_err(|source| StoreError::Io { path: path.into(), source })?;
+        let conn = Connection::open(path).map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+        let version: i64 =
+            conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| classify(path, e))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::NewerSchema { path: path.to_owned(), found: version, supported });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| classify(path, e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+        let mut store = Store { path: path.to_owned(), conn };
+        store.migrate(version)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<(), StoreError> {
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            let tx = self.conn.transaction().map_err(|e| classify(&self.path, e))?;
+            tx.execute_batch(sql).map_err(|e| classify(&self.path, e))?;
+            tx.pragma_update(None, "user_version", index as i64 + 1).map_err(|e| classify(&self.path, e))?;
+            tx.commit().map_err(|e| classify(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in one transaction (the writer batches whatever has queued up).
+    pub fn batch(&mut self, f: impl FnOnce(&Batch) -> Result<(), rusqlite::Error>) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|e| classify(&self.path, e))?;
+        f(&Batch { tx: &tx }).map_err(|e| classify(&self.path, e))?;
+        tx.commit().map_err(|e| classify(&self.path, e))
+    }
+
+    pub fn interaction(&self, id: &str) -> Result<Option<Interaction>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, action, suggestion, model_version, language, time_to_action, user_rating, user_comment,
+                        prompt_prefix FROM interactions WHERE id = ?1",
+                [id],
+                |row| {
+                    Ok(Interaction {
+                        id: row.get(0)?,
+                        action: row.get(1)?,
+                        suggestion: row.get(2)?,
+                        model_version: row.get(3)?,
+                        language: row.get(4)?,
+                        time_to_action: row.get(5)?,
+                        user_rating: row.get(6)?,
+                        user_comment: row.get(7)?,
+                        prompt_prefix: row.get(8)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    pub fn count(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM interactions", [], |row| row.get(0))
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// `PRAGMA integrity_check`: `ok`, or what is wrong.
+    pub fn integrity(&self) -> Result<String, StoreError> {
+        self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))
+    }
+}
+
+/// The writes of one transaction.
+pub struct Batch<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+impl Batch<'_> {
+    pub fn shown(&self, s: &Shown) -> Result<(), rusqlite::Error> {
+        let cursor = serde_json::json!({"line": s.line, "character": s.character}).to_string();
+        self.tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO interactions (id, timestamp, session_id, file_path, language, cursor_position,
+                    suggestion, suggestion_type, model_version, confidence_score, action, prompt_prefix, prompt_suffix,
+                    document_version, created_at, updated_at)
+                 VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                    'shown', ?11, ?12, ?13, {NOW}, {NOW})"
+            ),
+            params![
+                s.id,
+                s.shown_at_ms,
+                s.session_id,
+                s.file_path,
+                s.language,
+                cursor,
+                s.suggestion,
+                s.suggestion_type,
+                s.model_version,
+                s.confidence,
+                s.prompt_prefix,
+                s.prompt_suffix,
+                s.document_version
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The editor reported acceptance (`marunochi.accept`) at `at_ms`.
+    pub fn accepted(&self, id: &str, at_ms: i64) -> Result<(), rusqlite::Error> {
+        self.tx.execute(
+            &format!(
+                "UPDATE interactions SET action = 'accepted',
+                    time_to_action = ?2 - CAST(round((julianday(timestamp) - 2440587.5) * 86400000) AS INTEGER),
+                    updated_at = {NOW}
+                 WHERE id = ?1"
+            ),
+            params![id, at_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn feedback(&self, id: &str, rating: i64, comment: Option<&str>) -> Result<(), rusqlite::Error> {
+        self.tx.execute(
+            &format!("UPDATE interactions SET user_rating = ?2, user_comment = ?3, updated_at = {NOW} WHERE id = ?1"),
+            params![id, rating, comment],
+        )?;
+        Ok(())
+    }
+}
+
+/// SQLite's "not a database" and "malformed" mean the file is damaged, not that we failed.
+fn classify(path: &Path, error: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            StoreError::Corrupt { path: path.to_owned(), reason: error.to_string() }
+        }
+        _ => StoreError::Sqlite { path: path.to_owned(), source: error },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn shown(id: &str) -> Shown {
+        Shown {
+            id: id.into(),
+            shown_at_ms: 1_764_000_000_000,
+            session_id: "s".into(),
+            file_path: "file:///p/a.py".into(),
+            language: "python".into(),
+            line: 3,
+            character: 14,
+            suggestion: "onacci(n - 1)".into(),
+            suggestion_type: "inline",
+            model_version: "m".into(),
+            confidence: -0.2,
+            prompt_prefix: "def f():\n    return fib".into(),
+            prompt_suffix: String::new(),
+            document_version: 4,
+        }
+    }
+
+    #[test]
+    fn a_suggestion_is_shown_accepted_and_rated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("marunochi.db");
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        store.batch(|b| b.shown(&shown("a"))).unwrap();
+        store.batch(|b| b.accepted("a", 1_764_000_001_250)).unwrap();
+        store.batch(|b| b.feedback("a", 1, Some("nice"))).unwrap();
+        let row = store.interaction("a").unwrap().unwrap();
+        assert_eq!(row.action, "accepted");
+        assert_eq!(row.time_to_action, Some(1250));
+        assert_eq!((row.user_rating, row.user_comment.as_deref()), (Some(1), Some("nice")));
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.count().unwrap(), 1, "reopening migrates nothing twice and keeps the rows");
+        assert_eq!(store.integrity().unwrap(), "ok");
+    }
+
+    #[test]
+    fn damaged_and_newer_files_are_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.db");
+        let bytes = b"this is not a database at all, but it is somebody's file".repeat(100);
+        std::fs::write(&garbage, &bytes).unwrap();
+        let error = Store::open(&garbage).err().unwrap();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+        assert!(error.to_string().contains("garbage.db") && error.to_string().contains("untouched"), "{error}");
+        assert_eq!(std::fs::read(&garbage).unwrap(), bytes);
+
+        let newer = dir.path().join("newer.db");
+        let conn = Connection::open(&newer).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let before = std::fs::read(&newer).unwrap();
+        let error = Store::open(&newer).err().unwrap();
+        assert!(matches!(error, StoreError::NewerSchema { found: 99, .. }), "{error}");
+        assert_eq!(std::fs::read(&newer).unwrap(), before);
+    }
+}

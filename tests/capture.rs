@@ -1,0 +1,146 @@
+//! The interaction store with real SQLite files: suggestions shown through the real proxy (SmolLM2
+//! behind pylsp) land in `marunochi.db` with their acceptance and feedback, secrets redacted; a
+//! damaged store costs nothing but the recording; rows committed before a `kill -9` survive it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use marunochi::capture::{Shown, Store};
+use serde_json::{Value, json};
+
+const SOURCE: &str = "API_KEY = \"sk-live-abcdefghijklmnopqrstuvwxyz123456\"\n\n\ndef fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n";
+
+fn inline(client: &mut Client, uri: &str, line: u32, character: u32) -> Value {
+    client.request(
+        "textDocument/inlineCompletion",
+        json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": character},
+               "context": {"triggerKind": 2}}),
+    )
+}
+
+fn proxy(home: &Path) -> Client {
+    let model = fixture("smollm2-135m-instruct.gguf");
+    Client::spawn(proxy_command(home, &["--model", &model.to_string_lossy()], &pylsp()))
+}
+
+fn stop_daemon(home: &Path) {
+    if let Ok(pid) = std::fs::read_to_string(home.join("run/daemon.lock")) {
+        // SAFETY: kill(2) on the daemon this test started.
+        unsafe { libc::kill(pid.trim().parse().unwrap(), libc::SIGTERM) };
+    }
+}
+
+#[test]
+fn shown_accepted_and_rated_suggestions_are_stored_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
+    let root = dir.path().join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let uri = file_uri(&root.join("fib.py"));
+    let mut client = proxy(&home);
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, SOURCE);
+    let answer = inline(&mut client, &uri, 6, 14);
+    let id = answer["result"]["items"][0]["command"]["arguments"][0].as_str().expect("a suggestion").to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    client.request("workspace/executeCommand", json!({"command": "marunochi.accept", "arguments": [id]}));
+    client.request("workspace/executeCommand", json!({"command": "marunochi.feedback", "arguments": [1, "spot on"]}));
+
+    let row = eventually("the rated row", || {
+        let store = Store::open(&home.join("marunochi.db")).ok()?;
+        store.interaction(&id).ok()?.filter(|r| r.user_rating.is_some())
+    });
+    assert_eq!(row.action, "accepted");
+    assert!(row.time_to_action.unwrap() >= 300, "{row:?}");
+    assert_eq!((row.user_rating, row.user_comment.as_deref()), (Some(1), Some("spot on")));
+    assert_eq!((row.language.as_str(), row.model_version.as_str()), ("python", "smollm2-135m-instruct.gguf"));
+    assert!(row.suggestion.starts_with("onacci"), "{row:?}");
+    assert!(row.prompt_prefix.ends_with("    return fib"), "{row:?}");
+    assert!(!row.prompt_prefix.contains("sk-live") && row.prompt_prefix.contains("«redacted"), "{row:?}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
+
+#[test]
+fn a_damaged_store_is_left_alone_and_suggestions_still_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
+    let db = home.join("marunochi.db");
+    let garbage = b"not a database; somebody's notes".repeat(200);
+    std::fs::write(&db, &garbage).unwrap();
+    let root = dir.path().join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let uri = file_uri(&root.join("fib.py"));
+    let mut client = proxy(&home);
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, SOURCE);
+    let answer = inline(&mut client, &uri, 6, 14);
+    assert!(answer["result"]["items"][0]["insertText"].is_string(), "{answer}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    assert_eq!(std::fs::read(&db).unwrap(), garbage, "the damaged file is never overwritten");
+    let log = std::fs::read_to_string(home.join("logs/proxy.log")).unwrap();
+    assert!(log.contains("marunochi.db") && log.contains("untouched"), "{log}");
+    stop_daemon(&home);
+}
+
+const WRITER_ENV: &str = "MARUNOCHI_TEST_WRITER_DB";
+
+/// The child side of the kill test: commit rows one by one and say so after each commit.
+fn write_until_killed(db: &Path) {
+    let mut store = Store::open(db).unwrap();
+    for i in 0.. {
+        let shown = Shown {
+            id: format!("row-{i}"),
+            shown_at_ms: 1_764_000_000_000 + i,
+            session_id: "kill-test".into(),
+            file_path: "file:///p/a.py".into(),
+            language: "python".into(),
+            line: 1,
+            character: 2,
+            suggestion: "x".repeat(200),
+            suggestion_type: "inline",
+            model_version: "m".into(),
+            confidence: -0.1,
+            prompt_prefix: "y".repeat(2000),
+            prompt_suffix: String::new(),
+            document_version: 1,
+        };
+        store.batch(|b| b.shown(&shown)).unwrap();
+        println!("committed {}", i + 1);
+    }
+}
+
+#[test]
+fn rows_committed_before_a_kill_survive_it() {
+    if let Some(db) = std::env::var_os(WRITER_ENV) {
+        write_until_killed(Path::new(&db));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("marunochi.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "rows_committed_before_a_kill_survive_it", "--nocapture", "--test-threads=1"])
+        .env(WRITER_ENV, &db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut committed = 0u64;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(n) = line.unwrap().strip_prefix("committed ") {
+            committed = n.parse().unwrap();
+            if committed >= 300 {
+                break;
+            }
+        }
+    }
+    // SAFETY: kill(2) on our own child, mid-stream.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let store = Store::open(&db).unwrap();
+    assert!(store.count().unwrap() as u64 >= committed, "every row reported committed is there");
+    assert_eq!(store.integrity().unwrap(), "ok");
+}
