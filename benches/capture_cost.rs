@@ -24,6 +24,7 @@ fn suggestion(i: usize) -> Suggestion {
         uri: "file:///p/src/module.py".into(),
         language: "python".into(),
         position: Position { line: 120, character: 14 },
+        offset: 4000,
         word_start: Position { line: 120, character: 11 },
         word: "fib".into(),
         kind: "inline",

@@ -144,3 +144,67 @@ fn rows_committed_before_a_kill_survive_it() {
     assert!(store.count().unwrap() as u64 >= committed, "every row reported committed is there");
     assert_eq!(store.integrity().unwrap(), "ok");
 }
+
+fn change(client: &mut Client, uri: &str, version: i32, line: u32, from: u32, to: u32, text: &str) {
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": version},
+               "contentChanges": [{"range": {"start": {"line": line, "character": from},
+                                             "end": {"line": line, "character": to}}, "text": text}]}),
+    );
+}
+
+/// One suggestion at the end of `return fib` in a fresh copy of the file; its id and text.
+fn suggest(client: &mut Client, uri: &str) -> (String, String) {
+    open(client, uri, SOURCE);
+    let answer = inline(client, uri, 6, 14);
+    let item = &answer["result"]["items"][0];
+    (
+        item["command"]["arguments"][0].as_str().expect("a suggestion").to_owned(),
+        item["insertText"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn outcomes_are_inferred_from_the_edits_accepted_corrected_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
+    let root = dir.path().join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut client = proxy(&home);
+    client.initialize(&root, &[]);
+
+    // Accepted the way editors without the command do it: the text arrives in one change.
+    let accepted_uri = file_uri(&root.join("accepted.py"));
+    let (accepted, text) = suggest(&mut client, &accepted_uri);
+    change(&mut client, &accepted_uri, 2, 6, 14, 14, &text);
+    client.notify("textDocument/didClose", json!({"textDocument": {"uri": accepted_uri}}));
+
+    // Accepted, then the first character of it replaced: a correction.
+    let corrected_uri = file_uri(&root.join("corrected.py"));
+    let (corrected, text) = suggest(&mut client, &corrected_uri);
+    change(&mut client, &corrected_uri, 2, 6, 14, 14, &text);
+    change(&mut client, &corrected_uri, 3, 6, 14, 15, "Z");
+    client.notify("textDocument/didClose", json!({"textDocument": {"uri": corrected_uri}}));
+
+    // Something else typed at the cursor.
+    let rejected_uri = file_uri(&root.join("rejected.py"));
+    let (rejected, _) = suggest(&mut client, &rejected_uri);
+    change(&mut client, &rejected_uri, 2, 6, 14, 14, "#");
+
+    let db = home.join("marunochi.db");
+    let row =
+        |id: &str| eventually(id, || Store::open(&db).ok()?.interaction(id).ok()?.filter(|r| r.action != "shown"));
+    let a = row(&accepted);
+    assert_eq!(a.action, "accepted", "{a:?}");
+    assert!(a.final_code.as_deref().is_some_and(|c| c.starts_with("onacci")), "{a:?}");
+    let c = row(&corrected);
+    assert_eq!(c.action, "corrected", "{c:?}");
+    assert!(c.final_code.as_deref().unwrap().starts_with('Z'), "{c:?}");
+    assert!(c.diff.as_deref().unwrap().contains("+Z"), "{c:?}");
+    let r = row(&rejected);
+    assert_eq!(r.action, "rejected", "{r:?}");
+    assert_eq!(r.alternatives.as_deref(), Some(r##"{"typed_instead":"#"}"##));
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}

@@ -2,62 +2,126 @@
 //! (the database) and [`Recorder`] (the serving stage's [`CaptureSink`], writing off the request
 //! path on a thread of its own).
 //!
-//! Not yet here (see the capture issue): the outcome classifier that infers partial / rejected /
-//! corrected / ignored from the edit stream, diagnostics and test signals, `marunochi data`.
+//! The outcome of each suggestion (accepted, partial, corrected with its diff, rejected with what
+//! was typed instead, ignored) is inferred from the document edits by `classify.rs` on the writer
+//! thread. Not yet here (see the capture issue): diagnostics and test signals, `marunochi data`.
 
+pub mod classify;
 pub mod redact;
 mod store;
 
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use store::{Batch, Interaction, Shown, Store, StoreError};
 
+use crate::lsp::mirror::{Change, DocumentEvent};
 use crate::serving::{CaptureSink, Suggestion};
+use classify::{Classifier, Edit, Outcome, Tracked};
+
+/// How long after acceptance an edit inside the accepted code counts as a correction.
+const CORRECTION_WINDOW_MS: i64 = 120_000;
 
 enum Event {
-    Shown(Box<Shown>),
+    Shown(Box<Shown>, Tracked),
     Accepted { id: String, at_ms: i64 },
     Feedback { id: String, rating: i64, comment: Option<String> },
+    Document(DocumentEvent),
 }
 
 /// Hands events to the writer thread: the request path only pays for copying the suggestion into a
-/// channel; redaction and SQLite happen on the writer.
+/// channel; classification, redaction and SQLite happen on the writer.
 pub struct Recorder {
     events: mpsc::Sender<Event>,
     session_id: String,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Recorder {
+    /// Waits for the writer to settle and store what was sent: the process may exit right after.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.events, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Recorder {
-    /// Starts the writer thread over `store`. It ends when the recorder is dropped, after writing
-    /// everything sent.
+    /// Starts the writer thread over `store`. It ends when the recorder is dropped, after settling
+    /// and writing everything sent.
     pub fn spawn(mut store: Store, session_id: String) -> Recorder {
         let (events, inbox) = mpsc::channel::<Event>();
-        std::thread::spawn(move || {
-            while let Ok(first) = inbox.recv() {
-                // Whatever queued up meanwhile goes into the same transaction.
-                let mut batch: Vec<Event> = std::iter::once(first).chain(inbox.try_iter()).collect();
+        let writer = std::thread::spawn(move || {
+            let mut classifier = Classifier::new(CORRECTION_WINDOW_MS);
+            loop {
+                // A second without events still closes correction windows that ran out.
+                let (first, gone) = match inbox.recv_timeout(Duration::from_secs(1)) {
+                    Ok(event) => (Some(event), false),
+                    Err(mpsc::RecvTimeoutError::Timeout) => (None, false),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => (None, true),
+                };
+                let mut batch: Vec<Event> = first.into_iter().chain(inbox.try_iter()).collect();
+                let mut outcomes = Vec::new();
                 for event in &mut batch {
-                    if let Event::Shown(shown) = event {
-                        redact_shown(shown);
+                    match event {
+                        Event::Shown(shown, tracked) => {
+                            redact_shown(shown);
+                            outcomes.extend(classifier.shown(tracked.clone()));
+                        }
+                        Event::Accepted { id, at_ms } => classifier.accept_command(id, *at_ms),
+                        Event::Document(event) => outcomes.extend(classify_document(&mut classifier, event)),
+                        Event::Feedback { .. } => {}
                     }
                 }
-                let result = store.batch(|b| {
-                    for event in &batch {
-                        match event {
-                            Event::Shown(shown) => b.shown(shown)?,
-                            Event::Accepted { id, at_ms } => b.accepted(id, *at_ms)?,
-                            Event::Feedback { id, rating, comment } => b.feedback(id, *rating, comment.as_deref())?,
-                        }
-                    }
-                    Ok(())
-                });
-                if let Err(error) = result {
-                    tracing::error!(%error, events = batch.len(), "could not record interactions");
+                outcomes.extend(if gone { classifier.settle_all() } else { classifier.tick(now_ms()) });
+                if !batch.is_empty() || !outcomes.is_empty() {
+                    write(&mut store, &batch, &mut outcomes);
+                }
+                if gone {
+                    break;
                 }
             }
         });
-        Recorder { events, session_id }
+        Recorder { events, session_id, writer: Some(writer) }
+    }
+}
+
+fn classify_document(classifier: &mut Classifier, event: &DocumentEvent) -> Vec<Outcome> {
+    match &event.change {
+        Change::Edited { start, removed, inserted } => classifier.edit(&Edit {
+            uri: &event.uri,
+            start: *start,
+            removed_len: removed.len(),
+            inserted,
+            at_ms: event.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        }),
+        Change::Closed => classifier.closed(&event.uri),
+        Change::Opened { .. } => Vec::new(),
+    }
+}
+
+fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
+    for outcome in outcomes.iter_mut() {
+        let path = outcome.uri.clone();
+        for text in [&mut outcome.final_code, &mut outcome.diff, &mut outcome.typed_instead].into_iter().flatten() {
+            *text = redact::redact(text, &path);
+        }
+    }
+    let result = store.batch(|b| {
+        for event in batch {
+            match event {
+                Event::Shown(shown, _) => b.shown(shown)?,
+                Event::Accepted { id, at_ms } => b.accepted(id, *at_ms)?,
+                Event::Feedback { id, rating, comment } => b.feedback(id, *rating, comment.as_deref())?,
+                Event::Document(_) => {}
+            }
+        }
+        outcomes.iter().try_for_each(|o| b.outcome(o))
+    });
+    if let Err(error) = result {
+        tracing::error!(%error, events = batch.len(), "could not record interactions");
     }
 }
 
@@ -91,7 +155,14 @@ impl CaptureSink for Recorder {
             prompt_suffix: s.suffix.clone(),
             document_version: s.version,
         };
-        let _ = self.events.send(Event::Shown(Box::new(shown)));
+        let tracked = Tracked {
+            id: s.id.clone(),
+            uri: s.uri.clone(),
+            offset: s.offset,
+            text: s.text.clone(),
+            shown_at_ms: shown.shown_at_ms,
+        };
+        let _ = self.events.send(Event::Shown(Box::new(shown), tracked));
     }
 
     fn accepted(&mut self, suggestion_id: &str) {
@@ -102,5 +173,9 @@ impl CaptureSink for Recorder {
         let Some(id) = suggestion_id else { return };
         let comment = comment.map(ToOwned::to_owned);
         let _ = self.events.send(Event::Feedback { id: id.to_owned(), rating, comment });
+    }
+
+    fn document(&mut self, event: &DocumentEvent) {
+        let _ = self.events.send(Event::Document(event.clone()));
     }
 }

@@ -57,6 +57,9 @@ pub struct Interaction {
     pub user_rating: Option<i64>,
     pub user_comment: Option<String>,
     pub prompt_prefix: String,
+    pub final_code: Option<String>,
+    pub diff: Option<String>,
+    pub alternatives: Option<String>,
 }
 
 pub struct Store {
@@ -112,7 +115,7 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT id, action, suggestion, model_version, language, time_to_action, user_rating, user_comment,
-                        prompt_prefix FROM interactions WHERE id = ?1",
+                        prompt_prefix, final_code, diff, alternatives FROM interactions WHERE id = ?1",
                 [id],
                 |row| {
                     Ok(Interaction {
@@ -125,6 +128,9 @@ impl Store {
                         user_rating: row.get(6)?,
                         user_comment: row.get(7)?,
                         prompt_prefix: row.get(8)?,
+                        final_code: row.get(9)?,
+                        diff: row.get(10)?,
+                        alternatives: row.get(11)?,
                     })
                 },
             )
@@ -191,6 +197,28 @@ impl Batch<'_> {
                  WHERE id = ?1"
             ),
             params![id, at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// What the classifier decided (see `classify.rs`); texts already redacted.
+    pub fn outcome(&self, outcome: &super::classify::Outcome) -> Result<(), rusqlite::Error> {
+        let alternatives = outcome.typed_instead.as_ref().map(|t| serde_json::json!({"typed_instead": t}).to_string());
+        self.tx.execute(
+            &format!(
+                "UPDATE interactions SET action = ?2, final_code = coalesce(?3, final_code), diff = ?4,
+                    time_to_action = coalesce(time_to_action, ?5), alternatives = coalesce(?6, alternatives),
+                    updated_at = {NOW}
+                 WHERE id = ?1"
+            ),
+            params![
+                outcome.id,
+                outcome.action.as_str(),
+                outcome.final_code,
+                outcome.diff,
+                outcome.time_to_action_ms,
+                alternatives
+            ],
         )?;
         Ok(())
     }

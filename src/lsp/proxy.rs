@@ -415,6 +415,9 @@ impl Relay {
                 if let Err(error) = self.mirror.apply(method, message.params_json()) {
                     tracing::warn!(%error, "document mirror");
                 }
+                if let Some(serving) = &mut self.serving {
+                    serving.documents_changed();
+                }
             }
             "workspace/didChangeConfiguration" => self.last_configuration = Some(message.params()),
             "initialized" => {

@@ -87,6 +87,7 @@ mod tests {
             uri: "file:///p/a.py".into(),
             language: "python".into(),
             position: Position { line: 3, character: 10 },
+            offset: 40,
             word_start: Position { line: 3, character: 7 },
             word: "fib".into(),
             kind: "inline",

@@ -57,6 +57,8 @@ pub struct Suggestion {
     pub language: String,
     /// The cursor, in the negotiated position encoding.
     pub position: Position,
+    /// The cursor as a byte offset into the document at `version`.
+    pub offset: usize,
     /// Where the identifier being typed starts (the completion menu item replaces it).
     pub word_start: Position,
     pub word: String,
@@ -78,6 +80,9 @@ pub trait CaptureSink: Send {
     fn accepted(&mut self, suggestion_id: &str);
     /// Explicit feedback: rating −1/0/1 for a suggestion (the last one shown when `None`).
     fn feedback(&mut self, suggestion_id: Option<&str>, rating: i64, comment: Option<&str>);
+    /// Every document open/edit/close, in the order the editor sent them, interleaved correctly
+    /// with the calls above (all come from the relay's loop).
+    fn document(&mut self, _event: &DocumentEvent) {}
 }
 
 /// Until the capture stage lands: suggestions and outcomes go to the log only.
@@ -237,6 +242,7 @@ impl Serving {
             uri: uri.to_owned(),
             language: language.clone(),
             position,
+            offset,
             word_start: doc.position_at(word_offset, mirror.encoding()),
             word: doc.text[word_offset..offset].to_owned(),
             kind,
@@ -357,8 +363,14 @@ impl Serving {
         })
     }
 
+    /// The relay applied document changes to the mirror: the capture stage sees them now, in order.
+    pub fn documents_changed(&mut self) {
+        self.read_document_events();
+    }
+
     fn read_document_events(&mut self) {
         while let Ok(event) = self.documents.try_recv() {
+            self.sink.document(&event);
             match event.change {
                 Change::Opened { .. } => {}
                 Change::Closed => {

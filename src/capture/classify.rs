@@ -1,0 +1,404 @@
+//! What the user did with a suggestion, inferred from the document's edit stream (editors report
+//! only explicit acceptance, and not all of them; DESIGN.md §5). A pure state machine: events in,
+//! outcomes out, no clock or I/O of its own, so every path can be driven by tests.
+//!
+//! - **accepted**: the `marunochi.accept` command, or one change inserting the whole suggestion at
+//!   the cursor;
+//! - **partial**: one change inserting a proper prefix of it of at least two characters (word- or
+//!   line-wise accept; typing by hand arrives one character per change and never counts, so a
+//!   one-character suggestion is accepted only through the command);
+//! - **corrected**: accepted, then edited inside its region before the correction window closed
+//!   (the final code and a unified diff are kept);
+//! - **rejected**: something else was typed at the cursor (kept as the alternative chosen);
+//! - **ignored**: superseded by a newer suggestion in the same document, or the document closed.
+//!
+//! Every tracked suggestion ends in exactly one outcome.
+
+use std::collections::HashMap;
+
+/// A suggestion put in front of the user at byte `offset` of `uri`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracked {
+    pub id: String,
+    pub uri: String,
+    pub offset: usize,
+    pub text: String,
+    pub shown_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Accepted,
+    Partial,
+    Corrected,
+    Rejected,
+    Ignored,
+}
+
+impl Action {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Accepted => "accepted",
+            Action::Partial => "partial",
+            Action::Corrected => "corrected",
+            Action::Rejected => "rejected",
+            Action::Ignored => "ignored",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub id: String,
+    /// The document the suggestion was in.
+    pub uri: String,
+    pub action: Action,
+    /// Accepted or partial: when it was taken, ms after it was shown.
+    pub time_to_action_ms: Option<i64>,
+    /// Corrected (and accepted, at window close): the code as the user left it.
+    pub final_code: Option<String>,
+    /// Corrected: unified diff suggestion → final code.
+    pub diff: Option<String>,
+    /// Rejected: what the user typed instead.
+    pub typed_instead: Option<String>,
+}
+
+impl Outcome {
+    fn new(tracked: &Tracked, action: Action) -> Outcome {
+        Outcome {
+            id: tracked.id.clone(),
+            uri: tracked.uri.clone(),
+            action,
+            time_to_action_ms: None,
+            final_code: None,
+            diff: None,
+            typed_instead: None,
+        }
+    }
+}
+
+enum State {
+    /// Shown, nothing decided yet.
+    Shown,
+    /// Taken (wholly or partly) at `taken_at_ms`; the region `start..start + code.len()` is watched
+    /// for corrections until the window closes.
+    /// `arrived`: the text has been seen in the document (the accept command can come before it).
+    Taken { start: usize, code: String, taken_at_ms: i64, partial: bool, edited: bool, arrived: bool },
+}
+
+struct Entry {
+    tracked: Tracked,
+    state: State,
+    /// Rejected: the text typed at the cursor instead.
+    typed: Option<String>,
+}
+
+/// One change of a document: bytes `start..start + removed_len` became `inserted`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edit<'a> {
+    pub uri: &'a str,
+    pub start: usize,
+    pub removed_len: usize,
+    pub inserted: &'a str,
+    pub at_ms: i64,
+}
+
+pub struct Classifier {
+    correction_window_ms: i64,
+    entries: HashMap<String, Entry>,
+}
+
+impl Classifier {
+    pub fn new(correction_window_ms: i64) -> Classifier {
+        Classifier { correction_window_ms, entries: HashMap::new() }
+    }
+
+    /// A suggestion was shown; an undecided older one in the same document is ignored now.
+    pub fn shown(&mut self, tracked: Tracked) -> Vec<Outcome> {
+        let superseded: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.tracked.uri == tracked.uri && matches!(e.state, State::Shown))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let out = superseded.iter().map(|id| self.finish(id, Action::Ignored)).collect();
+        self.entries.insert(tracked.id.clone(), Entry { tracked, state: State::Shown, typed: None });
+        out
+    }
+
+    /// The editor ran `marunochi.accept`. The text usually arrives in a change of its own (before or
+    /// after the command); if it already did, this only confirms it.
+    pub fn accept_command(&mut self, id: &str, at_ms: i64) {
+        if let Some(entry) = self.entries.get_mut(id)
+            && let State::Shown = entry.state
+        {
+            entry.state = State::Taken {
+                start: entry.tracked.offset,
+                code: entry.tracked.text.clone(),
+                taken_at_ms: at_ms,
+                partial: false,
+                edited: false,
+                arrived: false,
+            };
+        }
+    }
+
+    pub fn edit(&mut self, edit: &Edit) -> Vec<Outcome> {
+        let mut decided = Vec::new();
+        for (id, entry) in self.entries.iter_mut().filter(|(_, e)| e.tracked.uri == edit.uri) {
+            if let Some(action) = entry.apply(edit) {
+                decided.push((id.clone(), action));
+            }
+        }
+        decided.into_iter().map(|(id, action)| self.finish(&id, action)).collect()
+    }
+
+    /// Closes the correction windows that have run out by `now_ms`.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Outcome> {
+        let due: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.state, State::Taken { taken_at_ms, .. } if now_ms - taken_at_ms >= self.correction_window_ms))
+            .map(|(id, _)| id.clone())
+            .collect();
+        due.iter().map(|id| self.finish_taken(id)).collect()
+    }
+
+    /// The document closed: what was shown there is ignored, what was taken is settled.
+    pub fn closed(&mut self, uri: &str) -> Vec<Outcome> {
+        let ids: Vec<String> =
+            self.entries.iter().filter(|(_, e)| e.tracked.uri == uri).map(|(id, _)| id.clone()).collect();
+        ids.iter()
+            .map(|id| match self.entries[id].state {
+                State::Shown => self.finish(id, Action::Ignored),
+                State::Taken { .. } => self.finish_taken(id),
+            })
+            .collect()
+    }
+
+    /// Everything still tracked is settled now (the proxy is going away).
+    pub fn settle_all(&mut self) -> Vec<Outcome> {
+        let mut uris: Vec<String> = self.entries.values().map(|e| e.tracked.uri.clone()).collect();
+        uris.sort();
+        uris.dedup();
+        uris.iter().flat_map(|uri| self.closed(uri)).collect()
+    }
+
+    pub fn tracking(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn finish_taken(&mut self, id: &str) -> Outcome {
+        let edited = matches!(self.entries[id].state, State::Taken { edited: true, .. });
+        let partial = matches!(self.entries[id].state, State::Taken { partial: true, .. });
+        let action = match (edited, partial) {
+            (true, _) => Action::Corrected,
+            (false, true) => Action::Partial,
+            (false, false) => Action::Accepted,
+        };
+        self.finish(id, action)
+    }
+
+    fn finish(&mut self, id: &str, action: Action) -> Outcome {
+        let entry = self.entries.remove(id).expect("finishing a tracked suggestion");
+        let mut outcome = Outcome::new(&entry.tracked, action.clone());
+        match entry.state {
+            State::Shown => {}
+            State::Taken { code, taken_at_ms, .. } => {
+                outcome.time_to_action_ms = Some(taken_at_ms - entry.tracked.shown_at_ms);
+                outcome.final_code = Some(code.clone());
+                if action == Action::Corrected {
+                    let diff = similar::TextDiff::from_lines(&entry.tracked.text, &code);
+                    outcome.diff = Some(diff.unified_diff().header("suggestion", "final").to_string());
+                }
+            }
+        }
+        if action == Action::Rejected {
+            outcome.typed_instead = entry.typed;
+        }
+        outcome
+    }
+}
+
+impl Entry {
+    /// Applies one change; `Some` when it decides the outcome at once.
+    fn apply(&mut self, edit: &Edit) -> Option<Action> {
+        let end = edit.start + edit.removed_len;
+        let insertion_at = |at: usize| edit.start == at && edit.removed_len == 0;
+        match &mut self.state {
+            State::Shown => {
+                let at = self.tracked.offset;
+                if insertion_at(at) {
+                    let text = &self.tracked.text;
+                    // One character per change is typing, whatever it matches (a suggestion of one
+                    // character is accepted only through the command).
+                    let typed = edit.inserted.chars().count() == 1;
+                    if !typed && edit.inserted == text.as_str() {
+                        self.taken(edit, false);
+                    } else if !typed && text.starts_with(edit.inserted) {
+                        self.taken(edit, true);
+                    } else if let Some(rest) = text.strip_prefix(edit.inserted).filter(|_| typed) {
+                        // Typed by hand: the suggestion stays shown a character further on and never
+                        // counts as accepted.
+                        self.tracked.offset += edit.inserted.len();
+                        self.tracked.text = rest.to_owned();
+                        if self.tracked.text.is_empty() {
+                            return Some(Action::Ignored);
+                        }
+                    } else {
+                        self.typed = Some(edit.inserted.to_owned());
+                        return Some(Action::Rejected);
+                    }
+                } else if end <= at {
+                    // Before the cursor: the suggestion moves with the text.
+                    self.tracked.offset = at - edit.removed_len + edit.inserted.len();
+                } else if edit.start < at && !edit.inserted.is_empty() {
+                    self.typed = Some(edit.inserted.to_owned());
+                    return Some(Action::Rejected);
+                }
+                None
+            }
+            State::Taken { start, code, edited, arrived, .. } => {
+                let region_end = *start + code.len();
+                if !*arrived && insertion_at(*start) && edit.inserted == code.as_str() {
+                    *arrived = true;
+                } else if end <= *start {
+                    *start = *start - edit.removed_len + edit.inserted.len();
+                } else if edit.start < region_end {
+                    // Inside the region: apply it to our copy of the code.
+                    let from = floor_boundary(code, edit.start.saturating_sub(*start).min(code.len()));
+                    let to = floor_boundary(code, end.saturating_sub(*start).min(code.len()));
+                    code.replace_range(from..to, edit.inserted);
+                    *start = (*start).min(edit.start);
+                    *edited = true;
+                }
+                None
+            }
+        }
+    }
+
+    fn taken(&mut self, edit: &Edit, partial: bool) {
+        self.state = State::Taken {
+            start: edit.start,
+            code: edit.inserted.to_owned(),
+            taken_at_ms: edit.at_ms,
+            partial,
+            edited: false,
+            arrived: true,
+        };
+    }
+}
+
+fn floor_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const URI: &str = "file:///p/a.py";
+
+    fn tracked(id: &str, offset: usize, text: &str) -> Tracked {
+        Tracked { id: id.into(), uri: URI.into(), offset, text: text.into(), shown_at_ms: 1000 }
+    }
+
+    fn insert(at: usize, text: &str, at_ms: i64) -> Edit<'_> {
+        Edit { uri: URI, start: at, removed_len: 0, inserted: text, at_ms }
+    }
+
+    fn remove(at: usize, len: usize, at_ms: i64) -> Edit<'static> {
+        Edit { uri: URI, start: at, removed_len: len, inserted: "", at_ms }
+    }
+
+    #[test]
+    fn accepted_whole_then_settled_when_the_window_closes() {
+        let mut c = Classifier::new(120_000);
+        c.shown(tracked("a", 10, "onacci(n - 1)"));
+        assert!(c.edit(&insert(10, "onacci(n - 1)", 1800)).is_empty());
+        assert!(c.tick(100_000).is_empty(), "the correction window is still open");
+        let out = c.tick(122_000);
+        assert_eq!(out[0].action, Action::Accepted);
+        assert_eq!(out[0].time_to_action_ms, Some(800));
+        assert_eq!(out[0].final_code.as_deref(), Some("onacci(n - 1)"));
+        assert_eq!(c.tracking(), 0);
+    }
+
+    #[test]
+    fn a_correction_inside_the_region_keeps_the_final_code_and_a_diff() {
+        let mut c = Classifier::new(120_000);
+        c.shown(tracked("a", 10, "return a + b\n"));
+        c.accept_command("a", 1500);
+        c.edit(&insert(10, "return a + b\n", 1500));
+        // An edit before the region shifts it; then "+" becomes "*" inside it.
+        c.edit(&insert(0, "# hi\n", 2000));
+        c.edit(&remove(15 + 9, 1, 2500));
+        c.edit(&insert(15 + 9, "*", 2600));
+        // Typing after the region is not a correction of it.
+        c.edit(&insert(15 + 13, "x", 2700));
+        let out = c.closed(URI);
+        assert_eq!(out[0].action, Action::Corrected);
+        assert_eq!(out[0].final_code.as_deref(), Some("return a * b\n"));
+        let diff = out[0].diff.as_deref().unwrap();
+        assert!(diff.contains("-return a + b") && diff.contains("+return a * b"), "{diff}");
+    }
+
+    #[test]
+    fn partial_rejected_typed_by_hand_and_ignored() {
+        let mut c = Classifier::new(120_000);
+        c.shown(tracked("p", 5, "fibonacci(n - 1)"));
+        c.edit(&insert(5, "fibonacci", 1200));
+        assert_eq!(c.tick(200_000)[0].action, Action::Partial);
+
+        c.shown(tracked("r", 5, "fibonacci(n - 1)"));
+        let out = c.edit(&insert(5, "x", 1300));
+        assert_eq!((out[0].action.clone(), out[0].typed_instead.as_deref()), (Action::Rejected, Some("x")));
+
+        c.shown(tracked("h", 5, "ab"));
+        assert!(c.edit(&insert(5, "a", 1300)).is_empty(), "typing the first character by hand decides nothing");
+        let out = c.edit(&insert(6, "b", 1400));
+        assert_eq!(out[0].action, Action::Ignored, "the same text typed by hand is not an acceptance");
+
+        c.shown(tracked("old", 5, "x"));
+        let out = c.shown(tracked("new", 6, "y"));
+        assert_eq!((out[0].id.as_str(), out[0].action.clone()), ("old", Action::Ignored));
+        assert_eq!(c.closed(URI)[0].action, Action::Ignored);
+    }
+
+    proptest! {
+        #[test]
+        fn random_edit_streams_end_every_suggestion_exactly_once(
+            steps in prop::collection::vec((0u8..5, 0usize..40, 0usize..4, "[a-z()\\n]{0,6}"), 1..60)
+        ) {
+            let mut c = Classifier::new(10_000);
+            let mut shown = 0usize;
+            let mut finished: Vec<String> = Vec::new();
+            for (i, (kind, at, len, text)) in steps.iter().enumerate() {
+                let now = i as i64 * 1000;
+                let out = match kind {
+                    0 => {
+                        shown += 1;
+                        c.shown(Tracked { id: format!("s{shown}"), uri: URI.into(), offset: *at, text: text.clone(),
+                                          shown_at_ms: now })
+                    }
+                    1 => { c.accept_command(&format!("s{}", shown.max(1)), now); Vec::new() }
+                    2 => c.edit(&Edit { uri: URI, start: *at, removed_len: *len, inserted: text, at_ms: now }),
+                    3 => c.tick(now),
+                    _ => c.edit(&insert(*at, text, now)),
+                };
+                finished.extend(out.into_iter().map(|o| o.id));
+            }
+            finished.extend(c.closed(URI).into_iter().map(|o| o.id));
+            let mut unique = finished.clone();
+            unique.sort();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), finished.len(), "no suggestion ends twice");
+            prop_assert_eq!(finished.len(), shown, "every suggestion ends");
+            prop_assert_eq!(c.tracking(), 0);
+        }
+    }
+}
