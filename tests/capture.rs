@@ -208,3 +208,77 @@ fn outcomes_are_inferred_from_the_edits_accepted_corrected_rejected() {
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }
+
+fn shown_row(id: &str, uri: &str, shown_at_ms: i64) -> Shown {
+    Shown {
+        id: id.into(),
+        shown_at_ms,
+        session_id: "s".into(),
+        file_path: uri.into(),
+        language: "python".into(),
+        line: 0,
+        character: 0,
+        suggestion: format!("suggestion {id}"),
+        suggestion_type: "inline",
+        model_version: "m".into(),
+        confidence: -0.5,
+        prompt_prefix: "prefix".into(),
+        prompt_suffix: String::new(),
+        document_version: 1,
+    }
+}
+
+fn data(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .arg("data")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn data_path_export_and_forget() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let project = dir.path().join("project");
+    let uri = |name: &str| format!("file://{}/{name}", project.display());
+    let mut store = Store::open(&home.join("marunochi.db")).unwrap();
+    // 2025-01-01, 2026-06-01, 2026-06-02 (ms since the epoch).
+    store.batch(|b| b.shown(&shown_row("old", &uri("a.py"), 1_735_689_600_000))).unwrap();
+    store.batch(|b| b.shown(&shown_row("lib", &uri("src/lib.py"), 1_780_272_000_000))).unwrap();
+    store.batch(|b| b.shown(&shown_row("main", &uri("main.py"), 1_780_358_400_000))).unwrap();
+    drop(store);
+
+    let (ok, out, _) = data(&home, &["path"]);
+    assert!(ok && out.trim() == home.join("marunochi.db").display().to_string(), "{out}");
+    let (ok, out, err) = data(&home, &["export"]);
+    assert!(ok, "{err}");
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["id"], "old");
+    assert_eq!(rows[0]["timestamp"], "2025-01-01T00:00:00.000Z");
+    assert_eq!(rows[2]["suggestion"], "suggestion main");
+    assert!(rows[0].get("retention_30d").is_some() && rows[0].get("user_rating").is_some(), "every column");
+
+    let (ok, _, err) = data(&home, &["forget"]);
+    assert!(!ok && err.contains("--all"), "{err}");
+    let (ok, _, err) = data(&home, &["forget", "--before", "last tuesday"]);
+    assert!(!ok && err.contains("not a date"), "{err}");
+    let (ok, _, err) = data(&home, &["forget", "--before", "2026-01-01"]);
+    assert!(ok && err.contains("forgot 1 interaction"), "{err}");
+    let (ok, _, err) = data(&home, &["forget", "--file", &project.join("src").to_string_lossy()]);
+    assert!(ok && err.contains("forgot 1 interaction"), "{err}");
+    let store = Store::open(&home.join("marunochi.db")).unwrap();
+    assert_eq!(store.count().unwrap(), 1);
+    assert!(store.interaction("main").unwrap().is_some());
+    let bytes = std::fs::read(home.join("marunochi.db")).unwrap();
+    assert!(!bytes.windows(14).any(|w| w == b"suggestion lib"), "forgotten text is gone from the file");
+    let (ok, _, err) = data(&home, &["forget", "--all"]);
+    assert!(ok && err.contains("forgot 1 interaction"), "{err}");
+}

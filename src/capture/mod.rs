@@ -13,7 +13,7 @@ mod store;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use store::{Batch, Interaction, Shown, Store, StoreError};
+pub use store::{Batch, Forget, Interaction, Shown, Store, StoreError};
 
 use crate::lsp::mirror::{Change, DocumentEvent};
 use crate::serving::{CaptureSink, Suggestion};

@@ -144,10 +144,64 @@ impl Store {
             .map_err(|e| classify(&self.path, e))
     }
 
+    /// Every interaction as one JSON object per line, oldest first; returns how many.
+    pub fn export(&self, out: &mut dyn std::io::Write) -> Result<usize, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self.conn.prepare("SELECT * FROM interactions ORDER BY timestamp, id").map_err(failed)?;
+        let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
+        let mut rows = statement.query([]).map_err(failed)?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(failed)? {
+            let mut object = serde_json::Map::new();
+            for (index, name) in columns.iter().enumerate() {
+                use rusqlite::types::ValueRef;
+                let value = match row.get_ref(index).map_err(failed)? {
+                    ValueRef::Null => serde_json::Value::Null,
+                    ValueRef::Integer(i) => i.into(),
+                    ValueRef::Real(f) => f.into(),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned().into(),
+                };
+                object.insert(name.clone(), value);
+            }
+            writeln!(out, "{}", serde_json::Value::Object(object))
+                .map_err(|source| StoreError::Io { path: "the export output".into(), source })?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Deletes the interactions `what` selects, so that they are gone from the disk too (secure
+    /// delete, WAL checkpointed and truncated); returns how many.
+    pub fn forget(&self, what: &Forget) -> Result<usize, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        self.conn.pragma_update(None, "secure_delete", true).map_err(failed)?;
+        let deleted = match what {
+            Forget::All => self.conn.execute("DELETE FROM interactions", []),
+            Forget::File(uri) => self.conn.execute(
+                "DELETE FROM interactions WHERE file_path = ?1 OR file_path LIKE ?2 ESCAPE '\\'",
+                params![uri, format!("{}/%", uri.trim_end_matches('/').replace('%', "\\%").replace('_', "\\_"))],
+            ),
+            Forget::Before(date) => self.conn.execute("DELETE FROM interactions WHERE timestamp < ?1", [date]),
+        }
+        .map_err(failed)?;
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(failed)?;
+        Ok(deleted)
+    }
+
     /// `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))
     }
+}
+
+/// Which interactions `forget` deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forget {
+    All,
+    /// A document URI (`file:///…`), or a directory URI: everything below it.
+    File(String),
+    /// Shown before this RFC 3339 time or date (`2026-11-01`, `2026-11-01T12:00:00Z`).
+    Before(String),
 }
 
 /// The writes of one transaction.

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::capture::{Recorder, Store};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::capture::{Forget, Recorder, Store, StoreError};
 use crate::config::Config;
 use crate::daemon::{self, DaemonOptions, Outcome};
 use crate::doctor::{self, Status};
@@ -107,6 +109,11 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         max_tokens: usize,
     },
+    /// Your recorded interactions: where they are, export them, forget them.
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
     /// List the models on this machine: architecture, quantization, size, FIM support.
     ///
     /// Looks in the Hugging Face cache, Ollama's store and LM Studio's folders, and at every PATH
@@ -120,6 +127,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum DataAction {
+    /// Print the path of the interaction store (SQLite).
+    Path,
+    /// Write every interaction as JSON lines (all columns, secrets already redacted).
+    Export {
+        /// Output format (the training formats come with `marunochi curate`).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Write here instead of stdout (created 0600).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Delete interactions for good (secure delete; nothing is left in the database file).
+    #[command(group = clap::ArgGroup::new("which").required(true).multiple(false))]
+    Forget {
+        /// Everything.
+        #[arg(long, group = "which")]
+        all: bool,
+        /// Everything recorded in this file, or in any file below this directory.
+        #[arg(long, value_name = "F", group = "which")]
+        file: Option<PathBuf>,
+        /// Everything shown before this date or time (2026-11-01, 2026-11-01T12:00:00Z).
+        #[arg(long, value_name = "D", group = "which", value_parser = parse_date)]
+        before: Option<String>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExportFormat {
+    Jsonl,
+}
+
+fn parse_date(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let date_ok = bytes.len() >= 10
+        && bytes[..10].iter().enumerate().all(|(i, b)| if i == 4 || i == 7 { *b == b'-' } else { b.is_ascii_digit() });
+    if date_ok && (bytes.len() == 10 || bytes[10] == b'T') {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 time (YYYY-MM-DDTHH:MM:SSZ)"))
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -138,6 +189,7 @@ pub fn main() -> ExitCode {
         Command::Lsp { model } => serve(&home, "lsp", cli.verbose, Backend::Standalone, Some(model)),
         Command::Daemon { foreground: _, model } => run_daemon(&home, cli.verbose, model),
         Command::Doctor => run_doctor(&home),
+        Command::Data { action } => data(&home, action),
         Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
         Command::Complete { model, location, json, adapter, language, max_tokens } => {
             let _log = logging::init(&home.logs_dir(), "complete", "info", cli.verbose);
@@ -202,6 +254,56 @@ fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: Option<Op
             ExitCode::FAILURE
         }
     }
+}
+
+fn data(home: &Home, action: DataAction) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "data", "info", false);
+    let path = home.db_path();
+    if let DataAction::Path = action {
+        println!("{}", path.display());
+        return ExitCode::SUCCESS;
+    }
+    if !path.exists() {
+        eprintln!("marunochi: nothing recorded yet ({} does not exist)", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let result = Store::open(&path).and_then(|store| match action {
+        DataAction::Path => unreachable!("answered above"),
+        DataAction::Export { format: ExportFormat::Jsonl, out: None } => {
+            store.export(&mut std::io::stdout().lock()).map(|n| format!("exported {n} interaction(s)"))
+        }
+        DataAction::Export { format: ExportFormat::Jsonl, out: Some(file) } => {
+            let mut writer = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&file)
+                .map_err(|source| StoreError::Io { path: file.clone(), source })?;
+            store.export(&mut writer).map(|n| format!("exported {n} interaction(s) to {}", file.display()))
+        }
+        DataAction::Forget { all: true, .. } => store.forget(&Forget::All).map(forgot),
+        DataAction::Forget { file: Some(file), .. } => {
+            let absolute = std::path::absolute(&file).unwrap_or(file);
+            store.forget(&Forget::File(format!("file://{}", absolute.display()))).map(forgot)
+        }
+        DataAction::Forget { before: Some(date), .. } => store.forget(&Forget::Before(date)).map(forgot),
+        DataAction::Forget { .. } => unreachable!("clap requires one of --all, --file, --before"),
+    });
+    match result {
+        Ok(summary) => {
+            eprintln!("marunochi: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn forgot(n: usize) -> String {
+    format!("forgot {n} interaction(s)")
 }
 
 /// This process's editing session: the proxy's pid and start time.
