@@ -282,3 +282,33 @@ fn data_path_export_and_forget() {
     let (ok, _, err) = data(&home, &["forget", "--all"]);
     assert!(ok && err.contains("forgot 1 interaction"), "{err}");
 }
+
+#[test]
+fn pyright_errors_inside_accepted_code_are_recorded_with_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
+    let root = dir.path().join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let model = fixture("smollm2-135m-instruct.gguf");
+    let mut client = Client::spawn(proxy_command(&home, &["--model", &model.to_string_lossy()], &pyright()));
+    client.initialize(&root, &[]);
+    let uri = file_uri(&root.join("fib.py"));
+    let (id, text) = suggest(&mut client, &uri);
+    change(&mut client, &uri, 2, 6, 14, 14, &text);
+    // The user turns `fibonacci(` into a name that does not exist; pyright says so.
+    change(&mut client, &uri, 3, 6, 14, 20, "o_undefined");
+    eventually("pyright's diagnostic", || {
+        let d = client.wait_notification("textDocument/publishDiagnostics", std::time::Duration::from_millis(200))?;
+        d.to_string().contains("fibo_undefined").then_some(())
+    });
+    client.notify("textDocument/didClose", json!({"textDocument": {"uri": uri}}));
+    let db = home.join("marunochi.db");
+    let row =
+        eventually("the settled row", || Store::open(&db).ok()?.interaction(&id).ok()?.filter(|r| r.action != "shown"));
+    assert_eq!(row.action, "corrected", "{row:?}");
+    let diagnostics: Value = serde_json::from_str(row.diagnostics.as_deref().expect("diagnostics recorded")).unwrap();
+    assert_eq!(diagnostics[0]["severity"], 1, "{diagnostics}");
+    assert!(diagnostics[0]["message"].as_str().unwrap().contains("fibo_undefined"), "{diagnostics}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}

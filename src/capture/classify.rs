@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 
+pub use crate::serving::Diagnostic;
+
 /// A suggestion put in front of the user at byte `offset` of `uri`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracked {
@@ -61,6 +63,8 @@ pub struct Outcome {
     pub diff: Option<String>,
     /// Rejected: what the user typed instead.
     pub typed_instead: Option<String>,
+    /// Taken: the language server's latest diagnostics that overlap the code when it settled.
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 impl Outcome {
@@ -73,6 +77,7 @@ impl Outcome {
             final_code: None,
             diff: None,
             typed_instead: None,
+            diagnostics: Vec::new(),
         }
     }
 }
@@ -106,11 +111,13 @@ pub struct Edit<'a> {
 pub struct Classifier {
     correction_window_ms: i64,
     entries: HashMap<String, Entry>,
+    /// The latest diagnostics published for each document.
+    diagnostics: HashMap<String, Vec<Diagnostic>>,
 }
 
 impl Classifier {
     pub fn new(correction_window_ms: i64) -> Classifier {
-        Classifier { correction_window_ms, entries: HashMap::new() }
+        Classifier { correction_window_ms, entries: HashMap::new(), diagnostics: HashMap::new() }
     }
 
     /// A suggestion was shown; an undecided older one in the same document is ignored now.
@@ -153,6 +160,11 @@ impl Classifier {
         decided.into_iter().map(|(id, action)| self.finish(&id, action)).collect()
     }
 
+    /// The language server published the diagnostics of `uri` (they replace the previous ones).
+    pub fn diagnostics(&mut self, uri: &str, diagnostics: Vec<Diagnostic>) {
+        self.diagnostics.insert(uri.to_owned(), diagnostics);
+    }
+
     /// Closes the correction windows that have run out by `now_ms`.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Outcome> {
         let due: Vec<String> = self
@@ -168,12 +180,15 @@ impl Classifier {
     pub fn closed(&mut self, uri: &str) -> Vec<Outcome> {
         let ids: Vec<String> =
             self.entries.iter().filter(|(_, e)| e.tracked.uri == uri).map(|(id, _)| id.clone()).collect();
-        ids.iter()
+        let outcomes = ids
+            .iter()
             .map(|id| match self.entries[id].state {
                 State::Shown => self.finish(id, Action::Ignored),
                 State::Taken { .. } => self.finish_taken(id),
             })
-            .collect()
+            .collect();
+        self.diagnostics.remove(uri);
+        outcomes
     }
 
     /// Everything still tracked is settled now (the proxy is going away).
@@ -204,7 +219,11 @@ impl Classifier {
         let mut outcome = Outcome::new(&entry.tracked, action.clone());
         match entry.state {
             State::Shown => {}
-            State::Taken { code, taken_at_ms, .. } => {
+            State::Taken { start, code, taken_at_ms, .. } => {
+                let end = start + code.len();
+                let overlapping = self.diagnostics.get(&entry.tracked.uri).into_iter().flatten();
+                // A zero-width diagnostic at the code's start or end still belongs to it.
+                outcome.diagnostics = overlapping.filter(|d| d.start <= end && d.end >= start).cloned().collect();
                 outcome.time_to_action_ms = Some(taken_at_ms - entry.tracked.shown_at_ms);
                 outcome.final_code = Some(code.clone());
                 if action == Action::Corrected {
@@ -367,6 +386,17 @@ mod tests {
         let out = c.shown(tracked("new", 6, "y"));
         assert_eq!((out[0].id.as_str(), out[0].action.clone()), ("old", Action::Ignored));
         assert_eq!(c.closed(URI)[0].action, Action::Ignored);
+    }
+
+    #[test]
+    fn diagnostics_inside_the_accepted_code_go_with_its_outcome() {
+        let mut c = Classifier::new(120_000);
+        c.shown(tracked("a", 10, "x = undefined_name"));
+        c.edit(&insert(10, "x = undefined_name", 1500));
+        let diagnostic = |start, end, message: &str| Diagnostic { start, end, severity: 1, message: message.into() };
+        c.diagnostics(URI, vec![diagnostic(14, 28, "undefined_name is not defined"), diagnostic(0, 3, "elsewhere")]);
+        let out = c.tick(200_000);
+        assert_eq!(out[0].diagnostics, vec![diagnostic(14, 28, "undefined_name is not defined")]);
     }
 
     proptest! {

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use store::{Batch, Forget, Interaction, Shown, Store, StoreError};
 
 use crate::lsp::mirror::{Change, DocumentEvent};
-use crate::serving::{CaptureSink, Suggestion};
+use crate::serving::{CaptureSink, Diagnostic, Suggestion};
 use classify::{Classifier, Edit, Outcome, Tracked};
 
 /// How long after acceptance an edit inside the accepted code counts as a correction.
@@ -27,6 +27,7 @@ enum Event {
     Accepted { id: String, at_ms: i64 },
     Feedback { id: String, rating: i64, comment: Option<String> },
     Document(DocumentEvent),
+    Diagnostics(String, Vec<Diagnostic>),
 }
 
 /// Hands events to the writer thread: the request path only pays for copying the suggestion into a
@@ -72,6 +73,7 @@ impl Recorder {
                         }
                         Event::Accepted { id, at_ms } => classifier.accept_command(id, *at_ms),
                         Event::Document(event) => outcomes.extend(classify_document(&mut classifier, event)),
+                        Event::Diagnostics(uri, list) => classifier.diagnostics(uri, std::mem::take(list)),
                         Event::Feedback { .. } => {}
                     }
                 }
@@ -108,6 +110,9 @@ fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
         for text in [&mut outcome.final_code, &mut outcome.diff, &mut outcome.typed_instead].into_iter().flatten() {
             *text = redact::redact(text, &path);
         }
+        for diagnostic in &mut outcome.diagnostics {
+            diagnostic.message = redact::redact(&diagnostic.message, &path);
+        }
     }
     let result = store.batch(|b| {
         for event in batch {
@@ -115,7 +120,7 @@ fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
                 Event::Shown(shown, _) => b.shown(shown)?,
                 Event::Accepted { id, at_ms } => b.accepted(id, *at_ms)?,
                 Event::Feedback { id, rating, comment } => b.feedback(id, *rating, comment.as_deref())?,
-                Event::Document(_) => {}
+                Event::Document(_) | Event::Diagnostics(..) => {}
             }
         }
         outcomes.iter().try_for_each(|o| b.outcome(o))
@@ -177,5 +182,9 @@ impl CaptureSink for Recorder {
 
     fn document(&mut self, event: &DocumentEvent) {
         let _ = self.events.send(Event::Document(event.clone()));
+    }
+
+    fn diagnostics(&mut self, uri: &str, diagnostics: Vec<Diagnostic>) {
+        let _ = self.events.send(Event::Diagnostics(uri.to_owned(), diagnostics));
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order. Appending is the only allowed change.
-const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/0001_interactions.sql")];
+const MIGRATIONS: [&str; 2] =
+    [include_str!("../../migrations/0001_interactions.sql"), include_str!("../../migrations/0002_diagnostics.sql")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,6 +61,7 @@ pub struct Interaction {
     pub final_code: Option<String>,
     pub diff: Option<String>,
     pub alternatives: Option<String>,
+    pub diagnostics: Option<String>,
 }
 
 pub struct Store {
@@ -115,7 +117,7 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT id, action, suggestion, model_version, language, time_to_action, user_rating, user_comment,
-                        prompt_prefix, final_code, diff, alternatives FROM interactions WHERE id = ?1",
+                        prompt_prefix, final_code, diff, alternatives, diagnostics FROM interactions WHERE id = ?1",
                 [id],
                 |row| {
                     Ok(Interaction {
@@ -131,6 +133,7 @@ impl Store {
                         final_code: row.get(9)?,
                         diff: row.get(10)?,
                         alternatives: row.get(11)?,
+                        diagnostics: row.get(12)?,
                     })
                 },
             )
@@ -258,11 +261,19 @@ impl Batch<'_> {
     /// What the classifier decided (see `classify.rs`); texts already redacted.
     pub fn outcome(&self, outcome: &super::classify::Outcome) -> Result<(), rusqlite::Error> {
         let alternatives = outcome.typed_instead.as_ref().map(|t| serde_json::json!({"typed_instead": t}).to_string());
+        let diagnostics = (!outcome.diagnostics.is_empty()).then(|| {
+            let list: Vec<serde_json::Value> = outcome
+                .diagnostics
+                .iter()
+                .map(|d| serde_json::json!({"severity": d.severity, "message": d.message}))
+                .collect();
+            serde_json::Value::Array(list).to_string()
+        });
         self.tx.execute(
             &format!(
                 "UPDATE interactions SET action = ?2, final_code = coalesce(?3, final_code), diff = ?4,
                     time_to_action = coalesce(time_to_action, ?5), alternatives = coalesce(?6, alternatives),
-                    updated_at = {NOW}
+                    diagnostics = coalesce(?7, diagnostics), updated_at = {NOW}
                  WHERE id = ?1"
             ),
             params![
@@ -271,7 +282,8 @@ impl Batch<'_> {
                 outcome.final_code,
                 outcome.diff,
                 outcome.time_to_action_ms,
-                alternatives
+                alternatives,
+                diagnostics
             ],
         )?;
         Ok(())

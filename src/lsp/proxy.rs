@@ -581,7 +581,14 @@ impl Relay {
                 let ours = *self.server_ids.get(&IdKey::of(message.params().get("id")?))?;
                 with_cancelled_id(&message, ours)
             }
-            Kind::Notification { .. } => Some(message),
+            Kind::Notification { method } => {
+                if method == "textDocument/publishDiagnostics"
+                    && let Some(serving) = &mut self.serving
+                {
+                    serving.diagnostics(&message.params(), &self.mirror);
+                }
+                Some(message)
+            }
             Kind::Invalid { id, reason } => {
                 tracing::warn!(reason, "invalid message from the server");
                 if let Some(id) = id {

@@ -74,6 +74,16 @@ pub struct Suggestion {
     pub version: i32,
 }
 
+/// A diagnostic of the language server, as byte offsets into the document when it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub start: usize,
+    pub end: usize,
+    /// LSP severity: 1 error, 2 warning, 3 information, 4 hint (absent counts as error).
+    pub severity: u8,
+    pub message: String,
+}
+
 /// Where suggestions and what the user did with them go: the capture stage implements this.
 pub trait CaptureSink: Send {
     fn shown(&mut self, suggestion: &Suggestion);
@@ -83,6 +93,8 @@ pub trait CaptureSink: Send {
     /// Every document open/edit/close, in the order the editor sent them, interleaved correctly
     /// with the calls above (all come from the relay's loop).
     fn document(&mut self, _event: &DocumentEvent) {}
+    /// The language server published the diagnostics of a document (replacing earlier ones).
+    fn diagnostics(&mut self, _uri: &str, _diagnostics: Vec<Diagnostic>) {}
 }
 
 /// Until the capture stage lands: suggestions and outcomes go to the log only.
@@ -361,6 +373,27 @@ impl Serving {
             }
             _ => return None,
         })
+    }
+
+    /// `textDocument/publishDiagnostics` from the server, handed to the capture stage with byte
+    /// offsets from the mirror.
+    pub fn diagnostics(&mut self, params: &Value, mirror: &Mirror) {
+        self.read_document_events();
+        let Some(uri) = params.get("uri").and_then(Value::as_str) else { return };
+        let Some(doc) = mirror.snapshot(uri) else { return };
+        let list = params.get("diagnostics").and_then(Value::as_array).into_iter().flatten();
+        let diagnostics = list
+            .filter_map(|d| {
+                let range: crate::lsp::mirror::Range = serde_json::from_value(d.get("range")?.clone()).ok()?;
+                Some(Diagnostic {
+                    start: doc.offset_at(range.start, mirror.encoding()),
+                    end: doc.offset_at(range.end, mirror.encoding()),
+                    severity: d.get("severity").and_then(Value::as_u64).map_or(1, |s| s.min(4) as u8),
+                    message: d.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                })
+            })
+            .collect();
+        self.sink.diagnostics(uri, diagnostics);
     }
 
     /// The relay applied document changes to the mirror: the capture stage sees them now, in order.
