@@ -312,3 +312,52 @@ fn pyright_errors_inside_accepted_code_are_recorded_with_its_outcome() {
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }
+
+#[test]
+fn run_records_test_results_for_suggestions_accepted_since_the_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let mut store = Store::open(&home.join("marunochi.db")).unwrap();
+    let uri = |path: &Path| format!("file://{}", path.display());
+    store.batch(|b| b.shown(&shown_row("mine", &uri(&project.join("a.py")), 1_780_000_000_000))).unwrap();
+    store.batch(|b| b.accepted("mine", 1_780_000_001_000)).unwrap();
+    store.batch(|b| b.shown(&shown_row("elsewhere", &uri(&dir.path().join("other/b.py")), 1_780_000_000_000))).unwrap();
+    store.batch(|b| b.accepted("elsewhere", 1_780_000_001_000)).unwrap();
+    store.batch(|b| b.shown(&shown_row("only-shown", &uri(&project.join("c.py")), 1_780_000_000_000))).unwrap();
+    drop(store);
+
+    let marunochi = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_marunochi"))
+            .env("MARUNOCHI_HOME", &home)
+            .current_dir(&project)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out =
+        marunochi(&["run", "--", "sh", "-c", "echo collected 3 items; echo 'FAILED test_a.py::test_fib' >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "the command's exit code passes through");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("collected 3 items"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("FAILED test_a.py") && stderr.contains("for 1 accepted suggestion"), "{stderr}");
+
+    let (_, export, _) = data(&home, &["export"]);
+    let rows: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let row = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap().clone();
+    assert_eq!((row("mine")["executed"].clone(), row("mine")["execution_success"].clone()), (json!(1), json!(0)));
+    assert!(row("mine")["error_message"].as_str().unwrap().contains("FAILED test_a.py::test_fib"));
+    assert_eq!(row("elsewhere")["executed"], Value::Null, "a file outside the run's directory is not judged by it");
+    assert_eq!(row("only-shown")["executed"], Value::Null, "a suggestion never accepted is not judged");
+
+    let again = marunochi(&["run", "--", "true"]);
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("for 0 accepted suggestion"),
+        "only what is new since the last run"
+    );
+    let missing = marunochi(&["run", "--", "no-such-command-anywhere"]);
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run `no-such-command-anywhere`"));
+}

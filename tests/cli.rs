@@ -18,7 +18,7 @@ fn every_command_has_help() {
         assert!(text.contains("Usage: marunochi"), "{args:?}: {text}");
     }
     let top = String::from_utf8_lossy(&marunochi(home.path(), &["--help"]).stdout).into_owned();
-    for command in ["proxy", "lsp", "daemon", "data", "doctor"] {
+    for command in ["proxy", "lsp", "daemon", "run", "data", "doctor"] {
         assert!(top.contains(command), "{top}");
     }
 }

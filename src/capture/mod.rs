@@ -13,7 +13,10 @@ mod store;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use store::{Batch, Forget, Interaction, Shown, Store, StoreError};
+pub use store::{Batch, Forget, Interaction, Run, Shown, Store, StoreError};
+
+mod run;
+pub use run::{RunError, run_and_record};
 
 use crate::lsp::mirror::{Change, DocumentEvent};
 use crate::serving::{CaptureSink, Diagnostic, Suggestion};

@@ -8,8 +8,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order. Appending is the only allowed change.
-const MIGRATIONS: [&str; 2] =
-    [include_str!("../../migrations/0001_interactions.sql"), include_str!("../../migrations/0002_diagnostics.sql")];
+const MIGRATIONS: [&str; 3] = [
+    include_str!("../../migrations/0001_interactions.sql"),
+    include_str!("../../migrations/0002_diagnostics.sql"),
+    include_str!("../../migrations/0003_runs.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -182,7 +185,7 @@ impl Store {
             Forget::All => self.conn.execute("DELETE FROM interactions", []),
             Forget::File(uri) => self.conn.execute(
                 "DELETE FROM interactions WHERE file_path = ?1 OR file_path LIKE ?2 ESCAPE '\\'",
-                params![uri, format!("{}/%", uri.trim_end_matches('/').replace('%', "\\%").replace('_', "\\_"))],
+                params![uri, below(uri)],
             ),
             Forget::Before(date) => self.conn.execute("DELETE FROM interactions WHERE timestamp < ?1", [date]),
         }
@@ -191,10 +194,69 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Records a finished `marunochi run` and marks the interactions it judges: those accepted
+    /// (wholly, partly or corrected) in files under `run.directory` since the previous run there.
+    /// Returns how many were marked.
+    pub fn record_run(&mut self, run: &Run) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let failed = |e| classify(&path, e);
+        let tx = self.conn.transaction().map_err(failed)?;
+        let since: Option<String> = tx
+            .query_row("SELECT max(recorded_at) FROM runs WHERE directory = ?1", [&run.directory], |row| row.get(0))
+            .map_err(failed)?;
+        // One timestamp for the whole record: rows judged now carry it, so the next run skips them
+        // unless they change again.
+        let now: String = tx.query_row(&format!("SELECT {NOW}"), [], |row| row.get(0)).map_err(failed)?;
+        let directory = below(&format!("file://{}", run.directory));
+        let success = run.exit_code == Some(0);
+        let error = (!success).then_some(run.summary.as_str());
+        let marked = tx
+            .execute(
+                "UPDATE interactions SET executed = 1, execution_success = ?1, error_message = ?2, updated_at = ?5
+                 WHERE action IN ('accepted', 'partial', 'corrected') AND file_path LIKE ?3 ESCAPE '\\'
+                   AND updated_at > coalesce(?4, '')",
+                params![success, error, directory, since, now],
+            )
+            .map_err(failed)?;
+        tx.execute(
+            "INSERT INTO runs (started_at, finished_at, recorded_at, command, directory, exit_code, summary,
+                               interactions)
+             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch'),
+                     strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                run.started_at_ms,
+                run.finished_at_ms,
+                now,
+                run.command,
+                run.directory,
+                run.exit_code,
+                run.summary,
+                marked as i64
+            ],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        Ok(marked)
+    }
+
     /// `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))
     }
+}
+
+/// A finished test or build run (`marunochi run -- <cmd>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub command: String,
+    /// The absolute directory it ran in: interactions in files below it are judged by it.
+    pub directory: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    /// `None` when it was killed by a signal.
+    pub exit_code: Option<i32>,
+    /// The last lines of its output (redacted).
+    pub summary: String,
 }
 
 /// Which interactions `forget` deletes.
@@ -296,6 +358,11 @@ impl Batch<'_> {
         )?;
         Ok(())
     }
+}
+
+/// A `LIKE` pattern (backslash as the escape) for every URI below the directory `uri`.
+fn below(uri: &str) -> String {
+    format!("{}/%", uri.trim_end_matches('/').replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
 }
 
 /// SQLite's "not a database" and "malformed" mean the file is damaged, not that we failed.

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::capture::{Forget, Recorder, Store, StoreError};
+use crate::capture::{self, Forget, Recorder, RunError, Store, StoreError};
 use crate::config::Config;
 use crate::daemon::{self, DaemonOptions, Outcome};
 use crate::doctor::{self, Status};
@@ -109,6 +109,17 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         max_tokens: usize,
     },
+    /// Run your tests or build, and record the result for the suggestions you accepted.
+    ///
+    /// The output passes through and marunochi exits with the command's code, so it can wrap
+    /// anything: `marunochi run -- pytest -q`. Suggestions accepted in files below the current
+    /// directory since the previous run get its result (the quality score's execution signal).
+    #[command(arg_required_else_help = true)]
+    Run {
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Your recorded interactions: where they are, export them, forget them.
     Data {
         #[command(subcommand)]
@@ -190,6 +201,7 @@ pub fn main() -> ExitCode {
         Command::Daemon { foreground: _, model } => run_daemon(&home, cli.verbose, model),
         Command::Doctor => run_doctor(&home),
         Command::Data { action } => data(&home, action),
+        Command::Run { command } => run(&home, &command),
         Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
         Command::Complete { model, location, json, adapter, language, max_tokens } => {
             let _log = logging::init(&home.logs_dir(), "complete", "info", cli.verbose);
@@ -298,6 +310,33 @@ fn data(home: &Home, action: DataAction) -> ExitCode {
         Err(e) => {
             eprintln!("marunochi: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(home: &Home, command: &[String]) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let _log = logging::init(&home.logs_dir(), "run", "info", false);
+    let directory = match std::env::current_dir() {
+        Ok(directory) => directory,
+        Err(e) => {
+            eprintln!("marunochi: cannot tell the current directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match capture::run_and_record(&home.db_path(), command, &directory) {
+        Ok((status, judged)) => {
+            eprintln!("marunochi: recorded this run for {judged} accepted suggestion(s)");
+            let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        Err(RunError::Record { exit, source }) => {
+            eprintln!("marunochi: not recorded: {source}");
+            ExitCode::from(exit.unwrap_or(1).clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::from(127)
         }
     }
 }
