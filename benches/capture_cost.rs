@@ -33,6 +33,8 @@ fn suggestion(i: usize) -> Suggestion {
         confidence: -0.3,
         prefix: "def fibonacci(n):\n    return fib\n".repeat(300),
         suffix: "\nprint(fibonacci(10))\n".repeat(100),
+        context_files: vec!["src/util.py".into()],
+        recent_edits: Vec::new(),
         version: 7,
     }
 }
@@ -53,7 +55,8 @@ fn main() {
     let events: Vec<Suggestion> = (0..n).map(suggestion).collect();
     let dir = tempfile::tempdir().unwrap();
 
-    let mut recorder = Recorder::spawn(Store::open(&dir.path().join("path.db")).unwrap(), "bench".into());
+    let store = Store::open(&dir.path().join("path.db")).unwrap();
+    let mut recorder = Recorder::spawn(store, "bench".into(), std::time::Duration::from_secs(120));
     let baseline = per_event_us(&mut Nothing, &events);
     let recorded = per_event_us(&mut recorder, &events);
     println!(
@@ -84,6 +87,8 @@ fn main() {
             confidence: s.confidence,
             prompt_prefix: s.prefix.clone(),
             prompt_suffix: s.suffix.clone(),
+            context_files: s.context_files.clone(),
+            recent_edits: serde_json::to_string(&s.recent_edits).unwrap(),
             document_version: s.version,
         })
         .collect();

@@ -39,6 +39,11 @@ max_tokens = 64
 # Other open documents of the workspace offered to the model as context (most recently edited first).
 context_files = 3
 
+[capture]
+# After you accept a suggestion, edits inside it for this long count as corrections of it (the
+# strongest signal for training); after that the code is settled.
+correction_window_secs = 120
+
 [daemon]
 # The daemon (one per user, holding the model for every editor window) exits after this many
 # seconds without any connected proxy.
@@ -52,7 +57,20 @@ pub struct Config {
     pub engine: EngineConfig,
     pub proxy: ProxyConfig,
     pub serving: ServingConfig,
+    pub capture: CaptureConfig,
     pub daemon: DaemonConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    pub correction_window_secs: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> CaptureConfig {
+        CaptureConfig { correction_window_secs: 120 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

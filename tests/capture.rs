@@ -107,6 +107,8 @@ fn write_until_killed(db: &Path) {
             confidence: -0.1,
             prompt_prefix: "y".repeat(2000),
             prompt_suffix: String::new(),
+            context_files: Vec::new(),
+            recent_edits: "[]".into(),
             document_version: 1,
         };
         store.batch(|b| b.shown(&shown)).unwrap();
@@ -224,6 +226,8 @@ fn shown_row(id: &str, uri: &str, shown_at_ms: i64) -> Shown {
         confidence: -0.5,
         prompt_prefix: "prefix".into(),
         prompt_suffix: String::new(),
+        context_files: Vec::new(),
+        recent_edits: "[]".into(),
         document_version: 1,
     }
 }

@@ -389,6 +389,19 @@ mod tests {
     }
 
     #[test]
+    fn undo_right_after_accepting_is_a_correction_to_nothing() {
+        let mut c = Classifier::new(120_000);
+        c.shown(tracked("u", 4, "abc()\ndef()"));
+        c.edit(&insert(4, "abc()\ndef()", 1100));
+        c.edit(&remove(4, 11, 1300));
+        let out = c.tick(200_000);
+        assert_eq!(out[0].action, Action::Corrected);
+        assert_eq!(out[0].final_code.as_deref(), Some(""));
+        let diff = out[0].diff.as_deref().unwrap();
+        assert!(diff.contains("-abc()") && diff.contains("-def()"), "{diff}");
+    }
+
+    #[test]
     fn diagnostics_inside_the_accepted_code_go_with_its_outcome() {
         let mut c = Classifier::new(120_000);
         c.shown(tracked("a", 10, "x = undefined_name"));

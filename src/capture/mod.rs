@@ -22,9 +22,6 @@ use crate::lsp::mirror::{Change, DocumentEvent};
 use crate::serving::{CaptureSink, Diagnostic, Suggestion};
 use classify::{Classifier, Edit, Outcome, Tracked};
 
-/// How long after acceptance an edit inside the accepted code counts as a correction.
-const CORRECTION_WINDOW_MS: i64 = 120_000;
-
 enum Event {
     Shown(Box<Shown>, Tracked),
     Accepted { id: String, at_ms: i64 },
@@ -55,10 +52,11 @@ impl Drop for Recorder {
 impl Recorder {
     /// Starts the writer thread over `store`. It ends when the recorder is dropped, after settling
     /// and writing everything sent.
-    pub fn spawn(mut store: Store, session_id: String) -> Recorder {
+    /// `correction_window`: how long after acceptance an edit inside the code is a correction.
+    pub fn spawn(mut store: Store, session_id: String, correction_window: Duration) -> Recorder {
         let (events, inbox) = mpsc::channel::<Event>();
         let writer = std::thread::spawn(move || {
-            let mut classifier = Classifier::new(CORRECTION_WINDOW_MS);
+            let mut classifier = Classifier::new(correction_window.as_millis() as i64);
             loop {
                 // A second without events still closes correction windows that ran out.
                 let (first, gone) = match inbox.recv_timeout(Duration::from_secs(1)) {
@@ -136,7 +134,7 @@ fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
 /// Secrets out of everything of the document that is stored.
 fn redact_shown(shown: &mut Shown) {
     let path = shown.file_path.clone();
-    for text in [&mut shown.suggestion, &mut shown.prompt_prefix, &mut shown.prompt_suffix] {
+    for text in [&mut shown.suggestion, &mut shown.prompt_prefix, &mut shown.prompt_suffix, &mut shown.recent_edits] {
         *text = redact::redact(text, &path);
     }
 }
@@ -161,6 +159,8 @@ impl CaptureSink for Recorder {
             confidence: s.confidence,
             prompt_prefix: s.prefix.clone(),
             prompt_suffix: s.suffix.clone(),
+            context_files: s.context_files.clone(),
+            recent_edits: serde_json::to_string(&s.recent_edits).unwrap_or_default(),
             document_version: s.version,
         };
         let tracked = Tracked {

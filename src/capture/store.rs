@@ -46,6 +46,10 @@ pub struct Shown {
     pub confidence: f64,
     pub prompt_prefix: String,
     pub prompt_suffix: String,
+    /// Paths of the other documents offered as context.
+    pub context_files: Vec<String>,
+    /// JSON array of `{path, before, after}`.
+    pub recent_edits: String,
     pub document_version: i32,
 }
 
@@ -283,9 +287,9 @@ impl Batch<'_> {
             &format!(
                 "INSERT OR IGNORE INTO interactions (id, timestamp, session_id, file_path, language, cursor_position,
                     suggestion, suggestion_type, model_version, confidence_score, action, prompt_prefix, prompt_suffix,
-                    document_version, created_at, updated_at)
+                    document_version, context_files, recent_edits, created_at, updated_at)
                  VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                    'shown', ?11, ?12, ?13, {NOW}, {NOW})"
+                    'shown', ?11, ?12, ?13, ?14, ?15, {NOW}, {NOW})"
             ),
             params![
                 s.id,
@@ -300,7 +304,9 @@ impl Batch<'_> {
                 s.confidence,
                 s.prompt_prefix,
                 s.prompt_suffix,
-                s.document_version
+                s.document_version,
+                serde_json::to_string(&s.context_files).unwrap_or_default(),
+                s.recent_edits
             ],
         )?;
         Ok(())
@@ -396,6 +402,8 @@ mod tests {
             confidence: -0.2,
             prompt_prefix: "def f():\n    return fib".into(),
             prompt_suffix: String::new(),
+            context_files: vec!["b.py".into()],
+            recent_edits: "[]".into(),
             document_version: 4,
         }
     }

@@ -249,7 +249,10 @@ fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: Option<Op
         config: config.serving.clone(),
     });
     let capture = ai.as_ref().and_then(|_| match Store::open(&home.db_path()) {
-        Ok(store) => Some(Box::new(Recorder::spawn(store, session_id())) as Box<dyn CaptureSink>),
+        Ok(store) => {
+            let window = std::time::Duration::from_secs(config.capture.correction_window_secs);
+            Some(Box::new(Recorder::spawn(store, session_id(), window)) as Box<dyn CaptureSink>)
+        }
         Err(e) => {
             // Suggestions still work; only their outcomes go unrecorded.
             tracing::error!("{e}");

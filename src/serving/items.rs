@@ -96,6 +96,8 @@ mod tests {
             confidence: -0.5,
             prefix: String::new(),
             suffix: String::new(),
+            context_files: Vec::new(),
+            recent_edits: Vec::new(),
             version: 4,
         }
     }

@@ -70,6 +70,9 @@ pub struct Suggestion {
     /// The document window the prompt was built from, so a training example can be rebuilt.
     pub prefix: String,
     pub suffix: String,
+    /// The other documents the prompt was offered as context (paths), and the recent edits.
+    pub context_files: Vec<String>,
+    pub recent_edits: Vec<RecentEdit>,
     /// The document version the suggestion was made against.
     pub version: i32,
 }
@@ -249,6 +252,8 @@ impl Serving {
         let language = language_at(&doc.language_id, uri, &doc.text, offset);
         let prefix = tail(&doc.text[..offset], PREFIX_BYTES).to_owned();
         let suffix = head(&doc.text[offset..], SUFFIX_BYTES).to_owned();
+        let open_files = self.context_files(mirror, uri);
+        let recent_edits = self.recent_edits(uri, offset);
         let shown = Suggestion {
             id: format!("{}-{ticket}", self.id_prefix),
             uri: uri.to_owned(),
@@ -263,6 +268,8 @@ impl Serving {
             confidence: 0.0,
             prefix: prefix.clone(),
             suffix: suffix.clone(),
+            context_files: open_files.iter().map(|f| f.path.clone()).collect(),
+            recent_edits: recent_edits.clone(),
             version: doc.version,
         };
         let request = CompleteRequest {
@@ -273,8 +280,8 @@ impl Serving {
             prefix,
             suffix,
             repo_name: self.repo_name(),
-            open_files: self.context_files(mirror, uri),
-            recent_edits: self.recent_edits(uri, offset),
+            open_files,
+            recent_edits,
             max_new_tokens: self.config.max_tokens,
         };
         let (cancel, cancelled) = watch::channel(false);
