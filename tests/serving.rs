@@ -413,3 +413,42 @@ fn a_daemon_speaking_another_protocol_is_replaced_and_garbage_does_not_hurt_one(
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }
+
+#[test]
+fn typing_the_start_of_a_suggestion_is_answered_with_the_rest_without_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
+    let root = workspace(dir.path());
+    let uri = file_uri(&root.join("fib.py"));
+    let mut client = Client::spawn(proxy_with_model(&home, &smollm2(), &pylsp()));
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, FIB);
+    let first = inline(&mut client, &uri, 3, 14);
+    let text = first["result"]["items"][0]["insertText"].as_str().expect("a suggestion").to_owned();
+    let generated = daemon_status(&home).unwrap().completions;
+
+    let typed: String = text.chars().take(2).collect();
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2},
+               "contentChanges": [{"range": {"start": {"line": 3, "character": 14}, "end": {"line": 3, "character": 14}},
+                                   "text": typed}]}),
+    );
+    let next = inline(&mut client, &uri, 3, 14 + typed.chars().count() as u32);
+    let item = &next["result"]["items"][0];
+    assert_eq!(item["insertText"].as_str().unwrap(), &text[typed.len()..], "{next}");
+    assert_ne!(item["command"]["arguments"][0], first["result"]["items"][0]["command"]["arguments"][0], "a new id");
+    assert_eq!(daemon_status(&home).unwrap().completions, generated, "no generation for it");
+
+    // Typing something else is a new request to the model.
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 3},
+               "contentChanges": [{"range": {"start": {"line": 3, "character": 16}, "end": {"line": 3, "character": 16}},
+                                   "text": "Q"}]}),
+    );
+    inline(&mut client, &uri, 3, 17);
+    assert_eq!(daemon_status(&home).unwrap().completions, generated + 1);
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}

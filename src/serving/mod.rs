@@ -158,6 +158,9 @@ pub struct Serving {
     sink: Box<dyn CaptureSink>,
     /// Whether the user has been told that AI is off (told once per outage).
     told_unavailable: bool,
+    /// Per document, the last suggestion shown: typing its next characters is answered with the
+    /// rest of it at once, without the model.
+    last_shown: HashMap<String, Suggestion>,
 }
 
 /// A run of typing in one place, coalesced from single-character changes.
@@ -193,6 +196,7 @@ impl Serving {
             recent: VecDeque::new(),
             sink: Box::new(LogSink),
             told_unavailable: false,
+            last_shown: HashMap::new(),
         }
     }
 
@@ -284,10 +288,20 @@ impl Serving {
             recent_edits,
             max_new_tokens: self.config.max_tokens,
         };
-        let (cancel, cancelled) = watch::channel(false);
         if let Some(older) = self.latest_by_document.insert(uri.to_owned(), ticket) {
             self.cancel(older);
         }
+        if let Some(rest) = self.typed_into_last(uri, &doc.text, offset) {
+            let suggestion = Suggestion {
+                text: rest.to_owned(),
+                model_version: self.last_shown[uri].model_version.clone(),
+                confidence: self.last_shown[uri].confidence,
+                ..shown
+            };
+            (self.notify)(Finished { ticket, outcome: Outcome::Suggested(Box::new(suggestion)) });
+            return ticket;
+        }
+        let (cancel, cancelled) = watch::channel(false);
         self.inflight.insert(ticket, cancel);
         let (link, notify, debounce) = (self.link.clone(), self.notify.clone(), self.config.debounce());
         tokio::spawn(async move {
@@ -295,6 +309,25 @@ impl Serving {
             notify(Finished { ticket, outcome });
         });
         ticket
+    }
+
+    /// What is left of the last suggestion shown in `uri` when the user has typed its beginning
+    /// since (and nothing else changed around the cursor): Copilot-style "typing through" a
+    /// suggestion costs no generation.
+    fn typed_into_last<'a>(&'a self, uri: &str, text: &str, offset: usize) -> Option<&'a str> {
+        // Enough of the surroundings to tell that the document did not change elsewhere nearby.
+        const CONTEXT: usize = 256;
+        let last = self.last_shown.get(uri)?;
+        let typed = text.get(last.offset..offset).filter(|t| !t.is_empty())?;
+        let rest = last.text.strip_prefix(typed).filter(|rest| !rest.trim().is_empty())?;
+        let mut from = last.prefix.len().saturating_sub(CONTEXT);
+        while !last.prefix.is_char_boundary(from) {
+            from += 1;
+        }
+        let before = &last.prefix[from..];
+        let after = head(&last.suffix, CONTEXT);
+        let unchanged = text.get(..last.offset)?.ends_with(before) && text.get(offset..)?.starts_with(after);
+        unchanged.then_some(rest)
     }
 
     /// Stops a suggestion; its [`Finished`] still arrives (as `Cancelled`, unless it was done).
@@ -330,6 +363,7 @@ impl Serving {
     /// A suggestion was put in front of the user.
     pub fn shown(&mut self, suggestion: &Suggestion) {
         self.sink.shown(suggestion);
+        self.last_shown.insert(suggestion.uri.clone(), suggestion.clone());
         if self.recent.len() == RECENT_SUGGESTIONS {
             self.recent.pop_front();
         }
