@@ -71,27 +71,7 @@ fn main() {
     }
     let redact_us = redact_started.elapsed().as_secs_f64() * 1e6 / 200.0;
 
-    let rows: Vec<Shown> = events
-        .iter()
-        .map(|s| Shown {
-            id: s.id.clone(),
-            shown_at_ms: 1_764_000_000_000,
-            session_id: "bench".into(),
-            file_path: s.uri.clone(),
-            language: s.language.clone(),
-            line: s.position.line,
-            character: s.position.character,
-            suggestion: s.text.clone(),
-            suggestion_type: s.kind,
-            model_version: s.model_version.clone(),
-            confidence: s.confidence,
-            prompt_prefix: s.prefix.clone(),
-            prompt_suffix: s.suffix.clone(),
-            context_files: s.context_files.clone(),
-            recent_edits: serde_json::to_string(&s.recent_edits).unwrap(),
-            document_version: s.version,
-        })
-        .collect();
+    let rows: Vec<Shown> = events.iter().map(|s| Shown::of(s, "bench", 1_764_000_000_000)).collect();
     let mut single = Store::open(&dir.path().join("single.db")).unwrap();
     let started = Instant::now();
     for row in &rows {

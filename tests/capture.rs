@@ -14,24 +14,9 @@ use serde_json::{Value, json};
 
 const SOURCE: &str = "API_KEY = \"sk-live-abcdefghijklmnopqrstuvwxyz123456\"\n\n\ndef fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n";
 
-fn inline(client: &mut Client, uri: &str, line: u32, character: u32) -> Value {
-    client.request(
-        "textDocument/inlineCompletion",
-        json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": character},
-               "context": {"triggerKind": 2}}),
-    )
-}
-
 fn proxy(home: &Path) -> Client {
     let model = fixture("smollm2-135m-instruct.gguf");
     Client::spawn(proxy_command(home, &["--model", &model.to_string_lossy()], &pylsp()))
-}
-
-fn stop_daemon(home: &Path) {
-    if let Ok(pid) = std::fs::read_to_string(home.join("run/daemon.lock")) {
-        // SAFETY: kill(2) on the daemon this test started.
-        unsafe { libc::kill(pid.trim().parse().unwrap(), libc::SIGTERM) };
-    }
 }
 
 #[test]

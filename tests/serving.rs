@@ -35,14 +35,6 @@ fn lsp_with_model(home: &Path, model: &str) -> Command {
     cmd
 }
 
-fn inline(client: &mut Client, uri: &str, line: u32, character: u32) -> Value {
-    client.request(
-        "textDocument/inlineCompletion",
-        json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": character},
-               "context": {"triggerKind": 2}}),
-    )
-}
-
 fn command(client: &mut Client, name: &str, arguments: Value) -> Value {
     client.request("workspace/executeCommand", json!({"command": name, "arguments": arguments}))
 }
@@ -57,14 +49,6 @@ fn daemon_status(home: &Path) -> Option<Status> {
         let client = DaemonClient::connect(&socket_path(&Home::at(home)), None).await.ok()?;
         client.status().await.ok()
     })
-}
-
-fn stop_daemon(home: &Path) {
-    if let Some(status) = daemon_status(home) {
-        // SAFETY: kill(2) on the daemon this test started.
-        unsafe { libc::kill(status.pid as i32, libc::SIGTERM) };
-        eventually("the daemon to leave", || (!socket_path(&Home::at(home)).exists()).then_some(()));
-    }
 }
 
 fn mode(path: &Path) -> u32 {

@@ -131,6 +131,30 @@ fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
     }
 }
 
+impl Shown {
+    /// The row for a suggestion shown at `shown_at_ms` in session `session_id`.
+    pub fn of(s: &Suggestion, session_id: &str, shown_at_ms: i64) -> Shown {
+        Shown {
+            id: s.id.clone(),
+            shown_at_ms,
+            session_id: session_id.to_owned(),
+            file_path: s.uri.clone(),
+            language: s.language.clone(),
+            line: s.position.line,
+            character: s.position.character,
+            suggestion: s.text.clone(),
+            suggestion_type: s.kind,
+            model_version: s.model_version.clone(),
+            confidence: s.confidence,
+            prompt_prefix: s.prefix.clone(),
+            prompt_suffix: s.suffix.clone(),
+            context_files: s.context_files.clone(),
+            recent_edits: serde_json::to_string(&s.recent_edits).unwrap_or_default(),
+            document_version: s.version,
+        }
+    }
+}
+
 /// Secrets out of everything of the document that is stored.
 fn redact_shown(shown: &mut Shown) {
     let path = shown.file_path.clone();
@@ -145,24 +169,7 @@ fn now_ms() -> i64 {
 
 impl CaptureSink for Recorder {
     fn shown(&mut self, s: &Suggestion) {
-        let shown = Shown {
-            id: s.id.clone(),
-            shown_at_ms: now_ms(),
-            session_id: self.session_id.clone(),
-            file_path: s.uri.clone(),
-            language: s.language.clone(),
-            line: s.position.line,
-            character: s.position.character,
-            suggestion: s.text.clone(),
-            suggestion_type: s.kind,
-            model_version: s.model_version.clone(),
-            confidence: s.confidence,
-            prompt_prefix: s.prefix.clone(),
-            prompt_suffix: s.suffix.clone(),
-            context_files: s.context_files.clone(),
-            recent_edits: serde_json::to_string(&s.recent_edits).unwrap_or_default(),
-            document_version: s.version,
-        };
+        let shown = Shown::of(s, &self.session_id, now_ms());
         let tracked = Tracked {
             id: s.id.clone(),
             uri: s.uri.clone(),

@@ -333,6 +333,26 @@ pub fn open_as(client: &mut Client, uri: &str, language_id: &str, text: &str) {
     );
 }
 
+/// `textDocument/inlineCompletion` at a position, as Neovim sends it.
+pub fn inline(client: &mut Client, uri: &str, line: u32, character: u32) -> Value {
+    client.request(
+        "textDocument/inlineCompletion",
+        json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": character},
+               "context": {"triggerKind": 2}}),
+    )
+}
+
+/// Stops the daemon a test's proxies started in `home` (its pid is in the lock file) and waits for it
+/// to remove its socket.
+pub fn stop_daemon(home: &Path) {
+    let Ok(pid) = std::fs::read_to_string(home.join("run/daemon.lock")) else { return };
+    let Ok(pid) = pid.trim().parse::<i32>() else { return };
+    // SAFETY: kill(2) on the daemon the test started.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        eventually("the daemon to leave", || (!home.join("run/daemon.sock").exists()).then_some(()));
+    }
+}
+
 pub fn position(uri: &str, line: u32, character: u32) -> Value {
     json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": character}})
 }
