@@ -2,14 +2,13 @@
 //! and record the result as the execution signal of the suggestions accepted since the last run.
 //! We never execute the user's code ourselves; they do, and we listen.
 
+use super::now_ms;
+use super::store::{Run, Store, StoreError};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use super::store::{Run, Store, StoreError};
 
 /// Lines of output kept as the run's summary.
 const SUMMARY_LINES: usize = 20;
@@ -76,8 +75,4 @@ fn pass_through<W: Write + 'static>(
             line.clear();
         }
     })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
