@@ -23,8 +23,7 @@ fn proxy(home: &Path) -> Client {
 fn shown_accepted_and_rated_suggestions_are_stored_with_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
-    let root = dir.path().join("ws");
-    std::fs::create_dir_all(&root).unwrap();
+    let root = workspace(dir.path());
     let uri = file_uri(&root.join("fib.py"));
     let mut client = proxy(&home);
     client.initialize(&root, &[]);
@@ -57,8 +56,7 @@ fn a_damaged_store_is_left_alone_and_suggestions_still_come() {
     let db = home.join("marunochi.db");
     let garbage = b"not a database; somebody's notes".repeat(200);
     std::fs::write(&db, &garbage).unwrap();
-    let root = dir.path().join("ws");
-    std::fs::create_dir_all(&root).unwrap();
+    let root = workspace(dir.path());
     let uri = file_uri(&root.join("fib.py"));
     let mut client = proxy(&home);
     client.initialize(&root, &[]);
@@ -79,22 +77,9 @@ fn write_until_killed(db: &Path) {
     let mut store = Store::open(db).unwrap();
     for i in 0.. {
         let shown = Shown {
-            id: format!("row-{i}"),
-            shown_at_ms: 1_764_000_000_000 + i,
-            session_id: "kill-test".into(),
-            file_path: "file:///p/a.py".into(),
-            language: "python".into(),
-            line: 1,
-            character: 2,
             suggestion: "x".repeat(200),
-            suggestion_type: "inline",
-            model_version: "m".into(),
-            confidence: -0.1,
             prompt_prefix: "y".repeat(2000),
-            prompt_suffix: String::new(),
-            context_files: Vec::new(),
-            recent_edits: "[]".into(),
-            document_version: 1,
+            ..shown_row(&format!("row-{i}"), "file:///p/a.py", 1_764_000_000_000 + i)
         };
         store.batch(|b| b.shown(&shown)).unwrap();
         println!("committed {}", i + 1);
@@ -156,8 +141,7 @@ fn suggest(client: &mut Client, uri: &str) -> (String, String) {
 fn outcomes_are_inferred_from_the_edits_accepted_corrected_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
-    let root = dir.path().join("ws");
-    std::fs::create_dir_all(&root).unwrap();
+    let root = workspace(dir.path());
     let mut client = proxy(&home);
     client.initialize(&root, &[]);
 
@@ -276,8 +260,7 @@ fn data_path_export_and_forget() {
 fn pyright_errors_inside_accepted_code_are_recorded_with_its_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
-    let root = dir.path().join("ws");
-    std::fs::create_dir_all(&root).unwrap();
+    let root = workspace(dir.path());
     let model = fixture("smollm2-135m-instruct.gguf");
     let mut client = Client::spawn(proxy_command(&home, &["--model", &model.to_string_lossy()], &pyright()));
     client.initialize(&root, &[]);

@@ -5,7 +5,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -53,12 +53,6 @@ fn daemon_status(home: &Path) -> Option<Status> {
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-fn workspace(dir: &Path) -> PathBuf {
-    let root = dir.join("ws");
-    std::fs::create_dir_all(&root).unwrap();
-    root
 }
 
 #[test]

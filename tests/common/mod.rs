@@ -31,6 +31,13 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(test_dep(&format!("fixtures/{name}")))
 }
 
+/// An empty workspace root, `dir/ws`.
+pub fn workspace(dir: &Path) -> PathBuf {
+    let root = dir.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
 /// A fresh MARUNOCHI_HOME under `dir` with this config.toml.
 pub fn home_with_config(dir: &Path, config: &str) -> PathBuf {
     let home = dir.join("home");
