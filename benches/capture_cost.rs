@@ -71,7 +71,7 @@ fn main() {
     }
     let redact_us = redact_started.elapsed().as_secs_f64() * 1e6 / 200.0;
 
-    let rows: Vec<Shown> = events.iter().map(|s| Shown::of(s, "bench", 1_764_000_000_000)).collect();
+    let rows: Vec<Shown> = events.iter().map(|s| Shown::of(s, "bench", "user", 1_764_000_000_000)).collect();
     let mut single = Store::open(&dir.path().join("single.db")).unwrap();
     let started = Instant::now();
     for row in &rows {

@@ -185,6 +185,7 @@ fn shown_row(id: &str, uri: &str, shown_at_ms: i64) -> Shown {
         id: id.into(),
         shown_at_ms,
         session_id: "s".into(),
+        user_id: "u".into(),
         file_path: uri.into(),
         language: "python".into(),
         line: 0,
@@ -281,6 +282,49 @@ fn pyright_errors_inside_accepted_code_are_recorded_with_its_outcome() {
     let diagnostics: Value = serde_json::from_str(row.diagnostics.as_deref().expect("diagnostics recorded")).unwrap();
     assert_eq!(diagnostics[0]["severity"], 1, "{diagnostics}");
     assert!(diagnostics[0]["message"].as_str().unwrap().contains("fibo_undefined"), "{diagnostics}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
+
+/// Pull diagnostics (LSP 3.17): with the client declaring support, pyright publishes nothing and
+/// answers `textDocument/diagnostic` instead. The correction window here ends with the cursor
+/// leaving the code (a hover above it), not with the document closing.
+#[test]
+fn pulled_diagnostics_count_and_the_cursor_leaving_settles_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
+    let root = workspace(dir.path());
+    let model = fixture("smollm2-135m-instruct.gguf");
+    let mut client = Client::spawn(proxy_command(&home, &["--model", &model.to_string_lossy()], &pyright()));
+    let mut params = initialize_params(&root, &[]);
+    params["capabilities"]["textDocument"]["diagnostic"] = json!({"dynamicRegistration": true});
+    client.request("initialize", params);
+    client.notify("initialized", json!({}));
+    let uri = file_uri(&root.join("fib.py"));
+    let (id, text) = suggest(&mut client, &uri);
+    change(&mut client, &uri, 2, 6, 14, 14, &text);
+    change(&mut client, &uri, 3, 6, 14, 20, "o_undefined");
+    eventually("pyright's pulled diagnostic", || {
+        let report = client.request("textDocument/diagnostic", json!({"textDocument": {"uri": uri}}));
+        report["result"]["items"].to_string().contains("fibo_undefined").then_some(())
+    });
+    let db = home.join("marunochi.db");
+    let settled = || Store::open(&db).ok()?.interaction(&id).ok()?.filter(|r| r.action != "shown");
+    assert!(settled().is_none(), "still inside its correction window");
+    client.request("textDocument/hover", position(&uri, 0, 2));
+    let row = eventually("the row settled by the cursor leaving", settled);
+    assert_eq!(row.action, "corrected", "{row:?}");
+    let diagnostics: Value = serde_json::from_str(row.diagnostics.as_deref().expect("diagnostics recorded")).unwrap();
+    assert!(diagnostics[0]["message"].as_str().unwrap().contains("fibo_undefined"), "{diagnostics}");
+    // Where the final code sat when it settled: from `return fib|` to the end of the corrected text.
+    let region: Value = serde_json::from_str(row.anchor.as_deref().expect("the region")).unwrap();
+    let start = SOURCE.find("    return fib\n").unwrap() + "    return fib".len();
+    let final_code = row.final_code.as_deref().unwrap();
+    assert_eq!(
+        (region["start"].as_u64(), region["end"].as_u64()),
+        (Some(start as u64), Some((start + final_code.len()) as u64))
+    );
+    assert!(row.shown_ms.is_some_and(|ms| ms >= 0) && row.user_id.is_some(), "{row:?}");
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }

@@ -12,6 +12,9 @@
 //! - **rejected**: something else was typed at the cursor (kept as the alternative chosen);
 //! - **ignored**: superseded by a newer suggestion in the same document, or the document closed.
 //!
+//! Taken code is watched for corrections until the window closes or the cursor leaves it (a request
+//! from the editor at a position outside the code).
+//!
 //! Every tracked suggestion ends in exactly one outcome.
 
 use std::collections::HashMap;
@@ -65,6 +68,11 @@ pub struct Outcome {
     pub typed_instead: Option<String>,
     /// Taken: the language server's latest diagnostics that overlap the code when it settled.
     pub diagnostics: Vec<Diagnostic>,
+    /// How long it was in front of the user before being taken, replaced or typed over; `None`
+    /// when it was still there as the proxy went away.
+    pub shown_ms: Option<i64>,
+    /// Taken: the bytes of the document holding the final code when it settled.
+    pub region: Option<std::ops::Range<usize>>,
 }
 
 impl Outcome {
@@ -78,6 +86,8 @@ impl Outcome {
             diff: None,
             typed_instead: None,
             diagnostics: Vec::new(),
+            shown_ms: None,
+            region: None,
         }
     }
 }
@@ -128,7 +138,8 @@ impl Classifier {
             .filter(|(_, e)| e.tracked.uri == tracked.uri && matches!(e.state, State::Shown))
             .map(|(id, _)| id.clone())
             .collect();
-        let out = superseded.iter().map(|id| self.finish(id, Action::Ignored)).collect();
+        let at_ms = Some(tracked.shown_at_ms);
+        let out = superseded.iter().map(|id| self.finish(id, Action::Ignored, at_ms)).collect();
         self.entries.insert(tracked.id.clone(), Entry { tracked, state: State::Shown, typed: None });
         out
     }
@@ -157,7 +168,23 @@ impl Classifier {
                 decided.push((id.clone(), action));
             }
         }
-        decided.into_iter().map(|(id, action)| self.finish(&id, action)).collect()
+        decided.into_iter().map(|(id, action)| self.finish(&id, action, Some(edit.at_ms))).collect()
+    }
+
+    /// The editor asked something at byte `offset` of `uri` (completion, hover, …): the cursor is
+    /// there. Taken code it is not in (its end counts as in) has had its chance to be corrected.
+    pub fn cursor(&mut self, uri: &str, offset: usize) -> Vec<Outcome> {
+        let left: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.tracked.uri == uri)
+            .filter(|(_, e)| match &e.state {
+                State::Taken { start, code, arrived: true, .. } => offset < *start || offset > start + code.len(),
+                _ => false,
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        left.iter().map(|id| self.finish_taken(id)).collect()
     }
 
     /// The language server published the diagnostics of `uri` (they replace the previous ones).
@@ -176,14 +203,15 @@ impl Classifier {
         due.iter().map(|id| self.finish_taken(id)).collect()
     }
 
-    /// The document closed: what was shown there is ignored, what was taken is settled.
-    pub fn closed(&mut self, uri: &str) -> Vec<Outcome> {
+    /// The document closed (at `at_ms`, if known): what was shown there is ignored, what was taken
+    /// is settled.
+    pub fn closed(&mut self, uri: &str, at_ms: Option<i64>) -> Vec<Outcome> {
         let ids: Vec<String> =
             self.entries.iter().filter(|(_, e)| e.tracked.uri == uri).map(|(id, _)| id.clone()).collect();
         let outcomes = ids
             .iter()
             .map(|id| match self.entries[id].state {
-                State::Shown => self.finish(id, Action::Ignored),
+                State::Shown => self.finish(id, Action::Ignored, at_ms),
                 State::Taken { .. } => self.finish_taken(id),
             })
             .collect();
@@ -196,7 +224,7 @@ impl Classifier {
         let mut uris: Vec<String> = self.entries.values().map(|e| e.tracked.uri.clone()).collect();
         uris.sort();
         uris.dedup();
-        uris.iter().flat_map(|uri| self.closed(uri)).collect()
+        uris.iter().flat_map(|uri| self.closed(uri, None)).collect()
     }
 
     pub fn tracking(&self) -> usize {
@@ -211,20 +239,23 @@ impl Classifier {
             (false, true) => Action::Partial,
             (false, false) => Action::Accepted,
         };
-        self.finish(id, action)
+        self.finish(id, action, None)
     }
 
-    fn finish(&mut self, id: &str, action: Action) -> Outcome {
+    /// `at_ms`: when it was decided, for what was never taken.
+    fn finish(&mut self, id: &str, action: Action, at_ms: Option<i64>) -> Outcome {
         let entry = self.entries.remove(id).expect("finishing a tracked suggestion");
         let mut outcome = Outcome::new(&entry.tracked, action.clone());
         match entry.state {
-            State::Shown => {}
+            State::Shown => outcome.shown_ms = at_ms.map(|at| at - entry.tracked.shown_at_ms),
             State::Taken { start, code, taken_at_ms, .. } => {
                 let end = start + code.len();
                 let overlapping = self.diagnostics.get(&entry.tracked.uri).into_iter().flatten();
                 // A zero-width diagnostic at the code's start or end still belongs to it.
                 outcome.diagnostics = overlapping.filter(|d| d.start <= end && d.end >= start).cloned().collect();
                 outcome.time_to_action_ms = Some(taken_at_ms - entry.tracked.shown_at_ms);
+                outcome.shown_ms = outcome.time_to_action_ms;
+                outcome.region = Some(start..end);
                 outcome.final_code = Some(code.clone());
                 if action == Action::Corrected {
                     let diff = similar::TextDiff::from_lines(&entry.tracked.text, &code);
@@ -359,7 +390,7 @@ mod tests {
         c.edit(&insert(15 + 9, "*", 2600));
         // Typing after the region is not a correction of it.
         c.edit(&insert(15 + 13, "x", 2700));
-        let out = c.closed(URI);
+        let out = c.closed(URI, None);
         assert_eq!(out[0].action, Action::Corrected);
         assert_eq!(out[0].final_code.as_deref(), Some("return a * b\n"));
         let diff = out[0].diff.as_deref().unwrap();
@@ -385,7 +416,7 @@ mod tests {
         c.shown(tracked("old", 5, "x"));
         let out = c.shown(tracked("new", 6, "y"));
         assert_eq!((out[0].id.as_str(), out[0].action.clone()), ("old", Action::Ignored));
-        assert_eq!(c.closed(URI)[0].action, Action::Ignored);
+        assert_eq!(c.closed(URI, None)[0].action, Action::Ignored);
     }
 
     #[test]
@@ -412,10 +443,40 @@ mod tests {
         assert_eq!(out[0].diagnostics, vec![diagnostic(14, 28, "undefined_name is not defined")]);
     }
 
+    #[test]
+    fn the_cursor_leaving_the_code_closes_its_correction_window() {
+        let mut c = Classifier::new(120_000);
+        c.shown(tracked("a", 10, "return a + b\n"));
+        c.edit(&insert(10, "return a + b\n", 1500));
+        assert!(c.cursor(URI, 23).is_empty(), "the end of the accepted code is still in it");
+        assert!(c.cursor(URI, 12).is_empty());
+        let out = c.cursor(URI, 40);
+        assert_eq!(out[0].action, Action::Accepted);
+        assert_eq!(out[0].region, Some(10..23));
+        assert_eq!(c.tracking(), 0);
+        // A suggestion only shown is not settled by the cursor moving.
+        c.shown(tracked("b", 10, "x"));
+        assert!(c.cursor(URI, 0).is_empty());
+    }
+
+    #[test]
+    fn visible_time_until_taken_typed_over_or_replaced() {
+        let mut c = Classifier::new(120_000);
+        c.shown(tracked("t", 5, "abc"));
+        c.edit(&insert(5, "abc", 1700));
+        assert_eq!(c.tick(200_000)[0].shown_ms, Some(700));
+        c.shown(tracked("r", 5, "abc"));
+        assert_eq!(c.edit(&insert(5, "x", 1250))[0].shown_ms, Some(250));
+        c.shown(tracked("old", 5, "abc"));
+        let out = c.shown(Tracked { shown_at_ms: 4000, ..tracked("new", 6, "y") });
+        assert_eq!(out[0].shown_ms, Some(3000));
+        assert_eq!(c.settle_all()[0].shown_ms, None, "still on screen when the proxy went away");
+    }
+
     proptest! {
         #[test]
         fn random_edit_streams_end_every_suggestion_exactly_once(
-            steps in prop::collection::vec((0u8..5, 0usize..40, 0usize..4, "[a-z()\\n]{0,6}"), 1..60)
+            steps in prop::collection::vec((0u8..7, 0usize..40, 0usize..4, "[a-z()\\n]{0,6}"), 1..60)
         ) {
             let mut c = Classifier::new(10_000);
             let mut shown = 0usize;
@@ -431,11 +492,12 @@ mod tests {
                     1 => { c.accept_command(&format!("s{}", shown.max(1)), now); Vec::new() }
                     2 => c.edit(&Edit { uri: URI, start: *at, removed_len: *len, inserted: text, at_ms: now }),
                     3 => c.tick(now),
+                    5 => c.cursor(URI, *at),
                     _ => c.edit(&insert(*at, text, now)),
                 };
                 finished.extend(out.into_iter().map(|o| o.id));
             }
-            finished.extend(c.closed(URI).into_iter().map(|o| o.id));
+            finished.extend(c.closed(URI, None).into_iter().map(|o| o.id));
             let mut unique = finished.clone();
             unique.sort();
             unique.dedup();

@@ -28,6 +28,7 @@ enum Event {
     Feedback { id: String, rating: i64, comment: Option<String> },
     Document(DocumentEvent),
     Diagnostics(String, Vec<Diagnostic>),
+    Cursor { uri: String, offset: usize },
 }
 
 /// Hands events to the writer thread: the request path only pays for copying the suggestion into a
@@ -35,6 +36,7 @@ enum Event {
 pub struct Recorder {
     events: mpsc::Sender<Event>,
     session_id: String,
+    user_id: String,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -75,6 +77,7 @@ impl Recorder {
                         Event::Accepted { id, at_ms } => classifier.accept_command(id, *at_ms),
                         Event::Document(event) => outcomes.extend(classify_document(&mut classifier, event)),
                         Event::Diagnostics(uri, list) => classifier.diagnostics(uri, std::mem::take(list)),
+                        Event::Cursor { uri, offset } => outcomes.extend(classifier.cursor(uri, *offset)),
                         Event::Feedback { .. } => {}
                     }
                 }
@@ -87,20 +90,17 @@ impl Recorder {
                 }
             }
         });
-        Recorder { events, session_id, writer: Some(writer) }
+        Recorder { events, session_id, user_id: user_id(), writer: Some(writer) }
     }
 }
 
 fn classify_document(classifier: &mut Classifier, event: &DocumentEvent) -> Vec<Outcome> {
+    let at_ms = event.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     match &event.change {
-        Change::Edited { start, removed, inserted } => classifier.edit(&Edit {
-            uri: &event.uri,
-            start: *start,
-            removed_len: removed.len(),
-            inserted,
-            at_ms: event.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
-        }),
-        Change::Closed => classifier.closed(&event.uri),
+        Change::Edited { start, removed, inserted } => {
+            classifier.edit(&Edit { uri: &event.uri, start: *start, removed_len: removed.len(), inserted, at_ms })
+        }
+        Change::Closed => classifier.closed(&event.uri, Some(at_ms)),
         Change::Opened { .. } => Vec::new(),
     }
 }
@@ -121,7 +121,7 @@ fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
                 Event::Shown(shown, _) => b.shown(shown)?,
                 Event::Accepted { id, at_ms } => b.accepted(id, *at_ms)?,
                 Event::Feedback { id, rating, comment } => b.feedback(id, *rating, comment.as_deref())?,
-                Event::Document(_) | Event::Diagnostics(..) => {}
+                Event::Document(_) | Event::Diagnostics(..) | Event::Cursor { .. } => {}
             }
         }
         outcomes.iter().try_for_each(|o| b.outcome(o))
@@ -133,11 +133,12 @@ fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
 
 impl Shown {
     /// The row for a suggestion shown at `shown_at_ms` in session `session_id`.
-    pub fn of(s: &Suggestion, session_id: &str, shown_at_ms: i64) -> Shown {
+    pub fn of(s: &Suggestion, session_id: &str, user_id: &str, shown_at_ms: i64) -> Shown {
         Shown {
             id: s.id.clone(),
             shown_at_ms,
             session_id: session_id.to_owned(),
+            user_id: user_id.to_owned(),
             file_path: s.uri.clone(),
             language: s.language.clone(),
             line: s.position.line,
@@ -163,13 +164,18 @@ fn redact_shown(shown: &mut Shown) {
     }
 }
 
+/// The seed's `user_id`: one user per machine account, so the login name.
+fn user_id() -> String {
+    ["USER", "LOGNAME"].iter().find_map(|name| std::env::var(name).ok()).unwrap_or_default()
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl CaptureSink for Recorder {
     fn shown(&mut self, s: &Suggestion) {
-        let shown = Shown::of(s, &self.session_id, now_ms());
+        let shown = Shown::of(s, &self.session_id, &self.user_id, now_ms());
         let tracked = Tracked {
             id: s.id.clone(),
             uri: s.uri.clone(),
@@ -196,5 +202,9 @@ impl CaptureSink for Recorder {
 
     fn diagnostics(&mut self, uri: &str, diagnostics: Vec<Diagnostic>) {
         let _ = self.events.send(Event::Diagnostics(uri.to_owned(), diagnostics));
+    }
+
+    fn cursor(&mut self, uri: &str, offset: usize) {
+        let _ = self.events.send(Event::Cursor { uri: uri.to_owned(), offset });
     }
 }

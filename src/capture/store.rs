@@ -36,6 +36,7 @@ pub struct Shown {
     /// Milliseconds since the Unix epoch.
     pub shown_at_ms: i64,
     pub session_id: String,
+    pub user_id: String,
     pub file_path: String,
     pub language: String,
     pub line: u32,
@@ -69,6 +70,9 @@ pub struct Interaction {
     pub diff: Option<String>,
     pub alternatives: Option<String>,
     pub diagnostics: Option<String>,
+    pub user_id: Option<String>,
+    pub shown_ms: Option<i64>,
+    pub anchor: Option<String>,
 }
 
 pub struct Store {
@@ -124,7 +128,8 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT id, action, suggestion, model_version, language, time_to_action, user_rating, user_comment,
-                        prompt_prefix, final_code, diff, alternatives, diagnostics FROM interactions WHERE id = ?1",
+                        prompt_prefix, final_code, diff, alternatives, diagnostics, user_id, shown_ms, anchor
+                 FROM interactions WHERE id = ?1",
                 [id],
                 |row| {
                     Ok(Interaction {
@@ -141,6 +146,9 @@ impl Store {
                         diff: row.get(10)?,
                         alternatives: row.get(11)?,
                         diagnostics: row.get(12)?,
+                        user_id: row.get(13)?,
+                        shown_ms: row.get(14)?,
+                        anchor: row.get(15)?,
                     })
                 },
             )
@@ -287,9 +295,9 @@ impl Batch<'_> {
             &format!(
                 "INSERT OR IGNORE INTO interactions (id, timestamp, session_id, file_path, language, cursor_position,
                     suggestion, suggestion_type, model_version, confidence_score, action, prompt_prefix, prompt_suffix,
-                    document_version, context_files, recent_edits, created_at, updated_at)
+                    document_version, context_files, recent_edits, user_id, created_at, updated_at)
                  VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                    'shown', ?11, ?12, ?13, ?14, ?15, {NOW}, {NOW})"
+                    'shown', ?11, ?12, ?13, ?14, ?15, ?16, {NOW}, {NOW})"
             ),
             params![
                 s.id,
@@ -306,7 +314,8 @@ impl Batch<'_> {
                 s.prompt_suffix,
                 s.document_version,
                 serde_json::to_string(&s.context_files).unwrap_or_default(),
-                s.recent_edits
+                s.recent_edits,
+                s.user_id
             ],
         )?;
         Ok(())
@@ -337,11 +346,14 @@ impl Batch<'_> {
                 .collect();
             serde_json::Value::Array(list).to_string()
         });
+        // Where the code was when it settled; retention anchors it from there.
+        let region = outcome.region.as_ref().map(|r| serde_json::json!({"start": r.start, "end": r.end}).to_string());
         self.tx.execute(
             &format!(
                 "UPDATE interactions SET action = ?2, final_code = coalesce(?3, final_code), diff = ?4,
                     time_to_action = coalesce(time_to_action, ?5), alternatives = coalesce(?6, alternatives),
-                    diagnostics = coalesce(?7, diagnostics), updated_at = {NOW}
+                    diagnostics = coalesce(?7, diagnostics), shown_ms = coalesce(?8, shown_ms),
+                    anchor = coalesce(?9, anchor), updated_at = {NOW}
                  WHERE id = ?1"
             ),
             params![
@@ -351,7 +363,9 @@ impl Batch<'_> {
                 outcome.diff,
                 outcome.time_to_action_ms,
                 alternatives,
-                diagnostics
+                diagnostics,
+                outcome.shown_ms,
+                region
             ],
         )?;
         Ok(())
@@ -392,6 +406,7 @@ mod tests {
             id: id.into(),
             shown_at_ms: 1_764_000_000_000,
             session_id: "s".into(),
+            user_id: "u".into(),
             file_path: "file:///p/a.py".into(),
             language: "python".into(),
             line: 3,

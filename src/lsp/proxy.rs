@@ -168,6 +168,8 @@ struct Relay {
     ai_requests: HashMap<IdKey, u64>,
     /// Our id of a completion request on the server side → the merge in progress.
     merges: HashMap<i64, Merge>,
+    /// Our id of a `textDocument/diagnostic` pull on the server side → its document.
+    pulls: HashMap<i64, String>,
     mirror: Mirror,
     client: Writer,
     events: mpsc::UnboundedSender<Event>,
@@ -216,6 +218,7 @@ impl Relay {
             waiters: HashMap::new(),
             ai_requests: HashMap::new(),
             merges: HashMap::new(),
+            pulls: HashMap::new(),
             mirror,
             client,
             events,
@@ -331,6 +334,9 @@ impl Relay {
     fn route_client_message(&mut self, message: RawMessage) -> Option<RawMessage> {
         match message.classify() {
             Kind::Request { id, method } => {
+                if let (Some(serving), Some((uri, position))) = (&mut self.serving, cursor(&message.params())) {
+                    serving.cursor(&self.mirror, &uri, position);
+                }
                 if self.serve_suggestion(&method, &id, &message) {
                     return None;
                 }
@@ -356,6 +362,11 @@ impl Relay {
                     }
                     "shutdown" => self.shutdown_requested = true,
                     "textDocument/completion" => self.start_merge(ours, &message),
+                    "textDocument/diagnostic" if self.serving.is_some() => {
+                        if let Some(uri) = message.params().pointer("/textDocument/uri").and_then(Value::as_str) {
+                            self.pulls.insert(ours, uri.to_owned());
+                        }
+                    }
                     _ => {}
                 }
                 self.to_server.insert(ours, Outbound::Client { id: id.clone(), method });
@@ -558,6 +569,9 @@ impl Relay {
                             response["id"] = id;
                             return Some(RawMessage::from_value(&response));
                         }
+                        if let Some(uri) = self.pulls.remove(&ours) {
+                            self.pulled_diagnostics(&uri, &message);
+                        }
                         let reply = message.with_id(&id);
                         if self.merges.contains_key(&ours) {
                             return self.server_completion(ours, reply);
@@ -585,7 +599,10 @@ impl Relay {
                 if method == "textDocument/publishDiagnostics"
                     && let Some(serving) = &mut self.serving
                 {
-                    serving.diagnostics(&message.params(), &self.mirror);
+                    let params = message.params();
+                    if let (Some(uri), Some(list)) = (params["uri"].as_str(), params["diagnostics"].as_array()) {
+                        serving.diagnostics(uri, list, &self.mirror);
+                    }
                 }
                 Some(message)
             }
@@ -595,6 +612,21 @@ impl Relay {
                     self.send_to_server(message::error_response(id, code::INVALID_REQUEST, reason));
                 }
                 None
+            }
+        }
+    }
+
+    /// A full document diagnostic report (LSP 3.17 pull model) for `uri` and the related documents it
+    /// names; an `unchanged` report leaves the earlier diagnostics standing.
+    fn pulled_diagnostics(&mut self, uri: &str, response: &RawMessage) {
+        let (Some(serving), Ok(response)) = (&mut self.serving, response.to_value()) else { return };
+        let report = &response["result"];
+        let related = report["relatedDocuments"].as_object().into_iter().flatten();
+        for (uri, report) in std::iter::once((uri, report)).chain(related.map(|(uri, r)| (uri.as_str(), r))) {
+            if report["kind"] == "full"
+                && let Some(items) = report["items"].as_array()
+            {
+                serving.diagnostics(uri, items, &self.mirror);
             }
         }
     }
@@ -698,6 +730,7 @@ impl Relay {
         self.client_ids.clear();
         self.to_client.clear();
         self.server_ids.clear();
+        self.pulls.clear();
     }
 
     fn restart(&mut self) {

@@ -98,6 +98,8 @@ pub trait CaptureSink: Send {
     fn document(&mut self, _event: &DocumentEvent) {}
     /// The language server published the diagnostics of a document (replacing earlier ones).
     fn diagnostics(&mut self, _uri: &str, _diagnostics: Vec<Diagnostic>) {}
+    /// The editor sent a request at byte `offset` of `uri`: the cursor is there.
+    fn cursor(&mut self, _uri: &str, _offset: usize) {}
 }
 
 /// Until the capture stage lands: suggestions and outcomes go to the log only.
@@ -418,12 +420,13 @@ impl Serving {
 
     /// `textDocument/publishDiagnostics` from the server, handed to the capture stage with byte
     /// offsets from the mirror.
-    pub fn diagnostics(&mut self, params: &Value, mirror: &Mirror) {
+    /// The language server's diagnostics of `uri` (published, or the answer to a pull), replacing
+    /// the earlier ones.
+    pub fn diagnostics(&mut self, uri: &str, list: &[Value], mirror: &Mirror) {
         self.read_document_events();
-        let Some(uri) = params.get("uri").and_then(Value::as_str) else { return };
         let Some(doc) = mirror.snapshot(uri) else { return };
-        let list = params.get("diagnostics").and_then(Value::as_array).into_iter().flatten();
         let diagnostics = list
+            .iter()
             .filter_map(|d| {
                 let range: crate::lsp::mirror::Range = serde_json::from_value(d.get("range")?.clone()).ok()?;
                 Some(Diagnostic {
@@ -435,6 +438,14 @@ impl Serving {
             })
             .collect();
         self.sink.diagnostics(uri, diagnostics);
+    }
+
+    /// The editor asked something at `position` of `uri`: its cursor is there.
+    pub fn cursor(&mut self, mirror: &Mirror, uri: &str, position: Position) {
+        self.read_document_events();
+        if let Some(doc) = mirror.snapshot(uri) {
+            self.sink.cursor(uri, doc.offset_at(position, mirror.encoding()));
+        }
     }
 
     /// The relay applied document changes to the mirror: the capture stage sees them now, in order.
