@@ -12,3 +12,4 @@ pub mod home;
 pub mod logging;
 pub mod lsp;
 pub mod serving;
+pub mod watch;

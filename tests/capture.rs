@@ -329,6 +329,64 @@ fn pulled_diagnostics_count_and_the_cursor_leaving_settles_the_code() {
     stop_daemon(&home);
 }
 
+/// The user runs real pytest in the workspace themselves; the proxy's watcher reads the cache and
+/// the JUnit report it leaves and judges the suggestion accepted there.
+#[test]
+fn test_runs_the_user_starts_are_read_from_pytest_cache_and_junit_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
+    let root = workspace(dir.path()).canonicalize().unwrap();
+    std::fs::write(
+        root.join("test_fib.py"),
+        "from fib import fibonacci\n\ndef test_small():\n    assert fibonacci(1) == 1\n\ndef test_wrong():\n    assert fibonacci(6) == 7\n",
+    )
+    .unwrap();
+    let mut client = proxy(&home);
+    client.initialize(&root, &[]);
+    let uri = file_uri(&root.join("fib.py"));
+    let (id, text) = suggest(&mut client, &uri);
+    change(&mut client, &uri, 2, 6, 14, 14, &text);
+    client.request("textDocument/hover", position(&uri, 0, 2));
+    let db = home.join("marunochi.db");
+    eventually("the accepted row", || Store::open(&db).ok()?.interaction(&id).ok()?.filter(|r| r.action != "shown"));
+    std::fs::write(
+        root.join("fib.py"),
+        "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)\n",
+    )
+    .unwrap();
+
+    let pytest = Command::new(repo_root().join(".test-deps/venv/bin/pytest"))
+        .args(["-q", "-p", "no:randomly", "--junitxml=reports/junit.xml"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert_eq!(pytest.status.code(), Some(1), "{}", String::from_utf8_lossy(&pytest.stdout));
+    let row = eventually("the row judged by the test run", || {
+        let (_, export, _) = data(&home, &["export"]);
+        let rows: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        rows.into_iter().find(|r| r["id"] == id.as_str() && r["executed"] == 1)
+    });
+    assert_eq!(row["execution_success"], 0, "{row}");
+    let results: Value = serde_json::from_str(row["test_results"].as_str().expect("test results")).unwrap();
+    assert_eq!((results["tests"].as_u64(), results["failures"].as_u64()), (Some(2), Some(1)), "{results}");
+    assert!(results["failed"].to_string().contains("test_wrong"), "{results}");
+    assert!(row["error_message"].as_str().unwrap().contains("test_wrong"), "{row}");
+    // Both files pytest left are recorded as runs; only the first one judged the suggestion.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let runs: Vec<(String, i64)> = conn
+        .prepare("SELECT command, interactions FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().any(|(c, _)| c == "JUnit report reports/junit.xml"), "{runs:?}");
+    assert_eq!(runs.iter().map(|(_, n)| n).sum::<i64>(), 1, "{runs:?}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
+
 #[test]
 fn run_records_test_results_for_suggestions_accepted_since_the_last_run() {
     let dir = tempfile::tempdir().unwrap();

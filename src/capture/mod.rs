@@ -8,12 +8,13 @@
 
 pub mod classify;
 pub mod redact;
+mod signals;
 mod store;
 
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use store::{Batch, Forget, Interaction, Run, Shown, Store, StoreError};
+pub use store::{Batch, Forget, Interaction, Run, Shown, Store, StoreError, TestResults};
 
 mod run;
 pub use run::{RunError, run_and_record};
@@ -24,11 +25,23 @@ use classify::{Classifier, Edit, Outcome, Tracked};
 
 enum Event {
     Shown(Box<Shown>, Tracked),
-    Accepted { id: String, at_ms: i64 },
-    Feedback { id: String, rating: i64, comment: Option<String> },
+    Accepted {
+        id: String,
+        at_ms: i64,
+    },
+    Feedback {
+        id: String,
+        rating: i64,
+        comment: Option<String>,
+    },
     Document(DocumentEvent),
     Diagnostics(String, Vec<Diagnostic>),
-    Cursor { uri: String, offset: usize },
+    Cursor {
+        uri: String,
+        offset: usize,
+    },
+    /// A test run found on disk (pytest's cache, a JUnit report).
+    Run(Run),
 }
 
 /// Hands events to the writer thread: the request path only pays for copying the suggestion into a
@@ -37,12 +50,16 @@ pub struct Recorder {
     events: mpsc::Sender<Event>,
     session_id: String,
     user_id: String,
+    /// Watches the workspace for test reports once its roots are known.
+    watcher: Option<crate::watch::Watcher>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Recorder {
     /// Waits for the writer to settle and store what was sent: the process may exit right after.
     fn drop(&mut self) {
+        // The watcher holds a sender too; the writer only sees the end once it is gone.
+        drop(self.watcher.take());
         let (closed, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.events, closed));
         if let Some(writer) = self.writer.take() {
@@ -78,19 +95,28 @@ impl Recorder {
                         Event::Document(event) => outcomes.extend(classify_document(&mut classifier, event)),
                         Event::Diagnostics(uri, list) => classifier.diagnostics(uri, std::mem::take(list)),
                         Event::Cursor { uri, offset } => outcomes.extend(classifier.cursor(uri, *offset)),
-                        Event::Feedback { .. } => {}
+                        Event::Feedback { .. } | Event::Run(_) => {}
                     }
                 }
                 outcomes.extend(if gone { classifier.settle_all() } else { classifier.tick(now_ms()) });
                 if !batch.is_empty() || !outcomes.is_empty() {
                     write(&mut store, &batch, &mut outcomes);
                 }
+                // After the outcomes: a run judges what was settled before it.
+                for event in &batch {
+                    if let Event::Run(run) = event {
+                        match store.record_run(run) {
+                            Ok(judged) => tracing::info!(command = run.command, judged, "test run recorded"),
+                            Err(error) => tracing::error!(%error, "could not record a test run"),
+                        }
+                    }
+                }
                 if gone {
                     break;
                 }
             }
         });
-        Recorder { events, session_id, user_id: user_id(), writer: Some(writer) }
+        Recorder { events, session_id, user_id: user_id(), watcher: None, writer: Some(writer) }
     }
 }
 
@@ -121,7 +147,7 @@ fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
                 Event::Shown(shown, _) => b.shown(shown)?,
                 Event::Accepted { id, at_ms } => b.accepted(id, *at_ms)?,
                 Event::Feedback { id, rating, comment } => b.feedback(id, *rating, comment.as_deref())?,
-                Event::Document(_) | Event::Diagnostics(..) | Event::Cursor { .. } => {}
+                Event::Document(_) | Event::Diagnostics(..) | Event::Cursor { .. } | Event::Run(_) => {}
             }
         }
         outcomes.iter().try_for_each(|o| b.outcome(o))
@@ -206,5 +232,19 @@ impl CaptureSink for Recorder {
 
     fn cursor(&mut self, uri: &str, offset: usize) {
         let _ = self.events.send(Event::Cursor { uri: uri.to_owned(), offset });
+    }
+
+    fn workspace(&mut self, roots: &[std::path::PathBuf]) {
+        let events = self.events.clone();
+        let watched = roots.to_vec();
+        let watcher = crate::watch::watch(roots, move |changed| {
+            for run in signals::runs(&changed, &watched) {
+                let _ = events.send(Event::Run(run));
+            }
+        });
+        match watcher {
+            Ok(watcher) => self.watcher = Some(watcher),
+            Err(error) => tracing::warn!(%error, "test reports in the workspace will not be seen"),
+        }
     }
 }

@@ -49,6 +49,7 @@ pub fn run_and_record(db: &Path, command: &[String], directory: &Path) -> Result
         finished_at_ms: now_ms(),
         exit_code: status.code(),
         summary: super::redact::redact(&summary.join("\n"), ""),
+        tests: None,
     };
     let marked = Store::open(db)
         .and_then(|mut store| store.record_run(&run))

@@ -8,10 +8,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order. Appending is the only allowed change.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../../migrations/0001_interactions.sql"),
     include_str!("../../migrations/0002_diagnostics.sql"),
     include_str!("../../migrations/0003_runs.sql"),
+    include_str!("../../migrations/0004_test_results.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -222,19 +223,21 @@ impl Store {
         let directory = below(&format!("file://{}", run.directory));
         let success = run.exit_code == Some(0);
         let error = (!success).then_some(run.summary.as_str());
+        let tests = run.tests.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default());
         let marked = tx
             .execute(
-                "UPDATE interactions SET executed = 1, execution_success = ?1, error_message = ?2, updated_at = ?5
+                "UPDATE interactions SET executed = 1, execution_success = ?1, error_message = ?2, updated_at = ?5,
+                    test_results = coalesce(?6, test_results)
                  WHERE action IN ('accepted', 'partial', 'corrected') AND file_path LIKE ?3 ESCAPE '\\'
                    AND updated_at > coalesce(?4, '')",
-                params![success, error, directory, since, now],
+                params![success, error, directory, since, now, tests],
             )
             .map_err(failed)?;
         tx.execute(
             "INSERT INTO runs (started_at, finished_at, recorded_at, command, directory, exit_code, summary,
-                               interactions)
+                               interactions, test_results)
              VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch'),
-                     strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), ?3, ?4, ?5, ?6, ?7, ?8)",
+                     strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 run.started_at_ms,
                 run.finished_at_ms,
@@ -243,7 +246,8 @@ impl Store {
                 run.directory,
                 run.exit_code,
                 run.summary,
-                marked as i64
+                marked as i64,
+                tests
             ],
         )
         .map_err(failed)?;
@@ -269,6 +273,18 @@ pub struct Run {
     pub exit_code: Option<i32>,
     /// The last lines of its output (redacted).
     pub summary: String,
+    /// Test counts, when the run left a report that says them.
+    pub tests: Option<TestResults>,
+}
+
+/// What a test report says: counts, and which tests failed.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct TestResults {
+    pub tests: usize,
+    pub failures: usize,
+    pub errors: usize,
+    pub skipped: usize,
+    pub failed: Vec<String>,
 }
 
 /// Which interactions `forget` deletes.

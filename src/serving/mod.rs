@@ -100,6 +100,8 @@ pub trait CaptureSink: Send {
     fn diagnostics(&mut self, _uri: &str, _diagnostics: Vec<Diagnostic>) {}
     /// The editor sent a request at byte `offset` of `uri`: the cursor is there.
     fn cursor(&mut self, _uri: &str, _offset: usize) {}
+    /// The workspace roots the editor opened (local directories).
+    fn workspace(&mut self, _roots: &[PathBuf]) {}
 }
 
 /// Until the capture stage lands: suggestions and outcomes go to the log only.
@@ -223,6 +225,10 @@ impl Serving {
                 r.push('/');
             }
         });
+        let mut directories: Vec<PathBuf> = self.roots.iter().filter_map(|r| crate::lsp::file_path(r)).collect();
+        directories.sort();
+        directories.dedup();
+        self.sink.workspace(&directories);
     }
 
     /// Connects to (or starts) the daemon in the background, so the first keystroke does not pay
