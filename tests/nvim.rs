@@ -2,7 +2,9 @@
 //! `scripts/test-deps.sh`) runs `tests/nvim/inline_completion.lua` against `marunochi proxy` in
 //! front of real pylsp, with the real SmolLM2 model. The script types, waits for Neovim's own
 //! inline completion request and its displayed suggestion, accepts it with Neovim's accept API and
-//! checks that `marunochi.accept` reached the proxy; it must print an explicit PASS line.
+//! checks that `marunochi.accept` reached the proxy; it must print an explicit PASS line. Then it
+//! deletes the last two characters of the accepted code and types another: the interaction store
+//! must call that a correction, with the final code and the diff.
 
 mod common;
 
@@ -10,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use marunochi::capture::Store;
 
 fn nvim_0_12() -> String {
     let path = repo_root().join(".test-deps/bin/nvim-0.12");
@@ -37,6 +40,7 @@ fn neovim_shows_and_accepts_an_inline_completion_through_the_proxy() {
         .env("MARUNOCHI_NVIM_FILE", &file)
         .env("MARUNOCHI_NVIM_LINE", "4")
         .env("MARUNOCHI_NVIM_TYPE", "    return fib")
+        .env("MARUNOCHI_NVIM_AFTER_ACCEPT", "<BS><BS>x")
         .env("MARUNOCHI_NVIM_TIMEOUT_MS", "90000")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -62,4 +66,15 @@ fn neovim_shows_and_accepts_an_inline_completion_through_the_proxy() {
         output.status
     );
     assert!(output.status.success());
+
+    let id = verdict.rsplit(" id ").next().unwrap();
+    let store = Store::open(&home.join("marunochi.db")).unwrap();
+    let row = store.interaction(id).unwrap().expect("the accepted suggestion is stored");
+    assert_eq!(row.action, "corrected", "{row:?}");
+    let mut want = row.suggestion.clone();
+    want.truncate(want.char_indices().rev().nth(1).unwrap().0);
+    want.push('x');
+    assert_eq!(row.final_code.as_deref(), Some(want.as_str()), "{row:?}");
+    assert!(row.diff.as_deref().is_some_and(|d| d.contains("\n+")), "{row:?}");
+    stop_daemon(&home);
 }

@@ -314,7 +314,7 @@ impl Entry {
                     *arrived = true;
                 } else if end <= *start {
                     *start = *start - edit.removed_len + edit.inserted.len();
-                } else if edit.start < region_end {
+                } else if edit.start < region_end || continues_line(code, edit, region_end) {
                     // Inside the region: apply it to our copy of the code.
                     let from = floor_boundary(code, edit.start.saturating_sub(*start).min(code.len()));
                     let to = floor_boundary(code, end.saturating_sub(*start).min(code.len()));
@@ -337,6 +337,16 @@ impl Entry {
             arrived: true,
         };
     }
+}
+
+/// Typing on at the end of taken code, on its last line, finishes that code (a closing bracket, a
+/// different last argument); a new line after it is new code.
+fn continues_line(code: &str, edit: &Edit, region_end: usize) -> bool {
+    edit.start == region_end
+        && edit.removed_len == 0
+        && !code.is_empty()
+        && !code.ends_with('\n')
+        && !edit.inserted.starts_with('\n')
 }
 
 fn floor_boundary(text: &str, mut at: usize) -> usize {
@@ -388,7 +398,7 @@ mod tests {
         c.edit(&insert(0, "# hi\n", 2000));
         c.edit(&remove(15 + 9, 1, 2500));
         c.edit(&insert(15 + 9, "*", 2600));
-        // Typing after the region is not a correction of it.
+        // Typing after the region (on the line after it) is not a correction of it.
         c.edit(&insert(15 + 13, "x", 2700));
         let out = c.closed(URI, None);
         assert_eq!(out[0].action, Action::Corrected);
@@ -417,6 +427,20 @@ mod tests {
         let out = c.shown(tracked("new", 6, "y"));
         assert_eq!((out[0].id.as_str(), out[0].action.clone()), ("old", Action::Ignored));
         assert_eq!(c.closed(URI, None)[0].action, Action::Ignored);
+    }
+
+    #[test]
+    fn typing_on_at_the_end_of_the_last_line_is_part_of_the_code_a_new_line_is_not() {
+        let mut c = Classifier::new(120_000);
+        c.shown(tracked("a", 4, "fib(n - 2"));
+        c.edit(&insert(4, "fib(n - 2", 1100));
+        c.edit(&remove(12, 1, 1200));
+        c.edit(&insert(12, "1)", 1300));
+        c.edit(&insert(14, "\n", 1400));
+        c.edit(&insert(15, "y = 1", 1500));
+        let out = c.tick(200_000);
+        assert_eq!((out[0].action.clone(), out[0].final_code.as_deref()), (Action::Corrected, Some("fib(n - 1)")));
+        assert_eq!(out[0].region, Some(4..14));
     }
 
     #[test]

@@ -190,9 +190,11 @@ fn redact_shown(shown: &mut Shown) {
     }
 }
 
-/// The seed's `user_id`: one user per machine account, so the login name.
+/// The seed's `user_id`: one user per machine account, so the login name (the uid without one).
 fn user_id() -> String {
-    ["USER", "LOGNAME"].iter().find_map(|name| std::env::var(name).ok()).unwrap_or_default()
+    let login = ["USER", "LOGNAME"].iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+    // SAFETY: getuid has no preconditions and cannot fail.
+    login.unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -20,6 +20,8 @@
 --   MARUNOCHI_NVIM_TIMEOUT_MS  overall limit (default 60000)
 --   MARUNOCHI_NVIM_KEY_DELAY_MS pause between typed keys (default 50; Neovim debounces its
 --                              requests by 200 ms, so fast typing yields one request at the end)
+--   MARUNOCHI_NVIM_AFTER_ACCEPT keys typed right after accepting, in insert mode (key notation,
+--                              e.g. "<BS><BS>x": a correction of the accepted code); optional
 --
 -- Output: progress lines `nvim-test: ...` and the server's stderr (as
 -- `nvim-test: lsp-log: ...`) go to stderr; stdout gets exactly one line,
@@ -109,6 +111,7 @@ local function read_inputs()
     line = line,
     text = env('MARUNOCHI_NVIM_TYPE'),
     key_delay = tonumber(env('MARUNOCHI_NVIM_KEY_DELAY_MS', '50')) or 50,
+    after_accept = env('MARUNOCHI_NVIM_AFTER_ACCEPT', ''),
   }
 end
 
@@ -473,10 +476,30 @@ local function main()
     fail('suggestion %s is not marked accepted: %s', json(suggestion_id), json(found))
   end
   progress('suggestion %s accepted (model_version %s)', json(suggestion_id), json(found.model_version or vim.NIL))
+  if inputs.after_accept ~= '' then
+    local accepted_lines = api.nvim_buf_get_lines(buf, 0, -1, true)
+    for _, key in ipairs(vim.fn.split(inputs.after_accept, [[\(<[^>]\+>\|.\)\zs]])) do
+      sleep(inputs.key_delay)
+      api.nvim_feedkeys(vim.keycode(key), 'nt', false)
+    end
+    wait_for('the keys after accepting to change the buffer', function()
+      return not vim.deep_equal(api.nvim_buf_get_lines(buf, 0, -1, true), accepted_lines)
+    end)
+    sleep(200)
+    -- A request flushes Neovim's pending didChange first (the proxy classifies from the edits it
+    -- is sent), and one at the top of the file says the cursor left the accepted code.
+    step = 'a hover request after the keys'
+    local hover = { textDocument = { uri = vim.uri_from_bufnr(buf) }, position = { line = 0, character = 0 } }
+    if not client:request_sync('textDocument/hover', hover, 10000, buf) then
+      fail('the hover request after accepting got no answer')
+    end
+    progress('after accepting, typed %s: line %d is %s', json(inputs.after_accept), row,
+      json(api.nvim_buf_get_lines(buf, row - 1, row, true)[1]))
+  end
   progress('traffic: %d inlineCompletion request(s), %d didChange, %d $/cancelRequest',
     #requests(METHOD), #notifications('textDocument/didChange'), #notifications('$/cancelRequest'))
 
-  finish(true, 'inline completion accepted: ' .. json(item.insertText))
+  finish(true, 'inline completion accepted: ' .. json(item.insertText) .. ' id ' .. suggestion_id)
 end
 
 ---------------------------------------------------------------------------
