@@ -12,4 +12,5 @@ pub mod home;
 pub mod logging;
 pub mod lsp;
 pub mod serving;
+pub mod syntax;
 pub mod watch;

@@ -1,0 +1,6 @@
+(function_declaration name: (identifier) @name) @function
+(generator_function_declaration name: (identifier) @name) @function
+(method_definition name: (_) @name) @function
+(variable_declarator name: (identifier) @name value: [(arrow_function) (function_expression)] @function)
+(class_declaration name: (type_identifier) @name) @class
+(interface_declaration name: (type_identifier) @name) @class
