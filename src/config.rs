@@ -44,6 +44,11 @@ context_files = 3
 # strongest signal for training); after that the code is settled.
 correction_window_secs = 120
 
+[retention]
+# Accepted code counts as kept (the seed's retention_7d / retention_30d) when at least this share
+# of it is still there, by token edit distance, wherever it moved in the workspace.
+survival_threshold = 0.67
+
 [daemon]
 # The daemon (one per user, holding the model for every editor window) exits after this many
 # seconds without any connected proxy.
@@ -58,6 +63,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub serving: ServingConfig,
     pub capture: CaptureConfig,
+    pub retention: RetentionConfig,
     pub daemon: DaemonConfig,
 }
 
@@ -70,6 +76,29 @@ pub struct CaptureConfig {
 impl Default for CaptureConfig {
     fn default() -> CaptureConfig {
         CaptureConfig { correction_window_secs: 120 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(deserialize_with = "share")]
+    pub survival_threshold: f64,
+}
+
+/// A fraction, 0 to 1.
+fn share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let value = f64::deserialize(d)?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!("{value} is not a share between 0 and 1")))
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> RetentionConfig {
+        RetentionConfig { survival_threshold: 0.67 }
     }
 }
 
@@ -179,6 +208,12 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_share_outside_0_to_1_is_refused_with_its_key() {
+        let error = Config::parse("[retention]\nsurvival_threshold = 67\n").unwrap_err().to_string();
+        assert!(error.contains("survival_threshold") && error.contains("between 0 and 1"), "{error}");
+    }
 
     #[test]
     fn the_documented_defaults_are_the_defaults() {

@@ -11,6 +11,8 @@ pub mod engine;
 pub mod home;
 pub mod logging;
 pub mod lsp;
+pub mod quality;
+pub mod retention;
 pub mod serving;
 pub mod syntax;
 pub mod watch;

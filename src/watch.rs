@@ -143,7 +143,8 @@ fn add_tree(
     }
 }
 
-fn is_ignored(path: &Path) -> bool {
+/// A directory never watched nor searched (see [`IGNORED`]).
+pub fn is_ignored(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|name| IGNORED.contains(&name))
 }
 

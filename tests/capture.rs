@@ -180,28 +180,6 @@ fn outcomes_are_inferred_from_the_edits_accepted_corrected_rejected() {
     stop_daemon(&home);
 }
 
-fn shown_row(id: &str, uri: &str, shown_at_ms: i64) -> Shown {
-    Shown {
-        id: id.into(),
-        shown_at_ms,
-        session_id: "s".into(),
-        user_id: "u".into(),
-        file_path: uri.into(),
-        language: "python".into(),
-        line: 0,
-        character: 0,
-        suggestion: format!("suggestion {id}"),
-        suggestion_type: "inline",
-        model_version: "m".into(),
-        confidence: -0.5,
-        prompt_prefix: "prefix".into(),
-        prompt_suffix: String::new(),
-        context_files: Vec::new(),
-        recent_edits: "[]".into(),
-        document_version: 1,
-    }
-}
-
 fn data(home: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
         .env("MARUNOCHI_HOME", home)

@@ -4,22 +4,29 @@
 //!
 //! The outcome of each suggestion (accepted, partial, corrected with its diff, rejected with what
 //! was typed instead, ignored) is inferred from the document edits by `classify.rs` on the writer
-//! thread. Not yet here (see the capture issue): diagnostics and test signals, `marunochi data`.
+//! thread, which also anchors taken code (retention) and runs the retention checks as they fall
+//! due. The language server's diagnostics, `marunochi run` and the test reports found by the
+//! workspace watcher (`signals.rs`) are the execution and static signals.
 
 pub mod classify;
 pub mod redact;
 mod signals;
 mod store;
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use store::{Batch, Forget, Interaction, Run, Shown, Store, StoreError, TestResults};
+pub use store::{
+    Batch, CheckResult, DueCheck, Forget, Interaction, RetentionCheck, Run, Shown, Store, StoreError, TestResults,
+};
 
 mod run;
 pub use run::{RunError, run_and_record};
 
 use crate::lsp::mirror::{Change, DocumentEvent};
+use crate::retention;
 use crate::serving::{CaptureSink, Diagnostic, Suggestion};
 use classify::{Classifier, Edit, Outcome, Tracked};
 
@@ -42,6 +49,8 @@ enum Event {
     },
     /// A test run found on disk (pytest's cache, a JUnit report).
     Run(Run),
+    /// The workspace roots (local directories) the editor opened.
+    Workspace(Vec<PathBuf>),
 }
 
 /// Hands events to the writer thread: the request path only pays for copying the suggestion into a
@@ -68,55 +77,174 @@ impl Drop for Recorder {
     }
 }
 
+/// How often the writer runs the retention checks that fell due.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 impl Recorder {
     /// Starts the writer thread over `store`. It ends when the recorder is dropped, after settling
     /// and writing everything sent.
     /// `correction_window`: how long after acceptance an edit inside the code is a correction.
-    pub fn spawn(mut store: Store, session_id: String, correction_window: Duration) -> Recorder {
+    /// `survival_threshold`: the share of accepted code that must survive to count as kept.
+    pub fn spawn(store: Store, session_id: String, correction_window: Duration, survival_threshold: f64) -> Recorder {
         let (events, inbox) = mpsc::channel::<Event>();
-        let writer = std::thread::spawn(move || {
-            let mut classifier = Classifier::new(correction_window.as_millis() as i64);
-            loop {
-                // A second without events still closes correction windows that ran out.
-                let (first, gone) = match inbox.recv_timeout(Duration::from_secs(1)) {
-                    Ok(event) => (Some(event), false),
-                    Err(mpsc::RecvTimeoutError::Timeout) => (None, false),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => (None, true),
-                };
-                let mut batch: Vec<Event> = first.into_iter().chain(inbox.try_iter()).collect();
-                let mut outcomes = Vec::new();
-                for event in &mut batch {
-                    match event {
-                        Event::Shown(shown, tracked) => {
-                            redact_shown(shown);
-                            outcomes.extend(classifier.shown(tracked.clone()));
-                        }
-                        Event::Accepted { id, at_ms } => classifier.accept_command(id, *at_ms),
-                        Event::Document(event) => outcomes.extend(classify_document(&mut classifier, event)),
-                        Event::Diagnostics(uri, list) => classifier.diagnostics(uri, std::mem::take(list)),
-                        Event::Cursor { uri, offset } => outcomes.extend(classifier.cursor(uri, *offset)),
-                        Event::Feedback { .. } | Event::Run(_) => {}
-                    }
-                }
-                outcomes.extend(if gone { classifier.settle_all() } else { classifier.tick(now_ms()) });
-                if !batch.is_empty() || !outcomes.is_empty() {
-                    write(&mut store, &batch, &mut outcomes);
-                }
-                // After the outcomes: a run judges what was settled before it.
-                for event in &batch {
-                    if let Event::Run(run) = event {
-                        match store.record_run(run) {
-                            Ok(judged) => tracing::info!(command = run.command, judged, "test run recorded"),
-                            Err(error) => tracing::error!(%error, "could not record a test run"),
-                        }
-                    }
-                }
-                if gone {
-                    break;
+        let writer = Writer {
+            store,
+            classifier: Classifier::new(correction_window.as_millis() as i64),
+            documents: HashMap::new(),
+            roots: Vec::new(),
+            survival_threshold,
+            last_sweep: None,
+        };
+        let writer = std::thread::spawn(move || writer.run(inbox));
+        Recorder { events, session_id, user_id: user_id(), watcher: None, writer: Some(writer) }
+    }
+}
+
+/// The writer thread's state: the classifier, the open documents as the editor has them (for
+/// anchors and retention checks of unsaved code) and the store.
+struct Writer {
+    store: Store,
+    classifier: Classifier,
+    /// URI → (language id, text).
+    documents: HashMap<String, (String, String)>,
+    roots: Vec<PathBuf>,
+    survival_threshold: f64,
+    last_sweep: Option<Instant>,
+}
+
+/// An outcome with where its code lives, when it was taken and its document known.
+struct Settled {
+    outcome: Outcome,
+    anchor: Option<(retention::Anchor, Option<crate::syntax::Analysis>)>,
+}
+
+impl Writer {
+    fn run(mut self, inbox: mpsc::Receiver<Event>) {
+        loop {
+            // A second without events still closes correction windows that ran out.
+            let (first, gone) = match inbox.recv_timeout(Duration::from_secs(1)) {
+                Ok(event) => (Some(event), false),
+                Err(mpsc::RecvTimeoutError::Timeout) => (None, false),
+                Err(mpsc::RecvTimeoutError::Disconnected) => (None, true),
+            };
+            let mut batch: Vec<Event> = first.into_iter().chain(inbox.try_iter()).collect();
+            let mut settled = Vec::new();
+            for event in &mut batch {
+                let outcomes = self.handle(event);
+                settled.extend(self.settle(outcomes));
+                if let Event::Document(event) = event {
+                    self.apply(event);
                 }
             }
-        });
-        Recorder { events, session_id, user_id: user_id(), watcher: None, writer: Some(writer) }
+            let outcomes = if gone { self.classifier.settle_all() } else { self.classifier.tick(now_ms()) };
+            settled.extend(self.settle(outcomes));
+            let wrote = !batch.is_empty() || !settled.is_empty();
+            if wrote {
+                write(&mut self.store, &batch, &mut settled);
+            }
+            // After the outcomes: a run judges what was settled before it.
+            for event in &batch {
+                if let Event::Run(run) = event {
+                    match self.store.record_run(run) {
+                        Ok(judged) => tracing::info!(command = run.command, judged, "test run recorded"),
+                        Err(error) => tracing::error!(%error, "could not record a test run"),
+                    }
+                }
+            }
+            // The first sweep catches up with checks that fell due while nothing ran.
+            let sweep = self.last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
+            if sweep && !gone {
+                self.sweep();
+            }
+            if (wrote || sweep)
+                && let Err(error) = crate::quality::rescore(&mut self.store)
+            {
+                tracing::error!(%error, "quality scores not updated");
+            }
+            if gone {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, event: &mut Event) -> Vec<Outcome> {
+        let classifier = &mut self.classifier;
+        match event {
+            Event::Shown(shown, tracked) => {
+                redact_shown(shown);
+                classifier.shown(tracked.clone())
+            }
+            Event::Accepted { id, at_ms } => {
+                classifier.accept_command(id, *at_ms);
+                Vec::new()
+            }
+            Event::Document(event) => classify_document(classifier, event),
+            Event::Diagnostics(uri, list) => {
+                classifier.diagnostics(uri, std::mem::take(list));
+                Vec::new()
+            }
+            Event::Cursor { uri, offset } => classifier.cursor(uri, *offset),
+            Event::Workspace(roots) => {
+                self.roots = std::mem::take(roots);
+                Vec::new()
+            }
+            Event::Feedback { .. } | Event::Run(_) => Vec::new(),
+        }
+    }
+
+    /// Anchors taken code in its document as it is now (before the event that settled it is
+    /// applied: a close leaves the text it closed with).
+    fn settle(&self, outcomes: Vec<Outcome>) -> Vec<Settled> {
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                let anchor = outcome.region.clone().and_then(|region| {
+                    let (language, text) = self.documents.get(&outcome.uri)?;
+                    let path = crate::lsp::file_path(&outcome.uri)?;
+                    let root = self.roots.iter().filter(|r| path.starts_with(r)).max_by_key(|r| r.as_os_str().len());
+                    (region.end <= text.len())
+                        .then(|| retention::anchor(&path, root.map(PathBuf::as_path), language, text, region))
+                });
+                Settled { outcome, anchor }
+            })
+            .collect()
+    }
+
+    /// Keeps the open documents' text in step with the editor.
+    fn apply(&mut self, event: &DocumentEvent) {
+        match &event.change {
+            Change::Opened { language_id, text } => {
+                self.documents.insert(event.uri.clone(), (language_id.clone(), text.clone()));
+            }
+            Change::Edited { start, removed, inserted } => {
+                if let Some((_, text)) = self.documents.get_mut(&event.uri)
+                    && text.is_char_boundary(*start)
+                    && text.is_char_boundary(start + removed.len())
+                {
+                    text.replace_range(*start..start + removed.len(), inserted);
+                }
+            }
+            Change::Closed => {
+                self.documents.remove(&event.uri);
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        self.last_sweep = Some(Instant::now());
+        let documents = &self.documents;
+        let open_document = |path: &Path| {
+            documents
+                .iter()
+                .find(|(uri, _)| crate::lsp::file_path(uri).as_deref() == Some(path))
+                .map(|(_, d)| d.1.clone())
+        };
+        let sweep = retention::Sweep { threshold: self.survival_threshold, open_document: &open_document };
+        match sweep.run(&mut self.store, now_ms()) {
+            Ok(report) if report.checked > 0 => tracing::info!(?report, "retention checks"),
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "retention checks failed"),
+        }
     }
 }
 
@@ -131,8 +259,8 @@ fn classify_document(classifier: &mut Classifier, event: &DocumentEvent) -> Vec<
     }
 }
 
-fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
-    for outcome in outcomes.iter_mut() {
+fn write(store: &mut Store, batch: &[Event], settled: &mut [Settled]) {
+    for Settled { outcome, .. } in settled.iter_mut() {
         let path = outcome.uri.clone();
         for text in [&mut outcome.final_code, &mut outcome.diff, &mut outcome.typed_instead].into_iter().flatten() {
             *text = redact::redact(text, &path);
@@ -147,10 +275,18 @@ fn write(store: &mut Store, batch: &[Event], outcomes: &mut [Outcome]) {
                 Event::Shown(shown, _) => b.shown(shown)?,
                 Event::Accepted { id, at_ms } => b.accepted(id, *at_ms)?,
                 Event::Feedback { id, rating, comment } => b.feedback(id, *rating, comment.as_deref())?,
-                Event::Document(_) | Event::Diagnostics(..) | Event::Cursor { .. } | Event::Run(_) => {}
+                Event::Document(_)
+                | Event::Diagnostics(..)
+                | Event::Cursor { .. }
+                | Event::Run(_)
+                | Event::Workspace(_) => {}
             }
         }
-        outcomes.iter().try_for_each(|o| b.outcome(o))
+        settled.iter().try_for_each(|s| {
+            let (anchor, analysis) =
+                s.anchor.as_ref().map_or((None, None), |(a, analysis)| (Some(a), analysis.as_ref()));
+            b.outcome(&s.outcome, anchor, analysis)
+        })
     });
     if let Err(error) = result {
         tracing::error!(%error, events = batch.len(), "could not record interactions");
@@ -197,7 +333,7 @@ fn user_id() -> String {
     login.unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
 }
 
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -236,7 +372,8 @@ impl CaptureSink for Recorder {
         let _ = self.events.send(Event::Cursor { uri: uri.to_owned(), offset });
     }
 
-    fn workspace(&mut self, roots: &[std::path::PathBuf]) {
+    fn workspace(&mut self, roots: &[PathBuf]) {
+        let _ = self.events.send(Event::Workspace(roots.to_vec()));
         let events = self.events.clone();
         let watched = roots.to_vec();
         let watcher = crate::watch::watch(roots, move |changed| {

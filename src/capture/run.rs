@@ -52,7 +52,11 @@ pub fn run_and_record(db: &Path, command: &[String], directory: &Path) -> Result
         tests: None,
     };
     let marked = Store::open(db)
-        .and_then(|mut store| store.record_run(&run))
+        .and_then(|mut store| {
+            let marked = store.record_run(&run)?;
+            crate::quality::rescore(&mut store)?;
+            Ok(marked)
+        })
         .map_err(|source| RunError::Record { exit: status.code(), source })?;
     Ok((status, marked))
 }

@@ -5,14 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::retention::Anchor;
+use crate::syntax::Analysis;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order. Appending is the only allowed change.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../../migrations/0001_interactions.sql"),
     include_str!("../../migrations/0002_diagnostics.sql"),
     include_str!("../../migrations/0003_runs.sql"),
     include_str!("../../migrations/0004_test_results.sql"),
+    include_str!("../../migrations/0005_retention.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +258,134 @@ impl Store {
         Ok(marked)
     }
 
+    /// The retention checks due by `now_ms` and not done yet, oldest first.
+    pub fn due_checks(&self, now_ms: i64) -> Result<Vec<DueCheck>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT c.interaction_id, c.label, i.file_path, coalesce(i.language, ''), coalesce(i.final_code, ''),
+                        i.anchor
+                 FROM retention_checks c JOIN interactions i ON i.id = c.interaction_id
+                 WHERE c.checked_ms IS NULL AND c.due_ms <= ?1 ORDER BY c.due_ms",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([now_ms], |row| {
+            let anchor: Option<String> = row.get(5)?;
+            Ok(DueCheck {
+                interaction_id: row.get(0)?,
+                label: row.get(1)?,
+                file_path: row.get(2)?,
+                language: row.get(3)?,
+                final_code: row.get(4)?,
+                // A bare region (no document was known when it settled) is no anchor.
+                anchor: anchor.and_then(|a| serde_json::from_str(&a).ok()),
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
+    /// Stores the results of retention checks; the 7 d and 30 d ones set the seed's
+    /// `retention_7d` / `retention_30d`.
+    pub fn record_checks(&mut self, results: &[CheckResult]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let failed = |e| classify(&path, e);
+        let tx = self.conn.transaction().map_err(failed)?;
+        for result in results {
+            tx.execute(
+                "UPDATE retention_checks SET checked_ms = ?3, survival = ?4, found_in = ?5
+                 WHERE interaction_id = ?1 AND label = ?2",
+                params![result.interaction_id, result.label, result.checked_ms, result.survival, result.found_in],
+            )
+            .map_err(failed)?;
+            let column = match result.label.as_str() {
+                "7d" => "retention_7d",
+                "30d" => "retention_30d",
+                _ => continue,
+            };
+            tx.execute(
+                &format!("UPDATE interactions SET {column} = ?2, updated_at = {NOW} WHERE id = ?1"),
+                params![result.interaction_id, result.kept],
+            )
+            .map_err(failed)?;
+        }
+        tx.commit().map_err(failed)
+    }
+
+    /// The retention checks of one interaction, in schedule order.
+    pub fn retention(&self, id: &str) -> Result<Vec<RetentionCheck>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare("SELECT label, survival, found_in FROM retention_checks WHERE interaction_id = ?1 ORDER BY due_ms")
+            .map_err(failed)?;
+        let rows = statement.query_map([id], |row| {
+            Ok(RetentionCheck { label: row.get(0)?, survival: row.get(1)?, found_in: row.get(2)? })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
+    /// The decided interactions changed since they were last scored, with the score's inputs.
+    pub fn unscored(&self) -> Result<Vec<(String, crate::quality::Inputs)>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, action, executed, execution_success, test_results, static_analysis, diagnostics,
+                        retention_7d, retention_30d, user_rating
+                 FROM interactions WHERE action != 'shown' AND scored_at IS NOT updated_at",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| {
+            let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+                Ok(row.get::<_, Option<String>>(i)?.and_then(|text| serde_json::from_str(&text).ok()))
+            };
+            let executed: Option<bool> = row.get(2)?;
+            let tests = json(4)?.map(|t| {
+                let count = |key: &str| t[key].as_u64().unwrap_or(0) as usize;
+                crate::quality::TestCounts {
+                    tests: count("tests"),
+                    failures: count("failures"),
+                    errors: count("errors"),
+                    skipped: count("skipped"),
+                }
+            });
+            let analysis = json(5)?;
+            let server_errors = json(6)?.and_then(|d| d.as_array().cloned()).unwrap_or_default();
+            Ok((
+                row.get(0)?,
+                crate::quality::Inputs {
+                    action: row.get(1)?,
+                    execution_success: if executed == Some(true) { row.get(3)? } else { None },
+                    tests,
+                    syntax_errors: analysis.as_ref().and_then(|a| a["syntax_errors"].as_u64()).map(|n| n as usize),
+                    server_errors: server_errors.iter().filter(|d| d["severity"] == 1).count(),
+                    complexity: analysis.as_ref().and_then(|a| a["complexity"].as_u64()).map(|n| n as usize),
+                    retention_7d: row.get(7)?,
+                    retention_30d: row.get(8)?,
+                    user_rating: row.get(9)?,
+                },
+            ))
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
+    /// Stores quality scores; a row scored is not scored again until it changes.
+    pub fn set_scores(&mut self, scores: &[(String, crate::quality::Score)]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let failed = |e| classify(&path, e);
+        let tx = self.conn.transaction().map_err(failed)?;
+        for (id, score) in scores {
+            tx.execute(
+                "UPDATE interactions SET quality_score = ?2, quality_dimensions = ?3, scored_at = updated_at
+                 WHERE id = ?1",
+                params![id, score.total, serde_json::to_string(score).unwrap_or_default()],
+            )
+            .map_err(failed)?;
+        }
+        tx.commit().map_err(failed)
+    }
+
     /// `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))
@@ -275,6 +406,39 @@ pub struct Run {
     pub summary: String,
     /// Test counts, when the run left a report that says them.
     pub tests: Option<TestResults>,
+}
+
+/// A retention check that is due, with what it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueCheck {
+    pub interaction_id: String,
+    pub label: String,
+    /// The document URI.
+    pub file_path: String,
+    pub language: String,
+    pub final_code: String,
+    pub anchor: Option<Anchor>,
+}
+
+/// A scheduled retention check as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionCheck {
+    pub label: String,
+    /// `None`: not checked yet, or the file could not be judged.
+    pub survival: Option<f64>,
+    pub found_in: Option<String>,
+}
+
+/// The result of one retention check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckResult {
+    pub interaction_id: String,
+    pub label: String,
+    pub checked_ms: i64,
+    /// `None` when the file could not be judged.
+    pub survival: Option<f64>,
+    pub found_in: Option<String>,
+    pub kept: Option<bool>,
 }
 
 /// What a test report says: counts, and which tests failed.
@@ -352,7 +516,14 @@ impl Batch<'_> {
     }
 
     /// What the classifier decided (see `classify.rs`); texts already redacted.
-    pub fn outcome(&self, outcome: &super::classify::Outcome) -> Result<(), rusqlite::Error> {
+    /// What became of a suggestion. Taken code comes with its `anchor` and static `analysis`
+    /// (when its document was known) and gets its retention checks scheduled.
+    pub fn outcome(
+        &self,
+        outcome: &super::classify::Outcome,
+        anchor: Option<&Anchor>,
+        analysis: Option<&Analysis>,
+    ) -> Result<(), rusqlite::Error> {
         let alternatives = outcome.typed_instead.as_ref().map(|t| serde_json::json!({"typed_instead": t}).to_string());
         let diagnostics = (!outcome.diagnostics.is_empty()).then(|| {
             let list: Vec<serde_json::Value> = outcome
@@ -362,14 +533,19 @@ impl Batch<'_> {
                 .collect();
             serde_json::Value::Array(list).to_string()
         });
-        // Where the code was when it settled; retention anchors it from there.
-        let region = outcome.region.as_ref().map(|r| serde_json::json!({"start": r.start, "end": r.end}).to_string());
+        // Where the code was when it settled; retention finds it again from there.
+        let region = match anchor {
+            Some(anchor) => serde_json::to_string(anchor).ok(),
+            None => outcome.region.as_ref().map(|r| serde_json::json!({"start": r.start, "end": r.end}).to_string()),
+        };
+        let analysis = analysis.and_then(|a| serde_json::to_string(a).ok());
         self.tx.execute(
             &format!(
                 "UPDATE interactions SET action = ?2, final_code = coalesce(?3, final_code), diff = ?4,
                     time_to_action = coalesce(time_to_action, ?5), alternatives = coalesce(?6, alternatives),
                     diagnostics = coalesce(?7, diagnostics), shown_ms = coalesce(?8, shown_ms),
-                    anchor = coalesce(?9, anchor), updated_at = {NOW}
+                    anchor = coalesce(?9, anchor), static_analysis = coalesce(?10, static_analysis),
+                    updated_at = {NOW}
                  WHERE id = ?1"
             ),
             params![
@@ -381,9 +557,21 @@ impl Batch<'_> {
                 alternatives,
                 diagnostics,
                 outcome.shown_ms,
-                region
+                region,
+                analysis
             ],
         )?;
+        if outcome.region.is_some() {
+            for (label, delay_ms) in crate::retention::CHECKS {
+                self.tx.execute(
+                    "INSERT OR IGNORE INTO retention_checks (interaction_id, label, due_ms)
+                     SELECT id, ?2, CAST(unixepoch(timestamp, 'subsec') * 1000 AS INTEGER)
+                                    + coalesce(time_to_action, 0) + ?3
+                     FROM interactions WHERE id = ?1",
+                    params![outcome.id, label, delay_ms],
+                )?;
+            }
+        }
         Ok(())
     }
 

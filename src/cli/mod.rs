@@ -16,6 +16,7 @@ use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
 use crate::home::Home;
 use crate::logging;
 use crate::lsp::{Backend, Proxy, ProxyOptions};
+use crate::retention;
 use crate::serving::{CaptureSink, ServingOptions};
 
 /// A local, offline coding companion that learns from you.
@@ -120,6 +121,11 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Check whether the code you accepted is still there (normally done while you work).
+    Retention {
+        #[command(subcommand)]
+        action: RetentionAction,
+    },
     /// Your recorded interactions: where they are, export them, forget them.
     Data {
         #[command(subcommand)]
@@ -168,6 +174,25 @@ enum DataAction {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum RetentionAction {
+    /// Run the retention checks that are due (30 s … 30 d after acceptance) from the files on
+    /// disk, catching up with those that fell due while nothing was running, and update the
+    /// quality scores they change.
+    Sweep {
+        /// Pretend it is this time (RFC 3339, e.g. 2026-12-25T09:00:00Z) instead of now.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time_ms)]
+        now: Option<i64>,
+    },
+}
+
+/// An RFC 3339 time as milliseconds since the Unix epoch.
+fn parse_time_ms(text: &str) -> Result<i64, String> {
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-12-25T09:00:00Z ({e})"))?;
+    Ok((time.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum ExportFormat {
     Jsonl,
@@ -202,6 +227,7 @@ pub fn main() -> ExitCode {
         Command::Doctor => run_doctor(&home),
         Command::Data { action } => data(&home, action),
         Command::Run { command } => run(&home, &command),
+        Command::Retention { action: RetentionAction::Sweep { now } } => retention_sweep(&home, now),
         Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
         Command::Complete { model, location, json, adapter, language, max_tokens } => {
             let _log = logging::init(&home.logs_dir(), "complete", "info", cli.verbose);
@@ -251,7 +277,8 @@ fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: Option<Op
     let capture = ai.as_ref().and_then(|_| match Store::open(&home.db_path()) {
         Ok(store) => {
             let window = std::time::Duration::from_secs(config.capture.correction_window_secs);
-            Some(Box::new(Recorder::spawn(store, session_id(), window)) as Box<dyn CaptureSink>)
+            let threshold = config.retention.survival_threshold;
+            Some(Box::new(Recorder::spawn(store, session_id(), window, threshold)) as Box<dyn CaptureSink>)
         }
         Err(e) => {
             // Suggestions still work; only their outcomes go unrecorded.
@@ -352,6 +379,40 @@ fn forgot(n: usize) -> String {
 fn session_id() -> String {
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}-{:x}", std::process::id(), started.as_millis())
+}
+
+fn retention_sweep(home: &Home, now_ms: Option<i64>) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "retention", "info", false);
+    let config = match Config::load(&home.config_file()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let path = home.db_path();
+    if !path.exists() {
+        eprintln!("marunochi: nothing recorded yet ({} does not exist)", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let now_ms = now_ms.unwrap_or_else(capture::now_ms);
+    match retention::catch_up(&path, now_ms, config.retention.survival_threshold) {
+        Ok((report, rescored)) => {
+            let unjudged = match report.unjudged {
+                0 => String::new(),
+                n => format!(" ({n} could not be judged: see the log)"),
+            };
+            eprintln!(
+                "marunochi: {} retention check(s) done{unjudged}; {rescored} quality score(s) updated",
+                report.checked
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_daemon(home: &Home, verbose: bool, model: Option<PathBuf>) -> ExitCode {

@@ -11,6 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use marunochi::capture::Shown;
 use marunochi::lsp::codec::{self, Decoder, Incoming};
 use serde_json::{Value, json};
 
@@ -390,5 +391,28 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A stored suggestion row with placeholder content.
+pub fn shown_row(id: &str, uri: &str, shown_at_ms: i64) -> Shown {
+    Shown {
+        id: id.into(),
+        shown_at_ms,
+        session_id: "s".into(),
+        user_id: "u".into(),
+        file_path: uri.into(),
+        language: "python".into(),
+        line: 0,
+        character: 0,
+        suggestion: format!("suggestion {id}"),
+        suggestion_type: "inline",
+        model_version: "m".into(),
+        confidence: -0.5,
+        prompt_prefix: "prefix".into(),
+        prompt_suffix: String::new(),
+        context_files: Vec::new(),
+        recent_edits: "[]".into(),
+        document_version: 1,
     }
 }

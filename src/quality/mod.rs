@@ -1,0 +1,204 @@
+//! The quality score of an interaction: the seed's five dimensions (DESIGN.md §6), each stored,
+//! the total clamped to 0–100. Entries: [`score`] (pure: inputs in, score out) and [`rescore`]
+//! (every decided interaction whose inputs changed since it was last scored).
+//!
+//! | dimension | points | from |
+//! |---|---|---|
+//! | execution | 30 success, 0 failure, 15 unknown | `marunochi run`, test reports |
+//! | tests | pass rate × 15 + coverage × 10 | test reports (coverage is not measured yet: 0) |
+//! | static | lint 10 − 2 per error, complexity 10 if CC < 10 else max(0, 20 − CC) | tree-sitter, the language server |
+//! | retention | 7 if kept at 7 d, 8 if kept at 30 d | retention checks |
+//! | feedback | ±10 explicit; else +5 taken, −5 rejected | `marunochi.feedback`, the outcome |
+
+use crate::capture::{Store, StoreError};
+
+/// What the score is computed from (one stored interaction).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Inputs {
+    /// accepted, partial, corrected, rejected, ignored.
+    pub action: String,
+    /// `None`: never executed as far as we know.
+    pub execution_success: Option<bool>,
+    pub tests: Option<TestCounts>,
+    /// Syntax errors (tree-sitter) in the final code; `None` without a grammar for its language.
+    pub syntax_errors: Option<usize>,
+    /// The language server's errors (severity 1) inside the final code when it settled.
+    pub server_errors: usize,
+    /// Cyclomatic complexity of the function around the code; `None` without a grammar.
+    pub complexity: Option<usize>,
+    pub retention_7d: Option<bool>,
+    pub retention_30d: Option<bool>,
+    /// Explicit feedback: −1, 0 or 1.
+    pub user_rating: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TestCounts {
+    pub tests: usize,
+    pub failures: usize,
+    pub errors: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Score {
+    pub execution: f64,
+    pub tests: f64,
+    #[serde(rename = "static")]
+    pub static_analysis: f64,
+    pub retention: f64,
+    pub feedback: f64,
+    pub total: f64,
+    pub band: Band,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Band {
+    Excellent,
+    Good,
+    Acceptable,
+    Poor,
+    Bad,
+}
+
+impl Band {
+    /// Excellent ≥ 90 (few-shot context material), good ≥ 70 (training), acceptable ≥ 50
+    /// (monitored), poor ≥ 30, bad below (investigate).
+    pub fn of(total: f64) -> Band {
+        match total {
+            t if t >= 90.0 => Band::Excellent,
+            t if t >= 70.0 => Band::Good,
+            t if t >= 50.0 => Band::Acceptable,
+            t if t >= 30.0 => Band::Poor,
+            _ => Band::Bad,
+        }
+    }
+}
+
+pub fn score(inputs: &Inputs) -> Score {
+    let execution = match inputs.execution_success {
+        Some(true) => 30.0,
+        Some(false) => 0.0,
+        None => 15.0,
+    };
+    let tests = inputs.tests.filter(|t| t.tests > t.skipped).map_or(0.0, |t| {
+        let ran = (t.tests - t.skipped) as f64;
+        let passed = ran - (t.failures + t.errors) as f64;
+        (passed.max(0.0) / ran) * 15.0
+    });
+    let errors = inputs.syntax_errors.unwrap_or(0) + inputs.server_errors;
+    let lint = (10.0 - 2.0 * errors as f64).max(0.0);
+    let complexity = match inputs.complexity {
+        Some(cc) if cc >= 10 => (20.0 - cc as f64).max(0.0),
+        _ => 10.0,
+    };
+    let retention = match inputs.retention_7d {
+        Some(true) => 7.0,
+        _ => 0.0,
+    } + match inputs.retention_30d {
+        Some(true) => 8.0,
+        _ => 0.0,
+    };
+    let feedback = match inputs.user_rating {
+        Some(rating) => 10.0 * rating.clamp(-1, 1) as f64,
+        None => match inputs.action.as_str() {
+            "accepted" | "partial" | "corrected" => 5.0,
+            "rejected" => -5.0,
+            _ => 0.0,
+        },
+    };
+    let static_analysis = lint + complexity;
+    let total = (execution + tests + static_analysis + retention + feedback).clamp(0.0, 100.0);
+    Score { execution, tests, static_analysis, retention, feedback, total, band: Band::of(total) }
+}
+
+/// Scores every decided interaction whose inputs changed since it was last scored; returns how
+/// many.
+pub fn rescore(store: &mut Store) -> Result<usize, StoreError> {
+    let pending = store.unscored()?;
+    let scores: Vec<(String, Score)> = pending.into_iter().map(|(id, inputs)| (id, score(&inputs))).collect();
+    store.set_scores(&scores)?;
+    Ok(scores.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken() -> Inputs {
+        Inputs { action: "accepted".into(), syntax_errors: Some(0), complexity: Some(3), ..Inputs::default() }
+    }
+
+    #[test]
+    fn design_arithmetic_an_accepted_kept_clean_snippet_without_runs_scores_55() {
+        let inputs = Inputs { retention_7d: Some(true), retention_30d: Some(true), ..taken() };
+        let s = score(&inputs);
+        assert_eq!(
+            (s.execution, s.tests, s.static_analysis, s.retention, s.feedback, s.total),
+            (15.0, 0.0, 20.0, 15.0, 5.0, 55.0)
+        );
+        assert_eq!(s.band, Band::Acceptable);
+    }
+
+    #[test]
+    fn each_dimension() {
+        // Execution.
+        assert_eq!(score(&Inputs { execution_success: Some(true), ..taken() }).execution, 30.0);
+        assert_eq!(score(&Inputs { execution_success: Some(false), ..taken() }).execution, 0.0);
+        // Tests: pass rate over the tests that ran.
+        let counts = TestCounts { tests: 10, failures: 1, errors: 1, skipped: 2 };
+        assert_eq!(score(&Inputs { tests: Some(counts), ..taken() }).tests, 15.0 * 6.0 / 8.0);
+        let all_skipped = TestCounts { tests: 2, skipped: 2, ..TestCounts::default() };
+        assert_eq!(score(&Inputs { tests: Some(all_skipped), ..taken() }).tests, 0.0);
+        // Static: 2 per error, complexity from 10 on.
+        assert_eq!(score(&Inputs { syntax_errors: Some(1), server_errors: 2, ..taken() }).static_analysis, 4.0 + 10.0);
+        assert_eq!(score(&Inputs { syntax_errors: Some(9), ..taken() }).static_analysis, 0.0 + 10.0);
+        for (cc, points) in [(9, 10.0), (10, 10.0), (12, 8.0), (20, 0.0), (35, 0.0)] {
+            assert_eq!(score(&Inputs { complexity: Some(cc), ..taken() }).static_analysis, 10.0 + points, "CC {cc}");
+        }
+        // Retention.
+        assert_eq!(score(&Inputs { retention_7d: Some(true), retention_30d: Some(false), ..taken() }).retention, 7.0);
+        assert_eq!(score(&Inputs { retention_7d: Some(false), retention_30d: Some(true), ..taken() }).retention, 8.0);
+        // Feedback: explicit wins over implicit.
+        assert_eq!(score(&Inputs { user_rating: Some(-1), ..taken() }).feedback, -10.0);
+        assert_eq!(score(&Inputs { user_rating: Some(1), action: "rejected".into(), ..taken() }).feedback, 10.0);
+        assert_eq!(score(&Inputs { action: "rejected".into(), ..taken() }).feedback, -5.0);
+        assert_eq!(score(&Inputs { action: "ignored".into(), ..taken() }).feedback, 0.0);
+    }
+
+    #[test]
+    fn totals_are_clamped_and_banded_at_the_edges() {
+        let best = Inputs {
+            execution_success: Some(true),
+            tests: Some(TestCounts { tests: 4, ..TestCounts::default() }),
+            retention_7d: Some(true),
+            retention_30d: Some(true),
+            user_rating: Some(1),
+            ..taken()
+        };
+        assert_eq!(score(&best).total, 90.0, "coverage is not measured: 90 is the best there is");
+        let worst = Inputs {
+            execution_success: Some(false),
+            syntax_errors: Some(5),
+            complexity: Some(30),
+            user_rating: Some(-1),
+            ..taken()
+        };
+        assert_eq!(score(&worst).total, 0.0, "−10 is clamped to 0");
+        for (total, band) in [
+            (100.0, Band::Excellent),
+            (90.0, Band::Excellent),
+            (89.9, Band::Good),
+            (70.0, Band::Good),
+            (69.9, Band::Acceptable),
+            (50.0, Band::Acceptable),
+            (49.9, Band::Poor),
+            (30.0, Band::Poor),
+            (29.9, Band::Bad),
+            (0.0, Band::Bad),
+        ] {
+            assert_eq!(Band::of(total), band, "{total}");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Retention with real files and the real `marunochi retention sweep`: accepted code kept, moved
+//! to another function or file, renamed, reformatted, partly deleted, its file deleted or renamed;
+//! the clock moved with `--now` across 7 d and 30 d, everything caught up after "downtime"; files
+//! that cannot be judged (binary, huge) are logged and left unjudged; the quality score follows.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use marunochi::capture::classify::{Action, Outcome};
+use marunochi::capture::{RetentionCheck, Store};
+use serde_json::Value;
+
+/// 2026-01-01T00:00:00Z: the suggestions are shown then and accepted a second later.
+const SHOWN_AT_MS: i64 = 1_767_225_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+const APP: &str = "\
+import math
+
+
+def area(radius):
+    scaled = math.pi * radius * radius
+    return round(scaled, 2)
+
+
+def perimeter(radius):
+    return 2 * math.pi * radius
+";
+/// The accepted code in `APP`.
+const ACCEPTED: &str = "scaled = math.pi * radius * radius\n    return round(scaled, 2)";
+
+/// Records a suggestion accepted as `code` inside `file` (which holds `text`), anchored as the
+/// capture stage would.
+fn track(store: &mut Store, id: &str, root: &Path, file: &Path, text: &str, code: &str) {
+    std::fs::write(file, text).unwrap();
+    let start = text.find(code).unwrap();
+    let (anchor, analysis) = marunochi::retention::anchor(file, Some(root), "python", text, start..start + code.len());
+    let outcome = Outcome {
+        id: id.into(),
+        uri: file_uri(file),
+        action: Action::Accepted,
+        time_to_action_ms: Some(1000),
+        final_code: Some(code.into()),
+        diff: None,
+        typed_instead: None,
+        diagnostics: Vec::new(),
+        shown_ms: Some(1000),
+        region: Some(start..start + code.len()),
+    };
+    store.batch(|b| b.shown(&shown_row(id, &file_uri(file), SHOWN_AT_MS))).unwrap();
+    store.batch(|b| b.outcome(&outcome, Some(&anchor), analysis.as_ref())).unwrap();
+}
+
+fn sweep(home: &Path, now_ms: i64) -> String {
+    let now = time::OffsetDateTime::from_unix_timestamp_nanos(now_ms as i128 * 1_000_000).unwrap();
+    let now = now.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .args(["retention", "sweep", "--now", &now])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+fn checks(db: &Path, id: &str) -> Vec<RetentionCheck> {
+    Store::open(db).unwrap().retention(id).unwrap()
+}
+
+fn survival_at(db: &Path, id: &str, label: &str) -> Option<f64> {
+    checks(db, id).into_iter().find(|c| c.label == label).and_then(|c| c.survival)
+}
+
+fn row(home: &Path, id: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .args(["data", "export"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|r| r["id"] == id).unwrap()
+}
+
+fn approx(actual: Option<f64>, expected: f64, what: &str) {
+    let actual = actual.unwrap_or_else(|| panic!("{what}: not judged"));
+    assert!((actual - expected).abs() < 1e-9, "{what}: survival {actual}, expected {expected}");
+}
+
+struct Workspace {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    root: PathBuf,
+    db: PathBuf,
+}
+
+fn workspace_with_home() -> Workspace {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let root = workspace(dir.path()).canonicalize().unwrap();
+    let db = home.join("marunochi.db");
+    Workspace { _dir: dir, home, root, db }
+}
+
+#[test]
+fn survival_after_moves_renames_reformatting_and_deletions() {
+    let ws = workspace_with_home();
+    let mut store = Store::open(&ws.db).unwrap();
+    // One project per case, so that no case finds another's copy of the code.
+    let project = |name: &str| ws.root.join(name);
+    let file = |name: &str| project(name).join(format!("{name}.py"));
+    for name in ["kept", "moved", "renamed", "reformatted", "halved", "deleted", "file-renamed", "other-file"] {
+        std::fs::create_dir_all(project(name)).unwrap();
+        track(&mut store, name, &project(name), &file(name), APP, ACCEPTED);
+    }
+    drop(store);
+
+    // The code moved into another function of the same file, with lines added above it.
+    let moved = "import math\nimport sys\n\n\ndef perimeter(radius):\n    return 2 * math.pi * radius\n\n\ndef disk(radius):\n    scaled = math.pi * radius * radius\n    return round(scaled, 2)\n";
+    std::fs::write(file("moved"), moved).unwrap();
+    // `scaled` renamed to `value` (2 of its 16 tokens).
+    std::fs::write(file("renamed"), APP.replace("scaled", "value")).unwrap();
+    // A formatter's rewrite: other line breaks, other quotes, same tokens.
+    let reformatted = APP.replace("round(scaled, 2)", "round(\n        scaled,\n        2,\n    )");
+    std::fs::write(file("reformatted"), reformatted).unwrap();
+    // The second of its two lines deleted.
+    std::fs::write(file("halved"), APP.replace("    return round(scaled, 2)\n", "")).unwrap();
+    std::fs::remove_file(file("deleted")).unwrap();
+    let geometry = project("file-renamed").join("geometry.py");
+    std::fs::rename(file("file-renamed"), &geometry).unwrap();
+    // Moved to another file of its project; the anchored one keeps only the rest.
+    std::fs::write(file("other-file"), "def perimeter(radius):\n    return 2 * radius\n").unwrap();
+    let circle = project("other-file").join("shapes/circle.py");
+    std::fs::create_dir_all(circle.parent().unwrap()).unwrap();
+    std::fs::write(&circle, format!("import math\n\ndef area(radius):\n    {ACCEPTED}\n")).unwrap();
+
+    let said = sweep(&ws.home, SHOWN_AT_MS + 8 * DAY_MS);
+    assert!(said.contains("40 retention check(s) done"), "5 due checks × 8: {said}");
+    approx(survival_at(&ws.db, "kept", "7d"), 1.0, "kept");
+    approx(survival_at(&ws.db, "moved", "7d"), 1.0, "moved to another function");
+    // A changed token is one out and one in; the first `scaled` only goes out (the stretch starts
+    // after it).
+    approx(survival_at(&ws.db, "renamed", "7d"), 1.0 - 3.0 / 16.0, "renamed");
+    approx(survival_at(&ws.db, "reformatted", "7d"), 1.0 - 1.0 / 16.0, "reformatted (one trailing comma added)");
+    // The first line (9 tokens) is there, the 7 of the second are gone.
+    approx(survival_at(&ws.db, "halved", "7d"), 9.0 / 16.0, "second line deleted");
+    approx(survival_at(&ws.db, "deleted", "7d"), 0.0, "file deleted");
+    approx(survival_at(&ws.db, "file-renamed", "7d"), 1.0, "file renamed");
+    let found_in = |id: &str| checks(&ws.db, id).into_iter().find(|c| c.label == "7d").unwrap().found_in;
+    assert_eq!(found_in("file-renamed").as_deref(), Some(geometry.to_str().unwrap()));
+    approx(survival_at(&ws.db, "other-file", "7d"), 1.0, "moved to another file");
+    assert_eq!(found_in("other-file").as_deref(), Some(circle.to_str().unwrap()));
+    assert_eq!(survival_at(&ws.db, "kept", "30d"), None, "not due yet");
+
+    // The seed's booleans at the default threshold (0.67), and the quality score's retention.
+    assert_eq!(row(&ws.home, "renamed")["retention_7d"], 1);
+    assert_eq!(row(&ws.home, "halved")["retention_7d"], 0);
+    let dimensions: Value =
+        serde_json::from_str(row(&ws.home, "kept")["quality_dimensions"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (dimensions["retention"].as_f64(), dimensions["total"].as_f64()),
+        (Some(7.0), Some(47.0)),
+        "{dimensions}"
+    );
+
+    // A month later the kept code is still there; the halved one lost the rest.
+    std::fs::write(file("halved"), "import math\n").unwrap();
+    sweep(&ws.home, SHOWN_AT_MS + 31 * DAY_MS);
+    approx(survival_at(&ws.db, "kept", "30d"), 1.0, "kept at 30 d");
+    approx(survival_at(&ws.db, "halved", "30d"), 1.0 / 16.0, "halved at 30 d: only `math` is left");
+    assert_eq!(row(&ws.home, "kept")["retention_30d"], 1);
+    assert_eq!(row(&ws.home, "kept")["quality_score"], 55.0, "the design's 55: accepted, kept, clean, never run");
+}
+
+#[test]
+fn checks_missed_during_downtime_are_all_caught_up_in_one_sweep() {
+    let ws = workspace_with_home();
+    let mut store = Store::open(&ws.db).unwrap();
+    track(&mut store, "a", &ws.root, &ws.root.join("a.py"), APP, ACCEPTED);
+    drop(store);
+    let said = sweep(&ws.home, SHOWN_AT_MS + 40 * DAY_MS);
+    assert!(said.contains("6 retention check(s) done"), "{said}");
+    let labels: Vec<(String, Option<f64>)> = checks(&ws.db, "a").into_iter().map(|c| (c.label, c.survival)).collect();
+    let want: Vec<(String, Option<f64>)> =
+        ["30s", "2m", "5m", "10m", "7d", "30d"].iter().map(|l| (l.to_string(), Some(1.0))).collect();
+    assert_eq!(labels, want);
+    let again = sweep(&ws.home, SHOWN_AT_MS + 41 * DAY_MS);
+    assert!(again.contains("0 retention check(s) done"), "nothing is checked twice: {again}");
+}
+
+#[test]
+fn unreadable_files_are_left_unjudged_with_the_reason_logged_and_broken_code_is_still_found() {
+    let ws = workspace_with_home();
+    let mut store = Store::open(&ws.db).unwrap();
+    for name in ["binary", "huge", "broken"] {
+        track(&mut store, name, &ws.root, &ws.root.join(format!("{name}.py")), APP, ACCEPTED);
+    }
+    drop(store);
+    std::fs::write(ws.root.join("binary.py"), b"\x00\x01\x02PK binary garbage").unwrap();
+    let huge = format!("{APP}{}", "# padding\n".repeat(600_000));
+    std::fs::write(ws.root.join("huge.py"), huge).unwrap();
+    // Unparseable Python around the code: tree-sitter recovers, tokens still match.
+    std::fs::write(ws.root.join("broken.py"), APP.replace("def perimeter(radius):", "def perimeter(radius:::"))
+        .unwrap();
+
+    let said = sweep(&ws.home, SHOWN_AT_MS + 8 * DAY_MS);
+    assert!(said.contains("10 could not be judged"), "{said}");
+    assert_eq!(survival_at(&ws.db, "binary", "7d"), None);
+    assert_eq!(survival_at(&ws.db, "huge", "7d"), None);
+    assert_eq!(row(&ws.home, "huge")["retention_7d"], Value::Null, "unknown, not lost");
+    approx(survival_at(&ws.db, "broken", "7d"), 1.0, "broken file");
+    let log = std::fs::read_to_string(ws.home.join("logs/retention.log")).unwrap();
+    assert!(log.contains("a binary file") && log.contains("bytes, more than"), "{log}");
+}
