@@ -173,6 +173,29 @@ fn survival_after_moves_renames_reformatting_and_deletions() {
     approx(survival_at(&ws.db, "halved", "30d"), 1.0 / 16.0, "halved at 30 d: only `math` is left");
     assert_eq!(row(&ws.home, "kept")["retention_30d"], 1);
     assert_eq!(row(&ws.home, "kept")["quality_score"], 55.0, "the design's 55: accepted, kept, clean, never run");
+
+    // What `stats` shows of it: the week, the retention curve, the bands, the new language.
+    let html = ws.home.join("report.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", &ws.home)
+        .args(["stats", "--html"])
+        .arg(&html)
+        .output()
+        .unwrap();
+    let view = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(view.contains("python  acceptance by week █"), "{view}");
+    let week: Vec<&str> =
+        view.lines().find(|l| l.trim_start().starts_with("2026-W01")).unwrap().split_whitespace().collect();
+    assert_eq!(week[..3], ["2026-W01", "8", "100%"], "{view}");
+    assert!(view.contains(" 30d ") && view.contains("2026-W01 python       new_language (8 suggestions)"), "{view}");
+    let report = std::fs::read_to_string(&html).unwrap();
+    assert!(report.starts_with("<!doctype html>") && report.contains("<svg") && report.contains("new_language"));
+    assert!(
+        !report.contains("http://")
+            || report.matches("http://").count() == report.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(),
+        "nothing fetched"
+    );
 }
 
 #[test]

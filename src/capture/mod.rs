@@ -19,7 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use store::{
-    Batch, CheckResult, DueCheck, Forget, Interaction, RetentionCheck, Run, Shown, Store, StoreError, TestResults,
+    Batch, CheckResult, DriftEvent, DueCheck, Forget, Interaction, RetentionCheck, Run, Shown, Store, StoreError,
+    TestResults, WeekMetrics,
 };
 
 mod run;
@@ -244,6 +245,11 @@ impl Writer {
             Ok(report) if report.checked > 0 => tracing::info!(?report, "retention checks"),
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "retention checks failed"),
+        }
+        match crate::quality::drift::update(&mut self.store) {
+            Ok(0) => {}
+            Ok(new) => tracing::info!(new, "drift events"),
+            Err(error) => tracing::error!(%error, "drift not computed"),
         }
     }
 }

@@ -10,12 +10,13 @@ use crate::syntax::Analysis;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order. Appending is the only allowed change.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("../../migrations/0001_interactions.sql"),
     include_str!("../../migrations/0002_diagnostics.sql"),
     include_str!("../../migrations/0003_runs.sql"),
     include_str!("../../migrations/0004_test_results.sql"),
     include_str!("../../migrations/0005_retention.sql"),
+    include_str!("../../migrations/0006_drift.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -397,6 +398,108 @@ impl Store {
         tx.commit().map_err(failed)
     }
 
+    /// Per language and ISO week: what became of the suggestions decided, errors in taken code,
+    /// mean quality.
+    pub fn weekly_metrics(&self) -> Result<Vec<WeekMetrics>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT coalesce(language, ''), strftime('%G-W%V', timestamp), count(*),
+                        sum(action = 'accepted'), sum(action = 'partial'), sum(action = 'corrected'),
+                        sum(action = 'rejected'), sum(action = 'ignored'),
+                        count(CASE WHEN action IN ('accepted', 'partial', 'corrected')
+                            AND (execution_success = 0 OR diagnostics LIKE '%\"severity\":1%'
+                                 OR coalesce(json_extract(static_analysis, '$.syntax_errors'), 0) > 0) THEN 1 END),
+                        avg(quality_score)
+                 FROM interactions WHERE action != 'shown' GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| {
+            let count = |i: usize| row.get::<_, i64>(i).map(|n| n as usize);
+            Ok(WeekMetrics {
+                language: row.get(0)?,
+                week: row.get(1)?,
+                decided: count(2)?,
+                accepted: count(3)?,
+                partial: count(4)?,
+                corrected: count(5)?,
+                rejected: count(6)?,
+                ignored: count(7)?,
+                errors: count(8)?,
+                mean_quality: row.get(9)?,
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
+    /// Per language and retention check: mean survival and how many were judged.
+    pub fn retention_curve(&self) -> Result<Vec<(String, String, f64, usize)>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT coalesce(i.language, ''), c.label, avg(c.survival), count(c.survival)
+                 FROM retention_checks c JOIN interactions i ON i.id = c.interaction_id
+                 WHERE c.survival IS NOT NULL GROUP BY 1, 2 ORDER BY 1",
+            )
+            .map_err(failed)?;
+        let rows =
+            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)? as usize)));
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
+    /// Every quality score with its language.
+    pub fn quality_scores(&self) -> Result<Vec<(String, f64)>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare("SELECT coalesce(language, ''), quality_score FROM interactions WHERE quality_score IS NOT NULL")
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)));
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
+    /// Records drift events not recorded before; returns how many were new.
+    pub fn record_drift(&mut self, events: &[DriftEvent]) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let failed = |e| classify(&path, e);
+        let tx = self.conn.transaction().map_err(failed)?;
+        let mut new = 0;
+        for e in events {
+            new += tx
+                .execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO drift_events (week, language, kind, value, baseline, detected_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, {NOW})"
+                    ),
+                    params![e.week, e.language, e.kind, e.value, e.baseline],
+                )
+                .map_err(failed)?;
+        }
+        tx.commit().map_err(failed)?;
+        Ok(new)
+    }
+
+    /// Every drift event, oldest week first.
+    pub fn drift_events(&self) -> Result<Vec<DriftEvent>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare("SELECT week, language, kind, value, baseline FROM drift_events ORDER BY week, language, kind")
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| {
+            Ok(DriftEvent {
+                week: row.get(0)?,
+                language: row.get(1)?,
+                kind: row.get(2)?,
+                value: row.get(3)?,
+                baseline: row.get(4)?,
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))
@@ -429,6 +532,41 @@ pub struct DueCheck {
     pub language: String,
     pub final_code: String,
     pub anchor: Option<Anchor>,
+}
+
+/// One language's week.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WeekMetrics {
+    pub language: String,
+    /// ISO week, `2026-W48`.
+    pub week: String,
+    /// Suggestions whose fate is known (everything but still on screen).
+    pub decided: usize,
+    pub accepted: usize,
+    pub partial: usize,
+    pub corrected: usize,
+    pub rejected: usize,
+    pub ignored: usize,
+    /// Taken suggestions with an error signal: a failed run, a language-server error, a syntax error.
+    pub errors: usize,
+    pub mean_quality: Option<f64>,
+}
+
+impl WeekMetrics {
+    pub fn taken(&self) -> usize {
+        self.accepted + self.partial + self.corrected
+    }
+}
+
+/// A drift trigger that fired for a language in a week.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftEvent {
+    pub week: String,
+    pub language: String,
+    /// acceptance_drop, error_rise, new_language, emergency, quality_drop.
+    pub kind: String,
+    pub value: Option<f64>,
+    pub baseline: Option<f64>,
 }
 
 /// A scheduled retention check as stored.

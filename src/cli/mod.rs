@@ -16,6 +16,7 @@ use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
 use crate::home::Home;
 use crate::logging;
 use crate::lsp::{Backend, Proxy, ProxyOptions};
+use crate::quality;
 use crate::retention;
 use crate::serving::{CaptureSink, ServingOptions};
 
@@ -126,6 +127,13 @@ enum Command {
         #[command(subcommand)]
         action: RetentionAction,
     },
+    /// What became of your suggestions, per language and week: acceptance, corrections,
+    /// retention, quality and drift events.
+    Stats {
+        /// Also write a self-contained HTML report (charts included) to this file.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
     /// Your recorded interactions: where they are, export them, forget them.
     Data {
         #[command(subcommand)]
@@ -228,6 +236,7 @@ pub fn main() -> ExitCode {
         Command::Data { action } => data(&home, action),
         Command::Run { command } => run(&home, &command),
         Command::Retention { action: RetentionAction::Sweep { now } } => retention_sweep(&home, now),
+        Command::Stats { html } => stats(&home, html),
         Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
         Command::Complete { model, location, json, adapter, language, max_tokens } => {
             let _log = logging::init(&home.logs_dir(), "complete", "info", cli.verbose);
@@ -379,6 +388,30 @@ fn forgot(n: usize) -> String {
 fn session_id() -> String {
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}-{:x}", std::process::id(), started.as_millis())
+}
+
+fn stats(home: &Home, html: Option<PathBuf>) -> ExitCode {
+    let path = home.db_path();
+    if !path.exists() {
+        eprintln!("marunochi: nothing recorded yet ({} does not exist)", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let stats = match quality::stats::load(&path) {
+        Ok(stats) => stats,
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", quality::stats::render_terminal(&stats));
+    if let Some(file) = html {
+        if let Err(e) = std::fs::write(&file, quality::stats::render_html(&stats)) {
+            eprintln!("marunochi: cannot write {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("marunochi: report written to {}", file.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn retention_sweep(home: &Home, now_ms: Option<i64>) -> ExitCode {

@@ -10,6 +10,9 @@
 //! | retention | 7 if kept at 7 d, 8 if kept at 30 d | retention checks |
 //! | feedback | ±10 explicit; else +5 taken, −5 rejected | `marunochi.feedback`, the outcome |
 
+pub mod drift;
+pub mod stats;
+
 use crate::capture::{Store, StoreError};
 
 /// What the score is computed from (one stored interaction).

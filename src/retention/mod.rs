@@ -124,6 +124,7 @@ pub fn catch_up(db: &Path, now_ms: i64, threshold: f64) -> Result<(SweepReport, 
     let mut store = Store::open(db)?;
     let report = Sweep { threshold, open_document: &|_| None }.run(&mut store, now_ms)?;
     let rescored = crate::quality::rescore(&mut store)?;
+    crate::quality::drift::update(&mut store)?;
     Ok((report, rescored))
 }
 

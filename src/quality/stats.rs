@@ -1,0 +1,230 @@
+//! `marunochi stats`: per language and week, what became of the suggestions, the retention curve,
+//! the quality distribution and the drift events — as a terminal view with sparklines and bars,
+//! or a self-contained HTML report (inline SVG, no scripts, nothing fetched).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::Band;
+use crate::capture::{DriftEvent, Store, StoreError, WeekMetrics};
+
+pub struct Stats {
+    pub weeks: Vec<WeekMetrics>,
+    /// Language → (check label, mean survival, judged), in schedule order.
+    pub retention: BTreeMap<String, Vec<(String, f64, usize)>>,
+    /// Language → count per band, excellent first.
+    pub bands: BTreeMap<String, [usize; 5]>,
+    pub drift: Vec<DriftEvent>,
+}
+
+const BANDS: [Band; 5] = [Band::Excellent, Band::Good, Band::Acceptable, Band::Poor, Band::Bad];
+
+/// The stats of the store at `db`.
+pub fn load(db: &std::path::Path) -> Result<Stats, StoreError> {
+    collect(&Store::open(db)?)
+}
+
+pub fn collect(store: &Store) -> Result<Stats, StoreError> {
+    let mut retention: BTreeMap<String, Vec<(String, f64, usize)>> = BTreeMap::new();
+    for (language, label, survival, judged) in store.retention_curve()? {
+        retention.entry(language).or_default().push((label, survival, judged));
+    }
+    let order = |label: &str| crate::retention::CHECKS.iter().position(|(l, _)| *l == label);
+    retention.values_mut().for_each(|curve| curve.sort_by_key(|(label, ..)| order(label)));
+    let mut bands: BTreeMap<String, [usize; 5]> = BTreeMap::new();
+    for (language, score) in store.quality_scores()? {
+        let band = Band::of(score);
+        bands.entry(language).or_default()[BANDS.iter().position(|b| *b == band).unwrap_or(4)] += 1;
+    }
+    Ok(Stats { weeks: store.weekly_metrics()?, retention, bands, drift: store.drift_events()? })
+}
+
+fn percent(part: usize, whole: usize) -> String {
+    if whole == 0 { "–".into() } else { format!("{:.0}%", 100.0 * part as f64 / whole as f64) }
+}
+
+fn sparkline(values: &[f64]) -> String {
+    const TICKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    values.iter().map(|v| TICKS[((v.clamp(0.0, 1.0) * 7.0).round()) as usize]).collect()
+}
+
+fn bar(value: f64, width: usize) -> String {
+    let filled = (value.clamp(0.0, 1.0) * width as f64).round() as usize;
+    format!("{}{}", "█".repeat(filled), "·".repeat(width - filled))
+}
+
+fn languages(stats: &Stats) -> Vec<String> {
+    let mut all: Vec<String> = stats.weeks.iter().map(|w| w.language.clone()).collect();
+    all.dedup();
+    all
+}
+
+/// The terminal view.
+pub fn render_terminal(stats: &Stats) -> String {
+    let mut out = String::new();
+    if stats.weeks.is_empty() {
+        return "No suggestions decided yet: use marunochi in your editor for a while.\n".into();
+    }
+    for language in languages(stats) {
+        let label = if language.is_empty() { "(unknown language)" } else { &language };
+        let weeks: Vec<&WeekMetrics> = stats.weeks.iter().filter(|w| w.language == language).collect();
+        let acceptance: Vec<f64> =
+            weeks.iter().map(|w| if w.decided == 0 { 0.0 } else { w.taken() as f64 / w.decided as f64 }).collect();
+        let _ = writeln!(out, "{label}  acceptance by week {}", sparkline(&acceptance));
+        let _ = writeln!(
+            out,
+            "  {:<9} {:>6} {:>9} {:>8} {:>10} {:>9} {:>8} {:>7} {:>8}",
+            "week", "shown", "accepted", "partial", "corrected", "rejected", "ignored", "errors", "quality"
+        );
+        for w in &weeks {
+            let _ = writeln!(
+                out,
+                "  {:<9} {:>6} {:>9} {:>8} {:>10} {:>9} {:>8} {:>7} {:>8}",
+                w.week,
+                w.decided,
+                percent(w.accepted, w.decided),
+                percent(w.partial, w.decided),
+                percent(w.corrected, w.decided),
+                percent(w.rejected, w.decided),
+                percent(w.ignored, w.decided),
+                percent(w.errors, w.taken()),
+                w.mean_quality.map_or("–".into(), |q| format!("{q:.0}")),
+            );
+        }
+        if let Some(curve) = stats.retention.get(&language) {
+            let _ = writeln!(out, "  retention (mean share of accepted code still there)");
+            for (check, survival, judged) in curve {
+                let _ = writeln!(out, "    {check:>4} {} {:>4.0}%  ({judged})", bar(*survival, 30), survival * 100.0);
+            }
+        }
+        if let Some(bands) = stats.bands.get(&language) {
+            let total: usize = bands.iter().sum();
+            let _ = writeln!(out, "  quality");
+            for (band, count) in BANDS.iter().zip(bands) {
+                let share = *count as f64 / total.max(1) as f64;
+                let _ = writeln!(out, "    {:<10} {} {count}", format!("{band:?}").to_lowercase(), bar(share, 30));
+            }
+        }
+        out.push('\n');
+    }
+    if stats.drift.is_empty() {
+        out.push_str("No drift events.\n");
+    } else {
+        out.push_str("Drift events\n");
+        for e in &stats.drift {
+            let _ = writeln!(out, "  {} {:<12} {}{}", e.week, e.language, e.kind, describe(e));
+        }
+    }
+    out
+}
+
+fn describe(e: &DriftEvent) -> String {
+    match (e.kind.as_str(), e.value, e.baseline) {
+        ("new_language", Some(n), _) => format!(" ({n:.0} suggestions)"),
+        ("quality_drop", Some(v), Some(b)) => format!(" (mean {v:.0}, was {b:.0})"),
+        (_, Some(v), Some(b)) => format!(" ({:.0}%, was {:.0}%)", v * 100.0, b * 100.0),
+        (_, Some(v), None) => format!(" ({:.0}%)", v * 100.0),
+        _ => String::new(),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Horizontal bars as inline SVG: one labelled bar per (label, share 0..1, caption).
+fn svg_bars(rows: &[(String, f64, String)]) -> String {
+    let height = rows.len() * 22 + 4;
+    let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="520" height="{height}" role="img">"#);
+    for (i, (label, share, caption)) in rows.iter().enumerate() {
+        let y = i * 22 + 2;
+        let width = (share.clamp(0.0, 1.0) * 300.0).round();
+        let _ = write!(
+            svg,
+            r##"<text x="0" y="{}" font-size="13">{}</text><rect x="110" y="{y}" width="{width}" height="16" fill="#4a7bd0"/><text x="{}" y="{}" font-size="12">{}</text>"##,
+            y + 13,
+            escape(label),
+            120.0 + width,
+            y + 13,
+            escape(caption)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The self-contained HTML report.
+pub fn render_html(stats: &Stats) -> String {
+    let mut body = String::new();
+    for language in languages(stats) {
+        let label = if language.is_empty() { "(unknown language)" } else { &language };
+        let _ = write!(body, "<h2>{}</h2>", escape(label));
+        let weeks: Vec<&WeekMetrics> = stats.weeks.iter().filter(|w| w.language == language).collect();
+        let acceptance: Vec<(String, f64, String)> = weeks
+            .iter()
+            .map(|w| {
+                let share = w.taken() as f64 / w.decided.max(1) as f64;
+                (w.week.clone(), share, format!("{} of {} taken", w.taken(), w.decided))
+            })
+            .collect();
+        let _ = write!(body, "<h3>Acceptance by week</h3>{}", svg_bars(&acceptance));
+        body.push_str("<table><tr><th>week</th><th>shown</th><th>accepted</th><th>partial</th><th>corrected</th><th>rejected</th><th>ignored</th><th>errors</th><th>quality</th></tr>");
+        for w in &weeks {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&w.week),
+                w.decided,
+                percent(w.accepted, w.decided),
+                percent(w.partial, w.decided),
+                percent(w.corrected, w.decided),
+                percent(w.rejected, w.decided),
+                percent(w.ignored, w.decided),
+                percent(w.errors, w.taken()),
+                w.mean_quality.map_or("–".into(), |q| format!("{q:.0}"))
+            );
+        }
+        body.push_str("</table>");
+        if let Some(curve) = stats.retention.get(&language) {
+            let rows: Vec<(String, f64, String)> = curve
+                .iter()
+                .map(|(check, survival, judged)| {
+                    (check.clone(), *survival, format!("{:.0}% ({judged})", survival * 100.0))
+                })
+                .collect();
+            let _ = write!(body, "<h3>Retention</h3>{}", svg_bars(&rows));
+        }
+        if let Some(bands) = stats.bands.get(&language) {
+            let total = bands.iter().sum::<usize>().max(1) as f64;
+            let rows: Vec<(String, f64, String)> = BANDS
+                .iter()
+                .zip(bands)
+                .map(|(band, n)| (format!("{band:?}").to_lowercase(), *n as f64 / total, n.to_string()))
+                .collect();
+            let _ = write!(body, "<h3>Quality</h3>{}", svg_bars(&rows));
+        }
+    }
+    body.push_str("<h2>Drift events</h2>");
+    if stats.drift.is_empty() {
+        body.push_str("<p>None.</p>");
+    } else {
+        body.push_str("<table><tr><th>week</th><th>language</th><th>event</th></tr>");
+        for e in &stats.drift {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                escape(&e.week),
+                escape(&e.language),
+                escape(&e.kind),
+                escape(&describe(e))
+            );
+        }
+        body.push_str("</table>");
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>marunochi stats</title><style>\
+         body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head>\
+         <body><h1>marunochi: your suggestions</h1>{body}</body></html>\n"
+    )
+}
