@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use notify::event::{ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
 /// How long the tree must be quiet before a batch of changes is delivered.
@@ -54,9 +55,17 @@ impl Drop for Watcher {
     }
 }
 
-/// Watches the directories under `roots` and calls `on_change` with each quiet batch of changed
-/// files (created, written, renamed or removed), sorted and without repeats.
-pub fn watch(roots: &[PathBuf], mut on_change: impl FnMut(Vec<PathBuf>) + Send + 'static) -> notify::Result<Watcher> {
+/// One quiet batch of changes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Changes {
+    /// Files created, written, renamed (both names) or removed, sorted, without repeats.
+    pub files: Vec<PathBuf>,
+    /// Renames seen whole (old name, new name), files or directories, in order.
+    pub renamed: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Watches the directories under `roots` and calls `on_change` with each quiet batch of changes.
+pub fn watch(roots: &[PathBuf], mut on_change: impl FnMut(Changes) + Send + 'static) -> notify::Result<Watcher> {
     let (events, inbox) = mpsc::channel::<notify::Result<notify::Event>>();
     let inner = Arc::new(Mutex::new(notify::recommended_watcher(events)?));
     let mut watched = 0;
@@ -68,13 +77,14 @@ pub fn watch(roots: &[PathBuf], mut on_change: impl FnMut(Vec<PathBuf>) + Send +
         let mut watched = watched;
         while let Ok(first) = inbox.recv() {
             let mut changed = BTreeSet::new();
+            let mut renamed = Vec::new();
             let mut event = Some(first);
             while let Some(next) = event {
-                note(next, &weak, &mut changed, &mut watched);
+                note(next, &weak, &mut changed, &mut renamed, &mut watched);
                 event = inbox.recv_timeout(QUIET).ok();
             }
-            if !changed.is_empty() {
-                on_change(changed.into_iter().collect());
+            if !changed.is_empty() || !renamed.is_empty() {
+                on_change(Changes { files: changed.into_iter().collect(), renamed });
             }
         }
     });
@@ -85,6 +95,7 @@ fn note(
     event: notify::Result<notify::Event>,
     watcher: &Weak<Mutex<notify::RecommendedWatcher>>,
     changed: &mut BTreeSet<PathBuf>,
+    renamed: &mut Vec<(PathBuf, PathBuf)>,
     watched: &mut usize,
 ) {
     let event = match event {
@@ -94,9 +105,12 @@ fn note(
     if matches!(event.kind, EventKind::Access(_)) {
         return;
     }
+    if let (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), [from, to]) = (&event.kind, event.paths.as_slice()) {
+        renamed.push((from.clone(), to.clone()));
+    }
     for path in event.paths {
         if path.is_dir() {
-            if matches!(event.kind, EventKind::Create(_) | EventKind::Modify(notify::event::ModifyKind::Name(_)))
+            if matches!(event.kind, EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)))
                 && !is_ignored(&path)
                 && let Some(watcher) = watcher.upgrade()
             {
@@ -143,6 +157,23 @@ fn add_tree(
     }
 }
 
+/// The text of a regular file of at most `max_bytes`; otherwise why not, in words for a log line
+/// (a pipe or device would block the reader or never end, binary is not code).
+pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, String> {
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".into());
+    }
+    if metadata.len() > max_bytes {
+        return Err(format!("{} bytes, more than the {max_bytes} read", metadata.len()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.contains(&0) {
+        return Err("a binary file".into());
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
+}
+
 /// A directory never watched nor searched (see [`IGNORED`]).
 pub fn is_ignored(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|name| IGNORED.contains(&name))
@@ -153,7 +184,7 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    fn next_batch(inbox: &mpsc::Receiver<Vec<PathBuf>>) -> Vec<PathBuf> {
+    fn next_batch(inbox: &mpsc::Receiver<Changes>) -> Changes {
         inbox.recv_timeout(Duration::from_secs(10)).expect("a batch of changes")
     }
 
@@ -168,7 +199,12 @@ mod tests {
         std::fs::write(root.join("node_modules/pkg/index.js"), "x").unwrap();
         std::fs::write(root.join("a.py"), "1").unwrap();
         std::fs::write(root.join("a.py"), "2").unwrap();
-        assert_eq!(next_batch(&inbox), vec![root.join("a.py")]);
+        assert_eq!(next_batch(&inbox).files, vec![root.join("a.py")]);
+
+        std::fs::rename(root.join("a.py"), root.join("b.py")).unwrap();
+        let batch = next_batch(&inbox);
+        assert_eq!(batch.renamed, vec![(root.join("a.py"), root.join("b.py"))]);
+        assert_eq!(batch.files, vec![root.join("a.py"), root.join("b.py")]);
 
         // A directory that arrives full (moved in, or filled before its watch is placed).
         let elsewhere = tempfile::tempdir_in(root.parent().unwrap()).unwrap();
@@ -176,7 +212,7 @@ mod tests {
         std::fs::create_dir_all(staged.join("deeper")).unwrap();
         std::fs::write(staged.join("deeper/report.xml"), "x").unwrap();
         std::fs::rename(&staged, root.join("moved")).unwrap();
-        assert_eq!(next_batch(&inbox), vec![root.join("moved/deeper/report.xml")]);
+        assert_eq!(next_batch(&inbox).files, vec![root.join("moved/deeper/report.xml")]);
 
         std::fs::create_dir_all(root.join("reports/nested")).unwrap();
         // The new directories are being added to the watch; a file written a moment later is seen.
@@ -185,7 +221,7 @@ mod tests {
         loop {
             std::fs::write(&report, "<testsuite/>").unwrap();
             if let Ok(batch) = inbox.recv_timeout(Duration::from_secs(1))
-                && batch.contains(&report)
+                && batch.files.contains(&report)
             {
                 break;
             }

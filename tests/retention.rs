@@ -218,23 +218,87 @@ fn checks_missed_during_downtime_are_all_caught_up_in_one_sweep() {
 fn unreadable_files_are_left_unjudged_with_the_reason_logged_and_broken_code_is_still_found() {
     let ws = workspace_with_home();
     let mut store = Store::open(&ws.db).unwrap();
-    for name in ["binary", "huge", "broken"] {
+    for name in ["binary", "huge", "broken", "pipe", "unreadable"] {
         track(&mut store, name, &ws.root, &ws.root.join(format!("{name}.py")), APP, ACCEPTED);
     }
     drop(store);
     std::fs::write(ws.root.join("binary.py"), b"\x00\x01\x02PK binary garbage").unwrap();
     let huge = format!("{APP}{}", "# padding\n".repeat(600_000));
     std::fs::write(ws.root.join("huge.py"), huge).unwrap();
+    // A named pipe where the file was would block a reader forever.
+    std::fs::remove_file(ws.root.join("pipe.py")).unwrap();
+    let made = Command::new("mkfifo").arg(ws.root.join("pipe.py")).status().unwrap();
+    assert!(made.success());
+    // Permission denied: only when not root (root reads anything; said in the README).
+    let root_user = unsafe { libc::geteuid() } == 0;
+    if !root_user {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(ws.root.join("unreadable.py"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
     // Unparseable Python around the code: tree-sitter recovers, tokens still match.
     std::fs::write(ws.root.join("broken.py"), APP.replace("def perimeter(radius):", "def perimeter(radius:::"))
         .unwrap();
 
     let said = sweep(&ws.home, SHOWN_AT_MS + 8 * DAY_MS);
-    assert!(said.contains("10 could not be judged"), "{said}");
+    let unjudged = if root_user { 15 } else { 20 };
+    assert!(said.contains(&format!("{unjudged} could not be judged")), "{said}");
+    assert_eq!(survival_at(&ws.db, "pipe", "7d"), None);
     assert_eq!(survival_at(&ws.db, "binary", "7d"), None);
     assert_eq!(survival_at(&ws.db, "huge", "7d"), None);
     assert_eq!(row(&ws.home, "huge")["retention_7d"], Value::Null, "unknown, not lost");
     approx(survival_at(&ws.db, "broken", "7d"), 1.0, "broken file");
     let log = std::fs::read_to_string(ws.home.join("logs/retention.log")).unwrap();
     assert!(log.contains("a binary file") && log.contains("bytes, more than"), "{log}");
+    assert!(log.contains("not a regular file"), "{log}");
+    if !root_user {
+        assert!(log.contains("Permission denied"), "{log}");
+    }
+}
+
+/// Through the real proxy: accepted code is anchored (tree-sitter scope included) in the document
+/// as the editor has it, and the workspace watcher moves the anchor when the file is renamed on
+/// disk, so the checks look there first.
+#[test]
+fn the_proxy_anchors_accepted_code_and_follows_a_rename_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n");
+    let root = workspace(dir.path()).canonicalize().unwrap();
+    let file = root.join("fib.py");
+    let source = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n";
+    std::fs::write(&file, source).unwrap();
+    let model = fixture("smollm2-135m-instruct.gguf");
+    let mut client = Client::spawn(proxy_command(&home, &["--model", &model.to_string_lossy()], &pylsp()));
+    client.initialize(&root, &[]);
+    let uri = file_uri(&file);
+    open(&mut client, &uri, source);
+    let answer = inline(&mut client, &uri, 3, 14);
+    let item = &answer["result"]["items"][0];
+    let id = item["command"]["arguments"][0].as_str().expect("a suggestion").to_owned();
+    let text = item["insertText"].as_str().unwrap().to_owned();
+    client.notify(
+        "textDocument/didChange",
+        serde_json::json!({"textDocument": {"uri": uri, "version": 2},
+               "contentChanges": [{"range": {"start": {"line": 3, "character": 14}, "end": {"line": 3, "character": 14}},
+                                   "text": text}]}),
+    );
+    client.request("textDocument/hover", position(&uri, 0, 1));
+    let db = home.join("marunochi.db");
+    let anchored = eventually("the anchored row", || {
+        let row = Store::open(&db).ok()?.interaction(&id).ok()??;
+        let anchor: Value = serde_json::from_str(row.anchor.as_deref()?).ok()?;
+        anchor.get("path").is_some().then_some(anchor)
+    });
+    assert_eq!(anchored["path"], file.to_str().unwrap());
+    assert_eq!(anchored["scopes"][0]["path"][0], "fibonacci", "{anchored}");
+
+    let renamed = root.join("sequences.py");
+    std::fs::write(&file, format!("{}{text}\n", source.trim_end_matches('\n'))).unwrap();
+    std::fs::rename(&file, &renamed).unwrap();
+    eventually("the anchor following the rename", || {
+        let row = Store::open(&db).ok()?.interaction(&id).ok()??;
+        let anchor: Value = serde_json::from_str(row.anchor.as_deref()?).ok()?;
+        (anchor["path"] == renamed.to_str().unwrap()).then_some(())
+    });
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
 }

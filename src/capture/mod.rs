@@ -52,6 +52,8 @@ enum Event {
     Run(Run),
     /// The workspace roots (local directories) the editor opened.
     Workspace(Vec<PathBuf>),
+    /// A file or directory of the workspace renamed on disk: anchors follow it.
+    Renamed(PathBuf, PathBuf),
 }
 
 /// Hands events to the writer thread: the request path only pays for copying the suggestion into a
@@ -189,6 +191,14 @@ impl Writer {
                 self.roots = std::mem::take(roots);
                 Vec::new()
             }
+            Event::Renamed(from, to) => {
+                match self.store.renamed(from, to) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(from = %from.display(), to = %to.display(), anchors = n, "renamed"),
+                    Err(error) => tracing::error!(%error, "anchors not moved with a rename"),
+                }
+                Vec::new()
+            }
             Event::Feedback { .. } | Event::Run(_) => Vec::new(),
         }
     }
@@ -285,7 +295,8 @@ fn write(store: &mut Store, batch: &[Event], settled: &mut [Settled]) {
                 | Event::Diagnostics(..)
                 | Event::Cursor { .. }
                 | Event::Run(_)
-                | Event::Workspace(_) => {}
+                | Event::Workspace(_)
+                | Event::Renamed(..) => {}
             }
         }
         settled.iter().try_for_each(|s| {
@@ -382,8 +393,11 @@ impl CaptureSink for Recorder {
         let _ = self.events.send(Event::Workspace(roots.to_vec()));
         let events = self.events.clone();
         let watched = roots.to_vec();
-        let watcher = crate::watch::watch(roots, move |changed| {
-            for run in signals::runs(&changed, &watched) {
+        let watcher = crate::watch::watch(roots, move |changes| {
+            for (from, to) in changes.renamed {
+                let _ = events.send(Event::Renamed(from, to));
+            }
+            for run in signals::runs(&changes.files, &watched) {
                 let _ = events.send(Event::Run(run));
             }
         });

@@ -53,7 +53,7 @@ fn pytest_project(path: &Path) -> Option<&Path> {
 fn pytest_run(project: &Path, root: &Path) -> Option<Run> {
     let cache = project.join(".pytest_cache/v/cache");
     let read = |name: &str| -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(cache.join(name)).ok()?).ok()
+        serde_json::from_str(&crate::watch::read_text(&cache.join(name), MAX_REPORT_BYTES).ok()?).ok()
     };
     let failed: Vec<String> =
         read("lastfailed").and_then(|v| v.as_object().map(|o| o.keys().cloned().collect())).unwrap_or_default();
@@ -67,11 +67,7 @@ fn pytest_run(project: &Path, root: &Path) -> Option<Run> {
 
 /// A JUnit XML report: `Ok(None)` when the XML file is something else.
 fn junit_run(path: &Path, root: &Path) -> Result<Option<Run>, String> {
-    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    if size > MAX_REPORT_BYTES {
-        return Err(format!("{size} bytes, more than the {MAX_REPORT_BYTES} read"));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let text = crate::watch::read_text(path, MAX_REPORT_BYTES)?;
     let Some(results) = parse_junit(&text)? else { return Ok(None) };
     let shown = path.strip_prefix(root).unwrap_or(path);
     Ok(Some(run_of(format!("JUnit report {}", shown.display()), root, results)))

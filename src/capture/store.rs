@@ -398,6 +398,23 @@ impl Store {
         tx.commit().map_err(failed)
     }
 
+    /// `from` (a file or directory) was renamed to `to`: the anchors of code still being checked
+    /// follow it. Returns how many moved.
+    pub fn renamed(&mut self, from: &Path, to: &Path) -> Result<usize, StoreError> {
+        let (from, to) = (from.to_string_lossy(), to.to_string_lossy());
+        self.conn
+            .execute(
+                "UPDATE interactions
+                 SET anchor = json_set(anchor, '$.path', ?2 || substr(json_extract(anchor, '$.path'), length(?1) + 1))
+                 WHERE id IN (SELECT interaction_id FROM retention_checks WHERE checked_ms IS NULL)
+                   AND json_valid(anchor)
+                   AND (json_extract(anchor, '$.path') = ?1
+                        OR substr(json_extract(anchor, '$.path'), 1, length(?1) + 1) = ?1 || '/')",
+                params![from, to],
+            )
+            .map_err(|e| classify(&self.path, e))
+    }
+
     /// Per language and ISO week: what became of the suggestions decided, errors in taken code,
     /// mean quality.
     pub fn weekly_metrics(&self) -> Result<Vec<WeekMetrics>, StoreError> {

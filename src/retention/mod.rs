@@ -237,7 +237,10 @@ impl Files<'_> {
         if !path.exists() {
             return Err(Unreadable::Missing);
         }
-        let read = self.read.entry(path.to_owned()).or_insert_with(|| read_text(path).map(Arc::new));
+        let read = self
+            .read
+            .entry(path.to_owned())
+            .or_insert_with(|| crate::watch::read_text(path, MAX_FILE_BYTES).map(Arc::new));
         read.clone().map_err(Unreadable::Reason)
     }
 
@@ -251,18 +254,6 @@ impl Files<'_> {
             .clone();
         list.into_iter().filter(|p| p != path).filter_map(|p| Some((p.clone(), self.text(&p).ok()?))).collect()
     }
-}
-
-fn read_text(path: &Path) -> Result<String, String> {
-    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    if size > MAX_FILE_BYTES {
-        return Err(format!("{size} bytes, more than the {MAX_FILE_BYTES} read"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    if bytes.contains(&0) {
-        return Err("a binary file".into());
-    }
-    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
 }
 
 /// Files under `root` ending in `.extension`, outside the directories the watcher ignores too.
