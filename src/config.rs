@@ -49,6 +49,14 @@ correction_window_secs = 120
 # of it is still there, by token edit distance, wherever it moved in the workspace.
 survival_threshold = 0.67
 
+[curate]
+# Only interactions scoring at least this (0-100) become training examples (the seed's bar).
+min_quality = 70
+# The newest share of each language's suggestions held out for the eval gate, never trained on.
+heldout_share = 0.1
+# Share of each training set drawn from earlier high-quality examples (replay against forgetting).
+replay_share = 0.2
+
 [daemon]
 # The daemon (one per user, holding the model for every editor window) exits after this many
 # seconds without any connected proxy.
@@ -64,6 +72,7 @@ pub struct Config {
     pub serving: ServingConfig,
     pub capture: CaptureConfig,
     pub retention: RetentionConfig,
+    pub curate: CurateConfig,
     pub daemon: DaemonConfig,
 }
 
@@ -84,6 +93,22 @@ impl Default for CaptureConfig {
 pub struct RetentionConfig {
     #[serde(deserialize_with = "share")]
     pub survival_threshold: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CurateConfig {
+    pub min_quality: f64,
+    #[serde(deserialize_with = "share")]
+    pub heldout_share: f64,
+    #[serde(deserialize_with = "share")]
+    pub replay_share: f64,
+}
+
+impl Default for CurateConfig {
+    fn default() -> CurateConfig {
+        CurateConfig { min_quality: 70.0, heldout_share: 0.1, replay_share: 0.2 }
+    }
 }
 
 /// A fraction, 0 to 1.

@@ -49,6 +49,11 @@ impl Home {
     }
 
     /// The interaction store (SQLite).
+    /// Where `marunochi curate` writes training sets by default.
+    pub fn datasets_dir(&self) -> PathBuf {
+        self.root.join("datasets")
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.root.join("marunochi.db")
     }

@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod curate;
 pub mod daemon;
 pub mod doctor;
 pub mod engine;

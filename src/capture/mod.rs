@@ -19,8 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use store::{
-    Batch, CheckResult, DriftEvent, DueCheck, Forget, Interaction, RetentionCheck, Run, Shown, Store, StoreError,
-    TestResults, WeekMetrics,
+    Batch, CheckResult, CurationRow, DriftEvent, DueCheck, Forget, Interaction, RetentionCheck, Run, Shown, Store,
+    StoreError, TestResults, WeekMetrics,
 };
 
 mod run;

@@ -400,6 +400,40 @@ impl Store {
         tx.commit().map_err(failed)
     }
 
+    /// Every decided suggestion with what curation needs, oldest first.
+    pub fn curation_rows(&self) -> Result<Vec<CurationRow>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, timestamp, coalesce(language, ''), action, coalesce(suggestion, ''), final_code,
+                        coalesce(prompt_prefix, ''), coalesce(prompt_suffix, ''), quality_score,
+                        executed = 1 AND execution_success = 0, user_rating, user_comment,
+                        json_extract(alternatives, '$.typed_instead'), json_extract(static_analysis, '$.complexity')
+                 FROM interactions WHERE action NOT IN ('shown', 'ignored') ORDER BY timestamp, id",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| {
+            Ok(CurationRow {
+                id: row.get(0)?,
+                timestamp: row.get(1)?,
+                language: row.get(2)?,
+                action: row.get(3)?,
+                suggestion: row.get(4)?,
+                final_code: row.get(5)?,
+                prefix: row.get(6)?,
+                suffix: row.get(7)?,
+                quality: row.get(8)?,
+                execution_failed: row.get::<_, Option<bool>>(9)?.unwrap_or(false),
+                rating: row.get(10)?,
+                comment: row.get(11)?,
+                typed_instead: row.get(12)?,
+                complexity: row.get::<_, Option<i64>>(13)?.map(|c| c as usize),
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// `from` (a file or directory) was renamed to `to`: the anchors of code still being checked
     /// follow it. Returns how many moved.
     pub fn renamed(&mut self, from: &Path, to: &Path) -> Result<usize, StoreError> {
@@ -552,6 +586,28 @@ pub struct DueCheck {
     pub language: String,
     pub final_code: String,
     pub anchor: Option<Anchor>,
+}
+
+/// A decided suggestion as curation sees it (text already redacted when it was stored).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CurationRow {
+    pub id: String,
+    /// RFC 3339, when it was shown.
+    pub timestamp: String,
+    pub language: String,
+    pub action: String,
+    pub suggestion: String,
+    pub final_code: Option<String>,
+    pub prefix: String,
+    pub suffix: String,
+    pub quality: Option<f64>,
+    pub execution_failed: bool,
+    pub rating: Option<i64>,
+    pub comment: Option<String>,
+    /// Rejected: what the user typed instead.
+    pub typed_instead: Option<String>,
+    /// Cyclomatic complexity of the function around the code, when known.
+    pub complexity: Option<usize>,
 }
 
 /// One language's week.

@@ -9,6 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use crate::capture::{self, Forget, Recorder, RunError, Store, StoreError};
 use crate::config::Config;
+use crate::curate;
 use crate::daemon::{self, DaemonOptions, Outcome};
 use crate::doctor::{self, Status};
 use crate::engine::discovery::{self, Found, Roots, Source};
@@ -127,6 +128,25 @@ enum Command {
         #[command(subcommand)]
         action: RetentionAction,
     },
+    /// Build the training sets from your graded interactions and print their summary.
+    ///
+    /// Per language: SFT examples (accepted/corrected, quality ≥ min_quality, the final code as the
+    /// target, weighted by priority and near-duplicate clusters, ordered by complexity), a held-out
+    /// split of the newest suggestions, KTO examples and DPO pairs; as JSONL, TRL and Axolotl files.
+    Curate {
+        /// Only this language (e.g. python, rust).
+        #[arg(long, value_name = "L")]
+        language: Option<String>,
+        /// Where to write (default: MARUNOCHI_HOME/datasets/<time>/).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Minimum quality score (default: `[curate] min_quality`, 70).
+        #[arg(long, value_name = "Q")]
+        min_quality: Option<f64>,
+        /// Examples shown before this time (RFC 3339) form the replay pool.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+        since: Option<String>,
+    },
     /// What became of your suggestions, per language and week: acceptance, corrections,
     /// retention, quality and drift events.
     Stats {
@@ -194,6 +214,15 @@ enum RetentionAction {
     },
 }
 
+/// An RFC 3339 time, normalised to UTC as the store writes them (`2026-11-25T10:00:00.000Z`).
+fn parse_rfc3339(text: &str) -> Result<String, String> {
+    let ms = parse_time_ms(text)?;
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).map_err(|e| e.to_string())?;
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time.format(&format).map_err(|e| e.to_string())
+}
+
 /// An RFC 3339 time as milliseconds since the Unix epoch.
 fn parse_time_ms(text: &str) -> Result<i64, String> {
     let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -237,6 +266,7 @@ pub fn main() -> ExitCode {
         Command::Run { command } => run(&home, &command),
         Command::Retention { action: RetentionAction::Sweep { now } } => retention_sweep(&home, now),
         Command::Stats { html } => stats(&home, html),
+        Command::Curate { language, out, min_quality, since } => curate(&home, language, out, min_quality, since),
         Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
         Command::Complete { model, location, json, adapter, language, max_tokens } => {
             let _log = logging::init(&home.logs_dir(), "complete", "info", cli.verbose);
@@ -388,6 +418,64 @@ fn forgot(n: usize) -> String {
 fn session_id() -> String {
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}-{:x}", std::process::id(), started.as_millis())
+}
+
+fn curate(
+    home: &Home,
+    language: Option<String>,
+    out: Option<PathBuf>,
+    min_quality: Option<f64>,
+    since: Option<String>,
+) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "curate", "info", false);
+    let config = match Config::load(&home.config_file()) {
+        Ok(config) => config.curate,
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let path = home.db_path();
+    if !path.exists() {
+        eprintln!("marunochi: nothing recorded yet ({} does not exist)", path.display());
+        return ExitCode::FAILURE;
+    }
+    let options = curate::Options {
+        language,
+        min_quality: min_quality.unwrap_or(config.min_quality),
+        heldout_share: config.heldout_share,
+        replay_share: config.replay_share,
+        since,
+    };
+    let out = out.unwrap_or_else(|| home.datasets_dir().join(format!("{}", capture::now_ms())));
+    match curate::curate(&path, &out, &options) {
+        Ok(summaries) => {
+            for s in summaries {
+                println!(
+                    "{}: {} training examples ({} replay, {} clusters; complexity <5/5-10/>10: {}/{}/{}), {} held out, \
+                     {} KTO, {} DPO pairs; {} below quality {}\n  -> {}",
+                    if s.language.is_empty() { "unknown" } else { &s.language },
+                    s.train,
+                    s.replay,
+                    s.clusters,
+                    s.tiers[0],
+                    s.tiers[1],
+                    s.tiers[2],
+                    s.heldout,
+                    s.kto,
+                    s.dpo,
+                    s.below_quality,
+                    options.min_quality,
+                    s.directory.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn stats(home: &Home, html: Option<PathBuf>) -> ExitCode {

@@ -1,0 +1,149 @@
+//! `marunochi curate` on a real store: graded interactions in, per-language JSONL/TRL/Axolotl files
+//! out (private, parseable, the held-out split apart); bad input gets clear errors.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use marunochi::capture::classify::{Action, Outcome};
+use marunochi::capture::{CheckResult, Run, Store};
+use serde_json::Value;
+
+const SHOWN_AT_MS: i64 = 1_780_000_000_000;
+
+/// A suggestion accepted as `code` (or corrected to it), run successfully, kept, rated: quality 85.
+fn graded(store: &mut Store, n: usize, project: &Path, code: &str, corrected: bool) {
+    let id = format!("s{n:02}");
+    let uri = format!("file://{}/m{n}.py", project.display());
+    let shown = marunochi::capture::Shown {
+        suggestion: if corrected { "old_guess()".into() } else { code.into() },
+        prompt_prefix: format!("def f{n}():\n    "),
+        ..shown_row(&id, &uri, SHOWN_AT_MS + n as i64 * 60_000)
+    };
+    let outcome = Outcome {
+        id: id.clone(),
+        uri,
+        action: if corrected { Action::Corrected } else { Action::Accepted },
+        time_to_action_ms: Some(500),
+        final_code: Some(code.into()),
+        diff: None,
+        typed_instead: None,
+        diagnostics: Vec::new(),
+        shown_ms: Some(500),
+        region: Some(0..code.len()),
+    };
+    store.batch(|b| b.shown(&shown)).unwrap();
+    store.batch(|b| b.outcome(&outcome, None, None)).unwrap();
+    store.batch(|b| b.feedback(&id, 1, None)).unwrap();
+    let results: Vec<CheckResult> = ["7d", "30d"]
+        .iter()
+        .map(|label| CheckResult {
+            interaction_id: id.clone(),
+            label: label.to_string(),
+            checked_ms: SHOWN_AT_MS + 40 * 86_400_000,
+            survival: Some(1.0),
+            found_in: None,
+            kept: Some(true),
+        })
+        .collect();
+    store.record_checks(&results).unwrap();
+}
+
+fn curate(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .arg("curate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn graded_interactions_become_private_training_files_in_three_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let mut store = Store::open(&home.join("marunochi.db")).unwrap();
+    for n in 0..10 {
+        graded(
+            &mut store,
+            n,
+            &project,
+            &format!("result_{n} = compute_{n}(value_{n}) * factor_{n} + offset_{n}"),
+            n == 3,
+        );
+    }
+    let run = Run {
+        command: "pytest".into(),
+        directory: project.display().to_string(),
+        started_at_ms: SHOWN_AT_MS,
+        finished_at_ms: SHOWN_AT_MS,
+        exit_code: Some(0),
+        summary: String::new(),
+        tests: None,
+    };
+    store.record_run(&run).unwrap();
+    marunochi::quality::rescore(&mut store).unwrap();
+    drop(store);
+
+    let out = dir.path().join("sets");
+    let (ok, stdout, stderr) = curate(&home, &["--out", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("python: 9 training examples (0 replay, 9 clusters"), "{stdout}");
+    assert!(stdout.contains("1 held out") && stdout.contains("9 KTO, 1 DPO pairs"), "{stdout}");
+
+    let python = out.join("python");
+    let train = jsonl(&python.join("train.jsonl"));
+    assert_eq!(train.len(), 9);
+    let corrected = train.iter().find(|e| e["id"] == "s03").unwrap();
+    assert_eq!((corrected["priority"].as_f64(), corrected["action"].as_str()), (Some(3.0), Some("corrected")));
+    assert_eq!(jsonl(&python.join("heldout.jsonl"))[0]["id"], "s09", "the newest is held out");
+    let sft = jsonl(&python.join("trl/sft.jsonl"));
+    assert!(sft[0]["prompt"].as_str().unwrap().starts_with("<|fim_prefix|>def f0():"), "{}", sft[0]);
+    assert!(sft[0]["completion"].as_str().unwrap().starts_with("result_0 = "));
+    let dpo = jsonl(&python.join("trl/dpo.jsonl"));
+    assert_eq!((dpo[0]["rejected"].as_str(), dpo.len()), (Some("old_guess()"), 1));
+    let kto = jsonl(&python.join("trl/kto.jsonl"));
+    assert!(kto.iter().all(|e| e["label"] == true) && kto.len() == 9, "the held-out one is not in KTO either");
+    let axolotl = jsonl(&python.join("axolotl/sft.jsonl"));
+    assert_eq!(
+        (axolotl[0]["segments"][0]["label"].as_bool(), axolotl[0]["segments"][1]["label"].as_bool()),
+        (Some(false), Some(true))
+    );
+    for file in ["train.jsonl", "trl/sft.jsonl", "axolotl/dpo.jsonl", "summary.json"] {
+        let mode = std::fs::metadata(python.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+
+    // A stricter bar keeps nothing, and says so; an unknown language is an error.
+    let (ok, stdout, _) = curate(&home, &["--out", out.to_str().unwrap(), "--min-quality", "95"]);
+    assert!(
+        ok && stdout.starts_with("python: 0 training examples") && stdout.contains("9 below quality 95"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = curate(&home, &["--language", "cobol", "--out", out.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("no interactions recorded for cobol"), "{stderr}");
+    let (ok, _, stderr) = curate(&home, &["--since", "last week"]);
+    assert!(!ok && stderr.contains("not an RFC 3339 time"), "{stderr}");
+}
+
+#[test]
+fn nothing_recorded_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let (ok, _, stderr) = curate(&home, &[]);
+    assert!(!ok && stderr.contains("nothing recorded yet"), "{stderr}");
+}
