@@ -297,6 +297,8 @@ fn the_proxy_anchors_accepted_code_and_follows_a_rename_on_disk() {
     });
     assert_eq!(anchored["path"], file.to_str().unwrap());
     assert_eq!(anchored["scopes"][0]["path"][0], "fibonacci", "{anchored}");
+    let layout_free = marunochi::retention::fingerprint(&format!("  {}\n", text.replace(' ', "  ")));
+    assert_eq!(anchored["fingerprint"], layout_free.as_str(), "the code's tokens, whatever its layout");
     let analysis: Value = serde_json::from_str(row(&home, &id)["static_analysis"].as_str().unwrap()).unwrap();
     assert_eq!(analysis["lint"]["tool"], "ruff", "{analysis}");
     assert!(analysis["complexity"].as_u64().unwrap() >= 2, "fibonacci has an if: {analysis}");

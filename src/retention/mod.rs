@@ -45,6 +45,20 @@ pub struct Anchor {
     pub end: usize,
     /// Outermost first; empty at top level or for a language without a grammar.
     pub scopes: Vec<Scope>,
+    /// How many normalized tokens the code has, and a hash of them (hex): the code's identity
+    /// whatever its layout.
+    #[serde(default)]
+    pub tokens: usize,
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+/// A hash of the normalized tokens of `code` (layout and quote style do not change it).
+pub fn fingerprint(code: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    tokens(code).hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// Anchors the code at bytes `region` of the document `text` (at `path`, in `language`), with
@@ -58,12 +72,15 @@ pub fn anchor(
 ) -> (Anchor, Option<Analysis>) {
     let analysis = Syntax::for_language(language)
         .and_then(|syntax| Some(syntax.analyze(&syntax.parse(text)?, text, region.clone())));
+    let region = floor(text, region.start)..floor(text, region.end.min(text.len()));
     let anchor = Anchor {
         path: path.to_owned(),
         root: root.map(Path::to_owned),
         start: region.start,
         end: region.end,
         scopes: analysis.as_ref().map(|a| a.scopes.clone()).unwrap_or_default(),
+        tokens: tokens(&text[region.clone()]).len(),
+        fingerprint: fingerprint(&text[region]),
     };
     (anchor, analysis)
 }
