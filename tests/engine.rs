@@ -447,3 +447,41 @@ fn an_unsupported_quantization_is_named() {
     let error = load_error(&path, &LoadOptions::default());
     assert!(error.contains("unsupported quantization Q8_1 (tensor blk.0.ffn_down.weight)"), "{error}");
 }
+
+/// The counter `Engine::complete` builds prompts with (the prefix and suffix tokenized once, their
+/// slices counted from the offsets) gives the same prompts as tokenizing every piece anew, for the
+/// real Qwen2.5 tokenizer, at cursors all over a real file, with context files and edits.
+#[test]
+fn fast_token_counting_builds_the_same_prompts_as_exact_counting() {
+    use marunochi::engine::count::Counter;
+    use marunochi::engine::prompt::{self, Budget, ContextFile, PromptInput, RecentEdit, Template};
+
+    let tokenizer = marunochi::engine::TextTokenizer::from_file(&fixture("qwen2.5-tokenizer/tokenizer.json")).unwrap();
+    let exact = |text: &str| tokenizer.encode(text).unwrap().len();
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tokenizer.py")).unwrap();
+    let other = "def helper(x):\n    return x * 2\n".repeat(40);
+    let files = [ContextFile { path: "helpers.py", text: &other }];
+    let edits = [RecentEdit { path: "helpers.py", before: "x + 1", after: "x * 2" }];
+    let mut compared = 0;
+    for template in [Template::QwenFim, Template::PrefixOnly] {
+        for at in (0..text.len()).step_by(431).filter(|at| text.is_char_boundary(*at)) {
+            let input = PromptInput {
+                path: "fixtures/tokenizer.py",
+                prefix: &text[..at],
+                suffix: &text[at..],
+                repo_name: Some("marunochi"),
+                open_files: &files,
+                recent_edits: &edits,
+            };
+            for budget in [Budget::default(), Budget { max_prompt_tokens: 300, ..Budget::default() }] {
+                let counter = Counter::new(&tokenizer, &[input.prefix, input.suffix]);
+                let fast = prompt::build(template, &input, &budget, &|t| counter.count(t));
+                let slow = prompt::build(template, &input, &budget, &exact);
+                assert_eq!(fast.text, slow.text, "{template:?} at byte {at}, budget {}", budget.max_prompt_tokens);
+                assert!(exact(&fast.text) <= budget.max_prompt_tokens);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 80, "{compared}");
+}

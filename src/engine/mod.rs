@@ -6,6 +6,7 @@
 //! (and adapter) in a small LRU so typing at the cursor only prefills the new tail.
 
 mod attention;
+pub mod count;
 pub mod discovery;
 mod families;
 mod generate;
@@ -237,9 +238,9 @@ impl Engine {
     /// Completes the code at a cursor: builds the prompt for this model's template within the
     /// token budget, generates until the template's or the cursor context's stop, post-processes.
     pub fn complete(&self, request: &CompletionRequest, cancel: &AtomicBool) -> Result<Completion, EngineError> {
-        let count = |text: &str| self.tokenizer.encode(text).map_or(text.len(), |ids| ids.len());
         let input = &request.input;
-        let prompt = prompt::build(self.template, input, &request.budget, &count);
+        let counter = count::Counter::new(&self.tokenizer, &[input.prefix, input.suffix]);
+        let prompt = prompt::build(self.template, input, &request.budget, &|text| counter.count(text));
         let mut ids = Vec::new();
         for segment in prompt.segments() {
             match segment {

@@ -117,7 +117,8 @@ pub struct PromptInput<'a> {
     pub suffix: &'a str,
     pub repo_name: Option<&'a str>,
     /// Most relevant first; should not include the current file. Each text is counted whole on every
-    /// call, so a caller with large files should memoize its counter or pre-trim them.
+    /// call, so a caller with large files should memoize its counter (`count::Counter` does) or
+    /// pre-trim them.
     pub open_files: &'a [ContextFile<'a>],
     /// Most recent first.
     pub recent_edits: &'a [RecentEdit<'a>],

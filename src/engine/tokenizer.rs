@@ -100,6 +100,12 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// The byte range of `text` each of its tokens covers, in order.
+    pub fn token_ranges(&self, text: &str) -> Result<Vec<std::ops::Range<usize>>, EngineError> {
+        let encoding = self.inner.encode(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_offsets().iter().map(|&(start, end)| start..end).collect())
+    }
+
     /// Decodes ids, keeping special tokens as text so stop strings can see them.
     pub fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
         self.inner.decode(ids, false).map_err(|e| EngineError::Tokenizer(e.to_string()))
