@@ -23,30 +23,22 @@ mkdir -p "$DEPS"
 
 stamp() { [ -f "$DEPS/$1.stamp" ] && [ "$(cat "$DEPS/$1.stamp")" = "$2" ]; }
 
-if ! stamp pylsp "$PYLSP_VERSION"; then
-  echo "test-deps: installing python-lsp-server $PYLSP_VERSION into $DEPS/venv"
+# The Python tools share one venv; a new venv invalidates every stamp made for the old one.
+if [ ! -x "$DEPS/venv/bin/pip" ]; then
   python3 -m venv "$DEPS/venv"
-  "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "python-lsp-server==$PYLSP_VERSION"
-  echo "$PYLSP_VERSION" > "$DEPS/pylsp.stamp"
+  rm -f "$DEPS"/{pylsp,pytest,radon,ruff}.stamp
 fi
-
-if ! stamp pytest "$PYTEST_VERSION"; then
-  echo "test-deps: installing pytest $PYTEST_VERSION into $DEPS/venv"
-  "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "pytest==$PYTEST_VERSION"
-  echo "$PYTEST_VERSION" > "$DEPS/pytest.stamp"
-fi
-
-if ! stamp radon "$RADON_VERSION"; then
-  echo "test-deps: installing radon $RADON_VERSION into $DEPS/venv"
-  "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "radon==$RADON_VERSION"
-  echo "$RADON_VERSION" > "$DEPS/radon.stamp"
-fi
-
-if ! stamp ruff "$RUFF_VERSION"; then
-  echo "test-deps: installing ruff $RUFF_VERSION into $DEPS/venv"
-  "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "ruff==$RUFF_VERSION"
-  echo "$RUFF_VERSION" > "$DEPS/ruff.stamp"
-fi
+pip_install() { # STAMP PACKAGE VERSION
+  if ! stamp "$1" "$3"; then
+    echo "test-deps: installing $2 $3 into $DEPS/venv"
+    "$DEPS/venv/bin/pip" install --quiet --disable-pip-version-check "$2==$3"
+    echo "$3" > "$DEPS/$1.stamp"
+  fi
+}
+pip_install pylsp python-lsp-server "$PYLSP_VERSION"
+pip_install pytest pytest "$PYTEST_VERSION"
+pip_install radon radon "$RADON_VERSION"
+pip_install ruff ruff "$RUFF_VERSION"
 
 if ! stamp pyright "$PYRIGHT_VERSION"; then
   echo "test-deps: installing pyright $PYRIGHT_VERSION into $DEPS/node"

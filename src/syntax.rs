@@ -80,13 +80,14 @@ impl Syntax {
                     "typescript",
                     tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
                     include_str!("../grammars/typescript/scopes.scm"),
-                    include_str!("../grammars/typescript/complexity.scm"),
+                    // TypeScript's decisions are JavaScript's.
+                    include_str!("../grammars/javascript/complexity.scm"),
                 ),
                 build(
                     "tsx",
                     tree_sitter_typescript::LANGUAGE_TSX.into(),
                     include_str!("../grammars/typescript/scopes.scm"),
-                    include_str!("../grammars/typescript/complexity.scm"),
+                    include_str!("../grammars/javascript/complexity.scm"),
                 ),
                 build(
                     "go",

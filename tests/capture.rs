@@ -181,17 +181,7 @@ fn outcomes_are_inferred_from_the_edits_accepted_corrected_rejected() {
 }
 
 fn data(home: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
-        .env("MARUNOCHI_HOME", home)
-        .arg("data")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_cli(home, &[&["data"], args].concat())
 }
 
 #[test]

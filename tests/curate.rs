@@ -5,10 +5,9 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
-use marunochi::capture::classify::{Action, Outcome};
+use marunochi::capture::classify::Action;
 use marunochi::capture::{CheckResult, Run, Store};
 use serde_json::Value;
 
@@ -23,18 +22,8 @@ fn graded(store: &mut Store, n: usize, project: &Path, code: &str, corrected: bo
         prompt_prefix: format!("def f{n}():\n    "),
         ..shown_row(&id, &uri, SHOWN_AT_MS + n as i64 * 60_000)
     };
-    let outcome = Outcome {
-        id: id.clone(),
-        uri,
-        action: if corrected { Action::Corrected } else { Action::Accepted },
-        time_to_action_ms: Some(500),
-        final_code: Some(code.into()),
-        diff: None,
-        typed_instead: None,
-        diagnostics: Vec::new(),
-        shown_ms: Some(500),
-        region: Some(0..code.len()),
-    };
+    let action = if corrected { Action::Corrected } else { Action::Accepted };
+    let outcome = taken(&id, &uri, action, code, 0..code.len());
     store.batch(|b| b.shown(&shown)).unwrap();
     store.batch(|b| b.outcome(&outcome, None, None)).unwrap();
     store.batch(|b| b.feedback(&id, 1, None)).unwrap();
@@ -53,17 +42,7 @@ fn graded(store: &mut Store, n: usize, project: &Path, code: &str, corrected: bo
 }
 
 fn curate(home: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
-        .env("MARUNOCHI_HOME", home)
-        .arg("curate")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_cli(home, &[&["curate"], args].concat())
 }
 
 fn jsonl(path: &Path) -> Vec<Value> {

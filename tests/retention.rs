@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use marunochi::capture::classify::{Action, Outcome};
+use marunochi::capture::classify::Action;
 use marunochi::capture::{RetentionCheck, Store};
 use marunochi::quality::StaticAnalysis;
 use serde_json::Value;
@@ -39,18 +39,7 @@ fn track(store: &mut Store, id: &str, root: &Path, file: &Path, text: &str, code
     std::fs::write(file, text).unwrap();
     let start = text.find(code).unwrap();
     let (anchor, analysis) = marunochi::retention::anchor(file, Some(root), "python", text, start..start + code.len());
-    let outcome = Outcome {
-        id: id.into(),
-        uri: file_uri(file),
-        action: Action::Accepted,
-        time_to_action_ms: Some(1000),
-        final_code: Some(code.into()),
-        diff: None,
-        typed_instead: None,
-        diagnostics: Vec::new(),
-        shown_ms: Some(1000),
-        region: Some(start..start + code.len()),
-    };
+    let outcome = taken(id, &file_uri(file), Action::Accepted, code, start..start + code.len());
     store.batch(|b| b.shown(&shown_row(id, &file_uri(file), SHOWN_AT_MS))).unwrap();
     store
         .batch(|b| b.outcome(&outcome, Some(&anchor), Some(&StaticAnalysis { syntax: analysis, lint: None })))

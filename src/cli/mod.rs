@@ -428,12 +428,9 @@ fn curate(
     since: Option<String>,
 ) -> ExitCode {
     let _log = logging::init(&home.logs_dir(), "curate", "info", false);
-    let config = match Config::load(&home.config_file()) {
+    let config = match strict_config(home) {
         Ok(config) => config.curate,
-        Err(e) => {
-            eprintln!("marunochi: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let path = home.db_path();
     if !path.exists() {
@@ -502,14 +499,20 @@ fn stats(home: &Home, html: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The configuration for a command the user runs by hand: a broken file is an error (exit 2), not
+/// silently the defaults as for the editor-facing commands.
+fn strict_config(home: &Home) -> Result<Config, ExitCode> {
+    Config::load(&home.config_file()).map_err(|e| {
+        eprintln!("marunochi: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn retention_sweep(home: &Home, now_ms: Option<i64>) -> ExitCode {
     let _log = logging::init(&home.logs_dir(), "retention", "info", false);
-    let config = match Config::load(&home.config_file()) {
+    let config = match strict_config(home) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("marunochi: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let path = home.db_path();
     if !path.exists() {

@@ -43,6 +43,21 @@ fn percent(part: usize, whole: usize) -> String {
     if whole == 0 { "–".into() } else { format!("{:.0}%", 100.0 * part as f64 / whole as f64) }
 }
 
+/// One week's row: week, shown, the share of each outcome, errors among taken, mean quality.
+fn cells(w: &WeekMetrics) -> [String; 9] {
+    [
+        w.week.clone(),
+        w.decided.to_string(),
+        percent(w.accepted, w.decided),
+        percent(w.partial, w.decided),
+        percent(w.corrected, w.decided),
+        percent(w.rejected, w.decided),
+        percent(w.ignored, w.decided),
+        percent(w.errors, w.taken()),
+        w.mean_quality.map_or("–".into(), |q| format!("{q:.0}")),
+    ]
+}
+
 fn sparkline(values: &[f64]) -> String {
     const TICKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     values.iter().map(|v| TICKS[((v.clamp(0.0, 1.0) * 7.0).round()) as usize]).collect()
@@ -77,18 +92,10 @@ pub fn render_terminal(stats: &Stats) -> String {
             "week", "shown", "accepted", "partial", "corrected", "rejected", "ignored", "errors", "quality"
         );
         for w in &weeks {
+            let [week, shown, accepted, partial, corrected, rejected, ignored, errors, quality] = cells(w);
             let _ = writeln!(
                 out,
-                "  {:<9} {:>6} {:>9} {:>8} {:>10} {:>9} {:>8} {:>7} {:>8}",
-                w.week,
-                w.decided,
-                percent(w.accepted, w.decided),
-                percent(w.partial, w.decided),
-                percent(w.corrected, w.decided),
-                percent(w.rejected, w.decided),
-                percent(w.ignored, w.decided),
-                percent(w.errors, w.taken()),
-                w.mean_quality.map_or("–".into(), |q| format!("{q:.0}")),
+                "  {week:<9} {shown:>6} {accepted:>9} {partial:>8} {corrected:>10} {rejected:>9} {ignored:>8} {errors:>7} {quality:>8}"
             );
         }
         if let Some(curve) = stats.retention.get(&language) {
@@ -170,19 +177,11 @@ pub fn render_html(stats: &Stats) -> String {
         let _ = write!(body, "<h3>Acceptance by week</h3>{}", svg_bars(&acceptance));
         body.push_str("<table><tr><th>week</th><th>shown</th><th>accepted</th><th>partial</th><th>corrected</th><th>rejected</th><th>ignored</th><th>errors</th><th>quality</th></tr>");
         for w in &weeks {
-            let _ = write!(
-                body,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&w.week),
-                w.decided,
-                percent(w.accepted, w.decided),
-                percent(w.partial, w.decided),
-                percent(w.corrected, w.decided),
-                percent(w.rejected, w.decided),
-                percent(w.ignored, w.decided),
-                percent(w.errors, w.taken()),
-                w.mean_quality.map_or("–".into(), |q| format!("{q:.0}"))
-            );
+            body.push_str("<tr>");
+            for cell in cells(w) {
+                let _ = write!(body, "<td>{}</td>", escape(&cell));
+            }
+            body.push_str("</tr>");
         }
         body.push_str("</table>");
         if let Some(curve) = stats.retention.get(&language) {

@@ -12,6 +12,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use marunochi::capture::Shown;
+use marunochi::capture::classify::{Action, Outcome};
 use marunochi::lsp::codec::{self, Decoder, Incoming};
 use serde_json::{Value, json};
 
@@ -414,5 +415,31 @@ pub fn shown_row(id: &str, uri: &str, shown_at_ms: i64) -> Shown {
         context_files: Vec::new(),
         recent_edits: "[]".into(),
         document_version: 1,
+    }
+}
+
+/// `marunochi ARGS...` with its own MARUNOCHI_HOME: success, stdout, stderr.
+pub fn run_cli(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_marunochi")).env("MARUNOCHI_HOME", home).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The outcome of a suggestion taken whole a second after it was shown, as `code` at `region`.
+pub fn taken(id: &str, uri: &str, action: Action, code: &str, region: std::ops::Range<usize>) -> Outcome {
+    Outcome {
+        id: id.into(),
+        uri: uri.into(),
+        action,
+        time_to_action_ms: Some(1000),
+        final_code: Some(code.into()),
+        diff: None,
+        typed_instead: None,
+        diagnostics: Vec::new(),
+        shown_ms: Some(1000),
+        region: Some(region),
     }
 }
