@@ -14,10 +14,75 @@ use std::time::{Duration, Instant};
 use common::*;
 use marunochi::capture::Store;
 
-fn nvim_0_12() -> String {
-    let path = repo_root().join(".test-deps/bin/nvim-0.12");
+fn nvim(version: &str) -> String {
+    let path = repo_root().join(format!(".test-deps/bin/nvim-{version}"));
     assert!(path.exists(), "{} is missing: run ./scripts/test-deps.sh", path.display());
     path.to_string_lossy().into_owned()
+}
+
+fn nvim_0_12() -> String {
+    nvim("0.12")
+}
+
+/// Runs a test script in headless Neovim until it exits (or 150 s): its PASS/FAIL line, stderr.
+fn run_script(mut command: Command) -> (String, String, std::process::ExitStatus) {
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The script has its own timeout; this one catches a script that never starts.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    let verdict = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned();
+    (verdict, String::from_utf8_lossy(&output.stderr).into_owned(), output.status)
+}
+
+/// The plugin as a user sets it up (`require("marunochi").setup{}` + `vim.lsp.enable("pylsp")`), in
+/// a real Neovim of `version`: the server behind the proxy, a suggestion taken the way that version
+/// shows it, `:MarunochiGood` recorded in the store, `:MarunochiStats` shown.
+fn plugin_in(version: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    // The completion menu (0.11) waits for the AI item; a generation takes longer than the default.
+    let home =
+        home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n\n[serving]\ncompletion_deadline_ms = 10000\n");
+    let root = dir.path().join("project");
+    std::fs::create_dir_all(&root).unwrap();
+    let file = root.join("fib.py");
+    std::fs::write(&file, "def fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n").unwrap();
+    let mut command = Command::new(nvim(version));
+    command
+        .args(["--headless", "--clean", "-u", "NONE", "-S"])
+        .arg(repo_root().join("tests/nvim/plugin.lua"))
+        .env("MARUNOCHI_HOME", &home)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("MARUNOCHI_PLUGIN_DIR", repo_root().join("editors/nvim"))
+        .env("MARUNOCHI_BIN", env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_MODEL", fixture("smollm2-135m-instruct.gguf"))
+        .env("MARUNOCHI_PYLSP", &pylsp()[0])
+        .env("MARUNOCHI_NVIM_FILE", &file);
+    let (verdict, stderr, status) = run_script(command);
+    assert!(verdict.starts_with("PASS "), "Neovim {version} said {verdict:?} ({status:?})\n--- stderr ---\n{stderr}");
+    eprintln!("{verdict}");
+    let rated = eventually("the feedback in the store", || {
+        let (_, export, _) = run_cli(&home, &["data", "export"]);
+        export.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|r| r["user_rating"] == 1)
+    });
+    assert_eq!(rated["user_comment"], "spot on", "{rated}");
+    stop_daemon(&home);
+}
+
+#[test]
+fn the_neovim_plugin_in_neovim_0_12_inline() {
+    plugin_in("0.12");
+}
+
+#[test]
+fn the_neovim_plugin_in_neovim_0_11_completion_menu() {
+    plugin_in("0.11");
 }
 
 #[test]

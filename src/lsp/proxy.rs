@@ -170,6 +170,8 @@ struct Relay {
     merges: HashMap<i64, Merge>,
     /// Our id of a `textDocument/diagnostic` pull on the server side → its document.
     pulls: HashMap<i64, String>,
+    /// The editor takes snippet completion items (its `initialize` said so).
+    client_snippets: bool,
     mirror: Mirror,
     client: Writer,
     events: mpsc::UnboundedSender<Event>,
@@ -219,6 +221,7 @@ impl Relay {
             ai_requests: HashMap::new(),
             merges: HashMap::new(),
             pulls: HashMap::new(),
+            client_snippets: false,
             mirror,
             client,
             events,
@@ -355,9 +358,7 @@ impl Relay {
                 match method.as_str() {
                     "initialize" => {
                         let params = message.params();
-                        if let Some(serving) = &mut self.serving {
-                            serving.set_workspace(&params);
-                        }
+                        self.client_initialized(&params);
                         self.pending_initialize = Some(params);
                     }
                     "shutdown" => self.shutdown_requested = true,
@@ -478,14 +479,21 @@ impl Relay {
         }
     }
 
+    /// What the editor's `initialize` tells the AI side: its workspace, whether it takes snippets.
+    fn client_initialized(&mut self, params: &Value) {
+        let snippets = params.pointer("/capabilities/textDocument/completion/completionItem/snippetSupport");
+        self.client_snippets = snippets == Some(&Value::Bool(true));
+        if let Some(serving) = &mut self.serving {
+            serving.set_workspace(params);
+        }
+    }
+
     fn standalone_request(&mut self, method: &str, params: &Value) -> Result<Value, (i64, String)> {
         match method {
             "initialize" => {
                 let encoding = intercept::choose_encoding(params);
                 self.mirror.set_encoding(encoding);
-                if let Some(serving) = &mut self.serving {
-                    serving.set_workspace(params);
-                }
+                self.client_initialized(params);
                 Ok(intercept::standalone_initialize_result(encoding))
             }
             "shutdown" => {
@@ -909,7 +917,7 @@ impl Relay {
         let (Some(suggestion), Some(serving)) = (suggestion, &mut self.serving) else { return reply };
         let Ok(mut value) = reply.to_value() else { return reply };
         let Some(result) = value.get_mut("result") else { return reply };
-        if items::merge_into(result, suggestion).is_none() {
+        if items::merge_into(result, suggestion, self.client_snippets).is_none() {
             tracing::warn!("the server's completion result has an unknown shape; our item is left out");
             return reply;
         }
@@ -946,7 +954,8 @@ impl Relay {
                 if let Some(s) = &suggestion {
                     serving.shown(s);
                 }
-                self.client.send(&message::response(id, items::completion_result(suggestion.as_ref())));
+                let result = items::completion_result(suggestion.as_ref(), self.client_snippets);
+                self.client.send(&message::response(id, result));
             }
             Waiter::Merge { ours } => {
                 let Some(merge) = self.merges.get_mut(&ours) else { return };
