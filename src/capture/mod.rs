@@ -83,6 +83,8 @@ impl Drop for Recorder {
 
 /// How often the writer runs the retention checks that fell due.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often it recomputes the drift metrics (a scan of the whole store; they are weekly).
+const DRIFT_EVERY: Duration = Duration::from_secs(600);
 
 impl Recorder {
     /// Starts the writer thread over `store`. It ends when the recorder is dropped, after settling
@@ -98,6 +100,7 @@ impl Recorder {
             roots: Vec::new(),
             survival_threshold,
             last_sweep: None,
+            last_drift: None,
         };
         let writer = std::thread::spawn(move || writer.run(inbox));
         Recorder { events, session_id, user_id: user_id(), watcher: None, writer: Some(writer) }
@@ -114,6 +117,7 @@ struct Writer {
     roots: Vec<PathBuf>,
     survival_threshold: f64,
     last_sweep: Option<Instant>,
+    last_drift: Option<Instant>,
 }
 
 /// An outcome with where its code lives, when it was taken and its document known.
@@ -262,6 +266,10 @@ impl Writer {
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "retention checks failed"),
         }
+        if self.last_drift.is_some_and(|at| at.elapsed() < DRIFT_EVERY) {
+            return;
+        }
+        self.last_drift = Some(Instant::now());
         match crate::quality::drift::update(&mut self.store) {
             Ok(0) => {}
             Ok(new) => tracing::info!(new, "drift events"),
