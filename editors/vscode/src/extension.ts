@@ -1,0 +1,125 @@
+// marunochi for VS Code: starts `marunochi lsp` (or the proxy in front of a server) through
+// vscode-languageclient, which shows its inline completions and registers the commands the server
+// advertises (`marunochi.accept`, run by VS Code when a suggestion is taken). Adds thumbs up/down
+// feedback (keys and a status-bar menu). `vscode` and the language client are passed in, so the
+// wiring is tested under node with stand-ins.
+
+import type * as vscode from "vscode";
+import { FEEDBACK_COMMAND, Settings, documentSelector, feedbackArguments, launch } from "./settings";
+
+/** The part of a LanguageClient this extension uses. */
+export interface Client {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  sendRequest(method: string, params: unknown): Promise<unknown>;
+}
+
+export type ClientFactory = (
+  launch: { command: string; args: string[] },
+  selector: { scheme: string; language?: string }[],
+) => Client;
+
+type Vscode = typeof vscode;
+
+export interface Running {
+  client?: Client;
+  status: vscode.StatusBarItem;
+}
+
+export function readSettings(vs: Vscode): Settings {
+  const c = vs.workspace.getConfiguration("marunochi");
+  return {
+    path: c.get<string>("path", "marunochi"),
+    model: c.get<string>("model", ""),
+    mode: c.get<string>("mode", "lsp"),
+    serverCommand: c.get<string[]>("serverCommand", []),
+    languages: c.get<string[]>("languages", []),
+  };
+}
+
+export async function activateWith(vs: Vscode, context: vscode.ExtensionContext, makeClient: ClientFactory): Promise<Running> {
+  const status = vs.window.createStatusBarItem(vs.StatusBarAlignment.Right, 100);
+  status.command = "marunochi.menu";
+  const running: Running = { status };
+  context.subscriptions.push(status);
+
+  const start = async () => {
+    const settings = readSettings(vs);
+    const target = launch(settings);
+    if ("error" in target) {
+      status.text = "$(warning) marunochi";
+      status.tooltip = target.error;
+      status.show();
+      void vs.window.showErrorMessage(`marunochi: ${target.error}`);
+      return;
+    }
+    status.text = "$(sync~spin) marunochi";
+    status.tooltip = `Starting ${target.command} ${target.args.join(" ")}`;
+    status.show();
+    const client = makeClient(target, documentSelector(settings));
+    try {
+      await client.start();
+      running.client = client;
+      status.text = "$(sparkle) marunochi";
+      status.tooltip = `marunochi ${settings.model ? `(${settings.model})` : ""}: suggestions on. Click for feedback and stats.`;
+    } catch (error) {
+      status.text = "$(error) marunochi";
+      status.tooltip = String(error);
+      void vs.window.showErrorMessage(`marunochi did not start: ${error}. Run \`marunochi doctor\` in a terminal.`);
+    }
+  };
+
+  const feedback = async (rating: 1 | -1) => {
+    if (!running.client) {
+      void vs.window.showWarningMessage("marunochi is not running");
+      return;
+    }
+    const comment = rating === -1 ? await vs.window.showInputBox({ prompt: "What was wrong? (optional)" }) : undefined;
+    await running.client.sendRequest("workspace/executeCommand", {
+      command: FEEDBACK_COMMAND,
+      arguments: feedbackArguments(rating, comment),
+    });
+    void vs.window.showInformationMessage("marunochi: thanks, noted");
+  };
+
+  context.subscriptions.push(
+    vs.commands.registerCommand("marunochi.good", () => feedback(1)),
+    vs.commands.registerCommand("marunochi.bad", () => feedback(-1)),
+    vs.commands.registerCommand("marunochi.restart", async () => {
+      await running.client?.stop();
+      running.client = undefined;
+      await start();
+    }),
+    vs.commands.registerCommand("marunochi.menu", async () => {
+      const choice = await vs.window.showQuickPick(
+        ["$(thumbsup) Good suggestion", "$(thumbsdown) Bad suggestion…", "$(graph) Stats", "$(refresh) Restart"],
+        { placeHolder: "marunochi" },
+      );
+      if (choice?.includes("Good")) await feedback(1);
+      else if (choice?.includes("Bad")) await feedback(-1);
+      else if (choice?.includes("Stats")) {
+        const terminal = vs.window.createTerminal("marunochi stats");
+        terminal.show();
+        terminal.sendText(`${JSON.stringify(readSettings(vs).path)} stats`);
+      } else if (choice?.includes("Restart")) await vs.commands.executeCommand("marunochi.restart");
+    }),
+  );
+  await start();
+  return running;
+}
+
+let current: Running | undefined;
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  // Loaded here, not at the top: the unit tests run this module without VS Code.
+  const vs: Vscode = require("vscode");
+  const lc = require("vscode-languageclient/node");
+  current = await activateWith(vs, context, (target, selector) => {
+    const server = { command: target.command, args: target.args, transport: lc.TransportKind.stdio };
+    return new lc.LanguageClient("marunochi", "marunochi", server, { documentSelector: selector });
+  });
+}
+
+export async function deactivate(): Promise<void> {
+  await current?.client?.stop();
+}
