@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod curate;
 pub mod daemon;
+pub mod demo;
 pub mod doctor;
 pub mod engine;
 pub mod home;

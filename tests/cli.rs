@@ -9,16 +9,27 @@ fn marunochi(home: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn every_command_has_help() {
     let home = tempfile::tempdir().unwrap();
-    for args in
-        [&["--help"][..], &["proxy", "--help"], &["lsp", "--help"], &["doctor", "--help"], &["daemon", "--help"]]
-    {
+    let commands: [&[&str]; 11] = [
+        &["--help"],
+        &["proxy", "--help"],
+        &["lsp", "--help"],
+        &["doctor", "--help"],
+        &["daemon", "--help"],
+        &["retention", "sweep", "--help"],
+        &["stats", "--help"],
+        &["curate", "--help"],
+        &["demo", "--help"],
+        &["run", "--help"],
+        &["data", "export", "--help"],
+    ];
+    for args in commands {
         let out = marunochi(home.path(), args);
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage: marunochi"), "{args:?}: {text}");
     }
     let top = String::from_utf8_lossy(&marunochi(home.path(), &["--help"]).stdout).into_owned();
-    for command in ["proxy", "lsp", "daemon", "run", "data", "doctor"] {
+    for command in ["proxy", "lsp", "daemon", "run", "data", "doctor", "retention", "stats", "curate", "demo"] {
         assert!(top.contains(command), "{top}");
     }
 }

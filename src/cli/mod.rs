@@ -11,6 +11,7 @@ use crate::capture::{self, Forget, Recorder, RunError, Store, StoreError};
 use crate::config::Config;
 use crate::curate;
 use crate::daemon::{self, DaemonOptions, Outcome};
+use crate::demo;
 use crate::doctor::{self, Status};
 use crate::engine::discovery::{self, Found, Roots, Source};
 use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
@@ -127,6 +128,18 @@ enum Command {
     Retention {
         #[command(subcommand)]
         action: RetentionAction,
+    },
+    /// Show the whole loop on a sample project: suggestions taken, partly taken, rejected and
+    /// corrected through the real proxy and language server, what was recorded, retention and
+    /// quality a month on, the curated training sets. Runs in a home of its own
+    /// (MARUNOCHI_HOME/demo/<time>/); your own store is not touched.
+    Demo {
+        /// The model (default: `[engine] model` in config.toml, else the best model found).
+        #[arg(long, value_name = "M")]
+        model: Option<PathBuf>,
+        /// The language server to put behind the proxy, after `--` (default: pylsp).
+        #[arg(last = true, value_name = "SERVER CMD")]
+        server: Vec<String>,
     },
     /// Build the training sets from your graded interactions and print their summary.
     ///
@@ -266,6 +279,7 @@ pub fn main() -> ExitCode {
         Command::Run { command } => run(&home, &command),
         Command::Retention { action: RetentionAction::Sweep { now } } => retention_sweep(&home, now),
         Command::Stats { html } => stats(&home, html),
+        Command::Demo { model, server } => demo(&home, model, server),
         Command::Curate { language, out, min_quality, since } => curate(&home, language, out, min_quality, since),
         Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
         Command::Complete { model, location, json, adapter, language, max_tokens } => {
@@ -418,6 +432,43 @@ fn forgot(n: usize) -> String {
 fn session_id() -> String {
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}-{:x}", std::process::id(), started.as_millis())
+}
+
+fn demo(home: &Home, model: Option<PathBuf>, server: Vec<String>) -> ExitCode {
+    let config = match strict_config(home) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let model = match daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()) {
+        Ok(model) => model,
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = if server.is_empty() { vec!["pylsp".to_owned()] } else { server };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if !server[0].contains('/') && quality::lint::find_tool(&server[0], &path).is_none() {
+        eprintln!(
+            "marunochi: the language server {:?} is not on PATH: install it (`pip install python-lsp-server` \
+             for pylsp) or name another after `--`",
+            server[0]
+        );
+        return ExitCode::from(2);
+    }
+    let options = demo::Options {
+        exe: std::env::current_exe().unwrap_or_else(|_| "marunochi".into()),
+        model,
+        server,
+        dir: home.root().join("demo").join(capture::now_ms().to_string()),
+    };
+    match demo::run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("marunochi: demo stopped: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn curate(
