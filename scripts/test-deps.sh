@@ -26,7 +26,7 @@ stamp() { [ -f "$DEPS/$1.stamp" ] && [ "$(cat "$DEPS/$1.stamp")" = "$2" ]; }
 # The Python tools share one venv; a new venv invalidates every stamp made for the old one.
 if [ ! -x "$DEPS/venv/bin/pip" ]; then
   python3 -m venv "$DEPS/venv"
-  rm -f "$DEPS"/{pylsp,pytest,radon,ruff}.stamp
+  rm -f "$DEPS"/{pylsp,pytest,radon,ruff,fixtures}.stamp
 fi
 pip_install() { # STAMP PACKAGE VERSION
   if ! stamp "$1" "$3"; then
