@@ -20,10 +20,6 @@ fn nvim(version: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn nvim_0_12() -> String {
-    nvim("0.12")
-}
-
 /// Runs a test script in headless Neovim until it exits (or 150 s): its PASS/FAIL line, stderr.
 fn run_script(mut command: Command) -> (String, String, std::process::ExitStatus) {
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -96,7 +92,8 @@ fn neovim_shows_and_accepts_an_inline_completion_through_the_proxy() {
     let model = fixture("smollm2-135m-instruct.gguf");
     let server = serde_json::json!([env!("CARGO_BIN_EXE_marunochi"), "proxy", "--model", model, "--", pylsp()[0]]);
 
-    let mut nvim = Command::new(nvim_0_12())
+    let mut command = Command::new(nvim("0.12"));
+    command
         .args(["--headless", "--clean", "-u", "NONE", "-S"])
         .arg(repo_root().join("tests/nvim/inline_completion.lua"))
         .env("MARUNOCHI_HOME", &home)
@@ -106,31 +103,13 @@ fn neovim_shows_and_accepts_an_inline_completion_through_the_proxy() {
         .env("MARUNOCHI_NVIM_LINE", "4")
         .env("MARUNOCHI_NVIM_TYPE", "    return fib")
         .env("MARUNOCHI_NVIM_AFTER_ACCEPT", "<BS><BS>x")
-        .env("MARUNOCHI_NVIM_TIMEOUT_MS", "90000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The script has its own timeout; this one catches a script that never starts.
-    let deadline = Instant::now() + Duration::from_secs(150);
-    while nvim.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = nvim.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = nvim.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let verdict = stdout.lines().last().unwrap_or_default();
+        .env("MARUNOCHI_NVIM_TIMEOUT_MS", "90000");
+    let (verdict, stderr, status) = run_script(command);
     assert!(
         verdict.starts_with("PASS inline completion accepted: \"onacci"),
-        "Neovim said {verdict:?} (status {:?})\n--- stderr ---\n{stderr}",
-        output.status
+        "Neovim said {verdict:?} (status {status:?})\n--- stderr ---\n{stderr}"
     );
-    assert!(output.status.success());
+    assert!(status.success());
 
     let id = verdict.rsplit(" id ").next().unwrap();
     let store = Store::open(&home.join("marunochi.db")).unwrap();

@@ -1,20 +1,20 @@
 //! A scripted editor for the demo: speaks LSP to `marunochi proxy` over its stdin/stdout, answers
 //! the server's requests like a cooperative editor, and waits for responses with a timeout.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::lsp::codec::{self, Decoder, Incoming};
+use crate::lsp::codec::{self, Incoming};
 use crate::lsp::message::Payload;
 
 pub struct Editor {
     child: Child,
     stdin: ChildStdin,
-    incoming: mpsc::Receiver<Value>,
+    incoming: mpsc::Receiver<Incoming>,
     next_id: i64,
 }
 
@@ -29,26 +29,8 @@ impl Editor {
     pub fn spawn(mut command: Command) -> std::io::Result<Editor> {
         let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
         let stdin = child.stdin.take().expect("piped");
-        let mut stdout = child.stdout.take().expect("piped");
         let (tx, incoming) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut decoder = Decoder::new(usize::MAX);
-            let mut buf = vec![0u8; 65536];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    return;
-                }
-                decoder.extend(&buf[..n]);
-                while let Some(item) = decoder.decode() {
-                    let Incoming::Message(Payload::One(message)) = item else { continue };
-                    if let Ok(value) = message.to_value()
-                        && tx.send(value).is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        });
+        codec::spawn_reader(child.stdout.take().expect("piped"), tx);
         Ok(Editor { child, stdin, incoming, next_id: 1 })
     }
 
@@ -69,8 +51,9 @@ impl Editor {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let message =
-                self.incoming.recv_timeout(left).map_err(|_| format!("no answer to {method} in {timeout:?}"))?;
+            let item = self.incoming.recv_timeout(left).map_err(|_| format!("no answer to {method} in {timeout:?}"))?;
+            let Incoming::Message(Payload::One(raw)) = item else { continue };
+            let Ok(message) = raw.to_value() else { continue };
             match (message.get("id"), message.get("method")) {
                 (Some(got), None) if got == &json!(id) => {
                     return match message.get("error") {

@@ -53,6 +53,26 @@ pub enum FrameError {
     Truncated(usize),
 }
 
+/// Decodes the frames of a blocking stream (a child's stdout) on a thread of its own, sending each
+/// item to `tx` until the stream ends or the receiver is gone.
+pub fn spawn_reader(mut from: impl std::io::Read + Send + 'static, tx: std::sync::mpsc::Sender<Incoming>) {
+    std::thread::spawn(move || {
+        let mut decoder = Decoder::new(usize::MAX);
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            decoder.extend(&buf[..n]);
+            while let Some(item) = decoder.decode() {
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
 /// Incremental frame decoder.
 #[derive(Debug)]
 pub struct Decoder {

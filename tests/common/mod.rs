@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use marunochi::capture::Shown;
 use marunochi::capture::classify::{Action, Outcome};
-use marunochi::lsp::codec::{self, Decoder, Incoming};
+use marunochi::lsp::codec::{self, Incoming};
 use serde_json::{Value, json};
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -104,23 +104,8 @@ impl Client {
     pub fn spawn(mut cmd: Command) -> Client {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
         let stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().unwrap();
         let (tx, incoming) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut decoder = Decoder::new(usize::MAX);
-            let mut buf = vec![0u8; 65536];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                decoder.extend(&buf[..n]);
-                while let Some(item) = decoder.decode() {
-                    if tx.send(item).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        codec::spawn_reader(child.stdout.take().unwrap(), tx);
         Client {
             child,
             stdin,
