@@ -64,4 +64,10 @@ fn ruff_findings_inside_the_code_count_and_those_outside_do_not() {
 
     let clean = marunochi::quality::lint::ruff_check(&ruff, path, "x = 1\n", 0..5).unwrap();
     assert_eq!(clean.errors, 0);
+
+    // A report bigger than a pipe's buffer (thousands of findings) is read while ruff writes it.
+    let noisy: String = (0..3000).map(|i| format!("import os{i}\n")).collect();
+    let last = noisy.len() - "import os2999\n".len();
+    let lint = marunochi::quality::lint::ruff_check(&ruff, path, &noisy, last..noisy.len() - 1).unwrap();
+    assert_eq!(lint.errors, 1, "{lint:?}");
 }

@@ -3,7 +3,7 @@
 //! a build of the whole crate; rust-analyzer's diagnostics, which run `cargo check`/clippy on save,
 //! reach us through the language server.)
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -57,22 +57,38 @@ pub fn ruff_check(ruff: &Path, path: &Path, text: &str, region: Range<usize>) ->
     let mut stdin = child.stdin.take().expect("piped");
     let input = text.to_owned();
     let feeder = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    // Read while it runs: a big report would otherwise fill the pipe and stall ruff until the timeout.
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stdout.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
     let started = Instant::now();
-    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
         if started.elapsed() > TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
             return Err(format!("no answer in {} s", TIMEOUT.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
     let _ = feeder.join();
-    let output = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !output.status.success() {
-        return Err(format!("exit {:?}: {}", output.status.code(), String::from_utf8_lossy(&output.stderr).trim()));
+    let stdout = out.join().map_err(|_| "reader panicked".to_owned())?.map_err(|e| e.to_string())?;
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("exit {:?}: {}", status.code(), stderr.trim()));
     }
     let findings: Vec<serde_json::Value> =
-        serde_json::from_slice(&output.stdout).map_err(|e| format!("unreadable output: {e}"))?;
+        serde_json::from_slice(&stdout).map_err(|e| format!("unreadable output: {e}"))?;
     // ruff reports 1-based rows; the region's rows are those its bytes span.
     let row_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() as u64 + 1;
     let (first, last) = (row_of(region.start), row_of(region.end));
