@@ -9,10 +9,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use marunochi::capture::{Shown, Store};
+use marunochi::capture::{Interaction, Shown, Store};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "API_KEY = \"sk-live-abcdefghijklmnopqrstuvwxyz123456\"\n\n\ndef fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n";
+
+/// The stored row of suggestion `id` once its fate is decided.
+fn settled(db: &Path, id: &str) -> Option<Interaction> {
+    Store::open(db).ok()?.interaction(id).ok()?.filter(|r| r.action != "shown")
+}
 
 fn proxy(home: &Path) -> Client {
     let model = fixture("smollm2-135m-instruct.gguf");
@@ -164,8 +169,7 @@ fn outcomes_are_inferred_from_the_edits_accepted_corrected_rejected() {
     change(&mut client, &rejected_uri, 2, 6, 14, 14, "#");
 
     let db = home.join("marunochi.db");
-    let row =
-        |id: &str| eventually(id, || Store::open(&db).ok()?.interaction(id).ok()?.filter(|r| r.action != "shown"));
+    let row = |id: &str| eventually(id, || settled(&db, id));
     let a = row(&accepted);
     assert_eq!(a.action, "accepted", "{a:?}");
     assert!(a.final_code.as_deref().is_some_and(|c| c.starts_with("onacci")), "{a:?}");
@@ -244,8 +248,7 @@ fn pyright_errors_inside_accepted_code_are_recorded_with_its_outcome() {
     });
     client.notify("textDocument/didClose", json!({"textDocument": {"uri": uri}}));
     let db = home.join("marunochi.db");
-    let row =
-        eventually("the settled row", || Store::open(&db).ok()?.interaction(&id).ok()?.filter(|r| r.action != "shown"));
+    let row = eventually("the settled row", || settled(&db, &id));
     assert_eq!(row.action, "corrected", "{row:?}");
     let diagnostics: Value = serde_json::from_str(row.diagnostics.as_deref().expect("diagnostics recorded")).unwrap();
     assert_eq!(diagnostics[0]["severity"], 1, "{diagnostics}");
@@ -277,10 +280,9 @@ fn pulled_diagnostics_count_and_the_cursor_leaving_settles_the_code() {
         report["result"]["items"].to_string().contains("fibo_undefined").then_some(())
     });
     let db = home.join("marunochi.db");
-    let settled = || Store::open(&db).ok()?.interaction(&id).ok()?.filter(|r| r.action != "shown");
-    assert!(settled().is_none(), "still inside its correction window");
+    assert!(settled(&db, &id).is_none(), "still inside its correction window");
     client.request("textDocument/hover", position(&uri, 0, 2));
-    let row = eventually("the row settled by the cursor leaving", settled);
+    let row = eventually("the row settled by the cursor leaving", || settled(&db, &id));
     assert_eq!(row.action, "corrected", "{row:?}");
     let diagnostics: Value = serde_json::from_str(row.diagnostics.as_deref().expect("diagnostics recorded")).unwrap();
     assert!(diagnostics[0]["message"].as_str().unwrap().contains("fibo_undefined"), "{diagnostics}");
@@ -316,7 +318,7 @@ fn test_runs_the_user_starts_are_read_from_pytest_cache_and_junit_reports() {
     change(&mut client, &uri, 2, 6, 14, 14, &text);
     client.request("textDocument/hover", position(&uri, 0, 2));
     let db = home.join("marunochi.db");
-    eventually("the accepted row", || Store::open(&db).ok()?.interaction(&id).ok()?.filter(|r| r.action != "shown"));
+    eventually("the accepted row", || settled(&db, &id));
     std::fs::write(
         root.join("fib.py"),
         "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)\n",
