@@ -57,6 +57,26 @@ heldout_share = 0.1
 # Share of each training set drawn from earlier high-quality examples (replay against forgetting).
 replay_share = 0.2
 
+[train]
+# LoRA rank and scale (alpha / rank multiplies the update), dropout on the adapters' inputs.
+rank = 16
+alpha = 32
+dropout = 0.05
+# AdamW learning rate (cosine schedule after a short warmup), passes over the data, examples
+# per update.
+lr = 0.0002
+epochs = 3
+batch = 4
+# Keep the frozen base model 4-bit while training (QLoRA): far less memory, somewhat slower.
+qlora = false
+# Recompute each layer during the backward pass instead of keeping all activations.
+gradient_checkpointing = true
+# Save a resumable checkpoint every this many updates.
+checkpoint_every = 50
+# Longest prompt and completion, in tokens, a training example may have.
+max_prompt_tokens = 512
+max_target_tokens = 256
+
 [daemon]
 # The daemon (one per user, holding the model for every editor window) exits after this many
 # seconds without any connected proxy.
@@ -73,6 +93,7 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub retention: RetentionConfig,
     pub curate: CurateConfig,
+    pub train: TrainConfig,
     pub daemon: DaemonConfig,
 }
 
@@ -108,6 +129,41 @@ pub struct CurateConfig {
 impl Default for CurateConfig {
     fn default() -> CurateConfig {
         CurateConfig { min_quality: 70.0, heldout_share: 0.1, replay_share: 0.2 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    #[serde(deserialize_with = "share")]
+    pub dropout: f64,
+    pub lr: f64,
+    pub epochs: usize,
+    pub batch: usize,
+    pub qlora: bool,
+    pub gradient_checkpointing: bool,
+    pub checkpoint_every: usize,
+    pub max_prompt_tokens: usize,
+    pub max_target_tokens: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> TrainConfig {
+        TrainConfig {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.05,
+            lr: 2e-4,
+            epochs: 3,
+            batch: 4,
+            qlora: false,
+            gradient_checkpointing: true,
+            checkpoint_every: 50,
+            max_prompt_tokens: 512,
+            max_target_tokens: 256,
+        }
     }
 }
 

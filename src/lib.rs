@@ -17,4 +17,5 @@ pub mod quality;
 pub mod retention;
 pub mod serving;
 pub mod syntax;
+pub mod train;
 pub mod watch;

@@ -21,6 +21,7 @@ use crate::lsp::{Backend, Proxy, ProxyOptions};
 use crate::quality;
 use crate::retention;
 use crate::serving::{CaptureSink, ServingOptions};
+use crate::train;
 
 /// A local, offline coding companion that learns from you.
 ///
@@ -160,6 +161,61 @@ enum Command {
         #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
         since: Option<String>,
     },
+    /// Train an expert adapter for one language on your own graded code (LoRA or QLoRA, on
+    /// this machine; the base model is never modified).
+    ///
+    /// Curates your interactions in that language (or uses --data), trains, and writes the adapter
+    /// in PEFT layout to MARUNOCHI_HOME/adapters/<language>/v<N>/. Ctrl-C (or SIGTERM) saves a
+    /// checkpoint after the current update; --resume continues exactly where it stopped.
+    /// Defaults come from the [train] section of config.toml.
+    Train {
+        /// The language to train (e.g. python, rust).
+        #[arg(long, value_name = "L")]
+        language: String,
+        /// The base model (default: `[engine] model` in config.toml, else the best model found).
+        #[arg(long, value_name = "M")]
+        model: Option<PathBuf>,
+        /// A curated directory (train.jsonl, heldout.jsonl) instead of curating the store now.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Optimizer updates (default: `epochs` passes over the examples).
+        #[arg(long, value_name = "N")]
+        steps: Option<usize>,
+        #[arg(long, value_name = "N")]
+        epochs: Option<usize>,
+        /// Examples per update.
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
+        #[arg(long, value_name = "R")]
+        rank: Option<usize>,
+        #[arg(long, value_name = "A")]
+        alpha: Option<f64>,
+        #[arg(long, value_name = "LR")]
+        lr: Option<f64>,
+        #[arg(long, value_name = "P")]
+        dropout: Option<f64>,
+        /// Seed of the data order, initialisation and dropout (same seed, same adapter).
+        #[arg(long, value_name = "S", default_value_t = 0)]
+        seed: u64,
+        /// Save a resumable checkpoint every N updates.
+        #[arg(long, value_name = "N")]
+        checkpoint_every: Option<usize>,
+        /// Keep the base model 4-bit while training (QLoRA).
+        #[arg(long)]
+        qlora: bool,
+        /// Keep every layer's activations instead of recomputing them (faster, more memory).
+        #[arg(long)]
+        no_gradient_checkpointing: bool,
+        /// Continue the interrupted run of this language.
+        #[arg(long, conflicts_with = "restart")]
+        resume: bool,
+        /// Discard an interrupted run of this language and start over.
+        #[arg(long)]
+        restart: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// What became of your suggestions, per language and week: acceptance, corrections,
     /// retention, quality and drift events.
     Stats {
@@ -281,6 +337,59 @@ pub fn main() -> ExitCode {
         Command::Stats { html } => stats(&home, html),
         Command::Demo { model, server } => demo(&home, model, server),
         Command::Curate { language, out, min_quality, since } => curate(&home, language, out, min_quality, since),
+        Command::Train {
+            language,
+            model,
+            data,
+            steps,
+            epochs,
+            batch,
+            rank,
+            alpha,
+            lr,
+            dropout,
+            seed,
+            checkpoint_every,
+            qlora,
+            no_gradient_checkpointing,
+            resume,
+            restart,
+            json,
+        } => {
+            let config = match strict_config(&home) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let mut settings = train::Settings::from_config(&config.train);
+            settings.steps = steps;
+            settings.seed = seed;
+            settings.qlora |= qlora;
+            settings.gradient_checkpointing &= !no_gradient_checkpointing;
+            let overrides = [(epochs, &mut settings.epochs), (batch, &mut settings.batch), (rank, &mut settings.rank)];
+            for (value, field) in overrides {
+                if let Some(value) = value {
+                    *field = value;
+                }
+            }
+            for (value, field) in
+                [(alpha, &mut settings.alpha), (lr, &mut settings.lr), (dropout, &mut settings.dropout)]
+            {
+                if let Some(value) = value {
+                    *field = value;
+                }
+            }
+            if let Some(every) = checkpoint_every {
+                settings.checkpoint_every = every;
+            }
+            let start = if resume {
+                train::Start::Resume
+            } else if restart {
+                train::Start::Restart
+            } else {
+                train::Start::New
+            };
+            run_train(&home, &config, language, model, data, settings, start, json, cli.verbose)
+        }
         Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
         Command::Complete { model, location, json, adapter, language, max_tokens } => {
             let _log = logging::init(&home.logs_dir(), "complete", "info", cli.verbose);
@@ -750,4 +859,136 @@ fn human_size(bytes: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_train(
+    home: &Home,
+    config: &Config,
+    language: String,
+    model: Option<PathBuf>,
+    data: Option<PathBuf>,
+    settings: train::Settings,
+    start: train::Start,
+    json: bool,
+    verbose: bool,
+) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "train", "info", verbose);
+    let model = match daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()) {
+        Ok(model) => model,
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let data = match data {
+        Some(dir) => train::Data::Dir(dir),
+        None => train::Data::Curate {
+            db: home.db_path(),
+            out: home.datasets_dir().join(capture::now_ms().to_string()),
+            options: curate::Options {
+                language: Some(language.clone()),
+                min_quality: config.curate.min_quality,
+                heldout_share: config.curate.heldout_share,
+                replay_share: config.curate.replay_share,
+                since: None,
+            },
+        },
+    };
+    let options = train::Options {
+        model,
+        work: home.root().join("train").join(&language),
+        adapters: home.adapters_dir(),
+        language,
+        data,
+        settings,
+        start,
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    let events = |event: train::Event| match event {
+        train::Event::Stage(stage) => {
+            if bar.is_hidden() {
+                eprintln!("marunochi: {stage}");
+            } else {
+                bar.set_prefix(stage.to_owned());
+            }
+        }
+        train::Event::Step { step, total, loss, tokens_per_s } => {
+            if bar.length().is_none() {
+                bar.set_length(total as u64);
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix} {bar:30} {pos}/{len} updates · {msg} · ETA {eta}",
+                    )
+                    .expect("valid template"),
+                );
+                bar.set_prefix("training");
+            }
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4} · {tokens_per_s:.0} tok/s"));
+            tracing::info!(step, total, loss, tokens_per_s, "update");
+        }
+        train::Event::Checkpoint { step } => {
+            tracing::info!(step, "checkpoint saved");
+        }
+    };
+    let stop = stop_on_signals();
+    let result = train::train(&options, &events, stop);
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+            } else {
+                println!(
+                    "{} {}: {} updates on {} examples ({} tokens, {:.0} tok/s), loss {:.4} -> {:.4}",
+                    report.language,
+                    report.version,
+                    report.steps,
+                    report.examples,
+                    report.tokens,
+                    report.tokens_per_s,
+                    report.first_loss,
+                    report.last_loss
+                );
+                if let (Some(before), Some(after)) = (report.heldout_base, report.heldout_adapter) {
+                    println!("held-out loss per token: base {before:.4}, adapter {after:.4}");
+                }
+                println!("  -> {}", report.directory.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ train::TrainError::Stopped { .. }) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::from(130)
+        }
+        Err(e @ (train::TrainError::Settings(_) | train::TrainError::Interrupted { .. })) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A flag raised by the first SIGINT or SIGTERM (the long job then stops at its next safe point);
+/// a second one exits at once.
+fn stop_on_signals() -> &'static std::sync::atomic::AtomicBool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    extern "C" fn raise(_: libc::c_int) {
+        if STOP.swap(true, Ordering::SeqCst) {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(130) };
+        }
+    }
+    let handler: extern "C" fn(libc::c_int) = raise;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and calls _exit.
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+    }
+    &STOP
 }

@@ -46,7 +46,7 @@ impl Default for Options {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Example {
     pub id: String,
     pub timestamp: String,
@@ -68,7 +68,7 @@ pub struct Example {
     pub replay: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct KtoExample {
     pub id: String,
     pub prefix: String,
@@ -78,7 +78,7 @@ pub struct KtoExample {
     pub weight: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Pair {
     pub id: String,
     pub prefix: String,

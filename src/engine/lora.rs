@@ -35,6 +35,11 @@ impl Projection {
         Projection::Down,
     ];
 
+    /// Position in [`Projection::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn module(self) -> &'static str {
         match self {
             Projection::Q => "q_proj",

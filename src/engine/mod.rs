@@ -33,12 +33,14 @@ pub use lora::Adapter;
 pub use postprocess::Mode;
 pub use prompt::{Budget, ContextFile, PromptInput, RecentEdit, Template};
 pub use tokenizer::TextTokenizer;
+#[cfg(test)]
+pub(crate) use transformer::Block;
 pub use transformer::{Config, KvCache, RopeLayout, Transformer};
+pub(crate) use transformer::{Linear, Weight, rope_tables};
 
 use families::Naming;
 use generate::{Generation, Verdict};
 use postprocess::{Scan, StopScanner};
-use prompt::Segment;
 use weights::Weights;
 
 /// Caches kept per (document, adapter); a handful covers the files being edited right now.
@@ -82,7 +84,7 @@ impl From<candle_core::Error> for EngineError {
 }
 
 impl EngineError {
-    fn io(path: &Path, source: std::io::Error) -> EngineError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> EngineError {
         if source.kind() == std::io::ErrorKind::NotFound {
             return EngineError::NotFound(path.to_owned());
         }
@@ -235,23 +237,18 @@ impl Engine {
         self.template
     }
 
+    /// The loaded parts, for the trainer, which computes with the same weights differently.
+    pub(crate) fn into_parts(self) -> (Transformer, TextTokenizer, Template, ModelInfo) {
+        (self.model, self.tokenizer, self.template, self.info)
+    }
+
     /// Completes the code at a cursor: builds the prompt for this model's template within the
     /// token budget, generates until the template's or the cursor context's stop, post-processes.
     pub fn complete(&self, request: &CompletionRequest, cancel: &AtomicBool) -> Result<Completion, EngineError> {
         let input = &request.input;
         let counter = count::Counter::new(&self.tokenizer, &[input.prefix, input.suffix]);
         let prompt = prompt::build(self.template, input, &request.budget, &|text| counter.count(text));
-        let mut ids = Vec::new();
-        for segment in prompt.segments() {
-            match segment {
-                // Sentinels by id: their spelling in text can differ from the vocabulary's (▁<PRE>).
-                Segment::Special(token) => match self.tokenizer.token_id(token) {
-                    Some(id) => ids.push(id),
-                    None => ids.extend(self.tokenizer.encode(token)?),
-                },
-                Segment::Text(text) => ids.extend(self.tokenizer.encode(text)?),
-            }
-        }
+        let ids = self.tokenizer.encode_prompt(&prompt)?;
         let mode = postprocess::mode_at(input.prefix, input.suffix);
         let mut stops: Vec<&str> = self.template.stop_strings().to_vec();
         stops.extend(request.stop.iter().map(String::as_str));
@@ -459,7 +456,7 @@ fn check_memory(path: &Path, needed: u64, options: &LoadOptions) -> Result<(), E
     Ok(())
 }
 
-fn available_memory() -> Option<u64> {
+pub(crate) fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

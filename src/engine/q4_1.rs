@@ -47,6 +47,10 @@ impl Q41Matrix {
         Tensor::from_vec(w, (self.out_features, self.in_features), device)
     }
 
+    pub(crate) fn packed_bytes(&self) -> usize {
+        self.scales.len() * std::mem::size_of::<(f32, f32)>() + self.nibbles.len()
+    }
+
     pub(crate) fn out_features(&self) -> usize {
         self.out_features
     }

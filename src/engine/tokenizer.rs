@@ -13,6 +13,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use super::EngineError;
+use super::prompt::{Prompt, Segment};
 
 /// Qwen2's pre-tokenizer split (the same in its tokenizer.json and in llama.cpp's `qwen2` pre type).
 const QWEN2_SPLIT: &str =
@@ -98,6 +99,22 @@ impl TextTokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
         let encoding = self.inner.encode(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Encodes a built prompt: its sentinels by id (their spelling in text can differ from the
+    /// vocabulary's, e.g. `▁<PRE>`), the text between them as text.
+    pub fn encode_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        let mut ids = Vec::new();
+        for segment in prompt.segments() {
+            match segment {
+                Segment::Special(token) => match self.token_id(token) {
+                    Some(id) => ids.push(id),
+                    None => ids.extend(self.encode(token)?),
+                },
+                Segment::Text(text) => ids.extend(self.encode(text)?),
+            }
+        }
+        Ok(ids)
     }
 
     /// The byte range of `text` each of its tokens covers, in order.

@@ -58,6 +58,24 @@ impl Weight {
         }
     }
 
+    /// Bytes the weight occupies in memory.
+    pub(crate) fn packed_bytes(&self) -> usize {
+        match self {
+            Weight::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.elem_count() * t.dtype().size_in_bytes(),
+            Weight::Q41(matrix) => matrix.packed_bytes(),
+        }
+    }
+
+    /// The weights as an F32 `[out, in]` tensor.
+    pub(crate) fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Weight::Candle(QMatMul::QTensor(q)) => q.dequantize(device),
+            Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.to_dtype(DType::F32),
+            Weight::Q41(matrix) => matrix.dequantize(device),
+        }
+    }
+
     /// `x · Wᵀ`.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let rows = x.elem_count() / x.dim(D::Minus1)?;
@@ -296,7 +314,7 @@ fn causal_mask(seq: usize, past: usize, device: &Device) -> candle_core::Result<
     Tensor::from_slice(&mask, (seq, past + seq), device)
 }
 
-fn rope_tables(config: &Config, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+pub(crate) fn rope_tables(config: &Config, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
     let inv_freq: Vec<f32> = (0..config.head_dim)
         .step_by(2)
         .map(|i| 1.0 / config.rope_theta.powf(i as f32 / config.head_dim as f32))

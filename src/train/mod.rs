@@ -1,0 +1,798 @@
+//! `marunochi train`: one expert LoRA adapter per language, learned on this machine from the
+//! curated examples (`curate/`). Entry: [`train`].
+//!
+//! The base model is loaded by the engine and never modified; training adds low-rank updates
+//! `(α/r)·B·A` to all seven projections of every block (`model.rs`), keeps the base frozen behind
+//! ops whose backward only produces input gradients (`frozen.rs`) — dense F32 for LoRA, 4-bit for
+//! QLoRA — and optimises with AdamW on a cosine schedule (`optim.rs`). The loss is the examples'
+//! weighted mean negative log-likelihood of the completion tokens only (the prompt is context).
+//!
+//! A run is reproducible from its seed: data order, LoRA initialisation and dropout masks are all
+//! drawn from it per epoch/step, so a checkpoint (adapter, optimizer moments, step) resumes
+//! bit-for-bit. The result is written atomically in PEFT layout to
+//! `adapters/<language>/v<N>/` with a `marunochi.json` describing base, data and losses.
+
+mod files;
+mod frozen;
+#[cfg(test)]
+mod gradcheck;
+mod model;
+mod optim;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::curate::Example;
+use crate::engine::count::Counter;
+use crate::engine::lora::Projection;
+use crate::engine::{Budget, Engine, EngineError, LoadOptions, ModelInfo, PromptInput, Template, TextTokenizer};
+
+pub use model::BaseWeights;
+use model::{Base, Dropout, Grads, Lora, Sequence};
+use optim::{AdamW, Hyper};
+
+/// Held-out examples scored before and after training (each is a forward pass).
+const HELDOUT_LIMIT: usize = 32;
+
+/// What a run learns and how. Stored in checkpoints: a resumed run uses the checkpoint's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Optimizer updates; `None`: `epochs` passes over the data.
+    pub steps: Option<usize>,
+    pub epochs: usize,
+    /// Examples per update.
+    pub batch: usize,
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub lr: f64,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    /// Save a checkpoint every this many updates (0: only when stopped).
+    pub checkpoint_every: usize,
+    /// Keep the frozen base 4-bit (QLoRA) instead of dense F32 (LoRA).
+    pub qlora: bool,
+    /// Recompute each layer in the backward pass instead of keeping every activation.
+    pub gradient_checkpointing: bool,
+    pub max_prompt_tokens: usize,
+    pub max_target_tokens: usize,
+}
+
+impl Settings {
+    /// The `[train]` section of config.toml, with no step limit and seed 0.
+    pub fn from_config(c: &crate::config::TrainConfig) -> Settings {
+        Settings {
+            steps: None,
+            epochs: c.epochs,
+            batch: c.batch,
+            rank: c.rank,
+            alpha: c.alpha,
+            dropout: c.dropout,
+            lr: c.lr,
+            warmup_ratio: 0.05,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            seed: 0,
+            checkpoint_every: c.checkpoint_every,
+            qlora: c.qlora,
+            gradient_checkpointing: c.gradient_checkpointing,
+            max_prompt_tokens: c.max_prompt_tokens,
+            max_target_tokens: c.max_target_tokens,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings::from_config(&crate::config::TrainConfig::default())
+    }
+}
+
+/// Whether to continue an interrupted run of this language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new run; refused while an interrupted one is waiting (so its work is not thrown away
+    /// by accident).
+    New,
+    /// Continue the interrupted run from its last checkpoint.
+    Resume,
+    /// Discard an interrupted run and start over.
+    Restart,
+}
+
+pub struct Options {
+    pub model: PathBuf,
+    pub language: String,
+    pub data: Data,
+    /// `MARUNOCHI_HOME/adapters`: the result goes to `<language>/v<N>/` below it.
+    pub adapters: PathBuf,
+    /// Where this language's checkpoint lives (`MARUNOCHI_HOME/train/<language>`).
+    pub work: PathBuf,
+    pub settings: Settings,
+    pub start: Start,
+}
+
+/// Where the examples come from.
+pub enum Data {
+    /// A curated directory (`train.jsonl`, `heldout.jsonl`), as `marunochi curate` writes.
+    Dir(PathBuf),
+    /// Curate the store at `db` now, into `out/<language>/`. A resumed run reuses the directory
+    /// its first part curated, so it learns from the same data.
+    Curate { db: PathBuf, out: PathBuf, options: crate::curate::Options },
+}
+
+/// What the caller is told while training runs.
+pub enum Event<'a> {
+    Stage(&'a str),
+    Step { step: usize, total: usize, loss: f64, tokens_per_s: f64 },
+    Checkpoint { step: usize },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub language: String,
+    pub version: String,
+    pub directory: PathBuf,
+    pub steps: usize,
+    pub examples: usize,
+    pub skipped: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    /// Mean loss of the first and the last update.
+    pub first_loss: f64,
+    pub last_loss: f64,
+    /// Mean negative log-likelihood per token of the held-out completions, base vs adapter.
+    pub heldout_base: Option<f64>,
+    pub heldout_adapter: Option<f64>,
+    pub resumed_from: Option<usize>,
+    /// The most memory this process held (VmHWM), in bytes.
+    pub peak_memory: Option<u64>,
+    pub frozen_base_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("training failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("no training data for {language}: {reason}")]
+    NoData { language: String, reason: String },
+    #[error("{path}, line {line}: {reason}")]
+    Data { path: PathBuf, line: usize, reason: String },
+    #[error("cannot save {path}: {source}")]
+    Save { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error(
+        "an interrupted {language} run is waiting at update {step} of {total} ({dir}); pass --resume to continue \
+         it or --restart to discard it"
+    )]
+    Interrupted { language: String, step: usize, total: usize, dir: PathBuf },
+    #[error("nothing to resume for {language}: no checkpoint in {dir}")]
+    NothingToResume { language: String, dir: PathBuf },
+    #[error("the checkpoint in {dir} was made {what}; resume with the same, or pass --restart")]
+    Mismatch { dir: PathBuf, what: String },
+    #[error("stopped at update {step} of {total}; the checkpoint is saved, --resume continues")]
+    Stopped { step: usize, total: usize },
+    #[error(transparent)]
+    Curate(#[from] crate::curate::CurateError),
+    #[error("invalid setting: {0}")]
+    Settings(String),
+}
+
+/// The part of a checkpoint that is not tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    step: usize,
+    total: usize,
+    settings: Settings,
+    base_fingerprint: String,
+    data_dir: PathBuf,
+    data_fingerprint: String,
+    losses: Vec<f64>,
+    tokens: usize,
+    seconds: f64,
+    heldout_base: Option<f64>,
+}
+
+/// Trains one adapter as `options` say, reporting progress to `events`; returns when done or
+/// when `stop` is set (with a checkpoint saved and [`TrainError::Stopped`]).
+pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Result<Report, TrainError> {
+    let checkpoint_dir = options.work.join("checkpoint");
+    let existing = files::existing_dir(&checkpoint_dir);
+    let resumed = match (options.start, &existing) {
+        (Start::New, Some(dir)) => {
+            let state = read_state(dir)?;
+            return Err(TrainError::Interrupted {
+                language: options.language.clone(),
+                step: state.step,
+                total: state.total,
+                dir: dir.clone(),
+            });
+        }
+        (Start::Resume, None) => {
+            return Err(TrainError::NothingToResume { language: options.language.clone(), dir: checkpoint_dir });
+        }
+        (Start::Resume, Some(dir)) => Some((dir.clone(), read_state(dir)?)),
+        (Start::Restart, Some(dir)) => {
+            std::fs::remove_dir_all(dir).map_err(|source| TrainError::Save { path: dir.clone(), source })?;
+            None
+        }
+        (Start::Restart | Start::New, None) => None,
+    };
+    let settings = resumed.as_ref().map_or(&options.settings, |(_, state)| &state.settings).clone();
+    check_settings(&settings)?;
+
+    let data_dir = match (&options.data, &resumed) {
+        (Data::Dir(dir), _) => dir.clone(),
+        (Data::Curate { .. }, Some((_, state))) => state.data_dir.clone(),
+        (Data::Curate { db, out, options: curate_options }, None) => {
+            events(Event::Stage("curating your interactions"));
+            if !db.exists() {
+                return Err(TrainError::NoData {
+                    language: options.language.clone(),
+                    reason: format!("nothing recorded yet ({} does not exist)", db.display()),
+                });
+            }
+            let curate_options =
+                crate::curate::Options { language: Some(options.language.clone()), ..curate_options.clone() };
+            let summaries = crate::curate::curate(db, out, &curate_options).map_err(|e| match e {
+                crate::curate::CurateError::NoData(_) => TrainError::NoData {
+                    language: options.language.clone(),
+                    reason: "no interactions in this language have been recorded".into(),
+                },
+                e => e.into(),
+            })?;
+            let summary = summaries.into_iter().next().expect("curate reports the language it was asked for");
+            if summary.train == 0 {
+                return Err(TrainError::NoData {
+                    language: options.language.clone(),
+                    reason: format!(
+                        "none of its interactions qualifies yet ({} below quality {}; accepted or corrected code \
+                         needs test, execution or retention evidence to get there)",
+                        summary.below_quality, curate_options.min_quality
+                    ),
+                });
+            }
+            summary.directory
+        }
+    };
+    events(Event::Stage("reading the training data"));
+    let (examples, data_fingerprint) = read_examples(&data_dir.join("train.jsonl"), &options.language, true)?;
+    let heldout = match read_examples(&data_dir.join("heldout.jsonl"), &options.language, false) {
+        Ok((heldout, _)) => heldout,
+        Err(TrainError::NoData { .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let base_fingerprint = files::fingerprint(&options.model).map_err(|e| EngineError::io(&options.model, e))?;
+    if let Some((dir, state)) = &resumed {
+        if state.base_fingerprint != base_fingerprint {
+            return Err(TrainError::Mismatch {
+                dir: dir.clone(),
+                what: format!(
+                    "with another base model (fingerprint {}; {} is {base_fingerprint})",
+                    state.base_fingerprint,
+                    options.model.display()
+                ),
+            });
+        }
+        if state.data_fingerprint != data_fingerprint {
+            return Err(TrainError::Mismatch {
+                dir: dir.clone(),
+                what: format!("from other data than {}", data_dir.display()),
+            });
+        }
+    }
+
+    events(Event::Stage("loading the base model"));
+    let engine = Engine::load_on(&options.model, &LoadOptions::default(), &Device::Cpu, &|_, _| {})?;
+    let (transformer, tokenizer, template, info) = engine.into_parts();
+    let weights = if settings.qlora { BaseWeights::FourBit } else { BaseWeights::Dense };
+    check_memory(&transformer.config, weights, &options.model)?;
+    let base = Base::new(transformer, weights, DType::F32)?;
+
+    let (sequences, skipped) = tokenize(&examples, &tokenizer, template, &settings)?;
+    if sequences.is_empty() {
+        return Err(TrainError::NoData {
+            language: options.language.clone(),
+            reason: format!("all {} examples have an empty completion", examples.len()),
+        });
+    }
+    let (heldout, _) = tokenize(&heldout[..heldout.len().min(HELDOUT_LIMIT)], &tokenizer, template, &settings)?;
+
+    let total = settings.steps.unwrap_or_else(|| (settings.epochs * sequences.len()).div_ceil(settings.batch)).max(1);
+    let (params, mut adam, mut state) = match resumed {
+        Some((dir, state)) => {
+            let (params, adam) = load_checkpoint(&dir, &base, &settings)?;
+            (params, adam, state)
+        }
+        None => {
+            let params = init_lora(&base, &settings)?;
+            let adam = AdamW::new(hyper(&settings), &params)?;
+            let heldout_base = if heldout.is_empty() {
+                None
+            } else {
+                events(Event::Stage("scoring the held-out examples with the base model"));
+                Some(mean_nll(&base, &heldout, None)?)
+            };
+            let state = State {
+                step: 0,
+                total,
+                settings: settings.clone(),
+                base_fingerprint,
+                data_dir: data_dir.clone(),
+                data_fingerprint,
+                losses: Vec::new(),
+                tokens: 0,
+                seconds: 0.0,
+                heldout_base,
+            };
+            (params, adam, state)
+        }
+    };
+    let resumed_from = (state.step > 0).then_some(state.step);
+    let lora = lora_view(&params, &settings);
+    let warmup = ((total as f64 * settings.warmup_ratio).round() as usize).max(1);
+    let order = Order::new(&sequences, settings.seed);
+
+    events(Event::Stage("training"));
+    while state.step < state.total {
+        if stop.load(Ordering::Relaxed) {
+            save_checkpoint(&checkpoint_dir, &params, &adam, &state, &base)?;
+            events(Event::Checkpoint { step: state.step });
+            return Err(TrainError::Stopped { step: state.step, total: state.total });
+        }
+        let started = Instant::now();
+        let batch: Vec<&Weighted> =
+            (0..settings.batch).map(|i| &sequences[order.at(state.step * settings.batch + i)]).collect();
+        let weight_sum: f64 = batch.iter().map(|s| s.weight).sum();
+        let mut grads: Grads = vec![None; lora.pairs.len()];
+        let mut loss = 0.0;
+        let mut tokens = 0;
+        for (i, item) in batch.iter().enumerate() {
+            let share = item.weight / weight_sum / item.sequence.targets() as f64;
+            let dropout = Dropout { p: settings.dropout, seed: mix(settings.seed, &[2, state.step as u64, i as u64]) };
+            let sum = base.accumulate(
+                &item.sequence,
+                -share,
+                &lora,
+                Some(dropout),
+                settings.gradient_checkpointing,
+                &mut grads,
+            )?;
+            loss -= share * sum;
+            tokens += item.sequence.tokens.len();
+        }
+        let grads = flat_grads(grads, &params)?;
+        let lr = optim::cosine_lr(settings.lr, state.step, state.total, warmup);
+        adam.step(&params, &grads, state.step + 1, lr)?;
+        state.step += 1;
+        state.losses.push(loss);
+        state.tokens += tokens;
+        let seconds = started.elapsed().as_secs_f64();
+        state.seconds += seconds;
+        events(Event::Step { step: state.step, total: state.total, loss, tokens_per_s: tokens as f64 / seconds });
+        if settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0 && state.step < state.total {
+            save_checkpoint(&checkpoint_dir, &params, &adam, &state, &base)?;
+            events(Event::Checkpoint { step: state.step });
+        }
+    }
+
+    let heldout_adapter = if heldout.is_empty() {
+        None
+    } else {
+        events(Event::Stage("scoring the held-out examples with the adapter"));
+        Some(mean_nll(&base, &heldout, Some(&lora))?)
+    };
+    events(Event::Stage("saving the adapter"));
+    let language_dir = options.adapters.join(&options.language);
+    let version = files::next_version(&language_dir);
+    let directory = language_dir.join(&version);
+    let mut report = Report {
+        language: options.language.clone(),
+        version: version.clone(),
+        directory: directory.clone(),
+        steps: state.step,
+        examples: sequences.len(),
+        skipped,
+        tokens: state.tokens,
+        seconds: state.seconds,
+        tokens_per_s: state.tokens as f64 / state.seconds.max(1e-9),
+        first_loss: state.losses.first().copied().unwrap_or(f64::NAN),
+        last_loss: state.losses.last().copied().unwrap_or(f64::NAN),
+        heldout_base: state.heldout_base,
+        heldout_adapter,
+        resumed_from,
+        peak_memory: None,
+        frozen_base_bytes: base.frozen_bytes(),
+    };
+    files::replace_dir(&directory, |dir| {
+        write_adapter(dir, &params, &base, &settings, &info, &state, options, &report)
+    })?;
+    if let Some(dir) = files::existing_dir(&checkpoint_dir) {
+        std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Save { path: dir, source })?;
+    }
+    report.peak_memory = peak_memory();
+    Ok(report)
+}
+
+/// A tokenized example and its weight (priority × near-duplicate share).
+struct Weighted {
+    sequence: Sequence,
+    weight: f64,
+    /// Complexity tier (0: CC < 5, 1: 5–10, 2: > 10).
+    tier: u8,
+}
+
+fn check_settings(s: &Settings) -> Result<(), TrainError> {
+    let bad = |what: &str| Err(TrainError::Settings(what.to_owned()));
+    if s.rank == 0 {
+        return bad("rank must be at least 1");
+    }
+    if s.batch == 0 {
+        return bad("batch must be at least 1");
+    }
+    if !(0.0..1.0).contains(&s.dropout) {
+        return bad("dropout must be in [0, 1)");
+    }
+    if !(s.lr > 0.0 && s.lr.is_finite()) {
+        return bad("the learning rate must be a positive number");
+    }
+    if s.steps == Some(0) || (s.steps.is_none() && s.epochs == 0) {
+        return bad("nothing to do: steps (or epochs) is 0");
+    }
+    if s.max_prompt_tokens == 0 || s.max_target_tokens == 0 {
+        return bad("max prompt and target tokens must be at least 1");
+    }
+    Ok(())
+}
+
+fn hyper(s: &Settings) -> Hyper {
+    Hyper {
+        lr: s.lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: s.weight_decay,
+        max_grad_norm: s.max_grad_norm,
+    }
+}
+
+/// A 64-bit seed for one purpose of one run (`parts` name the purpose and the indices).
+fn mix(seed: u64, parts: &[u64]) -> u64 {
+    parts.iter().fold(seed ^ 0x6A09_E667_F3BC_C909, |h, &p| {
+        let mut z = (h ^ p).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+/// Which example the i-th draw is: epochs one after the other, each in curriculum order (the
+/// complexity tiers as curated, easiest first) and shuffled within a tier by the seed.
+struct Order {
+    tiers: Vec<Vec<usize>>,
+    seed: u64,
+    len: usize,
+}
+
+impl Order {
+    fn new(sequences: &[Weighted], seed: u64) -> Order {
+        let mut tiers = vec![Vec::new(); 3];
+        for (i, s) in sequences.iter().enumerate() {
+            tiers[usize::from(s.tier).min(2)].push(i);
+        }
+        Order { tiers, seed, len: sequences.len() }
+    }
+
+    fn at(&self, draw: usize) -> usize {
+        let (epoch, position) = (draw / self.len, draw % self.len);
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, &[1, epoch as u64]));
+        let mut flat = Vec::with_capacity(self.len);
+        for tier in &self.tiers {
+            let mut tier = tier.clone();
+            tier.shuffle(&mut rng);
+            flat.extend(tier);
+        }
+        flat[position]
+    }
+}
+
+/// The examples of a curated JSONL file and a fingerprint of its contents.
+fn read_examples(path: &Path, language: &str, required: bool) -> Result<(Vec<Example>, String), TrainError> {
+    let no_data = |reason: String| TrainError::NoData { language: language.to_owned(), reason };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(no_data(format!(
+                "{} does not exist (run `marunochi curate --language {language}`)",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(no_data(format!("cannot read {}: {e}", path.display()))),
+    };
+    let mut examples = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let example: Example = serde_json::from_str(line).map_err(|e| TrainError::Data {
+            path: path.to_owned(),
+            line: i + 1,
+            reason: e.to_string(),
+        })?;
+        if !(example.weight.is_finite() && example.weight > 0.0) {
+            return Err(TrainError::Data {
+                path: path.to_owned(),
+                line: i + 1,
+                reason: format!("weight {} is not positive", example.weight),
+            });
+        }
+        examples.push(example);
+    }
+    if examples.is_empty() && required {
+        return Err(no_data(format!("{} holds no examples", path.display())));
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    Ok((examples, digest.iter().take(12).map(|b| format!("{b:02x}")).collect()))
+}
+
+/// Examples as token sequences in the model's prompt format: the FIM prompt (or the prefix alone
+/// for a model without FIM tokens) and the completion followed by the end-of-text token, so the
+/// adapter also learns where a completion stops. Returns the sequences and how many were empty.
+fn tokenize(
+    examples: &[Example],
+    tokenizer: &TextTokenizer,
+    template: Template,
+    settings: &Settings,
+) -> Result<(Vec<Weighted>, usize), TrainError> {
+    let end = template.stop_strings().iter().find_map(|s| tokenizer.token_id(s)).or(tokenizer.end_ids.first().copied());
+    let budget =
+        Budget { max_prompt_tokens: settings.max_prompt_tokens, prefix_share: 75, suffix_share: 25, context_share: 0 };
+    let mut sequences = Vec::with_capacity(examples.len());
+    let mut skipped = 0;
+    for example in examples {
+        let mut target = tokenizer.encode(&example.completion)?;
+        if target.is_empty() {
+            skipped += 1;
+            continue;
+        }
+        target.truncate(settings.max_target_tokens);
+        if target.len() < settings.max_target_tokens {
+            target.extend(end);
+        }
+        let input = PromptInput {
+            path: "",
+            prefix: &example.prefix,
+            suffix: &example.suffix,
+            repo_name: None,
+            open_files: &[],
+            recent_edits: &[],
+        };
+        let counter = Counter::new(tokenizer, &[&example.prefix, &example.suffix]);
+        let prompt = crate::engine::prompt::build(template, &input, &budget, &|t| counter.count(t));
+        let mut tokens = tokenizer.encode_prompt(&prompt)?;
+        if tokens.is_empty() {
+            // A completion at the very start of a file: condition on the end token instead.
+            tokens.extend(end);
+        }
+        let prompt_len = tokens.len();
+        tokens.extend(target);
+        sequences.push(Weighted {
+            sequence: Sequence { tokens, prompt_len },
+            weight: example.weight,
+            tier: example.tier,
+        });
+    }
+    Ok((sequences, skipped))
+}
+
+/// Fresh adapters as PEFT initialises them: A uniform in ±1/√in (Kaiming with a = √5), B zero,
+/// so training starts from exactly the base model.
+fn init_lora(base: &Base, settings: &Settings) -> candle_core::Result<Vec<Var>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(settings.seed, &[0]));
+    let mut params = Vec::new();
+    for _layer in 0..base.config.num_layers {
+        for projection in Projection::ALL {
+            let (input, output) = projection.shape(&base.config);
+            let bound = 1.0 / (input as f64).sqrt();
+            let a: Vec<f32> = (0..settings.rank * input).map(|_| rng.random_range(-bound..bound) as f32).collect();
+            params.push(Var::from_vec(a, (settings.rank, input), &Device::Cpu)?);
+            params.push(Var::zeros((output, settings.rank), base.dtype(), &Device::Cpu)?);
+        }
+    }
+    Ok(params)
+}
+
+/// The parameters as the tensors a forward pass adds (these are the `Var`s' own tensors, so
+/// backprop finds them).
+fn lora_view(params: &[Var], settings: &Settings) -> Lora {
+    let pairs = params.chunks(2).map(|ab| Some((ab[0].as_tensor().clone(), ab[1].as_tensor().clone()))).collect();
+    Lora { scale: settings.alpha / settings.rank as f64, pairs }
+}
+
+fn flat_grads(grads: Grads, params: &[Var]) -> candle_core::Result<Vec<Tensor>> {
+    let mut flat = Vec::with_capacity(params.len());
+    for (pair, ab) in grads.into_iter().zip(params.chunks(2)) {
+        match pair {
+            Some((a, b)) => flat.extend([a, b]),
+            None => flat.extend([ab[0].as_tensor().zeros_like()?, ab[1].as_tensor().zeros_like()?]),
+        }
+    }
+    Ok(flat)
+}
+
+/// Mean negative log-likelihood per target token.
+fn mean_nll(base: &Base, sequences: &[Weighted], lora: Option<&Lora>) -> candle_core::Result<f64> {
+    let (mut sum, mut count) = (0.0, 0);
+    for item in sequences {
+        sum -= base.logprob(&item.sequence, lora)?;
+        count += item.sequence.targets();
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+/// Refuses a dense (LoRA) run that would not fit, pointing at QLoRA.
+fn check_memory(config: &crate::engine::Config, weights: BaseWeights, model: &Path) -> Result<(), TrainError> {
+    if weights == BaseWeights::FourBit {
+        return Ok(());
+    }
+    let per_layer: usize = Projection::ALL.iter().map(|p| p.shape(config)).map(|(i, o)| i * o).sum();
+    let needed = ((per_layer * config.num_layers + config.vocab_size * config.hidden_size) * 4) as u64;
+    match crate::engine::available_memory() {
+        Some(available) if needed > available => Err(TrainError::Settings(format!(
+            "plain LoRA on {} needs about {} MiB for the dense base, {} MiB are available; --qlora keeps it 4-bit",
+            model.display(),
+            needed >> 20,
+            available >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn adapter_tensors(params: &[Var], base: &Base) -> HashMap<String, Tensor> {
+    let mut tensors = HashMap::new();
+    let mut pairs = params.chunks(2);
+    for layer in 0..base.config.num_layers {
+        for projection in Projection::ALL {
+            let ab = pairs.next().expect("two tensors per layer and projection");
+            tensors.insert(files::peft_key(layer, projection, "A"), ab[0].as_tensor().clone());
+            tensors.insert(files::peft_key(layer, projection, "B"), ab[1].as_tensor().clone());
+        }
+    }
+    tensors
+}
+
+fn save_checkpoint(dir: &Path, params: &[Var], adam: &AdamW, state: &State, base: &Base) -> Result<(), TrainError> {
+    files::replace_dir(dir, |tmp| {
+        files::write_tensors(&tmp.join("adapter_model.safetensors"), &adapter_tensors(params, base))?;
+        let mut moments = HashMap::new();
+        for (i, (m, v)) in adam.m.iter().zip(&adam.v).enumerate() {
+            moments.insert(format!("m.{i}"), m.clone());
+            moments.insert(format!("v.{i}"), v.clone());
+        }
+        files::write_tensors(&tmp.join("optimizer.safetensors"), &moments)?;
+        let text = serde_json::to_string_pretty(state).expect("state serializes");
+        files::write_private(&tmp.join("state.json"), text.as_bytes())
+    })
+}
+
+fn read_state(dir: &Path) -> Result<State, TrainError> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path, reason: e.to_string() })
+}
+
+fn load_checkpoint(dir: &Path, base: &Base, settings: &Settings) -> Result<(Vec<Var>, AdamW), TrainError> {
+    let path = dir.join("adapter_model.safetensors");
+    let mut tensors = files::read_tensors(&path)?;
+    let mut params = Vec::new();
+    for layer in 0..base.config.num_layers {
+        for projection in Projection::ALL {
+            let (input, output) = projection.shape(&base.config);
+            for (ab, shape) in [("A", [settings.rank, input]), ("B", [output, settings.rank])] {
+                let key = files::peft_key(layer, projection, ab);
+                let tensor =
+                    tensors.remove(&key).filter(|t| t.dims() == shape).ok_or_else(|| TrainError::Mismatch {
+                        dir: dir.to_owned(),
+                        what: format!("for another model shape ({key} is missing or not {shape:?})"),
+                    })?;
+                params.push(Var::from_tensor(&tensor)?);
+            }
+        }
+    }
+    let moments_path = dir.join("optimizer.safetensors");
+    let mut moments = files::read_tensors(&moments_path)?;
+    let mut take = |name: String| {
+        moments
+            .remove(&name)
+            .ok_or_else(|| TrainError::Checkpoint { path: moments_path.clone(), reason: format!("{name} is missing") })
+    };
+    let mut adam = AdamW::new(hyper(settings), &params)?;
+    for i in 0..params.len() {
+        adam.m[i] = take(format!("m.{i}"))?;
+        adam.v[i] = take(format!("v.{i}"))?;
+    }
+    Ok((params, adam))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_adapter(
+    dir: &Path,
+    params: &[Var],
+    base: &Base,
+    settings: &Settings,
+    info: &ModelInfo,
+    state: &State,
+    options: &Options,
+    report: &Report,
+) -> Result<(), TrainError> {
+    files::write_tensors(&dir.join("adapter_model.safetensors"), &adapter_tensors(params, base))?;
+    let config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": settings.rank,
+        "lora_alpha": settings.alpha,
+        "lora_dropout": settings.dropout,
+        "target_modules": Projection::ALL.iter().map(|p| p.module()).collect::<Vec<_>>(),
+        "base_model_name_or_path": info.name(),
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "modules_to_save": null,
+        "layers_to_transform": null,
+    });
+    files::write_private(
+        &dir.join("adapter_config.json"),
+        serde_json::to_string_pretty(&config).expect("json").as_bytes(),
+    )?;
+    let metadata = json!({
+        "language": options.language,
+        "version": report.version,
+        "created_at": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "base_model": {
+            "path": info.path,
+            "name": info.name(),
+            "family": info.family,
+            "quantization": info.quantization,
+            "fingerprint": state.base_fingerprint,
+        },
+        "data": {
+            "directory": state.data_dir,
+            "fingerprint": state.data_fingerprint,
+            "examples": report.examples,
+            "skipped": report.skipped,
+        },
+        "training": {
+            "method": if settings.qlora { "qlora" } else { "lora" },
+            "settings": settings,
+            "steps": state.step,
+            "tokens": state.tokens,
+            "seconds": state.seconds,
+            "losses": state.losses,
+        },
+        "heldout": { "base_nll": report.heldout_base, "adapter_nll": report.heldout_adapter },
+    });
+    files::write_private(&dir.join("marunochi.json"), serde_json::to_string_pretty(&metadata).expect("json").as_bytes())
+}
+
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}

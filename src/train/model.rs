@@ -1,0 +1,547 @@
+//! The base model as training sees it: the engine's weights behind frozen ops (`frozen.rs`), a
+//! forward pass made of differentiable ops only (candle's fused `rms_norm`, `rope` and
+//! `softmax_last_dim` have no backward), LoRA updates on all seven projections, and the backward
+//! pass, whole or recomputed layer by layer (gradient checkpointing).
+//!
+//! Everything is phrased as "the gradient of `coeff · Σ log p(target tokens)`": SFT, KTO and DPO
+//! losses are all sums of such terms with coefficients that depend only on values, so one
+//! primitive serves them all and each sequence can be processed (and checkpointed) on its own.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{D, DType, Device, Tensor, Var};
+use candle_nn::ops::{log_softmax, rms_norm_slow, softmax};
+use candle_nn::rotary_emb::{rope_i_slow, rope_slow};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::frozen::{self, Frozen};
+use crate::engine::lora::Projection;
+use crate::engine::{Config, RopeLayout, Transformer, Weight};
+
+/// Targets whose logits are computed at once: the head's output is `vocab` floats per target
+/// (151 936 for Qwen), so a long completion is scored in slices.
+const HEAD_CHUNK: usize = 64;
+
+/// How the frozen base is held while training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseWeights {
+    /// Dequantized to the compute dtype (LoRA): fastest, most memory.
+    Dense,
+    /// Kept 4-bit (QLoRA): Q4_0/Q4_1/Q4_K as stored, anything else re-quantized to Q4_0, and
+    /// dequantized for each use.
+    FourBit,
+}
+
+struct Proj {
+    frozen: Arc<Frozen>,
+    bias: Option<Tensor>,
+}
+
+struct Block {
+    attn_norm: Tensor,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+    mlp_norm: Tensor,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
+}
+
+pub(crate) struct Base {
+    pub(crate) config: Config,
+    dtype: DType,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    head: Arc<Frozen>,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// A token sequence to learn from: `tokens[prompt_len..]` are the targets (at least one).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sequence {
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) prompt_len: usize,
+}
+
+impl Sequence {
+    pub(crate) fn targets(&self) -> usize {
+        self.tokens.len() - self.prompt_len
+    }
+}
+
+/// The LoRA tensors a forward pass adds: `(A [r, in], B [out, r])` per layer and projection
+/// (index `layer * 7 + projection`), applied as `scale · B·A`. Built from the trainer's `Var`s
+/// (so backprop reaches them) or detached copies of them (forward only).
+#[derive(Clone)]
+pub(crate) struct Lora {
+    pub(crate) scale: f64,
+    pub(crate) pairs: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl Lora {
+    fn pair(&self, layer: usize, projection: Projection) -> Option<&(Tensor, Tensor)> {
+        self.pairs.get(layer * Projection::ALL.len() + projection.index()).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn detached(&self) -> Lora {
+        let pairs = self.pairs.iter().map(|p| p.as_ref().map(|(a, b)| (a.detach(), b.detach()))).collect();
+        Lora { scale: self.scale, pairs }
+    }
+}
+
+/// Dropout on the adapters' inputs (PEFT's `lora_dropout`). Masks are drawn from a seed per step
+/// so that a layer recomputed for its backward sees exactly the masks of its forward, and a resumed
+/// run the masks of an uninterrupted one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dropout {
+    pub(crate) p: f64,
+    pub(crate) seed: u64,
+}
+
+/// Gradients of the LoRA tensors, indexed like [`Lora::pairs`].
+pub(crate) type Grads = Vec<Option<(Tensor, Tensor)>>;
+
+impl Base {
+    /// Takes over a loaded model's weights. `dtype` is what the maths runs in (F32; F64 for
+    /// gradient checks).
+    pub(crate) fn new(model: Transformer, weights: BaseWeights, dtype: DType) -> candle_core::Result<Base> {
+        let (cos, sin) = crate::engine::rope_tables(&model.config, &Device::Cpu)?;
+        let Transformer { config, embed, blocks, norm, output, .. } = model;
+        let frozen =
+            |weight: Weight| -> candle_core::Result<Arc<Frozen>> { Ok(Arc::new(freeze(weight, weights, dtype)?)) };
+        let proj = |linear: crate::engine::Linear| -> candle_core::Result<Proj> {
+            Ok(Proj { frozen: frozen(linear.weight)?, bias: linear.bias.map(|b| b.to_dtype(dtype)).transpose()? })
+        };
+        let blocks = blocks
+            .into_iter()
+            .map(|b| {
+                Ok(Block {
+                    attn_norm: b.attn_norm.to_dtype(dtype)?,
+                    q: proj(b.q)?,
+                    k: proj(b.k)?,
+                    v: proj(b.v)?,
+                    o: proj(b.o)?,
+                    mlp_norm: b.mlp_norm.to_dtype(dtype)?,
+                    gate: proj(b.gate)?,
+                    up: proj(b.up)?,
+                    down: proj(b.down)?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Base {
+            embed: embed.to_dtype(dtype)?,
+            norm: norm.to_dtype(dtype)?,
+            head: frozen(output)?,
+            cos: cos.to_dtype(dtype)?,
+            sin: sin.to_dtype(dtype)?,
+            config,
+            dtype,
+            blocks,
+        })
+    }
+
+    pub(crate) fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Bytes held by the frozen projections and the head.
+    pub(crate) fn frozen_bytes(&self) -> usize {
+        let projections = self.blocks.iter().flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]);
+        projections.map(|p| p.frozen.resident_bytes()).sum::<usize>() + self.head.resident_bytes()
+    }
+
+    /// `Σ log p(targets)` and the number of targets, without gradients.
+    pub(crate) fn logprob(&self, sequence: &Sequence, lora: Option<&Lora>) -> candle_core::Result<f64> {
+        let lora = lora.map(Lora::detached);
+        let mut x = self.embed(&sequence.tokens)?;
+        for layer in 0..self.blocks.len() {
+            x = self.block(layer, &x, lora.as_ref(), None)?;
+        }
+        let mut sum = 0.0;
+        for (start, targets) in self.target_chunks(sequence)? {
+            sum += self.target_logprobs(&x, start, &targets)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+        Ok(sum)
+    }
+
+    /// Adds the gradient of `coeff · Σ log p(targets)` with respect to every tensor of `lora` to
+    /// `grads` and returns `Σ log p(targets)`. With `checkpoint`, only each layer's input is kept
+    /// and the layer is recomputed for its backward (activation memory of one layer, not all).
+    pub(crate) fn accumulate(
+        &self,
+        sequence: &Sequence,
+        coeff: f64,
+        lora: &Lora,
+        dropout: Option<Dropout>,
+        checkpoint: bool,
+        grads: &mut Grads,
+    ) -> candle_core::Result<f64> {
+        let layers = self.blocks.len();
+        let embedded = self.embed(&sequence.tokens)?;
+        if checkpoint {
+            let frozen = lora.detached();
+            let mut inputs = Vec::with_capacity(layers);
+            let mut x = embedded;
+            for layer in 0..layers {
+                let next = self.block(layer, &x, Some(&frozen), dropout)?;
+                inputs.push(x);
+                x = next;
+            }
+            let (sum, mut upstream) = self.head_backward(&x, sequence, coeff)?;
+            for layer in (0..layers).rev() {
+                // The first layer's input (the embedding) needs no gradient.
+                let input = if layer == 0 { None } else { Some(Var::from_tensor(&inputs[layer])?) };
+                let x = input.as_ref().map_or(&inputs[0], |v| v.as_tensor());
+                let out = self.block(layer, x, Some(lora), dropout)?;
+                let step = (out * &upstream)?.sum_all()?.backward()?;
+                collect(&step, lora, layer..layer + 1, grads)?;
+                if let Some(input) = input {
+                    upstream = step.get(input.as_tensor()).cloned().unwrap_or(upstream.zeros_like()?);
+                }
+            }
+            Ok(sum)
+        } else {
+            let mut x = embedded;
+            for layer in 0..layers {
+                x = self.block(layer, &x, Some(lora), dropout)?;
+            }
+            let (sum, upstream) = self.head_backward(&x.detach(), sequence, coeff)?;
+            let step = (x * upstream)?.sum_all()?.backward()?;
+            collect(&step, lora, 0..layers, grads)?;
+            Ok(sum)
+        }
+    }
+
+    /// `Σ log p(targets)` from the last hidden states, and the gradient of `coeff ·` that sum with
+    /// respect to them.
+    fn head_backward(&self, x: &Tensor, sequence: &Sequence, coeff: f64) -> candle_core::Result<(f64, Tensor)> {
+        let x = Var::from_tensor(x)?;
+        let mut grad = x.zeros_like()?;
+        let mut sum = 0.0;
+        for (start, targets) in self.target_chunks(sequence)? {
+            let logprobs = self.target_logprobs(x.as_tensor(), start, &targets)?.sum_all()?;
+            sum += logprobs.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let step = (logprobs * coeff)?.backward()?;
+            if let Some(g) = step.get(x.as_tensor()) {
+                grad = (grad + g)?;
+            }
+        }
+        Ok((sum, grad))
+    }
+
+    /// The targets in slices of [`HEAD_CHUNK`]: (position of the first one, their ids).
+    fn target_chunks(&self, sequence: &Sequence) -> candle_core::Result<Vec<(usize, Tensor)>> {
+        if sequence.prompt_len == 0 || sequence.targets() == 0 {
+            candle_core::bail!("a training sequence needs a prompt and at least one target token");
+        }
+        let targets = &sequence.tokens[sequence.prompt_len..];
+        targets
+            .chunks(HEAD_CHUNK)
+            .enumerate()
+            .map(|(i, ids)| Ok((sequence.prompt_len + i * HEAD_CHUNK, Tensor::new(ids, &Device::Cpu)?)))
+            .collect()
+    }
+
+    /// `log p(tokens[start + i])` for the targets `ids` starting at position `start`: the hidden
+    /// state before each target predicts it.
+    fn target_logprobs(&self, x: &Tensor, start: usize, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let count = ids.dim(0)?;
+        let h = x.narrow(1, start - 1, count)?;
+        let h = rms_norm_slow(&h, &self.norm, self.config.rms_norm_eps as f32)?;
+        let logits = frozen::linear(&self.head, &h)?.squeeze(0)?;
+        log_softmax(&logits, D::Minus1)?.gather(&ids.unsqueeze(1)?, 1)?.squeeze(1)
+    }
+
+    fn embed(&self, tokens: &[u32]) -> candle_core::Result<Tensor> {
+        if tokens.len() > self.config.max_position {
+            candle_core::bail!("{} tokens exceed the model's context of {}", tokens.len(), self.config.max_position);
+        }
+        self.embed.embedding(&Tensor::new(tokens, &Device::Cpu)?)?.unsqueeze(0)
+    }
+
+    /// One decoder block, `[1, seq, hidden]` in and out.
+    fn block(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        lora: Option<&Lora>,
+        dropout: Option<Dropout>,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let b = &self.blocks[layer];
+        let (_, seq, _) = x.dims3()?;
+        let eps = c.rms_norm_eps as f32;
+        // One dropout mask per adapter input (q/k/v share theirs, as do gate/up).
+        let dropped = |t: &Tensor, input: u64| match dropout {
+            Some(d) if lora.is_some() && d.p > 0.0 => apply_dropout(t, d, layer as u64 * 4 + input),
+            _ => Ok(t.clone()),
+        };
+        let project = |p: &Proj, which: Projection, x: &Tensor, x_dropped: &Tensor| -> candle_core::Result<Tensor> {
+            let mut y = frozen::linear(&p.frozen, x)?;
+            if let Some(bias) = &p.bias {
+                y = y.broadcast_add(bias)?;
+            }
+            match lora.and_then(|l| l.pair(layer, which).map(|pair| (l.scale, pair))) {
+                Some((scale, (a, b))) => y + (x_dropped.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * scale)?,
+                None => Ok(y),
+            }
+        };
+
+        let h = rms_norm_slow(x, &b.attn_norm, eps)?;
+        let h_dropped = dropped(&h, 0)?;
+        let heads = |t: Tensor, n: usize| t.reshape((1, seq, n, c.head_dim))?.transpose(1, 2)?.contiguous();
+        let q = heads(project(&b.q, Projection::Q, &h, &h_dropped)?, c.num_heads)?;
+        let k = heads(project(&b.k, Projection::K, &h, &h_dropped)?, c.num_kv_heads)?;
+        let v = heads(project(&b.v, Projection::V, &h, &h_dropped)?, c.num_kv_heads)?;
+        let (cos, sin) = (self.cos.narrow(0, 0, seq)?, self.sin.narrow(0, 0, seq)?);
+        let (q, k) = match c.rope {
+            RopeLayout::Halves => (rope_slow(&q, &cos, &sin)?, rope_slow(&k, &cos, &sin)?),
+            RopeLayout::Interleaved => (rope_i_slow(&q, &cos, &sin)?, rope_i_slow(&k, &cos, &sin)?),
+        };
+        // Grouped-query attention: the query heads sharing a KV head become extra rows against it.
+        let group = c.num_heads / c.num_kv_heads;
+        let q = q.reshape((1, c.num_kv_heads, group * seq, c.head_dim))?;
+        let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
+        let mask = causal_mask(seq, self.dtype)?;
+        let scores = scores.broadcast_add(&Tensor::cat(&vec![mask; group], 0)?)?;
+        let attended = softmax(&scores, D::Minus1)?.matmul(&v)?;
+        let attended = attended.reshape((1, c.num_heads, seq, c.head_dim))?.transpose(1, 2)?.reshape((
+            1,
+            seq,
+            c.num_heads * c.head_dim,
+        ))?;
+        let x = (x + project(&b.o, Projection::O, &attended, &dropped(&attended, 1)?)?)?;
+
+        let h = rms_norm_slow(&x, &b.mlp_norm, eps)?;
+        let h_dropped = dropped(&h, 2)?;
+        let gate = project(&b.gate, Projection::Gate, &h, &h_dropped)?.silu()?;
+        let act = (gate * project(&b.up, Projection::Up, &h, &h_dropped)?)?;
+        x + project(&b.down, Projection::Down, &act, &dropped(&act, 3)?)?
+    }
+}
+
+/// The frozen form of one projection's weight.
+fn freeze(weight: Weight, mode: BaseWeights, dtype: DType) -> candle_core::Result<Frozen> {
+    let four_bit = |t: GgmlDType| matches!(t, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q4K);
+    Ok(match (mode, weight) {
+        (BaseWeights::Dense, weight) => Frozen::Dense(weight.dequantize(&Device::Cpu)?.to_dtype(dtype)?),
+        (BaseWeights::FourBit, weight @ Weight::Q41(_)) => Frozen::Packed(weight),
+        (BaseWeights::FourBit, Weight::Candle(QMatMul::QTensor(q))) if four_bit(q.dtype()) => {
+            Frozen::Packed(Weight::Candle(QMatMul::QTensor(q)))
+        }
+        (BaseWeights::FourBit, weight) => {
+            let dense = weight.dequantize(&Device::Cpu)?;
+            drop(weight);
+            let (_, in_features) = dense.dims2()?;
+            if in_features % GgmlDType::Q4_0.block_size() != 0 {
+                candle_core::bail!(
+                    "QLoRA needs each weight row to be a multiple of {} values; this model has {in_features} \
+                     (train with plain LoRA instead)",
+                    GgmlDType::Q4_0.block_size()
+                );
+            }
+            let packed = QTensor::quantize(&dense, GgmlDType::Q4_0)?;
+            Frozen::Packed(Weight::new(QMatMul::from_qtensor(packed)?)?)
+        }
+    })
+}
+
+/// `t` with each value zeroed with probability `p` and the rest scaled by `1 / (1 - p)`.
+fn apply_dropout(t: &Tensor, dropout: Dropout, input: u64) -> candle_core::Result<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(dropout.seed ^ input.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let keep = 1.0 / (1.0 - dropout.p);
+    let mask: Vec<f32> =
+        (0..t.elem_count()).map(|_| if rng.random::<f64>() < dropout.p { 0.0 } else { keep as f32 }).collect();
+    t * Tensor::from_vec(mask, t.shape(), t.device())?.to_dtype(t.dtype())?
+}
+
+fn causal_mask(seq: usize, dtype: DType) -> candle_core::Result<Tensor> {
+    let mask: Vec<f32> =
+        (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Tensor::from_vec(mask, (seq, seq), &Device::Cpu)?.to_dtype(dtype)
+}
+
+/// Moves the gradients of `layers`' LoRA tensors from one backward pass into `grads`.
+fn collect(
+    step: &candle_core::backprop::GradStore,
+    lora: &Lora,
+    layers: std::ops::Range<usize>,
+    grads: &mut Grads,
+) -> candle_core::Result<()> {
+    let per_layer = Projection::ALL.len();
+    let span = layers.start * per_layer..layers.end * per_layer;
+    for (pair, sum) in lora.pairs[span.clone()].iter().zip(&mut grads[span]) {
+        let Some((a, b)) = pair else { continue };
+        let (Some(ga), Some(gb)) = (step.get(a), step.get(b)) else { continue };
+        *sum = Some(match sum.take() {
+            Some((sa, sb)) => ((sa + ga)?, (sb + gb)?),
+            None => (ga.clone(), gb.clone()),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::QMatMul;
+
+    use super::*;
+    use crate::engine::{Block as EngineBlock, Linear};
+    use crate::train::gradcheck::assert_gradients_match;
+
+    fn config(rope: RopeLayout) -> Config {
+        Config {
+            vocab_size: 40,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 8,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-6,
+            max_position: 64,
+            rope,
+        }
+    }
+
+    /// A random model of `config` (F32 weights, biases on q/k/v as qwen2 has).
+    fn random_model(config: Config) -> Transformer {
+        let randn = |shape: (usize, usize)| Tensor::randn(0f32, 0.3, shape, &Device::Cpu).unwrap();
+        let linear = |layer, projection: Projection| {
+            let (input, output) = projection.shape(&config);
+            let bias = matches!(projection, Projection::Q | Projection::K | Projection::V)
+                .then(|| Tensor::randn(0f32, 0.1, output, &Device::Cpu).unwrap());
+            Linear { weight: Weight::new(QMatMul::Tensor(randn((output, input)))).unwrap(), bias, layer, projection }
+        };
+        let norm = || {
+            (Tensor::ones(config.hidden_size, DType::F32, &Device::Cpu).unwrap()
+                + Tensor::randn(0f32, 0.1, config.hidden_size, &Device::Cpu).unwrap())
+            .unwrap()
+        };
+        let blocks = (0..config.num_layers)
+            .map(|l| EngineBlock {
+                attn_norm: norm(),
+                q: linear(l, Projection::Q),
+                k: linear(l, Projection::K),
+                v: linear(l, Projection::V),
+                o: linear(l, Projection::O),
+                mlp_norm: norm(),
+                gate: linear(l, Projection::Gate),
+                up: linear(l, Projection::Up),
+                down: linear(l, Projection::Down),
+            })
+            .collect();
+        let embed = randn((config.vocab_size, config.hidden_size));
+        let output = Weight::new(QMatMul::Tensor(randn((config.vocab_size, config.hidden_size)))).unwrap();
+        let final_norm = norm();
+        Transformer::new(config, embed, blocks, final_norm, output).unwrap()
+    }
+
+    /// LoRA variables with random A and B (B is zero at the start of training, which would hide
+    /// A's gradient).
+    fn random_lora(config: &Config, dtype: DType) -> (Vec<Var>, Lora) {
+        let mut vars = Vec::new();
+        for _ in 0..config.num_layers {
+            for projection in Projection::ALL {
+                let (input, output) = projection.shape(config);
+                vars.push(Var::randn(0f32, 0.2, (4, input), &Device::Cpu).unwrap().to_dtype(dtype).unwrap());
+                vars.push(Var::randn(0f32, 0.2, (output, 4), &Device::Cpu).unwrap().to_dtype(dtype).unwrap());
+            }
+        }
+        let vars: Vec<Var> = vars.into_iter().map(|t| Var::from_tensor(&t).unwrap()).collect();
+        let pairs = vars.chunks(2).map(|ab| Some((ab[0].as_tensor().clone(), ab[1].as_tensor().clone()))).collect();
+        (vars, Lora { scale: 2.0, pairs })
+    }
+
+    fn sequence() -> Sequence {
+        Sequence { tokens: vec![3, 17, 5, 9, 33, 2, 8, 21, 11], prompt_len: 4 }
+    }
+
+    fn grads(base: &Base, lora: &Lora, dropout: Option<Dropout>, checkpoint: bool) -> (f64, Grads) {
+        let mut grads = vec![None; lora.pairs.len()];
+        let sum = base.accumulate(&sequence(), 0.7, lora, dropout, checkpoint, &mut grads).unwrap();
+        (sum, grads)
+    }
+
+    /// `0.7 · Σ log p` with one LoRA tensor replaced.
+    fn objective(base: &Base, lora: &Lora, index: usize, which: usize, value: &Tensor) -> f64 {
+        let mut moved = lora.clone();
+        let (a, b) = moved.pairs[index].clone().unwrap();
+        moved.pairs[index] = Some(if which == 0 { (value.clone(), b) } else { (a, value.clone()) });
+        0.7 * base.logprob(&sequence(), Some(&moved)).unwrap()
+    }
+
+    fn check_against_finite_differences(rope: RopeLayout, weights: BaseWeights) {
+        let base = Base::new(random_model(config(rope)), weights, DType::F64).unwrap();
+        let (vars, lora) = random_lora(&base.config, DType::F64);
+        let (sum, grads) = grads(&base, &lora, None, false);
+        assert!((sum - base.logprob(&sequence(), Some(&lora)).unwrap()).abs() < 1e-9);
+        // Every projection of the last layer and a few of the first.
+        for index in [0, 3, 6, 7, 8, 9, 10, 11, 12, 13] {
+            for which in 0..2 {
+                let var = &vars[2 * index + which];
+                let grad = grads[index].as_ref().map(|g| if which == 0 { &g.0 } else { &g.1 }).unwrap();
+                assert_gradients_match(var, grad, |value| objective(&base, &lora, index, which, value));
+            }
+        }
+    }
+
+    #[test]
+    fn lora_gradients_match_finite_differences() {
+        check_against_finite_differences(RopeLayout::Halves, BaseWeights::Dense);
+    }
+
+    #[test]
+    fn lora_gradients_match_finite_differences_with_interleaved_rope() {
+        check_against_finite_differences(RopeLayout::Interleaved, BaseWeights::Dense);
+    }
+
+    #[test]
+    fn qlora_gradients_match_finite_differences_on_a_4_bit_base() {
+        check_against_finite_differences(RopeLayout::Halves, BaseWeights::FourBit);
+    }
+
+    #[test]
+    fn checkpointing_gives_the_same_gradients_dropout_included() {
+        let base = Base::new(random_model(config(RopeLayout::Halves)), BaseWeights::Dense, DType::F64).unwrap();
+        let (_, lora) = random_lora(&base.config, DType::F64);
+        let dropout = Some(Dropout { p: 0.3, seed: 7 });
+        let (sum_whole, whole) = grads(&base, &lora, dropout, false);
+        let (sum_layers, layers) = grads(&base, &lora, dropout, true);
+        assert!((sum_whole - sum_layers).abs() < 1e-10);
+        for (w, l) in whole.iter().zip(&layers) {
+            let (w, l) = (w.as_ref().unwrap(), l.as_ref().unwrap());
+            for (w, l) in [(&w.0, &l.0), (&w.1, &l.1)] {
+                let diff = (w - l).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+                assert!(diff < 1e-10, "{diff}");
+            }
+        }
+        let (_, undropped) = grads(&base, &lora, None, true);
+        let differs = |a: &Grads, b: &Grads| {
+            let (a, b) = (&a[0].as_ref().unwrap().0, &b[0].as_ref().unwrap().0);
+            (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() > 1e-6
+        };
+        assert!(differs(&layers, &undropped), "dropout changes the gradients");
+    }
+
+    #[test]
+    fn the_training_forward_matches_the_engines() {
+        // Same weights, same tokens: the differentiable forward must score like the inference one.
+        let config = config(RopeLayout::Halves);
+        let model = random_model(config.clone());
+        let tokens = [3u32, 17, 5, 9, 33];
+        let mut cache = crate::engine::KvCache::default();
+        let engine_logits = model.forward(&tokens[..4], &mut cache, None).unwrap();
+        let engine_logprob = log_softmax(&engine_logits, D::Minus1).unwrap().to_vec1::<f32>().unwrap()[33];
+        let base = Base::new(model, BaseWeights::Dense, DType::F32).unwrap();
+        let ours = base.logprob(&Sequence { tokens: tokens.to_vec(), prompt_len: 4 }, None).unwrap();
+        assert!((ours - engine_logprob as f64).abs() < 1e-4, "{ours} vs {engine_logprob}");
+    }
+}
