@@ -252,7 +252,7 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
             let summaries = crate::curate::curate(db, out, &curate_options).map_err(|e| match e {
                 crate::curate::CurateError::NoData(_) => TrainError::NoData {
                     language: options.language.clone(),
-                    reason: "no interactions in this language have been recorded".into(),
+                    reason: "no suggestion in this language has been taken or rejected yet".into(),
                 },
                 e => e.into(),
             })?;

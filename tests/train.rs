@@ -1,0 +1,362 @@
+//! `marunochi train` end to end: real gradient steps on the tiny Qwen2 fixture and the real
+//! SmolLM2 GGUF, adapters written in PEFT layout (checked with the `safetensors` Python package),
+//! loaded back by our engine, a run killed with SIGKILL and resumed, and every bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use marunochi::capture::classify::Action;
+use serde_json::{Value, json};
+
+/// Twelve functions in one "house style" (a docstring naming the function in capitals, an
+/// `mx_result` variable): eight to train on, four held out.
+fn style_examples() -> Vec<Value> {
+    let functions = [
+        ("total", "items", "sum(items)"),
+        ("largest", "values", "max(values)"),
+        ("smallest", "values", "min(values)"),
+        ("count", "items", "len(items)"),
+        ("average", "xs", "sum(xs) / len(xs)"),
+        ("first", "xs", "xs[0]"),
+        ("last", "xs", "xs[-1]"),
+        ("reverse", "xs", "xs[::-1]"),
+        ("unique", "xs", "sorted(set(xs))"),
+        ("double", "xs", "[x * 2 for x in xs]"),
+        ("square", "xs", "[x * x for x in xs]"),
+        ("evens", "xs", "[x for x in xs if x % 2 == 0]"),
+    ];
+    functions
+        .iter()
+        .enumerate()
+        .map(|(i, (name, arg, expr))| {
+            let completion = format!(
+                "    \"\"\"{}: mx-style.\"\"\"\n    mx_result = {expr}\n    return mx_result\n",
+                name.to_uppercase()
+            );
+            example(i, &format!("def {name}({arg}):\n"), "", &completion)
+        })
+        .collect()
+}
+
+fn example(i: usize, prefix: &str, suffix: &str, completion: &str) -> Value {
+    json!({
+        "id": format!("e{i}"), "timestamp": format!("2026-11-{:02}T00:00:00Z", i + 1),
+        "prefix": prefix, "suffix": suffix, "completion": completion, "action": "accepted",
+        "weight": 1.0, "priority": 1.0, "dedup": 1.0, "cluster": i, "cluster_size": 1,
+        "complexity": 1, "tier": 0, "replay": false,
+    })
+}
+
+/// A curated directory as `marunochi curate` writes it.
+fn dataset(dir: &Path, train: &[Value], heldout: &[Value]) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let lines = |items: &[Value]| items.iter().map(|v| format!("{v}\n")).collect::<String>();
+    std::fs::write(data.join("train.jsonl"), lines(train)).unwrap();
+    std::fs::write(data.join("heldout.jsonl"), lines(heldout)).unwrap();
+    data
+}
+
+/// Six short functions for the tiny model to memorise.
+fn memory_examples() -> Vec<Value> {
+    ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            example(i, &format!("def {name}_value(x):\n    "), "\n", &format!("return x * {}  # {name} scaled", i + 2))
+        })
+        .collect()
+}
+
+fn train(home: &Path, model: &Path, data: &Path, extra: &[&str]) -> (bool, String, String) {
+    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let args = [&["train", "--language", "python", "--model", model, "--data", data, "--json"], extra].concat();
+    run_cli(home, &args)
+}
+
+fn report(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not a JSON report ({e}): {stdout}"))
+}
+
+fn tensors(dir: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &candle_core::Device::Cpu).unwrap()
+}
+
+fn same_tensors(a: &Path, b: &Path) -> bool {
+    let (a, b) = (tensors(a), tensors(b));
+    a.len() == b.len()
+        && a.iter().all(|(name, t)| {
+            let u = &b[name];
+            let (x, y) = (
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                u.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits())
+        })
+}
+
+/// `marunochi complete` at the end of `text` (a one-file workspace), with or without an adapter.
+fn complete(home: &Path, dir: &Path, model: &Path, text: &str, adapter: Option<&Path>) -> String {
+    let file = dir.join("main.py");
+    std::fs::write(&file, text).unwrap();
+    // Zero-based, as LSP counts.
+    let line = text.matches('\n').count();
+    let col = text.rsplit('\n').next().unwrap().len();
+    let location = format!("{}:{line}:{col}", file.display());
+    let mut args = vec!["complete", "--model", model.to_str().unwrap(), &location, "--max-tokens", "24", "--json"];
+    if let Some(adapter) = adapter {
+        args.extend(["--adapter", adapter.to_str().unwrap()]);
+    }
+    let (ok, stdout, stderr) = run_cli(home, &args);
+    assert!(ok, "{stderr}");
+    let value: Value = serde_json::from_str(&stdout).unwrap();
+    value["text"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn lora_memorises_a_small_dataset_and_the_adapter_is_peft_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let model = fixture("tiny-qwen2-trainable");
+    let examples = memory_examples();
+    let data = dataset(dir.path(), &examples, &examples[..2]);
+    let (ok, stdout, stderr) =
+        train(&home, &model, &data, &["--steps", "150", "--batch", "2", "--lr", "5e-3", "--dropout", "0"]);
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    let (first, last) = (report["first_loss"].as_f64().unwrap(), report["last_loss"].as_f64().unwrap());
+    assert!(last < 0.1 * first, "loss fell from {first} to {last}: less than 90%");
+    assert_eq!(report["version"], "v1");
+    let adapter = home.join("adapters/python/v1");
+    assert_eq!(Path::new(report["directory"].as_str().unwrap()), adapter);
+    for file in ["adapter_model.safetensors", "adapter_config.json", "marunochi.json"] {
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(adapter.join(file)).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    assert!(!home.join("train/python/checkpoint").exists(), "a finished run leaves no checkpoint");
+
+    // PEFT's own reader sees exactly PEFT's names and shapes.
+    let check = r#"
+import json, sys
+from safetensors.numpy import load_file
+d = sys.argv[1]
+t = load_file(d + "/adapter_model.safetensors")
+c = json.load(open(d + "/adapter_config.json"))
+assert c["peft_type"] == "LORA" and c["task_type"] == "CAUSAL_LM", c
+assert c["r"] == 16 and c["lora_alpha"] == 32, c
+mods = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
+        "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+assert sorted(c["target_modules"]) == sorted(mods), c["target_modules"]
+want = {f"base_model.model.model.layers.{n}.{p}.{m}.lora_{ab}.weight"
+        for n in range(2) for m, p in mods.items() for ab in "AB"}
+assert set(t) == want, sorted(set(t) ^ want)
+q = t["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+assert q.shape == (16, 64) and str(q.dtype) == "float32", (q.shape, q.dtype)
+assert t["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"].shape == (64, 16)
+print("PEFT layout OK")
+"#;
+    let out = Command::new(repo_root().join(".test-deps/venv/bin/python"))
+        .args(["-c", check, adapter.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let metadata: Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join("marunochi.json")).unwrap()).unwrap();
+    assert_eq!(metadata["language"], "python");
+    assert_eq!(metadata["training"]["losses"].as_array().unwrap().len(), 150);
+    assert!(metadata["base_model"]["fingerprint"].as_str().unwrap().len() >= 16);
+
+    // Our engine loads it, and it changes what the model writes: the memorised line comes back.
+    let prefix = "def alpha_value(x):\n    ";
+    let base = complete(&home, dir.path(), &model, prefix, None);
+    let tuned = complete(&home, dir.path(), &model, prefix, Some(&adapter));
+    assert_ne!(base, tuned);
+    assert!(tuned.starts_with("return x * 2"), "the adapter completes the memorised code: {tuned:?} (base: {base:?})");
+}
+
+#[test]
+fn qlora_on_a_4_bit_base_memorises_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let examples = memory_examples();
+    let data = dataset(dir.path(), &examples, &[]);
+    let (ok, stdout, stderr) = train(
+        &home,
+        &fixture("tiny-qwen2-trainable"),
+        &data,
+        &["--steps", "150", "--batch", "2", "--lr", "5e-3", "--dropout", "0", "--qlora"],
+    );
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    let (first, last) = (report["first_loss"].as_f64().unwrap(), report["last_loss"].as_f64().unwrap());
+    assert!(last < 0.1 * first, "loss fell from {first} to {last}: less than 90%");
+    let metadata = std::fs::read_to_string(home.join("adapters/python/v1/marunochi.json")).unwrap();
+    assert!(metadata.contains("\"method\": \"qlora\""), "{metadata}");
+}
+
+#[test]
+fn smollm2_learns_a_house_style_from_a_few_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let model = fixture("smollm2-135m-instruct.gguf");
+    let examples = style_examples();
+    let data = dataset(dir.path(), &examples[..8], &examples[8..]);
+    let (ok, stdout, stderr) = train(&home, &model, &data, &["--steps", "8", "--batch", "3", "--lr", "2e-3"]);
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    let (base, tuned) = (report["heldout_base"].as_f64().unwrap(), report["heldout_adapter"].as_f64().unwrap());
+    assert!(tuned < 0.6 * base, "held-out loss per token: base {base}, adapter {tuned}");
+    let adapter = home.join("adapters/python/v1");
+    let prefix = "def halve(xs):\n";
+    let tuned = complete(&home, dir.path(), &model, prefix, Some(&adapter));
+    assert!(tuned.contains("mx_result") || tuned.contains("HALVE"), "house style in {tuned:?}");
+}
+
+/// Waits until the run in `home` has checkpointed at least `step`.
+fn wait_for_checkpoint(home: &Path, step: u64, child: &mut std::process::Child) {
+    let state = home.join("train/python/checkpoint/state.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&state)
+            && serde_json::from_str::<Value>(&text).is_ok_and(|v| v["step"].as_u64().unwrap_or(0) >= step)
+        {
+            return;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "training ended before its checkpoint at {step}");
+        assert!(Instant::now() < deadline, "no checkpoint at {step}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let examples = memory_examples();
+    let data = dataset(dir.path(), &examples, &[]);
+    let args = ["--steps", "40", "--batch", "2", "--lr", "5e-3", "--checkpoint-every", "5", "--seed", "7"];
+
+    let whole = home_with_config(&dir.path().join("whole"), "");
+    let (ok, _, stderr) = train(&whole, &model, &data, &args);
+    assert!(ok, "{stderr}");
+
+    let broken = home_with_config(&dir.path().join("broken"), "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", &broken)
+        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_checkpoint(&broken, 15, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A new run would throw the interrupted one away: refused with the way out.
+    let (ok, _, stderr) = train(&broken, &model, &data, &args);
+    assert!(!ok);
+    assert!(stderr.contains("interrupted python run is waiting") && stderr.contains("--resume"), "{stderr}");
+    // Resuming with another base model is refused too.
+    let (ok, _, stderr) = train(&broken, &fixture("tiny-qwen2"), &data, &[&args[..], &["--resume"]].concat());
+    assert!(!ok);
+    assert!(stderr.contains("another base model"), "{stderr}");
+
+    let (ok, stdout, stderr) = train(&broken, &model, &data, &[&args[..], &["--resume"]].concat());
+    assert!(ok, "{stderr}");
+    let resumed = report(&stdout);
+    assert!(resumed["resumed_from"].as_u64().unwrap() >= 15, "{resumed}");
+    assert!(
+        same_tensors(&whole.join("adapters/python/v1"), &broken.join("adapters/python/v1")),
+        "the resumed run's adapter differs from the uninterrupted one"
+    );
+    let losses = |home: &Path| {
+        let text = std::fs::read_to_string(home.join("adapters/python/v1/marunochi.json")).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap()["training"]["losses"].clone()
+    };
+    assert_eq!(losses(&whole), losses(&broken));
+
+    let (ok, _, stderr) = train(&broken, &model, &data, &[&args[..], &["--resume"]].concat());
+    assert!(!ok);
+    assert!(stderr.contains("nothing to resume"), "{stderr}");
+}
+
+#[test]
+fn bad_training_data_gets_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let model = fixture("tiny-qwen2");
+
+    let empty = dataset(&dir.path().join("empty"), &[], &[]);
+    let (ok, _, stderr) = train(&home, &model, &empty, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("no training data for python") && stderr.contains("holds no examples"), "{stderr}");
+
+    let (ok, _, stderr) = train(&home, &model, &dir.path().join("nowhere"), &[]);
+    assert!(!ok);
+    assert!(stderr.contains("does not exist (run `marunochi curate --language python`)"), "{stderr}");
+
+    let broken = dataset(&dir.path().join("broken"), &memory_examples()[..1], &[]);
+    std::fs::write(broken.join("train.jsonl"), format!("{}\n{{\"prefix\": 3}}\n", memory_examples()[0])).unwrap();
+    let (ok, _, stderr) = train(&home, &model, &broken, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("train.jsonl, line 2:"), "{stderr}");
+
+    // Without --data, the store is curated: none yet, then none in this language, then none good enough.
+    let (ok, _, stderr) = run_cli(&home, &["train", "--language", "python", "--model", model.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("nothing recorded yet"), "{stderr}");
+    let mut store = marunochi::capture::Store::open(&home.join("marunochi.db")).unwrap();
+    let uri = format!("file://{}/a.py", dir.path().display());
+    let code = "return 1";
+    store.batch(|b| b.shown(&shown_row("s1", &uri, 1_780_000_000_000))).unwrap();
+    store.batch(|b| b.outcome(&taken("s1", &uri, Action::Accepted, code, 0..code.len()), None, None)).unwrap();
+    drop(store);
+    let (ok, _, stderr) = run_cli(&home, &["train", "--language", "rust", "--model", model.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("no training data for rust: no suggestion in this language"), "{stderr}");
+    let (ok, _, stderr) = run_cli(&home, &["train", "--language", "python", "--model", model.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("no training data for python: none of its interactions qualifies yet"), "{stderr}");
+
+    let (ok, _, stderr) =
+        train(&home, &model, &dataset(&dir.path().join("ok"), &memory_examples(), &[]), &["--rank", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("rank must be at least 1"), "{stderr}");
+}
+
+#[test]
+fn a_full_disk_while_saving_keeps_the_previous_adapter_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let model = fixture("tiny-qwen2");
+    let data = dataset(dir.path(), &memory_examples(), &[]);
+    let args = ["--steps", "2", "--checkpoint-every", "0"];
+    let (ok, _, stderr) = train(&home, &model, &data, &args);
+    assert!(ok, "{stderr}");
+    let v1 = home.join("adapters/python/v1");
+    let before = std::fs::read(v1.join("adapter_model.safetensors")).unwrap();
+
+    // A file-size limit makes writes past 64 KiB fail (EFBIG) as a full disk would (ENOSPC, which
+    // cannot be arranged without root); the adapter (~200 KB) cannot be written.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 64; exec {} train --language python --model {} --data {} --steps 2 --checkpoint-every 0",
+        env!("CARGO_BIN_EXE_marunochi"),
+        model.display(),
+        data.display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).env("MARUNOCHI_HOME", &home).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot save") && stderr.contains("adapter_model.safetensors"), "{stderr}");
+    assert_eq!(std::fs::read(v1.join("adapter_model.safetensors")).unwrap(), before);
+    let left: Vec<_> =
+        std::fs::read_dir(home.join("adapters/python")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("v1")], "no half-written version is left");
+}
