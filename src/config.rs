@@ -76,6 +76,11 @@ checkpoint_every = 50
 # Longest prompt and completion, in tokens, a training example may have.
 max_prompt_tokens = 512
 max_target_tokens = 256
+# After SFT: KTO on taken vs rejected suggestions (with at least 4 of each) and DPO on
+# corrections (final code preferred to the suggestion; at least 2), with this learning rate and β.
+preference = true
+preference_lr = 0.00005
+beta = 0.1
 
 [daemon]
 # The daemon (one per user, holding the model for every editor window) exits after this many
@@ -147,6 +152,9 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     pub max_prompt_tokens: usize,
     pub max_target_tokens: usize,
+    pub preference: bool,
+    pub preference_lr: f64,
+    pub beta: f64,
 }
 
 impl Default for TrainConfig {
@@ -163,6 +171,9 @@ impl Default for TrainConfig {
             checkpoint_every: 50,
             max_prompt_tokens: 512,
             max_target_tokens: 256,
+            preference: true,
+            preference_lr: 5e-5,
+            beta: 0.1,
         }
     }
 }

@@ -360,3 +360,65 @@ fn a_full_disk_while_saving_keeps_the_previous_adapter_whole() {
         std::fs::read_dir(home.join("adapters/python")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("v1")], "no half-written version is left");
 }
+
+#[test]
+fn kto_and_dpo_stages_follow_sft_when_preference_data_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[train]\npreference_lr = 0.01\n");
+    let examples = memory_examples();
+    let data = dataset(dir.path(), &examples, &[]);
+    let kto: Vec<Value> = examples
+        .iter()
+        .chain(&examples[..2])
+        .enumerate()
+        .map(|(i, e)| {
+            let (desirable, completion) = if i % 2 == 0 {
+                (true, e["completion"].as_str().unwrap().to_owned())
+            } else {
+                (false, format!("print({i})"))
+            };
+            json!({"id": format!("k{i}"), "prefix": e["prefix"], "suffix": e["suffix"], "completion": completion,
+                   "desirable": desirable, "weight": 1.0})
+        })
+        .collect();
+    let dpo: Vec<Value> = examples[..2]
+        .iter()
+        .map(|e| {
+            json!({"id": e["id"], "prefix": e["prefix"], "suffix": e["suffix"],
+                        "chosen": e["completion"], "rejected": "pass"})
+        })
+        .collect();
+    let lines = |items: &[Value]| items.iter().map(|v| format!("{v}\n")).collect::<String>();
+    std::fs::write(data.join("kto.jsonl"), lines(&kto)).unwrap();
+    std::fs::write(data.join("dpo.jsonl"), lines(&dpo)).unwrap();
+
+    let args = ["--steps", "4", "--epochs", "4", "--batch", "4", "--dropout", "0"];
+    let (ok, stdout, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &args);
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    let stages = report["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(names, ["sft", "kto", "dpo"]);
+    assert_eq!(report["kto_examples"], 8);
+    assert_eq!(report["dpo_pairs"], 2);
+    let (kto, dpo) = (&stages[1], &stages[2]);
+    assert_eq!(kto["steps"], 8);
+    assert_eq!(dpo["steps"], 4);
+    // Each stage starts at the reference (the adapter SFT left): log-ratios 0, so KTO's loss is
+    // 1 − σ(0) and DPO's −log σ(0); their updates then lower them.
+    let loss = |s: &Value, key: &str| s[key].as_f64().unwrap();
+    assert!((loss(kto, "first_loss") - 0.5).abs() < 1e-6, "{kto}");
+    assert!((loss(dpo, "first_loss") - std::f64::consts::LN_2).abs() < 1e-6, "{dpo}");
+    assert!(loss(kto, "last_loss") < loss(kto, "first_loss") - 0.01, "{kto}");
+    assert!(loss(dpo, "last_loss") < loss(dpo, "first_loss") - 0.01, "{dpo}");
+
+    // --sft-only skips them.
+    let (ok, stdout, stderr) =
+        train(&home, &fixture("tiny-qwen2-trainable"), &data, &[&args[..], &["--sft-only"]].concat());
+    assert!(ok, "{stderr}");
+    assert_eq!(report_stages(&stdout), ["sft"]);
+}
+
+fn report_stages(stdout: &str) -> Vec<String> {
+    report(stdout)["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap().to_owned()).collect()
+}

@@ -206,6 +206,9 @@ enum Command {
         /// Keep every layer's activations instead of recomputing them (faster, more memory).
         #[arg(long)]
         no_gradient_checkpointing: bool,
+        /// Only the SFT stage: no KTO or DPO afterwards.
+        #[arg(long)]
+        sft_only: bool,
         /// Continue the interrupted run of this language.
         #[arg(long, conflicts_with = "restart")]
         resume: bool,
@@ -352,6 +355,7 @@ pub fn main() -> ExitCode {
             checkpoint_every,
             qlora,
             no_gradient_checkpointing,
+            sft_only,
             resume,
             restart,
             json,
@@ -365,6 +369,7 @@ pub fn main() -> ExitCode {
             settings.seed = seed;
             settings.qlora |= qlora;
             settings.gradient_checkpointing &= !no_gradient_checkpointing;
+            settings.preference &= !sft_only;
             let overrides = [(epochs, &mut settings.epochs), (batch, &mut settings.batch), (rank, &mut settings.rank)];
             for (value, field) in overrides {
                 if let Some(value) = value {
@@ -913,7 +918,7 @@ fn run_train(
                 bar.set_prefix(stage.to_owned());
             }
         }
-        train::Event::Step { step, total, loss, tokens_per_s } => {
+        train::Event::Step { stage, step, total, loss, tokens_per_s } => {
             if bar.length().is_none() {
                 bar.set_length(total as u64);
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -923,11 +928,11 @@ fn run_train(
                     )
                     .expect("valid template"),
                 );
-                bar.set_prefix("training");
             }
+            bar.set_prefix(format!("training ({stage})"));
             bar.set_position(step as u64);
             bar.set_message(format!("loss {loss:.4} · {tokens_per_s:.0} tok/s"));
-            tracing::info!(step, total, loss, tokens_per_s, "update");
+            tracing::info!(stage, step, total, loss, tokens_per_s, "update");
         }
         train::Event::Checkpoint { step } => {
             tracing::info!(step, "checkpoint saved");
@@ -952,6 +957,15 @@ fn run_train(
                     report.first_loss,
                     report.last_loss
                 );
+                for stage in report.stages.iter().skip(1) {
+                    println!(
+                        "  then {}: {} updates, loss {:.4} -> {:.4}",
+                        stage.stage.name(),
+                        stage.steps,
+                        stage.first_loss,
+                        stage.last_loss
+                    );
+                }
                 if let (Some(before), Some(after)) = (report.heldout_base, report.heldout_adapter) {
                     println!("held-out loss per token: base {before:.4}, adapter {after:.4}");
                 }

@@ -12,12 +12,15 @@
 //! bit-for-bit. The result is written atomically in PEFT layout to
 //! `adapters/<language>/v<N>/` with a `marunochi.json` describing base, data and losses.
 
+mod data;
 mod files;
 mod frozen;
 #[cfg(test)]
 mod gradcheck;
 mod model;
 mod optim;
+mod preference;
+mod stages;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,20 +28,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::curate::Example;
-use crate::engine::count::Counter;
+use crate::curate::{Example, KtoExample, Pair};
 use crate::engine::lora::Projection;
-use crate::engine::{Budget, Engine, EngineError, LoadOptions, ModelInfo, PromptInput, Template, TextTokenizer};
+use crate::engine::{Engine, EngineError, LoadOptions, ModelInfo};
 
+use data::{Encoder, Weighted};
 pub use model::BaseWeights;
-use model::{Base, Dropout, Grads, Lora, Sequence};
+use model::{Base, Dropout, Grads, Lora};
 use optim::{AdamW, Hyper};
+pub use stages::StageKind;
 
 /// Held-out examples scored before and after training (each is a forward pass).
 const HELDOUT_LIMIT: usize = 32;
@@ -67,6 +70,12 @@ pub struct Settings {
     pub gradient_checkpointing: bool,
     pub max_prompt_tokens: usize,
     pub max_target_tokens: usize,
+    /// Run the KTO and DPO stages after SFT when there is enough preference data.
+    pub preference: bool,
+    /// Learning rate of the preference stages.
+    pub preference_lr: f64,
+    /// β of the KTO and DPO losses.
+    pub beta: f64,
 }
 
 impl Settings {
@@ -89,6 +98,9 @@ impl Settings {
             gradient_checkpointing: c.gradient_checkpointing,
             max_prompt_tokens: c.max_prompt_tokens,
             max_target_tokens: c.max_target_tokens,
+            preference: c.preference,
+            preference_lr: c.preference_lr,
+            beta: c.beta,
         }
     }
 }
@@ -135,7 +147,7 @@ pub enum Data {
 /// What the caller is told while training runs.
 pub enum Event<'a> {
     Stage(&'a str),
-    Step { step: usize, total: usize, loss: f64, tokens_per_s: f64 },
+    Step { stage: &'static str, step: usize, total: usize, loss: f64, tokens_per_s: f64 },
     Checkpoint { step: usize },
 }
 
@@ -147,12 +159,15 @@ pub struct Report {
     pub steps: usize,
     pub examples: usize,
     pub skipped: usize,
+    pub kto_examples: usize,
+    pub dpo_pairs: usize,
     pub tokens: usize,
     pub seconds: f64,
     pub tokens_per_s: f64,
-    /// Mean loss of the first and the last update.
+    /// Mean loss of the first and the last SFT update.
     pub first_loss: f64,
     pub last_loss: f64,
+    pub stages: Vec<StageReport>,
     /// Mean negative log-likelihood per token of the held-out completions, base vs adapter.
     pub heldout_base: Option<f64>,
     pub heldout_adapter: Option<f64>,
@@ -160,6 +175,14 @@ pub struct Report {
     /// The most memory this process held (VmHWM), in bytes.
     pub peak_memory: Option<u64>,
     pub frozen_base_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: StageKind,
+    pub steps: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +221,8 @@ pub enum TrainError {
 struct State {
     step: usize,
     total: usize,
+    /// The stages planned at the start and their updates (`total` is their sum).
+    stages: Vec<(StageKind, usize)>,
     settings: Settings,
     base_fingerprint: String,
     data_dir: PathBuf,
@@ -206,29 +231,43 @@ struct State {
     tokens: usize,
     seconds: f64,
     heldout_base: Option<f64>,
+    /// The current preference stage's reference log-likelihoods (see `stages::reference`).
+    reference: Vec<f64>,
+}
+
+impl State {
+    /// The stage of update `step`: its index, kind, length and the update's place in it.
+    fn stage_at(&self, step: usize) -> (usize, StageKind, usize, usize) {
+        let mut first = 0;
+        for (index, &(kind, steps)) in self.stages.iter().enumerate() {
+            if step < first + steps {
+                return (index, kind, steps, step - first);
+            }
+            first += steps;
+        }
+        unreachable!("step {step} is past the plan's {first} updates")
+    }
 }
 
 /// Trains one adapter as `options` say, reporting progress to `events`; returns when done or
 /// when `stop` is set (with a checkpoint saved and [`TrainError::Stopped`]).
 pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Result<Report, TrainError> {
     let checkpoint_dir = options.work.join("checkpoint");
-    let existing = files::existing_dir(&checkpoint_dir);
-    let resumed = match (options.start, &existing) {
+    let resumed = match (options.start, files::existing_dir(&checkpoint_dir)) {
         (Start::New, Some(dir)) => {
-            let state = read_state(dir)?;
-            return Err(TrainError::Interrupted {
-                language: options.language.clone(),
-                step: state.step,
-                total: state.total,
-                dir: dir.clone(),
-            });
+            let state = read_state(&dir)?;
+            let (step, total, language) = (state.step, state.total, options.language.clone());
+            return Err(TrainError::Interrupted { language, step, total, dir });
         }
         (Start::Resume, None) => {
             return Err(TrainError::NothingToResume { language: options.language.clone(), dir: checkpoint_dir });
         }
-        (Start::Resume, Some(dir)) => Some((dir.clone(), read_state(dir)?)),
+        (Start::Resume, Some(dir)) => {
+            let state = read_state(&dir)?;
+            Some((dir, state))
+        }
         (Start::Restart, Some(dir)) => {
-            std::fs::remove_dir_all(dir).map_err(|source| TrainError::Save { path: dir.clone(), source })?;
+            std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Save { path: dir.clone(), source })?;
             None
         }
         (Start::Restart | Start::New, None) => None,
@@ -236,64 +275,27 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
     let settings = resumed.as_ref().map_or(&options.settings, |(_, state)| &state.settings).clone();
     check_settings(&settings)?;
 
-    let data_dir = match (&options.data, &resumed) {
-        (Data::Dir(dir), _) => dir.clone(),
-        (Data::Curate { .. }, Some((_, state))) => state.data_dir.clone(),
-        (Data::Curate { db, out, options: curate_options }, None) => {
-            events(Event::Stage("curating your interactions"));
-            if !db.exists() {
-                return Err(TrainError::NoData {
-                    language: options.language.clone(),
-                    reason: format!("nothing recorded yet ({} does not exist)", db.display()),
-                });
-            }
-            let curate_options =
-                crate::curate::Options { language: Some(options.language.clone()), ..curate_options.clone() };
-            let summaries = crate::curate::curate(db, out, &curate_options).map_err(|e| match e {
-                crate::curate::CurateError::NoData(_) => TrainError::NoData {
-                    language: options.language.clone(),
-                    reason: "no suggestion in this language has been taken or rejected yet".into(),
-                },
-                e => e.into(),
-            })?;
-            let summary = summaries.into_iter().next().expect("curate reports the language it was asked for");
-            if summary.train == 0 {
-                return Err(TrainError::NoData {
-                    language: options.language.clone(),
-                    reason: format!(
-                        "none of its interactions qualifies yet ({} below quality {}; accepted or corrected code \
-                         needs test, execution or retention evidence to get there)",
-                        summary.below_quality, curate_options.min_quality
-                    ),
-                });
-            }
-            summary.directory
-        }
-    };
+    let data_dir = curated_dir(options, resumed.as_ref().map(|(_, state)| state), events)?;
     events(Event::Stage("reading the training data"));
-    let (examples, data_fingerprint) = read_examples(&data_dir.join("train.jsonl"), &options.language, true)?;
-    let heldout = match read_examples(&data_dir.join("heldout.jsonl"), &options.language, false) {
-        Ok((heldout, _)) => heldout,
-        Err(TrainError::NoData { .. }) => Vec::new(),
-        Err(e) => return Err(e),
-    };
+    let language = options.language.as_str();
+    let (examples, train_fingerprint) = data::read_jsonl::<Example>(&data_dir.join("train.jsonl"), language, true)?;
+    let (heldout, _) = data::read_jsonl::<Example>(&data_dir.join("heldout.jsonl"), language, false)?;
+    let (kto, kto_fingerprint) = data::read_jsonl::<KtoExample>(&data_dir.join("kto.jsonl"), language, false)?;
+    let (dpo, dpo_fingerprint) = data::read_jsonl::<Pair>(&data_dir.join("dpo.jsonl"), language, false)?;
+    let data_fingerprint = format!("{train_fingerprint}-{kto_fingerprint}-{dpo_fingerprint}");
     let base_fingerprint = files::fingerprint(&options.model).map_err(|e| EngineError::io(&options.model, e))?;
     if let Some((dir, state)) = &resumed {
         if state.base_fingerprint != base_fingerprint {
-            return Err(TrainError::Mismatch {
-                dir: dir.clone(),
-                what: format!(
-                    "with another base model (fingerprint {}; {} is {base_fingerprint})",
-                    state.base_fingerprint,
-                    options.model.display()
-                ),
-            });
+            let what = format!(
+                "with another base model (fingerprint {}; {} is {base_fingerprint})",
+                state.base_fingerprint,
+                options.model.display()
+            );
+            return Err(TrainError::Mismatch { dir: dir.clone(), what });
         }
         if state.data_fingerprint != data_fingerprint {
-            return Err(TrainError::Mismatch {
-                dir: dir.clone(),
-                what: format!("from other data than {}", data_dir.display()),
-            });
+            let what = format!("from other data than {}", data_dir.display());
+            return Err(TrainError::Mismatch { dir: dir.clone(), what });
         }
     }
 
@@ -304,16 +306,20 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
     check_memory(&transformer.config, weights, &options.model)?;
     let base = Base::new(transformer, weights, DType::F32)?;
 
-    let (sequences, skipped) = tokenize(&examples, &tokenizer, template, &settings)?;
-    if sequences.is_empty() {
-        return Err(TrainError::NoData {
-            language: options.language.clone(),
-            reason: format!("all {} examples have an empty completion", examples.len()),
-        });
+    let encoder = Encoder {
+        tokenizer: &tokenizer,
+        template,
+        max_prompt_tokens: settings.max_prompt_tokens,
+        max_target_tokens: settings.max_target_tokens,
+    };
+    let (sft, skipped) = encoder.sft(&examples)?;
+    if sft.is_empty() {
+        let reason = format!("all {} examples have an empty completion", examples.len());
+        return Err(TrainError::NoData { language: options.language.clone(), reason });
     }
-    let (heldout, _) = tokenize(&heldout[..heldout.len().min(HELDOUT_LIMIT)], &tokenizer, template, &settings)?;
+    let (heldout, _) = encoder.sft(&heldout[..heldout.len().min(HELDOUT_LIMIT)])?;
+    let data = stages::Data { sft, kto: encoder.kto(&kto)?, dpo: encoder.dpo(&dpo)? };
 
-    let total = settings.steps.unwrap_or_else(|| (settings.epochs * sequences.len()).div_ceil(settings.batch)).max(1);
     let (params, mut adam, mut state) = match resumed {
         Some((dir, state)) => {
             let (params, adam) = load_checkpoint(&dir, &base, &settings)?;
@@ -328,9 +334,11 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
                 events(Event::Stage("scoring the held-out examples with the base model"));
                 Some(mean_nll(&base, &heldout, None)?)
             };
+            let stages = stages::plan(&settings, &data);
             let state = State {
                 step: 0,
-                total,
+                total: stages.iter().map(|(_, steps)| steps).sum(),
+                stages,
                 settings: settings.clone(),
                 base_fingerprint,
                 data_dir: data_dir.clone(),
@@ -339,52 +347,66 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
                 tokens: 0,
                 seconds: 0.0,
                 heldout_base,
+                reference: Vec::new(),
             };
             (params, adam, state)
         }
     };
     let resumed_from = (state.step > 0).then_some(state.step);
     let lora = lora_view(&params, &settings);
-    let warmup = ((total as f64 * settings.warmup_ratio).round() as usize).max(1);
-    let order = Order::new(&sequences, settings.seed);
 
-    events(Event::Stage("training"));
     while state.step < state.total {
         if stop.load(Ordering::Relaxed) {
             save_checkpoint(&checkpoint_dir, &params, &adam, &state, &base)?;
             events(Event::Checkpoint { step: state.step });
             return Err(TrainError::Stopped { step: state.step, total: state.total });
         }
-        let started = Instant::now();
-        let batch: Vec<&Weighted> =
-            (0..settings.batch).map(|i| &sequences[order.at(state.step * settings.batch + i)]).collect();
-        let weight_sum: f64 = batch.iter().map(|s| s.weight).sum();
-        let mut grads: Grads = vec![None; lora.pairs.len()];
-        let mut loss = 0.0;
-        let mut tokens = 0;
-        for (i, item) in batch.iter().enumerate() {
-            let share = item.weight / weight_sum / item.sequence.targets() as f64;
-            let dropout = Dropout { p: settings.dropout, seed: mix(settings.seed, &[2, state.step as u64, i as u64]) };
-            let sum = base.accumulate(
-                &item.sequence,
-                -share,
-                &lora,
-                Some(dropout),
-                settings.gradient_checkpointing,
-                &mut grads,
-            )?;
-            loss -= share * sum;
-            tokens += item.sequence.tokens.len();
+        let (index, kind, steps, local) = state.stage_at(state.step);
+        if local == 0 {
+            events(Event::Stage(kind.name()));
+            // Each stage is an optimisation of its own: fresh moments, and for the preference
+            // stages the adapter as it stands now is the reference.
+            adam = AdamW::new(hyper(&settings), &params)?;
+            state.reference = stages::reference(&base, &lora.detached(), kind, &data)?;
         }
-        let grads = flat_grads(grads, &params)?;
-        let lr = optim::cosine_lr(settings.lr, state.step, state.total, warmup);
-        adam.step(&params, &grads, state.step + 1, lr)?;
+        let started = Instant::now();
+        let order = data::Order::new(data.tiers(kind).into_iter(), data::mix(settings.seed, &[1, index as u64]));
+        let draws: Vec<usize> = (0..settings.batch).map(|i| order.at(local * settings.batch + i)).collect();
+        let checkpointing = settings.gradient_checkpointing;
+        let update = match kind {
+            StageKind::Sft => {
+                let items: Vec<_> = draws.iter().map(|&i| &data.sft[i]).collect();
+                let step = state.step as u64;
+                let dropout =
+                    |i: usize| Dropout { p: settings.dropout, seed: data::mix(settings.seed, &[2, step, i as u64]) };
+                stages::sft(&base, &lora, &items, dropout, checkpointing)?
+            }
+            StageKind::Kto => {
+                let items: Vec<_> = draws.iter().map(|&i| (i, &data.kto[i])).collect();
+                stages::kto(&base, &lora, &items, &state.reference, settings.beta, checkpointing)?
+            }
+            StageKind::Dpo => {
+                let items: Vec<_> = draws.iter().map(|&i| (i, &data.dpo[i])).collect();
+                stages::dpo(&base, &lora, &items, &state.reference, settings.beta, checkpointing)?
+            }
+        };
+        let grads = flat_grads(update.grads, &params)?;
+        let base_lr = if kind == StageKind::Sft { settings.lr } else { settings.preference_lr };
+        let warmup = ((steps as f64 * settings.warmup_ratio).round() as usize).max(1);
+        adam.step(&params, &grads, local + 1, optim::cosine_lr(base_lr, local, steps, warmup))?;
         state.step += 1;
-        state.losses.push(loss);
-        state.tokens += tokens;
+        state.losses.push(update.loss);
+        state.tokens += update.tokens;
         let seconds = started.elapsed().as_secs_f64();
         state.seconds += seconds;
-        events(Event::Step { step: state.step, total: state.total, loss, tokens_per_s: tokens as f64 / seconds });
+        let tokens_per_s = update.tokens as f64 / seconds;
+        events(Event::Step {
+            stage: kind.name(),
+            step: state.step,
+            total: state.total,
+            loss: update.loss,
+            tokens_per_s,
+        });
         if settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0 && state.step < state.total {
             save_checkpoint(&checkpoint_dir, &params, &adam, &state, &base)?;
             events(Event::Checkpoint { step: state.step });
@@ -401,18 +423,36 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
     let language_dir = options.adapters.join(&options.language);
     let version = files::next_version(&language_dir);
     let directory = language_dir.join(&version);
+    let mut first = 0;
+    let stage_reports = state
+        .stages
+        .iter()
+        .map(|&(kind, steps)| {
+            let losses = &state.losses[first..first + steps];
+            first += steps;
+            StageReport {
+                stage: kind,
+                steps,
+                first_loss: losses.first().copied().unwrap_or(f64::NAN),
+                last_loss: losses.last().copied().unwrap_or(f64::NAN),
+            }
+        })
+        .collect::<Vec<_>>();
     let mut report = Report {
         language: options.language.clone(),
         version: version.clone(),
         directory: directory.clone(),
         steps: state.step,
-        examples: sequences.len(),
+        examples: data.sft.len(),
         skipped,
+        kto_examples: data.kto.len(),
+        dpo_pairs: data.dpo.len(),
         tokens: state.tokens,
         seconds: state.seconds,
         tokens_per_s: state.tokens as f64 / state.seconds.max(1e-9),
-        first_loss: state.losses.first().copied().unwrap_or(f64::NAN),
-        last_loss: state.losses.last().copied().unwrap_or(f64::NAN),
+        first_loss: stage_reports[0].first_loss,
+        last_loss: stage_reports[0].last_loss,
+        stages: stage_reports,
         heldout_base: state.heldout_base,
         heldout_adapter,
         resumed_from,
@@ -429,12 +469,35 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
     Ok(report)
 }
 
-/// A tokenized example and its weight (priority × near-duplicate share).
-struct Weighted {
-    sequence: Sequence,
-    weight: f64,
-    /// Complexity tier (0: CC < 5, 1: 5–10, 2: > 10).
-    tier: u8,
+/// The curated directory to train from: given, remembered by the run being resumed, or curated
+/// from the store now.
+fn curated_dir(options: &Options, resumed: Option<&State>, events: &dyn Fn(Event)) -> Result<PathBuf, TrainError> {
+    let (db, out, curate_options) = match (&options.data, resumed) {
+        (Data::Dir(dir), _) => return Ok(dir.clone()),
+        (Data::Curate { .. }, Some(state)) => return Ok(state.data_dir.clone()),
+        (Data::Curate { db, out, options }, None) => (db, out, options),
+    };
+    let no_data = |reason: String| TrainError::NoData { language: options.language.clone(), reason };
+    events(Event::Stage("curating your interactions"));
+    if !db.exists() {
+        return Err(no_data(format!("nothing recorded yet ({} does not exist)", db.display())));
+    }
+    let curate_options = crate::curate::Options { language: Some(options.language.clone()), ..curate_options.clone() };
+    let summaries = crate::curate::curate(db, out, &curate_options).map_err(|e| match e {
+        crate::curate::CurateError::NoData(_) => {
+            no_data("no suggestion in this language has been taken or rejected yet".into())
+        }
+        e => e.into(),
+    })?;
+    let summary = summaries.into_iter().next().expect("curate reports the language it was asked for");
+    if summary.train == 0 {
+        return Err(no_data(format!(
+            "none of its interactions qualifies yet ({} below quality {}; accepted or corrected code needs test, \
+             execution or retention evidence to get there)",
+            summary.below_quality, curate_options.min_quality
+        )));
+    }
+    Ok(summary.directory)
 }
 
 fn check_settings(s: &Settings) -> Result<(), TrainError> {
@@ -470,138 +533,10 @@ fn hyper(s: &Settings) -> Hyper {
         max_grad_norm: s.max_grad_norm,
     }
 }
-
-/// A 64-bit seed for one purpose of one run (`parts` name the purpose and the indices).
-fn mix(seed: u64, parts: &[u64]) -> u64 {
-    parts.iter().fold(seed ^ 0x6A09_E667_F3BC_C909, |h, &p| {
-        let mut z = (h ^ p).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    })
-}
-
-/// Which example the i-th draw is: epochs one after the other, each in curriculum order (the
-/// complexity tiers as curated, easiest first) and shuffled within a tier by the seed.
-struct Order {
-    tiers: Vec<Vec<usize>>,
-    seed: u64,
-    len: usize,
-}
-
-impl Order {
-    fn new(sequences: &[Weighted], seed: u64) -> Order {
-        let mut tiers = vec![Vec::new(); 3];
-        for (i, s) in sequences.iter().enumerate() {
-            tiers[usize::from(s.tier).min(2)].push(i);
-        }
-        Order { tiers, seed, len: sequences.len() }
-    }
-
-    fn at(&self, draw: usize) -> usize {
-        let (epoch, position) = (draw / self.len, draw % self.len);
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, &[1, epoch as u64]));
-        let mut flat = Vec::with_capacity(self.len);
-        for tier in &self.tiers {
-            let mut tier = tier.clone();
-            tier.shuffle(&mut rng);
-            flat.extend(tier);
-        }
-        flat[position]
-    }
-}
-
-/// The examples of a curated JSONL file and a fingerprint of its contents.
-fn read_examples(path: &Path, language: &str, required: bool) -> Result<(Vec<Example>, String), TrainError> {
-    let no_data = |reason: String| TrainError::NoData { language: language.to_owned(), reason };
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(no_data(format!(
-                "{} does not exist (run `marunochi curate --language {language}`)",
-                path.display()
-            )));
-        }
-        Err(e) => return Err(no_data(format!("cannot read {}: {e}", path.display()))),
-    };
-    let mut examples = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let example: Example = serde_json::from_str(line).map_err(|e| TrainError::Data {
-            path: path.to_owned(),
-            line: i + 1,
-            reason: e.to_string(),
-        })?;
-        if !(example.weight.is_finite() && example.weight > 0.0) {
-            return Err(TrainError::Data {
-                path: path.to_owned(),
-                line: i + 1,
-                reason: format!("weight {} is not positive", example.weight),
-            });
-        }
-        examples.push(example);
-    }
-    if examples.is_empty() && required {
-        return Err(no_data(format!("{} holds no examples", path.display())));
-    }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(text.as_bytes());
-    Ok((examples, digest.iter().take(12).map(|b| format!("{b:02x}")).collect()))
-}
-
-/// Examples as token sequences in the model's prompt format: the FIM prompt (or the prefix alone
-/// for a model without FIM tokens) and the completion followed by the end-of-text token, so the
-/// adapter also learns where a completion stops. Returns the sequences and how many were empty.
-fn tokenize(
-    examples: &[Example],
-    tokenizer: &TextTokenizer,
-    template: Template,
-    settings: &Settings,
-) -> Result<(Vec<Weighted>, usize), TrainError> {
-    let end = template.stop_strings().iter().find_map(|s| tokenizer.token_id(s)).or(tokenizer.end_ids.first().copied());
-    let budget =
-        Budget { max_prompt_tokens: settings.max_prompt_tokens, prefix_share: 75, suffix_share: 25, context_share: 0 };
-    let mut sequences = Vec::with_capacity(examples.len());
-    let mut skipped = 0;
-    for example in examples {
-        let mut target = tokenizer.encode(&example.completion)?;
-        if target.is_empty() {
-            skipped += 1;
-            continue;
-        }
-        target.truncate(settings.max_target_tokens);
-        if target.len() < settings.max_target_tokens {
-            target.extend(end);
-        }
-        let input = PromptInput {
-            path: "",
-            prefix: &example.prefix,
-            suffix: &example.suffix,
-            repo_name: None,
-            open_files: &[],
-            recent_edits: &[],
-        };
-        let counter = Counter::new(tokenizer, &[&example.prefix, &example.suffix]);
-        let prompt = crate::engine::prompt::build(template, &input, &budget, &|t| counter.count(t));
-        let mut tokens = tokenizer.encode_prompt(&prompt)?;
-        if tokens.is_empty() {
-            // A completion at the very start of a file: condition on the end token instead.
-            tokens.extend(end);
-        }
-        let prompt_len = tokens.len();
-        tokens.extend(target);
-        sequences.push(Weighted {
-            sequence: Sequence { tokens, prompt_len },
-            weight: example.weight,
-            tier: example.tier,
-        });
-    }
-    Ok((sequences, skipped))
-}
-
 /// Fresh adapters as PEFT initialises them: A uniform in ±1/√in (Kaiming with a = √5), B zero,
 /// so training starts from exactly the base model.
 fn init_lora(base: &Base, settings: &Settings) -> candle_core::Result<Vec<Var>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(mix(settings.seed, &[0]));
+    let mut rng = ChaCha8Rng::seed_from_u64(data::mix(settings.seed, &[0]));
     let mut params = Vec::new();
     for _layer in 0..base.config.num_layers {
         for projection in Projection::ALL {
