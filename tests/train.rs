@@ -201,6 +201,30 @@ fn qlora_on_a_4_bit_base_memorises_too() {
 }
 
 #[test]
+fn qdora_memorises_and_the_engine_serves_its_magnitudes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let model = fixture("tiny-qwen2-trainable");
+    let data = dataset(dir.path(), &memory_examples(), &[]);
+    let args = ["--steps", "150", "--batch", "2", "--lr", "5e-3", "--dropout", "0", "--qlora", "--dora"];
+    let (ok, stdout, stderr) = train(&home, &model, &data, &args);
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    let (first, last) = (report["first_loss"].as_f64().unwrap(), report["last_loss"].as_f64().unwrap());
+    assert!(last < 0.1 * first, "loss fell from {first} to {last}: less than 90%");
+    let adapter = home.join("adapters/python/v1");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["use_dora"], true);
+    let magnitudes = tensors(&adapter);
+    let m = &magnitudes["base_model.model.model.layers.0.mlp.down_proj.lora_magnitude_vector"];
+    assert_eq!(m.dims(), [64]);
+    // Served with the magnitudes applied, the adapter writes what training taught.
+    let tuned = complete(&home, dir.path(), &model, "def alpha_value(x):\n    ", Some(&adapter));
+    assert!(tuned.starts_with("return x * 2"), "{tuned:?}");
+}
+
+#[test]
 fn smollm2_learns_a_house_style_from_a_few_steps() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), "");

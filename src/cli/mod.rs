@@ -206,6 +206,9 @@ enum Command {
         /// Keep every layer's activations instead of recomputing them (faster, more memory).
         #[arg(long)]
         no_gradient_checkpointing: bool,
+        /// DoRA: also learn a magnitude per output row (QDoRA together with --qlora).
+        #[arg(long)]
+        dora: bool,
         /// Only the SFT stage: no KTO or DPO afterwards.
         #[arg(long)]
         sft_only: bool,
@@ -355,6 +358,7 @@ pub fn main() -> ExitCode {
             checkpoint_every,
             qlora,
             no_gradient_checkpointing,
+            dora,
             sft_only,
             resume,
             restart,
@@ -370,6 +374,7 @@ pub fn main() -> ExitCode {
             settings.qlora |= qlora;
             settings.gradient_checkpointing &= !no_gradient_checkpointing;
             settings.preference &= !sft_only;
+            settings.dora |= dora;
             let overrides = [(epochs, &mut settings.epochs), (batch, &mut settings.batch), (rank, &mut settings.rank)];
             for (value, field) in overrides {
                 if let Some(value) = value {

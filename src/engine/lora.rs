@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use super::EngineError;
-use super::transformer::Config;
+use super::transformer::{Config, Transformer};
 
 /// The seven linear projections of a block, with their PEFT/HF module names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,11 +78,18 @@ pub struct LoraPair {
     a_t: Tensor,
     /// `(α/r)·Bᵀ`: `[r, out]`.
     b_t_scaled: Tensor,
+    /// DoRA: `m / ‖W + (α/r)·B·A‖` per output row, fixed once the adapter is loaded.
+    dora_scale: Option<Tensor>,
 }
 
 impl LoraPair {
-    pub(crate) fn delta(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.broadcast_matmul(&self.a_t)?.broadcast_matmul(&self.b_t_scaled)
+    /// The projection's output `y = x·Wᵀ` (bias not yet added) with the update applied.
+    pub(crate) fn apply(&self, y: Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = (y + x.broadcast_matmul(&self.a_t)?.broadcast_matmul(&self.b_t_scaled)?)?;
+        match &self.dora_scale {
+            Some(scale) => y.broadcast_mul(scale),
+            None => Ok(y),
+        }
     }
 }
 
@@ -101,6 +108,8 @@ struct PeftConfig {
     lora_alpha: f64,
     #[serde(default)]
     use_rslora: bool,
+    #[serde(default)]
+    use_dora: bool,
     base_model_name_or_path: Option<String>,
 }
 
@@ -116,7 +125,8 @@ impl Adapter {
 
     /// Loads a PEFT adapter directory for a model with `config`. Every tensor's shape is checked
     /// against the model, so an adapter trained for another base model is refused, not misapplied.
-    pub fn load(name: &str, dir: &Path, config: &Config, device: &Device) -> Result<Adapter, EngineError> {
+    pub fn load(name: &str, dir: &Path, model: &Transformer) -> Result<Adapter, EngineError> {
+        let (config, device) = (&model.config, model.device());
         let bad = |reason: String| EngineError::Adapter { path: dir.to_owned(), reason };
         let config_path = dir.join("adapter_config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|e| bad(format!("adapter_config.json: {e}")))?;
@@ -141,14 +151,17 @@ impl Adapter {
         let mut used = 0;
         for layer in 0..config.num_layers {
             for projection in Projection::ALL {
-                let key = |ab: &str| {
+                let key = |name: &str| {
                     format!(
-                        "base_model.model.model.layers.{layer}.{}.{}.lora_{ab}.weight",
+                        "base_model.model.model.layers.{layer}.{}.{}.{name}",
                         projection.parent(),
                         projection.module()
                     )
                 };
-                let (Some(a), Some(b)) = (tensors.get(&key("A")), tensors.get(&key("B"))) else { continue };
+                let (Some(a), Some(b)) = (tensors.get(&key("lora_A.weight")), tensors.get(&key("lora_B.weight")))
+                else {
+                    continue;
+                };
                 let (input, output) = projection.shape(config);
                 if a.dims() != [peft.r, input] || b.dims() != [output, peft.r] {
                     return Err(bad(format!(
@@ -163,8 +176,22 @@ impl Adapter {
                 }
                 let a_t = a.to_dtype(DType::F32)?.t()?.contiguous()?;
                 let b_t_scaled = (b.to_dtype(DType::F32)?.t()? * scale)?.contiguous()?;
-                adapter.pairs.insert((layer, projection), LoraPair { a_t, b_t_scaled });
                 used += 2;
+                let dora_scale = if peft.use_dora {
+                    let key = key("lora_magnitude_vector");
+                    let m = tensors.get(&key).ok_or_else(|| bad(format!("use_dora is set but {key} is missing")))?;
+                    if m.dims() != [output] {
+                        return Err(bad(format!("{key} is {:?}, this model needs [{output}]", m.dims())));
+                    }
+                    used += 1;
+                    // ‖W + scale·B·A‖ per row, formed once: DoRA's weight norm is a constant.
+                    let w = model.blocks[layer].linear(projection).weight.dequantize(device)?;
+                    let norm = (w + a_t.matmul(&b_t_scaled)?.t()?)?.sqr()?.sum(1)?.sqrt()?;
+                    Some(m.to_dtype(DType::F32)?.div(&norm)?)
+                } else {
+                    None
+                };
+                adapter.pairs.insert((layer, projection), LoraPair { a_t, b_t_scaled, dora_scale });
             }
         }
         if used == 0 {

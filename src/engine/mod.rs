@@ -220,7 +220,7 @@ impl Engine {
 
     /// Loads (or replaces) the PEFT adapter in `dir` under `name`.
     pub fn load_adapter(&self, name: &str, dir: &Path) -> Result<(), EngineError> {
-        let adapter = Adapter::load(name, dir, &self.model.config, self.model.device())?;
+        let adapter = Adapter::load(name, dir, &self.model)?;
         self.adapters.write().expect("adapter lock").insert(name.to_owned(), Arc::new(adapter));
         // Caches computed with an older version of this adapter are useless now; free them.
         self.caches.lock().expect("cache lock").retain(|(key, _)| !key.contains(&format!("\0{name}\0")));

@@ -108,13 +108,27 @@ pub(crate) struct Linear {
 impl Linear {
     fn forward(&self, x: &Tensor, adapter: Option<&Adapter>) -> candle_core::Result<Tensor> {
         let mut y = self.weight.forward(x)?;
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
-        }
         // No adapter, or none for this projection: exactly the base computation, nothing added.
-        match adapter.and_then(|a| a.pair(self.layer, self.projection)) {
-            Some(lora) => y + lora.delta(x)?,
+        if let Some(lora) = adapter.and_then(|a| a.pair(self.layer, self.projection)) {
+            y = lora.apply(y, x)?;
+        }
+        match &self.bias {
+            Some(bias) => y.broadcast_add(bias),
             None => Ok(y),
+        }
+    }
+}
+
+impl Block {
+    pub(crate) fn linear(&self, projection: Projection) -> &Linear {
+        match projection {
+            Projection::Q => &self.q,
+            Projection::K => &self.k,
+            Projection::V => &self.v,
+            Projection::O => &self.o,
+            Projection::Gate => &self.gate,
+            Projection::Up => &self.up,
+            Projection::Down => &self.down,
         }
     }
 }

@@ -53,9 +53,10 @@ pub(crate) fn fingerprint(path: &Path) -> std::io::Result<String> {
     Ok(hasher.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect())
 }
 
-/// The PEFT name of one LoRA tensor (`ab` is `A` or `B`).
-pub(crate) fn peft_key(layer: usize, projection: Projection, ab: &str) -> String {
-    format!("base_model.model.model.layers.{layer}.{}.{}.lora_{ab}.weight", projection.parent(), projection.module())
+/// The PEFT name of one adapter tensor (`name`: `lora_A.weight`, `lora_B.weight`,
+/// `lora_magnitude_vector`).
+pub(crate) fn peft_key(layer: usize, projection: Projection, name: &str) -> String {
+    format!("base_model.model.model.layers.{layer}.{}.{}.{name}", projection.parent(), projection.module())
 }
 
 /// Writes a directory in one piece: `fill` populates a fresh temporary sibling, which then replaces

@@ -33,13 +33,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::curate::{Example, KtoExample, Pair};
+use crate::curate::{Example, KtoExample};
 use crate::engine::lora::Projection;
 use crate::engine::{Engine, EngineError, LoadOptions, ModelInfo};
 
 use data::{Encoder, Weighted};
 pub use model::BaseWeights;
-use model::{Base, Dropout, Grads, Lora};
+use model::{Base, Dropout, Grads, Lora, Pair};
 use optim::{AdamW, Hyper};
 pub use stages::StageKind;
 
@@ -76,6 +76,8 @@ pub struct Settings {
     pub preference_lr: f64,
     /// β of the KTO and DPO losses.
     pub beta: f64,
+    /// DoRA: learn a magnitude per output row besides the low-rank direction (QDoRA with `qlora`).
+    pub dora: bool,
 }
 
 impl Settings {
@@ -101,6 +103,7 @@ impl Settings {
             preference: c.preference,
             preference_lr: c.preference_lr,
             beta: c.beta,
+            dora: false,
         }
     }
 }
@@ -281,7 +284,7 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
     let (examples, train_fingerprint) = data::read_jsonl::<Example>(&data_dir.join("train.jsonl"), language, true)?;
     let (heldout, _) = data::read_jsonl::<Example>(&data_dir.join("heldout.jsonl"), language, false)?;
     let (kto, kto_fingerprint) = data::read_jsonl::<KtoExample>(&data_dir.join("kto.jsonl"), language, false)?;
-    let (dpo, dpo_fingerprint) = data::read_jsonl::<Pair>(&data_dir.join("dpo.jsonl"), language, false)?;
+    let (dpo, dpo_fingerprint) = data::read_jsonl::<crate::curate::Pair>(&data_dir.join("dpo.jsonl"), language, false)?;
     let data_fingerprint = format!("{train_fingerprint}-{kto_fingerprint}-{dpo_fingerprint}");
     let base_fingerprint = files::fingerprint(&options.model).map_err(|e| EngineError::io(&options.model, e))?;
     if let Some((dir, state)) = &resumed {
@@ -390,7 +393,7 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
                 stages::dpo(&base, &lora, &items, &state.reference, settings.beta, checkpointing)?
             }
         };
-        let grads = flat_grads(update.grads, &params)?;
+        let grads = flat_grads(update.grads, &params, &settings)?;
         let base_lr = if kind == StageKind::Sft { settings.lr } else { settings.preference_lr };
         let warmup = ((steps as f64 * settings.warmup_ratio).round() as usize).max(1);
         adam.step(&params, &grads, local + 1, optim::cosine_lr(base_lr, local, steps, warmup))?;
@@ -538,31 +541,53 @@ fn hyper(s: &Settings) -> Hyper {
 fn init_lora(base: &Base, settings: &Settings) -> candle_core::Result<Vec<Var>> {
     let mut rng = ChaCha8Rng::seed_from_u64(data::mix(settings.seed, &[0]));
     let mut params = Vec::new();
-    for _layer in 0..base.config.num_layers {
+    for layer in 0..base.config.num_layers {
         for projection in Projection::ALL {
             let (input, output) = projection.shape(&base.config);
             let bound = 1.0 / (input as f64).sqrt();
             let a: Vec<f32> = (0..settings.rank * input).map(|_| rng.random_range(-bound..bound) as f32).collect();
             params.push(Var::from_vec(a, (settings.rank, input), &Device::Cpu)?);
             params.push(Var::zeros((output, settings.rank), base.dtype(), &Device::Cpu)?);
+            if settings.dora {
+                // DoRA starts at the base weight's own row norms: W' = W.
+                params.push(Var::from_tensor(&base.row_norms(layer, projection)?)?);
+            }
         }
     }
     Ok(params)
 }
 
+/// Parameters per projection: A and B, and DoRA's magnitude vector.
+fn per_pair(settings: &Settings) -> usize {
+    if settings.dora { 3 } else { 2 }
+}
+
 /// The parameters as the tensors a forward pass adds (these are the `Var`s' own tensors, so
 /// backprop finds them).
 fn lora_view(params: &[Var], settings: &Settings) -> Lora {
-    let pairs = params.chunks(2).map(|ab| Some((ab[0].as_tensor().clone(), ab[1].as_tensor().clone()))).collect();
+    let pairs = params
+        .chunks(per_pair(settings))
+        .map(|p| {
+            Some(Pair {
+                a: p[0].as_tensor().clone(),
+                b: p[1].as_tensor().clone(),
+                magnitude: p.get(2).map(|m| m.as_tensor().clone()),
+            })
+        })
+        .collect();
     Lora { scale: settings.alpha / settings.rank as f64, pairs }
 }
 
-fn flat_grads(grads: Grads, params: &[Var]) -> candle_core::Result<Vec<Tensor>> {
+fn flat_grads(grads: Grads, params: &[Var], settings: &Settings) -> candle_core::Result<Vec<Tensor>> {
     let mut flat = Vec::with_capacity(params.len());
-    for (pair, ab) in grads.into_iter().zip(params.chunks(2)) {
+    for (pair, vars) in grads.into_iter().zip(params.chunks(per_pair(settings))) {
         match pair {
-            Some((a, b)) => flat.extend([a, b]),
-            None => flat.extend([ab[0].as_tensor().zeros_like()?, ab[1].as_tensor().zeros_like()?]),
+            Some(grads) => flat.extend(grads),
+            None => {
+                for var in vars {
+                    flat.push(var.as_tensor().zeros_like()?);
+                }
+            }
         }
     }
     Ok(flat)
@@ -596,14 +621,17 @@ fn check_memory(config: &crate::engine::Config, weights: BaseWeights, model: &Pa
     }
 }
 
-fn adapter_tensors(params: &[Var], base: &Base) -> HashMap<String, Tensor> {
+fn adapter_tensors(params: &[Var], base: &Base, settings: &Settings) -> HashMap<String, Tensor> {
     let mut tensors = HashMap::new();
-    let mut pairs = params.chunks(2);
+    let mut pairs = params.chunks(per_pair(settings));
     for layer in 0..base.config.num_layers {
         for projection in Projection::ALL {
-            let ab = pairs.next().expect("two tensors per layer and projection");
-            tensors.insert(files::peft_key(layer, projection, "A"), ab[0].as_tensor().clone());
-            tensors.insert(files::peft_key(layer, projection, "B"), ab[1].as_tensor().clone());
+            let pair = pairs.next().expect("parameters for every layer and projection");
+            tensors.insert(files::peft_key(layer, projection, "lora_A.weight"), pair[0].as_tensor().clone());
+            tensors.insert(files::peft_key(layer, projection, "lora_B.weight"), pair[1].as_tensor().clone());
+            if let Some(m) = pair.get(2) {
+                tensors.insert(files::peft_key(layer, projection, "lora_magnitude_vector"), m.as_tensor().clone());
+            }
         }
     }
     tensors
@@ -611,7 +639,7 @@ fn adapter_tensors(params: &[Var], base: &Base) -> HashMap<String, Tensor> {
 
 fn save_checkpoint(dir: &Path, params: &[Var], adam: &AdamW, state: &State, base: &Base) -> Result<(), TrainError> {
     files::replace_dir(dir, |tmp| {
-        files::write_tensors(&tmp.join("adapter_model.safetensors"), &adapter_tensors(params, base))?;
+        files::write_tensors(&tmp.join("adapter_model.safetensors"), &adapter_tensors(params, base, &state.settings))?;
         let mut moments = HashMap::new();
         for (i, (m, v)) in adam.m.iter().zip(&adam.v).enumerate() {
             moments.insert(format!("m.{i}"), m.clone());
@@ -637,8 +665,13 @@ fn load_checkpoint(dir: &Path, base: &Base, settings: &Settings) -> Result<(Vec<
     for layer in 0..base.config.num_layers {
         for projection in Projection::ALL {
             let (input, output) = projection.shape(&base.config);
-            for (ab, shape) in [("A", [settings.rank, input]), ("B", [output, settings.rank])] {
-                let key = files::peft_key(layer, projection, ab);
+            let mut names =
+                vec![("lora_A.weight", vec![settings.rank, input]), ("lora_B.weight", vec![output, settings.rank])];
+            if settings.dora {
+                names.push(("lora_magnitude_vector", vec![output]));
+            }
+            for (name, shape) in names {
+                let key = files::peft_key(layer, projection, name);
                 let tensor =
                     tensors.remove(&key).filter(|t| t.dims() == shape).ok_or_else(|| TrainError::Mismatch {
                         dir: dir.to_owned(),
@@ -674,7 +707,7 @@ fn write_adapter(
     options: &Options,
     report: &Report,
 ) -> Result<(), TrainError> {
-    files::write_tensors(&dir.join("adapter_model.safetensors"), &adapter_tensors(params, base))?;
+    files::write_tensors(&dir.join("adapter_model.safetensors"), &adapter_tensors(params, base, settings))?;
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -688,7 +721,7 @@ fn write_adapter(
         "inference_mode": true,
         "init_lora_weights": true,
         "use_rslora": false,
-        "use_dora": false,
+        "use_dora": settings.dora,
         "modules_to_save": null,
         "layers_to_transform": null,
     });
@@ -714,7 +747,12 @@ fn write_adapter(
             "skipped": report.skipped,
         },
         "training": {
-            "method": if settings.qlora { "qlora" } else { "lora" },
+            "method": match (settings.qlora, settings.dora) {
+                (false, false) => "lora",
+                (true, false) => "qlora",
+                (false, true) => "dora",
+                (true, true) => "qdora",
+            },
             "settings": settings,
             "steps": state.step,
             "tokens": state.tokens,

@@ -37,6 +37,8 @@ pub enum BaseWeights {
 struct Proj {
     frozen: Arc<Frozen>,
     bias: Option<Tensor>,
+    /// `‖W_j‖²` of every output row j, for DoRA's weight norm.
+    row_norms_sq: Tensor,
 }
 
 struct Block {
@@ -75,23 +77,43 @@ impl Sequence {
     }
 }
 
-/// The LoRA tensors a forward pass adds: `(A [r, in], B [out, r])` per layer and projection
-/// (index `layer * 7 + projection`), applied as `scale · B·A`. Built from the trainer's `Var`s
-/// (so backprop reaches them) or detached copies of them (forward only).
+/// One projection's update: `scale · B·A` with `A [r, in]`, `B [out, r]`; with a magnitude
+/// vector `m [out]` it is DoRA: the updated weight's rows are rescaled to `m`,
+/// `W' = m ⊙ (W + scale·B·A) / ‖W + scale·B·A‖_row`, the norm treated as a constant in the
+/// backward pass (as the DoRA paper and PEFT do).
+#[derive(Clone)]
+pub(crate) struct Pair {
+    pub(crate) a: Tensor,
+    pub(crate) b: Tensor,
+    pub(crate) magnitude: Option<Tensor>,
+}
+
+impl Pair {
+    /// A, B and (with DoRA) m, in that order: the order of parameters and gradients.
+    pub(crate) fn tensors(&self) -> Vec<&Tensor> {
+        [&self.a, &self.b].into_iter().chain(&self.magnitude).collect()
+    }
+
+    fn detached(&self) -> Pair {
+        Pair { a: self.a.detach(), b: self.b.detach(), magnitude: self.magnitude.as_ref().map(Tensor::detach) }
+    }
+}
+
+/// The updates a forward pass adds, per layer and projection (index `layer * 7 + projection`).
+/// Built from the trainer's `Var`s (so backprop reaches them) or detached copies (forward only).
 #[derive(Clone)]
 pub(crate) struct Lora {
     pub(crate) scale: f64,
-    pub(crate) pairs: Vec<Option<(Tensor, Tensor)>>,
+    pub(crate) pairs: Vec<Option<Pair>>,
 }
 
 impl Lora {
-    fn pair(&self, layer: usize, projection: Projection) -> Option<&(Tensor, Tensor)> {
+    fn pair(&self, layer: usize, projection: Projection) -> Option<&Pair> {
         self.pairs.get(layer * Projection::ALL.len() + projection.index()).and_then(Option::as_ref)
     }
 
     pub(crate) fn detached(&self) -> Lora {
-        let pairs = self.pairs.iter().map(|p| p.as_ref().map(|(a, b)| (a.detach(), b.detach()))).collect();
-        Lora { scale: self.scale, pairs }
+        Lora { scale: self.scale, pairs: self.pairs.iter().map(|p| p.as_ref().map(Pair::detached)).collect() }
     }
 }
 
@@ -104,8 +126,8 @@ pub(crate) struct Dropout {
     pub(crate) seed: u64,
 }
 
-/// Gradients of the LoRA tensors, indexed like [`Lora::pairs`].
-pub(crate) type Grads = Vec<Option<(Tensor, Tensor)>>;
+/// Gradients of the LoRA tensors, indexed like [`Lora::pairs`], each in [`Pair::tensors`] order.
+pub(crate) type Grads = Vec<Option<Vec<Tensor>>>;
 
 impl Base {
     /// Takes over a loaded model's weights. `dtype` is what the maths runs in (F32; F64 for
@@ -116,7 +138,12 @@ impl Base {
         let frozen =
             |weight: Weight| -> candle_core::Result<Arc<Frozen>> { Ok(Arc::new(freeze(weight, weights, dtype)?)) };
         let proj = |linear: crate::engine::Linear| -> candle_core::Result<Proj> {
-            Ok(Proj { frozen: frozen(linear.weight)?, bias: linear.bias.map(|b| b.to_dtype(dtype)).transpose()? })
+            let row_norms_sq = linear.weight.dequantize(&Device::Cpu)?.sqr()?.sum(1)?.to_dtype(dtype)?;
+            Ok(Proj {
+                frozen: frozen(linear.weight)?,
+                bias: linear.bias.map(|b| b.to_dtype(dtype)).transpose()?,
+                row_norms_sq,
+            })
         };
         let blocks = blocks
             .into_iter()
@@ -148,6 +175,21 @@ impl Base {
 
     pub(crate) fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// `‖W_j‖` of a projection's rows: where a DoRA magnitude vector starts.
+    pub(crate) fn row_norms(&self, layer: usize, projection: Projection) -> candle_core::Result<Tensor> {
+        let b = &self.blocks[layer];
+        let proj = match projection {
+            Projection::Q => &b.q,
+            Projection::K => &b.k,
+            Projection::V => &b.v,
+            Projection::O => &b.o,
+            Projection::Gate => &b.gate,
+            Projection::Up => &b.up,
+            Projection::Down => &b.down,
+        };
+        proj.row_norms_sq.sqrt()
     }
 
     /// Bytes held by the frozen projections and the head.
@@ -284,15 +326,18 @@ impl Base {
         };
         let project = |p: &Proj, which: Projection, x: &Tensor, x_dropped: &Tensor| -> candle_core::Result<Tensor> {
             let mut y = frozen::linear(&p.frozen, x)?;
-            if let Some(bias) = &p.bias {
-                y = y.broadcast_add(bias)?;
+            if let Some((scale, pair)) = lora.and_then(|l| l.pair(layer, which).map(|pair| (l.scale, pair))) {
+                let update = (x_dropped.broadcast_matmul(&pair.a.t()?)?.broadcast_matmul(&pair.b.t()?)? * scale)?;
+                y = match &pair.magnitude {
+                    None => (y + update)?,
+                    Some(m) => (y + update)?.broadcast_mul(&m.broadcast_div(&dora_norm(p, pair, scale)?)?)?,
+                };
             }
-            match lora.and_then(|l| l.pair(layer, which).map(|pair| (l.scale, pair))) {
-                Some((scale, (a, b))) => y + (x_dropped.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * scale)?,
+            match &p.bias {
+                Some(bias) => y.broadcast_add(bias),
                 None => Ok(y),
             }
         };
-
         let h = rms_norm_slow(x, &b.attn_norm, eps)?;
         let h_dropped = dropped(&h, 0)?;
         let heads = |t: Tensor, n: usize| t.reshape((1, seq, n, c.head_dim))?.transpose(1, 2)?.contiguous();
@@ -324,6 +369,16 @@ impl Base {
         let act = (gate * project(&b.up, Projection::Up, &h, &h_dropped)?)?;
         x + project(&b.down, Projection::Down, &act, &dropped(&act, 3)?)?
     }
+}
+
+/// `‖W + scale·B·A‖` per output row, without gradient and without forming the matrix:
+/// `‖W_j‖² + 2·scale·(B ⊙ W·Aᵀ)_j + scale²·(B·A·Aᵀ ⊙ B)_j`, summed over each row.
+fn dora_norm(p: &Proj, pair: &Pair, scale: f64) -> candle_core::Result<Tensor> {
+    let (a, b) = (pair.a.detach(), pair.b.detach());
+    let w_a = frozen::linear(&p.frozen, &a)?.t()?;
+    let cross = (&b * &w_a)?.sum(1)?;
+    let update = (b.matmul(&a.matmul(&a.t()?)?)? * &b)?.sum(1)?;
+    ((&p.row_norms_sq + (cross * (2.0 * scale))?)? + (update * (scale * scale))?)?.sqrt()
 }
 
 /// The frozen form of one projection's weight.
@@ -377,11 +432,17 @@ fn collect(
     let per_layer = Projection::ALL.len();
     let span = layers.start * per_layer..layers.end * per_layer;
     for (pair, sum) in lora.pairs[span.clone()].iter().zip(&mut grads[span]) {
-        let Some((a, b)) = pair else { continue };
-        let (Some(ga), Some(gb)) = (step.get(a), step.get(b)) else { continue };
+        let Some(pair) = pair else { continue };
+        let mut found = Vec::new();
+        for t in pair.tensors() {
+            found.push(match step.get(t) {
+                Some(g) => g.clone(),
+                None => t.zeros_like()?,
+            });
+        }
         *sum = Some(match sum.take() {
-            Some((sa, sb)) => ((sa + ga)?, (sb + gb)?),
-            None => (ga.clone(), gb.clone()),
+            Some(previous) => previous.iter().zip(&found).map(|(p, g)| p + g).collect::<candle_core::Result<_>>()?,
+            None => found,
         });
     }
     Ok(())
@@ -445,19 +506,32 @@ mod tests {
     }
 
     /// LoRA variables with random A and B (B is zero at the start of training, which would hide
-    /// A's gradient).
-    fn random_lora(config: &Config, dtype: DType) -> (Vec<Var>, Lora) {
+    /// A's gradient); with `dora`, magnitudes near the base rows' norms.
+    fn random_lora(base: &Base, dtype: DType, dora: bool) -> (Vec<Var>, Lora) {
+        let config = &base.config;
         let mut vars = Vec::new();
-        for _ in 0..config.num_layers {
+        let mut pairs = Vec::new();
+        for layer in 0..config.num_layers {
             for projection in Projection::ALL {
                 let (input, output) = projection.shape(config);
-                vars.push(Var::randn(0f32, 0.2, (4, input), &Device::Cpu).unwrap().to_dtype(dtype).unwrap());
-                vars.push(Var::randn(0f32, 0.2, (output, 4), &Device::Cpu).unwrap().to_dtype(dtype).unwrap());
+                let randn = |shape: (usize, usize)| {
+                    Var::from_tensor(&Tensor::randn(0f32, 0.2, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap())
+                        .unwrap()
+                };
+                let (a, b) = (randn((4, input)), randn((output, 4)));
+                let magnitude = dora.then(|| {
+                    let noise = Tensor::randn(0f32, 0.1, output, &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+                    Var::from_tensor(&(base.row_norms(layer, projection).unwrap() + noise).unwrap()).unwrap()
+                });
+                pairs.push(Some(Pair {
+                    a: a.as_tensor().clone(),
+                    b: b.as_tensor().clone(),
+                    magnitude: magnitude.as_ref().map(|m| m.as_tensor().clone()),
+                }));
+                vars.push(vec![a, b].into_iter().chain(magnitude).collect::<Vec<_>>());
             }
         }
-        let vars: Vec<Var> = vars.into_iter().map(|t| Var::from_tensor(&t).unwrap()).collect();
-        let pairs = vars.chunks(2).map(|ab| Some((ab[0].as_tensor().clone(), ab[1].as_tensor().clone()))).collect();
-        (vars, Lora { scale: 2.0, pairs })
+        (vars.into_iter().flatten().collect(), Lora { scale: 2.0, pairs })
     }
 
     fn sequence() -> Sequence {
@@ -473,59 +547,90 @@ mod tests {
     /// `0.7 · Σ log p` with one LoRA tensor replaced.
     fn objective(base: &Base, lora: &Lora, index: usize, which: usize, value: &Tensor) -> f64 {
         let mut moved = lora.clone();
-        let (a, b) = moved.pairs[index].clone().unwrap();
-        moved.pairs[index] = Some(if which == 0 { (value.clone(), b) } else { (a, value.clone()) });
+        let pair = moved.pairs[index].as_mut().unwrap();
+        match which {
+            0 => pair.a = value.clone(),
+            1 => pair.b = value.clone(),
+            _ => pair.magnitude = Some(value.clone()),
+        }
         0.7 * base.logprob(&sequence(), Some(&moved)).unwrap()
     }
 
-    fn check_against_finite_differences(rope: RopeLayout, weights: BaseWeights) {
+    fn check_against_finite_differences(rope: RopeLayout, weights: BaseWeights, dora: bool) {
         let base = Base::new(random_model(config(rope)), weights, DType::F64).unwrap();
-        let (vars, lora) = random_lora(&base.config, DType::F64);
+        let (vars, lora) = random_lora(&base, DType::F64, dora);
+        let per_pair = if dora { 3 } else { 2 };
         let (sum, grads) = grads(&base, &lora, None, false);
         assert!((sum - base.logprob(&sequence(), Some(&lora)).unwrap()).abs() < 1e-9);
         // Every projection of the last layer and a few of the first.
         for index in [0, 3, 6, 7, 8, 9, 10, 11, 12, 13] {
-            for which in 0..2 {
-                let var = &vars[2 * index + which];
-                let grad = grads[index].as_ref().map(|g| if which == 0 { &g.0 } else { &g.1 }).unwrap();
-                assert_gradients_match(var, grad, |value| objective(&base, &lora, index, which, value));
+            for which in 0..per_pair {
+                let var = &vars[per_pair * index + which];
+                let grad = &grads[index].as_ref().unwrap()[which];
+                if which == 2 {
+                    assert_gradients_match(var, grad, |value| objective(&base, &lora, index, which, value));
+                } else if dora {
+                    // DoRA's norm is held constant in the backward pass, so A's and B's gradients
+                    // are not the exact derivative: compare with the norm frozen at its value.
+                    continue;
+                } else {
+                    assert_gradients_match(var, grad, |value| objective(&base, &lora, index, which, value));
+                }
             }
         }
     }
 
     #[test]
     fn lora_gradients_match_finite_differences() {
-        check_against_finite_differences(RopeLayout::Halves, BaseWeights::Dense);
+        check_against_finite_differences(RopeLayout::Halves, BaseWeights::Dense, false);
     }
 
     #[test]
     fn lora_gradients_match_finite_differences_with_interleaved_rope() {
-        check_against_finite_differences(RopeLayout::Interleaved, BaseWeights::Dense);
+        check_against_finite_differences(RopeLayout::Interleaved, BaseWeights::Dense, false);
     }
 
     #[test]
     fn qlora_gradients_match_finite_differences_on_a_4_bit_base() {
-        check_against_finite_differences(RopeLayout::Halves, BaseWeights::FourBit);
+        check_against_finite_differences(RopeLayout::Halves, BaseWeights::FourBit, false);
+    }
+
+    #[test]
+    fn qdora_magnitude_gradients_match_finite_differences_on_a_4_bit_base() {
+        check_against_finite_differences(RopeLayout::Halves, BaseWeights::FourBit, true);
+    }
+
+    #[test]
+    fn dora_with_magnitudes_at_the_row_norms_and_zero_b_is_the_base_model() {
+        let base = Base::new(random_model(config(RopeLayout::Halves)), BaseWeights::Dense, DType::F64).unwrap();
+        let (_, mut lora) = random_lora(&base, DType::F64, true);
+        for (i, pair) in lora.pairs.iter_mut().enumerate() {
+            let pair = pair.as_mut().unwrap();
+            pair.b = pair.b.zeros_like().unwrap();
+            pair.magnitude = Some(base.row_norms(i / 7, Projection::ALL[i % 7]).unwrap());
+        }
+        let with = base.logprob(&sequence(), Some(&lora)).unwrap();
+        let without = base.logprob(&sequence(), None).unwrap();
+        assert!((with - without).abs() < 1e-9, "{with} vs {without}");
     }
 
     #[test]
     fn checkpointing_gives_the_same_gradients_dropout_included() {
         let base = Base::new(random_model(config(RopeLayout::Halves)), BaseWeights::Dense, DType::F64).unwrap();
-        let (_, lora) = random_lora(&base.config, DType::F64);
+        let (_, lora) = random_lora(&base, DType::F64, true);
         let dropout = Some(Dropout { p: 0.3, seed: 7 });
         let (sum_whole, whole) = grads(&base, &lora, dropout, false);
         let (sum_layers, layers) = grads(&base, &lora, dropout, true);
         assert!((sum_whole - sum_layers).abs() < 1e-10);
         for (w, l) in whole.iter().zip(&layers) {
-            let (w, l) = (w.as_ref().unwrap(), l.as_ref().unwrap());
-            for (w, l) in [(&w.0, &l.0), (&w.1, &l.1)] {
+            for (w, l) in w.as_ref().unwrap().iter().zip(l.as_ref().unwrap()) {
                 let diff = (w - l).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
                 assert!(diff < 1e-10, "{diff}");
             }
         }
         let (_, undropped) = grads(&base, &lora, None, true);
         let differs = |a: &Grads, b: &Grads| {
-            let (a, b) = (&a[0].as_ref().unwrap().0, &b[0].as_ref().unwrap().0);
+            let (a, b) = (&a[0].as_ref().unwrap()[0], &b[0].as_ref().unwrap()[0]);
             (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() > 1e-6
         };
         assert!(differs(&layers, &undropped), "dropout changes the gradients");

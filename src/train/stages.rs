@@ -4,6 +4,7 @@
 //! preference stages compare against the adapter as the stage found it (the reference), whose
 //! log-likelihoods are computed once at the stage's start and kept in the checkpoint.
 
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::Settings;
@@ -128,11 +129,11 @@ fn likelihood(base: &Base, lora: &Lora, sequence: &Sequence, checkpoint: bool) -
 /// `total += c · part`.
 fn add_scaled(total: &mut Grads, part: Grads, c: f64) -> candle_core::Result<()> {
     for (sum, part) in total.iter_mut().zip(part) {
-        let Some((a, b)) = part else { continue };
-        let (a, b) = ((a * c)?, (b * c)?);
+        let Some(part) = part else { continue };
+        let scaled: Vec<Tensor> = part.iter().map(|g| g * c).collect::<candle_core::Result<_>>()?;
         *sum = Some(match sum.take() {
-            Some((sa, sb)) => ((sa + a)?, (sb + b)?),
-            None => (a, b),
+            Some(previous) => previous.iter().zip(&scaled).map(|(p, g)| p + g).collect::<candle_core::Result<_>>()?,
+            None => scaled,
         });
     }
     Ok(())
