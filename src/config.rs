@@ -82,6 +82,20 @@ preference = true
 preference_lr = 0.00005
 beta = 0.1
 
+[schedule]
+# Training runs only inside this local time window (HH:MM-HH:MM, may cross midnight), while the
+# machine is idle and not on battery; a run not done by the window's end resumes the next night.
+enabled = true
+window = "01:00-06:00"
+# Idle: the 1-minute load average per core is below this.
+max_load_per_core = 0.5
+# Weekly retraining once a language has this many examples of training quality, at most every
+# retrain_days days.
+min_examples = 500
+retrain_days = 7
+# A drift or emergency event (acceptance under 50%) retrains at once, given this many examples.
+min_drift_examples = 20
+
 [daemon]
 # The daemon (one per user, holding the model for every editor window) exits after this many
 # seconds without any connected proxy.
@@ -99,6 +113,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub curate: CurateConfig,
     pub train: TrainConfig,
+    pub schedule: ScheduleConfig,
     pub daemon: DaemonConfig,
 }
 
@@ -174,6 +189,31 @@ impl Default for TrainConfig {
             preference: true,
             preference_lr: 5e-5,
             beta: 0.1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub enabled: bool,
+    /// Local `HH:MM-HH:MM`; checked when used (`train::schedule::Window`).
+    pub window: String,
+    pub max_load_per_core: f64,
+    pub min_examples: usize,
+    pub retrain_days: u32,
+    pub min_drift_examples: usize,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> ScheduleConfig {
+        ScheduleConfig {
+            enabled: true,
+            window: "01:00-06:00".into(),
+            max_load_per_core: 0.5,
+            min_examples: 500,
+            retrain_days: 7,
+            min_drift_examples: 20,
         }
     }
 }

@@ -89,6 +89,22 @@ pub fn is_shared(path: &Path) -> io::Result<bool> {
     Ok(fs::metadata(path)?.permissions().mode() & 0o077 != 0)
 }
 
+/// An exclusive `flock` on `path` (created 0600, our pid written in it), held until the returned
+/// file is dropped; `None` while another process holds it.
+pub fn try_lock(path: &Path) -> io::Result<Option<fs::File>> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path)?;
+    // SAFETY: flock on a descriptor we own; the lock lives as long as the file stays open.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = io::Error::last_os_error();
+        return if error.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(error) };
+    }
+    file.set_len(0)?;
+    writeln!(&file, "{}", std::process::id())?;
+    Ok(Some(file))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -635,7 +635,7 @@ impl WeekMetrics {
 }
 
 /// A drift trigger that fired for a language in a week.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DriftEvent {
     pub week: String,
     pub language: String,

@@ -218,9 +218,22 @@ enum Command {
         /// Discard an interrupted run of this language and start over.
         #[arg(long)]
         restart: bool,
+        /// Stop at this time (RFC 3339) with a checkpoint, as Ctrl-C would; --resume continues.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time_ms)]
+        until: Option<i64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// When training runs: what is due per language and whether the machine is ready for it.
+    ///
+    /// A language is due weekly once it has enough good examples, at once after a drift event,
+    /// and first of all after an emergency (acceptance under 50%). The daemon trains a due
+    /// language inside the night window while the machine is idle and on AC power, at low
+    /// priority, and stops at the window's end to resume the next night.
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
     },
     /// What became of your suggestions, per language and week: acceptance, corrections,
     /// retention, quality and drift events.
@@ -275,6 +288,27 @@ enum DataAction {
         #[arg(long, value_name = "D", group = "which", value_parser = parse_date)]
         before: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ScheduleAction {
+    /// Per language: examples, last adapter, what triggers training (or why nothing does); the
+    /// window, load and power.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train now, at low priority, ignoring the window, load and power: the most urgent due
+    /// language, or the one named.
+    RunNow {
+        #[arg(long, value_name = "L")]
+        language: Option<String>,
+    },
+    /// What the daemon does every few minutes, for a cron or systemd timer when no daemon runs at
+    /// night: train the most urgent due language if the window, load and power allow, until the
+    /// window ends.
+    Tick,
 }
 
 #[derive(Subcommand, Debug)]
@@ -343,6 +377,7 @@ pub fn main() -> ExitCode {
         Command::Stats { html } => stats(&home, html),
         Command::Demo { model, server } => demo(&home, model, server),
         Command::Curate { language, out, min_quality, since } => curate(&home, language, out, min_quality, since),
+        Command::Schedule { action } => schedule(&home, action),
         Command::Train {
             language,
             model,
@@ -362,6 +397,7 @@ pub fn main() -> ExitCode {
             sft_only,
             resume,
             restart,
+            until,
             json,
         } => {
             let config = match strict_config(&home) {
@@ -398,7 +434,8 @@ pub fn main() -> ExitCode {
             } else {
                 train::Start::New
             };
-            run_train(&home, &config, language, model, data, settings, start, json, cli.verbose)
+            let until = until.map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64));
+            run_train(&home, &config, TrainArgs { language, model, data, settings, start, until }, json, cli.verbose)
         }
         Command::Models { paths, json } => list_models(paths, configured_model(&home), json),
         Command::Complete { model, location, json, adapter, language, max_tokens } => {
@@ -871,18 +908,18 @@ fn human_size(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_train(
-    home: &Home,
-    config: &Config,
+/// `marunochi train`'s arguments past parsing.
+struct TrainArgs {
     language: String,
     model: Option<PathBuf>,
     data: Option<PathBuf>,
     settings: train::Settings,
     start: train::Start,
-    json: bool,
-    verbose: bool,
-) -> ExitCode {
+    until: Option<std::time::SystemTime>,
+}
+
+fn run_train(home: &Home, config: &Config, args: TrainArgs, json: bool, verbose: bool) -> ExitCode {
+    let TrainArgs { language, model, data, settings, start, until } = args;
     let _log = logging::init(&home.logs_dir(), "train", "info", verbose);
     let model = match daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()) {
         Ok(model) => model,
@@ -913,6 +950,7 @@ fn run_train(
         data,
         settings,
         start,
+        until,
     };
     let bar = indicatif::ProgressBar::hidden();
     let events = |event: train::Event| match event {
@@ -1010,4 +1048,88 @@ fn stop_on_signals() -> &'static std::sync::atomic::AtomicBool {
         unsafe { libc::signal(signal, handler as libc::sighandler_t) };
     }
     &STOP
+}
+
+fn schedule(home: &Home, action: ScheduleAction) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "schedule", "info", false);
+    let config = match strict_config(home) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let exe = train::schedule::current_exe();
+    let result = match action {
+        ScheduleAction::Status { json } => {
+            train::schedule::status(home, &config, std::time::SystemTime::now()).map(|s| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
+                } else {
+                    print_schedule(&s);
+                }
+            })
+        }
+        ScheduleAction::RunNow { language } => {
+            let language = match language {
+                Some(language) => Ok(language),
+                None => train::schedule::status(home, &config, std::time::SystemTime::now()).map(|s| {
+                    s.languages.into_iter().find(|l| l.due.is_some()).map(|l| l.facts.language).unwrap_or_default()
+                }),
+            };
+            match language {
+                Ok(language) if language.is_empty() => {
+                    eprintln!(
+                        "marunochi: no language is due (`marunochi schedule status` says why); name one with --language"
+                    );
+                    return ExitCode::FAILURE;
+                }
+                Ok(language) => train::schedule::run(&exe, home, &language, None).map(|outcome| {
+                    if let train::schedule::RunOutcome::Failed(status) = outcome {
+                        eprintln!("marunochi: training {language} failed ({status})");
+                    }
+                }),
+                Err(e) => Err(e),
+            }
+        }
+        ScheduleAction::Tick => train::schedule::tick(&exe, home, &config).map(|tick| println!("{tick:?}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_schedule(status: &train::schedule::Status) {
+    let m = &status.machine;
+    let ready = match m.ready() {
+        Ok(()) => "ready to train".to_owned(),
+        Err(why) => format!("not now: {why}"),
+    };
+    let power = match m.on_ac {
+        Some(true) => "on AC",
+        Some(false) => "on battery",
+        None => "power unknown",
+    };
+    let load = m.load_per_core.map_or("load unknown".to_owned(), |l| format!("load {l:.2} per core"));
+    println!(
+        "window {} (now {:02}:{:02}), {load}, {power}: {ready}{}",
+        m.window,
+        m.minute / 60,
+        m.minute % 60,
+        if status.enabled { "" } else { " (the schedule is disabled in config.toml)" }
+    );
+    if status.languages.is_empty() {
+        println!("no interactions recorded yet");
+    }
+    for l in &status.languages {
+        let adapter =
+            l.facts.last_adapter.as_ref().map_or("no adapter yet".to_owned(), |(v, _)| format!("adapter {v}"));
+        let state = match (&l.due, &l.waiting) {
+            (Some(trigger), _) => format!("due: {trigger}"),
+            (None, Some(why)) => format!("waiting: {why}"),
+            (None, None) => String::new(),
+        };
+        println!("{}: {} good examples, {adapter}; {state}", l.facts.language, l.facts.examples);
+    }
 }

@@ -6,9 +6,7 @@
 //! thread (two CPU cores have no room for two); the connections' I/O stays on the async runtime.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,7 +69,7 @@ pub fn run(options: DaemonOptions) -> Result<Outcome, DaemonError> {
         return Err(DaemonError::PathTooLong(socket));
     }
     let lock_file = lock_path(&options.home);
-    let Some(lock) = try_lock(&lock_file).map_err(io(&lock_file))? else {
+    let Some(lock) = home::try_lock(&lock_file).map_err(io(&lock_file))? else {
         tracing::info!("another daemon holds {}; leaving", lock_file.display());
         return Ok(Outcome::AlreadyRunning);
     };
@@ -82,20 +80,6 @@ pub fn run(options: DaemonOptions) -> Result<Outcome, DaemonError> {
     let _ = std::fs::remove_file(&socket);
     drop(lock);
     result.map(|()| Outcome::Served)
-}
-
-/// An exclusive `flock` on the lock file, held for the daemon's life; `None` if another process has it.
-fn try_lock(path: &Path) -> std::io::Result<Option<File>> {
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path)?;
-    // SAFETY: flock on a descriptor we own; the lock lives as long as the file stays open.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let error = std::io::Error::last_os_error();
-        return if error.kind() == std::io::ErrorKind::WouldBlock { Ok(None) } else { Err(error) };
-    }
-    file.set_len(0)?;
-    use std::io::Write;
-    writeln!(&file, "{}", std::process::id())?;
-    Ok(Some(file))
 }
 
 /// The loaded model as connections see it: `None` while loading.
@@ -135,6 +119,7 @@ async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError>
         router: Arc::new(Mutex::new(Router::new(options.home.adapters_dir()))),
     });
     spawn_loader(options.model, model_tx, &shared);
+    spawn_scheduler(options.home.clone());
     spawn_worker(job_rx, shared.model.clone(), shared.router.clone(), shared.completions.clone());
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -178,6 +163,26 @@ async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError>
         }
     }
     Ok(())
+}
+
+/// How often the daemon asks the training schedule whether to train (`train::schedule::tick`).
+const SCHEDULE_EVERY: Duration = Duration::from_secs(300);
+
+/// Trains due languages in the night window. The training child stops itself at the window's
+/// end and outlives the daemon if the daemon exits first, so no training is lost either way.
+fn spawn_scheduler(home: Home) {
+    std::thread::spawn(move || {
+        let exe = crate::train::schedule::current_exe();
+        loop {
+            std::thread::sleep(SCHEDULE_EVERY);
+            // Read each time: a config edited while the daemon runs applies at the next check.
+            let Ok(config) = crate::config::Config::load(&home.config_file()) else { continue };
+            match crate::train::schedule::tick(&exe, &home, &config) {
+                Ok(tick) => tracing::debug!(?tick, "training schedule"),
+                Err(error) => tracing::warn!(%error, "training schedule"),
+            }
+        }
+    });
 }
 
 fn spawn_loader(model: Result<PathBuf, String>, state: watch::Sender<ModelState>, shared: &Arc<Shared>) {

@@ -20,6 +20,7 @@ mod gradcheck;
 mod model;
 mod optim;
 mod preference;
+pub mod schedule;
 mod stages;
 
 use std::collections::HashMap;
@@ -136,6 +137,9 @@ pub struct Options {
     pub work: PathBuf,
     pub settings: Settings,
     pub start: Start,
+    /// Stop (with a checkpoint, like a signal) once this time has passed: the end of the night's
+    /// training window.
+    pub until: Option<std::time::SystemTime>,
 }
 
 /// Where the examples come from.
@@ -215,6 +219,8 @@ pub enum TrainError {
     Stopped { step: usize, total: usize },
     #[error(transparent)]
     Curate(#[from] crate::curate::CurateError),
+    #[error("{language} is being trained already (by the process in {lock})")]
+    Busy { language: String, lock: PathBuf },
     #[error("invalid setting: {0}")]
     Settings(String),
 }
@@ -255,6 +261,15 @@ impl State {
 /// Trains one adapter as `options` say, reporting progress to `events`; returns when done or
 /// when `stop` is set (with a checkpoint saved and [`TrainError::Stopped`]).
 pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Result<Report, TrainError> {
+    // One run per language at a time: a scheduled run and one started by hand would share the
+    // checkpoint.
+    let lock_path = options.work.join("lock");
+    let locked = crate::home::create_private_dir(&options.work).and_then(|()| crate::home::try_lock(&lock_path));
+    let _lock = match locked {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return Err(TrainError::Busy { language: options.language.clone(), lock: lock_path }),
+        Err(source) => return Err(TrainError::Save { path: lock_path, source }),
+    };
     let checkpoint_dir = options.work.join("checkpoint");
     let resumed = match (options.start, files::existing_dir(&checkpoint_dir)) {
         (Start::New, Some(dir)) => {
@@ -359,7 +374,8 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
     let lora = lora_view(&params, &settings);
 
     while state.step < state.total {
-        if stop.load(Ordering::Relaxed) {
+        let past_deadline = options.until.is_some_and(|until| std::time::SystemTime::now() >= until);
+        if stop.load(Ordering::Relaxed) || past_deadline {
             save_checkpoint(&checkpoint_dir, &params, &adam, &state, &base)?;
             events(Event::Checkpoint { step: state.step });
             return Err(TrainError::Stopped { step: state.step, total: state.total });

@@ -428,3 +428,33 @@ pub fn taken(id: &str, uri: &str, action: Action, code: &str, region: std::ops::
         region: Some(region),
     }
 }
+
+pub const SHOWN_AT_MS: i64 = 1_780_000_000_000;
+
+/// A suggestion accepted as `code` (or corrected to it), run successfully, kept, rated: quality 85.
+pub fn graded(store: &mut marunochi::capture::Store, n: usize, project: &Path, code: &str, corrected: bool) {
+    let id = format!("s{n:02}");
+    let uri = format!("file://{}/m{n}.py", project.display());
+    let shown = marunochi::capture::Shown {
+        suggestion: if corrected { "old_guess()".into() } else { code.into() },
+        prompt_prefix: format!("def f{n}():\n    "),
+        ..shown_row(&id, &uri, SHOWN_AT_MS + n as i64 * 60_000)
+    };
+    let action = if corrected { Action::Corrected } else { Action::Accepted };
+    let outcome = taken(&id, &uri, action, code, 0..code.len());
+    store.batch(|b| b.shown(&shown)).unwrap();
+    store.batch(|b| b.outcome(&outcome, None, None)).unwrap();
+    store.batch(|b| b.feedback(&id, 1, None)).unwrap();
+    let results: Vec<marunochi::capture::CheckResult> = ["7d", "30d"]
+        .iter()
+        .map(|label| marunochi::capture::CheckResult {
+            interaction_id: id.clone(),
+            label: label.to_string(),
+            checked_ms: SHOWN_AT_MS + 40 * 86_400_000,
+            survival: Some(1.0),
+            found_in: None,
+            kept: Some(true),
+        })
+        .collect();
+    store.record_checks(&results).unwrap();
+}

@@ -1,0 +1,489 @@
+//! When training runs (seed §1.4; DESIGN.md §6). Entry points: [`status`] (what is due and
+//! whether the machine is ready), [`tick`] (train the most urgent due language if it is) and
+//! [`run`] (one training run as a low-priority child process).
+//!
+//! A language is due, most urgent first: when an interrupted run is waiting (it resumes); after an
+//! *emergency* drift event (acceptance under 50%) or another drift event (acceptance or quality
+//! down, errors up, a new language) newer than its last adapter, given a few examples; weekly once
+//! it has `min_examples` examples of training quality. Training starts only inside the night
+//! window, while the machine is idle (load average per core) and not on battery where that can be
+//! told; the child process runs at nice 19 and stops itself at the window's end
+//! (`train --until`), saving a checkpoint the next night resumes from.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::capture::{DriftEvent, Store, StoreError};
+use crate::config::{Config, ScheduleConfig};
+use crate::home::Home;
+
+/// The nightly window, in local minutes since midnight; it may cross midnight (`22:30-05:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl FromStr for Window {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Window, String> {
+        let bad = || format!("{text:?} is not a window such as 01:00-06:00 (local HH:MM-HH:MM)");
+        let minute = |hm: &str| -> Option<u16> {
+            let (h, m) = hm.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (start, end) = text.split_once('-').ok_or_else(bad)?;
+        let window = Window { start: minute(start).ok_or_else(bad)?, end: minute(end).ok_or_else(bad)? };
+        if window.start == window.end {
+            return Err(format!("{text:?} is an empty window"));
+        }
+        Ok(window)
+    }
+}
+
+impl Window {
+    pub fn contains(&self, minute: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+
+    /// Minutes from `minute` to the window's end.
+    pub fn minutes_left(&self, minute: u16) -> u16 {
+        (self.end + 24 * 60 - minute) % (24 * 60)
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02}:{:02}-{:02}:{:02}", self.start / 60, self.start % 60, self.end / 60, self.end % 60)
+    }
+}
+
+/// Why a language is due, most urgent first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "trigger", rename_all = "snake_case")]
+pub enum Trigger {
+    Resume { step: usize, total: usize },
+    Emergency { week: String, acceptance: Option<f64> },
+    Drift { week: String, kind: String },
+    Weekly { examples: usize },
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::Resume { step, total } => write!(f, "an interrupted run resumes (update {step} of {total})"),
+            Trigger::Emergency { week, acceptance } => match acceptance {
+                Some(a) => write!(f, "emergency: acceptance {:.0}% in {week}", a * 100.0),
+                None => write!(f, "emergency in {week}"),
+            },
+            Trigger::Drift { week, kind } => write!(f, "drift ({}) in {week}", kind.replace('_', " ")),
+            Trigger::Weekly { examples } => write!(f, "weekly retraining ({examples} good examples)"),
+        }
+    }
+}
+
+/// What the schedule knows about one language.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LanguageFacts {
+    pub language: String,
+    /// Accepted or corrected suggestions of training quality.
+    pub examples: usize,
+    /// The newest adapter: version and when it was made (ms since the epoch).
+    pub last_adapter: Option<(String, i64)>,
+    pub drift: Vec<DriftEvent>,
+    /// An interrupted run: (update, of).
+    pub interrupted: Option<(usize, usize)>,
+}
+
+/// Whether `facts` call for training at `now_ms`, or why not.
+pub fn decide(facts: &LanguageFacts, now_ms: i64, config: &ScheduleConfig) -> Result<Trigger, String> {
+    if let Some((step, total)) = facts.interrupted {
+        return Ok(Trigger::Resume { step, total });
+    }
+    let trained_week = facts.last_adapter.as_ref().map(|(_, ms)| iso_week(*ms));
+    let newer = |e: &DriftEvent| trained_week.as_ref().is_none_or(|w| &e.week > w);
+    let enough_for_drift = facts.examples >= config.min_drift_examples;
+    if let Some(e) = facts.drift.iter().find(|e| newer(e) && e.kind == "emergency")
+        && enough_for_drift
+    {
+        return Ok(Trigger::Emergency { week: e.week.clone(), acceptance: e.value });
+    }
+    if let Some(e) = facts.drift.iter().find(|e| newer(e))
+        && enough_for_drift
+    {
+        return Ok(Trigger::Drift { week: e.week.clone(), kind: e.kind.clone() });
+    }
+    if facts.examples < config.min_examples {
+        return Err(format!("{} of {} good examples for weekly retraining", facts.examples, config.min_examples));
+    }
+    let age_days = facts.last_adapter.as_ref().map(|(_, ms)| (now_ms - ms) as f64 / 86_400_000.0);
+    match age_days {
+        Some(days) if days < config.retrain_days as f64 => {
+            Err(format!("retrained {days:.1} days ago (every {} days)", config.retrain_days))
+        }
+        _ => Ok(Trigger::Weekly { examples: facts.examples }),
+    }
+}
+
+/// `2026-W48` for a time in ms since the epoch, as the weekly metrics name weeks.
+fn iso_week(ms: i64) -> String {
+    let time = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (year, week, _) = time.to_iso_week_date();
+    format!("{year}-W{week:02}")
+}
+
+/// Whether the machine may train now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Machine {
+    pub window: Window,
+    /// Local time, minutes since midnight.
+    pub minute: u16,
+    pub in_window: bool,
+    /// 1-minute load average per core, where /proc tells.
+    pub load_per_core: Option<f64>,
+    pub idle: bool,
+    /// `None` where power cannot be told (a desktop without power-supply entries counts as AC).
+    pub on_ac: Option<bool>,
+}
+
+impl Machine {
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.in_window {
+            return Err(format!("outside the training window {}", self.window));
+        }
+        if !self.idle {
+            return Err(format!("busy (load {:.2} per core)", self.load_per_core.unwrap_or(f64::NAN)));
+        }
+        if self.on_ac == Some(false) {
+            return Err("on battery".into());
+        }
+        Ok(())
+    }
+}
+
+/// The local time of day, minutes since midnight (libc's view of the time zone).
+pub fn local_minute(now: SystemTime) -> u16 {
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as libc::time_t;
+    // SAFETY: localtime_r only writes the struct we pass.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    (tm.tm_hour * 60 + tm.tm_min) as u16
+}
+
+/// AC or battery from `/sys/class/power_supply` (under `root`): on AC when a mains supply is
+/// online, or when no battery is discharging; `None` with no supplies listed.
+pub fn on_ac_power(root: &Path) -> Option<bool> {
+    let dir = root.join("sys/class/power_supply");
+    let mut mains_online = None;
+    let mut discharging = false;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let read = |name: &str| std::fs::read_to_string(entry.path().join(name)).map(|s| s.trim().to_owned());
+        match read("type").as_deref() {
+            Ok("Mains") | Ok("USB") => {
+                let online = read("online").is_ok_and(|s| s == "1");
+                mains_online = Some(mains_online.unwrap_or(false) || online);
+            }
+            Ok("Battery") => discharging |= read("status").is_ok_and(|s| s == "Discharging"),
+            _ => {}
+        }
+    }
+    match (mains_online, discharging) {
+        (Some(online), _) => Some(online),
+        (None, true) => Some(false),
+        (None, false) => None,
+    }
+}
+
+fn load_per_core() -> Option<f64> {
+    let load: f64 = std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()?;
+    Some(load / std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)
+}
+
+pub fn machine(config: &ScheduleConfig, now: SystemTime) -> Result<Machine, String> {
+    let window: Window = config.window.parse()?;
+    let minute = local_minute(now);
+    let load = load_per_core();
+    Ok(Machine {
+        window,
+        minute,
+        in_window: window.contains(minute),
+        idle: load.is_none_or(|l| l < config.max_load_per_core),
+        load_per_core: load,
+        on_ac: on_ac_power(Path::new("/")),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub enabled: bool,
+    pub machine: Machine,
+    pub languages: Vec<LanguageStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LanguageStatus {
+    #[serde(flatten)]
+    pub facts: LanguageFacts,
+    pub due: Option<Trigger>,
+    /// Why it is not due.
+    pub waiting: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("config.toml [schedule]: {0}")]
+    Config(String),
+    #[error("cannot start `marunochi train`: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// What is due, per language with recorded interactions, and whether the machine is ready.
+pub fn status(home: &Home, config: &Config, now: SystemTime) -> Result<Status, ScheduleError> {
+    let machine = machine(&config.schedule, now).map_err(ScheduleError::Config)?;
+    let now_ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+    let mut languages = Vec::new();
+    let db = home.db_path();
+    if db.exists() {
+        let store = Store::open(&db)?;
+        let rows = store.curation_rows()?;
+        let drift = store.drift_events()?;
+        let mut names: Vec<String> = rows.iter().map(|r| r.language.clone()).filter(|l| !l.is_empty()).collect();
+        names.sort();
+        names.dedup();
+        for language in names {
+            let examples = rows
+                .iter()
+                .filter(|r| r.language == language && matches!(r.action.as_str(), "accepted" | "corrected"))
+                .filter(|r| r.quality.is_some_and(|q| q >= config.curate.min_quality))
+                .count();
+            let facts = LanguageFacts {
+                examples,
+                last_adapter: last_adapter(&home.adapters_dir().join(&language)),
+                drift: drift.iter().filter(|e| e.language == language).cloned().collect(),
+                interrupted: interrupted(&home.root().join("train").join(&language)),
+                language,
+            };
+            let decision = decide(&facts, now_ms, &config.schedule);
+            let (due, waiting) = match decision {
+                Ok(trigger) => (Some(trigger), None),
+                Err(why) => (None, Some(why)),
+            };
+            languages.push(LanguageStatus { facts, due, waiting });
+        }
+    }
+    languages.sort_by_key(|l| (l.due.as_ref().map_or(4, urgency), l.facts.language.clone()));
+    Ok(Status { enabled: config.schedule.enabled, machine, languages })
+}
+
+fn urgency(trigger: &Trigger) -> u8 {
+    match trigger {
+        Trigger::Resume { .. } => 0,
+        Trigger::Emergency { .. } => 1,
+        Trigger::Drift { .. } => 2,
+        Trigger::Weekly { .. } => 3,
+    }
+}
+
+/// The newest `v<N>` under `dir` and when its metadata says it was made.
+fn last_adapter(dir: &Path) -> Option<(String, i64)> {
+    let mut newest: Option<(u64, String, i64)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(n) = name.strip_prefix('v').and_then(|n| n.parse::<u64>().ok()) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("marunochi.json")) else { continue };
+        let created = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| {
+            let at = v.get("created_at")?.as_str()?.to_owned();
+            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).ok()
+        });
+        let Some(created) = created else { continue };
+        let ms = (created.unix_timestamp_nanos() / 1_000_000) as i64;
+        if newest.as_ref().is_none_or(|(m, _, _)| n > *m) {
+            newest = Some((n, name, ms));
+        }
+    }
+    newest.map(|(_, name, ms)| (name, ms))
+}
+
+fn interrupted(work: &Path) -> Option<(usize, usize)> {
+    let dir = super::files::existing_dir(&work.join("checkpoint"))?;
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).ok()?).ok()?;
+    Some((state.get("step")?.as_u64()? as usize, state.get("total")?.as_u64()? as usize))
+}
+
+/// How a training child ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    Finished,
+    /// Stopped at the deadline (or a signal) with a checkpoint: the next window resumes it.
+    Paused,
+    Failed(ExitStatus),
+}
+
+/// Runs `marunochi train` for `language` as a child at nice 19 (resuming an interrupted run),
+/// stopping itself at `until`. Its output goes where ours does.
+pub fn run(exe: &Path, home: &Home, language: &str, until: Option<SystemTime>) -> Result<RunOutcome, ScheduleError> {
+    let mut command = Command::new(exe);
+    command.env("MARUNOCHI_HOME", home.root()).args(["train", "--language", language]);
+    if interrupted(&home.root().join("train").join(language)).is_some() {
+        command.arg("--resume");
+    }
+    if let Some(until) = until {
+        let at = time::OffsetDateTime::from(until);
+        command.args(["--until", &at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()]);
+    }
+    // SAFETY: setpriority is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+            Ok(())
+        });
+    }
+    tracing::info!(language, "training starts");
+    let status = command.status().map_err(ScheduleError::Spawn)?;
+    Ok(match status.code() {
+        Some(0) => RunOutcome::Finished,
+        Some(130) => RunOutcome::Paused,
+        _ => RunOutcome::Failed(status),
+    })
+}
+
+/// What [`tick`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tick {
+    Disabled,
+    NotReady(String),
+    NothingDue,
+    Trained { language: String, trigger: Trigger, outcome: RunOutcome },
+}
+
+/// If the schedule is enabled, the machine ready and a language due: trains the most urgent one
+/// until the window ends.
+pub fn tick(exe: &Path, home: &Home, config: &Config) -> Result<Tick, ScheduleError> {
+    let now = SystemTime::now();
+    let status = status(home, config, now)?;
+    if !status.enabled {
+        return Ok(Tick::Disabled);
+    }
+    if let Err(why) = status.machine.ready() {
+        return Ok(Tick::NotReady(why));
+    }
+    let Some(first) = status.languages.into_iter().find(|l| l.due.is_some()) else { return Ok(Tick::NothingDue) };
+    let until = now + Duration::from_secs(u64::from(status.machine.window.minutes_left(status.machine.minute)) * 60);
+    let outcome = run(exe, home, &first.facts.language, Some(until))?;
+    let trigger = first.due.expect("found by it");
+    Ok(Tick::Trained { language: first.facts.language, trigger, outcome })
+}
+
+/// The binary to start training children with.
+pub fn current_exe() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("marunochi"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ScheduleConfig {
+        ScheduleConfig { min_examples: 500, min_drift_examples: 20, retrain_days: 7, ..ScheduleConfig::default() }
+    }
+
+    fn facts(examples: usize) -> LanguageFacts {
+        LanguageFacts { language: "python".into(), examples, last_adapter: None, drift: Vec::new(), interrupted: None }
+    }
+
+    fn event(week: &str, kind: &str) -> DriftEvent {
+        DriftEvent { week: week.into(), language: "python".into(), kind: kind.into(), value: Some(0.4), baseline: None }
+    }
+
+    /// 2026-11-25T12:00Z, a Wednesday of ISO week 48.
+    const NOW: i64 = 1_795_608_000_000;
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn windows_parse_and_may_cross_midnight() {
+        let night: Window = "22:30-05:00".parse().unwrap();
+        assert!(night.contains(23 * 60) && night.contains(0) && night.contains(4 * 60 + 59));
+        assert!(!night.contains(5 * 60) && !night.contains(12 * 60));
+        assert_eq!(night.minutes_left(23 * 60), 6 * 60);
+        let early: Window = "01:00-06:00".parse().unwrap();
+        assert!(early.contains(60) && !early.contains(6 * 60) && !early.contains(0));
+        assert_eq!(early.to_string(), "01:00-06:00");
+        for bad in ["1-6", "25:00-06:00", "01:00", "01:00-01:00", "01:60-02:00"] {
+            assert!(bad.parse::<Window>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn weekly_needs_enough_examples_and_a_week_since_the_last_adapter() {
+        assert_eq!(decide(&facts(499), NOW, &config()), Err("499 of 500 good examples for weekly retraining".into()));
+        assert_eq!(decide(&facts(500), NOW, &config()), Ok(Trigger::Weekly { examples: 500 }));
+        let recent = LanguageFacts { last_adapter: Some(("v3".into(), NOW - 2 * DAY)), ..facts(800) };
+        assert_eq!(decide(&recent, NOW, &config()), Err("retrained 2.0 days ago (every 7 days)".into()));
+        let old = LanguageFacts { last_adapter: Some(("v3".into(), NOW - 8 * DAY)), ..facts(800) };
+        assert_eq!(decide(&old, NOW, &config()), Ok(Trigger::Weekly { examples: 800 }));
+    }
+
+    #[test]
+    fn drift_after_the_last_adapter_retrains_at_once_and_emergencies_come_first() {
+        let trained_last_week = Some(("v2".into(), NOW - 7 * DAY));
+        let drifted = LanguageFacts {
+            last_adapter: trained_last_week.clone(),
+            drift: vec![event("2026-W47", "acceptance_drop"), event("2026-W48", "error_rise")],
+            ..facts(30)
+        };
+        assert_eq!(
+            decide(&drifted, NOW, &config()),
+            Ok(Trigger::Drift { week: "2026-W48".into(), kind: "error_rise".into() })
+        );
+        let mut emergency = drifted.clone();
+        emergency.drift.push(event("2026-W48", "emergency"));
+        assert_eq!(
+            decide(&emergency, NOW, &config()),
+            Ok(Trigger::Emergency { week: "2026-W48".into(), acceptance: Some(0.4) })
+        );
+        // Events from before the last adapter are answered already; too little data waits.
+        let answered = LanguageFacts { drift: vec![event("2026-W47", "emergency")], ..drifted.clone() };
+        assert!(decide(&answered, NOW, &config()).is_err());
+        assert!(decide(&LanguageFacts { examples: 5, ..drifted }, NOW, &config()).is_err());
+        let resume = LanguageFacts { interrupted: Some((40, 100)), ..facts(0) };
+        assert_eq!(decide(&resume, NOW, &config()), Ok(Trigger::Resume { step: 40, total: 100 }));
+    }
+
+    #[test]
+    fn power_comes_from_sysfs() {
+        let root = tempfile::tempdir().unwrap();
+        let supply = |name: &str, files: &[(&str, &str)]| {
+            let dir = root.path().join("sys/class/power_supply").join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (file, text) in files {
+                std::fs::write(dir.join(file), format!("{text}\n")).unwrap();
+            }
+        };
+        assert_eq!(on_ac_power(root.path()), None, "nothing listed");
+        supply("BAT0", &[("type", "Battery"), ("status", "Discharging")]);
+        assert_eq!(on_ac_power(root.path()), Some(false));
+        supply("AC", &[("type", "Mains"), ("online", "0")]);
+        assert_eq!(on_ac_power(root.path()), Some(false));
+        supply("AC", &[("type", "Mains"), ("online", "1")]);
+        assert_eq!(on_ac_power(root.path()), Some(true));
+    }
+
+    #[test]
+    fn iso_weeks_match_the_metrics_naming() {
+        assert_eq!(iso_week(NOW), "2026-W48");
+        assert_eq!(iso_week(NOW - 7 * DAY), "2026-W47");
+    }
+}

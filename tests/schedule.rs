@@ -1,0 +1,103 @@
+//! The training schedule on a real store: what `schedule status` says is due and why, a run
+//! started by `schedule run-now` (a nice'd child that curates the store and trains), a run stopped
+//! at its deadline (the window's end) and resumed by the next one.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use marunochi::capture::{Run, Store};
+
+/// A store with `n` graded Python suggestions (quality 85) and the run that executed them.
+fn graded_store(home: &Path, project: &Path, n: usize) {
+    std::fs::create_dir_all(project).unwrap();
+    let mut store = Store::open(&home.join("marunochi.db")).unwrap();
+    for i in 0..n {
+        graded(&mut store, i, project, &format!("return value_{i} * {i}"), false);
+    }
+    let run = Run {
+        command: "pytest".into(),
+        directory: project.display().to_string(),
+        started_at_ms: SHOWN_AT_MS,
+        finished_at_ms: SHOWN_AT_MS,
+        exit_code: Some(0),
+        summary: String::new(),
+        tests: None,
+    };
+    store.record_run(&run).unwrap();
+    marunochi::quality::rescore(&mut store).unwrap();
+}
+
+fn config(epochs: usize) -> String {
+    format!(
+        "[engine]\nmodel = \"{}\"\n\n[train]\nepochs = {epochs}\nbatch = 2\nlr = 0.005\n\n\
+         [schedule]\nwindow = \"00:00-23:59\"\nmin_examples = 4\n",
+        fixture("tiny-qwen2-trainable").display()
+    )
+}
+
+#[test]
+fn status_names_what_is_due_and_run_now_trains_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), &config(2));
+    let (ok, stdout, stderr) = run_cli(&home, &["schedule", "status"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("window 00:00-23:59") && stdout.contains("no interactions recorded yet"), "{stdout}");
+
+    graded_store(&home, &dir.path().join("project"), 3);
+    let (_, stdout, _) = run_cli(&home, &["schedule", "status"]);
+    assert!(stdout.contains("python: 3 good examples, no adapter yet; waiting: 3 of 4 good examples"), "{stdout}");
+    let (ok, _, stderr) = run_cli(&home, &["schedule", "run-now"]);
+    assert!(!ok);
+    assert!(stderr.contains("no language is due"), "{stderr}");
+
+    graded_store(&home, &dir.path().join("project2"), 8);
+    let (_, stdout, _) = run_cli(&home, &["schedule", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let python = &status["languages"][0];
+    assert_eq!(python["language"], "python");
+    assert_eq!(python["due"]["trigger"], "weekly", "{python}");
+
+    let (ok, _, stderr) = run_cli(&home, &["schedule", "run-now"]);
+    assert!(ok, "{stderr}");
+    assert!(home.join("adapters/python/v1/adapter_model.safetensors").exists(), "{stderr}");
+    let (_, stdout, _) = run_cli(&home, &["schedule", "status"]);
+    assert!(stdout.contains("adapter v1; waiting: retrained 0.0 days ago (every 7 days)"), "{stdout}");
+}
+
+#[test]
+fn a_run_stopped_at_the_window_end_resumes_the_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), &config(40));
+    graded_store(&home, &dir.path().join("project"), 8);
+    let until = time::OffsetDateTime::from(SystemTime::now() + Duration::from_secs(2));
+    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", &home)
+        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--until", &until])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped at update") && stderr.contains("--resume continues"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    let (_, stdout, _) = run_cli(&home, &["schedule", "status"]);
+    assert!(stdout.contains("due: an interrupted run resumes (update"), "{stdout}");
+    // Another run of the same language while one holds the lock is refused.
+    let lock = marunochi::home::try_lock(&home.join("train/python/lock")).unwrap().unwrap();
+    let (ok, _, stderr) = run_cli(&home, &["train", "--language", "python", "--resume"]);
+    assert!(!ok);
+    assert!(stderr.contains("python is being trained already"), "{stderr}");
+    drop(lock);
+
+    let (ok, _, stderr) = run_cli(&home, &["schedule", "run-now"]);
+    assert!(ok, "{stderr}");
+    let report = std::fs::read_to_string(home.join("adapters/python/v1/marunochi.json")).unwrap();
+    assert!(report.contains("\"steps\": "), "{report}");
+    assert!(!home.join("train/python/checkpoint").exists());
+}
