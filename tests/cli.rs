@@ -9,7 +9,7 @@ fn marunochi(home: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn every_command_has_help() {
     let home = tempfile::tempdir().unwrap();
-    let commands: [&[&str]; 11] = [
+    let commands: [&[&str]; 15] = [
         &["--help"],
         &["proxy", "--help"],
         &["lsp", "--help"],
@@ -19,6 +19,10 @@ fn every_command_has_help() {
         &["stats", "--help"],
         &["curate", "--help"],
         &["demo", "--help"],
+        &["train", "--help"],
+        &["schedule", "status", "--help"],
+        &["schedule", "run-now", "--help"],
+        &["schedule", "tick", "--help"],
         &["run", "--help"],
         &["data", "export", "--help"],
     ];
@@ -29,7 +33,21 @@ fn every_command_has_help() {
         assert!(text.contains("Usage: marunochi"), "{args:?}: {text}");
     }
     let top = String::from_utf8_lossy(&marunochi(home.path(), &["--help"]).stdout).into_owned();
-    for command in ["proxy", "lsp", "daemon", "run", "data", "doctor", "retention", "stats", "curate", "demo"] {
+    let commands = [
+        "proxy",
+        "lsp",
+        "daemon",
+        "run",
+        "data",
+        "doctor",
+        "retention",
+        "stats",
+        "curate",
+        "train",
+        "schedule",
+        "demo",
+    ];
+    for command in commands {
         assert!(top.contains(command), "{top}");
     }
 }
