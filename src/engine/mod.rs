@@ -43,6 +43,43 @@ use generate::{Generation, Verdict};
 use postprocess::{Scan, StopScanner};
 use weights::Weights;
 
+/// Prompt and target token ids of one example.
+pub type ExampleTokens = (Vec<u32>, Vec<u32>);
+
+/// An example (the code before and after the cursor, and what goes there) as training sees it and
+/// the eval gate scores it: the template's FIM prompt without context files (or the prefix alone for
+/// a model without FIM tokens) within `limits.0` tokens, then the completion — at most `limits.1`
+/// tokens — and the end-of-text token, so a completion's end is part of what is learnt. `None` for
+/// an empty completion.
+pub fn example_tokens(
+    tokenizer: &TextTokenizer,
+    template: Template,
+    prefix: &str,
+    suffix: &str,
+    completion: &str,
+    limits: (usize, usize),
+) -> Result<Option<ExampleTokens>, EngineError> {
+    let (max_prompt_tokens, max_target_tokens) = limits;
+    let end = template.stop_strings().iter().find_map(|s| tokenizer.token_id(s)).or(tokenizer.end_ids.first().copied());
+    let mut target = tokenizer.encode(completion)?;
+    if target.is_empty() {
+        return Ok(None);
+    }
+    target.truncate(max_target_tokens);
+    if target.len() < max_target_tokens {
+        target.extend(end);
+    }
+    let input = PromptInput { path: "", prefix, suffix, repo_name: None, open_files: &[], recent_edits: &[] };
+    let budget = Budget { max_prompt_tokens, prefix_share: 75, suffix_share: 25, context_share: 0 };
+    let counter = count::Counter::new(tokenizer, &[prefix, suffix]);
+    let mut prompt = tokenizer.encode_prompt(&prompt::build(template, &input, &budget, &|t| counter.count(t)))?;
+    if prompt.is_empty() {
+        // A completion at the very start of a file: condition on the end token instead.
+        prompt.extend(end);
+    }
+    Ok(Some((prompt, target)))
+}
+
 /// Caches kept per (document, adapter); a handful covers the files being edited right now.
 const CACHE_SLOTS: usize = 4;
 
@@ -343,6 +380,26 @@ impl Engine {
     pub fn logits(&self, tokens: &[u32], cache: &mut KvCache, adapter: Option<&str>) -> Result<Vec<f32>, EngineError> {
         let adapter = self.adapter(adapter)?;
         Ok(self.model.forward(tokens, cache, adapter.as_deref())?.to_vec1()?)
+    }
+
+    /// `log p(target[i] | prompt, target[..i])` for every target token, in one pass (for scoring a
+    /// user's final code under a model and adapter).
+    pub fn target_logprobs(
+        &self,
+        prompt: &[u32],
+        target: &[u32],
+        adapter: Option<&str>,
+    ) -> Result<Vec<f32>, EngineError> {
+        if prompt.is_empty() || target.is_empty() {
+            return Err(EngineError::Tokenizer("scoring needs a prompt and a target".into()));
+        }
+        let adapter = self.adapter(adapter)?;
+        let tokens = [prompt, &target[..target.len() - 1]].concat();
+        let mut cache = KvCache::default();
+        let logits = self.model.forward_from(&tokens, &mut cache, adapter.as_deref(), prompt.len() - 1)?;
+        let logprobs = transformer::log_softmax(&logits)?;
+        let ids = candle_core::Tensor::new(target, logits.device())?.unsqueeze(1)?;
+        Ok(logprobs.gather(&ids, 1)?.squeeze(1)?.to_vec1()?)
     }
 
     fn adapter(&self, name: Option<&str>) -> Result<Option<Arc<Adapter>>, EngineError> {

@@ -234,6 +234,18 @@ impl Transformer {
         cache: &mut KvCache,
         adapter: Option<&Adapter>,
     ) -> candle_core::Result<Tensor> {
+        self.forward_from(tokens, cache, adapter, tokens.len() - 1)?.flatten_all()
+    }
+
+    /// [`Transformer::forward`], returning the logits (`[tokens.len() - from, vocab]`) after each of
+    /// `tokens[from..]`: what scoring a known continuation needs.
+    pub fn forward_from(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        adapter: Option<&Adapter>,
+        from: usize,
+    ) -> candle_core::Result<Tensor> {
         let past = cache.tokens.len();
         let seq = tokens.len();
         if past + seq > self.config.max_position {
@@ -255,9 +267,9 @@ impl Transformer {
             x = (x + mlp)?;
         }
         cache.tokens.extend_from_slice(tokens);
-        let last = x.narrow(1, seq - 1, 1)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, self.config.rms_norm_eps as f32)?;
-        self.output.forward(&last)?.flatten_all()?.to_dtype(DType::F32)
+        let wanted = x.narrow(1, from, seq - from)?;
+        let wanted = candle_nn::ops::rms_norm(&wanted, &self.norm, self.config.rms_norm_eps as f32)?;
+        self.output.forward(&wanted)?.squeeze(0)?.to_dtype(DType::F32)
     }
 
     fn attention(

@@ -13,8 +13,7 @@ use sha2::Digest;
 use super::TrainError;
 use super::model::Sequence;
 use crate::curate::{Example, KtoExample, Pair};
-use crate::engine::count::Counter;
-use crate::engine::{Budget, PromptInput, Template, TextTokenizer};
+use crate::engine::{ExampleTokens, Template, TextTokenizer};
 
 /// A tokenized example and its weight (priority × near-duplicate share).
 pub(crate) struct Weighted {
@@ -72,9 +71,7 @@ pub(crate) fn read_jsonl<T: DeserializeOwned>(
     Ok((items, digest.iter().take(12).map(|b| format!("{b:02x}")).collect()))
 }
 
-/// Renders examples the way the model sees them when serving: the FIM prompt (or the prefix
-/// alone for a model without FIM tokens), then the completion and the end-of-text token, so an
-/// adapter also learns where a completion stops.
+/// Renders examples as `engine::example_tokens` does (the eval gate scores the same way).
 pub(crate) struct Encoder<'a> {
     pub(crate) tokenizer: &'a TextTokenizer,
     pub(crate) template: Template,
@@ -83,36 +80,10 @@ pub(crate) struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
-    fn end(&self) -> Option<u32> {
-        let stop = self.template.stop_strings().iter().find_map(|s| self.tokenizer.token_id(s));
-        stop.or(self.tokenizer.end_ids.first().copied())
-    }
-
-    fn prompt(&self, prefix: &str, suffix: &str) -> Result<Vec<u32>, TrainError> {
-        let input = PromptInput { path: "", prefix, suffix, repo_name: None, open_files: &[], recent_edits: &[] };
-        let budget =
-            Budget { max_prompt_tokens: self.max_prompt_tokens, prefix_share: 75, suffix_share: 25, context_share: 0 };
-        let counter = Counter::new(self.tokenizer, &[prefix, suffix]);
-        let prompt = crate::engine::prompt::build(self.template, &input, &budget, &|t| counter.count(t));
-        let mut tokens = self.tokenizer.encode_prompt(&prompt)?;
-        if tokens.is_empty() {
-            // A completion at the very start of a file: condition on the end token instead.
-            tokens.extend(self.end());
-        }
-        Ok(tokens)
-    }
-
-    /// `None` for an empty completion.
-    fn target(&self, completion: &str) -> Result<Option<Vec<u32>>, TrainError> {
-        let mut target = self.tokenizer.encode(completion)?;
-        if target.is_empty() {
-            return Ok(None);
-        }
-        target.truncate(self.max_target_tokens);
-        if target.len() < self.max_target_tokens {
-            target.extend(self.end());
-        }
-        Ok(Some(target))
+    /// Prompt and target tokens, `None` for an empty completion.
+    fn pair(&self, prefix: &str, suffix: &str, completion: &str) -> Result<Option<ExampleTokens>, TrainError> {
+        let limits = (self.max_prompt_tokens, self.max_target_tokens);
+        Ok(crate::engine::example_tokens(self.tokenizer, self.template, prefix, suffix, completion, limits)?)
     }
 
     fn join(prompt: &[u32], target: &[u32]) -> Sequence {
@@ -123,9 +94,8 @@ impl Encoder<'_> {
     pub(crate) fn sft(&self, examples: &[Example]) -> Result<(Vec<Weighted>, usize), TrainError> {
         let mut out = Vec::with_capacity(examples.len());
         for e in examples {
-            if let Some(target) = self.target(&e.completion)? {
-                let sequence = Self::join(&self.prompt(&e.prefix, &e.suffix)?, &target);
-                out.push(Weighted { sequence, weight: e.weight, tier: e.tier });
+            if let Some((prompt, target)) = self.pair(&e.prefix, &e.suffix, &e.completion)? {
+                out.push(Weighted { sequence: Self::join(&prompt, &target), weight: e.weight, tier: e.tier });
             }
         }
         let skipped = examples.len() - out.len();
@@ -136,8 +106,8 @@ impl Encoder<'_> {
     pub(crate) fn kto(&self, examples: &[KtoExample]) -> Result<Vec<KtoItem>, TrainError> {
         let mut parts = Vec::new();
         for e in examples {
-            if let Some(target) = self.target(&e.completion)? {
-                parts.push((self.prompt(&e.prefix, &e.suffix)?, target, e.desirable, e.weight));
+            if let Some((prompt, target)) = self.pair(&e.prefix, &e.suffix, &e.completion)? {
+                parts.push((prompt, target, e.desirable, e.weight));
             }
         }
         Ok((0..parts.len())
@@ -157,8 +127,9 @@ impl Encoder<'_> {
     pub(crate) fn dpo(&self, pairs: &[Pair]) -> Result<Vec<DpoItem>, TrainError> {
         let mut out = Vec::new();
         for p in pairs {
-            if let (Some(chosen), Some(rejected)) = (self.target(&p.chosen)?, self.target(&p.rejected)?) {
-                let prompt = self.prompt(&p.prefix, &p.suffix)?;
+            let chosen = self.pair(&p.prefix, &p.suffix, &p.chosen)?;
+            let rejected = self.pair(&p.prefix, &p.suffix, &p.rejected)?;
+            if let (Some((prompt, chosen)), Some((_, rejected))) = (chosen, rejected) {
                 out.push(DpoItem { chosen: Self::join(&prompt, &chosen), rejected: Self::join(&prompt, &rejected) });
             }
         }

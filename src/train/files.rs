@@ -19,7 +19,7 @@ const FINGERPRINT_WINDOW: u64 = 4 << 20;
 
 /// A short identity for the base model at `path` (a GGUF file or an HF directory): SHA-256 over the
 /// size and both ends of every weight file, and the whole config.json.
-pub(crate) fn fingerprint(path: &Path) -> std::io::Result<String> {
+pub fn fingerprint(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut files = Vec::new();
     if path.is_dir() {

@@ -39,6 +39,7 @@ use crate::engine::lora::Projection;
 use crate::engine::{Engine, EngineError, LoadOptions, ModelInfo};
 
 use data::{Encoder, Weighted};
+pub use files::fingerprint;
 pub use model::BaseWeights;
 use model::{Base, Dropout, Grads, Lora, Pair};
 use optim::{AdamW, Hyper};

