@@ -8,6 +8,7 @@ pub mod config;
 pub mod curate;
 pub mod daemon;
 pub mod demo;
+pub mod deploy;
 pub mod doctor;
 pub mod engine;
 pub mod eval;

@@ -9,7 +9,7 @@ fn marunochi(home: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn every_command_has_help() {
     let home = tempfile::tempdir().unwrap();
-    let commands: [&[&str]; 15] = [
+    let commands: [&[&str]; 18] = [
         &["--help"],
         &["proxy", "--help"],
         &["lsp", "--help"],
@@ -20,6 +20,9 @@ fn every_command_has_help() {
         &["curate", "--help"],
         &["demo", "--help"],
         &["train", "--help"],
+        &["eval", "--help"],
+        &["adapters", "list", "--help"],
+        &["adapters", "promote", "--help"],
         &["schedule", "status", "--help"],
         &["schedule", "run-now", "--help"],
         &["schedule", "tick", "--help"],

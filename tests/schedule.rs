@@ -63,6 +63,13 @@ fn status_names_what_is_due_and_run_now_trains_it() {
     let (ok, _, stderr) = run_cli(&home, &["schedule", "run-now"]);
     assert!(ok, "{stderr}");
     assert!(home.join("adapters/python/v1/adapter_model.safetensors").exists(), "{stderr}");
+    // The gate ran after training; one held-out example cannot show an improvement, so the new
+    // version stays a candidate and the base model keeps serving.
+    let gate: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("adapters/python/v1/eval.json")).unwrap()).unwrap();
+    assert_eq!(gate["passed"], false);
+    assert!(gate["heldout"]["verdict"].as_str().unwrap().contains("at least 6 are needed"), "{gate}");
+    assert!(std::fs::symlink_metadata(home.join("adapters/python/active")).is_err());
     let (_, stdout, _) = run_cli(&home, &["schedule", "status"]);
     assert!(stdout.contains("adapter v1; waiting: retrained 0.0 days ago (every 7 days)"), "{stdout}");
 }

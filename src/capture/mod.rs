@@ -19,8 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use store::{
-    Batch, CheckResult, CurationRow, DriftEvent, DueCheck, Forget, Interaction, RetentionCheck, Run, Shown, Store,
-    StoreError, TestResults, WeekMetrics,
+    AdapterChange, AdapterEvent, AdapterVersion, Batch, CheckResult, CurationRow, DriftEvent, DueCheck, Forget,
+    Interaction, RetentionCheck, Run, Shown, Store, StoreError, TestResults, WeekMetrics,
 };
 
 mod run;

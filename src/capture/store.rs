@@ -10,13 +10,14 @@ use crate::retention::Anchor;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order. Appending is the only allowed change.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     include_str!("../../migrations/0001_interactions.sql"),
     include_str!("../../migrations/0002_diagnostics.sql"),
     include_str!("../../migrations/0003_runs.sql"),
     include_str!("../../migrations/0004_test_results.sql"),
     include_str!("../../migrations/0005_retention.sql"),
     include_str!("../../migrations/0006_drift.sql"),
+    include_str!("../../migrations/0007_adapters.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -554,6 +555,87 @@ impl Store {
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
+    /// The registry's rows for `language`, oldest version first.
+    pub fn adapter_versions(&self, language: &str) -> Result<Vec<AdapterVersion>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT language, version, state, base_fingerprint, created_at, updated_at FROM adapter_versions
+                 WHERE language = ?1 ORDER BY CAST(substr(version, 2) AS INTEGER)",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([language], |row| {
+            Ok(AdapterVersion {
+                language: row.get(0)?,
+                version: row.get(1)?,
+                state: row.get(2)?,
+                base_fingerprint: row.get(3)?,
+                created_at: row.get(4)?,
+                updated_at: row.get(5)?,
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
+    /// Applies registry state changes in one transaction, each recorded as an event with its
+    /// reason: `(language, version, new state, base fingerprint for a new row, reason)`.
+    pub fn set_adapter_states(&mut self, changes: &[AdapterChange]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let failed = |e| classify(&path, e);
+        let tx = self.conn.transaction().map_err(failed)?;
+        for c in changes {
+            let from: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM adapter_versions WHERE language = ?1 AND version = ?2",
+                    params![c.language, c.version],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(failed)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO adapter_versions (language, version, state, base_fingerprint, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, {NOW}, {NOW})
+                     ON CONFLICT (language, version) DO UPDATE SET state = ?3, updated_at = {NOW}"
+                ),
+                params![c.language, c.version, c.state, c.base_fingerprint],
+            )
+            .map_err(failed)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO adapter_events (at, language, version, from_state, to_state, reason)
+                     VALUES ({NOW}, ?1, ?2, ?3, ?4, ?5)"
+                ),
+                params![c.language, c.version, from, c.state, c.reason],
+            )
+            .map_err(failed)?;
+        }
+        tx.commit().map_err(failed)
+    }
+
+    /// The registry's history for `language`: (time, version, from, to, reason), oldest first.
+    pub fn adapter_events(&self, language: &str) -> Result<Vec<AdapterEvent>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT at, version, from_state, to_state, reason FROM adapter_events WHERE language = ?1
+                 ORDER BY rowid",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([language], |row| {
+            Ok(AdapterEvent {
+                at: row.get(0)?,
+                version: row.get(1)?,
+                from: row.get(2)?,
+                to: row.get(3)?,
+                reason: row.get(4)?,
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))
@@ -643,6 +725,36 @@ pub struct DriftEvent {
     pub kind: String,
     pub value: Option<f64>,
     pub baseline: Option<f64>,
+}
+
+/// One adapter version in the registry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AdapterVersion {
+    pub language: String,
+    pub version: String,
+    pub state: String,
+    pub base_fingerprint: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A registry state change to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterChange {
+    pub language: String,
+    pub version: String,
+    pub state: String,
+    pub base_fingerprint: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AdapterEvent {
+    pub at: String,
+    pub version: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
 }
 
 /// A scheduled retention check as stored.

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::curate;
 use crate::daemon::{self, DaemonOptions, Outcome};
 use crate::demo;
+use crate::deploy::Registry;
 use crate::doctor::{self, Status};
 use crate::engine::discovery::{self, Found, Roots, Source};
 use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
@@ -258,6 +259,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Your expert adapters: list them, put one in service, roll back, remove. Serving follows at
+    /// the next keystroke; no restart.
+    Adapters {
+        #[command(subcommand)]
+        action: AdaptersAction,
+    },
     /// When training runs: what is due per language and whether the machine is ready for it.
     ///
     /// A language is due weekly once it has enough good examples, at once after a drift event,
@@ -320,6 +327,46 @@ enum DataAction {
         /// Everything shown before this date or time (2026-11-01, 2026-11-01T12:00:00Z).
         #[arg(long, value_name = "D", group = "which", value_parser = parse_date)]
         before: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdaptersAction {
+    /// Every version per language: state, method, the gate's verdict.
+    List {
+        #[arg(long, value_name = "L")]
+        language: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve VERSION (default: the newest candidate that passed the gate); the active one retires.
+    Promote {
+        #[arg(long, value_name = "L")]
+        language: String,
+        version: Option<String>,
+        /// Promote even without a passed gate.
+        #[arg(long)]
+        force: bool,
+        /// The base model being served (default: `[engine] model`, else the best model found).
+        #[arg(long, value_name = "M")]
+        model: Option<PathBuf>,
+    },
+    /// Back to the version the active one replaced, or to the base model.
+    Rollback {
+        #[arg(long, value_name = "L")]
+        language: String,
+    },
+    /// Delete a version that is not active.
+    Remove {
+        #[arg(long, value_name = "L")]
+        language: String,
+        version: String,
+    },
+    /// What happened to a language's adapters, and why.
+    History {
+        #[arg(long, value_name = "L")]
+        language: String,
     },
 }
 
@@ -411,6 +458,7 @@ pub fn main() -> ExitCode {
         Command::Demo { model, server } => demo(&home, model, server),
         Command::Curate { language, out, min_quality, since } => curate(&home, language, out, min_quality, since),
         Command::Schedule { action } => schedule(&home, action),
+        Command::Adapters { action } => adapters(&home, action),
         Command::Eval { language, adapter, against, model, heldout, humaneval, problems, full, json } => {
             let config = match strict_config(&home) {
                 Ok(config) => config,
@@ -1242,6 +1290,75 @@ fn run_eval(home: &Home, request: eval::Request, settings: eval::Settings, json:
             }
             if report.passed { ExitCode::SUCCESS } else { ExitCode::from(3) }
         }
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn adapters(home: &Home, action: AdaptersAction) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "adapters", "info", false);
+    let registry = Registry::new(&home.adapters_dir(), &home.db_path());
+    let result = match action {
+        AdaptersAction::List { language, json } => registry.list(language.as_deref()).map(|entries| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries).expect("entries serialize"));
+            } else if entries.is_empty() {
+                println!("no adapters yet (`marunochi train --language L` makes one)");
+            } else {
+                for e in entries {
+                    let gate = match (e.gate, &e.gate_verdict) {
+                        (Some(true), Some(v)) => format!("gate passed: {v}"),
+                        (Some(false), Some(v)) => format!("gate failed: {v}"),
+                        (Some(passed), None) => format!("gate {}", if passed { "passed" } else { "failed" }),
+                        (None, _) => "not judged yet".to_owned(),
+                    };
+                    let method = e.method.as_deref().unwrap_or("?");
+                    println!(
+                        "{:<12} {:<5} {:<12} {method:<6} {}  {gate}",
+                        e.language, e.version, e.state, e.created_at
+                    );
+                }
+            }
+        }),
+        AdaptersAction::Promote { language, version, force, model } => {
+            let configured = configured_model(home);
+            let model = match daemon::resolve_model(model.as_deref(), configured.as_deref()) {
+                Ok(model) => model,
+                Err(e) => {
+                    eprintln!("marunochi: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let fingerprint = match train::fingerprint(&model) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("marunochi: {}: {e}", model.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            registry
+                .promote(&language, version.as_deref(), &fingerprint, force)
+                .map(|v| println!("{language}: {v} is active; serving uses it from the next keystroke"))
+        }
+        AdaptersAction::Rollback { language } => {
+            registry.rollback(&language, "rolled back by the user").map(|v| match v {
+                Some(v) => println!("{language}: back to {v}"),
+                None => println!("{language}: back to the base model"),
+            })
+        }
+        AdaptersAction::Remove { language, version } => {
+            registry.remove(&language, &version).map(|()| println!("{language}: {version} removed"))
+        }
+        AdaptersAction::History { language } => registry.history(&language).map(|events| {
+            for e in events {
+                println!("{}  {:<5} {} -> {}: {}", e.at, e.version, e.from.as_deref().unwrap_or("new"), e.to, e.reason);
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("marunochi: {e}");
             ExitCode::FAILURE

@@ -354,10 +354,38 @@ pub fn run(exe: &Path, home: &Home, language: &str, until: Option<SystemTime>) -
     tracing::info!(language, "training starts");
     let status = command.status().map_err(ScheduleError::Spawn)?;
     Ok(match status.code() {
-        Some(0) => RunOutcome::Finished,
+        Some(0) => {
+            gate_and_promote(exe, home, language);
+            RunOutcome::Finished
+        }
         Some(130) => RunOutcome::Paused,
         _ => RunOutcome::Failed(status),
     })
+}
+
+/// After a finished run: the gate (`marunochi eval`, also nice'd through inheritance), and the
+/// new version into service if it passes. Until the shadow and canary stages exist a passing
+/// candidate goes straight to active; the version it replaces stays loaded and one rollback away.
+fn gate_and_promote(exe: &Path, home: &Home, language: &str) {
+    let status = Command::new(exe).env("MARUNOCHI_HOME", home.root()).args(["eval", "--language", language]).status();
+    match status.map(|s| s.code()) {
+        Ok(Some(0)) => {
+            let registry = crate::deploy::Registry::new(&home.adapters_dir(), &home.db_path());
+            let model = crate::config::Config::load(&home.config_file())
+                .ok()
+                .and_then(|c| crate::daemon::resolve_model(None, c.engine.model.as_deref()).ok());
+            let promoted = model
+                .ok_or_else(|| "no model configured".to_owned())
+                .and_then(|m| super::fingerprint(&m).map_err(|e| e.to_string()))
+                .and_then(|f| registry.promote(language, None, &f, false).map_err(|e| e.to_string()));
+            match promoted {
+                Ok(version) => tracing::info!(language, version, "the new adapter passed the gate and serves"),
+                Err(error) => tracing::warn!(language, %error, "the new adapter passed the gate but was not promoted"),
+            }
+        }
+        Ok(Some(3)) => tracing::info!(language, "the new adapter did not pass the gate; it stays a candidate"),
+        other => tracing::warn!(language, ?other, "the gate could not run"),
+    }
 }
 
 /// What [`tick`] did.

@@ -1,0 +1,324 @@
+//! The adapter registry (`marunochi adapters`). Entry: [`Registry`].
+//!
+//! Versions live in `adapters/<language>/v<N>/` (written by `train`, judged by `eval`, which leaves
+//! `eval.json` there). `adapters/<language>/active` — a relative link to one version — is what
+//! serving uses: the daemon's router resolves it on every request, so a promotion or rollback
+//! applies at the next keystroke without a restart, and versions already loaded stay loaded (the
+//! previous one is still in memory should it come back). The store keeps each version's state
+//! (candidate, active, retired, rolled_back, removed; shadow and canary are reserved for the
+//! rollout) and the history of changes with their reasons.
+//!
+//! The link is switched first (an atomic rename), the store second. Every use of the registry
+//! starts by reconciling the two, so a crash between them leaves nothing inconsistent for long:
+//! the link wins.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::capture::{AdapterChange, AdapterEvent, AdapterVersion, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{language} has no adapter {version} (see `marunochi adapters list`)")]
+    NoSuchVersion { language: String, version: String },
+    #[error("{language}: {reason}")]
+    Refused { language: String, reason: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// One version as `list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub language: String,
+    pub version: String,
+    pub state: String,
+    pub created_at: String,
+    /// lora, qlora, dora or qdora.
+    pub method: Option<String>,
+    pub base_fingerprint: Option<String>,
+    /// From `eval.json`: whether the gate passed, and its verdict on the held-out code.
+    pub gate: Option<bool>,
+    pub gate_verdict: Option<String>,
+}
+
+pub struct Registry {
+    adapters: PathBuf,
+    db: PathBuf,
+}
+
+impl Registry {
+    pub fn new(adapters: &Path, db: &Path) -> Registry {
+        Registry { adapters: adapters.to_owned(), db: db.to_owned() }
+    }
+
+    /// Every version of `language` (or of every language), after reconciling store and link.
+    pub fn list(&self, language: Option<&str>) -> Result<Vec<Entry>, RegistryError> {
+        let mut store = self.store()?;
+        let languages = match language {
+            Some(l) => vec![l.to_owned()],
+            None => self.languages(),
+        };
+        let mut entries = Vec::new();
+        for language in languages {
+            for row in self.reconcile(&mut store, &language)? {
+                let meta = metadata(&self.adapters.join(&language).join(&row.version));
+                entries.push(Entry {
+                    method: meta.method,
+                    gate: meta.gate,
+                    gate_verdict: meta.gate_verdict,
+                    language: row.language,
+                    version: row.version,
+                    state: row.state,
+                    created_at: row.created_at,
+                    base_fingerprint: row.base_fingerprint,
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Makes `version` (default: the newest version that passed the gate) the active adapter of
+    /// `language`; the previous one is retired. Refused for an adapter trained on another base
+    /// model than `base_fingerprint`, and — unless `force` — for one that has not passed the gate.
+    pub fn promote(
+        &self,
+        language: &str,
+        version: Option<&str>,
+        base_fingerprint: &str,
+        force: bool,
+    ) -> Result<String, RegistryError> {
+        let mut store = self.store()?;
+        let rows = self.reconcile(&mut store, language)?;
+        let refused = |reason: String| RegistryError::Refused { language: language.to_owned(), reason };
+        let version = match version {
+            Some(v) => v.to_owned(),
+            None => rows
+                .iter()
+                .rev()
+                .filter(|r| r.state == "candidate")
+                .find(|r| metadata(&self.adapters.join(language).join(&r.version)).gate == Some(true))
+                .map(|r| r.version.clone())
+                .ok_or_else(|| refused("no candidate has passed the gate (`marunochi eval`)".into()))?,
+        };
+        let row = rows
+            .iter()
+            .find(|r| r.version == version && r.state != "removed")
+            .ok_or_else(|| RegistryError::NoSuchVersion { language: language.to_owned(), version: version.clone() })?;
+        if row.state == "active" {
+            return Err(refused(format!("{version} is already active")));
+        }
+        if let Some(trained_on) = &row.base_fingerprint
+            && trained_on != base_fingerprint
+        {
+            return Err(refused(format!(
+                "{version} was trained on another base model (fingerprint {trained_on}, the model now is {base_fingerprint})"
+            )));
+        }
+        let gate = metadata(&self.adapters.join(language).join(&version)).gate;
+        if gate != Some(true) && !force {
+            let why = if gate.is_none() { "has not been through the gate" } else { "failed the gate" };
+            return Err(refused(format!(
+                "{version} {why}; run `marunochi eval --language {language}` or pass --force"
+            )));
+        }
+        let previous = rows.iter().find(|r| r.state == "active");
+        self.point_active(language, Some(&version))?;
+        let mut changes =
+            vec![change(language, &version, "active", &format!("promoted{}", if force { " (forced)" } else { "" }))];
+        if let Some(previous) = previous {
+            changes.push(change(language, &previous.version, "retired", &format!("replaced by {version}")));
+        }
+        store.set_adapter_states(&changes)?;
+        Ok(version)
+    }
+
+    /// Takes the active adapter of `language` out of service (rolled back, with `reason`) and
+    /// restores the one it replaced, or the base model when there was none.
+    pub fn rollback(&self, language: &str, reason: &str) -> Result<Option<String>, RegistryError> {
+        let mut store = self.store()?;
+        let rows = self.reconcile(&mut store, language)?;
+        let active = rows.iter().find(|r| r.state == "active").ok_or_else(|| RegistryError::Refused {
+            language: language.to_owned(),
+            reason: "no adapter is active; the base model is serving".into(),
+        })?;
+        let previous = rows.iter().filter(|r| r.state == "retired").max_by(|a, b| a.updated_at.cmp(&b.updated_at));
+        self.point_active(language, previous.map(|p| p.version.as_str()))?;
+        let mut changes = vec![change(language, &active.version, "rolled_back", reason)];
+        if let Some(previous) = previous {
+            changes.push(change(
+                language,
+                &previous.version,
+                "active",
+                &format!("restored: {} rolled back", active.version),
+            ));
+        }
+        store.set_adapter_states(&changes)?;
+        Ok(previous.map(|p| p.version.clone()))
+    }
+
+    /// Deletes a version that is not active.
+    pub fn remove(&self, language: &str, version: &str) -> Result<(), RegistryError> {
+        let mut store = self.store()?;
+        let rows = self.reconcile(&mut store, language)?;
+        let no_such = || RegistryError::NoSuchVersion { language: language.to_owned(), version: version.to_owned() };
+        let row = rows.iter().find(|r| r.version == version && r.state != "removed").ok_or_else(no_such)?;
+        if row.state == "active" {
+            return Err(RegistryError::Refused {
+                language: language.to_owned(),
+                reason: format!("{version} is active; promote another version or roll back first"),
+            });
+        }
+        let dir = self.adapters.join(language).join(version);
+        std::fs::remove_dir_all(&dir).map_err(|source| RegistryError::Io { path: dir, source })?;
+        store.set_adapter_states(&[change(language, version, "removed", "removed by the user")])?;
+        Ok(())
+    }
+
+    /// The history of `language`'s adapters.
+    pub fn history(&self, language: &str) -> Result<Vec<AdapterEvent>, RegistryError> {
+        Ok(self.store()?.adapter_events(language)?)
+    }
+
+    fn store(&self) -> Result<Store, RegistryError> {
+        Ok(Store::open(&self.db)?)
+    }
+
+    fn languages(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.adapters)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Brings the store in line with the directories and the `active` link: new versions become
+    /// candidates, vanished ones removed, and the version the link names is the active one.
+    fn reconcile(&self, store: &mut Store, language: &str) -> Result<Vec<AdapterVersion>, RegistryError> {
+        let dir = self.adapters.join(language);
+        let rows = store.adapter_versions(language)?;
+        let on_disk = versions_on_disk(&dir);
+        let linked = std::fs::read_link(dir.join("active"))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let mut changes = Vec::new();
+        for version in &on_disk {
+            if !rows.iter().any(|r| &r.version == version) {
+                let mut c = change(language, version, "candidate", "trained");
+                c.base_fingerprint = metadata(&dir.join(version)).base_fingerprint;
+                changes.push(c);
+            }
+        }
+        for row in &rows {
+            let present = on_disk.contains(&row.version);
+            let is_linked = linked.as_deref() == Some(row.version.as_str());
+            if !present && row.state != "removed" {
+                changes.push(change(language, &row.version, "removed", "its directory is gone"));
+            } else if present && is_linked && row.state != "active" {
+                changes.push(change(
+                    language,
+                    &row.version,
+                    "active",
+                    "the active link names it (an interrupted change completed)",
+                ));
+            } else if present && !is_linked && row.state == "active" {
+                let to = if linked.is_some() { "retired" } else { "rolled_back" };
+                changes.push(change(
+                    language,
+                    &row.version,
+                    to,
+                    "the active link no longer names it (an interrupted change completed)",
+                ));
+            }
+        }
+        if let Some(linked) = &linked
+            && !rows.iter().any(|r| &r.version == linked)
+            && let Some(new) = changes.iter_mut().find(|c| &c.version == linked)
+        {
+            new.state = "active".into();
+            new.reason = "active before the registry knew it".into();
+        }
+        if !changes.is_empty() {
+            store.set_adapter_states(&changes)?;
+        }
+        Ok(store.adapter_versions(language)?)
+    }
+
+    /// Points `adapters/<language>/active` at `version` (or removes it: the base model serves),
+    /// atomically: a new link is renamed over the old one.
+    fn point_active(&self, language: &str, version: Option<&str>) -> Result<(), RegistryError> {
+        let dir = self.adapters.join(language);
+        let link = dir.join("active");
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RegistryError::Io { path, source }
+        };
+        match version {
+            Some(version) => {
+                let tmp = dir.join(".active.tmp");
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(version, &tmp).map_err(io(&tmp))?;
+                std::fs::rename(&tmp, &link).map_err(io(&link))
+            }
+            None => match std::fs::remove_file(&link) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&link)(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+fn change(language: &str, version: &str, state: &str, reason: &str) -> AdapterChange {
+    AdapterChange {
+        language: language.to_owned(),
+        version: version.to_owned(),
+        state: state.to_owned(),
+        base_fingerprint: None,
+        reason: reason.to_owned(),
+    }
+}
+
+fn versions_on_disk(dir: &Path) -> Vec<String> {
+    let mut versions: Vec<(u64, String)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("adapter_model.safetensors").is_file())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            Some((name.strip_prefix('v')?.parse().ok()?, name))
+        })
+        .collect();
+    versions.sort();
+    versions.into_iter().map(|(_, name)| name).collect()
+}
+
+#[derive(Default)]
+struct Metadata {
+    method: Option<String>,
+    base_fingerprint: Option<String>,
+    gate: Option<bool>,
+    gate_verdict: Option<String>,
+}
+
+/// What training (`marunochi.json`) and the gate (`eval.json`) recorded in a version's directory.
+fn metadata(dir: &Path) -> Metadata {
+    let read = |name: &str| -> serde_json::Value {
+        std::fs::read_to_string(dir.join(name)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    };
+    let (trained, judged) = (read("marunochi.json"), read("eval.json"));
+    Metadata {
+        method: trained["training"]["method"].as_str().map(str::to_owned),
+        base_fingerprint: trained["base_model"]["fingerprint"].as_str().map(str::to_owned),
+        gate: judged["passed"].as_bool(),
+        gate_verdict: judged["heldout"]["verdict"].as_str().map(str::to_owned),
+    }
+}
