@@ -15,7 +15,7 @@ fn the_demo_runs_every_stage_in_a_home_of_its_own() {
     let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
         .env("MARUNOCHI_HOME", &home)
         .env("PATH", format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default()))
-        .args(["demo", "--model"])
+        .args(["demo", "--quick", "--model"])
         .arg(fixture("smollm2-135m-instruct.gguf"))
         .output()
         .unwrap();
@@ -39,13 +39,21 @@ fn the_demo_runs_every_stage_in_a_home_of_its_own() {
         "✓ editing session over",
         "retention checks (30 s … 30 d)",
         "✓ curated",
-        "not built yet",
+        "✓ trained python/v1",
+        "held-out code: better on",
+        "forgetting: HumanEval pass@1",
+        "✓ gate passed",
+        "✓ python/v1 promoted",
+        "the python adapter:",
     ] {
         assert!(stdout.contains(stage), "{stage}: {stdout}");
     }
     assert!(!home.join("marunochi.db").exists(), "the user's own store is not touched");
     let demo_home = stdout.lines().next().unwrap().rsplit(' ').next().unwrap();
     assert!(std::path::Path::new(demo_home).join("datasets/python/train.jsonl").exists());
+    // The adapter learnt the project's style: the new function is written in it.
+    let after = stdout.split("the python adapter:").nth(1).unwrap();
+    assert!(after.contains("mx_result") || after.contains("CUBES"), "{stdout}");
     stop_daemon(std::path::Path::new(demo_home));
 
     // Without the language server on PATH: a clear error, exit 2.

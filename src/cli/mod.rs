@@ -134,12 +134,16 @@ enum Command {
     },
     /// Show the whole loop on a sample project: suggestions taken, partly taken, rejected and
     /// corrected through the real proxy and language server, what was recorded, retention and
-    /// quality a month on, the curated training sets. Runs in a home of its own
+    /// quality a month on, the curated training sets, an adapter trained on the project's code,
+    /// the eval gate, and completions before and after. Runs in a home of its own
     /// (MARUNOCHI_HOME/demo/<time>/); your own store is not touched.
     Demo {
         /// The model (default: `[engine] model` in config.toml, else the best model found).
         #[arg(long, value_name = "M")]
         model: Option<PathBuf>,
+        /// A shorter gate (2 HumanEval problems instead of 20).
+        #[arg(long)]
+        quick: bool,
         /// The language server to put behind the proxy, after `--` (default: pylsp).
         #[arg(last = true, value_name = "SERVER CMD")]
         server: Vec<String>,
@@ -455,7 +459,7 @@ pub fn main() -> ExitCode {
         Command::Run { command } => run(&home, &command),
         Command::Retention { action: RetentionAction::Sweep { now } } => retention_sweep(&home, now),
         Command::Stats { html } => stats(&home, html),
-        Command::Demo { model, server } => demo(&home, model, server),
+        Command::Demo { model, quick, server } => demo(&home, model, quick, server),
         Command::Curate { language, out, min_quality, since } => curate(&home, language, out, min_quality, since),
         Command::Schedule { action } => schedule(&home, action),
         Command::Adapters { action } => adapters(&home, action),
@@ -687,7 +691,7 @@ fn session_id() -> String {
     format!("{}-{:x}", std::process::id(), started.as_millis())
 }
 
-fn demo(home: &Home, model: Option<PathBuf>, server: Vec<String>) -> ExitCode {
+fn demo(home: &Home, model: Option<PathBuf>, quick: bool, server: Vec<String>) -> ExitCode {
     let config = match strict_config(home) {
         Ok(config) => config,
         Err(code) => return code,
@@ -714,6 +718,7 @@ fn demo(home: &Home, model: Option<PathBuf>, server: Vec<String>) -> ExitCode {
         model,
         server,
         dir: home.root().join("demo").join(capture::now_ms().to_string()),
+        quick,
     };
     match demo::run(&options) {
         Ok(()) => ExitCode::SUCCESS,

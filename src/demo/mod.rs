@@ -1,9 +1,10 @@
 //! `marunochi demo`: the loop on a sample project, stage by stage — a scripted editor behind the
 //! real proxy and language server takes, partly takes, rejects and corrects real suggestions; the
 //! store shows what it learned; retention and quality run with the clock moved a month on; the
-//! graded interactions are curated into training sets. Training and the eval gate join as they
-//! are built. Everything happens in a home of its own (`MARUNOCHI_HOME/demo/<time>/`), never in
-//! the user's store. Entry: [`run`].
+//! graded interactions are curated into training sets; an expert adapter is trained on the
+//! project's own code (a house style the base model does not follow), judged by the eval gate,
+//! promoted, and its completions shown next to the base model's. Everything happens in a home of
+//! its own (`MARUNOCHI_HOME/demo/<time>/`), never in the user's store. Entry: [`run`].
 
 mod editor;
 
@@ -24,6 +25,8 @@ pub struct Options {
     pub server: Vec<String>,
     /// Where the demo's own home goes (its store, workspace, datasets).
     pub dir: PathBuf,
+    /// A shorter gate (2 HumanEval problems instead of 20), for CI.
+    pub quick: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,8 +139,9 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
     let bar = stage("Curating the graded interactions into training sets…");
     // No test run was observed, so nothing here reaches the usual bar of 70 (DESIGN §6: an
     // accepted, kept, clean snippet without execution evidence scores 55).
-    let options = crate::curate::Options { min_quality: 50.0, heldout_share: 0.0, ..crate::curate::Options::default() };
-    let summaries = crate::curate::curate(&db, &home.join("datasets"), &options)?;
+    let curate_options =
+        crate::curate::Options { min_quality: 50.0, heldout_share: 0.0, ..crate::curate::Options::default() };
+    let summaries = crate::curate::curate(&db, &home.join("datasets"), &curate_options)?;
     done(bar, "curated (quality ≥ 50 for the demo: no test run was observed; the default bar is 70)");
     for s in summaries {
         println!(
@@ -149,8 +153,135 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
             s.directory.display()
         );
     }
-    println!("· training an adapter and the eval gate: not built yet (the training and eval issues)");
+    learn(options, &workspace)?;
     println!("marunochi demo: done. Look around in {}", home.display());
+    Ok(())
+}
+
+/// The project's own code in its house style (a docstring naming the function in capitals, an
+/// `mx_result` variable): with a week of real interactions the curated examples would be enough;
+/// a four-suggestion session is not, so the demo also learns from the workspace's code.
+const HOUSE_STYLE: [(&str, &str, &str); 20] = [
+    ("total", "items", "sum(items)"),
+    ("largest", "values", "max(values)"),
+    ("smallest", "values", "min(values)"),
+    ("count", "items", "len(items)"),
+    ("average", "xs", "sum(xs) / len(xs)"),
+    ("first", "xs", "xs[0]"),
+    ("last", "xs", "xs[-1]"),
+    ("reverse", "xs", "xs[::-1]"),
+    ("unique", "xs", "sorted(set(xs))"),
+    ("double", "xs", "[x * 2 for x in xs]"),
+    ("square", "xs", "[x * x for x in xs]"),
+    ("evens", "xs", "[x for x in xs if x % 2 == 0]"),
+    ("odds", "xs", "[x for x in xs if x % 2 == 1]"),
+    ("positive", "xs", "[x for x in xs if x > 0]"),
+    ("negative", "xs", "[x for x in xs if x < 0]"),
+    ("halves", "xs", "[x / 2 for x in xs]"),
+    ("spread", "xs", "max(xs) - min(xs)"),
+    ("middle", "xs", "sorted(xs)[len(xs) // 2]"),
+    ("nonzero", "xs", "[x for x in xs if x != 0]"),
+    ("rounded", "xs", "[round(x) for x in xs]"),
+];
+
+/// Trains an adapter on the workspace's house-style code, runs the gate, promotes a passing
+/// version and shows base vs adapter completions.
+fn learn(options: &Options, workspace: &Path) -> Result<(), DemoError> {
+    let home = &options.dir;
+    let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
+    let body = |name: &str, expr: &str| {
+        format!("    \"\"\"{}: mx-style.\"\"\"\n    mx_result = {expr}\n    return mx_result\n", name.to_uppercase())
+    };
+    let module: String =
+        HOUSE_STYLE.iter().map(|(name, arg, expr)| format!("def {name}({arg}):\n{}\n\n", body(name, expr))).collect();
+    std::fs::write(workspace.join("stats.py"), &module).map_err(setup)?;
+    // Each function is an example: its `def` line is the prompt, its body the completion; the last
+    // eight are held out for the gate.
+    let data = home.join("datasets/workspace-python");
+    std::fs::create_dir_all(&data).map_err(setup)?;
+    let line = |i: usize| {
+        let (name, arg, expr) = HOUSE_STYLE[i];
+        let example = json!({"id": format!("ws{i}"), "timestamp": "2026-11-01T00:00:00Z",
+            "prefix": format!("def {name}({arg}):\n"), "suffix": "", "completion": body(name, expr),
+            "action": "accepted", "weight": 1.0, "priority": 1.0, "dedup": 1.0, "cluster": i, "cluster_size": 1,
+            "complexity": 1, "tier": 0, "replay": true});
+        format!("{example}\n")
+    };
+    std::fs::write(data.join("train.jsonl"), (0..12).map(line).collect::<String>()).map_err(setup)?;
+    std::fs::write(data.join("heldout.jsonl"), (12..20).map(line).collect::<String>()).map_err(setup)?;
+
+    let marunochi = |args: &[&str]| -> Result<(Option<i32>, Value), DemoError> {
+        let out = Command::new(&options.exe)
+            .env("MARUNOCHI_HOME", home)
+            .args(args)
+            .output()
+            .map_err(|e| DemoError::Setup(format!("{}: {e}", options.exe.display())))?;
+        let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if value.is_null() {
+            return Err(DemoError::Setup(format!(
+                "`marunochi {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok((out.status.code(), value))
+    };
+    let model = options.model.to_string_lossy().into_owned();
+    let bar = stage("Training a python adapter on the project's own code (LoRA, 8 updates)…");
+    let data_arg = data.to_string_lossy().into_owned();
+    let train = ["train", "--language", "python", "--model", &model, "--data", &data_arg, "--json"];
+    let (_, report) =
+        marunochi(&[&train[..], &["--steps", "8", "--batch", "3", "--lr", "2e-3", "--sft-only"]].concat())?;
+    done(
+        bar,
+        &format!(
+            "trained python/{} in {:.0} s: loss {:.3} → {:.3}, held-out loss per token {:.3} → {:.3}",
+            report["version"].as_str().unwrap_or("?"),
+            report["seconds"].as_f64().unwrap_or(0.0),
+            report["first_loss"].as_f64().unwrap_or(f64::NAN),
+            report["last_loss"].as_f64().unwrap_or(f64::NAN),
+            report["heldout_base"].as_f64().unwrap_or(f64::NAN),
+            report["heldout_adapter"].as_f64().unwrap_or(f64::NAN),
+        ),
+    );
+
+    let problems = if options.quick { "2" } else { "20" };
+    let bar = stage(&format!("The eval gate: held-out code and {problems} HumanEval problems, base vs adapter…"));
+    let (code, gate) =
+        marunochi(&["eval", "--language", "python", "--model", &model, "--problems", problems, "--json"])?;
+    let passed = code == Some(0);
+    done(bar, &format!("gate {}", if passed { "passed" } else { "failed" }));
+    println!("  held-out code: {}", gate["heldout"]["verdict"].as_str().unwrap_or("?"));
+    match (gate["forgetting"]["verdict"].as_str(), gate["forgetting_note"].as_str()) {
+        (Some(verdict), _) => println!("  forgetting: {verdict}"),
+        (None, Some(note)) => println!("  forgetting not checked: {note}"),
+        _ => {}
+    }
+    if passed {
+        let fingerprint = crate::train::fingerprint(&options.model).map_err(setup)?;
+        let registry = crate::deploy::Registry::new(&home.join("adapters"), &home.join("marunochi.db"));
+        let version =
+            registry.promote("python", None, &fingerprint, false).map_err(|e| DemoError::Setup(e.to_string()))?;
+        println!("✓ python/{version} promoted: serving uses it from the next keystroke");
+    }
+
+    let stub = workspace.join("new.py");
+    std::fs::write(&stub, "def cubes(xs):\n").map_err(setup)?;
+    let location = format!("{}:1:0", stub.display());
+    let complete = |adapter: &[&str]| -> Result<String, DemoError> {
+        let args = ["complete", "--model", &model, &location, "--json", "--max-tokens", "40"];
+        let (_, value) = marunochi(&[&args[..], adapter].concat())?;
+        Ok(value["text"].as_str().unwrap_or_default().to_owned())
+    };
+    println!("  a new function, `def cubes(xs):`, completed by");
+    for (who, text) in
+        [("the base model", complete(&[])?), ("the python adapter", complete(&["--language", "python"])?)]
+    {
+        println!("    {who}:");
+        for line in text.lines().take(4) {
+            println!("      | {line}");
+        }
+    }
     Ok(())
 }
 
