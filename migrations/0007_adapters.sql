@@ -6,6 +6,8 @@ CREATE TABLE adapter_versions (
     version TEXT NOT NULL,                -- v<N>, the directory under adapters/<language>/
     state TEXT NOT NULL,                  -- candidate, shadow, canary, active, retired, rolled_back, removed
     base_fingerprint TEXT,
+    gate_passed INTEGER,                  -- the eval gate's verdict (1/0), NULL before it ran
+    gate_report TEXT,                     -- its one-line summaries (held-out; forgetting)
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (language, version)

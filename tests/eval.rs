@@ -108,6 +108,13 @@ fn an_adapter_that_learnt_the_users_rule_passes_and_a_damaged_one_is_rejected() 
     assert_eq!(report["passed"], true);
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(adapter.join("eval.json")).unwrap()).unwrap();
     assert_eq!(saved["passed"], true);
+    // The verdict is in the store for `stats` (terminal and HTML) and the registry.
+    let html = dir.path().join("stats.html");
+    let (ok, stdout, stderr) = run_cli(&home, &["stats", "--html", html.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("python       v1    candidate    gate passed: better on 6 of 6"), "{stdout}");
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(html.contains("Adapters and the eval gate") && html.contains("gate passed: better on 6 of 6"), "{html}");
 
     // Trained on shuffled targets — other code in the rule's place — a second version does not
     // beat the active one (the default reference once there is one).

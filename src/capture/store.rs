@@ -555,14 +555,15 @@ impl Store {
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
-    /// The registry's rows for `language`, oldest version first.
-    pub fn adapter_versions(&self, language: &str) -> Result<Vec<AdapterVersion>, StoreError> {
+    /// The registry's rows for `language` (every language with `None`), oldest version first.
+    pub fn adapter_versions(&self, language: Option<&str>) -> Result<Vec<AdapterVersion>, StoreError> {
         let failed = |e| classify(&self.path, e);
         let mut statement = self
             .conn
             .prepare(
-                "SELECT language, version, state, base_fingerprint, created_at, updated_at FROM adapter_versions
-                 WHERE language = ?1 ORDER BY CAST(substr(version, 2) AS INTEGER)",
+                "SELECT language, version, state, base_fingerprint, created_at, updated_at, gate_passed, gate_report
+                 FROM adapter_versions WHERE ?1 IS NULL OR language = ?1
+                 ORDER BY language, CAST(substr(version, 2) AS INTEGER)",
             )
             .map_err(failed)?;
         let rows = statement.query_map([language], |row| {
@@ -573,6 +574,8 @@ impl Store {
                 base_fingerprint: row.get(3)?,
                 created_at: row.get(4)?,
                 updated_at: row.get(5)?,
+                gate_passed: row.get(6)?,
+                gate_report: row.get(7)?,
             })
         });
         rows.and_then(Iterator::collect).map_err(failed)
@@ -612,6 +615,27 @@ impl Store {
             .map_err(failed)?;
         }
         tx.commit().map_err(failed)
+    }
+
+    /// Records the eval gate's verdict on a version (registering it as a candidate if new).
+    pub fn set_adapter_gate(
+        &mut self,
+        language: &str,
+        version: &str,
+        passed: bool,
+        report: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO adapter_versions (language, version, state, gate_passed, gate_report, created_at, updated_at)
+                     VALUES (?1, ?2, 'candidate', ?3, ?4, {NOW}, {NOW})
+                     ON CONFLICT (language, version) DO UPDATE SET gate_passed = ?3, gate_report = ?4, updated_at = {NOW}"
+                ),
+                params![language, version, passed, report],
+            )
+            .map(|_| ())
+            .map_err(|e| classify(&self.path, e))
     }
 
     /// The registry's history for `language`: (time, version, from, to, reason), oldest first.
@@ -736,6 +760,8 @@ pub struct AdapterVersion {
     pub base_fingerprint: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    pub gate_passed: Option<bool>,
+    pub gate_report: Option<String>,
 }
 
 /// A registry state change to record.

@@ -1247,7 +1247,7 @@ fn run_eval(home: &Home, request: eval::Request, settings: eval::Settings, json:
         bar.set_length(of as u64);
         bar.set_position(done as u64);
     };
-    let result = eval::run(&home.adapters_dir(), request, settings, &progress);
+    let result = eval::run(&home.adapters_dir(), &home.db_path(), request, settings, &progress);
     bar.finish_and_clear();
     match result {
         Ok(report) => {

@@ -111,7 +111,8 @@ impl Registry {
         if row.state == "active" {
             return Err(refused(format!("{version} is already active")));
         }
-        if let Some(trained_on) = &row.base_fingerprint
+        let trained_on = metadata(&self.adapters.join(language).join(&version)).base_fingerprint;
+        if let Some(trained_on) = trained_on.as_ref().or(row.base_fingerprint.as_ref())
             && trained_on != base_fingerprint
         {
             return Err(refused(format!(
@@ -204,7 +205,7 @@ impl Registry {
     /// candidates, vanished ones removed, and the version the link names is the active one.
     fn reconcile(&self, store: &mut Store, language: &str) -> Result<Vec<AdapterVersion>, RegistryError> {
         let dir = self.adapters.join(language);
-        let rows = store.adapter_versions(language)?;
+        let rows = store.adapter_versions(Some(language))?;
         let on_disk = versions_on_disk(&dir);
         let linked = std::fs::read_link(dir.join("active"))
             .ok()
@@ -249,7 +250,7 @@ impl Registry {
         if !changes.is_empty() {
             store.set_adapter_states(&changes)?;
         }
-        Ok(store.adapter_versions(language)?)
+        Ok(store.adapter_versions(Some(language))?)
     }
 
     /// Points `adapters/<language>/active` at `version` (or removes it: the base model serves),

@@ -355,9 +355,11 @@ pub struct Request {
     pub full: bool,
 }
 
-/// Resolves a request's defaults from the adapters directory and runs [`gate`].
+/// Resolves a request's defaults from the adapters directory, runs [`gate`] and records its
+/// verdict in the store at `db` (for the registry and `stats`).
 pub fn run(
     adapters: &Path,
+    db: &Path,
     request: Request,
     settings: Settings,
     progress: &dyn Fn(&str, usize, usize),
@@ -407,18 +409,31 @@ pub fn run(
     };
     let settings =
         Settings { humaneval_problems: if request.full { None } else { settings.humaneval_problems }, ..settings };
-    gate(
-        &Options {
-            model: request.model,
-            language: request.language,
-            candidate,
-            reference: against,
-            heldout,
-            humaneval,
-            settings,
-        },
-        progress,
-    )
+    let language = request.language.clone();
+    let options = Options {
+        model: request.model,
+        language: request.language,
+        candidate,
+        reference: against,
+        heldout,
+        humaneval,
+        settings,
+    };
+    let report = gate(&options, progress)?;
+    // Recorded for versions of the registry (an adapter elsewhere is judged but not registered).
+    if report.candidate.parent() == Some(language_dir.as_path())
+        && let Some(version) = report.candidate.file_name().and_then(|n| n.to_str())
+    {
+        let summary = match (&report.forgetting, &report.forgetting_note) {
+            (Some(f), _) => format!("{}; {}", report.heldout.verdict, f.verdict),
+            (None, Some(note)) => format!("{}; forgetting not checked: {note}", report.heldout.verdict),
+            (None, None) => report.heldout.verdict.clone(),
+        };
+        crate::capture::Store::open(db)
+            .and_then(|mut store| store.set_adapter_gate(&language, version, report.passed, &summary))
+            .map_err(|e| EvalError::Data { path: db.to_owned(), reason: e.to_string() })?;
+    }
+    Ok(report)
 }
 
 /// The newest `v<N>` directory under `dir`.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::Band;
-use crate::capture::{DriftEvent, Store, StoreError, WeekMetrics};
+use crate::capture::{AdapterVersion, DriftEvent, Store, StoreError, WeekMetrics};
 
 pub struct Stats {
     pub weeks: Vec<WeekMetrics>,
@@ -15,6 +15,8 @@ pub struct Stats {
     /// Language → count per band, excellent first.
     pub bands: BTreeMap<String, [usize; 5]>,
     pub drift: Vec<DriftEvent>,
+    /// Trained adapters, their state and the eval gate's verdict.
+    pub adapters: Vec<AdapterVersion>,
 }
 
 const BANDS: [Band; 5] = [Band::Excellent, Band::Good, Band::Acceptable, Band::Poor, Band::Bad];
@@ -36,7 +38,13 @@ pub fn collect(store: &Store) -> Result<Stats, StoreError> {
         let band = Band::of(score);
         bands.entry(language).or_default()[BANDS.iter().position(|b| *b == band).unwrap_or(4)] += 1;
     }
-    Ok(Stats { weeks: store.weekly_metrics()?, retention, bands, drift: store.drift_events()? })
+    Ok(Stats {
+        weeks: store.weekly_metrics()?,
+        retention,
+        bands,
+        drift: store.drift_events()?,
+        adapters: store.adapter_versions(None)?,
+    })
 }
 
 fn percent(part: usize, whole: usize) -> String {
@@ -78,7 +86,9 @@ fn languages(stats: &Stats) -> Vec<String> {
 pub fn render_terminal(stats: &Stats) -> String {
     let mut out = String::new();
     if stats.weeks.is_empty() {
-        return "No suggestions decided yet: use marunochi in your editor for a while.\n".into();
+        out.push_str("No suggestions decided yet: use marunochi in your editor for a while.\n");
+        adapters_terminal(stats, &mut out);
+        return out;
     }
     for language in languages(stats) {
         let label = if language.is_empty() { "(unknown language)" } else { &language };
@@ -122,7 +132,26 @@ pub fn render_terminal(stats: &Stats) -> String {
             let _ = writeln!(out, "  {} {:<12} {}{}", e.week, e.language, e.kind, describe(e));
         }
     }
+    adapters_terminal(stats, &mut out);
     out
+}
+
+fn adapters_terminal(stats: &Stats, out: &mut String) {
+    if !stats.adapters.is_empty() {
+        out.push_str("Adapters\n");
+        for a in &stats.adapters {
+            let _ = writeln!(out, "  {:<12} {:<5} {:<12} {}", a.language, a.version, a.state, gate(a));
+        }
+    }
+}
+
+/// The eval gate's verdict on an adapter, in a line.
+fn gate(a: &AdapterVersion) -> String {
+    match (a.gate_passed, &a.gate_report) {
+        (Some(passed), Some(report)) => format!("gate {}: {report}", if passed { "passed" } else { "failed" }),
+        (Some(passed), None) => format!("gate {}", if passed { "passed" } else { "failed" }),
+        (None, _) => "not judged yet".into(),
+    }
 }
 
 fn describe(e: &DriftEvent) -> String {
@@ -216,6 +245,20 @@ pub fn render_html(stats: &Stats) -> String {
                 escape(&e.language),
                 escape(&e.kind),
                 escape(&describe(e))
+            );
+        }
+        body.push_str("</table>");
+    }
+    if !stats.adapters.is_empty() {
+        body.push_str("<h2>Adapters and the eval gate</h2><table><tr><th>language</th><th>version</th><th>state</th><th>gate</th></tr>");
+        for a in &stats.adapters {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+                escape(&a.language),
+                escape(&a.version),
+                escape(&a.state),
+                escape(&gate(a))
             );
         }
         body.push_str("</table>");
