@@ -4,27 +4,28 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::{Value, json};
 
-fn train(home: &Path, data: &Path, model: &Path) {
-    let (ok, _, stderr) = run_cli(
-        home,
-        &[
-            "train",
-            "--language",
-            "python",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--steps",
-            "2",
-        ],
-    );
-    assert!(ok, "{stderr}");
+/// A home serving the tiny Qwen2 with two trained python versions, v1 and v2.
+fn two_versions(dir: &Path) -> PathBuf {
+    let model = fixture("tiny-qwen2-trainable");
+    let home = home_with_config(dir, &format!("[engine]\nmodel = \"{}\"\n", model.display()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let example = json!({"id": "e0", "timestamp": "2026-11-01T00:00:00Z", "prefix": "def f(x):\n    ", "suffix": "\n",
+        "completion": "return x * 7", "action": "accepted", "weight": 1.0, "priority": 1.0, "dedup": 1.0,
+        "cluster": 0, "cluster_size": 1, "complexity": 1, "tier": 0, "replay": false});
+    std::fs::write(data.join("train.jsonl"), format!("{example}\n")).unwrap();
+    for _ in 0..2 {
+        let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+        let (ok, _, stderr) =
+            run_cli(&home, &["train", "--language", "python", "--model", model, "--data", data, "--steps", "2"]);
+        assert!(ok, "{stderr}");
+    }
+    home
 }
 
 fn list(home: &Path) -> Vec<(String, String)> {
@@ -51,16 +52,7 @@ fn judged(home: &Path, version: &str, passed: bool) {
 #[test]
 fn promote_rollback_and_remove_keep_link_store_and_serving_in_step() {
     let dir = tempfile::tempdir().unwrap();
-    let model = fixture("tiny-qwen2-trainable");
-    let home = home_with_config(dir.path(), &format!("[engine]\nmodel = \"{}\"\n", model.display()));
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let example = json!({"id": "e0", "timestamp": "2026-11-01T00:00:00Z", "prefix": "def f(x):\n    ", "suffix": "\n",
-        "completion": "return x * 7", "action": "accepted", "weight": 1.0, "priority": 1.0, "dedup": 1.0,
-        "cluster": 0, "cluster_size": 1, "complexity": 1, "tier": 0, "replay": false});
-    std::fs::write(data.join("train.jsonl"), format!("{example}\n")).unwrap();
-    train(&home, &data, &model);
-    train(&home, &data, &model);
+    let home = two_versions(dir.path());
     assert_eq!(list(&home), states(&[("v1", "candidate"), ("v2", "candidate")]));
 
     let (ok, _, stderr) = run_cli(&home, &["adapters", "promote", "--language", "python"]);
@@ -131,16 +123,7 @@ fn promote_rollback_and_remove_keep_link_store_and_serving_in_step() {
 #[test]
 fn a_promotion_interrupted_between_link_and_store_is_completed() {
     let dir = tempfile::tempdir().unwrap();
-    let model = fixture("tiny-qwen2-trainable");
-    let home = home_with_config(dir.path(), &format!("[engine]\nmodel = \"{}\"\n", model.display()));
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let example = json!({"id": "e0", "timestamp": "2026-11-01T00:00:00Z", "prefix": "x = ", "suffix": "",
-        "completion": "1", "action": "accepted", "weight": 1.0, "priority": 1.0, "dedup": 1.0,
-        "cluster": 0, "cluster_size": 1, "complexity": 1, "tier": 0, "replay": false});
-    std::fs::write(data.join("train.jsonl"), format!("{example}\n")).unwrap();
-    train(&home, &data, &model);
-    train(&home, &data, &model);
+    let home = two_versions(dir.path());
     let (ok, _, stderr) = run_cli(&home, &["adapters", "promote", "--language", "python", "v1", "--force"]);
     assert!(ok, "{stderr}");
     // A crash after the link was switched to v2 and before the store heard of it: the link is

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
-use marunochi::capture::{Run, Store};
+use marunochi::capture::Store;
 use serde_json::Value;
 
 fn curate(home: &Path, args: &[&str]) -> (bool, String, String) {
@@ -34,16 +34,7 @@ fn graded_interactions_become_private_training_files_in_three_formats() {
             n == 3,
         );
     }
-    let run = Run {
-        command: "pytest".into(),
-        directory: project.display().to_string(),
-        started_at_ms: SHOWN_AT_MS,
-        finished_at_ms: SHOWN_AT_MS,
-        exit_code: Some(0),
-        summary: String::new(),
-        tests: None,
-    };
-    store.record_run(&run).unwrap();
+    store.record_run(&passing_run(&project)).unwrap();
     marunochi::quality::rescore(&mut store).unwrap();
     drop(store);
 
@@ -94,4 +85,34 @@ fn nothing_recorded_is_a_clear_error() {
     let home = home_with_config(dir.path(), "");
     let (ok, _, stderr) = curate(&home, &[]);
     assert!(!ok && stderr.contains("nothing recorded yet"), "{stderr}");
+}
+
+#[test]
+fn a_language_with_little_history_learns_from_the_files_worked_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let mut store = Store::open(&home.join("marunochi.db")).unwrap();
+    for n in 0..3 {
+        graded(&mut store, n, &project, &format!("result_{n} = compute_{n}(value_{n}) * factor_{n}"), false);
+    }
+    store.record_run(&passing_run(&project)).unwrap();
+    marunochi::quality::rescore(&mut store).unwrap();
+    drop(store);
+    // The file the first suggestion was made in, as it is now: two functions of the user's own.
+    let code = "def ledger_total(entries):\n    return sum(e.amount for e in entries)\n\n\n\
+                def ledger_names(entries):\n    return sorted({e.name for e in entries})\n";
+    std::fs::write(project.join("m0.py"), code).unwrap();
+
+    let out = dir.path().join("sets");
+    let (ok, stdout, stderr) = curate(&home, &["--out", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let train = jsonl(&out.join("python/train.jsonl"));
+    let workspace: Vec<&Value> = train.iter().filter(|e| e["action"] == "workspace").collect();
+    assert_eq!(workspace.len(), 2, "{stdout}");
+    assert_eq!(workspace[0]["prefix"], "def ledger_total(entries):\n");
+    assert_eq!(workspace[0]["completion"], "    return sum(e.amount for e in entries)");
+    assert_eq!((workspace[0]["weight"].as_f64(), workspace[0]["replay"].as_bool()), (Some(0.5), Some(true)));
+    assert!(stdout.contains("(2 replay"), "{stdout}");
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use marunochi::capture::{Run, Store};
+use marunochi::capture::Store;
 
 /// A store with `n` graded Python suggestions (quality 85) and the run that executed them.
 fn graded_store(home: &Path, project: &Path, n: usize) {
@@ -17,16 +17,7 @@ fn graded_store(home: &Path, project: &Path, n: usize) {
     for i in 0..n {
         graded(&mut store, i, project, &format!("return value_{i} * {i}"), false);
     }
-    let run = Run {
-        command: "pytest".into(),
-        directory: project.display().to_string(),
-        started_at_ms: SHOWN_AT_MS,
-        finished_at_ms: SHOWN_AT_MS,
-        exit_code: Some(0),
-        summary: String::new(),
-        tests: None,
-    };
-    store.record_run(&run).unwrap();
+    store.record_run(&passing_run(project)).unwrap();
     marunochi::quality::rescore(&mut store).unwrap();
 }
 

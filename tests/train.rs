@@ -312,6 +312,33 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
 }
 
 #[test]
+fn ctrl_c_saves_a_checkpoint_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let data = dataset(dir.path(), &memory_examples(), &[]);
+    let model = fixture("tiny-qwen2-trainable");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", &home)
+        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .args(["--steps", "5000", "--checkpoint-every", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_checkpoint(&home, 2, &mut child);
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped at update") && stderr.contains("--resume continues"), "{stderr}");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("train/python/checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert!(state["step"].as_u64().unwrap() >= 2 && state["step"].as_u64().unwrap() < 5000, "{state}");
+}
+
+#[test]
 fn bad_training_data_gets_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), "");

@@ -435,6 +435,20 @@ impl Store {
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
+    /// Every (language, document URI) the user got suggestions in.
+    pub fn worked_files(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT coalesce(language, ''), file_path FROM interactions WHERE file_path IS NOT NULL
+                 ORDER BY 1, 2",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)));
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// `from` (a file or directory) was renamed to `to`: the anchors of code still being checked
     /// follow it. Returns how many moved.
     pub fn renamed(&mut self, from: &Path, to: &Path) -> Result<usize, StoreError> {

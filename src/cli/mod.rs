@@ -1,6 +1,6 @@
 //! Command-line entry: parse arguments, call one library entry, print. No logic lives here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -468,12 +468,9 @@ pub fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            let model = match daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()) {
+            let model = match model_or_usage_error(model.as_deref(), config.engine.model.as_deref()) {
                 Ok(model) => model,
-                Err(e) => {
-                    eprintln!("marunochi: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let request = eval::Request { language, model, candidate: adapter, against, heldout, humaneval, full };
             let settings = eval::Settings { humaneval_problems: Some(problems), ..eval::Settings::default() };
@@ -696,12 +693,9 @@ fn demo(home: &Home, model: Option<PathBuf>, quick: bool, server: Vec<String>) -
         Ok(config) => config,
         Err(code) => return code,
     };
-    let model = match daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()) {
+    let model = match model_or_usage_error(model.as_deref(), config.engine.model.as_deref()) {
         Ok(model) => model,
-        Err(e) => {
-            eprintln!("marunochi: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let server = if server.is_empty() { vec!["pylsp".to_owned()] } else { server };
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -810,6 +804,14 @@ fn stats(home: &Home, html: Option<PathBuf>) -> ExitCode {
 
 /// The configuration for a command the user runs by hand: a broken file is an error (exit 2), not
 /// silently the defaults as for the editor-facing commands.
+/// The model to use (flag, config, discovery), or the exit code after saying why there is none.
+fn model_or_usage_error(named: Option<&Path>, configured: Option<&Path>) -> Result<PathBuf, ExitCode> {
+    daemon::resolve_model(named, configured).map_err(|e| {
+        eprintln!("marunochi: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn strict_config(home: &Home) -> Result<Config, ExitCode> {
     Config::load(&home.config_file()).map_err(|e| {
         eprintln!("marunochi: {e}");
@@ -1023,12 +1025,9 @@ struct TrainArgs {
 fn run_train(home: &Home, config: &Config, args: TrainArgs, json: bool, verbose: bool) -> ExitCode {
     let TrainArgs { language, model, data, settings, start, until } = args;
     let _log = logging::init(&home.logs_dir(), "train", "info", verbose);
-    let model = match daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()) {
+    let model = match model_or_usage_error(model.as_deref(), config.engine.model.as_deref()) {
         Ok(model) => model,
-        Err(e) => {
-            eprintln!("marunochi: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let data = match data {
         Some(dir) => train::Data::Dir(dir),
@@ -1329,12 +1328,9 @@ fn adapters(home: &Home, action: AdaptersAction) -> ExitCode {
         }),
         AdaptersAction::Promote { language, version, force, model } => {
             let configured = configured_model(home);
-            let model = match daemon::resolve_model(model.as_deref(), configured.as_deref()) {
+            let model = match model_or_usage_error(model.as_deref(), configured.as_deref()) {
                 Ok(model) => model,
-                Err(e) => {
-                    eprintln!("marunochi: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let fingerprint = match train::fingerprint(&model) {
                 Ok(f) => f,

@@ -8,7 +8,9 @@
 //! - **Held out**: the newest `heldout_share` of each language's decided suggestions, by time;
 //!   nothing from that span is trained on (SFT, KTO or DPO): the eval gate's ground.
 //! - **Replay**: with `since` (the end of the previous training's data), older examples are the
-//!   replay pool: the best of them make up `replay_share` of the set.
+//!   replay pool: the best of them make up `replay_share` of the set. A language with little
+//!   history (< 50 examples) is topped up from the functions of the files the user worked in
+//!   (`workspace.rs`), at half weight, never from held-out code.
 //! - **Curriculum**: cyclomatic complexity < 5, 5–10, > 10, in that order (time within a tier).
 //! - **KTO** (prompt, completion, desirable): accepted/corrected ones desirable, rejected ones not
 //!   (weight 2.0 with a stated reason, 0.5 without). **DPO** pairs: corrected (final ≻ suggestion)
@@ -18,6 +20,7 @@
 //! (`input_output` segments, DPO). The text was redacted when it was stored.
 
 mod minhash;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -283,8 +286,13 @@ pub struct Summary {
 
 /// Reads the store at `db`, builds the datasets and writes them under `out/<language>/`.
 pub fn curate(db: &Path, out: &Path, options: &Options) -> Result<Vec<Summary>, CurateError> {
-    let rows = Store::open(db)?.curation_rows()?;
-    let dataset = Dataset::build(&rows, options);
+    let store = Store::open(db)?;
+    let rows = store.curation_rows()?;
+    let mut dataset = Dataset::build(&rows, options);
+    let files = workspace::read(&store.worked_files()?);
+    for (language, set) in dataset.languages.iter_mut() {
+        workspace::replay(language, set, &files);
+    }
     if let Some(language) = &options.language
         && !dataset.languages.contains_key(language)
     {

@@ -458,3 +458,16 @@ pub fn graded(store: &mut marunochi::capture::Store, n: usize, project: &Path, c
         .collect();
     store.record_checks(&results).unwrap();
 }
+
+/// A successful `pytest` run in `project` at the graded suggestions' time: their execution signal.
+pub fn passing_run(project: &Path) -> marunochi::capture::Run {
+    marunochi::capture::Run {
+        command: "pytest".into(),
+        directory: project.display().to_string(),
+        started_at_ms: SHOWN_AT_MS,
+        finished_at_ms: SHOWN_AT_MS,
+        exit_code: Some(0),
+        summary: String::new(),
+        tests: None,
+    }
+}
