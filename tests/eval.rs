@@ -108,6 +108,9 @@ fn an_adapter_that_learnt_the_users_rule_passes_and_a_damaged_one_is_rejected() 
     assert_eq!(report["passed"], true);
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(adapter.join("eval.json")).unwrap()).unwrap();
     assert_eq!(saved["passed"], true);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(adapter.join("eval.json")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
     // The verdict is in the store for `stats` (terminal and HTML) and the registry.
     let html = dir.path().join("stats.html");
     let (ok, stdout, stderr) = run_cli(&home, &["stats", "--html", html.to_str().unwrap()]);

