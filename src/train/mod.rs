@@ -323,7 +323,7 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
     let (transformer, tokenizer, template, info) = engine.into_parts();
     let weights = if settings.qlora { BaseWeights::FourBit } else { BaseWeights::Dense };
     check_memory(&transformer.config, weights, &options.model)?;
-    let base = Base::new(transformer, weights, DType::F32)?;
+    let base = Base::new(transformer, weights, DType::F32, settings.dora)?;
 
     let encoder = Encoder {
         tokenizer: &tokenizer,

@@ -37,8 +37,8 @@ pub enum BaseWeights {
 struct Proj {
     frozen: Arc<Frozen>,
     bias: Option<Tensor>,
-    /// `‖W_j‖²` of every output row j, for DoRA's weight norm.
-    row_norms_sq: Tensor,
+    /// `‖W_j‖²` of every output row j, for DoRA's weight norm (only computed for DoRA).
+    row_norms_sq: Option<Tensor>,
 }
 
 struct Block {
@@ -132,13 +132,16 @@ pub(crate) type Grads = Vec<Option<Vec<Tensor>>>;
 impl Base {
     /// Takes over a loaded model's weights. `dtype` is what the maths runs in (F32; F64 for
     /// gradient checks).
-    pub(crate) fn new(model: Transformer, weights: BaseWeights, dtype: DType) -> candle_core::Result<Base> {
+    /// With `dora`, each projection's row norms are computed once (DoRA's starting magnitudes and
+    /// weight norm); plain LoRA does not pay for them.
+    pub(crate) fn new(model: Transformer, weights: BaseWeights, dtype: DType, dora: bool) -> candle_core::Result<Base> {
         let (cos, sin) = crate::engine::rope_tables(&model.config, &Device::Cpu)?;
         let Transformer { config, embed, blocks, norm, output, .. } = model;
         let frozen =
             |weight: Weight| -> candle_core::Result<Arc<Frozen>> { Ok(Arc::new(freeze(weight, weights, dtype)?)) };
         let proj = |linear: crate::engine::Linear| -> candle_core::Result<Proj> {
-            let row_norms_sq = linear.weight.dequantize(&Device::Cpu)?.sqr()?.sum(1)?.to_dtype(dtype)?;
+            let row_norms_sq =
+                if dora { Some(linear.weight.dequantize(&Device::Cpu)?.sqr()?.sum(1)?.to_dtype(dtype)?) } else { None };
             Ok(Proj {
                 frozen: frozen(linear.weight)?,
                 bias: linear.bias.map(|b| b.to_dtype(dtype)).transpose()?,
@@ -189,7 +192,10 @@ impl Base {
             Projection::Up => &b.up,
             Projection::Down => &b.down,
         };
-        proj.row_norms_sq.sqrt()
+        match &proj.row_norms_sq {
+            Some(norms) => norms.sqrt(),
+            None => candle_core::bail!("the base was loaded without DoRA's row norms"),
+        }
     }
 
     /// Bytes held by the frozen projections and the head.
@@ -375,10 +381,13 @@ impl Base {
 /// `‖W_j‖² + 2·scale·(B ⊙ W·Aᵀ)_j + scale²·(B·A·Aᵀ ⊙ B)_j`, summed over each row.
 fn dora_norm(p: &Proj, pair: &Pair, scale: f64) -> candle_core::Result<Tensor> {
     let (a, b) = (pair.a.detach(), pair.b.detach());
+    let Some(row_norms_sq) = &p.row_norms_sq else {
+        candle_core::bail!("a DoRA adapter on a base loaded without DoRA's row norms");
+    };
     let w_a = frozen::linear(&p.frozen, &a)?.t()?;
     let cross = (&b * &w_a)?.sum(1)?;
     let update = (b.matmul(&a.matmul(&a.t()?)?)? * &b)?.sum(1)?;
-    ((&p.row_norms_sq + (cross * (2.0 * scale))?)? + (update * (scale * scale))?)?.sqrt()
+    ((row_norms_sq + (cross * (2.0 * scale))?)? + (update * (scale * scale))?)?.sqrt()
 }
 
 /// The frozen form of one projection's weight.
@@ -557,7 +566,7 @@ mod tests {
     }
 
     fn check_against_finite_differences(rope: RopeLayout, weights: BaseWeights, dora: bool) {
-        let base = Base::new(random_model(config(rope)), weights, DType::F64).unwrap();
+        let base = Base::new(random_model(config(rope)), weights, DType::F64, dora).unwrap();
         let (vars, lora) = random_lora(&base, DType::F64, dora);
         let per_pair = if dora { 3 } else { 2 };
         let (sum, grads) = grads(&base, &lora, None, false);
@@ -602,7 +611,7 @@ mod tests {
 
     #[test]
     fn dora_with_magnitudes_at_the_row_norms_and_zero_b_is_the_base_model() {
-        let base = Base::new(random_model(config(RopeLayout::Halves)), BaseWeights::Dense, DType::F64).unwrap();
+        let base = Base::new(random_model(config(RopeLayout::Halves)), BaseWeights::Dense, DType::F64, true).unwrap();
         let (_, mut lora) = random_lora(&base, DType::F64, true);
         for (i, pair) in lora.pairs.iter_mut().enumerate() {
             let pair = pair.as_mut().unwrap();
@@ -616,7 +625,7 @@ mod tests {
 
     #[test]
     fn checkpointing_gives_the_same_gradients_dropout_included() {
-        let base = Base::new(random_model(config(RopeLayout::Halves)), BaseWeights::Dense, DType::F64).unwrap();
+        let base = Base::new(random_model(config(RopeLayout::Halves)), BaseWeights::Dense, DType::F64, true).unwrap();
         let (_, lora) = random_lora(&base, DType::F64, true);
         let dropout = Some(Dropout { p: 0.3, seed: 7 });
         let (sum_whole, whole) = grads(&base, &lora, dropout, false);
@@ -645,7 +654,7 @@ mod tests {
         let mut cache = crate::engine::KvCache::default();
         let engine_logits = model.forward(&tokens[..4], &mut cache, None).unwrap();
         let engine_logprob = log_softmax(&engine_logits, D::Minus1).unwrap().to_vec1::<f32>().unwrap()[33];
-        let base = Base::new(model, BaseWeights::Dense, DType::F32).unwrap();
+        let base = Base::new(model, BaseWeights::Dense, DType::F32, false).unwrap();
         let ours = base.logprob(&Sequence { tokens: tokens.to_vec(), prompt_len: 4 }, None).unwrap();
         assert!((ours - engine_logprob as f64).abs() < 1e-4, "{ours} vs {engine_logprob}");
     }
