@@ -383,7 +383,8 @@ fn a_daemon_speaking_another_protocol_is_replaced_and_garbage_does_not_hurt_one(
 
     let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     raw.write_all(&[0, 0, 0, 5, b'{', b'x', b'y', b'z', b'}']).unwrap();
-    raw.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    // The daemon may hang up on the bad frame before this arrives (EPIPE): what matters is below.
+    let _ = raw.write_all(&u32::MAX.to_be_bytes());
     drop(raw);
     let after = daemon_status(&home).expect("the daemon survives garbage on its socket");
     assert_eq!(after.pid, status.pid);
