@@ -84,6 +84,30 @@ pub fn open_private_append(path: &Path) -> io::Result<fs::File> {
     OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
+/// Writes `bytes` to `path` (created or truncated, mode 0600) and flushes it to disk.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// The adapter versions in one language's directory (`adapters/<language>/v<N>`), as
+/// `(N, "v<N>")`, oldest first.
+pub fn adapter_versions(language_dir: &Path) -> Vec<(u64, String)> {
+    let mut versions: Vec<(u64, String)> = fs::read_dir(language_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            Some((name.strip_prefix('v')?.parse().ok()?, name))
+        })
+        .collect();
+    versions.sort();
+    versions
+}
+
 /// Whether group or others can read or enter `path`.
 pub fn is_shared(path: &Path) -> io::Result<bool> {
     Ok(fs::metadata(path)?.permissions().mode() & 0o077 != 0)

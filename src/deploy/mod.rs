@@ -287,19 +287,10 @@ fn change(language: &str, version: &str, state: &str, reason: &str) -> AdapterCh
     }
 }
 
+/// The complete versions (with their weights) under `dir`, oldest first.
 fn versions_on_disk(dir: &Path) -> Vec<String> {
-    let mut versions: Vec<(u64, String)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("adapter_model.safetensors").is_file())
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_owned();
-            Some((name.strip_prefix('v')?.parse().ok()?, name))
-        })
-        .collect();
-    versions.sort();
-    versions.into_iter().map(|(_, name)| name).collect()
+    let versions = crate::home::adapter_versions(dir).into_iter().map(|(_, name)| name);
+    versions.filter(|name| dir.join(name).join("adapter_model.safetensors").is_file()).collect()
 }
 
 #[derive(Default)]

@@ -176,13 +176,8 @@ pub fn gate(options: &Options, progress: &dyn Fn(&str, usize, usize)) -> Result<
     };
     let path = options.candidate.join("eval.json");
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
-        file.write_all(text.as_bytes())
-    };
-    write().map_err(|source| EvalError::Save { path: path.clone(), source })?;
+    crate::home::write_private(&path, text.as_bytes())
+        .map_err(|source| EvalError::Save { path: path.clone(), source })?;
     Ok(report)
 }
 
@@ -444,12 +439,7 @@ pub fn run(
 
 /// The newest `v<N>` directory under `dir`.
 fn newest_version(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.strip_prefix('v')?.parse::<u64>().ok()?, e.path())))
-        .max_by_key(|(n, _)| *n)
-        .map(|(_, path)| path)
+    crate::home::adapter_versions(dir).pop().map(|(_, name)| dir.join(name))
 }
 
 #[cfg(test)]

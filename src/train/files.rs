@@ -3,8 +3,8 @@
 //! renamed into place, so a crash or a full disk leaves the previous version whole.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -105,11 +105,7 @@ pub(crate) fn existing_dir(dir: &Path) -> Option<PathBuf> {
 
 /// A private file (0600) with these bytes, flushed to disk.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let failed = |source| TrainError::Save { path: path.to_owned(), source };
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(failed)?;
-    file.write_all(bytes).map_err(failed)?;
-    file.sync_all().map_err(failed)
+    crate::home::write_private(path, bytes).map_err(|source| TrainError::Save { path: path.to_owned(), source })
 }
 
 /// Tensors as a private safetensors file.
@@ -131,13 +127,7 @@ pub(crate) fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>, Train
 
 /// `v<N+1>` for the highest `v<N>` under `dir` (`v1` for the first).
 pub(crate) fn next_version(dir: &Path) -> String {
-    let highest = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
+    let highest = crate::home::adapter_versions(dir).last().map_or(0, |(n, _)| *n);
     format!("v{}", highest + 1)
 }
 

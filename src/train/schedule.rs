@@ -296,24 +296,15 @@ fn urgency(trigger: &Trigger) -> u8 {
     }
 }
 
-/// The newest `v<N>` under `dir` and when its metadata says it was made.
+/// The newest `v<N>` under `dir` whose metadata says when it was made, and that time.
 fn last_adapter(dir: &Path) -> Option<(String, i64)> {
-    let mut newest: Option<(u64, String, i64)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(n) = name.strip_prefix('v').and_then(|n| n.parse::<u64>().ok()) else { continue };
-        let Ok(text) = std::fs::read_to_string(entry.path().join("marunochi.json")) else { continue };
-        let created = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| {
-            let at = v.get("created_at")?.as_str()?.to_owned();
-            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).ok()
-        });
-        let Some(created) = created else { continue };
-        let ms = (created.unix_timestamp_nanos() / 1_000_000) as i64;
-        if newest.as_ref().is_none_or(|(m, _, _)| n > *m) {
-            newest = Some((n, name, ms));
-        }
-    }
-    newest.map(|(_, name, ms)| (name, ms))
+    crate::home::adapter_versions(dir).into_iter().rev().find_map(|(_, name)| {
+        let text = std::fs::read_to_string(dir.join(&name).join("marunochi.json")).ok()?;
+        let metadata: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let at = metadata.get("created_at")?.as_str()?;
+        let created = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+        Some((name, (created.unix_timestamp_nanos() / 1_000_000) as i64))
+    })
 }
 
 fn interrupted(work: &Path) -> Option<(usize, usize)> {
