@@ -96,6 +96,27 @@ retrain_days = 7
 # A drift or emergency event (acceptance under 50%) retrains at once, given this many examples.
 min_drift_examples = 20
 
+[rollout]
+# A new adapter that passed the gate runs in shadow first: on this share of requests, when the
+# daemon is otherwise idle, it also generates (never shown), and what it wrote is compared with
+# the code you kept. Once it is not worse than the served adapter by more than `shadow_margin`
+# (edit similarity, 95% confidence, at least `shadow_min_samples` samples) it becomes the canary.
+shadow_share = 0.25
+shadow_min_samples = 20
+shadow_margin = 0.1
+# The canary serves this share of requests. With at least `canary_min_suggestions` decided
+# suggestions it becomes active when its acceptance and retention are not worse than the active
+# version's by more than `acceptance_drop` (relative, 95% confidence), and it is rolled back when
+# its acceptance is lower by more than `acceptance_drop` (relative) or its error rate higher by
+# more than `error_rise` (points), significantly. The same triggers roll an active adapter back
+# to the one it replaced.
+canary_share = 0.2
+canary_min_suggestions = 30
+acceptance_drop = 0.1
+error_rise = 0.15
+# How often the daemon checks, in seconds.
+check_every_secs = 300
+
 [daemon]
 # The daemon (one per user, holding the model for every editor window) exits after this many
 # seconds without any connected proxy.
@@ -114,6 +135,7 @@ pub struct Config {
     pub curate: CurateConfig,
     pub train: TrainConfig,
     pub schedule: ScheduleConfig,
+    pub rollout: RolloutConfig,
     pub daemon: DaemonConfig,
 }
 
@@ -214,6 +236,39 @@ impl Default for ScheduleConfig {
             min_examples: 500,
             retrain_days: 7,
             min_drift_examples: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    #[serde(deserialize_with = "share")]
+    pub shadow_share: f64,
+    pub shadow_min_samples: usize,
+    #[serde(deserialize_with = "share")]
+    pub shadow_margin: f64,
+    #[serde(deserialize_with = "share")]
+    pub canary_share: f64,
+    pub canary_min_suggestions: usize,
+    #[serde(deserialize_with = "share")]
+    pub acceptance_drop: f64,
+    #[serde(deserialize_with = "share")]
+    pub error_rise: f64,
+    pub check_every_secs: u64,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> RolloutConfig {
+        RolloutConfig {
+            shadow_share: 0.25,
+            shadow_min_samples: 20,
+            shadow_margin: 0.1,
+            canary_share: 0.2,
+            canary_min_suggestions: 30,
+            acceptance_drop: 0.1,
+            error_rise: 0.15,
+            check_every_secs: 300,
         }
     }
 }

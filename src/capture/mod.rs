@@ -20,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use store::{
     AdapterChange, AdapterEvent, AdapterVersion, Batch, CheckResult, CurationRow, DriftEvent, DueCheck, Forget,
-    Interaction, RetentionCheck, Run, Shown, Store, StoreError, TestResults, WeekMetrics,
+    Interaction, PendingShadow, RetentionCheck, Run, ShadowSample, Shown, ShownFor, Store, StoreError, TestResults,
+    VersionOutcome, WeekMetrics,
 };
 
 mod run;

@@ -10,7 +10,7 @@ use crate::retention::Anchor;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order. Appending is the only allowed change.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     include_str!("../../migrations/0001_interactions.sql"),
     include_str!("../../migrations/0002_diagnostics.sql"),
     include_str!("../../migrations/0003_runs.sql"),
@@ -18,6 +18,7 @@ const MIGRATIONS: [&str; 7] = [
     include_str!("../../migrations/0005_retention.sql"),
     include_str!("../../migrations/0006_drift.sql"),
     include_str!("../../migrations/0007_adapters.sql"),
+    include_str!("../../migrations/0008_rollout.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -472,17 +473,13 @@ impl Store {
         let failed = |e| classify(&self.path, e);
         let mut statement = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT coalesce(language, ''), strftime('%G-W%V', timestamp), count(*),
                         sum(action = 'accepted'), sum(action = 'partial'), sum(action = 'corrected'),
                         sum(action = 'rejected'), sum(action = 'ignored'),
-                        count(CASE WHEN action IN ('accepted', 'partial', 'corrected')
-                            AND (execution_success = 0 OR diagnostics LIKE '%\"severity\":1%'
-                                 OR coalesce(json_extract(static_analysis, '$.syntax_errors'), 0) > 0
-                                 OR coalesce(json_extract(static_analysis, '$.lint.errors'), 0) > 0) THEN 1 END),
-                        avg(quality_score)
-                 FROM interactions WHERE action != 'shown' GROUP BY 1, 2 ORDER BY 1, 2",
-            )
+                        count(CASE WHEN {TAKEN_WITH_ERRORS} THEN 1 END), avg(quality_score)
+                 FROM interactions WHERE action != 'shown' GROUP BY 1, 2 ORDER BY 1, 2"
+            ))
             .map_err(failed)?;
         let rows = statement.query_map([], |row| {
             let count = |i: usize| row.get::<_, i64>(i).map(|n| n as usize);
@@ -674,6 +671,146 @@ impl Store {
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
+    /// Keeps a shadow generation until the suggestion shown for the same request is decided.
+    pub fn record_shadow(&mut self, s: &ShadowSample) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO shadow_samples (at, language, version, document, request_hash, served_model_version,
+                        served_text, shadow_text)
+                     VALUES ({NOW}, ?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    s.language,
+                    s.version,
+                    s.document,
+                    s.request_hash,
+                    s.served_model_version,
+                    s.served_text,
+                    s.shadow_text
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// Shadow samples not judged yet, each with the decided suggestions that may be the one shown
+    /// for its request: same document and served model, shown at most two minutes before.
+    pub fn pending_shadows(&self) -> Result<Vec<PendingShadow>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT s.rowid, s.at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day'), s.request_hash, s.served_text, s.shadow_text, i.id, i.action,
+                        CASE WHEN i.action = 'rejected' THEN json_extract(i.alternatives, '$.typed_instead')
+                             WHEN i.action IN ('accepted', 'partial', 'corrected') THEN coalesce(i.final_code, i.suggestion)
+                        END,
+                        coalesce(i.prompt_prefix, ''), coalesce(i.prompt_suffix, '')
+                 FROM shadow_samples s LEFT JOIN interactions i
+                   ON i.file_path = s.document AND i.model_version = s.served_model_version AND i.action != 'shown'
+                  AND i.timestamp BETWEEN strftime('%Y-%m-%dT%H:%M:%fZ', s.at, '-120 seconds')
+                                      AND strftime('%Y-%m-%dT%H:%M:%fZ', s.at, '+5 seconds')
+                 WHERE s.judged_at IS NULL ORDER BY s.rowid",
+            )
+            .map_err(failed)?;
+        let mut rows = statement.query([]).map_err(failed)?;
+        let mut pending: Vec<PendingShadow> = Vec::new();
+        while let Some(row) = rows.next().map_err(failed)? {
+            let rowid: i64 = row.get(0).map_err(failed)?;
+            if pending.last().is_none_or(|p| p.rowid != rowid) {
+                pending.push(PendingShadow {
+                    rowid,
+                    expired: row.get(1).map_err(failed)?,
+                    request_hash: row.get(2).map_err(failed)?,
+                    served_text: row.get(3).map_err(failed)?,
+                    shadow_text: row.get(4).map_err(failed)?,
+                    candidates: Vec::new(),
+                });
+            }
+            if let Some(id) = row.get::<_, Option<String>>(5).map_err(failed)? {
+                let candidate = ShownFor {
+                    interaction_id: id,
+                    action: row.get(6).map_err(failed)?,
+                    kept: row.get(7).map_err(failed)?,
+                    prompt_prefix: row.get(8).map_err(failed)?,
+                    prompt_suffix: row.get(9).map_err(failed)?,
+                };
+                pending.last_mut().expect("pushed above").candidates.push(candidate);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Closes a shadow sample: matched to `interaction_id` with both similarities to the kept
+    /// code, or given up (all `None`).
+    pub fn judge_shadow(
+        &mut self,
+        rowid: i64,
+        interaction_id: Option<&str>,
+        similarities: Option<(f64, f64)>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                &format!(
+                    "UPDATE shadow_samples SET interaction_id = ?2, served_similarity = ?3, shadow_similarity = ?4,
+                        judged_at = {NOW} WHERE rowid = ?1"
+                ),
+                params![rowid, interaction_id, similarities.map(|s| s.0), similarities.map(|s| s.1)],
+            )
+            .map(|_| ())
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// The judged shadow samples of one version: (served similarity, shadow similarity).
+    pub fn shadow_results(&self, language: &str, version: &str) -> Result<Vec<(f64, f64)>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT served_similarity, shadow_similarity FROM shadow_samples
+                 WHERE language = ?1 AND version = ?2 AND shadow_similarity IS NOT NULL ORDER BY rowid",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map(params![language, version], |row| Ok((row.get(0)?, row.get(1)?)));
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
+    /// What became of `language`'s suggestions shown since `since` (RFC 3339), per model version:
+    /// decided, taken, taken with an error signal, and retention (taken code whose latest judged
+    /// check found at least `survival_threshold` of it).
+    pub fn version_outcomes(
+        &self,
+        language: &str,
+        since: &str,
+        survival_threshold: f64,
+    ) -> Result<Vec<VersionOutcome>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(&format!(
+                "SELECT coalesce(model_version, ''), count(*), sum(action IN ('accepted', 'partial', 'corrected')),
+                        count(CASE WHEN {TAKEN_WITH_ERRORS} THEN 1 END), count(survival), sum(survival >= ?3)
+                 FROM (SELECT *, (SELECT c.survival FROM retention_checks c
+                                  WHERE c.interaction_id = interactions.id AND c.survival IS NOT NULL
+                                  ORDER BY c.due_ms DESC LIMIT 1) AS survival
+                       FROM interactions WHERE language = ?1 AND timestamp >= ?2 AND action != 'shown')
+                 GROUP BY 1 ORDER BY 1"
+            ))
+            .map_err(failed)?;
+        let rows = statement.query_map(params![language, since, survival_threshold], |row| {
+            let count = |i: usize| row.get::<_, Option<i64>>(i).map(|n| n.unwrap_or(0) as usize);
+            Ok(VersionOutcome {
+                model_version: row.get(0)?,
+                decided: count(1)?,
+                taken: count(2)?,
+                errors: count(3)?,
+                retention_judged: count(4)?,
+                retained: count(5)?,
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))
@@ -728,6 +865,54 @@ pub struct CurationRow {
     pub typed_instead: Option<String>,
     /// Cyclomatic complexity of the function around the code, when known.
     pub complexity: Option<usize>,
+}
+
+/// A shadow generation (rollout): what the candidate would have suggested for a request the
+/// served adapter answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowSample {
+    pub language: String,
+    pub version: String,
+    pub document: String,
+    /// sha256 of the request's prefix, NUL, suffix (the shown row's prompt_prefix/suffix).
+    pub request_hash: String,
+    pub served_model_version: String,
+    pub served_text: String,
+    pub shadow_text: String,
+}
+
+/// A shadow sample waiting for its suggestion's fate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingShadow {
+    pub rowid: i64,
+    /// Older than a day: its suggestion will not be found any more.
+    pub expired: bool,
+    pub request_hash: String,
+    pub served_text: String,
+    pub shadow_text: String,
+    pub candidates: Vec<ShownFor>,
+}
+
+/// A decided suggestion that may be the one shown for a shadow sample's request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownFor {
+    pub interaction_id: String,
+    pub action: String,
+    /// The code the user kept: the final code when taken, what they typed instead when rejected.
+    pub kept: Option<String>,
+    pub prompt_prefix: String,
+    pub prompt_suffix: String,
+}
+
+/// One model version's record over a period (rollout decisions).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VersionOutcome {
+    pub model_version: String,
+    pub decided: usize,
+    pub taken: usize,
+    pub errors: usize,
+    pub retention_judged: usize,
+    pub retained: usize,
 }
 
 /// One language's week.
@@ -844,6 +1029,13 @@ pub struct Batch<'a> {
 }
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// A taken suggestion with an error signal: a failed run, a language-server error, a syntax or
+/// lint error (drift's error rate and the rollout's).
+const TAKEN_WITH_ERRORS: &str = "action IN ('accepted', 'partial', 'corrected')
+    AND (execution_success = 0 OR diagnostics LIKE '%\"severity\":1%'
+         OR coalesce(json_extract(static_analysis, '$.syntax_errors'), 0) > 0
+         OR coalesce(json_extract(static_analysis, '$.lint.errors'), 0) > 0)";
 
 impl Batch<'_> {
     pub fn shown(&self, s: &Shown) -> Result<(), rusqlite::Error> {

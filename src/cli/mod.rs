@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::curate;
 use crate::daemon::{self, DaemonOptions, Outcome};
 use crate::demo;
-use crate::deploy::Registry;
+use crate::deploy::{Registry, RolledBack};
 use crate::doctor::{self, Status};
 use crate::engine::discovery::{self, Found, Roots, Source};
 use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
@@ -356,7 +356,25 @@ enum AdaptersAction {
         #[arg(long, value_name = "M")]
         model: Option<PathBuf>,
     },
-    /// Back to the version the active one replaced, or to the base model.
+    /// Start VERSION's rollout (default: the newest candidate that passed the gate): shadow, then
+    /// canary, then active, each step taken by the daemon's checks on your outcomes. Scheduled
+    /// training does this itself after the gate.
+    Rollout {
+        #[arg(long, value_name = "L")]
+        language: String,
+        version: Option<String>,
+        /// Start at the canary stage.
+        #[arg(long)]
+        skip_shadow: bool,
+        /// The base model being served (default: `[engine] model`, else the best model found).
+        #[arg(long, value_name = "M")]
+        model: Option<PathBuf>,
+    },
+    /// Run the rollout checks now (the daemon runs them every `[rollout] check_every_secs`):
+    /// judge shadow samples, move versions on, roll back what does worse.
+    Check,
+    /// Stop the rollout in progress (the canary, else the shadow); with none, back to the version
+    /// the active one replaced, or to the base model.
     Rollback {
         #[arg(long, value_name = "L")]
         language: String,
@@ -802,8 +820,6 @@ fn stats(home: &Home, html: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The configuration for a command the user runs by hand: a broken file is an error (exit 2), not
-/// silently the defaults as for the editor-facing commands.
 /// The model to use (flag, config, discovery), or the exit code after saying why there is none.
 fn model_or_usage_error(named: Option<&Path>, configured: Option<&Path>) -> Result<PathBuf, ExitCode> {
     daemon::resolve_model(named, configured).map_err(|e| {
@@ -812,6 +828,8 @@ fn model_or_usage_error(named: Option<&Path>, configured: Option<&Path>) -> Resu
     })
 }
 
+/// The configuration for a command the user runs by hand: a broken file is an error (exit 2), not
+/// silently the defaults as for the editor-facing commands.
 fn strict_config(home: &Home) -> Result<Config, ExitCode> {
     Config::load(&home.config_file()).map_err(|e| {
         eprintln!("marunochi: {e}");
@@ -863,6 +881,7 @@ fn run_daemon(home: &Home, verbose: bool, model: Option<PathBuf>) -> ExitCode {
         home: home.clone(),
         model: daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()),
         idle_exit: std::time::Duration::from_secs(config.daemon.idle_exit_secs),
+        rollout: config.rollout.clone(),
     };
     match daemon::run(options) {
         Ok(Outcome::Served) => ExitCode::SUCCESS,
@@ -1301,6 +1320,17 @@ fn run_eval(home: &Home, request: eval::Request, settings: eval::Settings, json:
     }
 }
 
+/// The fingerprint of the base model being served (`--model`, else the configured or found one),
+/// which adapters must have been trained on.
+fn served_fingerprint(home: &Home, model: Option<&Path>) -> Result<String, ExitCode> {
+    let configured = configured_model(home);
+    let model = model_or_usage_error(model, configured.as_deref())?;
+    train::fingerprint(&model).map_err(|e| {
+        eprintln!("marunochi: {}: {e}", model.display());
+        ExitCode::FAILURE
+    })
+}
+
 fn adapters(home: &Home, action: AdaptersAction) -> ExitCode {
     let _log = logging::init(&home.logs_dir(), "adapters", "info", false);
     let registry = Registry::new(&home.adapters_dir(), &home.db_path());
@@ -1327,26 +1357,51 @@ fn adapters(home: &Home, action: AdaptersAction) -> ExitCode {
             }
         }),
         AdaptersAction::Promote { language, version, force, model } => {
-            let configured = configured_model(home);
-            let model = match model_or_usage_error(model.as_deref(), configured.as_deref()) {
-                Ok(model) => model,
-                Err(code) => return code,
-            };
-            let fingerprint = match train::fingerprint(&model) {
+            let fingerprint = match served_fingerprint(home, model.as_deref()) {
                 Ok(f) => f,
-                Err(e) => {
-                    eprintln!("marunochi: {}: {e}", model.display());
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             registry
                 .promote(&language, version.as_deref(), &fingerprint, force)
                 .map(|v| println!("{language}: {v} is active; serving uses it from the next keystroke"))
         }
+        AdaptersAction::Rollout { language, version, skip_shadow, model } => {
+            let fingerprint = match served_fingerprint(home, model.as_deref()) {
+                Ok(f) => f,
+                Err(code) => return code,
+            };
+            registry.start_rollout(&language, version.as_deref(), &fingerprint, skip_shadow).map(|v| {
+                let stage = if skip_shadow { "canary" } else { "shadow" };
+                println!("{language}: {v} is the {stage}; `marunochi adapters list` shows how it does")
+            })
+        }
+        AdaptersAction::Check => {
+            let config = match strict_config(home) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match crate::deploy::rollout::tick(home, &config) {
+                Ok(steps) if steps.is_empty() => {
+                    println!("nothing to change");
+                    Ok(())
+                }
+                Ok(steps) => {
+                    for step in steps {
+                        println!("{step}");
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("marunochi: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         AdaptersAction::Rollback { language } => {
-            registry.rollback(&language, "rolled back by the user").map(|v| match v {
-                Some(v) => println!("{language}: back to {v}"),
-                None => println!("{language}: back to the base model"),
+            registry.roll_back_newest(&language, "rolled back by the user").map(|done| match done {
+                RolledBack::Rollout { stage, version } => println!("{language}: the {stage} {version} is rolled back"),
+                RolledBack::Active { restored: Some(v) } => println!("{language}: back to {v}"),
+                RolledBack::Active { restored: None } => println!("{language}: back to the base model"),
             })
         }
         AdaptersAction::Remove { language, version } => {

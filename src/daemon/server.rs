@@ -25,6 +25,8 @@ pub struct DaemonOptions {
     /// The model to serve; resolved by the caller (flag, config, discovery).
     pub model: Result<PathBuf, String>,
     pub idle_exit: Duration,
+    /// Canary and shadow shares (read at start; the rest of `[rollout]` at every check).
+    pub rollout: crate::config::RolloutConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,8 @@ struct Shared {
     model_loads: AtomicU32,
     completions: Arc<AtomicU64>,
     router: Arc<Mutex<Router>>,
+    /// Set by every new completion request: a shadow generation in progress gives way to it.
+    interrupt: Arc<AtomicBool>,
 }
 
 async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError> {
@@ -116,11 +120,13 @@ async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError>
         shutdown: Notify::new(),
         model_loads: AtomicU32::new(0),
         completions: Arc::new(AtomicU64::new(0)),
-        router: Arc::new(Mutex::new(Router::new(options.home.adapters_dir()))),
+        router: Arc::new(Mutex::new(Router::new(options.home.adapters_dir(), &options.rollout))),
+        interrupt: Arc::default(),
     });
     spawn_loader(options.model, model_tx, &shared);
     spawn_scheduler(options.home.clone());
-    spawn_worker(job_rx, shared.model.clone(), shared.router.clone(), shared.completions.clone());
+    spawn_rollout(options.home.clone(), Duration::from_secs(options.rollout.check_every_secs.max(1)));
+    spawn_worker(job_rx, &shared, options.home.db_path());
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| DaemonError::Io { path: "SIGTERM handler".into(), source })?;
@@ -180,6 +186,25 @@ fn spawn_scheduler(home: Home) {
             match crate::train::schedule::tick(&exe, &home, &config) {
                 Ok(tick) => tracing::debug!(?tick, "training schedule"),
                 Err(error) => tracing::warn!(%error, "training schedule"),
+            }
+        }
+    });
+}
+
+/// Moves rollouts on (shadow → canary → active) and rolls back what does worse
+/// (`deploy::rollout::tick`), on the user's outcomes as they come in.
+fn spawn_rollout(home: Home, every: Duration) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            let Ok(config) = crate::config::Config::load(&home.config_file()) else { continue };
+            match crate::deploy::rollout::tick(&home, &config) {
+                Ok(steps) => {
+                    for step in steps {
+                        tracing::info!(%step, "rollout");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "rollout check"),
             }
         }
     });
@@ -253,6 +278,7 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) -> Result<(), Fram
         };
         match request {
             Request::Complete(request) => {
+                shared.interrupt.store(true, Ordering::Relaxed);
                 let cancel = Arc::new(AtomicBool::new(false));
                 if let Some(older) = latest.insert(request.document.clone(), cancel.clone()) {
                     older.store(true, Ordering::Relaxed);
@@ -304,14 +330,47 @@ struct Job {
     received: Instant,
 }
 
-fn spawn_worker(
-    jobs: std::sync::mpsc::Receiver<Job>,
-    model: watch::Receiver<ModelState>,
-    router: Arc<Mutex<Router>>,
-    completions: Arc<AtomicU64>,
-) {
+/// A shadow generation waiting for an idle moment: the request, the shadow adapter, and what the
+/// served adapter answered.
+struct ShadowJob {
+    request: CompleteRequest,
+    adapter: String,
+    served_model_version: String,
+    served_text: String,
+    queued: Instant,
+}
+
+/// Shadow work waits this long without a request before it starts, and is dropped after
+/// `SHADOW_STALE` (its suggestion has been decided long since; the cache is cold anyway).
+const IDLE_BEFORE_SHADOW: Duration = Duration::from_millis(500);
+const SHADOW_STALE: Duration = Duration::from_secs(60);
+const SHADOW_QUEUE: usize = 8;
+
+fn spawn_worker(jobs: std::sync::mpsc::Receiver<Job>, shared: &Arc<Shared>, db: PathBuf) {
+    let (model, router, completions, interrupt) =
+        (shared.model.clone(), shared.router.clone(), shared.completions.clone(), shared.interrupt.clone());
     std::thread::spawn(move || {
-        while let Ok(job) = jobs.recv() {
+        let mut shadows: std::collections::VecDeque<ShadowJob> = std::collections::VecDeque::new();
+        let mut store: Option<crate::capture::Store> = None;
+        loop {
+            let job = if shadows.is_empty() {
+                jobs.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                jobs.recv_timeout(IDLE_BEFORE_SHADOW)
+            };
+            let job = match job {
+                Ok(job) => job,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let engine = model.borrow().clone().and_then(Result::ok);
+                    if let (Some(engine), Some(shadow)) = (engine, shadows.pop_front())
+                        && shadow.queued.elapsed() < SHADOW_STALE
+                    {
+                        run_shadow(&engine, shadow, &interrupt, &db, &mut store, &mut shadows);
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let id = job.request.id;
             let reply = if job.cancel.load(Ordering::Relaxed) {
                 Reply::Failed { id, error: "cancelled".into(), cancelled: true }
@@ -319,10 +378,25 @@ fn spawn_worker(
                 let engine = model.borrow().clone().and_then(Result::ok);
                 match engine {
                     Some(engine) => {
-                        let adapter = router.lock().expect("router").adapter_for(&engine, &job.request.language);
-                        let result = complete(&engine, &job, adapter.as_deref());
+                        let route = router.lock().expect("router").route(&engine, &job.request.language);
+                        let reply = complete(&engine, &job, &job.request.document, route.served.as_deref());
                         completions.fetch_add(1, Ordering::Relaxed);
-                        result
+                        if let (Some(adapter), Reply::Completed(done)) = (route.shadow, &reply)
+                            && let Some(text) = &done.text
+                            && route.served.as_deref() != Some(adapter.as_str())
+                        {
+                            if shadows.len() == SHADOW_QUEUE {
+                                shadows.pop_front();
+                            }
+                            shadows.push_back(ShadowJob {
+                                request: job.request.clone(),
+                                adapter,
+                                served_model_version: done.model_version.clone(),
+                                served_text: text.clone(),
+                                queued: Instant::now(),
+                            });
+                        }
+                        reply
                     }
                     None => Reply::Failed { id, error: "no model is loaded".into(), cancelled: false },
                 }
@@ -332,7 +406,53 @@ fn spawn_worker(
     });
 }
 
-fn complete(engine: &Engine, job: &Job, adapter: Option<&str>) -> Reply {
+/// Generates one shadow sample and keeps it in the store; a request arriving meanwhile interrupts
+/// it (it goes back to the queue once).
+fn run_shadow(
+    engine: &Engine,
+    shadow: ShadowJob,
+    interrupt: &Arc<AtomicBool>,
+    db: &Path,
+    store: &mut Option<crate::capture::Store>,
+    queue: &mut std::collections::VecDeque<ShadowJob>,
+) {
+    interrupt.store(false, Ordering::Relaxed);
+    let (replies, _ignored) = mpsc::unbounded_channel();
+    let job = Job { request: shadow.request.clone(), cancel: interrupt.clone(), replies, received: Instant::now() };
+    let cache_key = format!("shadow\0{}", shadow.request.document);
+    let text = match complete(engine, &job, &cache_key, Some(&shadow.adapter)) {
+        Reply::Completed(done) => done.text.unwrap_or_default(),
+        Reply::Failed { cancelled: true, .. } => {
+            queue.push_front(ShadowJob { queued: shadow.queued, ..shadow });
+            return;
+        }
+        _ => return,
+    };
+    let Some((language, version)) = shadow.adapter.split_once('/') else { return };
+    let sample = crate::capture::ShadowSample {
+        language: language.to_owned(),
+        version: version.to_owned(),
+        document: shadow.request.document.clone(),
+        request_hash: crate::deploy::rollout::request_hash(&shadow.request.prefix, &shadow.request.suffix),
+        served_model_version: shadow.served_model_version,
+        served_text: shadow.served_text,
+        shadow_text: text,
+    };
+    if store.is_none() {
+        match crate::capture::Store::open(db) {
+            Ok(opened) => *store = Some(opened),
+            Err(error) => {
+                tracing::warn!(%error, "a shadow sample cannot be kept");
+                return;
+            }
+        }
+    }
+    if let Some(Err(error)) = store.as_mut().map(|s| s.record_shadow(&sample)) {
+        tracing::warn!(%error, "a shadow sample cannot be kept");
+    }
+}
+
+fn complete(engine: &Engine, job: &Job, cache_key: &str, adapter: Option<&str>) -> Reply {
     let request = &job.request;
     let open_files: Vec<prompt::ContextFile> =
         request.open_files.iter().map(|f| prompt::ContextFile { path: &f.path, text: &f.text }).collect();
@@ -350,7 +470,7 @@ fn complete(engine: &Engine, job: &Job, adapter: Option<&str>) -> Reply {
     };
     let result = engine.complete(
         &CompletionRequest {
-            cache_key: &request.document,
+            cache_key,
             input: PromptInput {
                 path: &request.path,
                 prefix: &request.prefix,

@@ -1,22 +1,28 @@
-//! The adapter registry (`marunochi adapters`). Entry: [`Registry`].
+//! The adapter registry (`marunochi adapters`) and the rollout. Entries: [`Registry`],
+//! [`rollout::tick`].
 //!
 //! Versions live in `adapters/<language>/v<N>/` (written by `train`, judged by `eval`, which leaves
-//! `eval.json` there). `adapters/<language>/active` — a relative link to one version — is what
-//! serving uses: the daemon's router resolves it on every request, so a promotion or rollback
-//! applies at the next keystroke without a restart, and versions already loaded stay loaded (the
-//! previous one is still in memory should it come back). The store keeps each version's state
-//! (candidate, active, retired, rolled_back, removed; shadow and canary are reserved for the
-//! rollout) and the history of changes with their reasons.
+//! `eval.json` there). Three links name the versions serving uses — `active`, `canary` and
+//! `shadow`, each relative and optional — and the daemon's router resolves them on every request,
+//! so a change applies at the next keystroke without a restart, and versions already loaded stay
+//! loaded (blue-green: the previous one is still in memory should it come back). The store keeps
+//! each version's state (candidate, shadow, canary, active, retired, rolled_back, removed) and the
+//! history of changes with their reasons.
 //!
-//! The link is switched first (an atomic rename), the store second. Every use of the registry
-//! starts by reconciling the two, so a crash between them leaves nothing inconsistent for long:
-//! the link wins.
+//! Links are switched first (atomic renames), the store second. Every use of the registry starts
+//! by reconciling the two, so a crash between them leaves nothing inconsistent for long: the links
+//! win, and where two name one version the higher stage (active, then canary, then shadow) does.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::capture::{AdapterChange, AdapterEvent, AdapterVersion, Store, StoreError};
+
+pub mod rollout;
+
+/// The stages serving reads, each a link of the same name in `adapters/<language>/`, highest first.
+const SERVED: [&str; 3] = ["active", "canary", "shadow"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -37,12 +43,27 @@ pub struct Entry {
     pub version: String,
     pub state: String,
     pub created_at: String,
+    /// When it entered its state.
+    pub since: String,
     /// lora, qlora, dora or qdora.
     pub method: Option<String>,
     pub base_fingerprint: Option<String>,
     /// From `eval.json`: whether the gate passed, and its verdict on the held-out code.
     pub gate: Option<bool>,
     pub gate_verdict: Option<String>,
+}
+
+/// What [`Registry::roll_back_newest`] took out of service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolledBack {
+    Rollout {
+        stage: &'static str,
+        version: String,
+    },
+    /// The active version; the one restored (`None`: the base model serves).
+    Active {
+        restored: Option<String>,
+    },
 }
 
 pub struct Registry {
@@ -74,6 +95,7 @@ impl Registry {
                     version: row.version,
                     state: row.state,
                     created_at: row.created_at,
+                    since: row.updated_at,
                     base_fingerprint: row.base_fingerprint,
                 });
             }
@@ -93,41 +115,10 @@ impl Registry {
     ) -> Result<String, RegistryError> {
         let mut store = self.store()?;
         let rows = self.reconcile(&mut store, language)?;
-        let refused = |reason: String| RegistryError::Refused { language: language.to_owned(), reason };
-        let version = match version {
-            Some(v) => v.to_owned(),
-            None => rows
-                .iter()
-                .rev()
-                .filter(|r| r.state == "candidate")
-                .find(|r| metadata(&self.adapters.join(language).join(&r.version)).gate == Some(true))
-                .map(|r| r.version.clone())
-                .ok_or_else(|| refused("no candidate has passed the gate (`marunochi eval`)".into()))?,
-        };
-        let row = rows
-            .iter()
-            .find(|r| r.version == version && r.state != "removed")
-            .ok_or_else(|| RegistryError::NoSuchVersion { language: language.to_owned(), version: version.clone() })?;
-        if row.state == "active" {
-            return Err(refused(format!("{version} is already active")));
-        }
-        let trained_on = metadata(&self.adapters.join(language).join(&version)).base_fingerprint;
-        if let Some(trained_on) = trained_on.as_ref().or(row.base_fingerprint.as_ref())
-            && trained_on != base_fingerprint
-        {
-            return Err(refused(format!(
-                "{version} was trained on another base model (fingerprint {trained_on}, the model now is {base_fingerprint})"
-            )));
-        }
-        let gate = metadata(&self.adapters.join(language).join(&version)).gate;
-        if gate != Some(true) && !force {
-            let why = if gate.is_none() { "has not been through the gate" } else { "failed the gate" };
-            return Err(refused(format!(
-                "{version} {why}; run `marunochi eval --language {language}` or pass --force"
-            )));
-        }
+        let version = self.eligible(language, &rows, version, base_fingerprint, force)?;
         let previous = rows.iter().find(|r| r.state == "active");
-        self.point_active(language, Some(&version))?;
+        self.point(language, "active", Some(&version))?;
+        self.unlink_stage_of(&rows, language, &version)?;
         let mut changes =
             vec![change(language, &version, "active", &format!("promoted{}", if force { " (forced)" } else { "" }))];
         if let Some(previous) = previous {
@@ -137,17 +128,81 @@ impl Registry {
         Ok(version)
     }
 
+    /// Starts the rollout of `version` (default: the newest candidate that passed the gate): it
+    /// becomes the shadow, or the canary straight away when `skip_shadow`. A rollout already
+    /// under way for `language` is superseded (its version retired). Refused like `promote`.
+    pub fn start_rollout(
+        &self,
+        language: &str,
+        version: Option<&str>,
+        base_fingerprint: &str,
+        skip_shadow: bool,
+    ) -> Result<String, RegistryError> {
+        let mut store = self.store()?;
+        let rows = self.reconcile(&mut store, language)?;
+        let version = self.eligible(language, &rows, version, base_fingerprint, false)?;
+        let stage = if skip_shadow { "canary" } else { "shadow" };
+        let mut changes = Vec::new();
+        for running in rows.iter().filter(|r| (r.state == "shadow" || r.state == "canary") && r.version != version) {
+            self.point(language, &running.state, None)?;
+            changes.push(change(language, &running.version, "retired", &format!("superseded by {version}")));
+        }
+        self.point(language, stage, Some(&version))?;
+        changes.push(change(language, &version, stage, "passed the gate: rollout started"));
+        store.set_adapter_states(&changes)?;
+        Ok(version)
+    }
+
+    /// Moves `language`'s version in stage `from` (shadow or canary) one stage on: shadow →
+    /// canary, canary → active (the previous active one retired, still loaded).
+    pub fn advance(&self, language: &str, from: &str, reason: &str) -> Result<String, RegistryError> {
+        let mut store = self.store()?;
+        let rows = self.reconcile(&mut store, language)?;
+        let row = self.in_stage(&rows, language, from)?;
+        let to = if from == "shadow" { "canary" } else { "active" };
+        self.point(language, to, Some(&row.version))?;
+        self.point(language, from, None)?;
+        let mut changes = vec![change(language, &row.version, to, reason)];
+        if let Some(previous) = rows.iter().find(|r| r.state == "active").filter(|_| to == "active") {
+            changes.push(change(language, &previous.version, "retired", &format!("replaced by {}", row.version)));
+        }
+        store.set_adapter_states(&changes)?;
+        Ok(row.version.clone())
+    }
+
+    /// Ends the rollout of `language`'s version in stage `stage` (shadow or canary): rolled back.
+    pub fn abort(&self, language: &str, stage: &str, reason: &str) -> Result<String, RegistryError> {
+        let mut store = self.store()?;
+        let rows = self.reconcile(&mut store, language)?;
+        let row = self.in_stage(&rows, language, stage)?;
+        self.point(language, stage, None)?;
+        store.set_adapter_states(&[change(language, &row.version, "rolled_back", reason)])?;
+        Ok(row.version.clone())
+    }
+
+    /// What `marunochi adapters rollback` does: stops the rollout in progress (the canary, else the
+    /// shadow); with none, takes the active adapter out ([`Registry::rollback`]).
+    pub fn roll_back_newest(&self, language: &str, reason: &str) -> Result<RolledBack, RegistryError> {
+        let mut store = self.store()?;
+        let rows = self.reconcile(&mut store, language)?;
+        drop(store);
+        for stage in ["canary", "shadow"] {
+            if rows.iter().any(|r| r.state == stage) {
+                let version = self.abort(language, stage, reason)?;
+                return Ok(RolledBack::Rollout { stage, version });
+            }
+        }
+        Ok(RolledBack::Active { restored: self.rollback(language, reason)? })
+    }
+
     /// Takes the active adapter of `language` out of service (rolled back, with `reason`) and
     /// restores the one it replaced, or the base model when there was none.
     pub fn rollback(&self, language: &str, reason: &str) -> Result<Option<String>, RegistryError> {
         let mut store = self.store()?;
         let rows = self.reconcile(&mut store, language)?;
-        let active = rows.iter().find(|r| r.state == "active").ok_or_else(|| RegistryError::Refused {
-            language: language.to_owned(),
-            reason: "no adapter is active; the base model is serving".into(),
-        })?;
+        let active = self.in_stage(&rows, language, "active")?;
         let previous = rows.iter().filter(|r| r.state == "retired").max_by(|a, b| a.updated_at.cmp(&b.updated_at));
-        self.point_active(language, previous.map(|p| p.version.as_str()))?;
+        self.point(language, "active", previous.map(|p| p.version.as_str()))?;
         let mut changes = vec![change(language, &active.version, "rolled_back", reason)];
         if let Some(previous) = previous {
             changes.push(change(
@@ -184,6 +239,69 @@ impl Registry {
         Ok(self.store()?.adapter_events(language)?)
     }
 
+    /// The version `promote` or `start_rollout` may put into service: the one named, else the
+    /// newest candidate that passed the gate; refused when trained on another base model or —
+    /// unless `force` — not passed through the gate.
+    fn eligible(
+        &self,
+        language: &str,
+        rows: &[AdapterVersion],
+        version: Option<&str>,
+        base_fingerprint: &str,
+        force: bool,
+    ) -> Result<String, RegistryError> {
+        let refused = |reason: String| RegistryError::Refused { language: language.to_owned(), reason };
+        let version = match version {
+            Some(v) => v.to_owned(),
+            None => rows
+                .iter()
+                .rev()
+                .filter(|r| r.state == "candidate")
+                .find(|r| metadata(&self.adapters.join(language).join(&r.version)).gate == Some(true))
+                .map(|r| r.version.clone())
+                .ok_or_else(|| refused("no candidate has passed the gate (`marunochi eval`)".into()))?,
+        };
+        let row = rows
+            .iter()
+            .find(|r| r.version == version && r.state != "removed")
+            .ok_or_else(|| RegistryError::NoSuchVersion { language: language.to_owned(), version: version.clone() })?;
+        if row.state == "active" {
+            return Err(refused(format!("{version} is already active")));
+        }
+        let trained_on = metadata(&self.adapters.join(language).join(&version)).base_fingerprint;
+        if let Some(trained_on) = trained_on.as_ref().or(row.base_fingerprint.as_ref())
+            && trained_on != base_fingerprint
+        {
+            return Err(refused(format!(
+                "{version} was trained on another base model (fingerprint {trained_on}, the model now is {base_fingerprint})"
+            )));
+        }
+        let gate = metadata(&self.adapters.join(language).join(&version)).gate;
+        if gate != Some(true) && !force {
+            let why = if gate.is_none() { "has not been through the gate" } else { "failed the gate" };
+            return Err(refused(format!(
+                "{version} {why}; run `marunochi eval --language {language}` or pass --force"
+            )));
+        }
+        Ok(version)
+    }
+
+    fn in_stage<'r>(
+        &self,
+        rows: &'r [AdapterVersion],
+        language: &str,
+        stage: &str,
+    ) -> Result<&'r AdapterVersion, RegistryError> {
+        rows.iter().find(|r| r.state == stage).ok_or_else(|| RegistryError::Refused {
+            language: language.to_owned(),
+            reason: if stage == "active" {
+                "no adapter is active; the base model is serving".into()
+            } else {
+                format!("no adapter is in {stage}")
+            },
+        })
+    }
+
     fn store(&self) -> Result<Store, RegistryError> {
         Ok(Store::open(&self.db)?)
     }
@@ -201,51 +319,66 @@ impl Registry {
         names
     }
 
-    /// Brings the store in line with the directories and the `active` link: new versions become
-    /// candidates, vanished ones removed, and the version the link names is the active one.
+    /// Brings the store in line with the directories and the links: new versions become
+    /// candidates, vanished ones removed, a version a link names is in that stage (the higher
+    /// link wins; a lower one naming the same version is removed), and a version in a stage no
+    /// link names any more has left it (retired when another version is active, else rolled back).
     fn reconcile(&self, store: &mut Store, language: &str) -> Result<Vec<AdapterVersion>, RegistryError> {
         let dir = self.adapters.join(language);
         let rows = store.adapter_versions(Some(language))?;
         let on_disk = versions_on_disk(&dir);
-        let linked = std::fs::read_link(dir.join("active"))
-            .ok()
-            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let mut linked: Vec<(&str, String)> = Vec::new();
+        for stage in SERVED {
+            let Some(version) = std::fs::read_link(dir.join(stage))
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+            else {
+                continue;
+            };
+            if linked.iter().any(|(_, v)| *v == version) {
+                self.point(language, stage, None)?;
+            } else {
+                linked.push((stage, version));
+            }
+        }
+        let stage_of = |version: &str| linked.iter().find(|(_, v)| v == version).map(|(stage, _)| *stage);
         let mut changes = Vec::new();
         for version in &on_disk {
             if !rows.iter().any(|r| &r.version == version) {
-                let mut c = change(language, version, "candidate", "trained");
+                let mut c = match stage_of(version) {
+                    Some(stage) => change(language, version, stage, &format!("{stage} before the registry knew it")),
+                    None => change(language, version, "candidate", "trained"),
+                };
                 c.base_fingerprint = metadata(&dir.join(version)).base_fingerprint;
                 changes.push(c);
             }
         }
+        let someone_active = linked.iter().any(|(stage, _)| *stage == "active");
         for row in &rows {
-            let present = on_disk.contains(&row.version);
-            let is_linked = linked.as_deref() == Some(row.version.as_str());
-            if !present && row.state != "removed" {
-                changes.push(change(language, &row.version, "removed", "its directory is gone"));
-            } else if present && is_linked && row.state != "active" {
-                changes.push(change(
-                    language,
-                    &row.version,
-                    "active",
-                    "the active link names it (an interrupted change completed)",
-                ));
-            } else if present && !is_linked && row.state == "active" {
-                let to = if linked.is_some() { "retired" } else { "rolled_back" };
-                changes.push(change(
-                    language,
-                    &row.version,
-                    to,
-                    "the active link no longer names it (an interrupted change completed)",
-                ));
+            if !on_disk.contains(&row.version) {
+                if row.state != "removed" {
+                    changes.push(change(language, &row.version, "removed", "its directory is gone"));
+                }
+                continue;
             }
-        }
-        if let Some(linked) = &linked
-            && !rows.iter().any(|r| &r.version == linked)
-            && let Some(new) = changes.iter_mut().find(|c| &c.version == linked)
-        {
-            new.state = "active".into();
-            new.reason = "active before the registry knew it".into();
+            match stage_of(&row.version) {
+                Some(stage) if row.state != stage => changes.push(change(
+                    language,
+                    &row.version,
+                    stage,
+                    &format!("the {stage} link names it (an interrupted change completed)"),
+                )),
+                None if SERVED.contains(&row.state.as_str()) => {
+                    let to = if row.state == "active" && someone_active { "retired" } else { "rolled_back" };
+                    changes.push(change(
+                        language,
+                        &row.version,
+                        to,
+                        &format!("the {} link no longer names it (an interrupted change completed)", row.state),
+                    ));
+                }
+                _ => {}
+            }
         }
         if !changes.is_empty() {
             store.set_adapter_states(&changes)?;
@@ -253,18 +386,26 @@ impl Registry {
         Ok(store.adapter_versions(Some(language))?)
     }
 
-    /// Points `adapters/<language>/active` at `version` (or removes it: the base model serves),
-    /// atomically: a new link is renamed over the old one.
-    fn point_active(&self, language: &str, version: Option<&str>) -> Result<(), RegistryError> {
+    /// Removes the shadow or canary link naming `version` (it is being promoted past them).
+    fn unlink_stage_of(&self, rows: &[AdapterVersion], language: &str, version: &str) -> Result<(), RegistryError> {
+        match rows.iter().find(|r| r.version == version).map(|r| r.state.as_str()) {
+            Some(stage @ ("shadow" | "canary")) => self.point(language, stage, None),
+            _ => Ok(()),
+        }
+    }
+
+    /// Points `adapters/<language>/<stage>` at `version` (or removes it: for `active`, the base
+    /// model serves), atomically: a new link is renamed over the old one.
+    fn point(&self, language: &str, stage: &str, version: Option<&str>) -> Result<(), RegistryError> {
         let dir = self.adapters.join(language);
-        let link = dir.join("active");
+        let link = dir.join(stage);
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| RegistryError::Io { path, source }
         };
         match version {
             Some(version) => {
-                let tmp = dir.join(".active.tmp");
+                let tmp = dir.join(format!(".{stage}.tmp"));
                 let _ = std::fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(version, &tmp).map_err(io(&tmp))?;
                 std::fs::rename(&tmp, &link).map_err(io(&link))

@@ -235,7 +235,7 @@ fn heldout(
             let expected = example.completion.trim_end();
             Ok(ModelAnswer {
                 exact: completion.trim_end() == expected,
-                similarity: f64::from(similar::TextDiff::from_chars(completion.trim_end(), expected).ratio()),
+                similarity: stats::edit_similarity(completion.trim_end(), expected),
                 completion,
                 loglik,
             })

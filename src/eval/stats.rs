@@ -39,6 +39,11 @@ pub fn bootstrap_interval(diffs: &[f64], rounds: usize, seed: u64) -> (f64, f64)
     (at(0.025), at(0.975))
 }
 
+/// Character edit similarity, 0 to 1 (what the gate and the shadow comparison report).
+pub fn edit_similarity(a: &str, b: &str) -> f64 {
+    f64::from(similar::TextDiff::from_chars(a, b).ratio())
+}
+
 pub fn mean(values: &[f64]) -> f64 {
     if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 }
 }

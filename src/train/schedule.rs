@@ -111,7 +111,8 @@ pub fn decide(facts: &LanguageFacts, now_ms: i64, config: &ScheduleConfig) -> Re
         return Ok(Trigger::Resume { step, total });
     }
     let trained_week = facts.last_adapter.as_ref().map(|(_, ms)| iso_week(*ms));
-    let newer = |e: &DriftEvent| trained_week.as_ref().is_none_or(|w| &e.week > w);
+    // A rollback is the rollout answering a bad adapter; retraining on the same data would not.
+    let newer = |e: &DriftEvent| trained_week.as_ref().is_none_or(|w| &e.week > w) && !e.kind.starts_with("rollback");
     let enough_for_drift = facts.examples >= config.min_drift_examples;
     if let Some(e) = facts.drift.iter().find(|e| newer(e) && e.kind == "emergency")
         && enough_for_drift
@@ -355,23 +356,23 @@ pub fn run(exe: &Path, home: &Home, language: &str, until: Option<SystemTime>) -
 }
 
 /// After a finished run: the gate (`marunochi eval`, also nice'd through inheritance), and the
-/// new version into service if it passes. Until the shadow and canary stages exist a passing
-/// candidate goes straight to active; the version it replaces stays loaded and one rollback away.
+/// rollout of the new version if it passes (shadow, then canary, then active, moved on by the
+/// daemon's rollout checks; `deploy::rollout`).
 fn gate_and_promote(exe: &Path, home: &Home, language: &str) {
     let status = Command::new(exe).env("MARUNOCHI_HOME", home.root()).args(["eval", "--language", language]).status();
     match status.map(|s| s.code()) {
         Ok(Some(0)) => {
             let registry = crate::deploy::Registry::new(&home.adapters_dir(), &home.db_path());
-            let model = crate::config::Config::load(&home.config_file())
-                .ok()
-                .and_then(|c| crate::daemon::resolve_model(None, c.engine.model.as_deref()).ok());
-            let promoted = model
-                .ok_or_else(|| "no model configured".to_owned())
+            let config = crate::config::Config::load(&home.config_file()).unwrap_or_default();
+            let skip_shadow = config.rollout.shadow_share == 0.0;
+            let started = crate::daemon::resolve_model(None, config.engine.model.as_deref())
                 .and_then(|m| super::fingerprint(&m).map_err(|e| e.to_string()))
-                .and_then(|f| registry.promote(language, None, &f, false).map_err(|e| e.to_string()));
-            match promoted {
-                Ok(version) => tracing::info!(language, version, "the new adapter passed the gate and serves"),
-                Err(error) => tracing::warn!(language, %error, "the new adapter passed the gate but was not promoted"),
+                .and_then(|f| registry.start_rollout(language, None, &f, skip_shadow).map_err(|e| e.to_string()));
+            match started {
+                Ok(version) => tracing::info!(language, version, "the new adapter passed the gate; rollout started"),
+                Err(error) => {
+                    tracing::warn!(language, %error, "the new adapter passed the gate but its rollout did not start")
+                }
             }
         }
         Ok(Some(3)) => tracing::info!(language, "the new adapter did not pass the gate; it stays a candidate"),
