@@ -114,7 +114,9 @@ canary_share = 0.2
 canary_min_suggestions = 30
 acceptance_drop = 0.1
 error_rise = 0.15
-# How often the daemon checks, in seconds.
+# The daemon checks every this many seconds and acts on its own; with `automatic = false` only
+# `marunochi adapters check` moves versions on or rolls them back.
+automatic = true
 check_every_secs = 300
 
 [daemon]
@@ -255,6 +257,7 @@ pub struct RolloutConfig {
     pub acceptance_drop: f64,
     #[serde(deserialize_with = "share")]
     pub error_rise: f64,
+    pub automatic: bool,
     pub check_every_secs: u64,
 }
 
@@ -268,6 +271,7 @@ impl Default for RolloutConfig {
             canary_min_suggestions: 30,
             acceptance_drop: 0.1,
             error_rise: 0.15,
+            automatic: true,
             check_every_secs: 300,
         }
     }

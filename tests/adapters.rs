@@ -7,25 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-/// A home serving the tiny Qwen2 with two trained python versions, v1 and v2.
 fn two_versions(dir: &Path) -> PathBuf {
-    let model = fixture("tiny-qwen2-trainable");
-    let home = home_with_config(dir, &format!("[engine]\nmodel = \"{}\"\n", model.display()));
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let example = json!({"id": "e0", "timestamp": "2026-11-01T00:00:00Z", "prefix": "def f(x):\n    ", "suffix": "\n",
-        "completion": "return x * 7", "action": "accepted", "weight": 1.0, "priority": 1.0, "dedup": 1.0,
-        "cluster": 0, "cluster_size": 1, "complexity": 1, "tier": 0, "replay": false});
-    std::fs::write(data.join("train.jsonl"), format!("{example}\n")).unwrap();
-    for _ in 0..2 {
-        let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
-        let (ok, _, stderr) =
-            run_cli(&home, &["train", "--language", "python", "--model", model, "--data", data, "--steps", "2"]);
-        assert!(ok, "{stderr}");
-    }
-    home
+    two_trained_versions(dir, "", 2)
 }
 
 fn list(home: &Path) -> Vec<(String, String)> {
@@ -42,13 +27,6 @@ fn states(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(v, s)| (v.to_string(), s.to_string())).collect()
 }
 
-fn judged(home: &Path, version: &str, passed: bool) {
-    // What `marunochi eval` leaves (tests/eval.rs runs the real gate).
-    let report =
-        json!({"passed": passed, "heldout": {"verdict": if passed { "better on 6 of 6" } else { "not significant" }}});
-    std::fs::write(home.join("adapters/python").join(version).join("eval.json"), report.to_string()).unwrap();
-}
-
 #[test]
 fn promote_rollback_and_remove_keep_link_store_and_serving_in_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -58,8 +36,8 @@ fn promote_rollback_and_remove_keep_link_store_and_serving_in_step() {
     let (ok, _, stderr) = run_cli(&home, &["adapters", "promote", "--language", "python"]);
     assert!(!ok);
     assert!(stderr.contains("no candidate has passed the gate"), "{stderr}");
-    judged(&home, "v1", true);
-    judged(&home, "v2", false);
+    gate_verdict(&home, "v1", true);
+    gate_verdict(&home, "v2", false);
     let (ok, stdout, stderr) = run_cli(&home, &["adapters", "promote", "--language", "python"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("v1 is active"), "{stdout}");
@@ -134,4 +112,57 @@ fn a_promotion_interrupted_between_link_and_store_is_completed() {
     assert_eq!(list(&home), states(&[("v1", "retired"), ("v2", "active")]));
     let (_, history, _) = run_cli(&home, &["adapters", "history", "--language", "python"]);
     assert!(history.contains("an interrupted change completed"), "{history}");
+}
+
+#[test]
+fn rollout_steps_interrupted_between_links_and_store_are_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = two_versions(dir.path());
+    gate_verdict(&home, "v1", true);
+    gate_verdict(&home, "v2", true);
+    assert!(run_cli(&home, &["adapters", "promote", "--language", "python", "v1"]).0);
+    let (ok, _, stderr) = run_cli(&home, &["adapters", "rollout", "--language", "python"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(list(&home), states(&[("v1", "active"), ("v2", "shadow")]));
+    let python = home.join("adapters/python");
+    let point = |stage: &str, version: &str| {
+        let _ = std::fs::remove_file(python.join(stage));
+        std::os::unix::fs::symlink(version, python.join(stage)).unwrap();
+    };
+    let linked = |stage: &str| std::fs::read_link(python.join(stage)).ok();
+
+    // Shadow → canary, stopped after the canary link was made: the higher stage wins.
+    point("canary", "v2");
+    assert_eq!(list(&home), states(&[("v1", "active"), ("v2", "canary")]));
+    assert_eq!(linked("shadow"), None, "the stale shadow link is gone");
+
+    // Canary → active, stopped after the active link was switched.
+    point("active", "v2");
+    assert_eq!(list(&home), states(&[("v1", "retired"), ("v2", "active")]));
+    assert_eq!((linked("canary"), linked("active")), (None, Some(PathBuf::from("v2"))));
+
+    // A canary's rollback, stopped after its link was removed.
+    let (ok, stdout, stderr) = run_cli(&home, &["adapters", "rollback", "--language", "python"]);
+    assert!(ok && stdout.contains("back to v1"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = run_cli(&home, &["adapters", "rollout", "--language", "python", "v2", "--skip-shadow"]);
+    assert!(ok && stdout.contains("v2 is the canary"), "{stdout}{stderr}");
+    std::fs::remove_file(python.join("canary")).unwrap();
+    assert_eq!(list(&home), states(&[("v1", "active"), ("v2", "rolled_back")]));
+    let (_, history, _) = run_cli(&home, &["adapters", "history", "--language", "python"]);
+    for line in [
+        "v2    candidate -> shadow: passed the gate: rollout started",
+        "v2    shadow -> canary: the canary link names it (an interrupted change completed)",
+        "v2    canary -> active: the active link names it (an interrupted change completed)",
+        "v1    active -> retired: the active link no longer names it (an interrupted change completed)",
+        "v2    canary -> rolled_back: the canary link no longer names it (an interrupted change completed)",
+    ] {
+        assert!(history.contains(line), "{line:?} in\n{history}");
+    }
+
+    // The user's rollback stops a rollout in progress before touching the active version.
+    let (ok, _, _) = run_cli(&home, &["adapters", "rollout", "--language", "python", "v2"]);
+    assert!(ok);
+    let (ok, stdout, _) = run_cli(&home, &["adapters", "rollback", "--language", "python"]);
+    assert!(ok && stdout.contains("the shadow v2 is rolled back"), "{stdout}");
+    assert_eq!(list(&home), states(&[("v1", "active"), ("v2", "rolled_back")]));
 }

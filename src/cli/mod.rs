@@ -1381,13 +1381,15 @@ fn adapters(home: &Home, action: AdaptersAction) -> ExitCode {
                 Err(code) => return code,
             };
             match crate::deploy::rollout::tick(home, &config) {
-                Ok(steps) if steps.is_empty() => {
-                    println!("nothing to change");
-                    Ok(())
-                }
-                Ok(steps) => {
-                    for step in steps {
+                Ok(report) => {
+                    for step in &report.steps {
                         println!("{step}");
+                    }
+                    for wait in &report.waiting {
+                        println!("{} {}: stays {} ({})", wait.language, wait.version, wait.from, wait.reason);
+                    }
+                    if report.steps.is_empty() && report.waiting.is_empty() {
+                        println!("no rollout in progress and no active adapter to watch");
                     }
                     Ok(())
                 }

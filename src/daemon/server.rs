@@ -198,10 +198,16 @@ fn spawn_rollout(home: Home, every: Duration) {
         loop {
             std::thread::sleep(every);
             let Ok(config) = crate::config::Config::load(&home.config_file()) else { continue };
+            if !config.rollout.automatic {
+                continue;
+            }
             match crate::deploy::rollout::tick(&home, &config) {
-                Ok(steps) => {
-                    for step in steps {
+                Ok(report) => {
+                    for step in report.steps {
                         tracing::info!(%step, "rollout");
+                    }
+                    for wait in report.waiting {
+                        tracing::debug!(%wait, "rollout");
                     }
                 }
                 Err(error) => tracing::warn!(%error, "rollout check"),

@@ -62,6 +62,14 @@ impl fmt::Display for Step {
     }
 }
 
+/// What a check did, and for each version it left in its stage, why.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    pub steps: Vec<Step>,
+    /// `to` equals `from`; `reason` says what is missing.
+    pub waiting: Vec<Step>,
+}
+
 /// What the evidence says about a version in a stage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -76,15 +84,15 @@ pub enum Verdict {
 }
 
 /// One check: judges the shadow samples whose suggestions were decided, then decides every
-/// language's shadow, canary and active version. Returns the changes made.
-pub fn tick(home: &Home, config: &Config) -> Result<Vec<Step>, RolloutError> {
+/// language's shadow, canary and active version.
+pub fn tick(home: &Home, config: &Config) -> Result<Report, RolloutError> {
     let mut store = Store::open(&home.db_path())?;
     judge_shadows(&mut store)?;
     let registry = Registry::new(&home.adapters_dir(), &home.db_path());
     let settings = &config.rollout;
     let threshold = config.retention.survival_threshold;
     let entries = registry.list(None)?;
-    let mut steps = Vec::new();
+    let mut report = Report::default();
     let mut languages: Vec<&str> = entries.iter().map(|e| e.language.as_str()).collect();
     languages.dedup();
     for language in languages {
@@ -92,13 +100,13 @@ pub fn tick(home: &Home, config: &Config) -> Result<Vec<Step>, RolloutError> {
         let active = of("active");
         if let Some(shadow) = of("shadow") {
             let verdict = decide_shadow(&store.shadow_results(language, &shadow.version)?, settings);
-            steps.extend(apply(&registry, &mut store, shadow, verdict)?);
+            apply(&registry, &mut store, shadow, verdict, &mut report)?;
         }
         if let Some(canary) = of("canary") {
             let outcomes = store.version_outcomes(language, &canary.since, threshold)?;
             let (mine, reference) = split(&outcomes, language, &canary.version, active.map(|a| a.version.as_str()));
             let verdict = decide_canary(&mine, &reference, settings);
-            steps.extend(apply(&registry, &mut store, canary, verdict)?);
+            apply(&registry, &mut store, canary, verdict, &mut report)?;
         }
         if let Some(active) = active
             && let Some(previous) = entries
@@ -111,10 +119,10 @@ pub fn tick(home: &Home, config: &Config) -> Result<Vec<Step>, RolloutError> {
             let (mine, _) = split(&since_promotion, language, &active.version, None);
             let (before, _) = split(&everything, language, &previous.version, None);
             let verdict = decide_active(&mine, &before, settings);
-            steps.extend(apply(&registry, &mut store, active, verdict)?);
+            apply(&registry, &mut store, active, verdict, &mut report)?;
         }
     }
-    Ok(steps)
+    Ok(report)
 }
 
 /// Matches each pending shadow sample with the suggestion shown for its request and scores both
@@ -169,7 +177,13 @@ fn split(
     (sum(Some(version)), sum(reference))
 }
 
-fn apply(registry: &Registry, store: &mut Store, entry: &Entry, verdict: Verdict) -> Result<Vec<Step>, RolloutError> {
+fn apply(
+    registry: &Registry,
+    store: &mut Store,
+    entry: &Entry,
+    verdict: Verdict,
+    report: &mut Report,
+) -> Result<(), RolloutError> {
     let step = |to: &str, reason: String| Step {
         language: entry.language.clone(),
         version: entry.version.clone(),
@@ -178,21 +192,18 @@ fn apply(registry: &Registry, store: &mut Store, entry: &Entry, verdict: Verdict
         reason,
     };
     match verdict {
-        Verdict::Wait(why) => {
-            tracing::debug!(language = entry.language, version = entry.version, state = entry.state, why, "rollout");
-            Ok(Vec::new())
-        }
+        Verdict::Wait(why) => report.waiting.push(step(&entry.state, why)),
         Verdict::Advance(reason) => {
             registry.advance(&entry.language, &entry.state, &reason)?;
             let to = if entry.state == "shadow" { "canary" } else { "active" };
-            Ok(vec![step(to, reason)])
+            report.steps.push(step(to, reason));
         }
         Verdict::RollBack { reason, drift } => {
-            let mut steps = vec![step("rolled_back", reason.clone())];
+            report.steps.push(step("rolled_back", reason.clone()));
             if entry.state == "active" {
                 let restored = registry.rollback(&entry.language, &format!("automatic rollback: {reason}"))?;
                 if let Some(restored) = restored {
-                    steps.push(Step {
+                    report.steps.push(Step {
                         language: entry.language.clone(),
                         version: restored,
                         from: "retired".into(),
@@ -212,9 +223,9 @@ fn apply(registry: &Registry, store: &mut Store, entry: &Entry, verdict: Verdict
                     baseline: Some(baseline),
                 }])?;
             }
-            Ok(steps)
         }
     }
+    Ok(())
 }
 
 fn this_week() -> String {

@@ -471,3 +471,35 @@ pub fn passing_run(project: &Path) -> marunochi::capture::Run {
         tests: None,
     }
 }
+
+/// A home serving the tiny trainable Qwen2 (config: `[engine] model` plus `extra_config`) with two
+/// python adapter versions trained here for `steps` updates each (learning rate 3e-3): v1 on
+/// `return x * 7`, v2 on `return x * 9` (after `def f(x):`). From 20 updates on each has learnt
+/// its line: completing there, v1 writes `return x * 7`, v2 `return x * 9` (the base model writes
+/// nothing).
+pub fn two_trained_versions(dir: &Path, extra_config: &str, steps: usize) -> PathBuf {
+    let model = fixture("tiny-qwen2-trainable");
+    let home = home_with_config(dir, &format!("[engine]\nmodel = \"{}\"\n{extra_config}", model.display()));
+    for (i, completion) in ["return x * 7", "return x * 9"].into_iter().enumerate() {
+        let data = dir.join(format!("data{i}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let example = json!({"id": "e0", "timestamp": "2026-11-01T00:00:00Z", "prefix": "def f(x):\n    ",
+            "suffix": "\n", "completion": completion, "action": "accepted", "weight": 1.0, "priority": 1.0,
+            "dedup": 1.0, "cluster": 0, "cluster_size": 1, "complexity": 1, "tier": 0, "replay": false});
+        std::fs::write(data.join("train.jsonl"), format!("{example}\n")).unwrap();
+        let (model, data, steps) = (model.to_str().unwrap(), data.to_str().unwrap(), steps.to_string());
+        let (ok, _, stderr) = run_cli(
+            &home,
+            &["train", "--language", "python", "--model", model, "--data", data, "--steps", &steps, "--lr", "0.003"],
+        );
+        assert!(ok, "{stderr}");
+    }
+    home
+}
+
+/// What `marunochi eval` leaves in a version's directory (tests/eval.rs runs the real gate).
+pub fn gate_verdict(home: &Path, version: &str, passed: bool) {
+    let report =
+        json!({"passed": passed, "heldout": {"verdict": if passed { "better on 6 of 6" } else { "not significant" }}});
+    std::fs::write(home.join("adapters/python").join(version).join("eval.json"), report.to_string()).unwrap();
+}
