@@ -396,6 +396,72 @@ impl Config {
     }
 }
 
+/// `marunochi config set SECTION.KEY VALUE`: writes one setting into `path` (created if missing),
+/// keeping everything else in the file as it was. VALUE is read as TOML (`80`, `true`, `0.2`) or,
+/// when that does not fit the setting, as a string (`01:00-06:00`). An unknown key or a value of
+/// the wrong type is refused with the reason, and the file is left untouched.
+pub fn set(path: &Path, key: &str, value: &str) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+    let (section, name) = key
+        .split_once('.')
+        .filter(|(s, n)| !s.is_empty() && !n.is_empty() && !n.contains('.'))
+        .ok_or_else(|| invalid(format!("{key:?} is not SECTION.KEY (e.g. serving.completion_deadline_ms)")))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+    };
+    let document: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| invalid(e.to_string()))?;
+    let typed = value.parse::<toml_edit::Value>().ok();
+    let candidates = typed.into_iter().chain(std::iter::once(toml_edit::Value::from(value)));
+    let mut first_error = None;
+    for candidate in candidates {
+        let mut edited = document.clone();
+        let table = edited
+            .entry(section)
+            .or_insert_with(toml_edit::table)
+            .as_table_mut()
+            .ok_or_else(|| invalid(format!("[{section}] is not a table")))?;
+        table[name] = toml_edit::value(candidate);
+        let new_text = edited.to_string();
+        // The window is a plain string to serde; its form is checked where it is used, and here.
+        let parsed = Config::parse(&new_text)
+            .map_err(|e| e.to_string().trim().to_owned())
+            .and_then(|config| config.schedule.window.parse::<crate::train::schedule::Window>().map(|_| ()));
+        match parsed {
+            Ok(()) => {
+                // A new file renamed over the old: a crash leaves one or the other, whole.
+                let tmp = path.with_extension("toml.tmp");
+                return crate::home::write_private(&tmp, new_text.as_bytes())
+                    .and_then(|()| std::fs::rename(&tmp, path))
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source });
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(invalid(format!("{key} = {value}: {}", first_error.unwrap_or_default())))
+}
+
+/// `marunochi config get SECTION.KEY`: the value in `path`, else the default, as TOML.
+pub fn get(path: &Path, key: &str) -> Result<String, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+    };
+    let lookup = |text: &str| -> Option<String> {
+        let document: toml_edit::DocumentMut = text.parse().ok()?;
+        let (section, name) = key.split_once('.')?;
+        Some(document.get(section)?.get(name)?.as_value()?.clone().decorated("", "").to_string())
+    };
+    lookup(&text).or_else(|| lookup(DEFAULT_CONFIG)).ok_or_else(|| ConfigError::Invalid {
+        path: path.to_owned(),
+        message: format!("{key} is not a setting (`marunochi config --help` says where they are documented)"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +476,37 @@ mod tests {
     fn the_documented_defaults_are_the_defaults() {
         assert_eq!(Config::parse(DEFAULT_CONFIG).unwrap(), Config::default());
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn set_edits_one_setting_keeps_the_rest_and_refuses_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "# mine\n[serving]\n# fast\ndebounce_ms = 10\n").unwrap();
+        set(&path, "serving.completion_deadline_ms", "120").unwrap();
+        set(&path, "schedule.window", "22:30-05:00").unwrap();
+        set(&path, "rollout.automatic", "false").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# mine\n[serving]\n# fast\ndebounce_ms = 10\n"), "{text}");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.serving.completion_deadline_ms, 120);
+        assert_eq!(config.schedule.window, "22:30-05:00");
+        assert!(!config.rollout.automatic);
+        assert_eq!(get(&path, "schedule.window").unwrap(), "\"22:30-05:00\"");
+        assert_eq!(get(&path, "daemon.idle_exit_secs").unwrap(), "900");
+
+        for (key, value, says) in [
+            ("serving.deadline", "80", "unknown field `deadline`"),
+            ("serving.completion_deadline_ms", "soon", "serving.completion_deadline_ms = soon"),
+            ("rollout.canary_share", "2", "not a share"),
+            ("deadline", "80", "is not SECTION.KEY"),
+            ("schedule.window", "late", "not a window such as 01:00-06:00"),
+        ] {
+            let error = set(&path, key, value).unwrap_err().to_string();
+            assert!(error.contains(says), "{key}: {error}");
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "a refused value leaves the file as it was");
+        assert!(get(&path, "serving.nothing").is_err());
     }
 
     #[test]

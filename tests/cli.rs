@@ -9,7 +9,7 @@ fn marunochi(home: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn every_command_has_help() {
     let home = tempfile::tempdir().unwrap();
-    let commands: [&[&str]; 18] = [
+    let commands: [&[&str]; 23] = [
         &["--help"],
         &["proxy", "--help"],
         &["lsp", "--help"],
@@ -23,6 +23,11 @@ fn every_command_has_help() {
         &["eval", "--help"],
         &["adapters", "list", "--help"],
         &["adapters", "promote", "--help"],
+        &["adapters", "rollout", "--help"],
+        &["adapters", "check", "--help"],
+        &["config", "get", "--help"],
+        &["config", "set", "--help"],
+        &["config", "path", "--help"],
         &["schedule", "status", "--help"],
         &["schedule", "run-now", "--help"],
         &["schedule", "tick", "--help"],
@@ -49,6 +54,8 @@ fn every_command_has_help() {
         "train",
         "schedule",
         "demo",
+        "config",
+        "adapters",
     ];
     for command in commands {
         assert!(top.contains(command), "{top}");
@@ -222,4 +229,19 @@ fn complete_uses_the_configured_model_and_the_languages_active_adapter() {
     let out = marunochi(home.path(), &["complete", &at]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no model: pass --model"));
+}
+
+#[test]
+fn config_set_changes_one_setting_and_refuses_bad_ones() {
+    let home = tempfile::tempdir().unwrap();
+    let out = marunochi(home.path(), &["config", "set", "schedule.window", "22:30-05:00"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "schedule.window = \"22:30-05:00\"\n");
+    let out = marunochi(home.path(), &["config", "set", "serving.completion_deadline_ms", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected u64"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = marunochi(home.path(), &["config", "get", "serving.completion_deadline_ms"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "80\n");
+    let out = marunochi(home.path(), &["config", "path"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), home.path().join("config.toml").to_str().unwrap());
 }

@@ -86,6 +86,14 @@ fn inline_completion_comes_from_the_daemon_and_acceptance_is_recorded() {
     let bad = command(&mut client, "marunochi.accept", json!([]));
     assert!(bad["error"]["message"].as_str().unwrap().contains("suggestion id"), "{bad}");
 
+    // What an editor's status bar shows: the model, no adapters yet, today's suggestion.
+    let status = eventually("the shown suggestion in today's counts", || {
+        let status = command(&mut client, "marunochi.status", json!([]))["result"].clone();
+        (status["today"]["python"]["shown"] == 1).then_some(status)
+    });
+    assert_eq!(status["model"], "smollm2-135m-instruct.gguf", "{status}");
+    assert_eq!((&status["adapters"], &status["problem"]), (&json!({}), &Value::Null), "{status}");
+
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }
@@ -311,6 +319,9 @@ fn each_language_is_served_by_its_own_expert_and_promotion_needs_no_restart() {
     let status = daemon_status(&home).unwrap();
     assert!(status.adapters.contains(&"python/py-v2".to_owned()), "{status:?}");
     assert_eq!(status.model_loads, 1, "promotion does not reload the model");
+    let status = command(&mut client, "marunochi.status", json!([]))["result"].clone();
+    assert_eq!(status["adapters"]["python"], json!({"active": "py-v2", "canary": null, "shadow": null}), "{status}");
+    assert_eq!(status["adapters"]["rust"]["active"], "rs-v1", "{status}");
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }

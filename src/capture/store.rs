@@ -811,6 +811,25 @@ impl Store {
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
+    /// Today's suggestions (local calendar day) per language: (shown, decided, taken).
+    pub fn today(&self) -> Result<Vec<(String, usize, usize, usize)>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT coalesce(language, ''), count(*), sum(action != 'shown'),
+                        sum(action IN ('accepted', 'partial', 'corrected'))
+                 FROM interactions WHERE timestamp >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', 'localtime', 'start of day', 'utc')
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| {
+            let count = |i: usize| row.get::<_, Option<i64>>(i).map(|n| n.unwrap_or(0) as usize);
+            Ok((row.get(0)?, count(1)?, count(2)?, count(3)?))
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// `PRAGMA integrity_check`: `ok`, or what is wrong.
     pub fn integrity(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))

@@ -263,8 +263,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Your expert adapters: list them, put one in service, roll back, remove. Serving follows at
-    /// the next keystroke; no restart.
+    /// Read or change one setting of config.toml (documented in the README, with its default).
+    ///
+    /// `set` keeps the rest of the file as it was and refuses an unknown key or a wrong value,
+    /// e.g. `marunochi config set schedule.window 22:30-05:00`.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Your expert adapters: list them, roll a new one out, put one in service, roll back, remove.
+    /// Serving follows at the next keystroke; no restart.
     Adapters {
         #[command(subcommand)]
         action: AdaptersAction,
@@ -393,6 +401,16 @@ enum AdaptersAction {
 }
 
 #[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// The value of SECTION.KEY (the default when the file does not set it), as TOML.
+    Get { key: String },
+    /// Set SECTION.KEY to VALUE (TOML: `80`, `true`, `0.2`; otherwise a string).
+    Set { key: String, value: String },
+    /// Where config.toml is.
+    Path,
+}
+
+#[derive(Subcommand, Debug)]
 enum ScheduleAction {
     /// Per language: examples, last adapter, what triggers training (or why nothing does); the
     /// window, load and power.
@@ -481,6 +499,22 @@ pub fn main() -> ExitCode {
         Command::Curate { language, out, min_quality, since } => curate(&home, language, out, min_quality, since),
         Command::Schedule { action } => schedule(&home, action),
         Command::Adapters { action } => adapters(&home, action),
+        Command::Config { action } => {
+            let path = home.config_file();
+            let result = match action {
+                ConfigAction::Get { key } => crate::config::get(&path, &key).map(|value| println!("{value}")),
+                ConfigAction::Set { key, value } => crate::config::set(&path, &key, &value)
+                    .map(|()| println!("{key} = {}", crate::config::get(&path, &key).unwrap_or(value))),
+                ConfigAction::Path => Ok(println!("{}", path.display())),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("marunochi: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Eval { language, adapter, against, model, heldout, humaneval, problems, full, json } => {
             let config = match strict_config(&home) {
                 Ok(config) => config,

@@ -263,6 +263,9 @@ fn learn(options: &Options, workspace: &Path) -> Result<(), DemoError> {
         let version =
             registry.promote("python", None, &fingerprint, false).map_err(|e| DemoError::Setup(e.to_string()))?;
         println!("✓ python/{version} promoted: serving uses it from the next keystroke");
+        println!(
+            "  (promoted at once for the demo; after a scheduled run it would first be rolled out:\n   shadow, then canary on a share of your requests, then active — `marunochi adapters check`)"
+        );
     }
 
     let stub = workspace.join("new.py");

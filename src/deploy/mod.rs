@@ -53,6 +53,33 @@ pub struct Entry {
     pub gate_verdict: Option<String>,
 }
 
+/// The versions serving uses for one language, read from the links alone (no store, no writes:
+/// cheap enough for an editor's status bar).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Serving {
+    pub active: Option<String>,
+    pub canary: Option<String>,
+    pub shadow: Option<String>,
+}
+
+/// Per language with any link, what it serves.
+pub fn serving(adapters: &Path) -> std::collections::BTreeMap<String, Serving> {
+    let mut languages = std::collections::BTreeMap::new();
+    for language in std::fs::read_dir(adapters).into_iter().flatten().flatten() {
+        let Some(name) = language.file_name().to_str().map(str::to_owned) else { continue };
+        let linked = |stage: &str| {
+            std::fs::read_link(language.path().join(stage))
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+        };
+        let stages = Serving { active: linked("active"), canary: linked("canary"), shadow: linked("shadow") };
+        if stages != Serving::default() {
+            languages.insert(name, stages);
+        }
+    }
+    languages
+}
+
 /// What [`Registry::roll_back_newest`] took out of service.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RolledBack {

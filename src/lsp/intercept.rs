@@ -13,6 +13,9 @@ pub const FEEDBACK_COMMAND: &str = "marunochi.feedback";
 /// Returns our mirror of a document (`[uri]`): lets tests and bug reports see what we see.
 pub const DEBUG_DOCUMENT_COMMAND: &str = "marunochi.debug.document";
 
+/// What an editor's status bar shows: the model, each language's adapters, today's acceptance.
+pub const STATUS_COMMAND: &str = "marunochi.status";
+
 /// Returns the suggestions this proxy showed recently and whether each was accepted (tests, bug reports).
 pub const DEBUG_SUGGESTIONS_COMMAND: &str = "marunochi.debug.suggestions";
 

@@ -378,10 +378,10 @@ impl Serving {
         self.recent.push_back((suggestion.clone(), false));
     }
 
-    /// `marunochi.accept`, `marunochi.feedback` and `marunochi.debug.suggestions`; `None` for other
-    /// commands. `Err` is a JSON-RPC error (code, message).
+    /// `marunochi.accept`, `marunochi.feedback`, `marunochi.status` and `marunochi.debug.suggestions`;
+    /// `None` for other commands. `Err` is a JSON-RPC error (code, message).
     pub fn command(&mut self, command: &str, arguments: &[Value]) -> Option<Result<Value, (i64, String)>> {
-        use crate::lsp::intercept::{ACCEPT_COMMAND, DEBUG_SUGGESTIONS_COMMAND, FEEDBACK_COMMAND};
+        use crate::lsp::intercept::{ACCEPT_COMMAND, DEBUG_SUGGESTIONS_COMMAND, FEEDBACK_COMMAND, STATUS_COMMAND};
         use crate::lsp::message::code::INVALID_PARAMS;
         Some(match command {
             ACCEPT_COMMAND => match arguments.first().and_then(Value::as_str) {
@@ -409,6 +409,7 @@ impl Serving {
                 self.sink.feedback(id, rating, comment);
                 Ok(Value::Null)
             }
+            STATUS_COMMAND => Ok(self.status()),
             DEBUG_SUGGESTIONS_COMMAND => {
                 let list: Vec<Value> = self
                     .recent
@@ -424,8 +425,37 @@ impl Serving {
         })
     }
 
-    /// `textDocument/publishDiagnostics` from the server, handed to the capture stage with byte
-    /// offsets from the mirror.
+    /// `marunochi.status`: the daemon's model (or why there is none), each language's adapters
+    /// (from the registry's links) and today's suggestions per language (from the store).
+    fn status(&self) -> Value {
+        let (model, problem) = match self.link.state.try_lock() {
+            Ok(state) => (
+                state.client.as_ref().filter(|c| !c.is_closed()).map(|c| c.daemon().model.name.clone()),
+                state.failed.as_ref().map(|(_, reason)| reason.clone()),
+            ),
+            Err(_) => (None, None),
+        };
+        let today = crate::capture::Store::open(&self.link.home.db_path()).and_then(|store| store.today());
+        let today: serde_json::Map<String, Value> = match today {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|(language, shown, decided, taken)| {
+                    (language, json!({"shown": shown, "decided": decided, "taken": taken}))
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "status: the store cannot be read");
+                serde_json::Map::new()
+            }
+        };
+        json!({
+            "model": model,
+            "problem": problem,
+            "adapters": crate::deploy::serving(&self.link.home.adapters_dir()),
+            "today": today,
+        })
+    }
+
     /// The language server's diagnostics of `uri` (published, or the answer to a pull), replacing
     /// the earlier ones.
     pub fn diagnostics(&mut self, uri: &str, list: &[Value], mirror: &Mirror) {
