@@ -505,7 +505,10 @@ pub fn main() -> ExitCode {
                 ConfigAction::Get { key } => crate::config::get(&path, &key).map(|value| println!("{value}")),
                 ConfigAction::Set { key, value } => crate::config::set(&path, &key, &value)
                     .map(|()| println!("{key} = {}", crate::config::get(&path, &key).unwrap_or(value))),
-                ConfigAction::Path => Ok(println!("{}", path.display())),
+                ConfigAction::Path => {
+                    println!("{}", path.display());
+                    Ok(())
+                }
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,
