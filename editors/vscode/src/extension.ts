@@ -1,11 +1,24 @@
 // marunochi for VS Code: starts `marunochi lsp` (or the proxy in front of a server) through
 // vscode-languageclient, which shows its inline completions and registers the commands the server
 // advertises (`marunochi.accept`, run by VS Code when a suggestion is taken). Adds thumbs up/down
-// feedback (keys and a status-bar menu). `vscode` and the language client are passed in, so the
-// wiring is tested under node with stand-ins.
+// feedback (keys and a status-bar menu), a status bar with the model, the adapter serving the current
+// language and today's acceptance (`marunochi.status`, refreshed every 30 s and on editor change),
+// and writes the deadline and night-window settings into marunochi's config (`marunochi config
+// set`). `vscode`, the language client and the process runner are passed in, so the wiring is
+// tested under node with stand-ins.
 
 import type * as vscode from "vscode";
-import { FEEDBACK_COMMAND, Settings, documentSelector, feedbackArguments, launch } from "./settings";
+import {
+  FEEDBACK_COMMAND,
+  STATUS_COMMAND,
+  Settings,
+  Status,
+  configChanges,
+  documentSelector,
+  feedbackArguments,
+  launch,
+  statusText,
+} from "./settings";
 
 /** The part of a LanguageClient this extension uses. */
 export interface Client {
@@ -19,11 +32,17 @@ export type ClientFactory = (
   selector: { scheme: string; language?: string }[],
 ) => Client;
 
+/** Runs `command args` to completion: exit code and stderr. */
+export type Runner = (command: string, args: string[]) => Promise<{ code: number; stderr: string }>;
+
 type Vscode = typeof vscode;
+
+const STATUS_EVERY_MS = 30_000;
 
 export interface Running {
   client?: Client;
   status: vscode.StatusBarItem;
+  refreshStatus?: () => Promise<void>;
 }
 
 export function readSettings(vs: Vscode): Settings {
@@ -34,14 +53,37 @@ export function readSettings(vs: Vscode): Settings {
     mode: c.get<string>("mode", "lsp"),
     serverCommand: c.get<string[]>("serverCommand", []),
     languages: c.get<string[]>("languages", []),
+    completionDeadlineMs: c.get<number | null>("completionDeadlineMs", null),
+    nightWindow: c.get<string>("nightWindow", ""),
   };
 }
 
-export async function activateWith(vs: Vscode, context: vscode.ExtensionContext, makeClient: ClientFactory): Promise<Running> {
+export async function activateWith(
+  vs: Vscode,
+  context: vscode.ExtensionContext,
+  makeClient: ClientFactory,
+  run: Runner,
+): Promise<Running> {
   const status = vs.window.createStatusBarItem(vs.StatusBarAlignment.Right, 100);
   status.command = "marunochi.menu";
   const running: Running = { status };
   context.subscriptions.push(status);
+
+  const refreshStatus = async () => {
+    if (!running.client) return;
+    try {
+      const answer = (await running.client.sendRequest("workspace/executeCommand", {
+        command: STATUS_COMMAND,
+        arguments: [],
+      })) as Status | null;
+      if (!answer) return;
+      const shown = statusText(answer, vs.window.activeTextEditor?.document.languageId);
+      status.text = shown.text;
+      status.tooltip = shown.tooltip;
+    } catch {
+      // An older marunochi without the command, or one restarting: keep what is shown.
+    }
+  };
 
   const start = async () => {
     const settings = readSettings(vs);
@@ -53,6 +95,12 @@ export async function activateWith(vs: Vscode, context: vscode.ExtensionContext,
       void vs.window.showErrorMessage(`marunochi: ${target.error}`);
       return;
     }
+    for (const args of configChanges(settings)) {
+      const result = await run(target.command, args).catch((error) => ({ code: -1, stderr: String(error) }));
+      if (result.code !== 0) {
+        void vs.window.showErrorMessage(`marunochi: setting ${args[2]} failed: ${result.stderr.trim()}`);
+      }
+    }
     status.text = "$(sync~spin) marunochi";
     status.tooltip = `Starting ${target.command} ${target.args.join(" ")}`;
     status.show();
@@ -62,6 +110,7 @@ export async function activateWith(vs: Vscode, context: vscode.ExtensionContext,
       running.client = client;
       status.text = "$(sparkle) marunochi";
       status.tooltip = `marunochi ${settings.model ? `(${settings.model})` : ""}: suggestions on. Click for feedback and stats.`;
+      await refreshStatus();
     } catch (error) {
       status.text = "$(error) marunochi";
       status.tooltip = String(error);
@@ -104,6 +153,15 @@ export async function activateWith(vs: Vscode, context: vscode.ExtensionContext,
       } else if (choice?.includes("Restart")) await vs.commands.executeCommand("marunochi.restart");
     }),
   );
+  const timer = setInterval(() => void refreshStatus(), STATUS_EVERY_MS);
+  timer.unref?.();
+  context.subscriptions.push({ dispose: () => clearInterval(timer) });
+  const editorChanged = vs.window.onDidChangeActiveTextEditor?.(() => void refreshStatus());
+  const settingsChanged = vs.workspace.onDidChangeConfiguration?.((event) => {
+    if (event.affectsConfiguration("marunochi")) void vs.commands.executeCommand("marunochi.restart");
+  });
+  for (const subscription of [editorChanged, settingsChanged]) if (subscription) context.subscriptions.push(subscription);
+  running.refreshStatus = refreshStatus;
   await start();
   return running;
 }
@@ -114,10 +172,18 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   // Loaded here, not at the top: the unit tests run this module without VS Code.
   const vs: Vscode = require("vscode");
   const lc = require("vscode-languageclient/node");
-  current = await activateWith(vs, context, (target, selector) => {
+  const { execFile } = require("node:child_process");
+  const run: Runner = (command, args) =>
+    new Promise((resolve) =>
+      execFile(command, args, (error: { code?: number } | null, _stdout: string, stderr: string) =>
+        resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stderr: stderr || String(error ?? "") }),
+      ),
+    );
+  const makeClient: ClientFactory = (target, selector) => {
     const server = { command: target.command, args: target.args, transport: lc.TransportKind.stdio };
     return new lc.LanguageClient("marunochi", "marunochi", server, { documentSelector: selector });
-  });
+  };
+  current = await activateWith(vs, context, makeClient, run);
 }
 
 export async function deactivate(): Promise<void> {
