@@ -10,6 +10,7 @@ echo
 "$bin" doctor
 echo
 model=$(./scripts/demo-deps.sh)
-PATH="$PWD/.demo-deps/venv/bin:$PATH" "$bin" demo --model "$model"
+# SmolLM2 unless a Qwen2.5-Coder model is configured or found on this machine.
+PATH="$PWD/.demo-deps/venv/bin:$PATH" "$bin" demo --fallback-model "$model"
 echo
 echo "Installed $bin. Point your editor at it: see the README (\"Wire it into your editor\")."

@@ -138,9 +138,13 @@ enum Command {
     /// the eval gate, and completions before and after. Runs in a home of its own
     /// (MARUNOCHI_HOME/demo/<time>/); your own store is not touched.
     Demo {
-        /// The model (default: `[engine] model` in config.toml, else the best model found).
+        /// The model (default: `[engine] model` in config.toml, else a Qwen2.5-Coder model found on
+        /// this machine, else --fallback-model).
         #[arg(long, value_name = "M")]
         model: Option<PathBuf>,
+        /// The model when none of the above is there (the README's main job passes SmolLM2).
+        #[arg(long, value_name = "M")]
+        fallback_model: Option<PathBuf>,
         /// A shorter gate (2 HumanEval problems instead of 20).
         #[arg(long)]
         quick: bool,
@@ -495,7 +499,7 @@ pub fn main() -> ExitCode {
         Command::Run { command } => run(&home, &command),
         Command::Retention { action: RetentionAction::Sweep { now } } => retention_sweep(&home, now),
         Command::Stats { html } => stats(&home, html),
-        Command::Demo { model, quick, server } => demo(&home, model, quick, server),
+        Command::Demo { model, fallback_model, quick, server } => demo(&home, model, fallback_model, quick, server),
         Command::Curate { language, out, min_quality, since } => curate(&home, language, out, min_quality, since),
         Command::Schedule { action } => schedule(&home, action),
         Command::Adapters { action } => adapters(&home, action),
@@ -743,14 +747,19 @@ fn session_id() -> String {
     format!("{}-{:x}", std::process::id(), started.as_millis())
 }
 
-fn demo(home: &Home, model: Option<PathBuf>, quick: bool, server: Vec<String>) -> ExitCode {
+fn demo(home: &Home, model: Option<PathBuf>, fallback: Option<PathBuf>, quick: bool, server: Vec<String>) -> ExitCode {
     let config = match strict_config(home) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let model = match model_or_usage_error(model.as_deref(), config.engine.model.as_deref()) {
+    let found = discovery::discover(&Roots::from_env());
+    let model = match demo::choose_model(model.as_deref(), config.engine.model.as_deref(), &found, fallback.as_deref())
+    {
         Ok(model) => model,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("marunochi: {e}");
+            return ExitCode::from(2);
+        }
     };
     let server = if server.is_empty() { vec!["pylsp".to_owned()] } else { server };
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -18,6 +18,30 @@ use serde_json::{Value, json};
 use crate::capture::Store;
 use editor::Editor;
 
+/// The demo's model: the one named, else the configured one, else a Qwen2.5-Coder model found on
+/// this machine (the family marunochi is built for), else `fallback` (the README's main job passes
+/// SmolLM2 from PyPI).
+pub fn choose_model(
+    named: Option<&Path>,
+    configured: Option<&Path>,
+    found: &[crate::engine::discovery::Found],
+    fallback: Option<&Path>,
+) -> Result<PathBuf, String> {
+    if let Some(path) = named.or(configured) {
+        return Ok(path.to_owned());
+    }
+    let coder = |f: &&crate::engine::discovery::Found| {
+        f.runnable && f.error.is_none() && f.name.to_lowercase().replace(['_', ' '], "-").contains("qwen2.5-coder")
+    };
+    if let Some(found) = found.iter().filter(coder).min_by_key(|f| !f.fim) {
+        return Ok(found.path.clone());
+    }
+    fallback.map(Path::to_owned).ok_or_else(|| {
+        "no model: pass --model, set [engine] model in config.toml, or run ./scripts/main.sh (it fetches SmolLM2)"
+            .to_owned()
+    })
+}
+
 pub struct Options {
     /// The marunochi executable (this one).
     pub exe: PathBuf,
@@ -378,5 +402,37 @@ impl Session {
         std::fs::write(file, &self.text).map_err(|e| DemoError::Session(e.to_string()))?;
         self.editor.notify("textDocument/didClose", json!({"textDocument": {"uri": self.uri}}));
         self.editor.close().map_err(DemoError::Session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_qwen_coder_found_wins_over_the_fallback_but_not_over_a_named_model() {
+        use crate::engine::discovery::{Format, Found, Source};
+        let found = |name: &str, fim: bool, runnable: bool| Found {
+            name: name.into(),
+            path: PathBuf::from(format!("/m/{name}")),
+            source: Source::Hf,
+            format: Format::Gguf,
+            architecture: Some("qwen2".into()),
+            quantization: None,
+            size_bytes: 1,
+            fim,
+            runnable,
+            error: None,
+        };
+        let smol = Path::new("/pypi/smollm2.gguf");
+        let models = [
+            found("Qwen/Qwen2.5-Coder-7B-Instruct", false, false),
+            found("qwen2.5-coder:1.5b-base", true, true),
+            found("HuggingFaceTB/SmolLM2-360M", false, true),
+        ];
+        assert_eq!(choose_model(None, None, &models, Some(smol)).unwrap(), Path::new("/m/qwen2.5-coder:1.5b-base"));
+        assert_eq!(choose_model(None, None, &models[2..], Some(smol)).unwrap(), smol);
+        assert_eq!(choose_model(Some(Path::new("/x.gguf")), None, &models, Some(smol)).unwrap(), Path::new("/x.gguf"));
+        assert!(choose_model(None, None, &[], None).unwrap_err().contains("pass --model"));
     }
 }
