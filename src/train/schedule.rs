@@ -359,7 +359,12 @@ pub fn run(exe: &Path, home: &Home, language: &str, until: Option<SystemTime>) -
 /// rollout of the new version if it passes (shadow, then canary, then active, moved on by the
 /// daemon's rollout checks; `deploy::rollout`).
 fn gate_and_promote(exe: &Path, home: &Home, language: &str) {
-    let status = Command::new(exe).env("MARUNOCHI_HOME", home.root()).args(["eval", "--language", language]).status();
+    let mut command = Command::new(exe);
+    command.env("MARUNOCHI_HOME", home.root()).args(["eval", "--language", language]);
+    if full_gate_due(&home.adapters_dir().join(language), SystemTime::now()) {
+        command.arg("--full");
+    }
+    let status = command.status();
     match status.map(|s| s.code()) {
         Ok(Some(0)) => {
             let registry = crate::deploy::Registry::new(&home.adapters_dir(), &home.db_path());
@@ -378,6 +383,28 @@ fn gate_and_promote(exe: &Path, home: &Home, language: &str) {
         Ok(Some(3)) => tracing::info!(language, "the new adapter did not pass the gate; it stays a candidate"),
         other => tracing::warn!(language, ?other, "the gate could not run"),
     }
+}
+
+/// All of HumanEval.
+const HUMANEVAL_PROBLEMS: u64 = 164;
+
+/// The gate checks forgetting on a fixed subset of HumanEval after each run, and on all of it
+/// once a week: when no gate of the last 7 days (an `eval.json` under `language_dir`) ran the
+/// full set.
+fn full_gate_due(language_dir: &Path, now: SystemTime) -> bool {
+    let week = Duration::from_secs(7 * 86_400);
+    !crate::home::adapter_versions(language_dir).into_iter().any(|(_, name)| {
+        let path = language_dir.join(name).join("eval.json");
+        let recent = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| now.duration_since(at).unwrap_or_default() < week);
+        let full = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|report| report["forgetting"]["problems"].as_u64())
+            .is_some_and(|problems| problems >= HUMANEVAL_PROBLEMS);
+        recent && full
+    })
 }
 
 /// What [`tick`] did.
@@ -444,6 +471,23 @@ mod tests {
         for bad in ["1-6", "25:00-06:00", "01:00", "01:00-01:00", "01:60-02:00"] {
             assert!(bad.parse::<Window>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_full_humaneval_set_runs_once_a_week() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        assert!(full_gate_due(dir.path(), now), "never ran: due");
+        let gate = |version: &str, problems: u64| {
+            std::fs::create_dir_all(dir.path().join(version)).unwrap();
+            let report = serde_json::json!({"forgetting": {"problems": problems}});
+            std::fs::write(dir.path().join(version).join("eval.json"), report.to_string()).unwrap();
+        };
+        gate("v1", 20);
+        assert!(full_gate_due(dir.path(), now), "only the subset ran");
+        gate("v2", 164);
+        assert!(!full_gate_due(dir.path(), now));
+        assert!(full_gate_due(dir.path(), now + Duration::from_secs(8 * 86_400)), "a week later: due again");
     }
 
     #[test]
