@@ -120,7 +120,11 @@ fn rollout_steps_interrupted_between_links_and_store_are_completed() {
     let home = two_versions(dir.path());
     gate_verdict(&home, "v1", true);
     gate_verdict(&home, "v2", true);
+    // A version in shadow promoted by hand skips the rest of its rollout; its shadow link goes.
+    assert!(run_cli(&home, &["adapters", "rollout", "--language", "python", "v1"]).0);
+    assert_eq!(list(&home), states(&[("v1", "shadow"), ("v2", "candidate")]));
     assert!(run_cli(&home, &["adapters", "promote", "--language", "python", "v1"]).0);
+    assert!(std::fs::symlink_metadata(home.join("adapters/python/shadow")).is_err());
     let (ok, _, stderr) = run_cli(&home, &["adapters", "rollout", "--language", "python"]);
     assert!(ok, "{stderr}");
     assert_eq!(list(&home), states(&[("v1", "active"), ("v2", "shadow")]));
