@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -90,14 +90,19 @@ fn history(home: &Path) -> String {
     run_cli(home, &["adapters", "history", "--language", "python"]).1
 }
 
-#[test]
-fn a_shadow_that_matches_the_kept_code_becomes_canary_and_a_canary_that_is_rejected_is_rolled_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = two_trained_versions(dir.path(), ROLLOUT, 20);
-    let root = workspace(dir.path());
+/// A home with v1 active and v2 through the gate, and a workspace.
+fn v1_serving_v2_passed(dir: &Path) -> (PathBuf, PathBuf) {
+    let home = two_trained_versions(dir, ROLLOUT, 20);
     gate_verdict(&home, "v1", true);
     gate_verdict(&home, "v2", true);
     assert!(run_cli(&home, &["adapters", "promote", "--language", "python", "v1"]).0);
+    (home, workspace(dir))
+}
+
+#[test]
+fn a_shadow_that_matches_the_kept_code_becomes_canary_and_a_canary_that_is_rejected_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, root) = v1_serving_v2_passed(dir.path());
     let (ok, stdout, stderr) = run_cli(&home, &["adapters", "rollout", "--language", "python", "v2"]);
     assert!(ok && stdout.contains("v2 is the shadow"), "{stdout}{stderr}");
     assert_eq!(link(&home, "shadow").as_deref(), Some("v2"));
@@ -157,11 +162,7 @@ fn a_shadow_that_matches_the_kept_code_becomes_canary_and_a_canary_that_is_rejec
 #[test]
 fn a_canary_as_good_as_the_active_takes_over_and_is_rolled_back_when_its_acceptance_drops() {
     let dir = tempfile::tempdir().unwrap();
-    let home = two_trained_versions(dir.path(), ROLLOUT, 20);
-    let root = workspace(dir.path());
-    gate_verdict(&home, "v1", true);
-    gate_verdict(&home, "v2", true);
-    assert!(run_cli(&home, &["adapters", "promote", "--language", "python", "v1"]).0);
+    let (home, root) = v1_serving_v2_passed(dir.path());
     assert!(run_cli(&home, &["adapters", "rollout", "--language", "python", "v2", "--skip-shadow"]).0);
 
     // Both taken alike and their code kept (retention checks found all of it).
