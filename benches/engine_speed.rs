@@ -95,11 +95,15 @@ fn throughput(name: &str) {
     };
     let go = AtomicBool::new(false);
     engine.continue_text(&TokenRequest { cache_key: "warmup", max_new_tokens: 4, ..request }, &go).unwrap();
-    // Best of three cold runs (each its own cache), on both sides: this machine's timings wander.
-    let runs: Vec<_> = ["run-1", "run-2", "run-3"]
-        .into_iter()
-        .map(|key| engine.continue_text(&TokenRequest { cache_key: key, ..request }, &go).unwrap())
-        .collect();
+    // Best of three cold runs (each its own cache) on both sides, taken in turns: this machine's
+    // speed wanders from minute to minute.
+    let gguf = path.extension().is_some_and(|e| e == "gguf");
+    let mut reference = Vec::new();
+    let mut runs = Vec::new();
+    for key in ["run-1", "run-2", "run-3"] {
+        runs.push(engine.continue_text(&TokenRequest { cache_key: key, ..request }, &go).unwrap());
+        reference.extend(gguf.then(|| llama_cpp(&path, &prompt, 64)).flatten());
+    }
     let prefill_ms = runs.iter().map(|r| r.prefill_ms).fold(f64::MAX, f64::min);
     let decode = runs.iter().map(|r| r.decode_tok_s).fold(0.0, f64::max);
     let run = &runs[0];
@@ -108,8 +112,7 @@ fn throughput(name: &str) {
         "{name:<32} prefill {prefill:>7.1} tok/s ({} tokens in {prefill_ms:.0} ms)   decode {decode:>6.1} tok/s ({} tokens)   best of 3",
         run.prompt_tokens, run.generated_tokens
     );
-    if path.extension().is_some_and(|e| e == "gguf") {
-        let reference: Vec<(f64, f64)> = (0..3).filter_map(|_| llama_cpp(&path, &prompt, 64)).collect();
+    if gguf {
         let best = (!reference.is_empty())
             .then(|| reference.iter().fold((0f64, 0f64), |(p, d), (rp, rd)| (p.max(*rp), d.max(*rd))));
         match best {
