@@ -413,7 +413,7 @@ fn spawn_worker(jobs: std::sync::mpsc::Receiver<Job>, shared: &Arc<Shared>, db: 
 }
 
 /// Generates one shadow sample and keeps it in the store; a request arriving meanwhile interrupts
-/// it (it goes back to the queue once).
+/// it (it goes back to the front of the queue, until it is a minute old).
 fn run_shadow(
     engine: &Engine,
     shadow: ShadowJob,
