@@ -106,7 +106,7 @@ shadow_min_samples = 20
 shadow_margin = 0.1
 # The canary serves this share of requests. With at least `canary_min_suggestions` decided
 # suggestions it becomes active when its acceptance and retention are not worse than the active
-# version's by more than `acceptance_drop` (relative, 95% confidence), and it is rolled back when
+# version's by more than `acceptance_drop` (relative, 80% confidence), and it is rolled back when
 # its acceptance is lower by more than `acceptance_drop` (relative) or its error rate higher by
 # more than `error_rise` (points), significantly. The same triggers roll an active adapter back
 # to the one it replaced.

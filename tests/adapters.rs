@@ -145,9 +145,12 @@ fn rollout_steps_interrupted_between_links_and_store_are_completed() {
     assert_eq!(list(&home), states(&[("v1", "retired"), ("v2", "active")]));
     assert_eq!((linked("canary"), linked("active")), (None, Some(PathBuf::from("v2"))));
 
+    // A rollback to v1, stopped after the active link went back: v2 is rolled back, not retired
+    // (so it is nobody's previous version).
+    point("active", "v1");
+    assert_eq!(list(&home), states(&[("v1", "active"), ("v2", "rolled_back")]));
+
     // A canary's rollback, stopped after its link was removed.
-    let (ok, stdout, stderr) = run_cli(&home, &["adapters", "rollback", "--language", "python"]);
-    assert!(ok && stdout.contains("back to v1"), "{stdout}{stderr}");
     let (ok, stdout, stderr) = run_cli(&home, &["adapters", "rollout", "--language", "python", "v2", "--skip-shadow"]);
     assert!(ok && stdout.contains("v2 is the canary"), "{stdout}{stderr}");
     std::fs::remove_file(python.join("canary")).unwrap();
@@ -158,6 +161,7 @@ fn rollout_steps_interrupted_between_links_and_store_are_completed() {
         "v2    shadow -> canary: the canary link names it (an interrupted change completed)",
         "v2    canary -> active: the active link names it (an interrupted change completed)",
         "v1    active -> retired: the active link no longer names it (an interrupted change completed)",
+        "v2    active -> rolled_back: the active link no longer names it (an interrupted change completed)",
         "v2    canary -> rolled_back: the canary link no longer names it (an interrupted change completed)",
     ] {
         assert!(history.contains(line), "{line:?} in\n{history}");
@@ -169,4 +173,12 @@ fn rollout_steps_interrupted_between_links_and_store_are_completed() {
     let (ok, stdout, _) = run_cli(&home, &["adapters", "rollback", "--language", "python"]);
     assert!(ok && stdout.contains("the shadow v2 is rolled back"), "{stdout}");
     assert_eq!(list(&home), states(&[("v1", "active"), ("v2", "rolled_back")]));
+
+    // A newer rollout supersedes one under way: its version waits as a candidate again.
+    let copy = std::process::Command::new("cp").arg("-r").arg(python.join("v2")).arg(python.join("v3")).status();
+    assert!(copy.unwrap().success());
+    assert!(run_cli(&home, &["adapters", "rollout", "--language", "python", "v2"]).0);
+    assert!(run_cli(&home, &["adapters", "rollout", "--language", "python", "v3"]).0);
+    assert_eq!(list(&home), states(&[("v1", "active"), ("v2", "candidate"), ("v3", "shadow")]));
+    assert_eq!(linked("shadow"), Some(PathBuf::from("v3")));
 }

@@ -199,6 +199,17 @@ fn data_path_export_and_forget() {
     store.batch(|b| b.shown(&shown_row("old", &uri("a.py"), 1_735_689_600_000))).unwrap();
     store.batch(|b| b.shown(&shown_row("lib", &uri("src/lib.py"), 1_780_272_000_000))).unwrap();
     store.batch(|b| b.shown(&shown_row("main", &uri("main.py"), 1_780_358_400_000))).unwrap();
+    // A rollout's shadow sample for lib.py holds that file's code too.
+    let sample = marunochi::capture::ShadowSample {
+        language: "python".into(),
+        version: "v2".into(),
+        document: uri("src/lib.py"),
+        request_hash: "h".into(),
+        served_model_version: "m".into(),
+        served_text: "suggestion lib".into(),
+        shadow_text: "shadow of lib".into(),
+    };
+    store.record_shadow(&sample).unwrap();
     drop(store);
 
     let (ok, out, _) = data(&home, &["path"]);
@@ -225,6 +236,7 @@ fn data_path_export_and_forget() {
     assert!(store.interaction("main").unwrap().is_some());
     let bytes = std::fs::read(home.join("marunochi.db")).unwrap();
     assert!(!bytes.windows(14).any(|w| w == b"suggestion lib"), "forgotten text is gone from the file");
+    assert!(!bytes.windows(13).any(|w| w == b"shadow of lib"), "and its shadow sample with it");
     let (ok, _, err) = data(&home, &["forget", "--all"]);
     assert!(ok && err.contains("forgot 1 interaction"), "{err}");
 }

@@ -209,6 +209,16 @@ impl Store {
             Forget::Before(date) => self.conn.execute("DELETE FROM interactions WHERE timestamp < ?1", [date]),
         }
         .map_err(failed)?;
+        // The rollout's shadow samples hold the same documents' code.
+        match what {
+            Forget::All => self.conn.execute("DELETE FROM shadow_samples", []),
+            Forget::File(uri) => self.conn.execute(
+                "DELETE FROM shadow_samples WHERE document = ?1 OR document LIKE ?2 ESCAPE '\\'",
+                params![uri, below(uri)],
+            ),
+            Forget::Before(date) => self.conn.execute("DELETE FROM shadow_samples WHERE at < ?1", [date]),
+        }
+        .map_err(failed)?;
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(failed)?;
         Ok(deleted)
     }
@@ -761,17 +771,18 @@ impl Store {
             .map_err(|e| classify(&self.path, e))
     }
 
-    /// The judged shadow samples of one version: (served similarity, shadow similarity).
-    pub fn shadow_results(&self, language: &str, version: &str) -> Result<Vec<(f64, f64)>, StoreError> {
+    /// The judged shadow samples of one version taken since `since` (its current shadow stage):
+    /// (served similarity, shadow similarity).
+    pub fn shadow_results(&self, language: &str, version: &str, since: &str) -> Result<Vec<(f64, f64)>, StoreError> {
         let failed = |e| classify(&self.path, e);
         let mut statement = self
             .conn
             .prepare(
                 "SELECT served_similarity, shadow_similarity FROM shadow_samples
-                 WHERE language = ?1 AND version = ?2 AND shadow_similarity IS NOT NULL ORDER BY rowid",
+                 WHERE language = ?1 AND version = ?2 AND at >= ?3 AND shadow_similarity IS NOT NULL ORDER BY rowid",
             )
             .map_err(failed)?;
-        let rows = statement.query_map(params![language, version], |row| Ok((row.get(0)?, row.get(1)?)));
+        let rows = statement.query_map(params![language, version, since], |row| Ok((row.get(0)?, row.get(1)?)));
         rows.and_then(Iterator::collect).map_err(failed)
     }
 

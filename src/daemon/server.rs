@@ -362,6 +362,9 @@ fn spawn_worker(jobs: std::sync::mpsc::Receiver<Job>, shared: &Arc<Shared>, db: 
             let job = if shadows.is_empty() {
                 jobs.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected)
             } else {
+                // Cleared before the wait, so a request arriving any time after it interrupts the
+                // shadow generation that may follow.
+                interrupt.store(false, Ordering::Relaxed);
                 jobs.recv_timeout(IDLE_BEFORE_SHADOW)
             };
             let job = match job {
@@ -422,7 +425,6 @@ fn run_shadow(
     store: &mut Option<crate::capture::Store>,
     queue: &mut std::collections::VecDeque<ShadowJob>,
 ) {
-    interrupt.store(false, Ordering::Relaxed);
     let (replies, _ignored) = mpsc::unbounded_channel();
     let job = Job { request: shadow.request.clone(), cancel: interrupt.clone(), replies, received: Instant::now() };
     let cache_key = format!("shadow\0{}", shadow.request.document);

@@ -157,7 +157,8 @@ impl Registry {
 
     /// Starts the rollout of `version` (default: the newest candidate that passed the gate): it
     /// becomes the shadow, or the canary straight away when `skip_shadow`. A rollout already
-    /// under way for `language` is superseded (its version retired). Refused like `promote`.
+    /// under way for `language` is superseded (its version a candidate again: it never served
+    /// everyone, so it is nobody's "previous version"). Refused like `promote`.
     pub fn start_rollout(
         &self,
         language: &str,
@@ -172,7 +173,7 @@ impl Registry {
         let mut changes = Vec::new();
         for running in rows.iter().filter(|r| (r.state == "shadow" || r.state == "canary") && r.version != version) {
             self.point(language, &running.state, None)?;
-            changes.push(change(language, &running.version, "retired", &format!("superseded by {version}")));
+            changes.push(change(language, &running.version, "candidate", &format!("superseded by {version}")));
         }
         self.point(language, stage, Some(&version))?;
         changes.push(change(language, &version, stage, "passed the gate: rollout started"));
@@ -380,7 +381,10 @@ impl Registry {
                 changes.push(c);
             }
         }
-        let someone_active = linked.iter().any(|(stage, _)| *stage == "active");
+        // The version the active link names now, as the store last knew it: a retired one means the
+        // interrupted change was a rollback (the one it replaced is rolled back, not retired).
+        let now_active = linked.iter().find(|(stage, _)| *stage == "active").map(|(_, v)| v.as_str());
+        let now_active_was = now_active.and_then(|v| rows.iter().find(|r| r.version == v)).map(|r| r.state.as_str());
         for row in &rows {
             if !on_disk.contains(&row.version) {
                 if row.state != "removed" {
@@ -396,7 +400,8 @@ impl Registry {
                     &format!("the {stage} link names it (an interrupted change completed)"),
                 )),
                 None if SERVED.contains(&row.state.as_str()) => {
-                    let to = if row.state == "active" && someone_active { "retired" } else { "rolled_back" };
+                    let replaced = row.state == "active" && now_active.is_some() && now_active_was != Some("retired");
+                    let to = if replaced { "retired" } else { "rolled_back" };
                     changes.push(change(
                         language,
                         &row.version,

@@ -98,15 +98,20 @@ pub fn tick(home: &Home, config: &Config) -> Result<Report, RolloutError> {
     for language in languages {
         let of = |state: &str| entries.iter().find(|e| e.language == language && e.state == state);
         let active = of("active");
+        // At most one change per language and check: the entries above describe the state before it.
         if let Some(shadow) = of("shadow") {
-            let verdict = decide_shadow(&store.shadow_results(language, &shadow.version)?, settings);
-            apply(&registry, &mut store, shadow, verdict, &mut report)?;
+            let verdict = decide_shadow(&store.shadow_results(language, &shadow.version, &shadow.since)?, settings);
+            if apply(&registry, &mut store, shadow, verdict, &mut report)? {
+                continue;
+            }
         }
         if let Some(canary) = of("canary") {
             let outcomes = store.version_outcomes(language, &canary.since, threshold)?;
             let (mine, reference) = split(&outcomes, language, &canary.version, active.map(|a| a.version.as_str()));
             let verdict = decide_canary(&mine, &reference, settings);
-            apply(&registry, &mut store, canary, verdict, &mut report)?;
+            if apply(&registry, &mut store, canary, verdict, &mut report)? {
+                continue;
+            }
         }
         if let Some(active) = active
             && let Some(previous) = entries
@@ -177,13 +182,14 @@ fn split(
     (sum(Some(version)), sum(reference))
 }
 
+/// Carries out `verdict` on `entry`; whether anything changed.
 fn apply(
     registry: &Registry,
     store: &mut Store,
     entry: &Entry,
     verdict: Verdict,
     report: &mut Report,
-) -> Result<(), RolloutError> {
+) -> Result<bool, RolloutError> {
     let step = |to: &str, reason: String| Step {
         language: entry.language.clone(),
         version: entry.version.clone(),
@@ -192,7 +198,10 @@ fn apply(
         reason,
     };
     match verdict {
-        Verdict::Wait(why) => report.waiting.push(step(&entry.state, why)),
+        Verdict::Wait(why) => {
+            report.waiting.push(step(&entry.state, why));
+            return Ok(false);
+        }
         Verdict::Advance(reason) => {
             registry.advance(&entry.language, &entry.state, &reason)?;
             let to = if entry.state == "shadow" { "canary" } else { "active" };
@@ -225,7 +234,7 @@ fn apply(
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn this_week() -> String {
