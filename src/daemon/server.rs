@@ -431,7 +431,7 @@ fn run_shadow(
     let text = match complete(engine, &job, &cache_key, Some(&shadow.adapter)) {
         Reply::Completed(done) => done.text.unwrap_or_default(),
         Reply::Failed { cancelled: true, .. } => {
-            queue.push_front(ShadowJob { queued: shadow.queued, ..shadow });
+            queue.push_front(shadow);
             return;
         }
         _ => return,

@@ -225,7 +225,7 @@ fn apply(
             }
             if let Some((kind, value, baseline)) = drift {
                 store.record_drift(&[DriftEvent {
-                    week: this_week(),
+                    week: crate::quality::drift::iso_week(crate::capture::now_ms()),
                     language: entry.language.clone(),
                     kind: kind.to_owned(),
                     value: Some(value),
@@ -235,11 +235,6 @@ fn apply(
         }
     }
     Ok(true)
-}
-
-fn this_week() -> String {
-    let (year, week, _) = time::OffsetDateTime::now_utc().to_iso_week_date();
-    format!("{year}-W{week:02}")
 }
 
 /// Shadow → canary when its answers are, with 95% confidence, at most `shadow_margin` less similar

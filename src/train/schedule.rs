@@ -110,7 +110,7 @@ pub fn decide(facts: &LanguageFacts, now_ms: i64, config: &ScheduleConfig) -> Re
     if let Some((step, total)) = facts.interrupted {
         return Ok(Trigger::Resume { step, total });
     }
-    let trained_week = facts.last_adapter.as_ref().map(|(_, ms)| iso_week(*ms));
+    let trained_week = facts.last_adapter.as_ref().map(|(_, ms)| crate::quality::drift::iso_week(*ms));
     // A rollback is the rollout answering a bad adapter; retraining on the same data would not.
     let newer = |e: &DriftEvent| trained_week.as_ref().is_none_or(|w| &e.week > w) && !e.kind.starts_with("rollback");
     let enough_for_drift = facts.examples >= config.min_drift_examples;
@@ -134,13 +134,6 @@ pub fn decide(facts: &LanguageFacts, now_ms: i64, config: &ScheduleConfig) -> Re
         }
         _ => Ok(Trigger::Weekly { examples: facts.examples }),
     }
-}
-
-/// `2026-W48` for a time in ms since the epoch, as the weekly metrics name weeks.
-fn iso_week(ms: i64) -> String {
-    let time = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let (year, week, _) = time.to_iso_week_date();
-    format!("{year}-W{week:02}")
 }
 
 /// Whether the machine may train now.
@@ -543,11 +536,5 @@ mod tests {
         assert_eq!(on_ac_power(root.path()), Some(false));
         supply("AC", &[("type", "Mains"), ("online", "1")]);
         assert_eq!(on_ac_power(root.path()), Some(true));
-    }
-
-    #[test]
-    fn iso_weeks_match_the_metrics_naming() {
-        assert_eq!(iso_week(NOW), "2026-W48");
-        assert_eq!(iso_week(NOW - 7 * DAY), "2026-W47");
     }
 }
