@@ -16,13 +16,13 @@ const BLOCK_BYTES: usize = 20;
 const ROWS_PER_TASK: usize = 32;
 
 /// One row's block scales and nibbles.
-type RowBlocks<'a> = (&'a [(f32, f32)], &'a [u8]);
+type RowBlocks<'a> = (&'a [[f32; 2]], &'a [u8]);
 
 pub(crate) struct Q41Matrix {
     out_features: usize,
     in_features: usize,
     /// `(d, m)` of every block, row-major: a weight is `d · q + m`.
-    scales: Vec<(f32, f32)>,
+    scales: Vec<[f32; 2]>,
     /// 16 bytes per block; byte i holds weight i in its low nibble and weight i + 16 in its high one.
     nibbles: Vec<u8>,
 }
@@ -34,7 +34,7 @@ impl Q41Matrix {
         let blocks = data.chunks_exact(BLOCK_BYTES);
         let scales = blocks
             .clone()
-            .map(|b| (f16::from_le_bytes([b[0], b[1]]).to_f32(), f16::from_le_bytes([b[2], b[3]]).to_f32()))
+            .map(|b| [f16::from_le_bytes([b[0], b[1]]).to_f32(), f16::from_le_bytes([b[2], b[3]]).to_f32()])
             .collect();
         let nibbles = blocks.flat_map(|b| b[4..].iter().copied()).collect();
         Ok(Q41Matrix { out_features, in_features, scales, nibbles })
@@ -43,7 +43,7 @@ impl Q41Matrix {
     /// The weights as an F32 `[out, in]` tensor (for batched prefill matmuls).
     pub(crate) fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
         let mut w = Vec::with_capacity(self.out_features * self.in_features);
-        for (&(d, m), bytes) in self.scales.iter().zip(self.nibbles.chunks_exact(BLOCK / 2)) {
+        for (&[d, m], bytes) in self.scales.iter().zip(self.nibbles.chunks_exact(BLOCK / 2)) {
             w.extend(bytes.iter().map(|b| d * (b & 0x0F) as f32 + m));
             w.extend(bytes.iter().map(|b| d * (b >> 4) as f32 + m));
         }
@@ -51,7 +51,7 @@ impl Q41Matrix {
     }
 
     pub(crate) fn packed_bytes(&self) -> usize {
-        self.scales.len() * std::mem::size_of::<(f32, f32)>() + self.nibbles.len()
+        self.scales.len() * std::mem::size_of::<[f32; 2]>() + self.nibbles.len()
     }
 
     pub(crate) fn out_features(&self) -> usize {
@@ -64,10 +64,17 @@ impl Q41Matrix {
         let rows = x.len() / self.in_features;
         let mut out = vec![0f32; rows * self.out_features];
         let int8 = has_avx2();
+        #[cfg(target_arch = "x86_64")]
+        let vnni = int8 && has_avx512_vnni();
         for (xs, out) in x.chunks_exact(self.in_features).zip(out.chunks_exact_mut(self.out_features)) {
             // Σ W·x = Σ_blocks (d·Σ q·x + m·Σ x): the block sums of x serve every row.
             let block_sums: Vec<f32> = xs.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect();
             let quantized = int8.then(|| Q8Row::new(xs));
+            #[cfg(target_arch = "x86_64")]
+            let paired = quantized
+                .as_ref()
+                .filter(|_| vnni && blocks_per_row.is_multiple_of(2))
+                .map(|q| Q8Pairs::new(q, &block_sums));
             let row_blocks = |row: usize| -> RowBlocks<'_> {
                 let blocks = row * blocks_per_row..(row + 1) * blocks_per_row;
                 (&self.scales[blocks.clone()], &self.nibbles[blocks.start * BLOCK / 2..blocks.end * BLOCK / 2])
@@ -96,8 +103,12 @@ impl Q41Matrix {
                         // activation block loaded once for all four.
                         while row + 4 <= end {
                             let rows = [row_blocks(row), row_blocks(row + 1), row_blocks(row + 2), row_blocks(row + 3)];
-                            // SAFETY: `quantized` exists only when the CPU has AVX2 and FMA.
-                            let values = unsafe { dot_4_rows_q8_avx2(&rows, q, &block_sums) };
+                            let values = match &paired {
+                                // SAFETY: `paired` exists only when the CPU has AVX-512 VNNI.
+                                Some(pairs) => unsafe { dot_4_rows_avx512_vnni(&rows, pairs) },
+                                // SAFETY: `quantized` exists only when the CPU has AVX2 and FMA.
+                                None => unsafe { dot_4_rows_q8_avx2(&rows, q, &block_sums) },
+                            };
                             for (i, value) in values.into_iter().enumerate() {
                                 // SAFETY: as below.
                                 unsafe { *target.at(row + i) = value };
@@ -139,6 +150,94 @@ pub(crate) fn has_avx2() -> bool {
     false
 }
 
+/// Whether the CPU has AVX-512 with VNNI (`vpdpbusd`: u8 × i8 products summed into i32 in one
+/// instruction, 64 bytes wide — two blocks at once).
+pub(crate) fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512vnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// A [`Q8Row`] laid out for the AVX-512 kernel, two blocks per 64 bytes in the order the weights
+/// unpack to (`[x0[..16], x1[..16], x0[16..], x1[16..]]` for blocks 0 and 1), with each pair's
+/// scales spread to match the product lanes (`[s0 ×4, s1 ×4, s0 ×4, s1 ×4]`) and its block sums
+/// as `[0, Σx0, 0, Σx1]` (against `[d0, m0, d1, m1]` they give the minimum terms).
+#[cfg(target_arch = "x86_64")]
+struct Q8Pairs {
+    values: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Q8Pairs {
+    fn new(row: &Q8Row, block_sums: &[f32]) -> Q8Pairs {
+        let pairs = row.scales.len() / 2;
+        let (mut values, mut scales, mut sums) =
+            (Vec::with_capacity(pairs * 64), Vec::with_capacity(pairs * 16), Vec::with_capacity(pairs * 4));
+        for p in 0..pairs {
+            let (x0, x1) = (&row.values[2 * p * BLOCK..][..BLOCK], &row.values[(2 * p + 1) * BLOCK..][..BLOCK]);
+            for half in [&x0[..16], &x1[..16], &x0[16..], &x1[16..]] {
+                values.extend_from_slice(half);
+            }
+            let (s0, s1) = (row.scales[2 * p], row.scales[2 * p + 1]);
+            for s in [s0, s1, s0, s1] {
+                scales.extend_from_slice(&[s; 4]);
+            }
+            sums.extend_from_slice(&[0.0, block_sums[2 * p], 0.0, block_sums[2 * p + 1]]);
+        }
+        Q8Pairs { values, scales, sums }
+    }
+}
+
+/// [`dot_4_rows_q8_avx2`] with AVX-512 VNNI, two blocks per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+fn dot_4_rows_avx512_vnni(rows: &[RowBlocks<'_>; 4], x: &Q8Pairs) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let low_mask = _mm256_set1_epi8(0x0F);
+    // Lanes of [d0, m0, d1, m1] → [d0 ×4, d1 ×4, d0 ×4, d1 ×4].
+    let spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut minimums = [_mm_setzero_ps(); 4];
+    for p in 0..x.sums.len() / 4 {
+        // SAFETY: pair p has 64 activation bytes, 16 scale floats and 4 sums; every row has blocks
+        // 2p and 2p + 1 (16 nibble bytes and one (d, m) pair each); unaligned loads.
+        let (xq, x_scale, sums) = unsafe {
+            (
+                _mm512_loadu_si512(x.values.as_ptr().add(p * 64).cast()),
+                _mm512_loadu_ps(x.scales.as_ptr().add(p * 16)),
+                _mm_loadu_ps(x.sums.as_ptr().add(p * 4)),
+            )
+        };
+        for (r, (scales, nibbles)) in rows.iter().enumerate() {
+            // SAFETY: as above; `[f32; 2]` pairs are two adjacent f32s.
+            let (packed, dm) = unsafe {
+                (
+                    _mm256_loadu_si256(nibbles.as_ptr().add(p * BLOCK).cast()),
+                    _mm_loadu_ps(scales.as_ptr().add(2 * p).cast()),
+                )
+            };
+            let low = _mm256_and_si256(packed, low_mask);
+            let high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low_mask);
+            let weights = _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
+            let products = _mm512_dpbusd_epi32(_mm512_setzero_si512(), weights, xq);
+            let d = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(dm));
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, x_scale), _mm512_cvtepi32_ps(products), acc[r]);
+            minimums[r] = _mm_fmadd_ps(dm, sums, minimums[r]);
+        }
+    }
+    std::array::from_fn(|r| {
+        let m = minimums[r];
+        let pairs = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        _mm512_reduce_add_ps(acc[r]) + _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
+    })
+}
+
 /// One activation row rounded to 8 bits per block of 32 (a scale per block), as llama.cpp and
 /// candle do for their Q4_1 kernels: the products then run on integer SIMD (`maddubs`), twice the
 /// width of float FMAs. The minimum term keeps the exact float block sums.
@@ -164,13 +263,13 @@ impl Q8Row {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn dot_row_q8_avx2(scales: &[(f32, f32)], nibbles: &[u8], x: &Q8Row, block_sums: &[f32]) -> f32 {
+fn dot_row_q8_avx2(scales: &[[f32; 2]], nibbles: &[u8], x: &Q8Row, block_sums: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let low_mask = _mm_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_ps();
     let mut minimums = 0f32;
-    for (b, &(d, m)) in scales.iter().enumerate() {
+    for (b, &[d, m]) in scales.iter().enumerate() {
         // SAFETY: block b has 16 bytes of nibbles and 32 activation bytes (the slices were cut to
         // whole blocks); unaligned loads.
         let (packed, xq) = unsafe {
@@ -208,7 +307,7 @@ fn dot_4_rows_q8_avx2(rows: &[RowBlocks<'_>; 4], x: &Q8Row, block_sums: &[f32]) 
         // 32 bytes per block; unaligned loads.
         let xq = unsafe { _mm256_loadu_si256(x.values.as_ptr().add(b * BLOCK).cast()) };
         for (r, (scales, nibbles)) in rows.iter().enumerate() {
-            let (d, m) = scales[b];
+            let [d, m] = scales[b];
             // SAFETY: as above.
             let packed = unsafe { _mm_loadu_si128(nibbles.as_ptr().add(b * BLOCK / 2).cast()) };
             let low = _mm_and_si128(packed, low_mask);
@@ -226,12 +325,12 @@ fn dot_4_rows_q8_avx2(rows: &[RowBlocks<'_>; 4], x: &Q8Row, block_sums: &[f32]) 
 }
 
 /// One output value in F32 (CPUs without AVX2).
-fn dot_row(scales: &[(f32, f32)], nibbles: &[u8], xs: &[f32], block_sums: &[f32]) -> f32 {
+fn dot_row(scales: &[[f32; 2]], nibbles: &[u8], xs: &[f32], block_sums: &[f32]) -> f32 {
     // Sixteen independent accumulators across all blocks, reduced once at the end: a per-block sum
     // would serialise the additions and keep the loop scalar.
     let mut lanes = [0f32; BLOCK / 2];
     let mut minimums = 0f32;
-    for (((&(d, m), bytes), x), sum) in
+    for (((&[d, m], bytes), x), sum) in
         scales.iter().zip(nibbles.chunks_exact(BLOCK / 2)).zip(xs.chunks_exact(BLOCK)).zip(block_sums)
     {
         let (low, high) = x.split_at(BLOCK / 2);
@@ -247,6 +346,32 @@ fn dot_row(scales: &[(f32, f32)], nibbles: &[u8], xs: &[f32], block_sums: &[f32]
 mod tests {
     use super::*;
     use candle_core::quantized::GgmlDType;
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_avx512_kernel_equals_the_avx2_one() {
+        if !has_avx512_vnni() {
+            eprintln!("no AVX-512 VNNI on this CPU: nothing to compare");
+            return;
+        }
+        let device = Device::Cpu;
+        let (out_features, in_features) = (4, 576);
+        let w = Tensor::randn(0f32, 0.5, (out_features, in_features), &device).unwrap();
+        let matrix = Q41Matrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q4_1).unwrap()).unwrap();
+        let xs: Vec<f32> = Tensor::randn(0f32, 1.0, in_features, &device).unwrap().to_vec1().unwrap();
+        let sums: Vec<f32> = xs.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect();
+        let q = Q8Row::new(&xs);
+        let blocks = in_features / BLOCK;
+        let rows: [RowBlocks<'_>; 4] = std::array::from_fn(|r| {
+            (&matrix.scales[r * blocks..][..blocks], &matrix.nibbles[r * blocks * BLOCK / 2..][..blocks * BLOCK / 2])
+        });
+        // SAFETY: both feature sets were checked above.
+        let (avx2, avx512) =
+            unsafe { (dot_4_rows_q8_avx2(&rows, &q, &sums), dot_4_rows_avx512_vnni(&rows, &Q8Pairs::new(&q, &sums))) };
+        for (a, b) in avx2.iter().zip(&avx512) {
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{avx2:?} vs {avx512:?}");
+        }
+    }
 
     #[test]
     fn matmul_and_dequantize_equal_candles_dequantized_weights() {
@@ -276,7 +401,7 @@ mod tests {
                 .map(|k| {
                     let block = &x[k / BLOCK * BLOCK..][..BLOCK];
                     let step = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-                    let (_, minimum) = matrix.scales[j * blocks + k / BLOCK];
+                    let [_, minimum] = matrix.scales[j * blocks + k / BLOCK];
                     (weights[j * in_features + k] - minimum).abs() * step / 2.0
                 })
                 .sum();
