@@ -114,8 +114,8 @@ fn reference_gguf_stepwise(path: &Path, tokens: &[u32], qwen: bool) -> Vec<f32> 
     last
 }
 
-/// Decoding (one row at a time) uses candle's quantized kernels and must match candle-transformers
-/// exactly. Prefill dequantizes the weights for a batched F32 matmul (several times faster); the
+/// Decoding (one row at a time) uses candle's quantized kernels, or for Q8_0 our own (which rounds
+/// the activations as candle does), and must match candle-transformers exactly. Prefill dequantizes the weights for a batched F32 matmul (several times faster); the
 /// quantized kernel also rounds the activations to 8 bits, so there the two differ by that rounding.
 fn check_gguf(name: &str, tokens: &[u32], qwen: bool, prefill_tolerance: f32) {
     let engine = load(name);

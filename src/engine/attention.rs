@@ -45,7 +45,7 @@ pub(crate) fn decode(q: &Tensor, k: &Tensor, v: &Tensor, len: usize) -> candle_c
 
 fn one_head(query: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::q4_1::has_avx2() {
+    if super::kernels::has_avx2() {
         // SAFETY: the CPU supports the features the function is compiled for (checked above).
         return unsafe { one_head_avx2(query, keys, values, scale, out) };
     }

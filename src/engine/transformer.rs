@@ -9,8 +9,8 @@ use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::attention;
+use super::kernels::Matrix;
 use super::lora::{Adapter, Projection};
-use super::q4_1::Q41Matrix;
 
 /// How q/k are laid out for RoPE: HF checkpoints rotate the two halves of each head ("neox"),
 /// llama.cpp permutes llama q/k weights so that adjacent pairs rotate ("interleaved").
@@ -41,20 +41,30 @@ pub struct Config {
 /// the memory-light quantized kernel.
 const DEQUANTIZE_FROM_ROWS: usize = 8;
 
-/// A weight matrix as loaded: candle's representation, or Q4_1 with our own decode kernel.
+/// A weight matrix as loaded: candle's representation, or one with our own decode kernel.
 pub(crate) enum Weight {
     Candle(QMatMul),
-    Q41(Q41Matrix),
+    Own(Matrix),
 }
 
 impl Weight {
-    /// Q4_1 gets our kernel (see `q4_1.rs`); everything else stays with candle.
+    /// Q4_1 and Q8_0 on the CPU get our kernels (see `kernels/`); everything else stays with candle.
     pub(crate) fn new(weight: QMatMul) -> candle_core::Result<Weight> {
         match &weight {
-            QMatMul::QTensor(q) if q.dtype() == GgmlDType::Q4_1 && q.device().is_cpu() => {
-                Ok(Weight::Q41(Q41Matrix::from_qtensor(q)?))
-            }
+            QMatMul::QTensor(q) => match Matrix::for_qtensor(q) {
+                Some(matrix) => Ok(Weight::Own(matrix?)),
+                None => Ok(Weight::Candle(weight)),
+            },
             _ => Ok(Weight::Candle(weight)),
+        }
+    }
+
+    /// The GGUF block format the weight is stored in, if quantized.
+    pub(crate) fn quantization(&self) -> Option<GgmlDType> {
+        match self {
+            Weight::Candle(QMatMul::QTensor(q)) => Some(q.dtype()),
+            Weight::Candle(_) => None,
+            Weight::Own(matrix) => Some(matrix.quantization()),
         }
     }
 
@@ -63,7 +73,7 @@ impl Weight {
         match self {
             Weight::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
             Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.elem_count() * t.dtype().size_in_bytes(),
-            Weight::Q41(matrix) => matrix.packed_bytes(),
+            Weight::Own(matrix) => matrix.packed_bytes(),
         }
     }
 
@@ -72,7 +82,7 @@ impl Weight {
         match self {
             Weight::Candle(QMatMul::QTensor(q)) => q.dequantize(device),
             Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.to_dtype(DType::F32),
-            Weight::Q41(matrix) => matrix.dequantize(device),
+            Weight::Own(matrix) => matrix.dequantize(device),
         }
     }
 
@@ -84,10 +94,10 @@ impl Weight {
                 x.broadcast_matmul(&q.dequantize(x.device())?.t()?)
             }
             Weight::Candle(weight) => weight.forward(x),
-            Weight::Q41(matrix) if rows >= DEQUANTIZE_FROM_ROWS => {
+            Weight::Own(matrix) if rows >= DEQUANTIZE_FROM_ROWS => {
                 x.broadcast_matmul(&matrix.dequantize(x.device())?.t()?)
             }
-            Weight::Q41(matrix) => {
+            Weight::Own(matrix) => {
                 let y = matrix.matmul(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?);
                 let mut dims = x.dims().to_vec();
                 *dims.last_mut().expect("activations have a feature dimension") = matrix.out_features();

@@ -395,10 +395,7 @@ fn freeze(weight: Weight, mode: BaseWeights, dtype: DType) -> candle_core::Resul
     let four_bit = |t: GgmlDType| matches!(t, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q4K);
     Ok(match (mode, weight) {
         (BaseWeights::Dense, weight) => Frozen::Dense(weight.dequantize(&Device::Cpu)?.to_dtype(dtype)?),
-        (BaseWeights::FourBit, weight @ Weight::Q41(_)) => Frozen::Packed(weight),
-        (BaseWeights::FourBit, Weight::Candle(QMatMul::QTensor(q))) if four_bit(q.dtype()) => {
-            Frozen::Packed(Weight::Candle(QMatMul::QTensor(q)))
-        }
+        (BaseWeights::FourBit, weight) if weight.quantization().is_some_and(four_bit) => Frozen::Packed(weight),
         (BaseWeights::FourBit, weight) => {
             let dense = weight.dequantize(&Device::Cpu)?;
             drop(weight);

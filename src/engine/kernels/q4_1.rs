@@ -1,19 +1,17 @@
 //! Q4_1 weights with a decode kernel of our own. candle's CPU kernel for Q4_1 is its scalar
 //! fallback (SmolLM2-135M decoded at ~25 tok/s with it). Here each block's scale and minimum are
-//! converted from f16 once at load, the rows are split over candle's spinning thread pool, and with
-//! AVX2 the activations are rounded to 8 bits per block (as llama.cpp and candle do) so the products
-//! run on integer SIMD, four rows at a time (four independent accumulators, each activation block
-//! loaded once); without AVX2 the F32 activations are multiplied directly.
+//! converted from f16 once at load; with AVX2 the products run on 8-bit activations, with AVX-512
+//! VNNI two blocks per instruction; without AVX2 the F32 activations are multiplied directly.
 
+use super::{BLOCK, Q8Row, fill_rows, has_avx2};
+#[cfg(target_arch = "x86_64")]
+use super::{has_avx512_vnni, sum_lanes_128, sum_lanes_256};
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use half::f16;
 
-/// Weights per block; bytes per block in GGUF: f16 scale, f16 minimum, 16 bytes of nibbles.
-const BLOCK: usize = 32;
+/// Bytes per block in GGUF: f16 scale, f16 minimum, 16 bytes of nibbles.
 const BLOCK_BYTES: usize = 20;
-/// Output rows per rayon task: enough work to amortise the scheduling.
-const ROWS_PER_TASK: usize = 32;
 
 /// One row's block scales and nibbles.
 type RowBlocks<'a> = (&'a [[f32; 2]], &'a [u8]);
@@ -79,7 +77,7 @@ impl Q41Matrix {
                 let blocks = row * blocks_per_row..(row + 1) * blocks_per_row;
                 (&self.scales[blocks.clone()], &self.nibbles[blocks.start * BLOCK / 2..blocks.end * BLOCK / 2])
             };
-            let dot = |row: usize| {
+            let one = |row: usize| {
                 let (scales, nibbles) = row_blocks(row);
                 match &quantized {
                     #[cfg(target_arch = "x86_64")]
@@ -88,78 +86,25 @@ impl Q41Matrix {
                     _ => dot_row(scales, nibbles, xs, &block_sums),
                 }
             };
-            // candle's spinning pool, which its own quantized matmuls (the Q8_0 head) use too: a
-            // decode step makes ~200 of these calls, and waking rayon's sleeping workers for each
-            // costs more than the smaller ones take.
-            let tasks = self.out_features.div_ceil(ROWS_PER_TASK);
-            let target = SharedOut(out.as_mut_ptr());
-            candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
-                for task in range {
-                    let end = ((task + 1) * ROWS_PER_TASK).min(self.out_features);
-                    let mut row = task * ROWS_PER_TASK;
-                    #[cfg(target_arch = "x86_64")]
-                    if let Some(q) = &quantized {
-                        // Four rows at a time: four independent accumulator chains, and each
-                        // activation block loaded once for all four.
-                        while row + 4 <= end {
-                            let rows = [row_blocks(row), row_blocks(row + 1), row_blocks(row + 2), row_blocks(row + 3)];
-                            let values = match &paired {
-                                // SAFETY: `paired` exists only when the CPU has AVX-512 VNNI.
-                                Some(pairs) => unsafe { dot_4_rows_avx512_vnni(&rows, pairs) },
-                                // SAFETY: `quantized` exists only when the CPU has AVX2 and FMA.
-                                None => unsafe { dot_4_rows_q8_avx2(&rows, q, &block_sums) },
-                            };
-                            for (i, value) in values.into_iter().enumerate() {
-                                // SAFETY: as below.
-                                unsafe { *target.at(row + i) = value };
-                            }
-                            row += 4;
-                        }
-                    }
-                    for row in row..end {
-                        // SAFETY: every row index belongs to exactly one task, and `out` outlives
-                        // the call (execute_chunked returns when every task is done).
-                        unsafe { *target.at(row) = dot(row) };
+            #[cfg(target_arch = "x86_64")]
+            let four = quantized.as_ref().map(|q| {
+                let (paired, block_sums) = (&paired, &block_sums);
+                move |row: usize| {
+                    let rows = std::array::from_fn(|i| row_blocks(row + i));
+                    match paired {
+                        // SAFETY: `paired` exists only when the CPU has AVX-512 VNNI.
+                        Some(pairs) => unsafe { dot_4_rows_avx512_vnni(&rows, pairs) },
+                        // SAFETY: `quantized` exists only when the CPU has AVX2 and FMA.
+                        None => unsafe { dot_4_rows_q8_avx2(&rows, q, block_sums) },
                     }
                 }
             });
+            #[cfg(not(target_arch = "x86_64"))]
+            let four = None::<fn(usize) -> [f32; 4]>;
+            fill_rows(out, four, one);
         }
         out
     }
-}
-
-/// The output row being filled by the pool's workers, each writing only its own rows.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-// SAFETY: workers write disjoint elements (see `matmul`).
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    fn at(self, index: usize) -> *mut f32 {
-        // SAFETY (callers): `index` is within the row the pointer came from.
-        self.0.wrapping_add(index)
-    }
-}
-
-/// Whether the CPU has AVX2 and FMA, which our fast kernels are built for.
-pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// Whether the CPU has AVX-512 with VNNI (`vpdpbusd`: u8 × i8 products summed into i32 in one
-/// instruction, 64 bytes wide — two blocks at once).
-pub(crate) fn has_avx512_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512bw")
-        && std::is_x86_feature_detected!("avx512vl")
-        && std::is_x86_feature_detected!("avx512vnni");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// A [`Q8Row`] laid out for the AVX-512 kernel, two blocks per 64 bytes in the order the weights
@@ -231,34 +176,7 @@ fn dot_4_rows_avx512_vnni(rows: &[RowBlocks<'_>; 4], x: &Q8Pairs) -> [f32; 4] {
             minimums[r] = _mm_fmadd_ps(dm, sums, minimums[r]);
         }
     }
-    std::array::from_fn(|r| {
-        let m = minimums[r];
-        let pairs = _mm_add_ps(m, _mm_movehl_ps(m, m));
-        _mm512_reduce_add_ps(acc[r]) + _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
-    })
-}
-
-/// One activation row rounded to 8 bits per block of 32 (a scale per block), as llama.cpp and
-/// candle do for their Q4_1 kernels: the products then run on integer SIMD (`maddubs`), twice the
-/// width of float FMAs. The minimum term keeps the exact float block sums.
-struct Q8Row {
-    values: Vec<i8>,
-    scales: Vec<f32>,
-}
-
-impl Q8Row {
-    fn new(xs: &[f32]) -> Q8Row {
-        let mut values = Vec::with_capacity(xs.len());
-        let mut scales = Vec::with_capacity(xs.len() / BLOCK);
-        for block in xs.chunks_exact(BLOCK) {
-            let max = block.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let scale = max / 127.0;
-            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            values.extend(block.iter().map(|x| (x * inverse).round() as i8));
-            scales.push(scale);
-        }
-        Q8Row { values, scales }
-    }
+    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) + sum_lanes_128(minimums[r]))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -287,10 +205,7 @@ fn dot_row_q8_avx2(scales: &[[f32; 2]], nibbles: &[u8], x: &Q8Row, block_sums: &
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.scales[b]), _mm256_cvtepi32_ps(products), acc);
         minimums += m * block_sums[b];
     }
-    let halves = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
-    let total = _mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1));
-    _mm_cvtss_f32(total) + minimums
+    sum_lanes_256(acc) + minimums
 }
 
 /// [`dot_row_q8_avx2`] for four rows at once.
@@ -317,11 +232,7 @@ fn dot_4_rows_q8_avx2(rows: &[RowBlocks<'_>; 4], x: &Q8Row, block_sums: &[f32]) 
             minimums[r] += m * sum;
         }
     }
-    std::array::from_fn(|r| {
-        let halves = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-        let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
-        _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1))) + minimums[r]
-    })
+    std::array::from_fn(|r| sum_lanes_256(acc[r]) + minimums[r])
 }
 
 /// One output value in F32 (CPUs without AVX2).
@@ -390,9 +301,9 @@ mod tests {
         let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
         let got = matrix.matmul(&xs);
         let blocks = in_features / BLOCK;
-        // With 8-bit activations (AVX2 machines) each x is off by at most half its block's step, and
-        // only the d·q part of a weight multiplies it (the minimum term uses exact sums): that bounds
-        // the error of every output.
+        // With 8-bit activations (AVX2 machines) each x is off by at most ROUNDING_IN_STEPS of its
+        // block's steps, and only the d·q part of a weight multiplies it (the minimum term uses exact
+        // sums): that bounds the error of every output.
         let weights: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
         for (index, (want, got)) in expected.iter().zip(&got).enumerate() {
             let (r, j) = (index / out_features, index % out_features);
@@ -402,7 +313,7 @@ mod tests {
                     let block = &x[k / BLOCK * BLOCK..][..BLOCK];
                     let step = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
                     let [_, minimum] = matrix.scales[j * blocks + k / BLOCK];
-                    (weights[j * in_features + k] - minimum).abs() * step / 2.0
+                    (weights[j * in_features + k] - minimum).abs() * step * super::super::ROUNDING_IN_STEPS
                 })
                 .sum();
             assert!((want - got).abs() <= bound * 1.01 + 1e-4, "output {index}: {got} vs {want} (bound {bound})");

@@ -1,0 +1,191 @@
+//! Our own CPU decode kernels for the GGUF formats whose candle kernels are slow here: Q4_1 (candle
+//! has only its scalar fallback) and Q8_0 (candle's runs one row at a time). Decoding multiplies
+//! one activation row by every weight matrix; what they share lives here: the activations rounded
+//! to 8 bits per block, the CPU feature checks, and the split of output rows over candle's
+//! spinning thread pool.
+
+mod q4_1;
+mod q8_0;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use half::f16;
+use q4_1::Q41Matrix;
+use q8_0::Q80Matrix;
+
+/// A weight matrix in a format we have our own decode kernel for.
+pub(crate) enum Matrix {
+    Q41(Q41Matrix),
+    Q80(Q80Matrix),
+}
+
+impl Matrix {
+    /// Ours for Q4_1 and Q8_0 weights on the CPU; `None` leaves the weight to candle.
+    pub(crate) fn for_qtensor(q: &QTensor) -> Option<candle_core::Result<Matrix>> {
+        if !q.device().is_cpu() {
+            return None;
+        }
+        match q.dtype() {
+            GgmlDType::Q4_1 => Some(Q41Matrix::from_qtensor(q).map(Matrix::Q41)),
+            GgmlDType::Q8_0 => Some(Q80Matrix::from_qtensor(q).map(Matrix::Q80)),
+            _ => None,
+        }
+    }
+
+    /// `out[r][j] = Σ_k W[j][k] · x[r][k]` for `x` holding rows of the matrix's input width.
+    pub(crate) fn matmul(&self, x: &[f32]) -> Vec<f32> {
+        match self {
+            Matrix::Q41(m) => m.matmul(x),
+            Matrix::Q80(m) => m.matmul(x),
+        }
+    }
+
+    /// The weights as an F32 `[out, in]` tensor (for batched prefill matmuls).
+    pub(crate) fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Matrix::Q41(m) => m.dequantize(device),
+            Matrix::Q80(m) => m.dequantize(device),
+        }
+    }
+
+    pub(crate) fn quantization(&self) -> GgmlDType {
+        match self {
+            Matrix::Q41(_) => GgmlDType::Q4_1,
+            Matrix::Q80(_) => GgmlDType::Q8_0,
+        }
+    }
+
+    pub(crate) fn packed_bytes(&self) -> usize {
+        match self {
+            Matrix::Q41(m) => m.packed_bytes(),
+            Matrix::Q80(m) => m.packed_bytes(),
+        }
+    }
+
+    pub(crate) fn out_features(&self) -> usize {
+        match self {
+            Matrix::Q41(m) => m.out_features(),
+            Matrix::Q80(m) => m.out_features(),
+        }
+    }
+}
+
+/// How far an activation can move when rounded to 8 bits, in steps of its block's `max |x| / 127`:
+/// half a step, plus 127 times the scale's f16 rounding (2⁻¹¹ relative).
+#[cfg(test)]
+const ROUNDING_IN_STEPS: f32 = 0.5 + 127.0 / 2048.0;
+
+/// Weights per block, in both formats.
+const BLOCK: usize = 32;
+/// Output rows per pool task: enough work to amortise the hand-off.
+const ROWS_PER_TASK: usize = 32;
+
+/// Whether the CPU has AVX2 and FMA, which our fast kernels are built for.
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether the CPU has AVX-512 with VNNI (`vpdpbusd`: u8 × i8 products summed into i32 in one
+/// instruction, 64 bytes wide — two blocks at once).
+fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512vnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// One activation row rounded to 8 bits per block of 32 (a scale per block), as llama.cpp and
+/// candle do for their quantized kernels: the products then run on integer SIMD, twice the width
+/// of float FMAs. The scales are rounded to f16 as in their Q8_0 blocks, so that with Q8_0 weights
+/// our decoding computes exactly what theirs does (tests/engine.rs compares with candle).
+struct Q8Row {
+    values: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl Q8Row {
+    fn new(xs: &[f32]) -> Q8Row {
+        let mut values = Vec::with_capacity(xs.len());
+        let mut scales = Vec::with_capacity(xs.len() / BLOCK);
+        for block in xs.chunks_exact(BLOCK) {
+            let max = block.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let scale = max / 127.0;
+            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            values.extend(block.iter().map(|x| (x * inverse).round() as i8));
+            scales.push(f16::from_f32(scale).to_f32());
+        }
+        Q8Row { values, scales }
+    }
+}
+
+/// Fills `out` (one value per weight row) on candle's spinning pool, which its own quantized
+/// matmuls use too: a decode step makes ~200 of these calls, and waking rayon's sleeping workers
+/// for each costs more than the smaller ones take. Rows go four at a time through `four` when
+/// given (four independent accumulator chains, each activation block loaded once for all four),
+/// the rest through `one`.
+fn fill_rows<Four, One>(out: &mut [f32], four: Option<Four>, one: One)
+where
+    Four: Fn(usize) -> [f32; 4] + Sync,
+    One: Fn(usize) -> f32 + Sync,
+{
+    let rows = out.len();
+    let target = SharedOut(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(rows.div_ceil(ROWS_PER_TASK), |tasks| {
+        for task in tasks {
+            let end = ((task + 1) * ROWS_PER_TASK).min(rows);
+            let mut row = task * ROWS_PER_TASK;
+            if let Some(four) = &four {
+                while row + 4 <= end {
+                    for (i, value) in four(row).into_iter().enumerate() {
+                        // SAFETY: as below.
+                        unsafe { *target.at(row + i) = value };
+                    }
+                    row += 4;
+                }
+            }
+            for row in row..end {
+                // SAFETY: every row index belongs to exactly one task, and `out` outlives the call
+                // (execute_chunked returns when every task is done).
+                unsafe { *target.at(row) = one(row) };
+            }
+        }
+    });
+}
+
+/// The output row being filled by the pool's workers, each writing only its own rows.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: workers write disjoint elements (see `fill_rows`).
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn at(self, index: usize) -> *mut f32 {
+        // SAFETY (callers): `index` is within the row the pointer came from.
+        self.0.wrapping_add(index)
+    }
+}
+
+/// The sum of a vector's eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sum_lanes_256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let halves = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    sum_lanes_128(halves)
+}
+
+/// The sum of a vector's four lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sum_lanes_128(v: std::arch::x86_64::__m128) -> f32 {
+    use std::arch::x86_64::*;
+    let pairs = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
+}
