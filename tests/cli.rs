@@ -183,6 +183,32 @@ fn complete_prints_json_and_explains_bad_input() {
         assert!(json.get(key).is_some(), "{key} missing: {json}");
     }
     assert_eq!(json["model"], "tiny-qwen2-q8_0.gguf");
+    if !cfg!(any(feature = "cuda", feature = "metal")) {
+        assert_eq!(json["device"], "cpu");
+    }
+
+    // MARUNOCHI_DEVICE: `cpu` always works; `gpu` on a build without GPU support, or a value that
+    // is not a device, is refused with what to do.
+    let with_device = |device: &str| {
+        Command::new(env!("CARGO_BIN_EXE_marunochi"))
+            .env("MARUNOCHI_HOME", home.path())
+            .env("MARUNOCHI_DEVICE", device)
+            .args(["complete", "--model", model, &at, "--json", "--max-tokens", "2"])
+            .output()
+            .unwrap()
+    };
+    let out = with_device("cpu");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["device"], "cpu");
+    let out = with_device("tpu");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(r#"MARUNOCHI_DEVICE is "tpu"; use auto, cpu or gpu"#));
+    if !cfg!(any(feature = "cuda", feature = "metal")) {
+        let out = with_device("gpu");
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("built without GPU support (build it with --features cuda")
+        );
+    }
 
     let out = marunochi(home.path(), &["complete", "--model", model, &format!("{}:9:0", file.display())]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 9 does not exist"));

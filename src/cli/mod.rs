@@ -100,7 +100,7 @@ enum Command {
         #[arg(value_name = "FILE:LINE:COL")]
         location: Location,
 
-        /// Print JSON: text, prompt_tokens, generated_tokens, prefill_ms, decode_tok_s, model, ...
+        /// Print JSON: text, prompt_tokens, generated_tokens, prefill_ms, decode_tok_s, model, device, ...
         #[arg(long)]
         json: bool,
 
@@ -961,6 +961,7 @@ fn complete(request: &OneShot, json: bool) -> ExitCode {
             "decode_tok_s": c.stats.decode_tok_s,
             "model": result.model,
             "adapter": result.adapter,
+            "device": result.device,
             "confidence": c.stats.mean_logprob,
             "template": format!("{:?}", c.template),
             "mode": format!("{:?}", c.mode),

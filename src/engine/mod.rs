@@ -112,6 +112,8 @@ pub enum EngineError {
     Cancelled,
     #[error("model computation failed: {0}")]
     Candle(candle_core::Error),
+    #[error("{0}")]
+    Device(String),
 }
 
 impl From<candle_core::Error> for EngineError {
@@ -216,7 +218,7 @@ pub struct Continuation {
 impl Engine {
     /// Loads a model: a `.gguf` file, or an HF directory (`config.json`, safetensors, `tokenizer.json`).
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Engine, EngineError> {
-        Engine::load_on(path, options, &default_device(), &|_, _| {})
+        Engine::load_on(path, options, &chosen_device()?, &|_, _| {})
     }
 
     /// [`Engine::load`] on a given device, reporting progress as (layers done, layers).
@@ -238,13 +240,24 @@ impl Engine {
                 model: model.config.vocab_size,
             });
         }
-        tracing::info!(model = %info.path.display(), family = info.family, quantization = %info.quantization, "model loaded");
         let template = Template::detect(|token| tokenizer.token_id(token).is_some());
-        Ok(Engine { model, tokenizer, template, info, adapters: RwLock::default(), caches: Mutex::default() })
+        let engine = Engine { model, tokenizer, template, info, adapters: RwLock::default(), caches: Mutex::default() };
+        let info = &engine.info;
+        tracing::info!(model = %info.path.display(), family = info.family, quantization = %info.quantization, device = engine.device_name(), "model loaded");
+        Ok(engine)
     }
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// `cpu`, `cuda` or `metal`.
+    pub fn device_name(&self) -> &'static str {
+        match self.model.device() {
+            Device::Cpu => "cpu",
+            Device::Cuda(_) => "cuda",
+            Device::Metal(_) => "metal",
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -487,17 +500,26 @@ fn load_hf(
     Ok((model, tokenizer, info))
 }
 
-/// The GPU when marunochi was built with `--features cuda` or `metal` and one is there, else the CPU.
-fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(device) = Device::new_cuda(0) {
-        return device;
+/// Where to compute, from `MARUNOCHI_DEVICE`: `auto` (the default) takes the GPU when marunochi was
+/// built with `--features cuda` or `metal` and one is there, else the CPU; `cpu` and `gpu` insist.
+fn chosen_device() -> Result<Device, EngineError> {
+    let wanted = std::env::var("MARUNOCHI_DEVICE").unwrap_or_default();
+    match wanted.trim().to_ascii_lowercase().as_str() {
+        "" | "auto" => Ok(gpu().unwrap_or(Device::Cpu)),
+        "cpu" => Ok(Device::Cpu),
+        "gpu" => gpu().map_err(EngineError::Device),
+        _ => Err(EngineError::Device(format!("MARUNOCHI_DEVICE is {wanted:?}; use auto, cpu or gpu"))),
     }
-    #[cfg(feature = "metal")]
-    if let Ok(device) = Device::new_metal(0) {
-        return device;
+}
+
+fn gpu() -> Result<Device, String> {
+    if cfg!(feature = "cuda") {
+        return Device::new_cuda(0).map_err(|e| format!("no usable CUDA device: {}", weights::without_backtrace(e)));
     }
-    Device::Cpu
+    if cfg!(feature = "metal") {
+        return Device::new_metal(0).map_err(|e| format!("no usable Metal device: {}", weights::without_backtrace(e)));
+    }
+    Err("this marunochi was built without GPU support (build it with --features cuda or --features metal)".into())
 }
 
 /// Refuses a load that cannot fit, before allocating anything.

@@ -54,6 +54,8 @@ pub struct OneShotResult {
     pub completion: Completion,
     pub model: String,
     pub adapter: Option<String>,
+    /// `cpu`, `cuda` or `metal`.
+    pub device: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +122,7 @@ pub fn complete_at(request: &OneShot) -> Result<OneShotResult, OneShotError> {
         },
         &AtomicBool::new(false),
     )?;
-    Ok(OneShotResult { completion, model: engine.info().name(), adapter })
+    Ok(OneShotResult { completion, model: engine.info().name(), adapter, device: engine.device_name() })
 }
 
 /// Byte offset of a 0-based (line, character) position; a column past the end clamps to it.
