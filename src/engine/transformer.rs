@@ -10,6 +10,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::attention;
 use super::kernels::Matrix;
+use super::kernels::prefill::{self, Packed};
 use super::lora::{Adapter, Projection};
 
 /// How q/k are laid out for RoPE: HF checkpoints rotate the two halves of each head ("neox"),
@@ -88,23 +89,31 @@ impl Weight {
 
     /// `x · Wᵀ`.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let rows = x.elem_count() / x.dim(D::Minus1)?;
+        let batched = x.elem_count() / x.dim(D::Minus1)? >= DEQUANTIZE_FROM_ROWS;
         match self {
-            Weight::Candle(QMatMul::QTensor(q)) if rows >= DEQUANTIZE_FROM_ROWS => {
-                x.broadcast_matmul(&q.dequantize(x.device())?.t()?)
+            Weight::Own(matrix) if batched => {
+                with_features(x, matrix.out_features(), prefill::matmul(&values(x)?, Packed::Own(matrix))?)
             }
+            Weight::Own(matrix) => with_features(x, matrix.out_features(), matrix.matmul(&values(x)?)),
+            Weight::Candle(QMatMul::QTensor(q)) if batched && Packed::Candle(q).supported() => {
+                with_features(x, q.shape().dims2()?.0, prefill::matmul(&values(x)?, Packed::Candle(q))?)
+            }
+            Weight::Candle(QMatMul::QTensor(q)) if batched => x.broadcast_matmul(&q.dequantize(x.device())?.t()?),
             Weight::Candle(weight) => weight.forward(x),
-            Weight::Own(matrix) if rows >= DEQUANTIZE_FROM_ROWS => {
-                x.broadcast_matmul(&matrix.dequantize(x.device())?.t()?)
-            }
-            Weight::Own(matrix) => {
-                let y = matrix.matmul(&x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?);
-                let mut dims = x.dims().to_vec();
-                *dims.last_mut().expect("activations have a feature dimension") = matrix.out_features();
-                Tensor::from_vec(y, dims, x.device())
-            }
         }
     }
+}
+
+/// The activations as one F32 row-major vector, for our kernels.
+fn values(x: &Tensor) -> candle_core::Result<Vec<f32>> {
+    x.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
+}
+
+/// Our kernels' output `y` shaped as `x` with `out_features` in its last dimension.
+fn with_features(x: &Tensor, out_features: usize, y: Vec<f32>) -> candle_core::Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("activations have a feature dimension") = out_features;
+    Tensor::from_vec(y, dims, x.device())
 }
 
 /// One projection of a block, with the hook where a LoRA adapter adds its low-rank update.

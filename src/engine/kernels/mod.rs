@@ -4,6 +4,7 @@
 //! to 8 bits per block, the CPU feature checks, and the split of output rows over candle's
 //! spinning thread pool.
 
+pub(crate) mod prefill;
 mod q4_1;
 mod q8_0;
 
@@ -66,6 +67,21 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.out_features(),
             Matrix::Q80(m) => m.out_features(),
+        }
+    }
+
+    fn in_features(&self) -> usize {
+        match self {
+            Matrix::Q41(m) => m.in_features(),
+            Matrix::Q80(m) => m.in_features(),
+        }
+    }
+
+    /// Weight rows `rows` in F32 into `out` (`rows.len() × in_features`).
+    fn dequantize_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        match self {
+            Matrix::Q41(m) => m.dequantize_rows(rows, out),
+            Matrix::Q80(m) => m.dequantize_rows(rows, out),
         }
     }
 }
@@ -158,7 +174,7 @@ where
     });
 }
 
-/// The output row being filled by the pool's workers, each writing only its own rows.
+/// A buffer being filled by the pool's workers, each writing only its own part.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
 
@@ -169,6 +185,13 @@ impl SharedOut {
     fn at(self, index: usize) -> *mut f32 {
         // SAFETY (callers): `index` is within the row the pointer came from.
         self.0.wrapping_add(index)
+    }
+
+    /// # Safety
+    /// `range` lies within the buffer the pointer came from, and no one else uses it meanwhile.
+    unsafe fn slice<'a>(self, range: std::ops::Range<usize>) -> &'a mut [f32] {
+        // SAFETY: as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
 }
 

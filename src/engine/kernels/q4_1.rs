@@ -9,6 +9,7 @@ use super::{has_avx512_vnni, sum_lanes_128, sum_lanes_256};
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use half::f16;
+use std::ops::Range;
 
 /// Bytes per block in GGUF: f16 scale, f16 minimum, 16 bytes of nibbles.
 const BLOCK_BYTES: usize = 20;
@@ -38,14 +39,22 @@ impl Q41Matrix {
         Ok(Q41Matrix { out_features, in_features, scales, nibbles })
     }
 
-    /// The weights as an F32 `[out, in]` tensor (for batched prefill matmuls).
     pub(crate) fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
-        let mut w = Vec::with_capacity(self.out_features * self.in_features);
-        for (&[d, m], bytes) in self.scales.iter().zip(self.nibbles.chunks_exact(BLOCK / 2)) {
-            w.extend(bytes.iter().map(|b| d * (b & 0x0F) as f32 + m));
-            w.extend(bytes.iter().map(|b| d * (b >> 4) as f32 + m));
-        }
+        let mut w = vec![0f32; self.out_features * self.in_features];
+        self.dequantize_rows(0..self.out_features, &mut w);
         Tensor::from_vec(w, (self.out_features, self.in_features), device)
+    }
+
+    pub(crate) fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        let blocks = rows.start * self.in_features / BLOCK..rows.end * self.in_features / BLOCK;
+        let nibbles = self.nibbles[blocks.start * BLOCK / 2..blocks.end * BLOCK / 2].chunks_exact(BLOCK / 2);
+        for ((&[d, m], bytes), out) in self.scales[blocks].iter().zip(nibbles).zip(out.chunks_exact_mut(BLOCK)) {
+            let (low, high) = out.split_at_mut(BLOCK / 2);
+            for ((b, low), high) in bytes.iter().zip(low).zip(high) {
+                *low = d * (b & 0x0F) as f32 + m;
+                *high = d * (b >> 4) as f32 + m;
+            }
+        }
     }
 
     pub(crate) fn packed_bytes(&self) -> usize {
@@ -54,6 +63,10 @@ impl Q41Matrix {
 
     pub(crate) fn out_features(&self) -> usize {
         self.out_features
+    }
+
+    pub(crate) fn in_features(&self) -> usize {
+        self.in_features
     }
 
     /// `out[r][j] = Σ_k W[j][k] · x[r][k]` for `x` holding rows of `in_features` values.

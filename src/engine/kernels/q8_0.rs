@@ -8,6 +8,7 @@ use super::{has_avx512_vnni, sum_lanes_256};
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use half::f16;
+use std::ops::Range;
 
 /// Bytes per block in GGUF: f16 scale, 32 signed bytes.
 const BLOCK_BYTES: usize = 34;
@@ -35,12 +36,19 @@ impl Q80Matrix {
     }
 
     pub(crate) fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
-        let w = self
-            .scales
-            .iter()
-            .zip(self.values.chunks_exact(BLOCK))
-            .flat_map(|(&d, q)| q.iter().map(move |&v| d * v as f32));
-        Tensor::from_vec(w.collect(), (self.out_features, self.in_features), device)
+        let mut w = vec![0f32; self.out_features * self.in_features];
+        self.dequantize_rows(0..self.out_features, &mut w);
+        Tensor::from_vec(w, (self.out_features, self.in_features), device)
+    }
+
+    pub(crate) fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        let blocks = rows.start * self.in_features / BLOCK..rows.end * self.in_features / BLOCK;
+        let values = self.values[blocks.start * BLOCK..blocks.end * BLOCK].chunks_exact(BLOCK);
+        for ((&d, q), out) in self.scales[blocks].iter().zip(values).zip(out.chunks_exact_mut(BLOCK)) {
+            for (v, out) in q.iter().zip(out) {
+                *out = d * *v as f32;
+            }
+        }
     }
 
     pub(crate) fn packed_bytes(&self) -> usize {
@@ -49,6 +57,10 @@ impl Q80Matrix {
 
     pub(crate) fn out_features(&self) -> usize {
         self.out_features
+    }
+
+    pub(crate) fn in_features(&self) -> usize {
+        self.in_features
     }
 
     /// `out[r][j] = Σ_k W[j][k] · x[r][k]` for `x` holding rows of `in_features` values; the
