@@ -18,6 +18,10 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A scratch buffer above this many floats (256 MiB) is freed after its call: a 7B model's
+/// projections fit, its vocabulary head (scored over many rows by `eval`) would hold 2 GiB.
+const KEEP_AT_MOST: usize = 64 << 20;
+
 /// A quantized weight whose rows can be dequantized in parallel.
 pub(crate) enum Packed<'a> {
     Own(&'a Matrix),
@@ -92,6 +96,9 @@ pub(crate) fn matmul(x: &[f32], weight: Packed<'_>) -> candle_core::Result<Vec<f
                 false,
                 gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
             )
+        }
+        if scratch.len() > KEEP_AT_MOST {
+            *scratch = Vec::new();
         }
     });
     Ok(out)
