@@ -11,6 +11,7 @@ M=/tmp/marunochi
 lib=$(dirname "$(find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)")
 export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 echo "cuda libs: $lib"
+echo "cpu: $(nproc) x $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 ldd $M | grep -E 'not found|libcu|nvrtc'
 export MARUNOCHI_HOME=/tmp/mhome
