@@ -2,7 +2,7 @@
 # The CUDA build's checks on the GPU machine: every model family and format, with and without a
 # LoRA adapter, GPU against CPU in the same binary; then a Qwen2.5-Coder-0.5B-shaped Q8_0 model.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/gguf-*.whl && export PYTHONPATH=/tmp/site
 (python3 scripts/gpu/make_model.py /tmp/q05b.gguf > /tmp/make.log 2>&1) &
 maker=$!
