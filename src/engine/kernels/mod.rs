@@ -43,10 +43,10 @@ impl Matrix {
 
     /// The weights as an F32 `[out, in]` tensor (for batched prefill matmuls).
     pub(crate) fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
-        match self {
-            Matrix::Q41(m) => m.dequantize(device),
-            Matrix::Q80(m) => m.dequantize(device),
-        }
+        let (out_features, in_features) = (self.out_features(), self.in_features());
+        let mut w = vec![0f32; out_features * in_features];
+        self.dequantize_rows(0..out_features, &mut w);
+        Tensor::from_vec(w, (out_features, in_features), device)
     }
 
     pub(crate) fn quantization(&self) -> GgmlDType {
@@ -65,15 +65,15 @@ impl Matrix {
 
     pub(crate) fn out_features(&self) -> usize {
         match self {
-            Matrix::Q41(m) => m.out_features(),
-            Matrix::Q80(m) => m.out_features(),
+            Matrix::Q41(m) => m.out_features,
+            Matrix::Q80(m) => m.out_features,
         }
     }
 
     fn in_features(&self) -> usize {
         match self {
-            Matrix::Q41(m) => m.in_features(),
-            Matrix::Q80(m) => m.in_features(),
+            Matrix::Q41(m) => m.in_features,
+            Matrix::Q80(m) => m.in_features,
         }
     }
 
@@ -85,11 +85,6 @@ impl Matrix {
         }
     }
 }
-
-/// How far an activation can move when rounded to 8 bits, in steps of its block's `max |x| / 127`:
-/// half a step, plus 127 times the scale's f16 rounding (2⁻¹¹ relative).
-#[cfg(test)]
-const ROUNDING_IN_STEPS: f32 = 0.5 + 127.0 / 2048.0;
 
 /// Weights per block, in both formats.
 const BLOCK: usize = 32;
@@ -211,4 +206,62 @@ fn sum_lanes_128(v: std::arch::x86_64::__m128) -> f32 {
     use std::arch::x86_64::*;
     let pairs = _mm_add_ps(v, _mm_movehl_ps(v, v));
     _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How far an activation can move when rounded to 8 bits, in steps of its block's
+    /// `max |x| / 127`: half a step, plus 127 times the scale's f16 rounding (2⁻¹¹ relative).
+    const ROUNDING_IN_STEPS: f32 = 0.5 + 127.0 / 2048.0;
+
+    /// Both formats against candle's dequantized weights: the dequantization exactly, the decode
+    /// kernels within the 8-bit rounding of the activations. Each x moves by at most
+    /// ROUNDING_IN_STEPS of its block's step, and only the part of a weight above its block's
+    /// minimum (Q4_1) multiplies it (the minimum term uses exact sums): that bounds every output.
+    /// 98 rows: whole groups of four, and two left over for the one-row code.
+    #[test]
+    fn matmul_and_dequantize_equal_candles_dequantized_weights() {
+        let device = Device::Cpu;
+        let (out_features, in_features, rows) = (98, 256, 3);
+        let w = Tensor::randn(0f32, 0.5, (out_features, in_features), &device).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (rows, in_features), &device).unwrap();
+        let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let matrix = Matrix::for_qtensor(&q).expect("ours").unwrap();
+            let ours = matrix.dequantize(&device).unwrap();
+            let diff: f32 = (q.dequantize(&device).unwrap() - &ours)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-6, "{dtype:?}: dequantized weights differ by {diff}");
+            let expected: Vec<f32> = x.matmul(&ours.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let got = matrix.matmul(&xs);
+            let weights: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
+            let minimum = |j: usize, k: usize| match &matrix {
+                Matrix::Q41(m) => m.scales[(j * in_features + k) / BLOCK][1],
+                Matrix::Q80(_) => 0.0,
+            };
+            for (index, (want, got)) in expected.iter().zip(&got).enumerate() {
+                let (r, j) = (index / out_features, index % out_features);
+                let x = &xs[r * in_features..(r + 1) * in_features];
+                let bound: f32 = (0..in_features)
+                    .map(|k| {
+                        let step = x[k / BLOCK * BLOCK..][..BLOCK].iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                        (weights[j * in_features + k] - minimum(j, k)).abs() * step * ROUNDING_IN_STEPS
+                    })
+                    .sum();
+                assert!(
+                    (want - got).abs() <= bound * 1.01 + 1e-4,
+                    "{dtype:?} output {index}: {got} vs {want} ({bound})"
+                );
+            }
+        }
+    }
 }

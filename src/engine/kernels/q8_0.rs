@@ -6,7 +6,6 @@ use super::{BLOCK, Q8Row, fill_rows, has_avx2};
 #[cfg(target_arch = "x86_64")]
 use super::{has_avx512_vnni, sum_lanes_256};
 use candle_core::quantized::QTensor;
-use candle_core::{Device, Tensor};
 use half::f16;
 use std::ops::Range;
 
@@ -17,8 +16,8 @@ const BLOCK_BYTES: usize = 34;
 type RowBlocks<'a> = (&'a [f32], &'a [i8]);
 
 pub(crate) struct Q80Matrix {
-    out_features: usize,
-    in_features: usize,
+    pub(super) out_features: usize,
+    pub(super) in_features: usize,
     /// The scale of every block, row-major: a weight is `d · q`.
     scales: Vec<f32>,
     /// 32 per block.
@@ -35,12 +34,6 @@ impl Q80Matrix {
         Ok(Q80Matrix { out_features, in_features, scales, values })
     }
 
-    pub(crate) fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
-        let mut w = vec![0f32; self.out_features * self.in_features];
-        self.dequantize_rows(0..self.out_features, &mut w);
-        Tensor::from_vec(w, (self.out_features, self.in_features), device)
-    }
-
     pub(crate) fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
         let blocks = rows.start * self.in_features / BLOCK..rows.end * self.in_features / BLOCK;
         let values = self.values[blocks.start * BLOCK..blocks.end * BLOCK].chunks_exact(BLOCK);
@@ -53,14 +46,6 @@ impl Q80Matrix {
 
     pub(crate) fn packed_bytes(&self) -> usize {
         self.scales.len() * std::mem::size_of::<f32>() + self.values.len()
-    }
-
-    pub(crate) fn out_features(&self) -> usize {
-        self.out_features
-    }
-
-    pub(crate) fn in_features(&self) -> usize {
-        self.in_features
     }
 
     /// `out[r][j] = Σ_k W[j][k] · x[r][k]` for `x` holding rows of `in_features` values; the
@@ -174,40 +159,13 @@ fn dot_4_rows_avx512_vnni(rows: &[RowBlocks<'_>; 4], x: &Q8Row, x_scales: &[f32]
 mod tests {
     use super::*;
     use candle_core::quantized::GgmlDType;
+    use candle_core::{Device, Tensor};
 
     fn random_matrix(out_features: usize, in_features: usize) -> (Q80Matrix, Tensor) {
         let device = Device::Cpu;
         let w = Tensor::randn(0f32, 0.5, (out_features, in_features), &device).unwrap();
         let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
         (Q80Matrix::from_qtensor(&q).unwrap(), q.dequantize(&device).unwrap())
-    }
-
-    #[test]
-    fn matmul_and_dequantize_equal_candles_dequantized_weights() {
-        // 98 rows: whole groups of four, and two left over for the one-row code.
-        let (out_features, in_features, rows) = (98, 256, 3);
-        let (matrix, reference) = random_matrix(out_features, in_features);
-        let ours = matrix.dequantize(&Device::Cpu).unwrap();
-        let diff: f32 = (&reference - &ours).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-        assert!(diff < 1e-6, "dequantized weights differ by {diff}");
-        let x = Tensor::randn(0f32, 1.0, (rows, in_features), &Device::Cpu).unwrap();
-        let expected: Vec<f32> = x.matmul(&ours.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-        let got = matrix.matmul(&xs);
-        // Each x is off by at most ROUNDING_IN_STEPS of its block's steps after rounding: that bounds the
-        // error of every output.
-        let weights: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
-        for (index, (want, got)) in expected.iter().zip(&got).enumerate() {
-            let (r, j) = (index / out_features, index % out_features);
-            let x = &xs[r * in_features..(r + 1) * in_features];
-            let bound: f32 = (0..in_features)
-                .map(|k| {
-                    let step = x[k / BLOCK * BLOCK..][..BLOCK].iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-                    weights[j * in_features + k].abs() * step * super::super::ROUNDING_IN_STEPS
-                })
-                .sum();
-            assert!((want - got).abs() <= bound * 1.01 + 1e-4, "output {index}: {got} vs {want} (bound {bound})");
-        }
     }
 
     #[test]
