@@ -4,13 +4,14 @@
 # The CUDA 13.0 toolkit pieces come from PyPI's nvidia-* wheels into .cuda/; the driver library is
 # a stub for linking only (the GPU machine's own libcuda is used at run time). 13.0 matches driver
 # 580: a newer toolkit writes PTX that driver cannot load. CUDA_COMPUTE_CAP picks the GPU
-# generation of candle's precompiled kernels (90: H100/H200). Takes ~20 min on 2 cores, mostly
-# candle's CUDA kernels.
+# generation candle's kernels are compiled for (default 90: H100/H200; 86 for an RTX 30xx, 89 for
+# an RTX 40xx): they do not run on older GPUs. Takes ~20 min on 2 cores, mostly candle's kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cuda=$PWD/.cuda
 root=$cuda/nvidia/cu13
 if [ ! -e "$root/lib/stubs/libcuda.so" ]; then
+  rm -rf "$cuda" # a half-finished earlier attempt
   mkdir -p "$cuda/wheels"
   python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$cuda/wheels" \
     "nvidia-cuda-nvcc==13.0.*" "nvidia-cuda-crt==13.0.*" "nvidia-nvvm==13.0.*" "nvidia-cuda-runtime==13.0.*" \

@@ -3,7 +3,12 @@
 use std::process::Command;
 
 fn marunochi(home: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_marunochi")).env("MARUNOCHI_HOME", home).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .env_remove("MARUNOCHI_DEVICE")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -179,7 +184,7 @@ fn complete_prints_json_and_explains_bad_input() {
     let out = marunochi(home.path(), &["complete", "--model", model, &at, "--json", "--max-tokens", "4"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in ["text", "prompt_tokens", "generated_tokens", "prefill_ms", "decode_tok_s", "model"] {
+    for key in ["text", "prompt_tokens", "generated_tokens", "prefill_ms", "decode_tok_s", "model", "device"] {
         assert!(json.get(key).is_some(), "{key} missing: {json}");
     }
     assert_eq!(json["model"], "tiny-qwen2-q8_0.gguf");
@@ -201,6 +206,7 @@ fn complete_prints_json_and_explains_bad_input() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["device"], "cpu");
     let out = with_device("tpu");
+    assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(r#"MARUNOCHI_DEVICE is "tpu"; use auto, cpu or gpu"#));
     if !cfg!(any(feature = "cuda", feature = "metal")) {
         let out = with_device("gpu");

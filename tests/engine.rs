@@ -115,7 +115,7 @@ fn reference_gguf_stepwise(path: &Path, tokens: &[u32], qwen: bool) -> Vec<f32> 
 }
 
 /// Decoding (one row at a time) uses candle's quantized kernels, or for Q8_0 our own (which rounds
-/// the activations as candle does), and must match candle-transformers exactly. Prefill dequantizes the weights for a batched F32 matmul (several times faster); the
+/// the activations as candle does), and must match candle-transformers to 1e-4. Prefill dequantizes the weights for a batched F32 matmul (several times faster); the
 /// quantized kernel also rounds the activations to 8 bits, so there the two differ by that rounding.
 fn check_gguf(name: &str, tokens: &[u32], qwen: bool, prefill_tolerance: f32) {
     let engine = load(name);
@@ -335,8 +335,9 @@ fn smollm2_from_pypi_completes_fibonacci() {
     let completion = engine.continue_text(&request, &AtomicBool::new(false)).unwrap();
     println!("{completion:?}");
     let body = completion.text.strip_prefix("def fibonacci(n):\n").unwrap_or(&completion.text);
-    let opening: Vec<&str> = body.lines().take(2).map(str::trim).collect();
-    assert!(opening[0].starts_with("if n") && opening[1].starts_with("return"), "{}", completion.text);
+    let mut opening = body.lines().map(str::trim);
+    let (first, second) = (opening.next().unwrap_or(""), opening.next().unwrap_or(""));
+    assert!(first.starts_with("if n") && second.starts_with("return"), "{}", completion.text);
     assert!(completion.mean_logprob < 0.0 && completion.mean_logprob > -3.0, "{completion:?}");
 
     let mean_logprob = |body: &str| {

@@ -1,6 +1,8 @@
 #!/bin/bash
-# The CUDA build's checks on the GPU machine: every model family and format, with and without a
-# LoRA adapter, GPU against CPU in the same binary; then a Qwen2.5-Coder-0.5B-shaped Q8_0 model.
+# The CUDA build's checks on the GPU machine, GPU against CPU in the same binary (compare the
+# pairs' text and confidence): Qwen2 and llama as Q8_0 GGUF, llama as F32 safetensors, a LoRA on
+# Qwen2; then the speed of a Qwen2.5-Coder-0.5B-shaped Q8_0 model. Needs Python with numpy and
+# safetensors there (the PyTorch image has them); gguf comes in .gpu/.
 set -u
 cd "$(dirname "$0")/../.."
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/gguf-*.whl && export PYTHONPATH=/tmp/site
@@ -8,7 +10,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 maker=$!
 xz -dc .gpu/marunochi.xz > /tmp/marunochi && chmod +x /tmp/marunochi
 M=/tmp/marunochi
-lib=$(dirname "$(find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)")
+cublas=$(find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)
+[ -n "$cublas" ] || { echo "no CUDA 13 libraries (libcublas.so.13) on this machine" >&2; exit 1; }
+lib=$(dirname "$cublas")
 export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 echo "cuda libs: $lib"
 echo "cpu: $(nproc) x $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2)"

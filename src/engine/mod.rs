@@ -503,11 +503,17 @@ fn load_hf(
 /// Where to compute, from `MARUNOCHI_DEVICE`: `auto` (the default) takes the GPU when marunochi was
 /// built with `--features cuda` or `metal` and one is there, else the CPU; `cpu` and `gpu` insist.
 fn chosen_device() -> Result<Device, EngineError> {
-    let wanted = std::env::var("MARUNOCHI_DEVICE").unwrap_or_default();
+    let wanted = std::env::var_os("MARUNOCHI_DEVICE").unwrap_or_default();
+    let wanted = wanted.to_string_lossy();
     match wanted.trim().to_ascii_lowercase().as_str() {
-        "" | "auto" => Ok(gpu().unwrap_or(Device::Cpu)),
+        "" | "auto" => Ok(gpu().unwrap_or_else(|why| {
+            if cfg!(any(feature = "cuda", feature = "metal")) {
+                tracing::info!("computing on the CPU: {why}");
+            }
+            Device::Cpu
+        })),
         "cpu" => Ok(Device::Cpu),
-        "gpu" => gpu().map_err(EngineError::Device),
+        "gpu" => gpu().map_err(|why| EngineError::Device(format!("MARUNOCHI_DEVICE=gpu: {why}"))),
         _ => Err(EngineError::Device(format!("MARUNOCHI_DEVICE is {wanted:?}; use auto, cpu or gpu"))),
     }
 }

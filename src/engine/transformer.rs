@@ -9,8 +9,8 @@ use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::attention;
-use super::kernels::Matrix;
 use super::kernels::prefill::{self, Packed};
+use super::kernels::{Matrix, candle_repacks};
 use super::lora::{Adapter, Projection};
 
 /// How q/k are laid out for RoPE: HF checkpoints rotate the two halves of each head ("neox"),
@@ -36,10 +36,11 @@ pub struct Config {
     pub rope: RopeLayout,
 }
 
-/// From this many rows on, a quantized weight is dequantized for the one matmul: candle's
+/// From this many rows on, a quantized weight is dequantized for one F32 matmul: candle's plain
 /// quantized CPU kernel works row by row, while the F32 gemm batches, so prefilling a chunk is
 /// several times faster this way (measured in `benches/engine_speed.rs`); decoding (one row) keeps
-/// the memory-light quantized kernel.
+/// the memory-light quantized kernels. Weights candle repacks into integer tiles stay with candle
+/// (faster still; see `kernels::candle_repacks`).
 const DEQUANTIZE_FROM_ROWS: usize = 8;
 
 /// A weight matrix as loaded: candle's representation, or one with our own decode kernel.
@@ -89,16 +90,23 @@ impl Weight {
 
     /// `x · Wᵀ`.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let batched = x.elem_count() / x.dim(D::Minus1)? >= DEQUANTIZE_FROM_ROWS;
+        let rows = x.elem_count() / x.dim(D::Minus1)?;
+        let batched = rows >= DEQUANTIZE_FROM_ROWS;
         match self {
             Weight::Own(matrix) if batched => {
                 with_features(x, matrix.out_features(), prefill::matmul(&values(x)?, Packed::Own(matrix))?)
             }
             Weight::Own(matrix) => with_features(x, matrix.out_features(), matrix.matmul(&values(x)?)),
-            Weight::Candle(QMatMul::QTensor(q)) if batched && Packed::Candle(q).supported() => {
-                with_features(x, q.shape().dims2()?.0, prefill::matmul(&values(x)?, Packed::Candle(q))?)
+            Weight::Candle(weight @ QMatMul::QTensor(q)) if batched => {
+                let (out_features, in_features) = q.shape().dims2()?;
+                if q.device().is_cpu() && candle_repacks(q.dtype(), rows, out_features, in_features) {
+                    weight.forward(x)
+                } else if Packed::Candle(q).supported() {
+                    with_features(x, out_features, prefill::matmul(&values(x)?, Packed::Candle(q))?)
+                } else {
+                    x.broadcast_matmul(&q.dequantize(x.device())?.t()?)
+                }
             }
-            Weight::Candle(QMatMul::QTensor(q)) if batched => x.broadcast_matmul(&q.dequantize(x.device())?.t()?),
             Weight::Candle(weight) => weight.forward(x),
         }
     }

@@ -18,9 +18,10 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A scratch buffer above this many floats (256 MiB) is freed after its call: a 7B model's
-/// projections fit, its vocabulary head (scored over many rows by `eval`) would hold 2 GiB.
-const KEEP_AT_MOST: usize = 64 << 20;
+/// Weights above this many floats (384 MiB) get a buffer of their own for the call instead: the
+/// projections of models up to 14B fit, a vocabulary head (scored over many rows by `eval`) would
+/// hold 2 GiB for good.
+const KEEP_AT_MOST: usize = 96 << 20;
 
 /// A quantized weight whose rows can be dequantized in parallel.
 pub(crate) enum Packed<'a> {
@@ -49,59 +50,80 @@ pub(crate) fn matmul(x: &[f32], weight: Packed<'_>) -> candle_core::Result<Vec<f
         }
         Packed::Candle(q) => candle_core::bail!("no batched kernel for {:?} weights on {:?}", q.dtype(), q.device()),
     };
-    let rows = x.len() / in_features;
-    let mut out = vec![0f32; rows * out_features];
-    SCRATCH.with_borrow_mut(|scratch| {
-        if scratch.len() < out_features * in_features {
-            scratch.resize(out_features * in_features, 0.0);
-        }
-        let target = SharedOut(scratch.as_mut_ptr());
-        candle_core::utils::barrier_pool().execute_chunked(out_features.div_ceil(ROWS_PER_TASK), |tasks| {
-            for task in tasks {
-                let rows = task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(out_features);
-                // SAFETY: each task owns its rows of the scratch buffer, which holds them all.
-                let out = unsafe { target.slice(rows.start * in_features..rows.end * in_features) };
-                match (&weight, &data) {
-                    (Packed::Own(matrix), _) => matrix.dequantize_rows(rows, out),
-                    (Packed::Candle(q), Some(data)) => {
-                        let read = candle_rows(q.dtype()).expect("checked by supported()");
-                        read(data, in_features, rows, out)
-                    }
-                    (Packed::Candle(_), None) => unreachable!("candle weights come with their data"),
-                }
-            }
-        });
-        // SAFETY: the pointers cover `rows × out_features` (dst, row-major), `rows × in_features`
-        // (x, row-major) and `out_features × in_features` (W, row-major, read as Wᵀ by swapping
-        // its strides); dst := 0·dst + 1·x·Wᵀ.
-        unsafe {
-            gemm::gemm(
-                rows,
-                out_features,
-                in_features,
-                out.as_mut_ptr(),
-                1,
-                out_features as isize,
-                false,
-                x.as_ptr(),
-                1,
-                in_features as isize,
-                scratch.as_ptr(),
-                in_features as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
-            )
-        }
-        if scratch.len() > KEEP_AT_MOST {
-            *scratch = Vec::new();
-        }
+    let shape = Shape { rows: x.len() / in_features, out_features, in_features };
+    let mut out = vec![0f32; shape.rows * out_features];
+    let size = out_features * in_features;
+    // A call from inside another (no caller makes one) gets a buffer of its own too.
+    SCRATCH.with(|kept| match kept.try_borrow_mut() {
+        Ok(mut kept) if size <= KEEP_AT_MOST => multiply(shape, x, &weight, data.as_deref(), &mut kept, &mut out),
+        _ => multiply(shape, x, &weight, data.as_deref(), &mut Vec::new(), &mut out),
     });
     Ok(out)
+}
+
+#[derive(Clone, Copy)]
+struct Shape {
+    rows: usize,
+    out_features: usize,
+    in_features: usize,
+}
+
+/// Dequantizes the weight into `scratch` (grown as needed) on the pool's threads, then
+/// `out := x · Wᵀ` in one gemm.
+fn multiply(
+    shape: Shape,
+    x: &[f32],
+    weight: &Packed<'_>,
+    data: Option<&[u8]>,
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let Shape { rows, out_features, in_features } = shape;
+    if scratch.len() < out_features * in_features {
+        scratch.resize(out_features * in_features, 0.0);
+    }
+    let target = SharedOut(scratch.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(out_features.div_ceil(ROWS_PER_TASK), |tasks| {
+        for task in tasks {
+            let rows = task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(out_features);
+            // SAFETY: each task owns its rows of the scratch buffer, which holds them all.
+            let out = unsafe { target.slice(rows.start * in_features..rows.end * in_features) };
+            match (weight, data) {
+                (Packed::Own(matrix), _) => matrix.dequantize_rows(rows, out),
+                (Packed::Candle(q), Some(data)) => {
+                    let read = candle_rows(q.dtype()).expect("checked by supported()");
+                    read(data, in_features, rows, out)
+                }
+                (Packed::Candle(_), None) => unreachable!("candle weights come with their data"),
+            }
+        }
+    });
+    // SAFETY: the pointers cover `rows × out_features` (dst, row-major), `rows × in_features`
+    // (x, row-major) and `out_features × in_features` (W, row-major, read as Wᵀ by swapping its
+    // strides); dst := 0·dst + 1·x·Wᵀ.
+    unsafe {
+        gemm::gemm(
+            rows,
+            out_features,
+            in_features,
+            out.as_mut_ptr(),
+            1,
+            out_features as isize,
+            false,
+            x.as_ptr(),
+            1,
+            in_features as isize,
+            scratch.as_ptr(),
+            in_features as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
+        )
+    }
 }
 
 /// Dequantizes rows of a candle weight (raw bytes, rows of `in_features`) into `out`.
@@ -128,8 +150,14 @@ fn candle_rows(dtype: GgmlDType) -> Option<ReadRows> {
 
 fn read_rows<T: GgmlType>(data: &[u8], in_features: usize, rows: Range<usize>, out: &mut [f32]) {
     let per_row = in_features / T::BLCK_SIZE;
-    // SAFETY: candle keeps a CPU QTensor as a Vec of its block type (aligned, whole blocks);
-    // `data` borrows that Vec's bytes.
+    // candle 0.11 keeps a CPU QTensor as a Vec of its block type, so this holds; a storage that
+    // did not (memory-mapped files, say) must stop here rather than be misread.
+    assert!(
+        data.as_ptr().cast::<T>().is_aligned() && data.len().is_multiple_of(size_of::<T>()),
+        "candle's {:?} storage is not a whole, aligned array of blocks",
+        T::DTYPE
+    );
+    // SAFETY: aligned and whole blocks (checked above); `data` borrows the storage.
     let blocks = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<T>(), data.len() / size_of::<T>()) };
     T::to_float(&blocks[rows.start * per_row..rows.end * per_row], out);
 }

@@ -1,10 +1,12 @@
-//! Q8_0 weights with a decode kernel of our own. candle's CPU kernel hands the pool one row per
-//! call and runs on 256-bit SIMD; here four rows share each activation block, and with AVX-512
-//! VNNI two blocks go through one instruction. Scales are converted from f16 once at load.
+//! Q8_0 weights with a decode kernel of our own, for x86 CPUs where candle does not repack Q8_0
+//! (no VNNI, or shapes its tiles do not fit — SmolLM2's and Qwen2.5-0.5B's 576 and 896 wide rows):
+//! there candle's kernel hands the pool one row per call. Here four rows share each activation
+//! block, and with AVX-512 VNNI two blocks go through one instruction. Scales are converted from
+//! f16 once at load.
 
-use super::{BLOCK, Q8Row, fill_rows, has_avx2};
+use super::{BLOCK, Q8Row, fill_rows};
 #[cfg(target_arch = "x86_64")]
-use super::{has_avx512_vnni, sum_lanes_256};
+use super::{has_avx2, has_avx512_vnni, sum_lanes_256};
 use candle_core::quantized::QTensor;
 use half::f16;
 use std::ops::Range;
@@ -53,9 +55,8 @@ impl Q80Matrix {
     pub(crate) fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let blocks_per_row = self.in_features / BLOCK;
         let mut out = vec![0f32; x.len() / self.in_features * self.out_features];
-        let int8 = has_avx2();
         #[cfg(target_arch = "x86_64")]
-        let vnni = int8 && has_avx512_vnni() && blocks_per_row.is_multiple_of(2);
+        let (int8, vnni) = (has_avx2(), has_avx2() && has_avx512_vnni() && blocks_per_row.is_multiple_of(2));
         for (xs, out) in x.chunks_exact(self.in_features).zip(out.chunks_exact_mut(self.out_features)) {
             let quantized = Q8Row::new(xs);
             let row_blocks = |row: usize| -> RowBlocks<'_> {
@@ -161,13 +162,6 @@ mod tests {
     use candle_core::quantized::GgmlDType;
     use candle_core::{Device, Tensor};
 
-    fn random_matrix(out_features: usize, in_features: usize) -> (Q80Matrix, Tensor) {
-        let device = Device::Cpu;
-        let w = Tensor::randn(0f32, 0.5, (out_features, in_features), &device).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        (Q80Matrix::from_qtensor(&q).unwrap(), q.dequantize(&device).unwrap())
-    }
-
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn the_simd_kernels_equal_the_portable_one() {
@@ -177,7 +171,8 @@ mod tests {
         }
         // 576 inputs (18 blocks, SmolLM2's width); weights include -128, the one value whose
         // magnitude does not fit i8.
-        let (mut matrix, _) = random_matrix(4, 576);
+        let w = Tensor::randn(0f32, 0.5, (4, 576), &Device::Cpu).unwrap();
+        let mut matrix = Q80Matrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()).unwrap();
         matrix.values[7] = -128;
         let xs: Vec<f32> = Tensor::randn(0f32, 1.0, 576, &Device::Cpu).unwrap().to_vec1().unwrap();
         let x = Q8Row::new(&xs);
