@@ -81,6 +81,9 @@ fn smollm2_q8_0() -> PathBuf {
     target
 }
 
+/// Runs per side for the throughput figures.
+const ROUNDS: usize = 5;
+
 fn throughput(name: &str) {
     let path = if name == "smollm2-135m-instruct-q8_0" { smollm2_q8_0() } else { fixture(name) };
     let engine = Engine::load(&path, &LoadOptions::default()).unwrap();
@@ -95,13 +98,14 @@ fn throughput(name: &str) {
     };
     let go = AtomicBool::new(false);
     engine.continue_text(&TokenRequest { cache_key: "warmup", max_new_tokens: 4, ..request }, &go).unwrap();
-    // Best of three cold runs (each its own cache) on both sides, taken in turns: this machine's
-    // speed wanders from minute to minute.
+    // The best of several cold runs (each its own cache) on both sides, taken in turns: this
+    // machine's speed wanders by a third from minute to minute, on either side.
     let gguf = path.extension().is_some_and(|e| e == "gguf");
     let mut reference = Vec::new();
     let mut runs = Vec::new();
-    for key in ["run-1", "run-2", "run-3"] {
-        runs.push(engine.continue_text(&TokenRequest { cache_key: key, ..request }, &go).unwrap());
+    for round in 0..ROUNDS {
+        let key = format!("run-{round}");
+        runs.push(engine.continue_text(&TokenRequest { cache_key: &key, ..request }, &go).unwrap());
         reference.extend(gguf.then(|| llama_cpp(&path, &prompt, 64)).flatten());
     }
     let prefill_ms = runs.iter().map(|r| r.prefill_ms).fold(f64::MAX, f64::min);
@@ -109,7 +113,7 @@ fn throughput(name: &str) {
     let run = &runs[0];
     let prefill = run.prompt_tokens as f64 * 1000.0 / prefill_ms;
     println!(
-        "{name:<32} prefill {prefill:>7.1} tok/s ({} tokens in {prefill_ms:.0} ms)   decode {decode:>6.1} tok/s ({} tokens)   best of 3",
+        "{name:<32} prefill {prefill:>7.1} tok/s ({} tokens in {prefill_ms:.0} ms)   decode {decode:>6.1} tok/s ({} tokens)   best of {ROUNDS}",
         run.prompt_tokens, run.generated_tokens
     );
     if gguf {

@@ -341,7 +341,7 @@ impl Engine {
         sampling: Sampling,
         max_new_tokens: usize,
         cancel: &AtomicBool,
-        mut cut_at: impl FnMut(&str) -> Option<usize>,
+        mut cut_at: impl FnMut(&str) -> Option<usize> + Send,
     ) -> Result<Continuation, EngineError> {
         let adapter = self.adapter(adapter_name)?;
         if prompt.is_empty() {
@@ -361,13 +361,18 @@ impl Engine {
             cancel,
         };
         let mut cut = None;
-        let result = generation.run(&prompt, &mut cache, |tokens| {
-            let text = self.tokenizer.decode(tokens)?;
-            if let Some(at) = cut_at(&text) {
-                cut = Some(text[..at].to_owned());
-                return Ok(Verdict::Stop);
-            }
-            Ok(Verdict::Continue)
+        // On one of candle's rayon threads: candle's own small ops (norms, RoPE) split their work
+        // with rayon, and called from any other thread each would hand its one row over to a pool
+        // thread and wait for it, twice per layer and token.
+        let result = candle_core::utils::with_threadpool(|| {
+            generation.run(&prompt, &mut cache, |tokens| {
+                let text = self.tokenizer.decode(tokens)?;
+                if let Some(at) = cut_at(&text) {
+                    cut = Some(text[..at].to_owned());
+                    return Ok(Verdict::Stop);
+                }
+                Ok(Verdict::Continue)
+            })
         });
         // A cancelled or failed run may have left the cache half-extended; it is still a valid
         // cache of whatever tokens it records, so keep it.

@@ -206,6 +206,23 @@ where
     });
 }
 
+/// Runs `f(i, chunk)` for every `chunk_len`-long chunk of `out` on candle's spinning pool: the pool
+/// our matmuls use, so a decode step never wakes a second set of threads (rayon's, whose workers
+/// then compete for the cores with the pool's spinning ones).
+pub(crate) fn for_each_chunk<F>(out: &mut [f32], chunk_len: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    let chunks = out.len() / chunk_len;
+    let target = SharedOut(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(chunks, |range| {
+        for i in range {
+            // SAFETY: each chunk index belongs to exactly one task, and `out` outlives the call.
+            f(i, unsafe { target.slice(i * chunk_len..(i + 1) * chunk_len) })
+        }
+    });
+}
+
 /// A buffer being filled by the pool's workers, each writing only its own part.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
