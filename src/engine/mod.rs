@@ -505,6 +505,12 @@ fn load_hf(
     Ok((model, tokenizer, info))
 }
 
+/// For `benches/kernel_speed.rs`: our CPU kernels against candle's, printed side by side.
+#[doc(hidden)]
+pub fn kernel_speed_against_candle() -> candle_core::Result<()> {
+    kernels::speed::against_candle()
+}
+
 /// Where to compute, from `MARUNOCHI_DEVICE`: `auto` (the default) takes the GPU when marunochi was
 /// built with `--features cuda` or `metal` and one is there, else the CPU; `cpu` and `gpu` insist.
 fn chosen_device() -> Result<Device, EngineError> {

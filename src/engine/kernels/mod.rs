@@ -7,6 +7,7 @@
 pub(crate) mod prefill;
 mod q4_1;
 mod q8_0;
+pub(crate) mod speed;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -113,7 +114,7 @@ pub(crate) fn has_avx2() -> bool {
 /// Whether candle 0.11 multiplies `rows` activation rows by this CPU weight through its repacked
 /// x86 tiles (its `repack_x86::select`: 16-row tiles of VNNI or AVX2 integer products, AMX for
 /// Q4_K from 32 rows). Those match our decode kernel (Q8_0) and beat our dequantize + F32 gemm
-/// prefill (the `speed` probe below, AVX-512 VNNI + AMX machine, Qwen2.5-1.5B's MLP shapes, 256 rows: Q4_K 14–18
+/// prefill (`cargo bench --bench kernel_speed`, AVX-512 VNNI + AMX machine, Qwen2.5-1.5B's MLP shapes, 256 rows: Q4_K 14–18
 /// vs 35–36 ms, Q6_K 21–25 vs 34–36, Q8_0 18–23 vs 33–34), so where they apply the weight is left
 /// to candle; elsewhere ours are 2.6–23× faster than candle's plain kernels.
 pub(crate) fn candle_repacks(dtype: GgmlDType, rows: usize, out_features: usize, in_features: usize) -> bool {
@@ -315,66 +316,6 @@ mod tests {
                     (want - got).abs() <= bound * 1.01 + 1e-4,
                     "{dtype:?} output {index}: {got} vs {want} ({bound})"
                 );
-            }
-        }
-    }
-}
-
-/// Not a check (timings do not belong in tests): the figures behind [`candle_repacks`] and the
-/// choice of kernels. `cargo test --release --lib kernel_speed -- --ignored --nocapture`
-#[cfg(test)]
-mod speed {
-    use super::*;
-    use candle_core::Module;
-    use candle_core::quantized::QMatMul;
-    use std::time::Instant;
-
-    fn millis(iterations: usize, f: &dyn Fn()) -> f64 {
-        f();
-        let start = Instant::now();
-        for _ in 0..iterations {
-            f();
-        }
-        start.elapsed().as_secs_f64() * 1000.0 / iterations as f64
-    }
-
-    #[test]
-    #[ignore]
-    fn kernel_speed_against_candle() {
-        let device = Device::Cpu;
-        // Qwen2.5-Coder-1.5B's MLP (candle's tiles fit) and SmolLM2's (they do not).
-        for (n, k) in [(8960, 1536), (1536, 8960), (1536, 576)] {
-            let w = Tensor::randn(0f32, 0.5, (n, k), &device).unwrap();
-            for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_1, GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q4_0] {
-                if !k.is_multiple_of(dtype.block_size()) {
-                    continue;
-                }
-                let q = QTensor::quantize(&w, dtype).unwrap();
-                let candle = QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap()).unwrap();
-                let own = match dtype {
-                    GgmlDType::Q4_1 => Some(Matrix::Q41(Q41Matrix::from_qtensor(&q).unwrap())),
-                    GgmlDType::Q8_0 => Some(Matrix::Q80(Q80Matrix::from_qtensor(&q).unwrap())),
-                    _ => None,
-                };
-                for rows in [1, 256] {
-                    let x = Tensor::randn(0f32, 1.0, (rows, k), &device).unwrap();
-                    let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-                    let iterations = if rows == 1 { 60 } else { 3 };
-                    let theirs = millis(iterations, &|| drop(candle.forward(&x).unwrap()));
-                    let ours = match (&own, rows) {
-                        (Some(matrix), 1) => millis(iterations, &|| drop(matrix.matmul(&xs))),
-                        (Some(matrix), _) => {
-                            millis(iterations, &|| drop(prefill::matmul(&xs, prefill::Packed::Own(matrix))))
-                        }
-                        (None, 1) => continue,
-                        (None, _) => millis(iterations, &|| drop(prefill::matmul(&xs, prefill::Packed::Candle(&q)))),
-                    };
-                    let repacked = if candle_repacks(dtype, rows, n, k) { " (candle repacks)" } else { "" };
-                    println!(
-                        "{n:>5}x{k:<5} {dtype:?} rows {rows:>3}: candle {theirs:8.3} ms, ours {ours:8.3} ms → candle/ours {:.2}{repacked}",
-                        theirs / ours
-                    );
-                }
             }
         }
     }
