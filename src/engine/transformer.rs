@@ -50,7 +50,8 @@ pub(crate) enum Weight {
 }
 
 impl Weight {
-    /// Q4_1 and Q8_0 on the CPU get our kernels (see `kernels/`); everything else stays with candle.
+    /// The formats we have faster CPU kernels for get ours (`Matrix::for_qtensor`); everything else
+    /// stays with candle.
     pub(crate) fn new(weight: QMatMul) -> candle_core::Result<Weight> {
         match &weight {
             QMatMul::QTensor(q) => match Matrix::for_qtensor(q) {
