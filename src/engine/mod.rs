@@ -363,7 +363,7 @@ impl Engine {
         let mut cut = None;
         // On one of candle's rayon threads: candle's own small ops (norms, RoPE) split their work
         // with rayon, and called from any other thread each would hand its one row over to a pool
-        // thread and wait for it, twice per layer and token.
+        // thread and wait for it: two norms and RoPE on q and k, four times per layer and token.
         let result = candle_core::utils::with_threadpool(|| {
             generation.run(&prompt, &mut cache, |tokens| {
                 let text = self.tokenizer.decode(tokens)?;

@@ -1,5 +1,6 @@
 //! Our own CPU decode kernels for the GGUF formats whose candle kernels are slow here: Q4_1 (candle
-//! has only its scalar fallback) and Q8_0 (candle's runs one row at a time). Decoding multiplies
+//! has only its scalar fallback) and Q8_0 where candle does not repack it (its plain kernel runs
+//! one row at a time). Decoding multiplies
 //! one activation row by every weight matrix; what they share lives here: the activations rounded
 //! to 8 bits per block, the CPU feature checks, and the split of output rows over candle's
 //! spinning thread pool.
@@ -114,9 +115,10 @@ pub(crate) fn has_avx2() -> bool {
 /// Whether candle 0.11 multiplies `rows` activation rows by this CPU weight through its repacked
 /// x86 tiles (its `repack_x86::select`: 16-row tiles of VNNI or AVX2 integer products, AMX for
 /// Q4_K from 32 rows). Those match our decode kernel (Q8_0) and beat our dequantize + F32 gemm
-/// prefill (`cargo bench --bench kernel_speed`, AVX-512 VNNI + AMX machine, Qwen2.5-1.5B's MLP shapes, 256 rows: Q4_K 14–18
-/// vs 35–36 ms, Q6_K 21–25 vs 34–36, Q8_0 18–23 vs 33–34), so where they apply the weight is left
-/// to candle; elsewhere ours are 2.6–23× faster than candle's plain kernels.
+/// prefill (`cargo bench --bench kernel_speed`, AVX-512 VNNI + AMX machine, Qwen2.5-1.5B's MLP
+/// shapes, 256 rows: Q4_K 14–19 vs 35–39 ms, Q6_K 21–28 vs 34–42, Q8_0 18–23 vs 33–38), so where
+/// they apply the weight is left to candle; elsewhere ours are 2.6–24× faster than candle's plain
+/// kernels.
 pub(crate) fn candle_repacks(dtype: GgmlDType, rows: usize, out_features: usize, in_features: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
