@@ -6,9 +6,10 @@
 
 use std::time::Instant;
 
-use marunochi::capture::{Recorder, Shown, Store, redact};
+use marunochi::capture::{Recorder, redact};
 use marunochi::lsp::mirror::Position;
 use marunochi::serving::{CaptureSink, Suggestion};
+use marunochi::store::{Shown, Store};
 
 struct Nothing;
 
@@ -71,7 +72,7 @@ fn main() {
     }
     let redact_us = redact_started.elapsed().as_secs_f64() * 1e6 / 200.0;
 
-    let rows: Vec<Shown> = events.iter().map(|s| Shown::of(s, "bench", "user", 1_764_000_000_000)).collect();
+    let rows: Vec<Shown> = events.iter().map(|s| Recorder::shown_row(s, "bench", "user", 1_764_000_000_000)).collect();
     let mut single = Store::open(&dir.path().join("single.db")).unwrap();
     let started = Instant::now();
     for row in &rows {

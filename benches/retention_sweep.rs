@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use marunochi::capture::classify::{Action, Outcome};
-use marunochi::capture::{Shown, Store};
 use marunochi::quality::StaticAnalysis;
+use marunochi::store::{Shown, Store};
 
 const SHOWN_AT_MS: i64 = 1_767_225_600_000;
 
@@ -109,7 +109,7 @@ fn main() {
 
     // One sweep with one check due per suggestion (the 7 d one), as a nightly catch-up meets them.
     let started = Instant::now();
-    let (report, rescored) = marunochi::retention::catch_up(&db, SHOWN_AT_MS + 8 * 86_400_000 - 1, 0.67).unwrap();
+    let (report, rescored) = marunochi::jobs::catch_up(&db, SHOWN_AT_MS + 8 * 86_400_000 - 1, 0.67).unwrap();
     let sweep = started.elapsed();
     assert_eq!(report.checked, tracked * 5, "every 30 s … 7 d check was due");
     println!(

@@ -2,6 +2,7 @@
 //! and is exactly what an absent file means (a test keeps the two in step).
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -221,7 +222,7 @@ impl Default for TrainConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
     pub enabled: bool,
-    /// Local `HH:MM-HH:MM`; checked when used (`train::schedule::Window`).
+    /// Local `HH:MM-HH:MM`; checked when used ([`Window`]).
     pub window: String,
     pub max_load_per_core: f64,
     pub min_examples: usize,
@@ -427,7 +428,7 @@ pub fn set(path: &Path, key: &str, value: &str) -> Result<(), ConfigError> {
         // The window is a plain string to serde; its form is checked where it is used, and here.
         let parsed = Config::parse(&new_text)
             .map_err(|e| e.to_string().trim().to_owned())
-            .and_then(|config| config.schedule.window.parse::<crate::train::schedule::Window>().map(|_| ()));
+            .and_then(|config| config.schedule.window.parse::<Window>().map(|_| ()));
         match parsed {
             Ok(()) => {
                 // A new file renamed over the old: a crash leaves one or the other, whole.
@@ -460,6 +461,53 @@ pub fn get(path: &Path, key: &str) -> Result<String, ConfigError> {
         path: path.to_owned(),
         message: format!("{key} is not a setting (`marunochi config --help` says where they are documented)"),
     })
+}
+
+/// The nightly window, in local minutes since midnight; it may cross midnight (`22:30-05:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Window {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl FromStr for Window {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Window, String> {
+        let bad = || format!("{text:?} is not a window such as 01:00-06:00 (local HH:MM-HH:MM)");
+        let minute = |hm: &str| -> Option<u16> {
+            let (h, m) = hm.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (start, end) = text.split_once('-').ok_or_else(bad)?;
+        let window = Window { start: minute(start).ok_or_else(bad)?, end: minute(end).ok_or_else(bad)? };
+        if window.start == window.end {
+            return Err(format!("{text:?} is an empty window"));
+        }
+        Ok(window)
+    }
+}
+
+impl Window {
+    pub fn contains(&self, minute: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+
+    /// Minutes from `minute` to the window's end.
+    pub fn minutes_left(&self, minute: u16) -> u16 {
+        (self.end + 24 * 60 - minute) % (24 * 60)
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02}:{:02}-{:02}:{:02}", self.start / 60, self.start % 60, self.end / 60, self.end % 60)
+    }
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ fn check_logs(dir: &Path) -> Check {
 
 /// The model the daemon would serve: found, loadable, and how fast it completes on this machine.
 fn check_model(configured: Option<&Path>) -> Vec<Check> {
-    let path = match daemon::resolve_model(None, configured) {
+    let path = match crate::engine::discovery::resolve_model(None, configured) {
         Ok(path) => path,
         Err(reason) => {
             return vec![Check {
@@ -244,7 +244,7 @@ fn check_learning(home: &Home) -> Vec<Check> {
     let schedule = Config::load(&home.config_file()).map(|c| c.schedule).unwrap_or_default();
     let cron = "with no editor open at night the daemon is gone: add `*/10 1-5 * * * marunochi schedule tick` \
                 to your crontab (or a systemd timer)";
-    checks.push(match schedule.window.parse::<crate::train::schedule::Window>() {
+    checks.push(match schedule.window.parse::<crate::config::Window>() {
         Ok(window) if schedule.enabled => Check {
             status: Status::Ok,
             what: "training schedule".into(),

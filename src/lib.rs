@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod curate;
 pub mod daemon;
@@ -13,11 +14,14 @@ pub mod doctor;
 pub mod engine;
 pub mod eval;
 pub mod home;
+pub mod jobs;
 pub mod logging;
 pub mod lsp;
 pub mod quality;
 pub mod retention;
 pub mod serving;
+pub mod store;
 pub mod syntax;
 pub mod train;
+pub mod uri;
 pub mod watch;

@@ -210,6 +210,29 @@ fn syntax_errors(root: Node, range: &Range<usize>) -> usize {
     count
 }
 
+/// Words (identifiers, numbers) and single punctuation characters; whitespace dropped, both quote
+/// characters the same token (formatters swap them).
+pub fn tokens(text: &str) -> Vec<&str> {
+    let mut out = Vec::with_capacity(text.len() / 4);
+    let mut word_start: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        if c.is_alphanumeric() || c == '_' {
+            word_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = word_start.take() {
+            out.push(&text[start..i]);
+        }
+        if !c.is_whitespace() {
+            out.push(if c == '\'' { "\"" } else { &text[i..i + c.len_utf8()] });
+        }
+    }
+    if let Some(start) = word_start {
+        out.push(&text[start..]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

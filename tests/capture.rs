@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use marunochi::capture::{Interaction, Shown, Store};
+use marunochi::store::{Interaction, Shown, Store};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "API_KEY = \"sk-live-abcdefghijklmnopqrstuvwxyz123456\"\n\n\ndef fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n";
@@ -200,7 +200,7 @@ fn data_path_export_and_forget() {
     store.batch(|b| b.shown(&shown_row("lib", &uri("src/lib.py"), 1_780_272_000_000))).unwrap();
     store.batch(|b| b.shown(&shown_row("main", &uri("main.py"), 1_780_358_400_000))).unwrap();
     // A rollout's shadow sample for lib.py holds that file's code too.
-    let sample = marunochi::capture::ShadowSample {
+    let sample = marunochi::store::ShadowSample {
         language: "python".into(),
         version: "v2".into(),
         document: uri("src/lib.py"),

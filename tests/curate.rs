@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
-use marunochi::capture::Store;
+use marunochi::store::Store;
 use serde_json::Value;
 
 fn curate(home: &Path, args: &[&str]) -> (bool, String, String) {

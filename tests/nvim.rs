@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use marunochi::capture::Store;
+use marunochi::store::Store;
 
 fn nvim(version: &str) -> String {
     let path = repo_root().join(format!(".test-deps/bin/nvim-{version}"));

@@ -10,8 +10,8 @@ use std::process::Command;
 
 use common::*;
 use marunochi::capture::classify::Action;
-use marunochi::capture::{RetentionCheck, Store};
 use marunochi::quality::StaticAnalysis;
+use marunochi::store::{RetentionCheck, Store};
 use serde_json::Value;
 
 /// 2026-01-01T00:00:00Z: the suggestions are shown then and accepted a second later.

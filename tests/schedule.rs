@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use marunochi::capture::Store;
+use marunochi::store::Store;
 
 /// A store with `n` graded Python suggestions (quality 85) and the run that executed them.
 fn graded_store(home: &Path, project: &Path, n: usize) {

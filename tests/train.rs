@@ -363,7 +363,7 @@ fn bad_training_data_gets_clear_errors() {
     let (ok, _, stderr) = run_cli(&home, &["train", "--language", "python", "--model", model.to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("nothing recorded yet"), "{stderr}");
-    let mut store = marunochi::capture::Store::open(&home.join("marunochi.db")).unwrap();
+    let mut store = marunochi::store::Store::open(&home.join("marunochi.db")).unwrap();
     let uri = format!("file://{}/a.py", dir.path().display());
     let code = "return 1";
     store.batch(|b| b.shown(&shown_row("s1", &uri, 1_780_000_000_000))).unwrap();

@@ -19,6 +19,8 @@
 
 use std::collections::HashMap;
 
+use crate::store::Action;
+
 pub use crate::serving::Diagnostic;
 
 /// A suggestion put in front of the user at byte `offset` of `uri`.
@@ -29,27 +31,6 @@ pub struct Tracked {
     pub offset: usize,
     pub text: String,
     pub shown_at_ms: i64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Accepted,
-    Partial,
-    Corrected,
-    Rejected,
-    Ignored,
-}
-
-impl Action {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Action::Accepted => "accepted",
-            Action::Partial => "partial",
-            Action::Corrected => "corrected",
-            Action::Rejected => "rejected",
-            Action::Ignored => "ignored",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,6 @@
-//! Interaction capture: every suggestion shown and what became of it, in SQLite. Entries: [`Store`]
-//! (the database) and [`Recorder`] (the serving stage's [`CaptureSink`], writing off the request
-//! path on a thread of its own).
+//! Interaction capture: every suggestion shown and what became of it, written to the store. Entry:
+//! [`Recorder`] (the serving stage's [`CaptureSink`], writing off the request path on a thread of
+//! its own).
 //!
 //! The outcome of each suggestion (accepted, partial, corrected with its diff, rejected with what
 //! was typed instead, ignored) is inferred from the document edits by `classify.rs` on the writer
@@ -11,26 +11,21 @@
 pub mod classify;
 pub mod redact;
 mod signals;
-mod store;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-pub use store::{
-    AdapterChange, AdapterEvent, AdapterVersion, Batch, CheckResult, CurationRow, DriftEvent, DueCheck, Forget,
-    Interaction, PendingShadow, RetentionCheck, Run, ShadowSample, Shown, ShownFor, Store, StoreError, TestResults,
-    VersionOutcome, WeekMetrics,
-};
+use std::time::{Duration, UNIX_EPOCH};
 
 mod run;
 pub use run::{RunError, run_and_record};
 
+use crate::clock::now_ms;
 use crate::lsp::mirror::{Change, DocumentEvent};
 use crate::quality::StaticAnalysis;
 use crate::retention;
 use crate::serving::{CaptureSink, Diagnostic, Suggestion};
+use crate::store::{Anchor, Decided, Run, Shown, Store};
 use classify::{Classifier, Edit, Outcome, Tracked};
 
 enum Event {
@@ -82,26 +77,37 @@ impl Drop for Recorder {
     }
 }
 
-/// How often the writer runs the retention checks that fell due.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// How often it recomputes the drift metrics (a scan of the whole store; they are weekly).
-const DRIFT_EVERY: Duration = Duration::from_secs(600);
+/// What the writer runs after each pass, beside its own writes (the retention checks, rescoring
+/// and drift: `jobs::WriterJobs`, which decides what is due).
+pub trait Background: Send {
+    /// `open_document`: a document's text as the editor has it, by path; `wrote`: this pass
+    /// stored something; `closing`: the last pass, the proxy is going away.
+    fn after_pass(
+        &mut self,
+        store: &mut Store,
+        open_document: &dyn Fn(&Path) -> Option<String>,
+        wrote: bool,
+        closing: bool,
+    );
+}
 
 impl Recorder {
     /// Starts the writer thread over `store`. It ends when the recorder is dropped, after settling
     /// and writing everything sent.
     /// `correction_window`: how long after acceptance an edit inside the code is a correction.
-    /// `survival_threshold`: the share of accepted code that must survive to count as kept.
-    pub fn spawn(store: Store, session_id: String, correction_window: Duration, survival_threshold: f64) -> Recorder {
+    pub fn spawn(
+        store: Store,
+        session_id: String,
+        correction_window: Duration,
+        background: Box<dyn Background>,
+    ) -> Recorder {
         let (events, inbox) = mpsc::channel::<Event>();
         let writer = Writer {
             store,
             classifier: Classifier::new(correction_window.as_millis() as i64),
             documents: HashMap::new(),
             roots: Vec::new(),
-            survival_threshold,
-            last_sweep: None,
-            last_drift: None,
+            background,
         };
         let writer = std::thread::spawn(move || writer.run(inbox));
         Recorder { events, session_id, user_id: user_id(), watcher: None, writer: Some(writer) }
@@ -116,15 +122,13 @@ struct Writer {
     /// URI → (language id, text).
     documents: HashMap<String, (String, String)>,
     roots: Vec<PathBuf>,
-    survival_threshold: f64,
-    last_sweep: Option<Instant>,
-    last_drift: Option<Instant>,
+    background: Box<dyn Background>,
 }
 
 /// An outcome with where its code lives, when it was taken and its document known.
 struct Settled {
     outcome: Outcome,
-    anchor: Option<(retention::Anchor, StaticAnalysis)>,
+    anchor: Option<(Anchor, StaticAnalysis)>,
 }
 
 impl Writer {
@@ -160,16 +164,14 @@ impl Writer {
                     }
                 }
             }
-            // The first sweep catches up with checks that fell due while nothing ran.
-            let sweep = self.last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
-            if sweep && !gone {
-                self.sweep();
-            }
-            if (wrote || sweep)
-                && let Err(error) = crate::quality::rescore(&mut self.store)
-            {
-                tracing::error!(%error, "quality scores not updated");
-            }
+            let documents = &self.documents;
+            let open_document = |path: &Path| {
+                documents
+                    .iter()
+                    .find(|(uri, _)| crate::uri::to_path(uri).as_deref() == Some(path))
+                    .map(|(_, d)| d.1.clone())
+            };
+            self.background.after_pass(&mut self.store, &open_document, wrote, gone);
             if gone {
                 break;
             }
@@ -217,7 +219,7 @@ impl Writer {
             .map(|outcome| {
                 let anchor = outcome.region.clone().and_then(|region| {
                     let (language, text) = self.documents.get(&outcome.uri)?;
-                    let path = crate::lsp::file_path(&outcome.uri)?;
+                    let path = crate::uri::to_path(&outcome.uri)?;
                     let root = self.roots.iter().filter(|r| path.starts_with(r)).max_by_key(|r| r.as_os_str().len());
                     if region.end > text.len() {
                         return None;
@@ -249,32 +251,6 @@ impl Writer {
             Change::Closed => {
                 self.documents.remove(&event.uri);
             }
-        }
-    }
-
-    fn sweep(&mut self) {
-        self.last_sweep = Some(Instant::now());
-        let documents = &self.documents;
-        let open_document = |path: &Path| {
-            documents
-                .iter()
-                .find(|(uri, _)| crate::lsp::file_path(uri).as_deref() == Some(path))
-                .map(|(_, d)| d.1.clone())
-        };
-        let sweep = retention::Sweep { threshold: self.survival_threshold, open_document: &open_document };
-        match sweep.run(&mut self.store, now_ms()) {
-            Ok(report) if report.checked > 0 => tracing::info!(?report, "retention checks"),
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "retention checks failed"),
-        }
-        if self.last_drift.is_some_and(|at| at.elapsed() < DRIFT_EVERY) {
-            return;
-        }
-        self.last_drift = Some(Instant::now());
-        match crate::quality::drift::update(&mut self.store) {
-            Ok(0) => {}
-            Ok(new) => tracing::info!(new, "drift events"),
-            Err(error) => tracing::error!(%error, "drift not computed"),
         }
     }
 }
@@ -314,19 +290,34 @@ fn write(store: &mut Store, batch: &[Event], settled: &mut [Settled]) {
                 | Event::Renamed(..) => {}
             }
         }
-        settled.iter().try_for_each(|s| {
-            let (anchor, analysis) = s.anchor.as_ref().map_or((None, None), |(a, analysis)| (Some(a), Some(analysis)));
-            b.outcome(&s.outcome, anchor, analysis)
-        })
+        settled.iter().try_for_each(|s| b.outcome(&decided(s)))
     });
     if let Err(error) = result {
         tracing::error!(%error, events = batch.len(), "could not record interactions");
     }
 }
 
-impl Shown {
+/// The row an outcome writes, with where taken code lives and its static analysis.
+fn decided(settled: &Settled) -> Decided<'_> {
+    let outcome = &settled.outcome;
+    Decided {
+        id: &outcome.id,
+        action: outcome.action,
+        time_to_action_ms: outcome.time_to_action_ms,
+        final_code: outcome.final_code.as_deref(),
+        diff: outcome.diff.as_deref(),
+        typed_instead: outcome.typed_instead.as_deref(),
+        diagnostics: outcome.diagnostics.iter().map(|d| (d.severity, d.message.as_str())).collect(),
+        shown_ms: outcome.shown_ms,
+        region: outcome.region.clone(),
+        anchor: settled.anchor.as_ref().map(|(anchor, _)| anchor),
+        analysis: settled.anchor.as_ref().and_then(|(_, analysis)| serde_json::to_string(analysis).ok()),
+    }
+}
+
+impl Recorder {
     /// The row for a suggestion shown at `shown_at_ms` in session `session_id`.
-    pub fn of(s: &Suggestion, session_id: &str, user_id: &str, shown_at_ms: i64) -> Shown {
+    pub fn shown_row(s: &Suggestion, session_id: &str, user_id: &str, shown_at_ms: i64) -> Shown {
         Shown {
             id: s.id.clone(),
             shown_at_ms,
@@ -364,13 +355,9 @@ fn user_id() -> String {
     login.unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl CaptureSink for Recorder {
     fn shown(&mut self, s: &Suggestion) {
-        let shown = Shown::of(s, &self.session_id, &self.user_id, now_ms());
+        let shown = Recorder::shown_row(s, &self.session_id, &self.user_id, now_ms());
         let tracked = Tracked {
             id: s.id.clone(),
             uri: s.uri.clone(),

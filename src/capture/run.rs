@@ -2,8 +2,8 @@
 //! and record the result as the execution signal of the suggestions accepted since the last run.
 //! We never execute the user's code ourselves; they do, and we listen.
 
-use super::now_ms;
-use super::store::{Run, Store, StoreError};
+use crate::clock::now_ms;
+use crate::store::{Run, Store, StoreError};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

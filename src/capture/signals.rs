@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use quick_xml::events::Event;
 
-use super::now_ms;
-use super::store::{Run, TestResults};
+use crate::clock::now_ms;
+use crate::store::{Run, TestResults};
 
 /// Reports larger than this are not read (logged): no real JUnit report of one run is near it.
 const MAX_REPORT_BYTES: u64 = 32 * 1024 * 1024;

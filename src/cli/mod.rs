@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::capture::{self, Forget, Recorder, RunError, Store, StoreError};
+use crate::capture::{self, Recorder, RunError};
 use crate::config::Config;
 use crate::curate;
 use crate::daemon::{self, DaemonOptions, Outcome};
@@ -21,8 +21,8 @@ use crate::home::Home;
 use crate::logging;
 use crate::lsp::{Backend, Proxy, ProxyOptions};
 use crate::quality;
-use crate::retention;
 use crate::serving::{CaptureSink, ServingOptions};
+use crate::store::{Forget, Store, StoreError};
 use crate::train;
 
 /// A local, offline coding companion that learns from you.
@@ -644,7 +644,12 @@ fn serve(home: &Home, name: &str, verbose: bool, backend: Backend, ai: Option<Op
         Ok(store) => {
             let window = std::time::Duration::from_secs(config.capture.correction_window_secs);
             let threshold = config.retention.survival_threshold;
-            Some(Box::new(Recorder::spawn(store, session_id(), window, threshold)) as Box<dyn CaptureSink>)
+            Some(Box::new(Recorder::spawn(
+                store,
+                session_id(),
+                window,
+                Box::new(crate::jobs::WriterJobs::new(threshold)),
+            )) as Box<dyn CaptureSink>)
         }
         Err(e) => {
             // Suggestions still work; only their outcomes go unrecorded.
@@ -775,7 +780,7 @@ fn demo(home: &Home, model: Option<PathBuf>, fallback: Option<PathBuf>, quick: b
         exe: std::env::current_exe().unwrap_or_else(|_| "marunochi".into()),
         model,
         server,
-        dir: home.root().join("demo").join(capture::now_ms().to_string()),
+        dir: home.root().join("demo").join(crate::clock::now_ms().to_string()),
         quick,
     };
     match demo::run(&options) {
@@ -811,7 +816,7 @@ fn curate(
         replay_share: config.replay_share,
         since,
     };
-    let out = out.unwrap_or_else(|| home.datasets_dir().join(format!("{}", capture::now_ms())));
+    let out = out.unwrap_or_else(|| home.datasets_dir().join(format!("{}", crate::clock::now_ms())));
     match curate::curate(&path, &out, &options) {
         Ok(summaries) => {
             for s in summaries {
@@ -868,7 +873,7 @@ fn stats(home: &Home, html: Option<PathBuf>) -> ExitCode {
 
 /// The model to use (flag, config, discovery), or the exit code after saying why there is none.
 fn model_or_usage_error(named: Option<&Path>, configured: Option<&Path>) -> Result<PathBuf, ExitCode> {
-    daemon::resolve_model(named, configured).map_err(|e| {
+    crate::engine::discovery::resolve_model(named, configured).map_err(|e| {
         eprintln!("marunochi: {e}");
         ExitCode::from(2)
     })
@@ -894,8 +899,8 @@ fn retention_sweep(home: &Home, now_ms: Option<i64>) -> ExitCode {
         eprintln!("marunochi: nothing recorded yet ({} does not exist)", path.display());
         return ExitCode::SUCCESS;
     }
-    let now_ms = now_ms.unwrap_or_else(capture::now_ms);
-    match retention::catch_up(&path, now_ms, config.retention.survival_threshold) {
+    let now_ms = now_ms.unwrap_or_else(crate::clock::now_ms);
+    match crate::jobs::catch_up(&path, now_ms, config.retention.survival_threshold) {
         Ok((report, rescored)) => {
             let unjudged = match report.unjudged {
                 0 => String::new(),
@@ -925,9 +930,10 @@ fn run_daemon(home: &Home, verbose: bool, model: Option<PathBuf>) -> ExitCode {
     }
     let options = DaemonOptions {
         home: home.clone(),
-        model: daemon::resolve_model(model.as_deref(), config.engine.model.as_deref()),
+        model: crate::engine::discovery::resolve_model(model.as_deref(), config.engine.model.as_deref()),
         idle_exit: std::time::Duration::from_secs(config.daemon.idle_exit_secs),
         rollout: config.rollout.clone(),
+        jobs: crate::jobs::daemon_jobs(home, &config),
     };
     match daemon::run(options) {
         Ok(Outcome::Served) => ExitCode::SUCCESS,
@@ -1099,7 +1105,7 @@ fn run_train(home: &Home, config: &Config, args: TrainArgs, json: bool, verbose:
         Some(dir) => train::Data::Dir(dir),
         None => train::Data::Curate {
             db: home.db_path(),
-            out: home.datasets_dir().join(capture::now_ms().to_string()),
+            out: home.datasets_dir().join(crate::clock::now_ms().to_string()),
             options: curate::Options {
                 language: Some(language.clone()),
                 min_quality: config.curate.min_quality,
@@ -1223,21 +1229,20 @@ fn schedule(home: &Home, action: ScheduleAction) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let exe = train::schedule::current_exe();
+    let exe = crate::jobs::schedule::current_exe();
     let result = match action {
-        ScheduleAction::Status { json } => {
-            train::schedule::status(home, &config, std::time::SystemTime::now()).map(|s| {
+        ScheduleAction::Status { json } => crate::jobs::schedule::status(home, &config, std::time::SystemTime::now())
+            .map(|s| {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
                 } else {
                     print_schedule(&s);
                 }
-            })
-        }
+            }),
         ScheduleAction::RunNow { language } => {
             let language = match language {
                 Some(language) => Ok(language),
-                None => train::schedule::status(home, &config, std::time::SystemTime::now()).map(|s| {
+                None => crate::jobs::schedule::status(home, &config, std::time::SystemTime::now()).map(|s| {
                     s.languages.into_iter().find(|l| l.due.is_some()).map(|l| l.facts.language).unwrap_or_default()
                 }),
             };
@@ -1248,15 +1253,15 @@ fn schedule(home: &Home, action: ScheduleAction) -> ExitCode {
                     );
                     return ExitCode::FAILURE;
                 }
-                Ok(language) => train::schedule::run(&exe, home, &language, None).map(|outcome| {
-                    if let train::schedule::RunOutcome::Failed(status) = outcome {
+                Ok(language) => crate::jobs::schedule::run(&exe, home, &language, None).map(|outcome| {
+                    if let crate::jobs::schedule::RunOutcome::Failed(status) = outcome {
                         eprintln!("marunochi: training {language} failed ({status})");
                     }
                 }),
                 Err(e) => Err(e),
             }
         }
-        ScheduleAction::Tick => train::schedule::tick(&exe, home, &config).map(|tick| println!("{tick:?}")),
+        ScheduleAction::Tick => crate::jobs::schedule::tick(&exe, home, &config).map(|tick| println!("{tick:?}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -1267,7 +1272,7 @@ fn schedule(home: &Home, action: ScheduleAction) -> ExitCode {
     }
 }
 
-fn print_schedule(status: &train::schedule::Status) {
+fn print_schedule(status: &crate::jobs::schedule::Status) {
     let m = &status.machine;
     let ready = match m.ready() {
         Ok(()) => "ready to train".to_owned(),
@@ -1458,7 +1463,14 @@ fn adapters(home: &Home, action: AdaptersAction) -> ExitCode {
         }
         AdaptersAction::History { language } => registry.history(&language).map(|events| {
             for e in events {
-                println!("{}  {:<5} {} -> {}: {}", e.at, e.version, e.from.as_deref().unwrap_or("new"), e.to, e.reason);
+                println!(
+                    "{}  {:<5} {} -> {}: {}",
+                    e.at,
+                    e.version,
+                    e.from.map_or("new", |s| s.as_str()),
+                    e.to,
+                    e.reason
+                );
             }
         }),
     };

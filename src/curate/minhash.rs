@@ -41,7 +41,7 @@ pub fn estimated_jaccard(a: &[u64; PERMUTATIONS], b: &[u64; PERMUTATIONS]) -> f6
 }
 
 pub fn signature(text: &str, permutations: &[(u64, u64)]) -> [u64; PERMUTATIONS] {
-    let tokens = crate::retention::tokens(text);
+    let tokens = crate::syntax::tokens(text);
     let shingles: Vec<u64> =
         if tokens.len() < SHINGLE { vec![hash(&tokens)] } else { tokens.windows(SHINGLE).map(hash).collect() };
     let mut signature = [u64::MAX; PERMUTATIONS];

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::capture::{CurationRow, Store, StoreError};
+use crate::store::{Action, CurationRow, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -117,11 +117,11 @@ pub enum CurateError {
 }
 
 fn priority(row: &CurationRow) -> f64 {
-    match row.action.as_str() {
-        "corrected" => 3.0,
+    match row.action {
+        Action::Corrected => 3.0,
         _ if row.execution_failed => 2.0,
-        "rejected" if row.comment.as_deref().is_some_and(|c| !c.trim().is_empty()) => 2.0,
-        "rejected" => 0.5,
+        Action::Rejected if row.comment.as_deref().is_some_and(|c| !c.trim().is_empty()) => 2.0,
+        Action::Rejected => 0.5,
         _ => 1.0,
     }
 }
@@ -171,7 +171,7 @@ fn build_language(rows: &[&CurationRow], options: &Options) -> LanguageSet {
         ((rows.len() as f64 * options.heldout_share).round() as usize).max(1)
     };
     let (trainable, heldout_rows) = rows.split_at(rows.len() - heldout_count);
-    let taken = |row: &&&CurationRow| matches!(row.action.as_str(), "accepted" | "corrected");
+    let taken = |row: &&&CurationRow| matches!(row.action, Action::Accepted | Action::Corrected);
     let good = |row: &&&CurationRow| row.quality.is_some_and(|q| q >= options.min_quality);
     let target = |row: &CurationRow| row.final_code.clone().filter(|code| !code.trim().is_empty());
     let example = |row: &CurationRow, replay: bool| {
@@ -181,7 +181,7 @@ fn build_language(rows: &[&CurationRow], options: &Options) -> LanguageSet {
             prefix: row.prefix.clone(),
             suffix: row.suffix.clone(),
             completion,
-            action: row.action.clone(),
+            action: row.action.as_str().to_owned(),
             weight: priority(row),
             priority: priority(row),
             dedup: 1.0,
@@ -242,16 +242,16 @@ fn build_language(rows: &[&CurationRow], options: &Options) -> LanguageSet {
             chosen: chosen.to_owned(),
             rejected: row.suggestion.clone(),
         };
-        match row.action.as_str() {
-            "accepted" | "corrected" if !row.suggestion.is_empty() => {
+        match row.action {
+            Action::Accepted | Action::Corrected if !row.suggestion.is_empty() => {
                 if let Some(code) = target(row) {
                     set.kto.push(kto(&code, true, priority(row)));
-                    if row.action == "corrected" && code != row.suggestion {
+                    if row.action == Action::Corrected && code != row.suggestion {
                         set.dpo.push(pair(&code));
                     }
                 }
             }
-            "rejected" if !row.suggestion.is_empty() => {
+            Action::Rejected if !row.suggestion.is_empty() => {
                 set.kto.push(kto(&row.suggestion, false, priority(row)));
                 if let Some(typed) = row.typed_instead.as_deref().filter(|t| t.trim().chars().count() > 1) {
                     set.dpo.push(pair(typed));

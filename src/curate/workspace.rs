@@ -30,7 +30,7 @@ pub struct WorkspaceFile {
 pub fn read(uris: &[(String, String)]) -> Vec<WorkspaceFile> {
     let mut files: Vec<WorkspaceFile> = Vec::new();
     for (language, uri) in uris {
-        let Some(path) = crate::lsp::file_path(uri) else { continue };
+        let Some(path) = crate::uri::to_path(uri) else { continue };
         if files.iter().any(|f| f.path == path) || std::fs::metadata(&path).map_or(true, |m| m.len() > MAX_FILE) {
             continue;
         }

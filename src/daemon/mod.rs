@@ -6,23 +6,13 @@ pub mod protocol;
 mod router;
 mod server;
 
-use std::path::{Path, PathBuf};
-
 pub use client::{Client, ClientError, Daemon, PendingCompletion};
 pub use server::{DaemonError, DaemonOptions, Outcome, run, socket_path};
 
-use crate::engine::discovery::{self, Roots};
-
-/// The model a daemon serves: the one named (flag), else `[engine] model`, else the best model
-/// discovery finds on this machine.
-pub fn resolve_model(named: Option<&Path>, configured: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(path) = named.or(configured) {
-        return Ok(path.to_owned());
-    }
-    let found = discovery::discover(&Roots::from_env());
-    discovery::default_model(&found).map(|f| f.path.clone()).ok_or_else(|| {
-        "no model configured and none found on this machine: set `model` under [engine] in config.toml, \
-         or pass --model (`marunochi models` shows what was looked for)"
-            .to_owned()
-    })
+/// Work the daemon runs in the background while it lives (the training schedule, the rollout
+/// checks: `jobs::daemon_jobs`), each on a thread of its own.
+pub trait Job: Send {
+    /// How long to wait before each run.
+    fn period(&self) -> std::time::Duration;
+    fn run(&mut self);
 }

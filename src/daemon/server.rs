@@ -27,6 +27,8 @@ pub struct DaemonOptions {
     pub idle_exit: Duration,
     /// Canary and shadow shares (read at start; the rest of `[rollout]` at every check).
     pub rollout: crate::config::RolloutConfig,
+    /// Background jobs (`jobs::daemon_jobs`), each run on a thread of its own while the daemon lives.
+    pub jobs: Vec<Box<dyn super::Job>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,8 +126,9 @@ async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError>
         interrupt: Arc::default(),
     });
     spawn_loader(options.model, model_tx, &shared);
-    spawn_scheduler(options.home.clone());
-    spawn_rollout(options.home.clone(), Duration::from_secs(options.rollout.check_every_secs.max(1)));
+    for job in options.jobs {
+        spawn_job(job);
+    }
     spawn_worker(job_rx, &shared, options.home.db_path());
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -171,47 +174,12 @@ async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError>
     Ok(())
 }
 
-/// How often the daemon asks the training schedule whether to train (`train::schedule::tick`).
-const SCHEDULE_EVERY: Duration = Duration::from_secs(300);
-
-/// Trains due languages in the night window. The training child stops itself at the window's
-/// end and outlives the daemon if the daemon exits first, so no training is lost either way.
-fn spawn_scheduler(home: Home) {
-    std::thread::spawn(move || {
-        let exe = crate::train::schedule::current_exe();
-        loop {
-            std::thread::sleep(SCHEDULE_EVERY);
-            // Read each time: a config edited while the daemon runs applies at the next check.
-            let Ok(config) = crate::config::Config::load(&home.config_file()) else { continue };
-            match crate::train::schedule::tick(&exe, &home, &config) {
-                Ok(tick) => tracing::debug!(?tick, "training schedule"),
-                Err(error) => tracing::warn!(%error, "training schedule"),
-            }
-        }
-    });
-}
-
-/// Moves rollouts on (shadow → canary → active) and rolls back what does worse
-/// (`deploy::rollout::tick`), on the user's outcomes as they come in.
-fn spawn_rollout(home: Home, every: Duration) {
+/// Runs `job` every period, the first time one period after start.
+fn spawn_job(mut job: Box<dyn super::Job>) {
     std::thread::spawn(move || {
         loop {
-            std::thread::sleep(every);
-            let Ok(config) = crate::config::Config::load(&home.config_file()) else { continue };
-            if !config.rollout.automatic {
-                continue;
-            }
-            match crate::deploy::rollout::tick(&home, &config) {
-                Ok(report) => {
-                    for step in report.steps {
-                        tracing::info!(%step, "rollout");
-                    }
-                    for wait in report.waiting {
-                        tracing::debug!(%wait, "rollout");
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "rollout check"),
-            }
+            std::thread::sleep(job.period());
+            job.run();
         }
     });
 }
@@ -357,7 +325,7 @@ fn spawn_worker(jobs: std::sync::mpsc::Receiver<Job>, shared: &Arc<Shared>, db: 
         (shared.model.clone(), shared.router.clone(), shared.completions.clone(), shared.interrupt.clone());
     std::thread::spawn(move || {
         let mut shadows: std::collections::VecDeque<ShadowJob> = std::collections::VecDeque::new();
-        let mut store: Option<crate::capture::Store> = None;
+        let mut store: Option<crate::store::Store> = None;
         loop {
             let job = if shadows.is_empty() {
                 jobs.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected)
@@ -422,7 +390,7 @@ fn run_shadow(
     shadow: ShadowJob,
     interrupt: &Arc<AtomicBool>,
     db: &Path,
-    store: &mut Option<crate::capture::Store>,
+    store: &mut Option<crate::store::Store>,
     queue: &mut std::collections::VecDeque<ShadowJob>,
 ) {
     let (replies, _ignored) = mpsc::unbounded_channel();
@@ -437,17 +405,17 @@ fn run_shadow(
         _ => return,
     };
     let Some((language, version)) = shadow.adapter.split_once('/') else { return };
-    let sample = crate::capture::ShadowSample {
+    let sample = crate::store::ShadowSample {
         language: language.to_owned(),
         version: version.to_owned(),
         document: shadow.request.document.clone(),
-        request_hash: crate::deploy::rollout::request_hash(&shadow.request.prefix, &shadow.request.suffix),
+        request_hash: crate::store::request_hash(&shadow.request.prefix, &shadow.request.suffix),
         served_model_version: shadow.served_model_version,
         served_text: shadow.served_text,
         shadow_text: text,
     };
     if store.is_none() {
-        match crate::capture::Store::open(db) {
+        match crate::store::Store::open(db) {
             Ok(opened) => *store = Some(opened),
             Err(error) => {
                 tracing::warn!(%error, "a shadow sample cannot be kept");

@@ -15,7 +15,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::capture::Store;
+use crate::store::Store;
 use editor::Editor;
 
 /// The demo's model: the one named, else the configured one, else a Qwen2.5-Coder model found on
@@ -60,7 +60,7 @@ pub enum DemoError {
     #[error("the editing session failed: {0}")]
     Session(String),
     #[error(transparent)]
-    Store(#[from] crate::capture::StoreError),
+    Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Curate(#[from] crate::curate::CurateError),
 }
@@ -152,8 +152,8 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
     drop(store);
 
     let bar = stage("Retention and quality, with the clock moved 31 days on…");
-    let month_later = crate::capture::now_ms() + 31 * 86_400_000;
-    let (report, scored) = crate::retention::catch_up(&db, month_later, 0.67)?;
+    let month_later = crate::clock::now_ms() + 31 * 86_400_000;
+    let (report, scored) = crate::jobs::catch_up(&db, month_later, 0.67)?;
     done(bar, &format!("{} retention checks (30 s … 30 d) and {scored} quality scores", report.checked));
     let stats = crate::quality::stats::load(&db)?;
     for line in crate::quality::stats::render_terminal(&stats).lines() {

@@ -17,12 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::capture::{AdapterChange, AdapterEvent, AdapterVersion, Store, StoreError};
+use crate::store::{AdapterChange, AdapterEvent, AdapterVersion, Links, Stage, Store, StoreError};
 
 pub mod rollout;
-
-/// The stages serving reads, each a link of the same name in `adapters/<language>/`, highest first.
-const SERVED: [&str; 3] = ["active", "canary", "shadow"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -41,7 +38,7 @@ pub enum RegistryError {
 pub struct Entry {
     pub language: String,
     pub version: String,
-    pub state: String,
+    pub state: Stage,
     pub created_at: String,
     /// When it entered its state.
     pub since: String,
@@ -53,38 +50,11 @@ pub struct Entry {
     pub gate_verdict: Option<String>,
 }
 
-/// The versions serving uses for one language, read from the links alone (no store, no writes:
-/// cheap enough for an editor's status bar).
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct Serving {
-    pub active: Option<String>,
-    pub canary: Option<String>,
-    pub shadow: Option<String>,
-}
-
-/// Per language with any link, what it serves.
-pub fn serving(adapters: &Path) -> std::collections::BTreeMap<String, Serving> {
-    let mut languages = std::collections::BTreeMap::new();
-    for language in std::fs::read_dir(adapters).into_iter().flatten().flatten() {
-        let Some(name) = language.file_name().to_str().map(str::to_owned) else { continue };
-        let linked = |stage: &str| {
-            std::fs::read_link(language.path().join(stage))
-                .ok()
-                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
-        };
-        let stages = Serving { active: linked("active"), canary: linked("canary"), shadow: linked("shadow") };
-        if stages != Serving::default() {
-            languages.insert(name, stages);
-        }
-    }
-    languages
-}
-
 /// What [`Registry::roll_back_newest`] took out of service.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RolledBack {
     Rollout {
-        stage: &'static str,
+        stage: Stage,
         version: String,
     },
     /// The active version; the one restored (`None`: the base model serves).
@@ -143,13 +113,17 @@ impl Registry {
         let mut store = self.store()?;
         let rows = self.reconcile(&mut store, language)?;
         let version = self.eligible(language, &rows, version, base_fingerprint, force)?;
-        let previous = rows.iter().find(|r| r.state == "active");
-        self.point(language, "active", Some(&version))?;
+        let previous = rows.iter().find(|r| r.state == Stage::Active);
+        self.point(language, Stage::Active, Some(&version))?;
         self.unlink_stage_of(&rows, language, &version)?;
-        let mut changes =
-            vec![change(language, &version, "active", &format!("promoted{}", if force { " (forced)" } else { "" }))];
+        let mut changes = vec![change(
+            language,
+            &version,
+            Stage::Active,
+            &format!("promoted{}", if force { " (forced)" } else { "" }),
+        )];
         if let Some(previous) = previous {
-            changes.push(change(language, &previous.version, "retired", &format!("replaced by {version}")));
+            changes.push(change(language, &previous.version, Stage::Retired, &format!("replaced by {version}")));
         }
         store.set_adapter_states(&changes)?;
         Ok(version)
@@ -169,11 +143,13 @@ impl Registry {
         let mut store = self.store()?;
         let rows = self.reconcile(&mut store, language)?;
         let version = self.eligible(language, &rows, version, base_fingerprint, false)?;
-        let stage = if skip_shadow { "canary" } else { "shadow" };
+        let stage = if skip_shadow { Stage::Canary } else { Stage::Shadow };
         let mut changes = Vec::new();
-        for running in rows.iter().filter(|r| (r.state == "shadow" || r.state == "canary") && r.version != version) {
-            self.point(language, &running.state, None)?;
-            changes.push(change(language, &running.version, "candidate", &format!("superseded by {version}")));
+        for running in
+            rows.iter().filter(|r| (r.state == Stage::Shadow || r.state == Stage::Canary) && r.version != version)
+        {
+            self.point(language, running.state, None)?;
+            changes.push(change(language, &running.version, Stage::Candidate, &format!("superseded by {version}")));
         }
         self.point(language, stage, Some(&version))?;
         changes.push(change(language, &version, stage, "passed the gate: rollout started"));
@@ -183,28 +159,28 @@ impl Registry {
 
     /// Moves `language`'s version in stage `from` (shadow or canary) one stage on: shadow →
     /// canary, canary → active (the previous active one retired, still loaded).
-    pub fn advance(&self, language: &str, from: &str, reason: &str) -> Result<String, RegistryError> {
+    pub fn advance(&self, language: &str, from: Stage, reason: &str) -> Result<String, RegistryError> {
         let mut store = self.store()?;
         let rows = self.reconcile(&mut store, language)?;
         let row = self.in_stage(&rows, language, from)?;
-        let to = if from == "shadow" { "canary" } else { "active" };
+        let to = if from == Stage::Shadow { Stage::Canary } else { Stage::Active };
         self.point(language, to, Some(&row.version))?;
         self.point(language, from, None)?;
         let mut changes = vec![change(language, &row.version, to, reason)];
-        if let Some(previous) = rows.iter().find(|r| r.state == "active").filter(|_| to == "active") {
-            changes.push(change(language, &previous.version, "retired", &format!("replaced by {}", row.version)));
+        if let Some(previous) = rows.iter().find(|r| r.state == Stage::Active).filter(|_| to == Stage::Active) {
+            changes.push(change(language, &previous.version, Stage::Retired, &format!("replaced by {}", row.version)));
         }
         store.set_adapter_states(&changes)?;
         Ok(row.version.clone())
     }
 
     /// Ends the rollout of `language`'s version in stage `stage` (shadow or canary): rolled back.
-    pub fn abort(&self, language: &str, stage: &str, reason: &str) -> Result<String, RegistryError> {
+    pub fn abort(&self, language: &str, stage: Stage, reason: &str) -> Result<String, RegistryError> {
         let mut store = self.store()?;
         let rows = self.reconcile(&mut store, language)?;
         let row = self.in_stage(&rows, language, stage)?;
         self.point(language, stage, None)?;
-        store.set_adapter_states(&[change(language, &row.version, "rolled_back", reason)])?;
+        store.set_adapter_states(&[change(language, &row.version, Stage::RolledBack, reason)])?;
         Ok(row.version.clone())
     }
 
@@ -214,7 +190,7 @@ impl Registry {
         let mut store = self.store()?;
         let rows = self.reconcile(&mut store, language)?;
         drop(store);
-        for stage in ["canary", "shadow"] {
+        for stage in [Stage::Canary, Stage::Shadow] {
             if rows.iter().any(|r| r.state == stage) {
                 let version = self.abort(language, stage, reason)?;
                 return Ok(RolledBack::Rollout { stage, version });
@@ -228,15 +204,15 @@ impl Registry {
     pub fn rollback(&self, language: &str, reason: &str) -> Result<Option<String>, RegistryError> {
         let mut store = self.store()?;
         let rows = self.reconcile(&mut store, language)?;
-        let active = self.in_stage(&rows, language, "active")?;
-        let previous = rows.iter().filter(|r| r.state == "retired").max_by(|a, b| a.updated_at.cmp(&b.updated_at));
-        self.point(language, "active", previous.map(|p| p.version.as_str()))?;
-        let mut changes = vec![change(language, &active.version, "rolled_back", reason)];
+        let active = self.in_stage(&rows, language, Stage::Active)?;
+        let previous = rows.iter().filter(|r| r.state == Stage::Retired).max_by(|a, b| a.updated_at.cmp(&b.updated_at));
+        self.point(language, Stage::Active, previous.map(|p| p.version.as_str()))?;
+        let mut changes = vec![change(language, &active.version, Stage::RolledBack, reason)];
         if let Some(previous) = previous {
             changes.push(change(
                 language,
                 &previous.version,
-                "active",
+                Stage::Active,
                 &format!("restored: {} rolled back", active.version),
             ));
         }
@@ -249,8 +225,8 @@ impl Registry {
         let mut store = self.store()?;
         let rows = self.reconcile(&mut store, language)?;
         let no_such = || RegistryError::NoSuchVersion { language: language.to_owned(), version: version.to_owned() };
-        let row = rows.iter().find(|r| r.version == version && r.state != "removed").ok_or_else(no_such)?;
-        if row.state == "active" {
+        let row = rows.iter().find(|r| r.version == version && r.state != Stage::Removed).ok_or_else(no_such)?;
+        if row.state == Stage::Active {
             return Err(RegistryError::Refused {
                 language: language.to_owned(),
                 reason: format!("{version} is active; promote another version or roll back first"),
@@ -258,7 +234,7 @@ impl Registry {
         }
         let dir = self.adapters.join(language).join(version);
         std::fs::remove_dir_all(&dir).map_err(|source| RegistryError::Io { path: dir, source })?;
-        store.set_adapter_states(&[change(language, version, "removed", "removed by the user")])?;
+        store.set_adapter_states(&[change(language, version, Stage::Removed, "removed by the user")])?;
         Ok(())
     }
 
@@ -284,16 +260,16 @@ impl Registry {
             None => rows
                 .iter()
                 .rev()
-                .filter(|r| r.state == "candidate")
+                .filter(|r| r.state == Stage::Candidate)
                 .find(|r| metadata(&self.adapters.join(language).join(&r.version)).gate == Some(true))
                 .map(|r| r.version.clone())
                 .ok_or_else(|| refused("no candidate has passed the gate (`marunochi eval`)".into()))?,
         };
         let row = rows
             .iter()
-            .find(|r| r.version == version && r.state != "removed")
+            .find(|r| r.version == version && r.state != Stage::Removed)
             .ok_or_else(|| RegistryError::NoSuchVersion { language: language.to_owned(), version: version.clone() })?;
-        if row.state == "active" {
+        if row.state == Stage::Active {
             return Err(refused(format!("{version} is already active")));
         }
         let trained_on = metadata(&self.adapters.join(language).join(&version)).base_fingerprint;
@@ -318,11 +294,11 @@ impl Registry {
         &self,
         rows: &'r [AdapterVersion],
         language: &str,
-        stage: &str,
+        stage: Stage,
     ) -> Result<&'r AdapterVersion, RegistryError> {
         rows.iter().find(|r| r.state == stage).ok_or_else(|| RegistryError::Refused {
             language: language.to_owned(),
-            reason: if stage == "active" {
+            reason: if stage == Stage::Active {
                 "no adapter is active; the base model is serving".into()
             } else {
                 format!("no adapter is in {stage}")
@@ -355,14 +331,10 @@ impl Registry {
         let dir = self.adapters.join(language);
         let rows = store.adapter_versions(Some(language))?;
         let on_disk = versions_on_disk(&dir);
-        let mut linked: Vec<(&str, String)> = Vec::new();
-        for stage in SERVED {
-            let Some(version) = std::fs::read_link(dir.join(stage))
-                .ok()
-                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
-            else {
-                continue;
-            };
+        let links = Links::read(&dir);
+        let mut linked: Vec<(Stage, String)> = Vec::new();
+        for (stage, version) in Stage::SERVED.into_iter().zip([links.active, links.canary, links.shadow]) {
+            let Some(version) = version else { continue };
             if linked.iter().any(|(_, v)| *v == version) {
                 self.point(language, stage, None)?;
             } else {
@@ -375,7 +347,7 @@ impl Registry {
             if !rows.iter().any(|r| &r.version == version) {
                 let mut c = match stage_of(version) {
                     Some(stage) => change(language, version, stage, &format!("{stage} before the registry knew it")),
-                    None => change(language, version, "candidate", "trained"),
+                    None => change(language, version, Stage::Candidate, "trained"),
                 };
                 c.base_fingerprint = metadata(&dir.join(version)).base_fingerprint;
                 changes.push(c);
@@ -383,12 +355,12 @@ impl Registry {
         }
         // The version the active link names now, as the store last knew it: a retired one means the
         // interrupted change was a rollback (the one it replaced is rolled back, not retired).
-        let now_active = linked.iter().find(|(stage, _)| *stage == "active").map(|(_, v)| v.as_str());
-        let now_active_was = now_active.and_then(|v| rows.iter().find(|r| r.version == v)).map(|r| r.state.as_str());
+        let now_active = linked.iter().find(|(stage, _)| *stage == Stage::Active).map(|(_, v)| v.as_str());
+        let now_active_was = now_active.and_then(|v| rows.iter().find(|r| r.version == v)).map(|r| r.state);
         for row in &rows {
             if !on_disk.contains(&row.version) {
-                if row.state != "removed" {
-                    changes.push(change(language, &row.version, "removed", "its directory is gone"));
+                if row.state != Stage::Removed {
+                    changes.push(change(language, &row.version, Stage::Removed, "its directory is gone"));
                 }
                 continue;
             }
@@ -399,9 +371,10 @@ impl Registry {
                     stage,
                     &format!("the {stage} link names it (an interrupted change completed)"),
                 )),
-                None if SERVED.contains(&row.state.as_str()) => {
-                    let replaced = row.state == "active" && now_active.is_some() && now_active_was != Some("retired");
-                    let to = if replaced { "retired" } else { "rolled_back" };
+                None if row.state.is_served() => {
+                    let replaced =
+                        row.state == Stage::Active && now_active.is_some() && now_active_was != Some(Stage::Retired);
+                    let to = if replaced { Stage::Retired } else { Stage::RolledBack };
                     changes.push(change(
                         language,
                         &row.version,
@@ -420,17 +393,17 @@ impl Registry {
 
     /// Removes the shadow or canary link naming `version` (it is being promoted past them).
     fn unlink_stage_of(&self, rows: &[AdapterVersion], language: &str, version: &str) -> Result<(), RegistryError> {
-        match rows.iter().find(|r| r.version == version).map(|r| r.state.as_str()) {
-            Some(stage @ ("shadow" | "canary")) => self.point(language, stage, None),
+        match rows.iter().find(|r| r.version == version).map(|r| r.state) {
+            Some(stage @ (Stage::Shadow | Stage::Canary)) => self.point(language, stage, None),
             _ => Ok(()),
         }
     }
 
     /// Points `adapters/<language>/<stage>` at `version` (or removes it: for `active`, the base
     /// model serves), atomically: a new link is renamed over the old one.
-    fn point(&self, language: &str, stage: &str, version: Option<&str>) -> Result<(), RegistryError> {
+    fn point(&self, language: &str, stage: Stage, version: Option<&str>) -> Result<(), RegistryError> {
         let dir = self.adapters.join(language);
-        let link = dir.join(stage);
+        let link = dir.join(stage.as_str());
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| RegistryError::Io { path, source }
@@ -450,11 +423,11 @@ impl Registry {
     }
 }
 
-fn change(language: &str, version: &str, state: &str, reason: &str) -> AdapterChange {
+fn change(language: &str, version: &str, state: Stage, reason: &str) -> AdapterChange {
     AdapterChange {
         language: language.to_owned(),
         version: version.to_owned(),
-        state: state.to_owned(),
+        state,
         base_fingerprint: None,
         reason: reason.to_owned(),
     }

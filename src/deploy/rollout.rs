@@ -22,12 +22,10 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-
 use super::{Entry, Registry, RegistryError};
-use crate::capture::{DriftEvent, Store, StoreError, VersionOutcome};
 use crate::config::{Config, RolloutConfig};
 use crate::home::Home;
+use crate::store::{DriftEvent, Stage, Store, StoreError, VersionOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
@@ -37,22 +35,13 @@ pub enum RolloutError {
     Registry(#[from] RegistryError),
 }
 
-/// The key under which a shadow sample finds the suggestion shown for the same request.
-pub fn request_hash(prefix: &str, suffix: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(prefix.as_bytes());
-    hasher.update([0]);
-    hasher.update(suffix.as_bytes());
-    format!("{:x}", hasher.finalize())
-}
-
 /// One change a check made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub language: String,
     pub version: String,
-    pub from: String,
-    pub to: String,
+    pub from: Stage,
+    pub to: Stage,
     pub reason: String,
 }
 
@@ -96,16 +85,16 @@ pub fn tick(home: &Home, config: &Config) -> Result<Report, RolloutError> {
     let mut languages: Vec<&str> = entries.iter().map(|e| e.language.as_str()).collect();
     languages.dedup();
     for language in languages {
-        let of = |state: &str| entries.iter().find(|e| e.language == language && e.state == state);
-        let active = of("active");
+        let of = |state: Stage| entries.iter().find(|e| e.language == language && e.state == state);
+        let active = of(Stage::Active);
         // At most one change per language and check: the entries above describe the state before it.
-        if let Some(shadow) = of("shadow") {
+        if let Some(shadow) = of(Stage::Shadow) {
             let verdict = decide_shadow(&store.shadow_results(language, &shadow.version, &shadow.since)?, settings);
             if apply(&registry, &mut store, shadow, verdict, &mut report)? {
                 continue;
             }
         }
-        if let Some(canary) = of("canary") {
+        if let Some(canary) = of(Stage::Canary) {
             let outcomes = store.version_outcomes(language, &canary.since, threshold)?;
             let (mine, reference) = split(&outcomes, language, &canary.version, active.map(|a| a.version.as_str()));
             let verdict = decide_canary(&mine, &reference, settings);
@@ -116,7 +105,7 @@ pub fn tick(home: &Home, config: &Config) -> Result<Report, RolloutError> {
         if let Some(active) = active
             && let Some(previous) = entries
                 .iter()
-                .filter(|e| e.language == language && e.state == "retired")
+                .filter(|e| e.language == language && e.state == Stage::Retired)
                 .max_by(|a, b| a.since.cmp(&b.since))
         {
             let since_promotion = store.version_outcomes(language, &active.since, threshold)?;
@@ -138,7 +127,7 @@ fn judge_shadows(store: &mut Store) -> Result<(), StoreError> {
         let shown = pending
             .candidates
             .iter()
-            .find(|c| request_hash(&c.prompt_prefix, &c.prompt_suffix) == pending.request_hash);
+            .find(|c| crate::store::request_hash(&c.prompt_prefix, &c.prompt_suffix) == pending.request_hash);
         match shown {
             Some(shown) => {
                 let kept = shown.kept.as_deref().filter(|k| !k.trim().is_empty());
@@ -190,42 +179,42 @@ fn apply(
     verdict: Verdict,
     report: &mut Report,
 ) -> Result<bool, RolloutError> {
-    let step = |to: &str, reason: String| Step {
+    let step = |to: Stage, reason: String| Step {
         language: entry.language.clone(),
         version: entry.version.clone(),
-        from: entry.state.clone(),
-        to: to.to_owned(),
+        from: entry.state,
+        to,
         reason,
     };
     match verdict {
         Verdict::Wait(why) => {
-            report.waiting.push(step(&entry.state, why));
+            report.waiting.push(step(entry.state, why));
             return Ok(false);
         }
         Verdict::Advance(reason) => {
-            registry.advance(&entry.language, &entry.state, &reason)?;
-            let to = if entry.state == "shadow" { "canary" } else { "active" };
+            registry.advance(&entry.language, entry.state, &reason)?;
+            let to = if entry.state == Stage::Shadow { Stage::Canary } else { Stage::Active };
             report.steps.push(step(to, reason));
         }
         Verdict::RollBack { reason, drift } => {
-            report.steps.push(step("rolled_back", reason.clone()));
-            if entry.state == "active" {
+            report.steps.push(step(Stage::RolledBack, reason.clone()));
+            if entry.state == Stage::Active {
                 let restored = registry.rollback(&entry.language, &format!("automatic rollback: {reason}"))?;
                 if let Some(restored) = restored {
                     report.steps.push(Step {
                         language: entry.language.clone(),
                         version: restored,
-                        from: "retired".into(),
-                        to: "active".into(),
+                        from: Stage::Retired,
+                        to: Stage::Active,
                         reason: format!("restored: {} rolled back", entry.version),
                     });
                 }
             } else {
-                registry.abort(&entry.language, &entry.state, &format!("automatic rollback: {reason}"))?;
+                registry.abort(&entry.language, entry.state, &format!("automatic rollback: {reason}"))?;
             }
             if let Some((kind, value, baseline)) = drift {
                 store.record_drift(&[DriftEvent {
-                    week: crate::quality::drift::iso_week(crate::capture::now_ms()),
+                    week: crate::clock::iso_week(crate::clock::now_ms()),
                     language: entry.language.clone(),
                     kind: kind.to_owned(),
                     value: Some(value),

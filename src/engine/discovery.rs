@@ -494,3 +494,16 @@ fn hf_fim(path: &Path) -> Result<bool, String> {
     };
     Ok(in_vocab || tokenizer.added_tokens.iter().any(|t| is_marker(&t.content)))
 }
+/// The model a daemon serves: the one named (flag), else `[engine] model`, else the best model
+/// discovery finds on this machine.
+pub fn resolve_model(named: Option<&Path>, configured: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(path) = named.or(configured) {
+        return Ok(path.to_owned());
+    }
+    let found = discover(&Roots::from_env());
+    default_model(&found).map(|f| f.path.clone()).ok_or_else(|| {
+        "no model configured and none found on this machine: set `model` under [engine] in config.toml, \
+         or pass --model (`marunochi models` shows what was looked for)"
+            .to_owned()
+    })
+}

@@ -430,7 +430,7 @@ pub fn run(
             (None, Some(note)) => format!("{}; forgetting not checked: {note}", report.heldout.verdict),
             (None, None) => report.heldout.verdict.clone(),
         };
-        crate::capture::Store::open(db)
+        crate::store::Store::open(db)
             .and_then(|mut store| store.set_adapter_gate(&language, version, report.passed, &summary))
             .map_err(|e| EvalError::Data { path: db.to_owned(), reason: e.to_string() })?;
     }

@@ -3,7 +3,7 @@
 //! under 50%, and the weekly trend alert when mean quality drops more than 10% on the week before.
 //! Recorded once per week, language and kind, for the scheduler.
 
-use crate::capture::{DriftEvent, Store, StoreError, WeekMetrics};
+use crate::store::{DriftEvent, Store, StoreError, WeekMetrics};
 
 /// Weeks compared with ("the trailing month").
 const TRAILING_WEEKS: usize = 4;
@@ -60,14 +60,6 @@ pub fn detect(metrics: &[WeekMetrics]) -> Vec<DriftEvent> {
     events
 }
 
-/// The week of a time in ms since the epoch, named as the store's weekly metrics and drift events
-/// name weeks (`strftime('%G-W%V')`): `2026-W48`.
-pub fn iso_week(ms: i64) -> String {
-    let time = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let (year, week, _) = time.to_iso_week_date();
-    format!("{year}-W{week:02}")
-}
-
 /// Detects drift in the store's metrics and records the events not recorded before; returns them.
 pub fn update(store: &mut Store) -> Result<usize, StoreError> {
     let events = detect(&store.weekly_metrics()?);
@@ -77,20 +69,6 @@ pub fn update(store: &mut Store) -> Result<usize, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_weeks_match_the_metrics_naming() {
-        const NOW: i64 = 1_795_608_000_000;
-        const DAY: i64 = 86_400_000;
-        assert_eq!(iso_week(NOW), "2026-W48");
-        assert_eq!(iso_week(NOW - 7 * DAY), "2026-W47");
-        let sqlite = rusqlite::Connection::open_in_memory().unwrap();
-        for ms in [NOW, NOW - 7 * DAY, 1_735_689_600_000, 1_767_225_600_000] {
-            let named: String =
-                sqlite.query_row("SELECT strftime('%G-W%V', ?1 / 1000, 'unixepoch')", [ms], |row| row.get(0)).unwrap();
-            assert_eq!(iso_week(ms), named, "{ms}");
-        }
-    }
 
     fn week(language: &str, week: &str, decided: usize, taken: usize, errors: usize, quality: f64) -> WeekMetrics {
         WeekMetrics {

@@ -14,7 +14,8 @@ pub mod drift;
 pub mod lint;
 pub mod stats;
 
-use crate::capture::{Store, StoreError};
+use crate::store::{Action, Store, StoreError};
+pub use crate::store::{Inputs, TestCounts};
 
 /// Static analysis of settled code as stored: tree-sitter's (when the language has a grammar) and
 /// an external linter's (when one is installed).
@@ -24,36 +25,6 @@ pub struct StaticAnalysis {
     pub syntax: Option<crate::syntax::Analysis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lint: Option<lint::Lint>,
-}
-
-/// What the score is computed from (one stored interaction).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Inputs {
-    /// accepted, partial, corrected, rejected, ignored.
-    pub action: String,
-    /// `None`: never executed as far as we know.
-    pub execution_success: Option<bool>,
-    pub tests: Option<TestCounts>,
-    /// Syntax errors (tree-sitter) in the final code; `None` without a grammar for its language.
-    pub syntax_errors: Option<usize>,
-    /// The language server's errors (severity 1) inside the final code when it settled.
-    pub server_errors: usize,
-    /// An external linter's findings in the final code (ruff), when one ran.
-    pub linter_errors: usize,
-    /// Cyclomatic complexity of the function around the code; `None` without a grammar.
-    pub complexity: Option<usize>,
-    pub retention_7d: Option<bool>,
-    pub retention_30d: Option<bool>,
-    /// Explicit feedback: −1, 0 or 1.
-    pub user_rating: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct TestCounts {
-    pub tests: usize,
-    pub failures: usize,
-    pub errors: usize,
-    pub skipped: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -118,9 +89,9 @@ pub fn score(inputs: &Inputs) -> Score {
     };
     let feedback = match inputs.user_rating {
         Some(rating) => 10.0 * rating.clamp(-1, 1) as f64,
-        None => match inputs.action.as_str() {
-            "accepted" | "partial" | "corrected" => 5.0,
-            "rejected" => -5.0,
+        None => match inputs.action {
+            action if action.taken() => 5.0,
+            Action::Rejected => -5.0,
             _ => 0.0,
         },
     };
@@ -133,7 +104,13 @@ pub fn score(inputs: &Inputs) -> Score {
 /// many.
 pub fn rescore(store: &mut Store) -> Result<usize, StoreError> {
     let pending = store.unscored()?;
-    let scores: Vec<(String, Score)> = pending.into_iter().map(|(id, inputs)| (id, score(&inputs))).collect();
+    let scores: Vec<(String, f64, String)> = pending
+        .into_iter()
+        .map(|(id, inputs)| {
+            let score = score(&inputs);
+            (id, score.total, serde_json::to_string(&score).unwrap_or_default())
+        })
+        .collect();
     store.set_scores(&scores)?;
     Ok(scores.len())
 }
@@ -143,7 +120,7 @@ mod tests {
     use super::*;
 
     fn taken() -> Inputs {
-        Inputs { action: "accepted".into(), syntax_errors: Some(0), complexity: Some(3), ..Inputs::default() }
+        Inputs { action: Action::Accepted, syntax_errors: Some(0), complexity: Some(3), ..Inputs::default() }
     }
 
     #[test]
@@ -179,9 +156,9 @@ mod tests {
         assert_eq!(score(&Inputs { retention_7d: Some(false), retention_30d: Some(true), ..taken() }).retention, 8.0);
         // Feedback: explicit wins over implicit.
         assert_eq!(score(&Inputs { user_rating: Some(-1), ..taken() }).feedback, -10.0);
-        assert_eq!(score(&Inputs { user_rating: Some(1), action: "rejected".into(), ..taken() }).feedback, 10.0);
-        assert_eq!(score(&Inputs { action: "rejected".into(), ..taken() }).feedback, -5.0);
-        assert_eq!(score(&Inputs { action: "ignored".into(), ..taken() }).feedback, 0.0);
+        assert_eq!(score(&Inputs { user_rating: Some(1), action: Action::Rejected, ..taken() }).feedback, 10.0);
+        assert_eq!(score(&Inputs { action: Action::Rejected, ..taken() }).feedback, -5.0);
+        assert_eq!(score(&Inputs { action: Action::Ignored, ..taken() }).feedback, 0.0);
     }
 
     #[test]

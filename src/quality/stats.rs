@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::Band;
-use crate::capture::{AdapterVersion, DriftEvent, Store, StoreError, WeekMetrics};
+use crate::store::{AdapterVersion, DriftEvent, Store, StoreError, WeekMetrics};
 
 pub struct Stats {
     pub weeks: Vec<WeekMetrics>,
@@ -31,7 +31,7 @@ pub fn collect(store: &Store) -> Result<Stats, StoreError> {
     for (language, label, survival, judged) in store.retention_curve()? {
         retention.entry(language).or_default().push((label, survival, judged));
     }
-    let order = |label: &str| crate::retention::CHECKS.iter().position(|(l, _)| *l == label);
+    let order = |label: &str| crate::store::CHECKS.iter().position(|(l, _)| *l == label);
     retention.values_mut().for_each(|curve| curve.sort_by_key(|(label, ..)| order(label)));
     let mut bands: BTreeMap<String, [usize; 5]> = BTreeMap::new();
     for (language, score) in store.quality_scores()? {
@@ -257,7 +257,7 @@ pub fn render_html(stats: &Stats) -> String {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
                 escape(&a.language),
                 escape(&a.version),
-                escape(&a.state),
+                escape(a.state.as_str()),
                 escape(&gate(a))
             );
         }

@@ -14,19 +14,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::capture::{CheckResult, DueCheck, Store, StoreError};
-use crate::syntax::{Analysis, Scope, Syntax};
-pub use survival::{survival, tokens};
-
-/// The checks scheduled for each taken suggestion: label and delay after acceptance in ms.
-pub const CHECKS: &[(&str, i64)] = &[
-    ("30s", 30_000),
-    ("2m", 120_000),
-    ("5m", 300_000),
-    ("10m", 600_000),
-    ("7d", 7 * 86_400_000),
-    ("30d", 30 * 86_400_000),
-];
+use crate::store::Anchor;
+use crate::store::{CheckResult, DueCheck, Store, StoreError};
+use crate::syntax::{Analysis, Syntax, tokens};
+pub use survival::survival;
 
 /// Bytes around the code's old place searched first; most code has not moved.
 const NEARBY_BYTES: usize = 1024;
@@ -34,24 +25,6 @@ const NEARBY_BYTES: usize = 1024;
 const MAX_FILE_BYTES: u64 = crate::syntax::MAX_PARSE_BYTES as u64;
 /// Files of a workspace searched for moved code, at most.
 const MAX_WORKSPACE_FILES: usize = 5_000;
-
-/// Where settled code lives: its file, bytes and the named units around it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Anchor {
-    pub path: PathBuf,
-    /// The workspace root it belongs to: where moved code is looked for.
-    pub root: Option<PathBuf>,
-    pub start: usize,
-    pub end: usize,
-    /// Outermost first; empty at top level or for a language without a grammar.
-    pub scopes: Vec<Scope>,
-    /// How many normalized tokens the code has, and a hash of them (hex): the code's identity
-    /// whatever its layout.
-    #[serde(default)]
-    pub tokens: usize,
-    #[serde(default)]
-    pub fingerprint: String,
-}
 
 /// A hash of the normalized tokens of `code` (layout and quote style do not change it).
 pub fn fingerprint(code: &str) -> String {
@@ -134,22 +107,11 @@ impl Sweep<'_> {
     }
 }
 
-/// `marunochi retention sweep`: the checks due by `now_ms` in the store at `db`, from the files
-/// on disk (no editor is asked), then the quality scores they change. Returns what the sweep did
-/// and how many interactions were scored again.
-pub fn catch_up(db: &Path, now_ms: i64, threshold: f64) -> Result<(SweepReport, usize), StoreError> {
-    let mut store = Store::open(db)?;
-    let report = Sweep { threshold, open_document: &|_| None }.run(&mut store, now_ms)?;
-    let rescored = crate::quality::rescore(&mut store)?;
-    crate::quality::drift::update(&mut store)?;
-    Ok((report, rescored))
-}
-
 /// The survival of one suggestion's code and the file it was best found in; `None` when the
 /// anchored file cannot be judged.
 fn locate(check: &DueCheck, files: &mut Files) -> Option<(f64, Option<String>)> {
     let anchor = check.anchor.as_ref();
-    let path = anchor.map(|a| a.path.clone()).or_else(|| crate::lsp::file_path(&check.file_path))?;
+    let path = anchor.map(|a| a.path.clone()).or_else(|| crate::uri::to_path(&check.file_path))?;
     let code = tokens(&check.final_code);
     let text = match files.text(&path) {
         Ok(text) => text,

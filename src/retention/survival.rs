@@ -5,29 +5,6 @@
 //! Only insertions and deletions count (a changed token is one of each): with substitutions at
 //! cost 1, deleted code would "survive" by pairing its tokens with whatever follows it.
 
-/// Words (identifiers, numbers) and single punctuation characters; whitespace dropped, both quote
-/// characters the same token (formatters swap them).
-pub fn tokens(text: &str) -> Vec<&str> {
-    let mut out = Vec::with_capacity(text.len() / 4);
-    let mut word_start: Option<usize> = None;
-    for (i, c) in text.char_indices() {
-        if c.is_alphanumeric() || c == '_' {
-            word_start.get_or_insert(i);
-            continue;
-        }
-        if let Some(start) = word_start.take() {
-            out.push(&text[start..i]);
-        }
-        if !c.is_whitespace() {
-            out.push(if c == '\'' { "\"" } else { &text[i..i + c.len_utf8()] });
-        }
-    }
-    if let Some(start) = word_start {
-        out.push(&text[start..]);
-    }
-    out
-}
-
 /// The share (0..1) of `code`'s tokens found, in order and together, somewhere in `text`.
 /// Empty code has nothing left to survive: 0.
 pub fn survival(code: &[&str], text: &[&str]) -> f64 {
@@ -57,6 +34,7 @@ fn best_substring_distance(a: &[&str], b: &[&str]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::syntax::tokens;
 
     fn share(code: &str, text: &str) -> f64 {
         survival(&tokens(code), &tokens(text))

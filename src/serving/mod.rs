@@ -225,7 +225,7 @@ impl Serving {
                 r.push('/');
             }
         });
-        let mut directories: Vec<PathBuf> = self.roots.iter().filter_map(|r| crate::lsp::file_path(r)).collect();
+        let mut directories: Vec<PathBuf> = self.roots.iter().filter_map(|r| crate::uri::to_path(r)).collect();
         directories.sort();
         directories.dedup();
         self.sink.workspace(&directories);
@@ -435,7 +435,7 @@ impl Serving {
             ),
             Err(_) => (None, None),
         };
-        let today = crate::capture::Store::open(&self.link.home.db_path()).and_then(|store| store.today());
+        let today = crate::store::Store::open(&self.link.home.db_path()).and_then(|store| store.today());
         let today: serde_json::Map<String, Value> = match today {
             Ok(rows) => rows
                 .into_iter()
@@ -451,7 +451,7 @@ impl Serving {
         json!({
             "model": model,
             "problem": problem,
-            "adapters": crate::deploy::serving(&self.link.home.adapters_dir()),
+            "adapters": crate::store::Links::all(&self.link.home.adapters_dir()),
             "today": today,
         })
     }

@@ -131,6 +131,13 @@ pub(crate) fn next_version(dir: &Path) -> String {
     format!("v{}", highest + 1)
 }
 
+/// An interrupted run's progress under its work directory (`train/<language>/`): (step, total).
+pub fn interrupted(work: &Path) -> Option<(usize, usize)> {
+    let dir = existing_dir(&work.join("checkpoint"))?;
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).ok()?).ok()?;
+    Some((state.get("step")?.as_u64()? as usize, state.get("total")?.as_u64()? as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

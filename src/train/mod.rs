@@ -20,7 +20,6 @@ mod gradcheck;
 mod model;
 mod optim;
 mod preference;
-pub mod schedule;
 mod stages;
 
 use std::collections::HashMap;
@@ -39,7 +38,7 @@ use crate::engine::lora::Projection;
 use crate::engine::{Engine, EngineError, LoadOptions, ModelInfo};
 
 use data::{Encoder, Weighted};
-pub use files::fingerprint;
+pub use files::{fingerprint, interrupted};
 pub use model::BaseWeights;
 use model::{Base, Dropout, Grads, Lora, Pair};
 use optim::{AdamW, Hyper};

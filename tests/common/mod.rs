@@ -11,9 +11,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use marunochi::capture::Shown;
 use marunochi::capture::classify::{Action, Outcome};
 use marunochi::lsp::codec::{self, Incoming};
+use marunochi::store::Shown;
 use serde_json::{Value, json};
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -432,10 +432,10 @@ pub fn taken(id: &str, uri: &str, action: Action, code: &str, region: std::ops::
 pub const SHOWN_AT_MS: i64 = 1_780_000_000_000;
 
 /// A suggestion accepted as `code` (or corrected to it), run successfully, kept, rated: quality 85.
-pub fn graded(store: &mut marunochi::capture::Store, n: usize, project: &Path, code: &str, corrected: bool) {
+pub fn graded(store: &mut marunochi::store::Store, n: usize, project: &Path, code: &str, corrected: bool) {
     let id = format!("s{n:02}");
     let uri = format!("file://{}/m{n}.py", project.display());
-    let shown = marunochi::capture::Shown {
+    let shown = marunochi::store::Shown {
         suggestion: if corrected { "old_guess()".into() } else { code.into() },
         prompt_prefix: format!("def f{n}():\n    "),
         ..shown_row(&id, &uri, SHOWN_AT_MS + n as i64 * 60_000)
@@ -445,9 +445,9 @@ pub fn graded(store: &mut marunochi::capture::Store, n: usize, project: &Path, c
     store.batch(|b| b.shown(&shown)).unwrap();
     store.batch(|b| b.outcome(&outcome, None, None)).unwrap();
     store.batch(|b| b.feedback(&id, 1, None)).unwrap();
-    let results: Vec<marunochi::capture::CheckResult> = ["7d", "30d"]
+    let results: Vec<marunochi::store::CheckResult> = ["7d", "30d"]
         .iter()
-        .map(|label| marunochi::capture::CheckResult {
+        .map(|label| marunochi::store::CheckResult {
             interaction_id: id.clone(),
             label: label.to_string(),
             checked_ms: SHOWN_AT_MS + 40 * 86_400_000,
@@ -460,8 +460,8 @@ pub fn graded(store: &mut marunochi::capture::Store, n: usize, project: &Path, c
 }
 
 /// A successful `pytest` run in `project` at the graded suggestions' time: their execution signal.
-pub fn passing_run(project: &Path) -> marunochi::capture::Run {
-    marunochi::capture::Run {
+pub fn passing_run(project: &Path) -> marunochi::store::Run {
+    marunochi::store::Run {
         command: "pytest".into(),
         directory: project.display().to_string(),
         started_at_ms: SHOWN_AT_MS,

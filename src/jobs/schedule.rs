@@ -1,4 +1,4 @@
-//! When training runs (seed §1.4; DESIGN.md §6). Entry points: [`status`] (what is due and
+//! When training runs (seed §1.4; ARCHITECTURE.md, `src/jobs/`). Entry points: [`status`] (what is due and
 //! whether the machine is ready), [`tick`] (train the most urgent due language if it is) and
 //! [`run`] (one training run as a low-priority child process).
 //!
@@ -12,61 +12,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::capture::{DriftEvent, Store, StoreError};
-use crate::config::{Config, ScheduleConfig};
+use crate::config::{Config, ScheduleConfig, Window};
 use crate::home::Home;
-
-/// The nightly window, in local minutes since midnight; it may cross midnight (`22:30-05:00`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Window {
-    pub start: u16,
-    pub end: u16,
-}
-
-impl FromStr for Window {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Window, String> {
-        let bad = || format!("{text:?} is not a window such as 01:00-06:00 (local HH:MM-HH:MM)");
-        let minute = |hm: &str| -> Option<u16> {
-            let (h, m) = hm.trim().split_once(':')?;
-            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-            (h < 24 && m < 60).then_some(h * 60 + m)
-        };
-        let (start, end) = text.split_once('-').ok_or_else(bad)?;
-        let window = Window { start: minute(start).ok_or_else(bad)?, end: minute(end).ok_or_else(bad)? };
-        if window.start == window.end {
-            return Err(format!("{text:?} is an empty window"));
-        }
-        Ok(window)
-    }
-}
-
-impl Window {
-    pub fn contains(&self, minute: u16) -> bool {
-        if self.start < self.end {
-            (self.start..self.end).contains(&minute)
-        } else {
-            minute >= self.start || minute < self.end
-        }
-    }
-
-    /// Minutes from `minute` to the window's end.
-    pub fn minutes_left(&self, minute: u16) -> u16 {
-        (self.end + 24 * 60 - minute) % (24 * 60)
-    }
-}
-
-impl std::fmt::Display for Window {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:02}:{:02}-{:02}:{:02}", self.start / 60, self.start % 60, self.end / 60, self.end % 60)
-    }
-}
+use crate::store::{DriftEvent, Store, StoreError};
 
 /// Why a language is due, most urgent first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -110,7 +62,7 @@ pub fn decide(facts: &LanguageFacts, now_ms: i64, config: &ScheduleConfig) -> Re
     if let Some((step, total)) = facts.interrupted {
         return Ok(Trigger::Resume { step, total });
     }
-    let trained_week = facts.last_adapter.as_ref().map(|(_, ms)| crate::quality::drift::iso_week(*ms));
+    let trained_week = facts.last_adapter.as_ref().map(|(_, ms)| crate::clock::iso_week(*ms));
     // A rollback is the rollout answering a bad adapter; retraining on the same data would not.
     let newer = |e: &DriftEvent| trained_week.as_ref().is_none_or(|w| &e.week > w) && !e.kind.starts_with("rollback");
     let enough_for_drift = facts.examples >= config.min_drift_examples;
@@ -266,7 +218,7 @@ pub fn status(home: &Home, config: &Config, now: SystemTime) -> Result<Status, S
                 examples,
                 last_adapter: last_adapter(&home.adapters_dir().join(&language)),
                 drift: drift.iter().filter(|e| e.language == language).cloned().collect(),
-                interrupted: interrupted(&home.root().join("train").join(&language)),
+                interrupted: crate::train::interrupted(&home.root().join("train").join(&language)),
                 language,
             };
             let decision = decide(&facts, now_ms, &config.schedule);
@@ -301,12 +253,6 @@ fn last_adapter(dir: &Path) -> Option<(String, i64)> {
     })
 }
 
-fn interrupted(work: &Path) -> Option<(usize, usize)> {
-    let dir = super::files::existing_dir(&work.join("checkpoint"))?;
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).ok()?).ok()?;
-    Some((state.get("step")?.as_u64()? as usize, state.get("total")?.as_u64()? as usize))
-}
-
 /// How a training child ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunOutcome {
@@ -321,7 +267,7 @@ pub enum RunOutcome {
 pub fn run(exe: &Path, home: &Home, language: &str, until: Option<SystemTime>) -> Result<RunOutcome, ScheduleError> {
     let mut command = Command::new(exe);
     command.env("MARUNOCHI_HOME", home.root()).args(["train", "--language", language]);
-    if interrupted(&home.root().join("train").join(language)).is_some() {
+    if crate::train::interrupted(&home.root().join("train").join(language)).is_some() {
         command.arg("--resume");
     }
     if let Some(until) = until {
@@ -363,8 +309,8 @@ fn gate_and_promote(exe: &Path, home: &Home, language: &str) {
             let registry = crate::deploy::Registry::new(&home.adapters_dir(), &home.db_path());
             let config = crate::config::Config::load(&home.config_file()).unwrap_or_default();
             let skip_shadow = config.rollout.shadow_share == 0.0;
-            let started = crate::daemon::resolve_model(None, config.engine.model.as_deref())
-                .and_then(|m| super::fingerprint(&m).map_err(|e| e.to_string()))
+            let started = crate::engine::discovery::resolve_model(None, config.engine.model.as_deref())
+                .and_then(|m| crate::train::fingerprint(&m).map_err(|e| e.to_string()))
                 .and_then(|f| registry.start_rollout(language, None, &f, skip_shadow).map_err(|e| e.to_string()));
             match started {
                 Ok(version) => tracing::info!(language, version, "the new adapter passed the gate; rollout started"),

@@ -1,0 +1,267 @@
+//! The interaction store: `MARUNOCHI_HOME/marunochi.db`, SQLite in WAL mode, created 0600, schema
+//! from `migrations/*.sql` applied in order (`PRAGMA user_version` counts them). A file that is not
+//! a database, or one from a newer marunochi, is reported and left exactly as it is.
+
+mod interactions;
+mod metrics;
+mod registry;
+mod retention;
+mod runs;
+mod shadow;
+
+pub use interactions::{Action, Batch, CurationRow, Decided, Inputs, Interaction, Shown, TestCounts};
+pub use metrics::{DriftEvent, WeekMetrics};
+pub use registry::{AdapterChange, AdapterEvent, AdapterVersion, Links, Stage, VersionOutcome};
+pub use retention::{Anchor, CHECKS, CheckResult, DueCheck, RetentionCheck};
+pub use runs::{Run, TestResults};
+pub use shadow::{PendingShadow, ShadowSample, ShownFor, request_hash};
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+/// The migrations, in order. Appending is the only allowed change.
+const MIGRATIONS: [&str; 8] = [
+    include_str!("../../migrations/0001_interactions.sql"),
+    include_str!("../../migrations/0002_diagnostics.sql"),
+    include_str!("../../migrations/0003_runs.sql"),
+    include_str!("../../migrations/0004_test_results.sql"),
+    include_str!("../../migrations/0005_retention.sql"),
+    include_str!("../../migrations/0006_drift.sql"),
+    include_str!("../../migrations/0007_adapters.sql"),
+    include_str!("../../migrations/0008_rollout.sql"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {reason}; the file is left untouched (move it away to start a new store)")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{path} was written by a newer marunochi (schema {found}, this one knows {supported}); the file is left \
+         untouched: upgrade marunochi"
+    )]
+    NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let sqlite = |source| StoreError::Sqlite { path: path.to_owned(), source };
+        if let Some(dir) = path.parent() {
+            crate::home::create_private_dir(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
+        }
+        // Created private before SQLite opens it; an existing file keeps its bytes.
+        crate::home::open_private_append(path).map_err(|source| StoreError::Io { path: path.into(), source })?;
+        let conn = Connection::open(path).map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+        let version: i64 =
+            conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| classify(path, e))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::NewerSchema { path: path.to_owned(), found: version, supported });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| classify(path, e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+        let mut store = Store { path: path.to_owned(), conn };
+        store.migrate(version)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<(), StoreError> {
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            let tx = self.conn.transaction().map_err(|e| classify(&self.path, e))?;
+            tx.execute_batch(sql).map_err(|e| classify(&self.path, e))?;
+            tx.pragma_update(None, "user_version", index as i64 + 1).map_err(|e| classify(&self.path, e))?;
+            tx.commit().map_err(|e| classify(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in one transaction (the writer batches whatever has queued up).
+    pub fn batch(&mut self, f: impl FnOnce(&Batch) -> Result<(), rusqlite::Error>) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|e| classify(&self.path, e))?;
+        f(&Batch { tx: &tx }).map_err(|e| classify(&self.path, e))?;
+        tx.commit().map_err(|e| classify(&self.path, e))
+    }
+
+    pub fn count(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM interactions", [], |row| row.get(0))
+            .map_err(|e| classify(&self.path, e))
+    }
+
+    /// Every interaction as one JSON object per line, oldest first; returns how many.
+    pub fn export(&self, out: &mut dyn std::io::Write) -> Result<usize, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self.conn.prepare("SELECT * FROM interactions ORDER BY timestamp, id").map_err(failed)?;
+        let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
+        let mut rows = statement.query([]).map_err(failed)?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(failed)? {
+            let mut object = serde_json::Map::new();
+            for (index, name) in columns.iter().enumerate() {
+                use rusqlite::types::ValueRef;
+                let value = match row.get_ref(index).map_err(failed)? {
+                    ValueRef::Null => serde_json::Value::Null,
+                    ValueRef::Integer(i) => i.into(),
+                    ValueRef::Real(f) => f.into(),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned().into(),
+                };
+                object.insert(name.clone(), value);
+            }
+            writeln!(out, "{}", serde_json::Value::Object(object))
+                .map_err(|source| StoreError::Io { path: "the export output".into(), source })?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Deletes the interactions `what` selects, so that they are gone from the disk too (secure
+    /// delete, WAL checkpointed and truncated); returns how many.
+    pub fn forget(&self, what: &Forget) -> Result<usize, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        self.conn.pragma_update(None, "secure_delete", true).map_err(failed)?;
+        let deleted = match what {
+            Forget::All => self.conn.execute("DELETE FROM interactions", []),
+            Forget::File(uri) => self.conn.execute(
+                "DELETE FROM interactions WHERE file_path = ?1 OR file_path LIKE ?2 ESCAPE '\\'",
+                params![uri, below(uri)],
+            ),
+            Forget::Before(date) => self.conn.execute("DELETE FROM interactions WHERE timestamp < ?1", [date]),
+        }
+        .map_err(failed)?;
+        // The rollout's shadow samples hold the same documents' code.
+        match what {
+            Forget::All => self.conn.execute("DELETE FROM shadow_samples", []),
+            Forget::File(uri) => self.conn.execute(
+                "DELETE FROM shadow_samples WHERE document = ?1 OR document LIKE ?2 ESCAPE '\\'",
+                params![uri, below(uri)],
+            ),
+            Forget::Before(date) => self.conn.execute("DELETE FROM shadow_samples WHERE at < ?1", [date]),
+        }
+        .map_err(failed)?;
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(failed)?;
+        Ok(deleted)
+    }
+
+    /// `PRAGMA integrity_check`: `ok`, or what is wrong.
+    pub fn integrity(&self) -> Result<String, StoreError> {
+        self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))
+    }
+}
+
+/// Which interactions `forget` deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forget {
+    All,
+    /// A document URI (`file:///…`), or a directory URI: everything below it.
+    File(String),
+    /// Shown before this RFC 3339 time or date (`2026-11-01`, `2026-11-01T12:00:00Z`).
+    Before(String),
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// A taken suggestion with an error signal: a failed run, a language-server error, a syntax or
+/// lint error (drift's error rate and the rollout's).
+const TAKEN_WITH_ERRORS: &str = "action IN ('accepted', 'partial', 'corrected')
+    AND (execution_success = 0 OR diagnostics LIKE '%\"severity\":1%'
+         OR coalesce(json_extract(static_analysis, '$.syntax_errors'), 0) > 0
+         OR coalesce(json_extract(static_analysis, '$.lint.errors'), 0) > 0)";
+
+/// A `LIKE` pattern (backslash as the escape) for every URI below the directory `uri`.
+fn below(uri: &str) -> String {
+    format!("{}/%", uri.trim_end_matches('/').replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+}
+
+/// SQLite's "not a database" and "malformed" mean the file is damaged, not that we failed.
+fn classify(path: &Path, error: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            StoreError::Corrupt { path: path.to_owned(), reason: error.to_string() }
+        }
+        _ => StoreError::Sqlite { path: path.to_owned(), source: error },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn shown(id: &str) -> Shown {
+        Shown {
+            id: id.into(),
+            shown_at_ms: 1_764_000_000_000,
+            session_id: "s".into(),
+            user_id: "u".into(),
+            file_path: "file:///p/a.py".into(),
+            language: "python".into(),
+            line: 3,
+            character: 14,
+            suggestion: "onacci(n - 1)".into(),
+            suggestion_type: "inline",
+            model_version: "m".into(),
+            confidence: -0.2,
+            prompt_prefix: "def f():\n    return fib".into(),
+            prompt_suffix: String::new(),
+            context_files: vec!["b.py".into()],
+            recent_edits: "[]".into(),
+            document_version: 4,
+        }
+    }
+
+    #[test]
+    fn a_suggestion_is_shown_accepted_and_rated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("marunochi.db");
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        store.batch(|b| b.shown(&shown("a"))).unwrap();
+        store.batch(|b| b.accepted("a", 1_764_000_001_250)).unwrap();
+        store.batch(|b| b.feedback("a", 1, Some("nice"))).unwrap();
+        let row = store.interaction("a").unwrap().unwrap();
+        assert_eq!(row.action, "accepted");
+        assert_eq!(row.time_to_action, Some(1250));
+        assert_eq!((row.user_rating, row.user_comment.as_deref()), (Some(1), Some("nice")));
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.count().unwrap(), 1, "reopening migrates nothing twice and keeps the rows");
+        assert_eq!(store.integrity().unwrap(), "ok");
+    }
+
+    #[test]
+    fn damaged_and_newer_files_are_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.db");
+        let bytes = b"this is not a database at all, but it is somebody's file".repeat(100);
+        std::fs::write(&garbage, &bytes).unwrap();
+        let error = Store::open(&garbage).err().unwrap();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+        assert!(error.to_string().contains("garbage.db") && error.to_string().contains("untouched"), "{error}");
+        assert_eq!(std::fs::read(&garbage).unwrap(), bytes);
+
+        let newer = dir.path().join("newer.db");
+        let conn = Connection::open(&newer).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let before = std::fs::read(&newer).unwrap();
+        let error = Store::open(&newer).err().unwrap();
+        assert!(matches!(error, StoreError::NewerSchema { found: 99, .. }), "{error}");
+        assert_eq!(std::fs::read(&newer).unwrap(), before);
+    }
+}
