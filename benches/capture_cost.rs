@@ -57,7 +57,12 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
 
     let store = Store::open(&dir.path().join("path.db")).unwrap();
-    let mut recorder = Recorder::spawn(store, "bench".into(), std::time::Duration::from_secs(120), 0.67);
+    let mut recorder = Recorder::spawn(
+        store,
+        "bench".into(),
+        std::time::Duration::from_secs(120),
+        Box::new(marunochi::jobs::WriterJobs::new(0.67)),
+    );
     let baseline = per_event_us(&mut Nothing, &events);
     let recorded = per_event_us(&mut recorder, &events);
     println!(

@@ -6,9 +6,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use marunochi::capture::classify::{Action, Outcome};
 use marunochi::quality::StaticAnalysis;
-use marunochi::store::{Shown, Store};
+use marunochi::store::{Action, Decided, Shown, Store};
 
 const SHOWN_AT_MS: i64 = 1_767_225_600_000;
 
@@ -77,20 +76,19 @@ fn main() {
                     let region = start..start + code.len();
                     let (anchor, analysis) =
                         marunochi::retention::anchor(&path, Some(&root), "python", &text, region.clone());
-                    let outcome = Outcome {
-                        id: id.clone(),
-                        uri: uri.clone(),
+                    let outcome = Decided {
+                        id: &id,
                         action: Action::Accepted,
                         time_to_action_ms: Some(1000),
-                        final_code: Some(code.clone()),
-                        diff: None,
-                        typed_instead: None,
-                        diagnostics: Vec::new(),
+                        final_code: Some(code),
                         shown_ms: Some(1000),
                         region: Some(region),
+                        anchor: Some(&anchor),
+                        analysis: serde_json::to_string(&StaticAnalysis { syntax: analysis, lint: None }).ok(),
+                        ..Decided::default()
                     };
                     b.shown(&shown(&id, &uri))?;
-                    b.outcome(&outcome, Some(&anchor), Some(&StaticAnalysis { syntax: analysis, lint: None }))?;
+                    b.outcome(&outcome)?;
                 }
                 Ok(())
             })

@@ -17,6 +17,7 @@ pub mod home;
 pub mod jobs;
 pub mod logging;
 pub mod lsp;
+pub mod proxy;
 pub mod quality;
 pub mod retention;
 pub mod serving;

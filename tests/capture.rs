@@ -9,14 +9,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use marunochi::store::{Interaction, Shown, Store};
+use marunochi::store::{Action, Interaction, Shown, Store};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "API_KEY = \"sk-live-abcdefghijklmnopqrstuvwxyz123456\"\n\n\ndef fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n";
 
 /// The stored row of suggestion `id` once its fate is decided.
 fn settled(db: &Path, id: &str) -> Option<Interaction> {
-    Store::open(db).ok()?.interaction(id).ok()?.filter(|r| r.action != "shown")
+    Store::open(db).ok()?.interaction(id).ok()?.filter(|r| r.action != Action::Shown)
 }
 
 fn proxy(home: &Path) -> Client {
@@ -43,7 +43,7 @@ fn shown_accepted_and_rated_suggestions_are_stored_with_secrets_redacted() {
         let store = Store::open(&home.join("marunochi.db")).ok()?;
         store.interaction(&id).ok()?.filter(|r| r.user_rating.is_some())
     });
-    assert_eq!(row.action, "accepted");
+    assert_eq!(row.action, Action::Accepted);
     assert!(row.time_to_action.unwrap() >= 300, "{row:?}");
     assert_eq!((row.user_rating, row.user_comment.as_deref()), (Some(1), Some("spot on")));
     assert_eq!((row.language.as_str(), row.model_version.as_str()), ("python", "smollm2-135m-instruct.gguf"));
@@ -171,14 +171,14 @@ fn outcomes_are_inferred_from_the_edits_accepted_corrected_rejected() {
     let db = home.join("marunochi.db");
     let row = |id: &str| eventually(id, || settled(&db, id));
     let a = row(&accepted);
-    assert_eq!(a.action, "accepted", "{a:?}");
+    assert_eq!(a.action, Action::Accepted, "{a:?}");
     assert!(a.final_code.as_deref().is_some_and(|c| c.starts_with("onacci")), "{a:?}");
     let c = row(&corrected);
-    assert_eq!(c.action, "corrected", "{c:?}");
+    assert_eq!(c.action, Action::Corrected, "{c:?}");
     assert!(c.final_code.as_deref().unwrap().starts_with('Z'), "{c:?}");
     assert!(c.diff.as_deref().unwrap().contains("+Z"), "{c:?}");
     let r = row(&rejected);
-    assert_eq!(r.action, "rejected", "{r:?}");
+    assert_eq!(r.action, Action::Rejected, "{r:?}");
     assert_eq!(r.alternatives.as_deref(), Some(r##"{"typed_instead":"#"}"##));
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
@@ -261,7 +261,7 @@ fn pyright_errors_inside_accepted_code_are_recorded_with_its_outcome() {
     client.notify("textDocument/didClose", json!({"textDocument": {"uri": uri}}));
     let db = home.join("marunochi.db");
     let row = eventually("the settled row", || settled(&db, &id));
-    assert_eq!(row.action, "corrected", "{row:?}");
+    assert_eq!(row.action, Action::Corrected, "{row:?}");
     let diagnostics: Value = serde_json::from_str(row.diagnostics.as_deref().expect("diagnostics recorded")).unwrap();
     assert_eq!(diagnostics[0]["severity"], 1, "{diagnostics}");
     assert!(diagnostics[0]["message"].as_str().unwrap().contains("fibo_undefined"), "{diagnostics}");
@@ -295,7 +295,7 @@ fn pulled_diagnostics_count_and_the_cursor_leaving_settles_the_code() {
     assert!(settled(&db, &id).is_none(), "still inside its correction window");
     client.request("textDocument/hover", position(&uri, 0, 2));
     let row = eventually("the row settled by the cursor leaving", || settled(&db, &id));
-    assert_eq!(row.action, "corrected", "{row:?}");
+    assert_eq!(row.action, Action::Corrected, "{row:?}");
     let diagnostics: Value = serde_json::from_str(row.diagnostics.as_deref().expect("diagnostics recorded")).unwrap();
     assert!(diagnostics[0]["message"].as_str().unwrap().contains("fibo_undefined"), "{diagnostics}");
     // Where the final code sat when it settled: from `return fib|` to the end of the corrected text.

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use marunochi::store::Store;
+use marunochi::store::{Action, Store};
 
 fn nvim(version: &str) -> String {
     let path = repo_root().join(format!(".test-deps/bin/nvim-{version}"));
@@ -114,7 +114,7 @@ fn neovim_shows_and_accepts_an_inline_completion_through_the_proxy() {
     let id = verdict.rsplit(" id ").next().unwrap();
     let store = Store::open(&home.join("marunochi.db")).unwrap();
     let row = store.interaction(id).unwrap().expect("the accepted suggestion is stored");
-    assert_eq!(row.action, "corrected", "{row:?}");
+    assert_eq!(row.action, Action::Corrected, "{row:?}");
     let mut want = row.suggestion.clone();
     want.truncate(want.char_indices().rev().nth(1).unwrap().0);
     want.push('x');

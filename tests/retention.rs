@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use marunochi::capture::classify::Action;
+
 use marunochi::quality::StaticAnalysis;
-use marunochi::store::{RetentionCheck, Store};
+use marunochi::store::{Action, Decided, RetentionCheck, Store};
 use serde_json::Value;
 
 /// 2026-01-01T00:00:00Z: the suggestions are shown then and accepted a second later.
@@ -39,11 +39,11 @@ fn track(store: &mut Store, id: &str, root: &Path, file: &Path, text: &str, code
     std::fs::write(file, text).unwrap();
     let start = text.find(code).unwrap();
     let (anchor, analysis) = marunochi::retention::anchor(file, Some(root), "python", text, start..start + code.len());
-    let outcome = taken(id, &file_uri(file), Action::Accepted, code, start..start + code.len());
+    let analysis = serde_json::to_string(&StaticAnalysis { syntax: analysis, lint: None }).ok();
+    let outcome =
+        Decided { anchor: Some(&anchor), analysis, ..taken(id, Action::Accepted, code, start..start + code.len()) };
     store.batch(|b| b.shown(&shown_row(id, &file_uri(file), SHOWN_AT_MS))).unwrap();
-    store
-        .batch(|b| b.outcome(&outcome, Some(&anchor), Some(&StaticAnalysis { syntax: analysis, lint: None })))
-        .unwrap();
+    store.batch(|b| b.outcome(&outcome)).unwrap();
 }
 
 fn sweep(home: &Path, now_ms: i64) -> String {

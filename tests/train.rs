@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use marunochi::capture::classify::Action;
+
+use marunochi::store::Action;
 use serde_json::{Value, json};
 
 /// Twelve functions in one "house style" (a docstring naming the function in capitals, an
@@ -367,7 +368,7 @@ fn bad_training_data_gets_clear_errors() {
     let uri = format!("file://{}/a.py", dir.path().display());
     let code = "return 1";
     store.batch(|b| b.shown(&shown_row("s1", &uri, 1_780_000_000_000))).unwrap();
-    store.batch(|b| b.outcome(&taken("s1", &uri, Action::Accepted, code, 0..code.len()), None, None)).unwrap();
+    store.batch(|b| b.outcome(&taken("s1", Action::Accepted, code, 0..code.len()))).unwrap();
     drop(store);
     let (ok, _, stderr) = run_cli(&home, &["train", "--language", "rust", "--model", model.to_str().unwrap()]);
     assert!(!ok);

@@ -226,7 +226,7 @@ impl Classifier {
     /// `at_ms`: when it was decided, for what was never taken.
     fn finish(&mut self, id: &str, action: Action, at_ms: Option<i64>) -> Outcome {
         let entry = self.entries.remove(id).expect("finishing a tracked suggestion");
-        let mut outcome = Outcome::new(&entry.tracked, action.clone());
+        let mut outcome = Outcome::new(&entry.tracked, action);
         match entry.state {
             State::Shown => outcome.shown_ms = at_ms.map(|at| at - entry.tracked.shown_at_ms),
             State::Taken { start, code, taken_at_ms, .. } => {
@@ -397,7 +397,7 @@ mod tests {
 
         c.shown(tracked("r", 5, "fibonacci(n - 1)"));
         let out = c.edit(&insert(5, "x", 1300));
-        assert_eq!((out[0].action.clone(), out[0].typed_instead.as_deref()), (Action::Rejected, Some("x")));
+        assert_eq!((out[0].action, out[0].typed_instead.as_deref()), (Action::Rejected, Some("x")));
 
         c.shown(tracked("h", 5, "ab"));
         assert!(c.edit(&insert(5, "a", 1300)).is_empty(), "typing the first character by hand decides nothing");
@@ -406,7 +406,7 @@ mod tests {
 
         c.shown(tracked("old", 5, "x"));
         let out = c.shown(tracked("new", 6, "y"));
-        assert_eq!((out[0].id.as_str(), out[0].action.clone()), ("old", Action::Ignored));
+        assert_eq!((out[0].id.as_str(), out[0].action), ("old", Action::Ignored));
         assert_eq!(c.closed(URI, None)[0].action, Action::Ignored);
     }
 
@@ -420,7 +420,7 @@ mod tests {
         c.edit(&insert(14, "\n", 1400));
         c.edit(&insert(15, "y = 1", 1500));
         let out = c.tick(200_000);
-        assert_eq!((out[0].action.clone(), out[0].final_code.as_deref()), (Action::Corrected, Some("fib(n - 1)")));
+        assert_eq!((out[0].action, out[0].final_code.as_deref()), (Action::Corrected, Some("fib(n - 1)")));
         assert_eq!(out[0].region, Some(4..14));
     }
 

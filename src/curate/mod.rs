@@ -397,7 +397,7 @@ mod tests {
             id: format!("r{n:02}"),
             timestamp: format!("2026-11-{:02}T10:00:00.000Z", n + 1),
             language: "python".into(),
-            action: action.into(),
+            action: action.parse().unwrap(),
             suggestion: code.into(),
             final_code: matches!(action, "accepted" | "corrected").then(|| code.into()),
             prefix: format!("def f{n}():\n    "),

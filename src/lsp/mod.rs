@@ -1,12 +1,9 @@
-//! The LSP side of marunochi: framing, the relay between editor and language server, the document
-//! mirror and the intercepts. Entry point: [`Proxy`].
+//! The LSP toolkit the relay (`proxy/`) is built from: framing, raw messages, the transports, the
+//! language server child, the document mirror and the intercepts.
 
 pub mod codec;
-mod downstream;
+pub mod downstream;
 pub mod intercept;
 pub mod message;
 pub mod mirror;
-mod proxy;
-mod transport;
-
-pub use proxy::{Backend, Proxy, ProxyOptions};
+pub mod transport;

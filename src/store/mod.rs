@@ -235,7 +235,7 @@ mod tests {
         store.batch(|b| b.accepted("a", 1_764_000_001_250)).unwrap();
         store.batch(|b| b.feedback("a", 1, Some("nice"))).unwrap();
         let row = store.interaction("a").unwrap().unwrap();
-        assert_eq!(row.action, "accepted");
+        assert_eq!(row.action, Action::Accepted);
         assert_eq!(row.time_to_action, Some(1250));
         assert_eq!((row.user_rating, row.user_comment.as_deref()), (Some(1), Some("nice")));
         drop(store);

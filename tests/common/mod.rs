@@ -11,9 +11,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use marunochi::capture::classify::{Action, Outcome};
 use marunochi::lsp::codec::{self, Incoming};
-use marunochi::store::Shown;
+use marunochi::store::{Action, Decided, Shown};
 use serde_json::{Value, json};
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -414,18 +413,17 @@ pub fn run_cli(home: &Path, args: &[&str]) -> (bool, String, String) {
 }
 
 /// The outcome of a suggestion taken whole a second after it was shown, as `code` at `region`.
-pub fn taken(id: &str, uri: &str, action: Action, code: &str, region: std::ops::Range<usize>) -> Outcome {
-    Outcome {
-        id: id.into(),
-        uri: uri.into(),
+/// A suggestion taken (as `action`) with `code` at `region` of its document, as the capture
+/// writer records it.
+pub fn taken<'a>(id: &'a str, action: Action, code: &'a str, region: std::ops::Range<usize>) -> Decided<'a> {
+    Decided {
+        id,
         action,
         time_to_action_ms: Some(1000),
-        final_code: Some(code.into()),
-        diff: None,
-        typed_instead: None,
-        diagnostics: Vec::new(),
+        final_code: Some(code),
         shown_ms: Some(1000),
         region: Some(region),
+        ..Decided::default()
     }
 }
 
@@ -441,9 +439,9 @@ pub fn graded(store: &mut marunochi::store::Store, n: usize, project: &Path, cod
         ..shown_row(&id, &uri, SHOWN_AT_MS + n as i64 * 60_000)
     };
     let action = if corrected { Action::Corrected } else { Action::Accepted };
-    let outcome = taken(&id, &uri, action, code, 0..code.len());
+    let outcome = taken(&id, action, code, 0..code.len());
     store.batch(|b| b.shown(&shown)).unwrap();
-    store.batch(|b| b.outcome(&outcome, None, None)).unwrap();
+    store.batch(|b| b.outcome(&outcome)).unwrap();
     store.batch(|b| b.feedback(&id, 1, None)).unwrap();
     let results: Vec<marunochi::store::CheckResult> = ["7d", "30d"]
         .iter()

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::codec::Incoming;
-use super::downstream::{Downstream, ServerEvent};
-use super::intercept::{self, ServerFeatures};
-use super::message::{self, IdKey, Kind, MessageType, Payload, RawMessage, code};
-use super::mirror::{DocumentEvent, DocumentSnapshot, Mirror, PositionEncoding};
-use super::transport::{self, Writer};
 use crate::config::ProxyConfig;
+use crate::lsp::codec::Incoming;
+use crate::lsp::downstream::{Downstream, ServerEvent};
+use crate::lsp::intercept::{self, ServerFeatures};
+use crate::lsp::message::{self, IdKey, Kind, MessageType, Payload, RawMessage, code};
+use crate::lsp::mirror::{DocumentEvent, DocumentSnapshot, Mirror, PositionEncoding};
+use crate::lsp::transport::{self, Writer};
 use crate::serving::{CaptureSink, Finished, Outcome, Serving, ServingOptions, Suggestion, items};
 
 /// How long after `exit` the server gets to leave on its own.
@@ -639,7 +639,7 @@ impl Relay {
         }
     }
 
-    fn malformed_from_server(&mut self, bad: super::codec::Malformed) {
+    fn malformed_from_server(&mut self, bad: crate::lsp::codec::Malformed) {
         tracing::warn!(error = %bad.error, "malformed message from the server");
         // If it was the answer to an editor request, the editor must not wait for it forever.
         let origin = bad.id.as_ref().and_then(Value::as_i64).and_then(|ours| self.to_server.remove(&ours));
@@ -989,7 +989,7 @@ impl Relay {
 }
 
 /// The document and position of a `TextDocumentPositionParams`.
-fn cursor(params: &Value) -> Option<(String, super::mirror::Position)> {
+fn cursor(params: &Value) -> Option<(String, crate::lsp::mirror::Position)> {
     let uri = params.pointer("/textDocument/uri")?.as_str()?.to_owned();
     let position = serde_json::from_value(params.get("position")?.clone()).ok()?;
     Some((uri, position))

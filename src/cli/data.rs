@@ -1,0 +1,173 @@
+//! The interaction store from the command line: `data path|export|forget`, `run` (the execution
+//! signal), `retention sweep` and `stats`.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::report::{self, fail, recorded, say, strict_config};
+use crate::capture::{self, RunError};
+use crate::home::Home;
+use crate::logging;
+use crate::quality;
+use crate::store::{Forget, Store, StoreError};
+
+#[derive(Subcommand, Debug)]
+pub enum DataAction {
+    /// Print the path of the interaction store (SQLite).
+    Path,
+    /// Write every interaction as JSON lines (all columns, secrets already redacted).
+    Export {
+        /// Output format (the training formats come with `marunochi curate`).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Write here instead of stdout (created 0600).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Delete interactions for good (secure delete; nothing is left in the database file).
+    #[command(group = clap::ArgGroup::new("which").required(true).multiple(false))]
+    Forget {
+        /// Everything.
+        #[arg(long, group = "which")]
+        all: bool,
+        /// Everything recorded in this file, or in any file below this directory.
+        #[arg(long, value_name = "F", group = "which")]
+        file: Option<PathBuf>,
+        /// Everything shown before this date or time (2026-11-01, 2026-11-01T12:00:00Z).
+        #[arg(long, value_name = "D", group = "which", value_parser = report::parse_date)]
+        before: Option<String>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ExportFormat {
+    Jsonl,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionAction {
+    /// Run the retention checks that are due (30 s … 30 d after acceptance) from the files on
+    /// disk, catching up with those that fell due while nothing was running, and update the
+    /// quality scores they change.
+    Sweep {
+        /// Pretend it is this time (RFC 3339, e.g. 2026-12-25T09:00:00Z) instead of now.
+        #[arg(long, value_name = "RFC3339", value_parser = report::parse_time_ms)]
+        now: Option<i64>,
+    },
+}
+
+pub fn data(home: &Home, action: DataAction) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "data", "info", false);
+    let path = home.db_path();
+    if let DataAction::Path = action {
+        println!("{}", path.display());
+        return ExitCode::SUCCESS;
+    }
+    if !recorded(&path) {
+        return ExitCode::SUCCESS;
+    }
+    let result = Store::open(&path).and_then(|store| match action {
+        DataAction::Path => unreachable!("answered above"),
+        DataAction::Export { format: ExportFormat::Jsonl, out: None } => {
+            store.export(&mut std::io::stdout().lock()).map(|n| format!("exported {n} interaction(s)"))
+        }
+        DataAction::Export { format: ExportFormat::Jsonl, out: Some(file) } => {
+            let mut writer = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&file)
+                .map_err(|source| StoreError::Io { path: file.clone(), source })?;
+            store.export(&mut writer).map(|n| format!("exported {n} interaction(s) to {}", file.display()))
+        }
+        DataAction::Forget { all: true, .. } => store.forget(&Forget::All).map(forgot),
+        DataAction::Forget { file: Some(file), .. } => {
+            let absolute = std::path::absolute(&file).unwrap_or(file);
+            store.forget(&Forget::File(format!("file://{}", absolute.display()))).map(forgot)
+        }
+        DataAction::Forget { before: Some(date), .. } => store.forget(&Forget::Before(date)).map(forgot),
+        DataAction::Forget { .. } => unreachable!("clap requires one of --all, --file, --before"),
+    });
+    match result {
+        Ok(summary) => {
+            say(summary);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn forgot(n: usize) -> String {
+    format!("forgot {n} interaction(s)")
+}
+
+pub fn run(home: &Home, command: &[String]) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let _log = logging::init(&home.logs_dir(), "run", "info", false);
+    let directory = match std::env::current_dir() {
+        Ok(directory) => directory,
+        Err(e) => return fail(format!("cannot tell the current directory: {e}")),
+    };
+    match capture::run_and_record(&home.db_path(), command, &directory) {
+        Ok((status, judged)) => {
+            say(format!("recorded this run for {judged} accepted suggestion(s)"));
+            let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        Err(RunError::Record { exit, source }) => {
+            say(format!("not recorded: {source}"));
+            ExitCode::from(exit.unwrap_or(1).clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            say(e);
+            ExitCode::from(127)
+        }
+    }
+}
+
+pub fn retention_sweep(home: &Home, now_ms: Option<i64>) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "retention", "info", false);
+    let config = match strict_config(home) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let path = home.db_path();
+    if !recorded(&path) {
+        return ExitCode::SUCCESS;
+    }
+    let now_ms = now_ms.unwrap_or_else(crate::clock::now_ms);
+    match crate::jobs::catch_up(&path, now_ms, config.retention.survival_threshold) {
+        Ok((report, rescored)) => {
+            let unjudged = match report.unjudged {
+                0 => String::new(),
+                n => format!(" ({n} could not be judged: see the log)"),
+            };
+            say(format!("{} retention check(s) done{unjudged}; {rescored} quality score(s) updated", report.checked));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn stats(home: &Home, html: Option<PathBuf>) -> ExitCode {
+    let path = home.db_path();
+    if !recorded(&path) {
+        return ExitCode::SUCCESS;
+    }
+    let stats = match quality::stats::load(&path) {
+        Ok(stats) => stats,
+        Err(e) => return fail(e),
+    };
+    print!("{}", quality::stats::render_terminal(&stats));
+    if let Some(file) = html {
+        if let Err(e) = std::fs::write(&file, quality::stats::render_html(&stats)) {
+            return fail(format!("cannot write {}: {e}", file.display()));
+        }
+        say(format!("report written to {}", file.display()));
+    }
+    ExitCode::SUCCESS
+}

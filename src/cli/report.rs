@@ -1,0 +1,96 @@
+//! What several command groups share: messages and exit codes, JSON and sizes, the argument
+//! parsers, and how a command finds its config and model.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::home::Home;
+
+/// A line on stderr under our name, so that it stands apart from the output of the command or
+/// language server we wrap.
+pub fn say(message: impl Display) {
+    eprintln!("marunochi: {message}");
+}
+
+/// Says why the command failed; exit 1.
+pub fn fail(error: impl Display) -> ExitCode {
+    say(error);
+    ExitCode::FAILURE
+}
+
+/// Says what the user has to fix first (arguments, config.toml, a model); exit 2.
+pub fn usage_error(error: impl Display) -> ExitCode {
+    say(error);
+    ExitCode::from(2)
+}
+
+/// Whether the store exists yet. When it does not, says so: for most commands an empty history is
+/// an answer, not an error, so the caller picks the exit code.
+pub fn recorded(db: &Path) -> bool {
+    let exists = db.exists();
+    if !exists {
+        say(format!("nothing recorded yet ({} does not exist)", db.display()));
+    }
+    exists
+}
+
+/// Pretty JSON on stdout, for `--json`. Panics on a path that is not UTF-8, which serde_json refuses.
+pub fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("report serializes"));
+}
+
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// An RFC 3339 time, normalised to UTC as the store writes them (`2026-11-25T10:00:00.000Z`).
+pub fn parse_rfc3339(text: &str) -> Result<String, String> {
+    let ms = parse_time_ms(text)?;
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).map_err(|e| e.to_string())?;
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time.format(&format).map_err(|e| e.to_string())
+}
+
+/// An RFC 3339 time as milliseconds since the Unix epoch.
+pub fn parse_time_ms(text: &str) -> Result<i64, String> {
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-12-25T09:00:00Z ({e})"))?;
+    Ok((time.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+pub fn parse_date(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let date_ok = bytes.len() >= 10
+        && bytes[..10].iter().enumerate().all(|(i, b)| if i == 4 || i == 7 { *b == b'-' } else { b.is_ascii_digit() });
+    if date_ok && (bytes.len() == 10 || bytes[10] == b'T') {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 time (YYYY-MM-DDTHH:MM:SSZ)"))
+    }
+}
+
+/// The configuration for a command the user runs by hand: a broken file is an error (exit 2), not
+/// silently the defaults as for the editor-facing commands.
+pub fn strict_config(home: &Home) -> Result<Config, ExitCode> {
+    Config::load(&home.config_file()).map_err(usage_error)
+}
+
+/// `[engine] model` from config.toml; a broken config is reported by `doctor`, not here.
+pub fn configured_model(home: &Home) -> Option<PathBuf> {
+    Config::load(&home.config_file()).ok()?.engine.model
+}
+
+/// The model to use (flag, config, discovery), or the exit code after saying why there is none.
+pub fn model_or_usage_error(named: Option<&Path>, configured: Option<&Path>) -> Result<PathBuf, ExitCode> {
+    crate::engine::discovery::resolve_model(named, configured).map_err(usage_error)
+}
