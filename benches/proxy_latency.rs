@@ -4,7 +4,8 @@
 //!
 //! `./scripts/test-deps.sh && cargo bench --bench proxy_latency` (ROUNDS=n to change the count).
 
-#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)] // the benchmark uses a part of the tests' helpers
+#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::path::Path;

@@ -12,7 +12,8 @@
 //! SERVER=scripted for a language server that does nothing instead of pylsp).
 //! Target on a 2-core CPU with SmolLM2: p50 < 250 ms.
 
-#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)] // the benchmark uses a part of the tests' helpers
+#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::path::Path;

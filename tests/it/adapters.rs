@@ -2,11 +2,9 @@
 //! promote (gate required, base model checked), serving follows the `active` link, rollback,
 //! remove, history, and a change interrupted between link and store reconciled.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn two_versions(dir: &Path) -> PathBuf {

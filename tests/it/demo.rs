@@ -1,11 +1,9 @@
 //! `marunochi demo` end to end with the real SmolLM2 and real pylsp: every stage reports, the four
 //! outcomes are what the scripted editor did, the user's own store is left alone.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_demo_runs_every_stage_in_a_home_of_its_own() {

@@ -4,12 +4,10 @@
 //! decisions written into the real store, and the daemon's own rollout checks moving versions on
 //! or rolling them back.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const ROLLOUT: &str = "[serving]\ndebounce_ms = 0\ncontext_files = 0\n\n[rollout]\nshadow_share = 1.0\nshadow_min_samples = 4\n\

@@ -2,12 +2,10 @@
 //! started by `schedule run-now` (a nice'd child that curates the store and trains), a run stopped
 //! at its deadline (the window's end) and resumed by the next one.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 use marunochi::store::Store;
 
 /// A store with `n` graded Python suggestions (quality 85) and the run that executed them.

@@ -1,12 +1,10 @@
 //! The relay through the built binary, against a scripted language-server process that logs every
 //! message it receives: exact ids, cancels, server requests, batches, bad input, crashes, lifecycle.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use marunochi::lsp::codec::Incoming;
 use serde_json::{Value, json};
 

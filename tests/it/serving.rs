@@ -2,14 +2,12 @@
 //! it starts, real models (SmolLM2 from PyPI, the generated tiny Qwen2 and its LoRA adapter) and
 //! real language servers.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use marunochi::daemon::protocol::Status;
 use marunochi::daemon::{Client as DaemonClient, socket_path};
 use marunochi::home::Home;

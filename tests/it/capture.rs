@@ -2,13 +2,11 @@
 //! behind pylsp) land in `marunochi.db` with their acceptance and feedback, secrets redacted; a
 //! damaged store costs nothing but the recording; rows committed before a `kill -9` survive it.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use marunochi::store::{Action, Interaction, Shown, Store};
 use serde_json::{Value, json};
 

@@ -6,12 +6,10 @@
 //! deletes the last two characters of the accepted code and types another: the interaction store
 //! must call that a correction, with the final code and the diff.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use marunochi::store::{Action, Store};
 
 fn nvim(version: &str) -> String {

@@ -3,12 +3,10 @@
 //! the clock moved with `--now` across 7 d and 30 d, everything caught up after "downtime"; files
 //! that cannot be judged (binary, huge) are logged and left unjudged; the quality score follows.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 use marunochi::quality::StaticAnalysis;
 use marunochi::store::{Action, Decided, RetentionCheck, Store};

@@ -2,11 +2,9 @@
 //! `scripts/test-deps.sh`) on a file with every kind of decision radon counts: each function,
 //! method and closure must get the same number.
 
-mod common;
-
 use std::process::Command;
 
-use common::repo_root;
+use crate::common::repo_root;
 use marunochi::syntax::Syntax;
 use serde_json::Value;
 

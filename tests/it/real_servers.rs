@@ -2,12 +2,10 @@
 //! must equal what the same server answers directly, and a killed server must come back with the
 //! editor's documents as they are now.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const MAIN_PY: &str = r#"import os

@@ -2,13 +2,11 @@
 //! SmolLM2 GGUF, adapters written in PEFT layout (checked with the `safetensors` Python package),
 //! loaded back by our engine, a run killed with SIGKILL and resumed, and every bad input.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 use marunochi::store::Action;
 use serde_json::{Value, json};

@@ -1,12 +1,10 @@
 //! `marunochi curate` on a real store: graded interactions in, per-language JSONL/TRL/Axolotl files
 //! out (private, parseable, the held-out split apart); bad input gets clear errors.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use marunochi::store::Store;
 use serde_json::Value;
 
