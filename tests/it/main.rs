@@ -19,4 +19,5 @@ mod retention;
 mod rollout;
 mod schedule;
 mod serving;
+mod tidy;
 mod train;
