@@ -1,5 +1,5 @@
 //! What the user did with a suggestion, inferred from the document's edit stream (editors report
-//! only explicit acceptance, and not all of them; DESIGN.md §5). A pure state machine: events in,
+//! only explicit acceptance, and not all of them; ARCHITECTURE.md, `src/capture/`). A pure state machine: events in,
 //! outcomes out, no clock or I/O of its own, so every path can be driven by tests.
 //!
 //! - **accepted**: the `marunochi.accept` command, or one change inserting the whole suggestion at

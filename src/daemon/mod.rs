@@ -1,4 +1,4 @@
-//! The daemon: one process per user that holds the model for every editor window (DESIGN.md §2).
+//! The daemon: one process per user that holds the model for every editor window (ARCHITECTURE.md, `src/daemon/`).
 //! Entry points: [`run`] (the `marunochi daemon` process) and [`Client`] (what proxies use).
 
 mod client;

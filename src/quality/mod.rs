@@ -1,4 +1,4 @@
-//! The quality score of an interaction: the seed's five dimensions (DESIGN.md §6), each stored,
+//! The quality score of an interaction: the seed's five dimensions (the README's quality score), each stored,
 //! the total clamped to 0–100. Entries: [`score`] (pure: inputs in, score out) and [`rescore`]
 //! (every decided interaction whose inputs changed since it was last scored).
 //!

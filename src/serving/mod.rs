@@ -4,39 +4,34 @@
 //! callback it gave us; everything slow (debounce, reaching or starting the daemon, the generation)
 //! runs in a task, never on the relay's loop. A newer request in the same document cancels the older
 //! one, and the daemon stops that generation. The prompt's context comes from the document mirror:
-//! the text around the cursor, the other open documents (most recently edited first) and recent edits.
+//! the text around the cursor, the other open documents (most recently edited first) and recent edits
+//! (`context.rs`); `link.rs` reaches the daemon (starting it if need be) and runs the generation.
 
+mod context;
 pub mod items;
 mod language;
+mod link;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+use context::{Edit, PREFIX_BYTES, SUFFIX_BYTES, head, tail};
 pub use language::language_at;
+use link::{Link, LinkState, generate};
 
 use crate::config::ServingConfig;
-use crate::daemon::protocol::{CompleteRequest, ContextFile, RecentEdit};
-use crate::daemon::{Client, ClientError};
+use crate::daemon::protocol::{CompleteRequest, RecentEdit};
 use crate::home::Home;
-use crate::lsp::mirror::{Change, DocumentEvent, Mirror, Position};
+use crate::lsp::mirror::{DocumentEvent, Mirror, Position};
 
-/// Bytes of the document before / after the cursor sent with a request. The prompt budget
-/// (~1k tokens) needs far less; the rest is only transfer and tokenizing cost.
-const PREFIX_BYTES: usize = 12 * 1024;
-const SUFFIX_BYTES: usize = 4 * 1024;
-/// Bytes of each other open document offered as context (its head).
-const CONTEXT_FILE_BYTES: usize = 4 * 1024;
-const RECENT_EDITS: usize = 4;
 /// Suggestions remembered for `marunochi.accept`/feedback lookups and the debug command.
 const RECENT_SUGGESTIONS: usize = 200;
-/// After the daemon could not be reached, requests fail fast for this long instead of each trying.
-const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct ServingOptions {
@@ -104,7 +99,8 @@ pub trait CaptureSink: Send {
     fn workspace(&mut self, _roots: &[PathBuf]) {}
 }
 
-/// Until the capture stage lands: suggestions and outcomes go to the log only.
+/// The sink when nothing records (the store could not be opened): suggestions and outcomes go to
+/// the log only.
 pub struct LogSink;
 
 impl CaptureSink for LogSink {
@@ -165,15 +161,6 @@ pub struct Serving {
     /// Per document, the last suggestion shown: typing its next characters is answered with the
     /// rest of it at once, without the model.
     last_shown: HashMap<String, Suggestion>,
-}
-
-/// A run of typing in one place, coalesced from single-character changes.
-struct Edit {
-    uri: String,
-    /// Byte offset where the run's inserted text ends, to extend the run with the next keystroke.
-    end: usize,
-    removed: String,
-    inserted: String,
 }
 
 impl Serving {
@@ -487,224 +474,5 @@ impl Serving {
     /// The relay applied document changes to the mirror: the capture stage sees them now, in order.
     pub fn documents_changed(&mut self) {
         self.read_document_events();
-    }
-
-    fn read_document_events(&mut self) {
-        while let Ok(event) = self.documents.try_recv() {
-            self.sink.document(&event);
-            match event.change {
-                Change::Opened { .. } => {}
-                Change::Closed => {
-                    self.edited.remove(&event.uri);
-                }
-                Change::Edited { start, removed, inserted } => {
-                    self.edit_sequence += 1;
-                    self.edited.insert(event.uri.clone(), self.edit_sequence);
-                    let extends = self.edits.back().is_some_and(|e| {
-                        e.uri == event.uri
-                            && (e.end == start || (inserted.is_empty() && start + removed.len() == e.end))
-                    });
-                    if extends {
-                        let edit = self.edits.back_mut().expect("checked");
-                        if inserted.is_empty() && edit.inserted.len() >= removed.len() {
-                            edit.inserted.truncate(edit.inserted.len() - removed.len());
-                            edit.end = start;
-                        } else {
-                            edit.inserted.push_str(&inserted);
-                            edit.end = start + inserted.len();
-                        }
-                    } else {
-                        if self.edits.len() == RECENT_EDITS + 1 {
-                            self.edits.pop_front();
-                        }
-                        self.edits.push_back(Edit { uri: event.uri, end: start + inserted.len(), removed, inserted });
-                    }
-                }
-            }
-        }
-    }
-
-    fn relative_path(&self, uri: &str) -> String {
-        let relative = self.roots.iter().find_map(|root| uri.strip_prefix(root.as_str()));
-        relative.map_or_else(|| uri.rsplit('/').next().unwrap_or(uri).to_owned(), str::to_owned)
-    }
-
-    fn repo_name(&self) -> Option<String> {
-        let root = self.roots.first()?.trim_end_matches('/');
-        Some(root.rsplit('/').next()?.to_owned())
-    }
-
-    fn context_files(&self, mirror: &Mirror, current: &str) -> Vec<ContextFile> {
-        let in_workspace = |uri: &str| self.roots.is_empty() || self.roots.iter().any(|r| uri.starts_with(r.as_str()));
-        let mut others: Vec<_> = mirror.documents().filter(|d| d.uri != current && in_workspace(&d.uri)).collect();
-        others.sort_by_key(|d| std::cmp::Reverse(self.edited.get(&d.uri).copied().unwrap_or(0)));
-        others
-            .into_iter()
-            .take(self.config.context_files)
-            .map(|d| ContextFile {
-                path: self.relative_path(&d.uri),
-                text: head(&d.text, CONTEXT_FILE_BYTES).to_owned(),
-            })
-            .collect()
-    }
-
-    /// Recent edits, most recent first, without the run of typing that ends at the cursor (the
-    /// prefix already shows it).
-    fn recent_edits(&self, uri: &str, cursor: usize) -> Vec<RecentEdit> {
-        self.edits
-            .iter()
-            .rev()
-            .filter(|e| !(e.uri == uri && e.end == cursor))
-            .filter(|e| !(e.removed.trim().is_empty() && e.inserted.trim().is_empty()))
-            .take(RECENT_EDITS)
-            .map(|e| RecentEdit {
-                path: self.relative_path(&e.uri),
-                before: e.removed.clone(),
-                after: e.inserted.clone(),
-            })
-            .collect()
-    }
-}
-
-async fn generate(
-    link: Arc<Link>,
-    request: CompleteRequest,
-    mut shown: Suggestion,
-    debounce: Duration,
-    mut cancelled: watch::Receiver<bool>,
-) -> Outcome {
-    // `wait_for` also returns when the sender is gone: then nobody wants the answer either.
-    if !debounce.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(debounce) => {}
-            _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
-        }
-    }
-    let client = tokio::select! {
-        client = link.get() => client,
-        _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
-    };
-    let client = match client {
-        Ok(client) => client,
-        Err(reason) => return Outcome::Unavailable(reason),
-    };
-    let pending = client.complete(request);
-    let id = pending.id;
-    tokio::select! {
-        result = pending.result() => match result {
-            Ok(completed) => match completed.text {
-                Some(text) => {
-                    shown.text = text;
-                    shown.model_version = completed.model_version;
-                    shown.confidence = completed.confidence;
-                    Outcome::Suggested(Box::new(shown))
-                }
-                None => Outcome::Nothing,
-            },
-            Err(ClientError::Cancelled) => Outcome::Cancelled,
-            Err(ClientError::Disconnected) => Outcome::Unavailable("the daemon went away".into()),
-            Err(error) => Outcome::Failed(error.to_string()),
-        },
-        _ = cancelled.wait_for(|c| *c) => {
-            client.cancel(id);
-            Outcome::Cancelled
-        }
-    }
-}
-
-/// The connection to the daemon, made (and the daemon started) on first use and again after it is lost.
-struct Link {
-    home: Home,
-    exe: PathBuf,
-    model: Option<PathBuf>,
-    state: tokio::sync::Mutex<LinkState>,
-}
-
-#[derive(Default)]
-struct LinkState {
-    client: Option<Client>,
-    failed: Option<(Instant, String)>,
-}
-
-impl Link {
-    async fn get(&self) -> Result<Client, String> {
-        let mut state = self.state.lock().await;
-        if let Some(client) = state.client.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
-        }
-        if let Some((at, reason)) = &state.failed
-            && at.elapsed() < RETRY_AFTER
-        {
-            return Err(reason.clone());
-        }
-        match Client::connect_or_spawn(&self.home, &self.exe, self.model.as_deref()).await {
-            Ok(client) => {
-                tracing::info!(
-                    pid = client.daemon().pid,
-                    model = client.daemon().model.name,
-                    "connected to the daemon"
-                );
-                state.failed = None;
-                state.client = Some(client.clone());
-                Ok(client)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "no daemon");
-                state.client = None;
-                state.failed = Some((Instant::now(), error.to_string()));
-                Err(error.to_string())
-            }
-        }
-    }
-}
-
-/// At most the last `max` bytes of `text`, starting at the first line start after a multiple of
-/// `max / 4`: the start stays put while the user types at the end, so the daemon's KV cache for the
-/// prompt stays valid (a start moving with every keystroke would recompute the whole prompt).
-fn tail(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let step = (max / 4).max(1);
-    let mut start = (text.len() - max).div_ceil(step) * step;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let cut = &text[start..];
-    cut.find('\n').map_or(cut, |i| &cut[i + 1..])
-}
-
-/// The first `max` bytes of `text`, ending at a line end when one is in them.
-fn head(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = &text[..end];
-    cut.rfind('\n').map_or(cut, |i| &cut[..=i])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_cut_at_lines_and_characters() {
-        let text = "aaaa\nbbbb\ncccc";
-        assert_eq!(tail(text, 100), text);
-        assert_eq!(tail(text, 7), "cccc");
-        let mut long: String = (0..100).map(|i| format!("{i:03}\n")).collect();
-        let mut starts = std::collections::BTreeSet::new();
-        for _ in 0..40 {
-            long.push('x');
-            starts.insert(long.len() - tail(&long, 40).len());
-        }
-        assert!(starts.len() <= 5, "the start moves once per 10 typed bytes at most: {starts:?}");
-        assert_eq!(head(text, 7), "aaaa\n");
-        assert_eq!(head("ééééé", 3), "é");
-        assert_eq!(tail("ééééé", 3), "é");
     }
 }

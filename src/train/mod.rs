@@ -270,6 +270,32 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
         Ok(None) => return Err(TrainError::Busy { language: options.language.clone(), lock: lock_path }),
         Err(source) => return Err(TrainError::Save { path: lock_path, source }),
     };
+    let mut run = prepare(options, events)?;
+    run_stages(&mut run, options, events, stop)?;
+    finish(run, options, events)
+}
+
+/// A run between its preparation and its end: the frozen base, the adapter being trained and its
+/// optimiser, the encoded data and the progress so far.
+struct Run {
+    checkpoint_dir: PathBuf,
+    settings: Settings,
+    base: Base,
+    info: ModelInfo,
+    data: stages::Data,
+    heldout: Vec<Weighted>,
+    /// Training examples left out (too long, or empty once encoded).
+    skipped: usize,
+    params: Vec<Var>,
+    adam: AdamW,
+    lora: Lora,
+    state: State,
+    resumed_from: Option<usize>,
+}
+
+/// Takes up the checkpoint (or refuses to overwrite one), reads and checks the data against it,
+/// loads the base model and encodes the data, and sets up the adapter and the plan.
+fn prepare(options: &Options, events: &dyn Fn(Event)) -> Result<Run, TrainError> {
     let checkpoint_dir = options.work.join("checkpoint");
     let resumed = match (options.start, files::existing_dir(&checkpoint_dir)) {
         (Start::New, Some(dir)) => {
@@ -338,7 +364,7 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
     let (heldout, _) = encoder.sft(&heldout[..heldout.len().min(HELDOUT_LIMIT)])?;
     let data = stages::Data { sft, kto: encoder.kto(&kto)?, dpo: encoder.dpo(&dpo)? };
 
-    let (params, mut adam, mut state) = match resumed {
+    let (params, adam, state) = match resumed {
         Some((dir, state)) => {
             let (params, adam) = load_checkpoint(&dir, &base, &settings)?;
             (params, adam, state)
@@ -372,11 +398,18 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
     };
     let resumed_from = (state.step > 0).then_some(state.step);
     let lora = lora_view(&params, &settings);
+    Ok(Run { checkpoint_dir, settings, base, info, data, heldout, skipped, params, adam, lora, state, resumed_from })
+}
 
+/// The planned updates from where the run stands, a checkpoint every `checkpoint_every` updates;
+/// stopped (with a checkpoint) by `stop` or at `options.until`.
+fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Result<(), TrainError> {
+    let Run { checkpoint_dir, settings, base, data, params, adam, lora, state, .. } = run;
+    let settings = &*settings;
     while state.step < state.total {
         let past_deadline = options.until.is_some_and(|until| std::time::SystemTime::now() >= until);
         if stop.load(Ordering::Relaxed) || past_deadline {
-            save_checkpoint(&checkpoint_dir, &params, &adam, &state, &base)?;
+            save_checkpoint(checkpoint_dir, params, adam, state, base)?;
             events(Event::Checkpoint { step: state.step });
             return Err(TrainError::Stopped { step: state.step, total: state.total });
         }
@@ -385,8 +418,8 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
             events(Event::Stage(kind.name()));
             // Each stage is an optimisation of its own: fresh moments, and for the preference
             // stages the adapter as it stands now is the reference.
-            adam = AdamW::new(hyper(&settings), &params)?;
-            state.reference = stages::reference(&base, &lora.detached(), kind, &data)?;
+            *adam = AdamW::new(hyper(settings), params)?;
+            state.reference = stages::reference(base, &lora.detached(), kind, data)?;
         }
         let started = Instant::now();
         let order = data::Order::new(data.tiers(kind).into_iter(), data::mix(settings.seed, &[1, index as u64]));
@@ -398,21 +431,21 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
                 let step = state.step as u64;
                 let dropout =
                     |i: usize| Dropout { p: settings.dropout, seed: data::mix(settings.seed, &[2, step, i as u64]) };
-                stages::sft(&base, &lora, &items, dropout, checkpointing)?
+                stages::sft(base, lora, &items, dropout, checkpointing)?
             }
             StageKind::Kto => {
                 let items: Vec<_> = draws.iter().map(|&i| (i, &data.kto[i])).collect();
-                stages::kto(&base, &lora, &items, &state.reference, settings.beta, checkpointing)?
+                stages::kto(base, lora, &items, &state.reference, settings.beta, checkpointing)?
             }
             StageKind::Dpo => {
                 let items: Vec<_> = draws.iter().map(|&i| (i, &data.dpo[i])).collect();
-                stages::dpo(&base, &lora, &items, &state.reference, settings.beta, checkpointing)?
+                stages::dpo(base, lora, &items, &state.reference, settings.beta, checkpointing)?
             }
         };
-        let grads = flat_grads(update.grads, &params, &settings)?;
+        let grads = flat_grads(update.grads, params, settings)?;
         let base_lr = if kind == StageKind::Sft { settings.lr } else { settings.preference_lr };
         let warmup = ((steps as f64 * settings.warmup_ratio).round() as usize).max(1);
-        adam.step(&params, &grads, local + 1, optim::cosine_lr(base_lr, local, steps, warmup))?;
+        adam.step(params, &grads, local + 1, optim::cosine_lr(base_lr, local, steps, warmup))?;
         state.step += 1;
         state.losses.push(update.loss);
         state.tokens += update.tokens;
@@ -427,11 +460,19 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
             tokens_per_s,
         });
         if settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0 && state.step < state.total {
-            save_checkpoint(&checkpoint_dir, &params, &adam, &state, &base)?;
+            save_checkpoint(checkpoint_dir, params, adam, state, base)?;
             events(Event::Checkpoint { step: state.step });
         }
     }
 
+    Ok(())
+}
+
+/// Scores the held-out examples with the adapter, writes `adapters/<language>/v<N>/` and removes
+/// the checkpoint it no longer needs.
+fn finish(run: Run, options: &Options, events: &dyn Fn(Event)) -> Result<Report, TrainError> {
+    let Run { checkpoint_dir, settings, base, info, data, heldout, skipped, params, lora, state, resumed_from, .. } =
+        run;
     let heldout_adapter = if heldout.is_empty() {
         None
     } else {

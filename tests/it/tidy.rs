@@ -16,7 +16,10 @@ fn layers(architecture: &str) -> BTreeMap<String, usize> {
         for module in cells.get(2).unwrap_or(&"").split(',') {
             let module = module.trim().trim_matches('`');
             if !module.is_empty() {
-                assert!(layers.insert(module.to_owned(), layer).is_none(), "{module} is in two rows of the layer table");
+                assert!(
+                    layers.insert(module.to_owned(), layer).is_none(),
+                    "{module} is in two rows of the layer table"
+                );
             }
         }
     }

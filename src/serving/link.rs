@@ -1,0 +1,108 @@
+//! The link to the daemon: connect, or start it, on first use and again after it is lost (failing
+//! fast for a while after a failure), and one generation through it, cancellable at every step.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{Outcome, Suggestion};
+use crate::daemon::protocol::CompleteRequest;
+use crate::daemon::{Client, ClientError};
+use crate::home::Home;
+
+/// After the daemon could not be reached, requests fail fast for this long instead of each trying.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+pub(super) async fn generate(
+    link: Arc<Link>,
+    request: CompleteRequest,
+    mut shown: Suggestion,
+    debounce: Duration,
+    mut cancelled: watch::Receiver<bool>,
+) -> Outcome {
+    // `wait_for` also returns when the sender is gone: then nobody wants the answer either.
+    if !debounce.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(debounce) => {}
+            _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
+        }
+    }
+    let client = tokio::select! {
+        client = link.get() => client,
+        _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(reason) => return Outcome::Unavailable(reason),
+    };
+    let pending = client.complete(request);
+    let id = pending.id;
+    tokio::select! {
+        result = pending.result() => match result {
+            Ok(completed) => match completed.text {
+                Some(text) => {
+                    shown.text = text;
+                    shown.model_version = completed.model_version;
+                    shown.confidence = completed.confidence;
+                    Outcome::Suggested(Box::new(shown))
+                }
+                None => Outcome::Nothing,
+            },
+            Err(ClientError::Cancelled) => Outcome::Cancelled,
+            Err(ClientError::Disconnected) => Outcome::Unavailable("the daemon went away".into()),
+            Err(error) => Outcome::Failed(error.to_string()),
+        },
+        _ = cancelled.wait_for(|c| *c) => {
+            client.cancel(id);
+            Outcome::Cancelled
+        }
+    }
+}
+
+/// The connection to the daemon, made (and the daemon started) on first use and again after it is lost.
+pub(super) struct Link {
+    pub(super) home: Home,
+    pub(super) exe: PathBuf,
+    pub(super) model: Option<PathBuf>,
+    pub(super) state: tokio::sync::Mutex<LinkState>,
+}
+
+#[derive(Default)]
+pub(super) struct LinkState {
+    pub(super) client: Option<Client>,
+    pub(super) failed: Option<(Instant, String)>,
+}
+
+impl Link {
+    pub(super) async fn get(&self) -> Result<Client, String> {
+        let mut state = self.state.lock().await;
+        if let Some(client) = state.client.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        if let Some((at, reason)) = &state.failed
+            && at.elapsed() < RETRY_AFTER
+        {
+            return Err(reason.clone());
+        }
+        match Client::connect_or_spawn(&self.home, &self.exe, self.model.as_deref()).await {
+            Ok(client) => {
+                tracing::info!(
+                    pid = client.daemon().pid,
+                    model = client.daemon().model.name,
+                    "connected to the daemon"
+                );
+                state.failed = None;
+                state.client = Some(client.clone());
+                Ok(client)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no daemon");
+                state.client = None;
+                state.failed = Some((Instant::now(), error.to_string()));
+                Err(error.to_string())
+            }
+        }
+    }
+}
