@@ -129,9 +129,81 @@ pub fn try_lock(path: &Path) -> io::Result<Option<fs::File>> {
     Ok(Some(file))
 }
 
+/// A language's name as it names directories (`adapters/<language>/`, `train/<language>/`): 1–64
+/// ASCII letters, digits, `-`, `_` or `+`, not starting with `-`. Every LSP language id
+/// (`python`, `typescriptreact`, `objective-c`) is one; nothing that could leave its directory is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Language(String);
+
+impl Language {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Language {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Language, String> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+');
+        if (1..=64).contains(&name.len()) && name.chars().all(allowed) && !name.starts_with('-') {
+            Ok(Language(name.to_owned()))
+        } else {
+            Err(format!(
+                "{name:?} is not a language name: 1-64 letters, digits, '-', '_' or '+' (like python, rust, \
+                 typescriptreact)"
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for Language {
+    type Error = String;
+    fn try_from(name: String) -> Result<Language, String> {
+        name.parse()
+    }
+}
+
+impl From<Language> for String {
+    fn from(language: Language) -> String {
+        language.0
+    }
+}
+
+impl std::ops::Deref for Language {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Language {
+    fn as_ref(&self) -> &std::path::Path {
+        self.0.as_ref()
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn language_names_are_directory_names_and_nothing_more() {
+        for good in ["python", "rust", "typescriptreact", "objective-c", "c++", "git_commit", "Go"] {
+            assert_eq!(good.parse::<Language>().unwrap().as_str(), good);
+        }
+        for bad in ["", "..", "../etc", "a/b", "a\\b", ".hidden", "-rf", "py thon", "é", &"x".repeat(65)] {
+            let error = bad.parse::<Language>().unwrap_err();
+            assert!(error.contains("is not a language name"), "{bad:?}: {error}");
+        }
+    }
 
     #[test]
     fn created_dirs_and_files_are_private() {

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use super::report::{configured_model, fail, model_or_usage_error, print_json, strict_config};
 use crate::deploy::{Entry, Registry, RolledBack};
 use crate::home::Home;
+use crate::home::Language;
 use crate::logging;
 use crate::train;
 
@@ -17,7 +18,7 @@ pub enum AdaptersAction {
     /// Every version per language: state, method, the gate's verdict.
     List {
         #[arg(long, value_name = "L")]
-        language: Option<String>,
+        language: Option<Language>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -25,7 +26,7 @@ pub enum AdaptersAction {
     /// Serve VERSION (default: the newest candidate that passed the gate); the active one retires.
     Promote {
         #[arg(long, value_name = "L")]
-        language: String,
+        language: Language,
         version: Option<String>,
         /// Promote even without a passed gate.
         #[arg(long)]
@@ -39,7 +40,7 @@ pub enum AdaptersAction {
     /// training does this itself after the gate.
     Rollout {
         #[arg(long, value_name = "L")]
-        language: String,
+        language: Language,
         version: Option<String>,
         /// Start at the canary stage.
         #[arg(long)]
@@ -55,18 +56,18 @@ pub enum AdaptersAction {
     /// the active one replaced, or to the base model.
     Rollback {
         #[arg(long, value_name = "L")]
-        language: String,
+        language: Language,
     },
     /// Delete a version that is not active.
     Remove {
         #[arg(long, value_name = "L")]
-        language: String,
+        language: Language,
         version: String,
     },
     /// What happened to a language's adapters, and why.
     History {
         #[arg(long, value_name = "L")]
-        language: String,
+        language: Language,
     },
 }
 

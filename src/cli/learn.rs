@@ -12,6 +12,7 @@ use super::report::{self, fail, model_or_usage_error, print_json, recorded, say,
 use crate::curate;
 use crate::eval;
 use crate::home::Home;
+use crate::home::Language;
 use crate::logging;
 use crate::train;
 
@@ -20,7 +21,7 @@ use crate::train;
 pub struct TrainArgs {
     /// The language to train (e.g. python, rust).
     #[arg(long, value_name = "L")]
-    language: String,
+    language: Language,
     /// The base model (default: `[engine] model` in config.toml, else the best model found).
     #[arg(long, value_name = "M")]
     model: Option<PathBuf>,
@@ -79,7 +80,7 @@ pub struct TrainArgs {
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
     #[arg(long, value_name = "L")]
-    language: String,
+    language: Language,
     /// The candidate adapter directory (default: the language's newest version).
     #[arg(long, value_name = "DIR")]
     adapter: Option<PathBuf>,
@@ -119,7 +120,7 @@ pub enum ScheduleAction {
     /// language, or the one named.
     RunNow {
         #[arg(long, value_name = "L")]
-        language: Option<String>,
+        language: Option<Language>,
     },
     /// What the daemon does every few minutes, for a cron or systemd timer when no daemon runs at
     /// night: train the most urgent due language if the window, load and power allow, until the
@@ -129,7 +130,7 @@ pub enum ScheduleAction {
 
 pub fn curate(
     home: &Home,
-    language: Option<String>,
+    language: Option<Language>,
     out: Option<PathBuf>,
     min_quality: Option<f64>,
     since: Option<String>,
@@ -431,7 +432,7 @@ pub fn schedule(home: &Home, action: ScheduleAction) -> ExitCode {
             }),
         ScheduleAction::RunNow { language } => {
             let language = match language {
-                Some(language) => Ok(language),
+                Some(language) => Ok(language.to_string()),
                 None => crate::jobs::schedule::status(home, &config, std::time::SystemTime::now()).map(|s| {
                     s.languages.into_iter().find(|l| l.due.is_some()).map(|l| l.facts.language).unwrap_or_default()
                 }),

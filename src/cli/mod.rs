@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::home::Home;
+use crate::home::Language;
 use crate::proxy::Backend;
 
 mod adapters;
@@ -127,7 +128,7 @@ enum Command {
     Curate {
         /// Only this language (e.g. python, rust).
         #[arg(long, value_name = "L")]
-        language: Option<String>,
+        language: Option<Language>,
         /// Where to write (default: MARUNOCHI_HOME/datasets/<time>/).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,

@@ -7,6 +7,7 @@ use super::report::{configured_model, fail, human_size, usage_error};
 use crate::engine::discovery::{self, Found, Roots, Source};
 use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
 use crate::home::Home;
+use crate::home::Language;
 use crate::logging;
 
 /// `marunochi complete`'s arguments (its help text is on `Command::Complete`).
@@ -31,7 +32,7 @@ pub struct CompleteArgs {
 
     /// Use this language's active expert adapter (MARUNOCHI_HOME/adapters/<L>/active), if any.
     #[arg(long, value_name = "L")]
-    language: Option<String>,
+    language: Option<Language>,
 
     /// Most tokens to generate.
     #[arg(long, default_value_t = 128)]

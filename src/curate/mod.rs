@@ -30,12 +30,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::home::Language;
 use crate::store::{Action, CurationRow, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Only this language (an LSP language id), or every one.
-    pub language: Option<String>,
+    pub language: Option<Language>,
     pub min_quality: f64,
     pub heldout_share: f64,
     pub replay_share: f64,
@@ -294,9 +295,9 @@ pub fn curate(db: &Path, out: &Path, options: &Options) -> Result<Vec<Summary>, 
         workspace::replay(language, set, &files);
     }
     if let Some(language) = &options.language
-        && !dataset.languages.contains_key(language)
+        && !dataset.languages.contains_key(language.as_str())
     {
-        return Err(CurateError::NoData(language.clone()));
+        return Err(CurateError::NoData(language.to_string()));
     }
     if dataset.languages.is_empty() {
         return Err(CurateError::NoData("any language".into()));
@@ -497,7 +498,7 @@ mod tests {
         let rows = vec![rust, row(1, "accepted", 90.0, &distinct(1))];
         let dataset = Dataset::build(&rows, &options());
         assert_eq!(dataset.languages.keys().collect::<Vec<_>>(), ["python", "rust"]);
-        let only = Dataset::build(&rows, &Options { language: Some("rust".into()), ..options() });
+        let only = Dataset::build(&rows, &Options { language: Some("rust".parse().unwrap()), ..options() });
         assert_eq!(only.languages.len(), 1);
         let completion = &only.languages["rust"].train[0].completion;
         assert!(!completion.contains("AKIA") && completion.contains("«redacted"), "{completion}");

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::engine::Engine;
+use crate::home::Language;
+use crate::store::Stage;
 
 /// Which adapter serves a request, and which (if any) should also generate it in shadow.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -42,38 +44,39 @@ impl Router {
     }
 
     /// Routes one request of `language` (loading adapters on first use).
+    /// A language that cannot name a directory (an editor's odd language id) has no adapters.
     pub fn route(&mut self, engine: &Engine, language: &str) -> Route {
-        if language.is_empty() || language.contains(['/', '\\']) || language.starts_with('.') {
-            return Route::default();
-        }
-        let canary = (rand::random::<f64>() < self.canary_share).then(|| self.stage(engine, language, "canary"));
+        let Ok(language) = language.parse::<Language>() else { return Route::default() };
+        let (canary_share, shadow_share) = (self.canary_share, self.shadow_share);
+        let mut stage = |stage| self.stage(engine, &language, stage);
+        let canary = (rand::random::<f64>() < canary_share).then(|| stage(Stage::Canary));
         let served = match canary.flatten() {
             Some(canary) => Some(canary),
-            None => self.stage(engine, language, "active"),
+            None => stage(Stage::Active),
         };
-        let shadow = (rand::random::<f64>() < self.shadow_share).then(|| self.stage(engine, language, "shadow"));
+        let shadow = (rand::random::<f64>() < shadow_share).then(|| stage(Stage::Shadow));
         Route { served, shadow: shadow.flatten() }
     }
 
     /// The engine name of the adapter `language`'s `stage` link names, loading it on first use.
-    fn stage(&mut self, engine: &Engine, language: &str, stage: &str) -> Option<String> {
-        let dir = std::fs::canonicalize(self.adapters.join(language).join(stage)).ok()?;
+    fn stage(&mut self, engine: &Engine, language: &Language, stage: Stage) -> Option<String> {
+        let dir = std::fs::canonicalize(self.adapters.join(language).join(stage.as_str())).ok()?;
         if let Some(name) = self.loaded.get(&dir) {
             return Some(name.clone());
         }
         if self.broken.contains_key(&dir) {
             return None;
         }
-        let version = dir.file_name().map_or_else(|| stage.into(), |n| n.to_string_lossy().into_owned());
+        let version = dir.file_name().map_or_else(|| stage.to_string(), |n| n.to_string_lossy().into_owned());
         let name = format!("{language}/{version}");
         match engine.load_adapter(&name, &dir) {
             Ok(()) => {
-                tracing::info!(language, stage, adapter = %dir.display(), "expert adapter loaded");
+                tracing::info!(%language, %stage, adapter = %dir.display(), "expert adapter loaded");
                 self.loaded.insert(dir, name.clone());
                 Some(name)
             }
             Err(error) => {
-                tracing::error!(language, stage, %error, "this adapter cannot be used; leaving it out");
+                tracing::error!(%language, %stage, %error, "this adapter cannot be used; leaving it out");
                 self.broken.insert(dir, error.to_string());
                 None
             }

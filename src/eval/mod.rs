@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::curate::Example;
 use crate::engine::{Budget, CompletionRequest, Engine, EngineError, LoadOptions, PromptInput, Sampling, TokenRequest};
+use crate::home::Language;
 
 /// Prompt and target limits when scoring, as training renders examples.
 const LIMITS: (usize, usize) = (512, 256);
@@ -342,7 +343,7 @@ fn forgetting(
 
 /// `marunochi eval`'s request: anything `None` takes its default.
 pub struct Request {
-    pub language: String,
+    pub language: Language,
     pub model: PathBuf,
     /// Default: the language's newest version.
     pub candidate: Option<PathBuf>,
@@ -413,7 +414,7 @@ pub fn run(
     let language = request.language.clone();
     let options = Options {
         model: request.model,
-        language: request.language,
+        language: request.language.to_string(),
         candidate,
         reference: against,
         heldout,

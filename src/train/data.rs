@@ -14,6 +14,7 @@ use super::TrainError;
 use super::model::Sequence;
 use crate::curate::{Example, KtoExample, Pair};
 use crate::engine::{ExampleTokens, Template, TextTokenizer};
+use crate::home::Language;
 
 /// A tokenized example and its weight (priority × near-duplicate share).
 pub(crate) struct Weighted {
@@ -40,10 +41,10 @@ pub(crate) struct DpoItem {
 /// Lines of a curated JSONL file and a fingerprint of the file. A missing optional file is empty.
 pub(crate) fn read_jsonl<T: DeserializeOwned>(
     path: &Path,
-    language: &str,
+    language: &Language,
     required: bool,
 ) -> Result<(Vec<T>, String), TrainError> {
-    let no_data = |reason: String| TrainError::NoData { language: language.to_owned(), reason };
+    let no_data = |reason: String| TrainError::NoData { language: language.clone(), reason };
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),

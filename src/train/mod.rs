@@ -36,6 +36,7 @@ use serde_json::json;
 use crate::curate::{Example, KtoExample};
 use crate::engine::lora::Projection;
 use crate::engine::{Engine, EngineError, LoadOptions, ModelInfo};
+use crate::home::Language;
 
 use data::{Encoder, Weighted};
 pub use files::{fingerprint, interrupted};
@@ -129,7 +130,7 @@ pub enum Start {
 
 pub struct Options {
     pub model: PathBuf,
-    pub language: String,
+    pub language: Language,
     pub data: Data,
     /// `MARUNOCHI_HOME/adapters`: the result goes to `<language>/v<N>/` below it.
     pub adapters: PathBuf,
@@ -160,7 +161,7 @@ pub enum Event<'a> {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub language: String,
+    pub language: Language,
     pub version: String,
     pub directory: PathBuf,
     pub steps: usize,
@@ -199,7 +200,7 @@ pub enum TrainError {
     #[error("training failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("no training data for {language}: {reason}")]
-    NoData { language: String, reason: String },
+    NoData { language: Language, reason: String },
     #[error("{path}, line {line}: {reason}")]
     Data { path: PathBuf, line: usize, reason: String },
     #[error("cannot save {path}: {source}")]
@@ -210,9 +211,9 @@ pub enum TrainError {
         "an interrupted {language} run is waiting at update {step} of {total} ({dir}); pass --resume to continue \
          it or --restart to discard it"
     )]
-    Interrupted { language: String, step: usize, total: usize, dir: PathBuf },
+    Interrupted { language: Language, step: usize, total: usize, dir: PathBuf },
     #[error("nothing to resume for {language}: no checkpoint in {dir}")]
-    NothingToResume { language: String, dir: PathBuf },
+    NothingToResume { language: Language, dir: PathBuf },
     #[error("the checkpoint in {dir} was made {what}; resume with the same, or pass --restart")]
     Mismatch { dir: PathBuf, what: String },
     #[error("stopped at update {step} of {total}; the checkpoint is saved, --resume continues")]
@@ -220,7 +221,7 @@ pub enum TrainError {
     #[error(transparent)]
     Curate(#[from] crate::curate::CurateError),
     #[error("{language} is being trained already (by the process in {lock})")]
-    Busy { language: String, lock: PathBuf },
+    Busy { language: Language, lock: PathBuf },
     #[error("invalid setting: {0}")]
     Settings(String),
 }
@@ -321,7 +322,7 @@ fn prepare(options: &Options, events: &dyn Fn(Event)) -> Result<Run, TrainError>
 
     let data_dir = curated_dir(options, resumed.as_ref().map(|(_, state)| state), events)?;
     events(Event::Stage("reading the training data"));
-    let language = options.language.as_str();
+    let language = &options.language;
     let (examples, train_fingerprint) = data::read_jsonl::<Example>(&data_dir.join("train.jsonl"), language, true)?;
     let (heldout, _) = data::read_jsonl::<Example>(&data_dir.join("heldout.jsonl"), language, false)?;
     let (kto, kto_fingerprint) = data::read_jsonl::<KtoExample>(&data_dir.join("kto.jsonl"), language, false)?;

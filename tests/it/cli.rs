@@ -77,6 +77,26 @@ fn proxy_without_a_server_command_explains_itself() {
 }
 
 #[test]
+fn a_language_that_could_leave_its_directory_is_refused_everywhere() {
+    let home = tempfile::tempdir().unwrap();
+    let commands: [&[&str]; 6] = [
+        &["train", "--language", "../../outside"],
+        &["eval", "--language", "a/b"],
+        &["curate", "--language", ".."],
+        &["adapters", "promote", "--language", "../x"],
+        &["adapters", "history", "--language=-rf"],
+        &["schedule", "run-now", "--language", "py thon"],
+    ];
+    for args in commands {
+        let out = marunochi(home.path(), args);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains("is not a language name"), "{args:?}: {text}");
+    }
+    assert!(!home.path().join("train").exists() && !home.path().join("adapters").exists());
+}
+
+#[test]
 fn doctor_reports_and_creates_a_private_home() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
