@@ -8,9 +8,9 @@ use clap::Subcommand;
 
 use super::report::{configured_model, fail, model_or_usage_error, print_json, strict_config};
 use crate::deploy::{Entry, Registry, RolledBack};
-use crate::home::Home;
-use crate::home::Language;
+use crate::home::{Home, Language};
 use crate::logging;
+use crate::store::Stage;
 use crate::train;
 
 #[derive(Subcommand, Debug)]
@@ -99,7 +99,7 @@ pub fn adapters(home: &Home, action: AdaptersAction) -> ExitCode {
                 Err(code) => return code,
             };
             registry.start_rollout(&language, version.as_deref(), &fingerprint, skip_shadow).map(|v| {
-                let stage = if skip_shadow { "canary" } else { "shadow" };
+                let stage = if skip_shadow { Stage::Canary } else { Stage::Shadow };
                 println!("{language}: {v} is the {stage}; `marunochi adapters list` shows how it does")
             })
         }

@@ -11,8 +11,7 @@ use clap::Subcommand;
 use super::report::{self, fail, model_or_usage_error, print_json, recorded, say, strict_config, usage_error};
 use crate::curate;
 use crate::eval;
-use crate::home::Home;
-use crate::home::Language;
+use crate::home::{Home, Language};
 use crate::logging;
 use crate::train;
 

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::home::Home;
-use crate::home::Language;
+use crate::home::{Home, Language};
 use crate::proxy::Backend;
 
 mod adapters;

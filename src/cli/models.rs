@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use super::report::{configured_model, fail, human_size, usage_error};
 use crate::engine::discovery::{self, Found, Roots, Source};
 use crate::engine::oneshot::{AdapterChoice, Location, OneShot, complete_at};
-use crate::home::Home;
-use crate::home::Language;
+use crate::home::{Home, Language};
 use crate::logging;
 
 /// `marunochi complete`'s arguments (its help text is on `Command::Complete`).

@@ -390,7 +390,7 @@ pub fn run(
             ),
         });
     }
-    let active = std::fs::canonicalize(language_dir.join("active")).ok();
+    let active = std::fs::canonicalize(language_dir.join(crate::store::Stage::Active.as_str())).ok();
     let against =
         request.against.or_else(|| active.filter(|a| Some(a) != std::fs::canonicalize(&candidate).ok().as_ref()));
     let heldout = match request.heldout {
