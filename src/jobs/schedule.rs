@@ -1,6 +1,6 @@
-//! When training runs (seed §1.4; ARCHITECTURE.md, `src/jobs/`). Entry points: [`status`] (what is due and
-//! whether the machine is ready), [`tick`] (train the most urgent due language if it is) and
-//! [`run`] (one training run as a low-priority child process).
+//! When training runs (seed §1.4; ARCHITECTURE.md, `src/jobs/`). Entry points: [`status`] (what
+//! is due and whether the machine is ready), [`tick`] (train the most urgent due language if it
+//! is) and [`run`] (one training run as a low-priority child process).
 //!
 //! A language is due, most urgent first: when an interrupted run is waiting (it resumes); after an
 //! *emergency* drift event (acceptance under 50%) or another drift event (acceptance or quality
