@@ -1,65 +1,27 @@
 //! The `interactions` table: a suggestion shown, what became of it, and what later stages read back.
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Anchor, CHECKS, NOW, Store, StoreError, classify};
 
-/// What became of a suggestion (the `action` column). `Shown` until the classifier decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Action {
-    #[default]
-    Shown,
-    Accepted,
-    Partial,
-    Corrected,
-    Rejected,
-    Ignored,
+text_enum! {
+    /// What became of a suggestion (the `action` column). `Shown` until the classifier decides.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    Action, "action" {
+        #[default]
+        Shown = "shown",
+        Accepted = "accepted",
+        Partial = "partial",
+        Corrected = "corrected",
+        Rejected = "rejected",
+        Ignored = "ignored",
+    }
 }
 
 impl Action {
-    pub const ALL: [Action; 6] =
-        [Action::Shown, Action::Accepted, Action::Partial, Action::Corrected, Action::Rejected, Action::Ignored];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Shown => "shown",
-            Action::Accepted => "accepted",
-            Action::Partial => "partial",
-            Action::Corrected => "corrected",
-            Action::Rejected => "rejected",
-            Action::Ignored => "ignored",
-        }
-    }
-
     /// The user kept the code, whole, in part or corrected.
     pub fn taken(self) -> bool {
         matches!(self, Action::Accepted | Action::Partial | Action::Corrected)
-    }
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Action {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Action, String> {
-        Action::ALL.into_iter().find(|a| a.as_str() == text).ok_or_else(|| format!("unknown action {text:?}"))
-    }
-}
-
-impl ToSql for Action {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl FromSql for Action {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Action> {
-        value.as_str()?.parse().map_err(|e: String| FromSqlError::Other(e.into()))
     }
 }
 

@@ -2,6 +2,52 @@
 //! from `migrations/*.sql` applied in order (`PRAGMA user_version` counts them). A file that is not
 //! a database, or one from a newer marunochi, is reported and left exactly as it is.
 
+/// An enum stored as text in a column: the enum, `ALL`, `as_str`, `Display`, `FromStr` and SQLite's
+/// `ToSql`/`FromSql`, from one list of variants and their names, so the names live in one place.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<$name, String> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == text).ok_or_else(|| format!(concat!("unknown ", $what, " {:?}"), text))
+            }
+        }
+
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<$name> {
+                value.as_str()?.parse().map_err(|e: String| rusqlite::types::FromSqlError::Other(e.into()))
+            }
+        }
+    };
+}
+
 mod interactions;
 mod metrics;
 mod registry;
@@ -242,6 +288,21 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.count().unwrap(), 1, "reopening migrates nothing twice and keeps the rows");
         assert_eq!(store.integrity().unwrap(), "ok");
+    }
+
+    #[test]
+    fn states_round_trip_through_sqlite_and_unknown_text_is_an_error() {
+        let conn = Connection::open_in_memory().unwrap();
+        for &action in Action::ALL {
+            let back: Action = conn.query_row("SELECT ?1", [action], |row| row.get(0)).unwrap();
+            assert_eq!(back, action);
+        }
+        for &stage in Stage::ALL {
+            let back: Stage = conn.query_row("SELECT ?1", [stage], |row| row.get(0)).unwrap();
+            assert_eq!((back, back.to_string()), (stage, stage.as_str().to_owned()));
+        }
+        let error = conn.query_row("SELECT 'maybe'", [], |row| row.get::<_, Stage>(0)).unwrap_err();
+        assert!(error.to_string().contains("unknown adapter state \"maybe\""), "{error}");
     }
 
     #[test]

@@ -4,78 +4,33 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{OptionalExtension, params};
 
 use super::{NOW, Store, StoreError, TAKEN_WITH_ERRORS, classify};
 
-/// An adapter version's state in the registry (the `state` columns).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Candidate,
-    Shadow,
-    Canary,
-    Active,
-    Retired,
-    RolledBack,
-    Removed,
+text_enum! {
+    /// An adapter version's state in the registry (the `state` columns).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    Stage, "adapter state" {
+        Candidate = "candidate",
+        Shadow = "shadow",
+        Canary = "canary",
+        Active = "active",
+        Retired = "retired",
+        RolledBack = "rolled_back",
+        Removed = "removed",
+    }
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
-        Stage::Candidate,
-        Stage::Shadow,
-        Stage::Canary,
-        Stage::Active,
-        Stage::Retired,
-        Stage::RolledBack,
-        Stage::Removed,
-    ];
     /// The stages serving reads, each a link of the same name in `adapters/<language>/`, highest
     /// first.
     pub const SERVED: [Stage; 3] = [Stage::Active, Stage::Canary, Stage::Shadow];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Candidate => "candidate",
-            Stage::Shadow => "shadow",
-            Stage::Canary => "canary",
-            Stage::Active => "active",
-            Stage::Retired => "retired",
-            Stage::RolledBack => "rolled_back",
-            Stage::Removed => "removed",
-        }
-    }
-
     /// Served through a link of its own name.
     pub fn is_served(self) -> bool {
         Stage::SERVED.contains(&self)
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Stage {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Stage, String> {
-        Stage::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| format!("unknown adapter state {text:?}"))
-    }
-}
-
-impl ToSql for Stage {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl FromSql for Stage {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Stage> {
-        value.as_str()?.parse().map_err(|e: String| FromSqlError::Other(e.into()))
     }
 }
 
