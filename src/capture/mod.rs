@@ -5,8 +5,9 @@
 //! The outcome of each suggestion (accepted, partial, corrected with its diff, rejected with what
 //! was typed instead, ignored) is inferred from the document edits by `classify.rs` on the writer
 //! thread, which also anchors taken code (retention) and, after each pass, runs the background
-//! jobs it was handed (`Background`: the retention checks, rescoring, drift). The language server's diagnostics, `marunochi run` and the test reports found by the
-//! workspace watcher (`signals.rs`) are the execution and static signals.
+//! jobs it was handed (`Background`: the retention checks, rescoring, drift). The language
+//! server's diagnostics, `marunochi run` and the test reports found by the workspace watcher
+//! (`signals.rs`) are the execution and static signals.
 
 pub mod classify;
 pub mod redact;
