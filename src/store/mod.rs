@@ -65,7 +65,7 @@ pub use shadow::{PendingShadow, ShadowSample, ShownFor, request_hash};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 /// The migrations, in order. Appending is the only allowed change.
 const MIGRATIONS: [&str; 8] = [
@@ -115,10 +115,12 @@ impl Store {
         if version > supported {
             return Err(StoreError::NewerSchema { path: path.to_owned(), found: version, supported });
         }
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| classify(path, e))?;
+        wal(&conn).map_err(|e| classify(path, e))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
         let mut store = Store { path: path.to_owned(), conn };
-        store.migrate(version)?;
+        if version < supported {
+            store.migrate()?;
+        }
         Ok(store)
     }
 
@@ -126,14 +128,22 @@ impl Store {
         &self.path
     }
 
-    fn migrate(&mut self, from: i64) -> Result<(), StoreError> {
-        for (index, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
-            let tx = self.conn.transaction().map_err(|e| classify(&self.path, e))?;
-            tx.execute_batch(sql).map_err(|e| classify(&self.path, e))?;
-            tx.pragma_update(None, "user_version", index as i64 + 1).map_err(|e| classify(&self.path, e))?;
-            tx.commit().map_err(|e| classify(&self.path, e))?;
+    /// Applies the migrations this file lacks, under the write lock taken up front: another process
+    /// opening the same file at the same moment waits, then finds the version it left and applies
+    /// nothing twice.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(failed)?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::NewerSchema { path: self.path.clone(), found: version, supported });
         }
-        Ok(())
+        for sql in MIGRATIONS.iter().skip(version as usize) {
+            tx.execute_batch(sql).map_err(failed)?;
+        }
+        tx.pragma_update(None, "user_version", supported).map_err(failed)?;
+        tx.commit().map_err(failed)
     }
 
     /// Runs `f` in one transaction (the writer batches whatever has queued up).
@@ -233,6 +243,25 @@ fn below(uri: &str) -> String {
     format!("{}/%", uri.trim_end_matches('/').replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
 }
 
+/// Switches a file to WAL. The switch needs the file to itself and SQLite does not wait for that
+/// (no busy handler), so a store another process is opening at the same moment is retried for as
+/// long as the busy timeout would have waited.
+fn wal(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// SQLite's "not a database" and "malformed" mean the file is damaged, not that we failed.
 fn classify(path: &Path, error: rusqlite::Error) -> StoreError {
     use rusqlite::ffi::ErrorCode;
@@ -303,6 +332,27 @@ mod tests {
         }
         let error = conn.query_row("SELECT 'maybe'", [], |row| row.get::<_, Stage>(0)).unwrap_err();
         assert!(error.to_string().contains("unknown adapter state \"maybe\""), "{error}");
+    }
+
+    #[test]
+    fn connections_opening_a_new_store_at_once_all_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let path = dir.path().join(format!("race-{round}.db"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Store::open(&path).map(|store| store.count().unwrap()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                assert_eq!(opener.join().unwrap(), Ok(0), "round {round}");
+            }
+        }
     }
 
     #[test]
