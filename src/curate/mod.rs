@@ -142,7 +142,10 @@ impl Dataset {
         let rows: Vec<CurationRow> = rows.iter().map(redacted).collect();
         let mut by_language: BTreeMap<&str, Vec<&CurationRow>> = BTreeMap::new();
         for row in &rows {
-            if options.language.as_deref().is_none_or(|l| l == row.language) {
+            // A language id that cannot name a directory (an odd editor id, a Markdown fence such as
+            // `../x`) would put the set outside `out`; the unknown language keeps its name `unknown`.
+            let nameable = row.language.is_empty() || row.language.parse::<Language>().is_ok();
+            if nameable && options.language.as_deref().is_none_or(|l| l == row.language) {
                 by_language.entry(&row.language).or_default().push(row);
             }
         }
@@ -499,6 +502,14 @@ mod tests {
         let dataset = Dataset::build(&rows, &options());
         assert_eq!(dataset.languages.keys().collect::<Vec<_>>(), ["python", "rust"]);
         let only = Dataset::build(&rows, &Options { language: Some("rust".parse().unwrap()), ..options() });
+        let outside = CurationRow { language: "../../x".into(), ..row(40, "accepted", 90.0, "x = 1") };
+        let absolute = CurationRow { language: "/etc".into(), ..row(41, "accepted", 90.0, "y = 2") };
+        let set = Dataset::build(&[outside, absolute], &options());
+        assert!(
+            set.languages.is_empty(),
+            "a language that is no directory name is left out: {:?}",
+            set.languages.keys()
+        );
         assert_eq!(only.languages.len(), 1);
         let completion = &only.languages["rust"].train[0].completion;
         assert!(!completion.contains("AKIA") && completion.contains("«redacted"), "{completion}");

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::config::{Config, ScheduleConfig, Window};
-use crate::home::Home;
-use crate::store::{DriftEvent, Store, StoreError};
+use crate::home::{Home, Language};
+use crate::store::{Action, DriftEvent, Store, StoreError};
 
 /// Why a language is due, most urgent first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -205,13 +205,15 @@ pub fn status(home: &Home, config: &Config, now: SystemTime) -> Result<Status, S
         let store = Store::open(&db)?;
         let rows = store.curation_rows()?;
         let drift = store.drift_events()?;
-        let mut names: Vec<String> = rows.iter().map(|r| r.language.clone()).filter(|l| !l.is_empty()).collect();
+        // Only languages that can name their `train/` and `adapters/` directories.
+        let mut names: Vec<String> =
+            rows.iter().map(|r| r.language.clone()).filter(|l| l.parse::<Language>().is_ok()).collect();
         names.sort();
         names.dedup();
         for language in names {
             let examples = rows
                 .iter()
-                .filter(|r| r.language == language && matches!(r.action.as_str(), "accepted" | "corrected"))
+                .filter(|r| r.language == language && matches!(r.action, Action::Accepted | Action::Corrected))
                 .filter(|r| r.quality.is_some_and(|q| q >= config.curate.min_quality))
                 .count();
             let facts = LanguageFacts {
