@@ -440,11 +440,12 @@ pub fn schedule(home: &Home, action: ScheduleAction) -> ExitCode {
                 Ok(language) if language.is_empty() => {
                     return fail("no language is due (`marunochi schedule status` says why); name one with --language");
                 }
-                Ok(language) => crate::jobs::schedule::run(&exe, home, &language, None).map(|outcome| {
-                    if let crate::jobs::schedule::RunOutcome::Failed(status) = outcome {
-                        say(format!("training {language} failed ({status})"));
+                Ok(language) => match crate::jobs::schedule::run(&exe, home, &language, None) {
+                    Ok(crate::jobs::schedule::RunOutcome::Failed(status)) => {
+                        return fail(format!("training {language} failed ({status})"));
                     }
-                }),
+                    other => other.map(|_| ()),
+                },
                 Err(e) => Err(e),
             }
         }

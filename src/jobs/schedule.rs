@@ -55,10 +55,22 @@ pub struct LanguageFacts {
     pub drift: Vec<DriftEvent>,
     /// An interrupted run: (update, of).
     pub interrupted: Option<(usize, usize)>,
+    /// The last scheduled run that failed: when (ms since the epoch) and why.
+    pub failed: Option<(i64, String)>,
 }
+
+/// After a failed run a language waits this long (the next night), so one that keeps failing
+/// neither retries every few minutes nor keeps the others from their turn.
+const FAILURE_BACKOFF_MS: i64 = 12 * 3_600_000;
 
 /// Whether `facts` call for training at `now_ms`, or why not.
 pub fn decide(facts: &LanguageFacts, now_ms: i64, config: &ScheduleConfig) -> Result<Trigger, String> {
+    if let Some((at, why)) = &facts.failed
+        && now_ms - at < FAILURE_BACKOFF_MS
+    {
+        let hours = ((FAILURE_BACKOFF_MS - (now_ms - at)) as u64).div_ceil(3_600_000);
+        return Err(format!("the last run failed ({why}); tried again in {hours} h"));
+    }
     if let Some((step, total)) = facts.interrupted {
         return Ok(Trigger::Resume { step, total });
     }
@@ -221,6 +233,7 @@ pub fn status(home: &Home, config: &Config, now: SystemTime) -> Result<Status, S
                 last_adapter: last_adapter(&home.adapters_dir().join(&language)),
                 drift: drift.iter().filter(|e| e.language == language).cloned().collect(),
                 interrupted: crate::train::interrupted(&home.root().join("train").join(&language)),
+                failed: last_failure(&home.root().join("train").join(&language)),
                 language,
             };
             let decision = decide(&facts, now_ms, &config.schedule);
@@ -267,9 +280,11 @@ pub enum RunOutcome {
 /// Runs `marunochi train` for `language` as a child at nice 19 (resuming an interrupted run),
 /// stopping itself at `until`. Its output goes where ours does.
 pub fn run(exe: &Path, home: &Home, language: &str, until: Option<SystemTime>) -> Result<RunOutcome, ScheduleError> {
+    let work = home.root().join("train").join(language);
+    let resuming = crate::train::interrupted(&work).is_some();
     let mut command = Command::new(exe);
     command.env("MARUNOCHI_HOME", home.root()).args(["train", "--language", language]);
-    if crate::train::interrupted(&home.root().join("train").join(language)).is_some() {
+    if resuming {
         command.arg("--resume");
     }
     if let Some(until) = until {
@@ -288,12 +303,47 @@ pub fn run(exe: &Path, home: &Home, language: &str, until: Option<SystemTime>) -
     let status = command.status().map_err(ScheduleError::Spawn)?;
     Ok(match status.code() {
         Some(0) => {
+            let _ = std::fs::remove_file(work.join(FAILED));
             gate_and_promote(exe, home, language);
             RunOutcome::Finished
         }
         Some(130) => RunOutcome::Paused,
-        _ => RunOutcome::Failed(status),
+        _ => {
+            record_failure(&work, resuming, &status);
+            RunOutcome::Failed(status)
+        }
     })
+}
+
+/// Where a language's last failed run is recorded (`train/<language>/`).
+const FAILED: &str = "failed.json";
+
+/// Records a failed run, so the language backs off. A checkpoint it could not resume from (the
+/// model changed, the data is gone) is moved aside, kept for a look, so the next run starts afresh
+/// instead of failing the same way every night.
+fn record_failure(work: &Path, resumed: bool, status: &ExitStatus) {
+    let now = crate::clock::now_ms();
+    let mut why = format!("marunochi train {status}");
+    if resumed {
+        let aside = work.join(format!("checkpoint.failed-{now}"));
+        match std::fs::rename(work.join("checkpoint"), &aside) {
+            Ok(()) => {
+                why.push_str(&format!("; its checkpoint could not be resumed and is kept in {}", aside.display()))
+            }
+            Err(error) => tracing::warn!(%error, "the checkpoint of a failed resume could not be moved aside"),
+        }
+    }
+    tracing::warn!(work = %work.display(), why, "scheduled training failed");
+    let record = serde_json::json!({ "at_ms": now, "why": why });
+    if let Err(error) = crate::home::write_private(&work.join(FAILED), record.to_string().as_bytes()) {
+        tracing::warn!(%error, "a failed run could not be recorded");
+    }
+}
+
+/// The last failed run recorded under `work`: when and why.
+fn last_failure(work: &Path) -> Option<(i64, String)> {
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.join(FAILED)).ok()?).ok()?;
+    Some((record["at_ms"].as_i64()?, record["why"].as_str()?.to_owned()))
 }
 
 /// After a finished run: the gate (`marunochi eval`, also nice'd through inheritance), and the
@@ -389,7 +439,14 @@ mod tests {
     }
 
     fn facts(examples: usize) -> LanguageFacts {
-        LanguageFacts { language: "python".into(), examples, last_adapter: None, drift: Vec::new(), interrupted: None }
+        LanguageFacts {
+            language: "python".into(),
+            examples,
+            last_adapter: None,
+            drift: Vec::new(),
+            interrupted: None,
+            failed: None,
+        }
     }
 
     fn event(week: &str, kind: &str) -> DriftEvent {
@@ -463,6 +520,11 @@ mod tests {
         let answered = LanguageFacts { drift: vec![event("2026-W47", "emergency")], ..drifted.clone() };
         assert!(decide(&answered, NOW, &config()).is_err());
         assert!(decide(&LanguageFacts { examples: 5, ..drifted }, NOW, &config()).is_err());
+        let failed = LanguageFacts { failed: Some((NOW - 2 * 3_600_000, "exit status: 1".into())), ..facts(800) };
+        let why =
+            decide(&LanguageFacts { interrupted: Some((40, 100)), ..failed.clone() }, NOW, &config()).unwrap_err();
+        assert!(why.contains("the last run failed (exit status: 1); tried again in 10 h"), "{why}");
+        assert!(decide(&failed, NOW + 10 * 3_600_000, &config()).is_ok(), "the next night it is due again");
         let resume = LanguageFacts { interrupted: Some((40, 100)), ..facts(0) };
         assert_eq!(decide(&resume, NOW, &config()), Ok(Trigger::Resume { step: 40, total: 100 }));
     }

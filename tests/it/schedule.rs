@@ -97,3 +97,43 @@ fn a_run_stopped_at_the_window_end_resumes_the_next_time() {
     assert!(report.contains("\"steps\": "), "{report}");
     assert!(!home.join("train/python/checkpoint").exists());
 }
+
+#[test]
+fn a_run_that_cannot_resume_backs_off_and_sets_its_checkpoint_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), &config(40));
+    graded_store(&home, &dir.path().join("project"), 8);
+    let until = time::OffsetDateTime::from(SystemTime::now() + Duration::from_secs(2));
+    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", &home)
+        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--until", &until])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The user changes the model: the checkpoint can no longer be resumed.
+    // (A busy CI machine must not make the tick below say "not ready" for another reason.)
+    let other = config(40)
+        .replace(model.to_str().unwrap(), fixture("tiny-qwen2").to_str().unwrap())
+        .replace("min_examples = 4\n", "min_examples = 4\nmax_load_per_core = 1000.0\n");
+    std::fs::write(home.join("config.toml"), other).unwrap();
+    let (ok, _, _) = run_cli(&home, &["schedule", "run-now"]);
+    assert!(!ok, "resuming on another base model fails");
+    assert!(!home.join("train/python/checkpoint").exists(), "the checkpoint is set aside");
+    let aside: Vec<_> = std::fs::read_dir(home.join("train/python"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint.failed-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "kept for a look");
+    assert!(aside[0].path().join("state.json").exists());
+
+    // The language waits instead of failing the same way at every tick.
+    let (_, stdout, _) = run_cli(&home, &["schedule", "status"]);
+    assert!(stdout.contains("waiting: the last run failed (marunochi train exit status: "), "{stdout}");
+    assert!(stdout.contains("could not be resumed") && stdout.contains("tried again in 12 h"), "{stdout}");
+    let (_, stdout, _) = run_cli(&home, &["schedule", "tick"]);
+    assert_eq!(stdout.trim(), "NothingDue");
+}
