@@ -92,6 +92,11 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
+/// A directory's entries (files created, renamed or removed in it) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
 /// The adapter versions in one language's directory (`adapters/<language>/v<N>`), as
 /// `(N, "v<N>")`, oldest first.
 pub fn adapter_versions(language_dir: &Path) -> Vec<(u64, String)> {

@@ -81,16 +81,34 @@ pub(crate) fn replace_dir(dir: &Path, fill: impl FnOnce(&Path) -> Result<(), Tra
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    // On disk before it replaces anything: the files (safetensors does not sync them) and the
+    // directory that names them; a crash or power cut after the rename finds whole files.
+    sync_tree(&tmp).map_err(save_error(&tmp))?;
     // Both renames are atomic; between them only `old` holds the previous version, which
     // `existing_dir` finds.
     if dir.exists() {
         std::fs::rename(dir, &old).map_err(save_error(dir))?;
     }
     std::fs::rename(&tmp, dir).map_err(save_error(dir))?;
+    // The renames themselves are on disk only once the parent directory is.
+    crate::home::sync_dir(parent).map_err(save_error(parent))?;
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(save_error(&old))?;
     }
     Ok(())
+}
+
+/// Every file below `dir`, then each directory, to disk.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    crate::home::sync_dir(dir)
 }
 
 /// `dir`, or its previous version when a crash came between the two renames of [`replace_dir`].

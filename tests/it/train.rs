@@ -472,3 +472,43 @@ fn kto_and_dpo_stages_follow_sft_when_preference_data_exists() {
 fn report_stages(stdout: &str) -> Vec<String> {
     report(stdout)["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap().to_owned()).collect()
 }
+
+/// A new version reaches the disk before it replaces anything (finding 10 of the hardening
+/// audit): every file of it and its directory are synced before the rename that publishes it,
+/// and the parent directory after it. Checked on the real binary's system calls with strace.
+#[test]
+fn an_adapter_is_on_disk_before_it_is_renamed_into_place() {
+    let strace = std::path::Path::new("/usr/bin/strace");
+    assert!(strace.exists(), "this test reads system calls with strace (Debian package strace)");
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dataset(dir.path(), &memory_examples(), &[]);
+    let trace = dir.path().join("trace");
+    let (model, data_dir) = (fixture("tiny-qwen2-trainable"), data.to_str().unwrap().to_owned());
+    let out = Command::new(strace)
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", &home)
+        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", &data_dir])
+        .args(["--steps", "2", "--batch", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    let published = lines
+        .iter()
+        .position(|l| l.contains("rename") && l.contains(".v1.tmp") && l.contains("/adapters/python/v1\""))
+        .unwrap_or_else(|| panic!("no rename of .v1.tmp to v1:\n{calls}"));
+    let synced_before = |what: &str| lines[..published].iter().any(|l| l.contains("fsync(") && l.contains(what));
+    for file in ["adapter_model.safetensors", "adapter_config.json", "marunochi.json"] {
+        assert!(synced_before(&format!(".v1.tmp/{file}>")), "{file} synced before the rename:\n{calls}");
+    }
+    assert!(synced_before(".v1.tmp>"), "the new directory synced before the rename:\n{calls}");
+    let parent = format!("{}>", home.join("adapters/python").display());
+    assert!(
+        lines[published..].iter().any(|l| l.contains("fsync(") && l.contains(&parent)),
+        "the parent directory synced after the rename:\n{calls}"
+    );
+}
