@@ -87,9 +87,17 @@ pub fn open_private_append(path: &Path) -> io::Result<fs::File> {
 /// Writes `bytes` to `path` (created or truncated, mode 0600) and flushes it to disk.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = create_private(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// A file opened for writing, empty and private (0600) — also when it existed with wider
+/// permissions (`mode` applies only to files it creates).
+pub fn create_private(path: &Path) -> io::Result<fs::File> {
+    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// A directory's entries (files created, renamed or removed in it) to disk.

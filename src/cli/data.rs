@@ -1,7 +1,6 @@
 //! The interaction store from the command line: `data path|export|forget`, `run` (the execution
 //! signal), `retention sweep` and `stats`.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,13 +74,8 @@ pub fn data(home: &Home, action: DataAction) -> ExitCode {
             store.export(&mut std::io::stdout().lock()).map(|n| format!("exported {n} interaction(s)"))
         }
         DataAction::Export { format: ExportFormat::Jsonl, out: Some(file) } => {
-            let mut writer = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&file)
-                .map_err(|source| StoreError::Io { path: file.clone(), source })?;
+            let mut writer =
+                crate::home::create_private(&file).map_err(|source| StoreError::Io { path: file.clone(), source })?;
             store.export(&mut writer).map(|n| format!("exported {n} interaction(s) to {}", file.display()))
         }
         DataAction::Forget { all: true, .. } => store.forget(&Forget::All).map(forgot),
@@ -164,7 +158,7 @@ pub fn stats(home: &Home, html: Option<PathBuf>) -> ExitCode {
     };
     print!("{}", quality::stats::render_terminal(&stats));
     if let Some(file) = html {
-        if let Err(e) = std::fs::write(&file, quality::stats::render_html(&stats)) {
+        if let Err(e) = crate::home::write_private(&file, quality::stats::render_html(&stats).as_bytes()) {
             return fail(format!("cannot write {}: {e}", file.display()));
         }
         say(format!("report written to {}", file.display()));

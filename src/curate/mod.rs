@@ -24,7 +24,6 @@ mod workspace;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -320,13 +319,7 @@ fn write_language(out: &Path, language: &str, set: &LanguageSet) -> Result<Summa
     }
     let lines = |name: &str, values: Vec<serde_json::Value>| -> Result<(), CurateError> {
         let path = dir.join(name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(failed(&path))?;
+        let mut file = crate::home::create_private(&path).map_err(failed(&path))?;
         let mut text = String::new();
         for value in values {
             text.push_str(&value.to_string());

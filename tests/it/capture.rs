@@ -216,6 +216,14 @@ fn data_path_export_and_forget() {
     assert!(ok, "{err}");
     let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 3);
+    // Exported over an existing world-readable file: private afterwards.
+    let exported = dir.path().join("export.jsonl");
+    std::fs::write(&exported, "").unwrap();
+    std::fs::set_permissions(&exported, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (ok, _, err) = data(&home, &["export", "--out", exported.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&exported).unwrap().permissions());
+    assert_eq!((mode & 0o777, std::fs::read_to_string(&exported).unwrap().lines().count()), (0o600, 3));
     assert_eq!(rows[0]["id"], "old");
     assert_eq!(rows[0]["timestamp"], "2025-01-01T00:00:00.000Z");
     assert_eq!(rows[2]["suggestion"], "suggestion main");

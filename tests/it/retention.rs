@@ -166,6 +166,9 @@ fn survival_after_moves_renames_reformatting_and_deletions() {
 
     // What `stats` shows of it: the week, the retention curve, the bands, the new language.
     let html = ws.home.join("report.html");
+    // A report written over a file anyone could read is private afterwards (it holds your code).
+    std::fs::write(&html, "old").unwrap();
+    std::fs::set_permissions(&html, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
         .env("MARUNOCHI_HOME", &ws.home)
         .args(["stats", "--html"])
@@ -179,6 +182,8 @@ fn survival_after_moves_renames_reformatting_and_deletions() {
         view.lines().find(|l| l.trim_start().starts_with("2026-W01")).unwrap().split_whitespace().collect();
     assert_eq!(week[..3], ["2026-W01", "8", "100%"], "{view}");
     assert!(view.contains(" 30d ") && view.contains("2026-W01 python       new_language (8 suggestions)"), "{view}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&html).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the report is private");
     let report = std::fs::read_to_string(&html).unwrap();
     assert!(report.starts_with("<!doctype html>") && report.contains("<svg") && report.contains("new_language"));
     assert!(
