@@ -119,10 +119,21 @@ impl Weights {
 /// parses (its header is intact) and would otherwise fail deep inside a load.
 pub(crate) fn read_gguf(path: &Path) -> Result<(gguf_file::Content, File), EngineError> {
     let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| EngineError::Corrupt {
-        path: path.to_owned(),
-        reason: format!("not a readable GGUF file ({})", without_backtrace(e)),
-    })?;
+    // candle panics on some headers (`general.alignment = 0` divides by zero); a user's file must
+    // get an error, not bring the daemon down.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gguf_file::Content::read(&mut file)));
+    let content = match read {
+        Ok(content) => content.map_err(|e| EngineError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("not a readable GGUF file ({})", without_backtrace(e)),
+        })?,
+        Err(_) => {
+            return Err(EngineError::Corrupt {
+                path: path.to_owned(),
+                reason: "not a readable GGUF file (its header is inconsistent, e.g. general.alignment = 0)".into(),
+            });
+        }
+    };
     let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
     for (name, info) in &content.tensor_infos {
         let bytes = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();

@@ -268,6 +268,20 @@ fn bad_model_files_are_clear_errors() {
     let garbage = dir.path().join("garbage.gguf");
     std::fs::write(&garbage, b"definitely not a model").unwrap();
     assert!(load_error(&garbage, &none).contains("not a readable GGUF"));
+    // A header candle would divide by zero on: no tensors, one key, `general.alignment` = 0u32.
+    let zero_alignment = dir.path().join("alignment0.gguf");
+    let key = b"general.alignment";
+    let mut header = b"GGUF".to_vec();
+    header.extend(3u32.to_le_bytes());
+    header.extend(0u64.to_le_bytes());
+    header.extend(1u64.to_le_bytes());
+    header.extend((key.len() as u64).to_le_bytes());
+    header.extend(key);
+    header.extend(4u32.to_le_bytes());
+    header.extend(0u32.to_le_bytes());
+    std::fs::write(&zero_alignment, header).unwrap();
+    let error = load_error(&zero_alignment, &none);
+    assert!(error.contains("not a readable GGUF") && error.contains("alignment"), "{error}");
 
     let mistral = dir.path().join("mistral");
     std::fs::create_dir(&mistral).unwrap();
