@@ -160,8 +160,12 @@ pub async fn read<T: for<'de> Deserialize<'de>>(from: &mut (impl AsyncRead + Unp
     if length > MAX_FRAME {
         return Err(FrameError::TooLarge(length));
     }
-    let mut body = vec![0u8; length];
-    from.read_exact(&mut body).await?;
+    // Grown as the bytes arrive: a header that claims 64 MiB and sends nothing costs nothing.
+    let mut body = Vec::new();
+    from.take(length as u64).read_to_end(&mut body).await?;
+    if body.len() < length {
+        return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(serde_json::from_slice(&body)?)
 }
 
@@ -180,7 +184,11 @@ mod tests {
 
         a.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes()).await.unwrap();
         assert!(matches!(read::<Request>(&mut b).await, Err(FrameError::TooLarge(_))));
+        // A frame cut short is an error, whatever length it claimed.
+        a.write_all(&(MAX_FRAME as u32).to_be_bytes()).await.unwrap();
+        a.write_all(b"{\"type\":").await.unwrap();
         drop(a);
+        assert!(matches!(read::<Request>(&mut b).await, Err(FrameError::Io(_))));
         assert!(matches!(read::<Request>(&mut b).await, Err(FrameError::Closed)));
     }
 

@@ -211,10 +211,16 @@ fn summary(engine: &Engine) -> ModelSummary {
     }
 }
 
+/// How long a new connection has to send its `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One proxy's connection: `Hello`, then requests until it goes away.
 async fn connection(stream: UnixStream, shared: &Arc<Shared>) -> Result<(), FrameError> {
     let (mut reader, mut writer) = stream.into_split();
-    let Request::Hello { protocol: theirs, client, .. } = protocol::read(&mut reader).await? else {
+    // A connection that never says who it is must not keep the daemon alive.
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, protocol::read(&mut reader)).await;
+    let Ok(Request::Hello { protocol: theirs, client, .. }) = hello.unwrap_or(Err(FrameError::Closed)) else {
+        tracing::warn!("a connection without a Hello within {HELLO_TIMEOUT:?}; closed");
         return Ok(());
     };
     tracing::info!(client, "client connected");

@@ -440,3 +440,36 @@ fn typing_the_start_of_a_suggestion_is_answered_with_the_rest_without_the_model(
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }
+
+/// A connection that never sends its `Hello` (a stray or hostile local client) is closed after a
+/// few seconds, so the daemon still leaves when nobody uses it.
+#[test]
+fn a_silent_connection_does_not_keep_the_daemon_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 1\n");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", &home)
+        .args(["daemon", "--model", &tiny_qwen2()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = socket_path(&Home::at(&home));
+    let silent = eventually("the daemon's socket", || std::os::unix::net::UnixStream::connect(&socket).ok());
+    let started = Instant::now();
+    let exited = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(silent);
+    if exited.is_none() {
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+    }
+    assert!(exited.is_some_and(|s| s.success()), "the daemon stayed up for a connection that said nothing");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
