@@ -6,8 +6,9 @@
 
 use std::time::Instant;
 
-use marunochi::capture::{Recorder, redact};
+use marunochi::capture::Recorder;
 use marunochi::lsp::mirror::Position;
+use marunochi::redact;
 use marunochi::serving::{CaptureSink, Suggestion};
 use marunochi::store::{Shown, Store};
 

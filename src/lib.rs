@@ -19,6 +19,7 @@ pub mod logging;
 pub mod lsp;
 pub mod proxy;
 pub mod quality;
+pub mod redact;
 pub mod retention;
 pub mod serving;
 pub mod store;

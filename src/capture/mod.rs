@@ -10,7 +10,6 @@
 //! (`signals.rs`) are the execution and static signals.
 
 pub mod classify;
-pub mod redact;
 mod signals;
 
 use std::collections::HashMap;
@@ -154,7 +153,7 @@ impl Writer {
             settled.extend(self.settle(outcomes));
             let wrote = !batch.is_empty() || !settled.is_empty();
             if wrote {
-                write(&mut self.store, &batch, &mut settled);
+                write(&mut self.store, &batch, &settled);
             }
             // After the outcomes: a run judges what was settled before it.
             for event in &batch {
@@ -182,10 +181,7 @@ impl Writer {
     fn handle(&mut self, event: &mut Event) -> Vec<Outcome> {
         let classifier = &mut self.classifier;
         match event {
-            Event::Shown(shown, tracked) => {
-                redact_shown(shown);
-                classifier.shown(tracked.clone())
-            }
+            Event::Shown(_, tracked) => classifier.shown(tracked.clone()),
             Event::Accepted { id, at_ms } => {
                 classifier.accept_command(id, *at_ms);
                 Vec::new()
@@ -267,16 +263,7 @@ fn classify_document(classifier: &mut Classifier, event: &DocumentEvent) -> Vec<
     }
 }
 
-fn write(store: &mut Store, batch: &[Event], settled: &mut [Settled]) {
-    for Settled { outcome, .. } in settled.iter_mut() {
-        let path = outcome.uri.clone();
-        for text in [&mut outcome.final_code, &mut outcome.diff, &mut outcome.typed_instead].into_iter().flatten() {
-            *text = redact::redact(text, &path);
-        }
-        for diagnostic in &mut outcome.diagnostics {
-            diagnostic.message = redact::redact(&diagnostic.message, &path);
-        }
-    }
+fn write(store: &mut Store, batch: &[Event], settled: &[Settled]) {
     let result = store.batch(|b| {
         for event in batch {
             match event {
@@ -303,6 +290,7 @@ fn decided(settled: &Settled) -> Decided<'_> {
     let outcome = &settled.outcome;
     Decided {
         id: &outcome.id,
+        document: &outcome.uri,
         action: outcome.action,
         time_to_action_ms: outcome.time_to_action_ms,
         final_code: outcome.final_code.as_deref(),
@@ -342,13 +330,6 @@ impl Recorder {
 }
 
 /// Secrets out of everything of the document that is stored.
-fn redact_shown(shown: &mut Shown) {
-    let path = shown.file_path.clone();
-    for text in [&mut shown.suggestion, &mut shown.prompt_prefix, &mut shown.prompt_suffix, &mut shown.recent_edits] {
-        *text = redact::redact(text, &path);
-    }
-}
-
 /// The seed's `user_id`: one user per machine account, so the login name (the uid without one).
 fn user_id() -> String {
     let login = ["USER", "LOGNAME"].iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));

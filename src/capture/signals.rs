@@ -89,7 +89,7 @@ fn run_of(command: String, root: &Path, results: TestResults) -> Run {
         started_at_ms: now,
         finished_at_ms: now,
         exit_code: Some(i32::from(broken > 0)),
-        summary: super::redact::redact(&summary, ""),
+        summary,
         tests: Some(results),
     }
 }

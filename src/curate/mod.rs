@@ -155,7 +155,7 @@ impl Dataset {
 }
 
 fn redacted(row: &CurationRow) -> CurationRow {
-    let clean = |text: &str| crate::capture::redact::redact(text, "");
+    let clean = |text: &str| crate::redact::redact(text, "");
     CurationRow {
         suggestion: clean(&row.suggestion),
         final_code: row.final_code.as_deref().map(clean),

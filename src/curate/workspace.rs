@@ -35,7 +35,7 @@ pub fn read(uris: &[(String, String)]) -> Vec<WorkspaceFile> {
             continue;
         }
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let text = crate::capture::redact::redact(&text, &path.to_string_lossy());
+            let text = crate::redact::redact(&text, &path.to_string_lossy());
             files.push(WorkspaceFile { language: language.clone(), path, text });
         }
     }

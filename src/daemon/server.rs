@@ -415,7 +415,11 @@ fn run_shadow(
         language: language.to_owned(),
         version: version.to_owned(),
         document: shadow.request.document.clone(),
-        request_hash: crate::store::request_hash(&shadow.request.prefix, &shadow.request.suffix),
+        request_hash: crate::store::request_hash(
+            &shadow.request.document,
+            &shadow.request.prefix,
+            &shadow.request.suffix,
+        ),
         served_model_version: shadow.served_model_version,
         served_text: shadow.served_text,
         shadow_text: text,

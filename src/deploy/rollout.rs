@@ -124,10 +124,9 @@ pub fn tick(home: &Home, config: &Config) -> Result<Report, RolloutError> {
 /// closed unjudged.
 fn judge_shadows(store: &mut Store) -> Result<(), StoreError> {
     for pending in store.pending_shadows()? {
-        let shown = pending
-            .candidates
-            .iter()
-            .find(|c| crate::store::request_hash(&c.prompt_prefix, &c.prompt_suffix) == pending.request_hash);
+        let shown = pending.candidates.iter().find(|c| {
+            crate::store::request_hash(&pending.document, &c.prompt_prefix, &c.prompt_suffix) == pending.request_hash
+        });
         match shown {
             Some(shown) => {
                 let kept = shown.kept.as_deref().filter(|k| !k.trim().is_empty());

@@ -3,6 +3,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Anchor, CHECKS, NOW, Store, StoreError, classify};
+use crate::redact::redact;
 
 text_enum! {
     /// What became of a suggestion (the `action` column). `Shown` until the classifier decides.
@@ -25,11 +26,13 @@ impl Action {
     }
 }
 
-/// What the classifier decided about one suggestion, as `Batch::outcome` writes it (texts
-/// already redacted).
+/// What the classifier decided about one suggestion, as `Batch::outcome` writes it (redacting
+/// its texts).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decided<'a> {
     pub id: &'a str,
+    /// The document's URI: its name picks the redaction rules.
+    pub document: &'a str,
     pub action: Action,
     pub time_to_action_ms: Option<i64>,
     pub final_code: Option<&'a str>,
@@ -315,8 +318,10 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    /// Every text is redacted here, the one way in for them (the document's path picks the rules).
     pub fn shown(&self, s: &Shown) -> Result<(), rusqlite::Error> {
         let cursor = serde_json::json!({"line": s.line, "character": s.character}).to_string();
+        let clean = |text: &str| redact(text, &s.file_path);
         self.tx.execute(
             &format!(
                 "INSERT OR IGNORE INTO interactions (id, timestamp, session_id, file_path, language, cursor_position,
@@ -332,15 +337,15 @@ impl Batch<'_> {
                 s.file_path,
                 s.language,
                 cursor,
-                s.suggestion,
+                clean(&s.suggestion),
                 s.suggestion_type,
                 s.model_version,
                 s.confidence,
-                s.prompt_prefix,
-                s.prompt_suffix,
+                clean(&s.prompt_prefix),
+                clean(&s.prompt_suffix),
                 s.document_version,
                 serde_json::to_string(&s.context_files).unwrap_or_default(),
-                s.recent_edits,
+                redacted_edits(&s.recent_edits),
                 s.user_id
             ],
         )?;
@@ -364,12 +369,13 @@ impl Batch<'_> {
     /// What became of a suggestion. Taken code comes with its anchor and static analysis (when
     /// its document was known) and gets its retention checks scheduled.
     pub fn outcome(&self, outcome: &Decided) -> Result<(), rusqlite::Error> {
-        let alternatives = outcome.typed_instead.map(|t| serde_json::json!({"typed_instead": t}).to_string());
+        let clean = |text: &str| redact(text, outcome.document);
+        let alternatives = outcome.typed_instead.map(|t| serde_json::json!({"typed_instead": clean(t)}).to_string());
         let diagnostics = (!outcome.diagnostics.is_empty()).then(|| {
             let list: Vec<serde_json::Value> = outcome
                 .diagnostics
                 .iter()
-                .map(|(severity, message)| serde_json::json!({"severity": severity, "message": message}))
+                .map(|(severity, message)| serde_json::json!({"severity": severity, "message": clean(message)}))
                 .collect();
             serde_json::Value::Array(list).to_string()
         });
@@ -390,8 +396,8 @@ impl Batch<'_> {
             params![
                 outcome.id,
                 outcome.action,
-                outcome.final_code,
-                outcome.diff,
+                outcome.final_code.map(clean),
+                outcome.diff.map(clean),
                 outcome.time_to_action_ms,
                 alternatives,
                 diagnostics,
@@ -417,8 +423,23 @@ impl Batch<'_> {
     pub fn feedback(&self, id: &str, rating: i64, comment: Option<&str>) -> Result<(), rusqlite::Error> {
         self.tx.execute(
             &format!("UPDATE interactions SET user_rating = ?2, user_comment = ?3, updated_at = {NOW} WHERE id = ?1"),
-            params![id, rating, comment],
+            params![id, rating, comment.map(|c| redact(c, ""))],
         )?;
         Ok(())
     }
+}
+
+/// Recent edits (a JSON array of `{path, before, after}`), each redacted with the rules of its own
+/// file (an edit in `.env` loses its values) before it is serialised; anything else as plain text.
+fn redacted_edits(json: &str) -> String {
+    let Ok(serde_json::Value::Array(mut edits)) = serde_json::from_str(json) else { return redact(json, "") };
+    for edit in &mut edits {
+        let path = edit["path"].as_str().unwrap_or_default().to_owned();
+        for field in ["before", "after"] {
+            if let Some(text) = edit[field].as_str() {
+                edit[field] = redact(text, &path).into();
+            }
+        }
+    }
+    serde_json::Value::Array(edits).to_string()
 }

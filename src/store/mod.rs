@@ -319,6 +319,72 @@ mod tests {
         assert_eq!(store.integrity().unwrap(), "ok");
     }
 
+    /// Every write that stores text redacts it: a known secret sent through each is found
+    /// nowhere in the database file or its WAL afterwards.
+    #[test]
+    fn no_write_path_stores_a_secret() {
+        const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+        const QUOTED: &str = "s3cr3t-passw0rd";
+        const ENV_VALUE: &str = "verbose-mode-42";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("marunochi.db");
+        let mut store = Store::open(&path).unwrap();
+        let edits = serde_json::json!([
+            {"path": "settings.py", "before": "", "after": format!("password = \"{QUOTED}\"")},
+            {"path": "deploy/.env", "before": "", "after": format!("MODE={ENV_VALUE}")},
+        ]);
+        let row = Shown {
+            suggestion: format!("key = '{KEY}'"),
+            prompt_prefix: format!("aws = '{KEY}'\n"),
+            prompt_suffix: format!("# {KEY}"),
+            recent_edits: edits.to_string(),
+            ..shown("a")
+        };
+        store.batch(|b| b.shown(&row)).unwrap();
+        let (code, diff, typed) = (format!("k = '{KEY}'"), format!("+k = '{KEY}'"), format!("'{KEY}'"));
+        let message = format!("unknown name {KEY}");
+        let decided = Decided {
+            id: "a",
+            document: "file:///p/a.py",
+            action: Action::Corrected,
+            final_code: Some(&code),
+            diff: Some(&diff),
+            typed_instead: Some(&typed),
+            diagnostics: vec![(1, &message)],
+            ..Decided::default()
+        };
+        store.batch(|b| b.outcome(&decided)).unwrap();
+        store.batch(|b| b.feedback("a", -1, Some(&format!("it leaked {KEY}")))).unwrap();
+        let run = Run {
+            command: format!("AWS_KEY={KEY} pytest"),
+            directory: "/p".into(),
+            started_at_ms: 0,
+            finished_at_ms: 1,
+            exit_code: Some(1),
+            summary: format!("failed: {KEY}"),
+            tests: None,
+        };
+        store.record_run(&run).unwrap();
+        let sample = ShadowSample {
+            language: "python".into(),
+            version: "v1".into(),
+            document: "file:///p/a.py".into(),
+            request_hash: "h".into(),
+            served_model_version: "m".into(),
+            served_text: format!("'{KEY}'"),
+            shadow_text: format!("'{KEY}'"),
+        };
+        store.record_shadow(&sample).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend(std::fs::read(dir.path().join("marunochi.db-wal")).unwrap_or_default());
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in [KEY, QUOTED, ENV_VALUE] {
+            assert!(!text.contains(secret), "{secret} was stored");
+        }
+        assert!(text.contains("«redacted:aws-key»"), "the rows are there, redacted");
+        drop(store);
+    }
+
     #[test]
     fn states_round_trip_through_sqlite_and_unknown_text_is_an_error() {
         let conn = Connection::open_in_memory().unwrap();

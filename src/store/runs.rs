@@ -3,6 +3,7 @@
 use rusqlite::params;
 
 use super::{NOW, Store, StoreError, below, classify};
+use crate::redact::redact;
 
 impl Store {
     /// Records a finished `marunochi run` and marks the interactions it judges: those accepted
@@ -20,7 +21,9 @@ impl Store {
         let now: String = tx.query_row(&format!("SELECT {NOW}"), [], |row| row.get(0)).map_err(failed)?;
         let directory = below(&format!("file://{}", run.directory));
         let success = run.exit_code == Some(0);
-        let error = (!success).then_some(run.summary.as_str());
+        // The command line and the output may hold secrets (`API_KEY=… make test`).
+        let (command, summary) = (redact(&run.command, ""), redact(&run.summary, ""));
+        let error = (!success).then_some(summary.as_str());
         let tests = run.tests.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default());
         let marked = tx
             .execute(
@@ -40,10 +43,10 @@ impl Store {
                 run.started_at_ms,
                 run.finished_at_ms,
                 now,
-                run.command,
+                command,
                 run.directory,
                 run.exit_code,
-                run.summary,
+                summary,
                 marked as i64,
                 tests
             ],
@@ -64,7 +67,7 @@ pub struct Run {
     pub finished_at_ms: i64,
     /// `None` when it was killed by a signal.
     pub exit_code: Option<i32>,
-    /// The last lines of its output (redacted).
+    /// The last lines of its output (redacted when stored).
     pub summary: String,
     /// Test counts, when the run left a report that says them.
     pub tests: Option<TestResults>,

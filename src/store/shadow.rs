@@ -4,9 +4,12 @@ use rusqlite::params;
 use sha2::{Digest, Sha256};
 
 use super::{NOW, Store, StoreError, classify};
+use crate::redact::redact;
 
-/// The key under which a shadow sample finds the suggestion shown for the same request.
-pub fn request_hash(prefix: &str, suffix: &str) -> String {
+/// The key under which a shadow sample finds the suggestion shown for the same request: over the
+/// window as stored (redacted with the rules of `document`), so the two sides compute it alike.
+pub fn request_hash(document: &str, prefix: &str, suffix: &str) -> String {
+    let (prefix, suffix) = (redact(prefix, document), redact(suffix, document));
     let mut hasher = Sha256::new();
     hasher.update(prefix.as_bytes());
     hasher.update([0]);
@@ -30,8 +33,8 @@ impl Store {
                     s.document,
                     s.request_hash,
                     s.served_model_version,
-                    s.served_text,
-                    s.shadow_text
+                    redact(&s.served_text, &s.document),
+                    redact(&s.shadow_text, &s.document)
                 ],
             )
             .map(|_| ())
@@ -49,7 +52,7 @@ impl Store {
                         CASE WHEN i.action = 'rejected' THEN json_extract(i.alternatives, '$.typed_instead')
                              WHEN i.action IN ('accepted', 'partial', 'corrected') THEN coalesce(i.final_code, i.suggestion)
                         END,
-                        coalesce(i.prompt_prefix, ''), coalesce(i.prompt_suffix, '')
+                        coalesce(i.prompt_prefix, ''), coalesce(i.prompt_suffix, ''), s.document
                  FROM shadow_samples s LEFT JOIN interactions i
                    ON i.file_path = s.document AND i.model_version = s.served_model_version AND i.action != 'shown'
                   AND i.timestamp BETWEEN strftime('%Y-%m-%dT%H:%M:%fZ', s.at, '-120 seconds')
@@ -68,6 +71,7 @@ impl Store {
                     request_hash: row.get(2).map_err(failed)?,
                     served_text: row.get(3).map_err(failed)?,
                     shadow_text: row.get(4).map_err(failed)?,
+                    document: row.get(10).map_err(failed)?,
                     candidates: Vec::new(),
                 });
             }
@@ -144,6 +148,8 @@ pub struct PendingShadow {
     pub request_hash: String,
     pub served_text: String,
     pub shadow_text: String,
+    /// The document's URI (the candidates' too).
+    pub document: String,
     pub candidates: Vec<ShownFor>,
 }
 

@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn the_corpus_of_secrets_and_look_alikes() {
-        let corpus = include_str!("../../tests/fixtures/redaction.tsv");
+        let corpus = include_str!("../tests/fixtures/redaction.tsv");
         let mut failures = Vec::new();
         for line in corpus.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             let fields: Vec<&str> = line.split('\t').collect();
