@@ -11,7 +11,8 @@ use crate::capture::{self, RunError};
 use crate::home::Home;
 use crate::logging;
 use crate::quality;
-use crate::store::{Forget, Store, StoreError};
+
+use crate::store::{Forget, Forgotten, Store, StoreError};
 
 #[derive(Subcommand, Debug)]
 pub enum DataAction {
@@ -68,24 +69,14 @@ pub fn data(home: &Home, action: DataAction) -> ExitCode {
     if !recorded(&path) {
         return ExitCode::SUCCESS;
     }
-    let result = Store::open(&path).and_then(|store| match action {
-        DataAction::Path => unreachable!("answered above"),
-        DataAction::Export { format: ExportFormat::Jsonl, out: None } => {
-            store.export(&mut std::io::stdout().lock()).map(|n| format!("exported {n} interaction(s)"))
-        }
-        DataAction::Export { format: ExportFormat::Jsonl, out: Some(file) } => {
-            let mut writer =
-                crate::home::create_private(&file).map_err(|source| StoreError::Io { path: file.clone(), source })?;
-            store.export(&mut writer).map(|n| format!("exported {n} interaction(s) to {}", file.display()))
-        }
-        DataAction::Forget { all: true, .. } => store.forget(&Forget::All).map(forgot),
-        DataAction::Forget { file: Some(file), .. } => {
-            let absolute = std::path::absolute(&file).unwrap_or(file);
-            store.forget(&Forget::File(format!("file://{}", absolute.display()))).map(forgot)
-        }
-        DataAction::Forget { before: Some(date), .. } => store.forget(&Forget::Before(date)).map(forgot),
-        DataAction::Forget { .. } => unreachable!("clap requires one of --all, --file, --before"),
-    });
+    let forget = |what: Forget| crate::curate::forget(home, &what).map(|forgotten| forgot(home, forgotten));
+    let result = match action {
+        DataAction::Forget { all: true, .. } => forget(Forget::All),
+        DataAction::Forget { file: Some(file), .. } => forget(Forget::File(std::path::absolute(&file).unwrap_or(file))),
+        DataAction::Forget { before: Some(date), .. } => forget(Forget::Before(date)),
+        action => Store::open(&path).and_then(|store| export(&store, action)).map_err(crate::curate::CurateError::from),
+    };
+
     match result {
         Ok(summary) => {
             say(summary);
@@ -95,8 +86,31 @@ pub fn data(home: &Home, action: DataAction) -> ExitCode {
     }
 }
 
-fn forgot(n: usize) -> String {
-    format!("forgot {n} interaction(s)")
+fn export(store: &Store, action: DataAction) -> Result<String, StoreError> {
+    match action {
+        DataAction::Export { format: ExportFormat::Jsonl, out: None } => {
+            store.export(&mut std::io::stdout().lock()).map(|n| format!("exported {n} interaction(s)"))
+        }
+        DataAction::Export { format: ExportFormat::Jsonl, out: Some(file) } => {
+            let mut writer =
+                crate::home::create_private(&file).map_err(|source| StoreError::Io { path: file.clone(), source })?;
+            store.export(&mut writer).map(|n| format!("exported {n} interaction(s) to {}", file.display()))
+        }
+        DataAction::Path | DataAction::Forget { .. } => unreachable!("answered in `data`"),
+    }
+}
+
+fn forgot(home: &Home, forgotten: Forgotten) -> String {
+    let mut said =
+        format!("forgot {} interaction(s); curated datasets and checkpoints removed", forgotten.interactions);
+    if !forgotten.wal_emptied {
+        said.push_str(&format!(
+            "; another marunochi process has the store open, so its write-ahead log ({}-wal) still holds \
+             the deleted rows until it closes",
+            home.db_path().display()
+        ));
+    }
+    said
 }
 
 pub fn run(home: &Home, command: &[String]) -> ExitCode {

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::home::Language;
-use crate::store::{Action, CurationRow, Store, StoreError};
+use crate::store::{Action, CurationRow, Forget, Forgotten, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -285,6 +285,31 @@ pub struct Summary {
     pub below_quality: usize,
     /// Train examples per complexity tier (< 5, 5–10, > 10).
     pub tiers: [usize; 3],
+}
+
+/// `marunochi data forget`: the interactions `what` selects, gone from the store, and every copy
+/// made from the store — the curated datasets (`datasets/`) and the checkpoints of interrupted
+/// training runs (`train/<language>/checkpoint*`) — since they may hold the forgotten text. The
+/// next `curate` or training builds them again from what is left. Adapters already trained keep
+/// what they learnt (README: how to drop one).
+pub fn forget(home: &crate::home::Home, what: &Forget) -> Result<Forgotten, CurateError> {
+    let forgotten = Store::open(&home.db_path())?.forget(what)?;
+    let remove = |dir: &Path| match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(CurateError::Write { path: dir.to_owned(), source: e })
+        }
+        _ => Ok(()),
+    };
+    remove(&home.datasets_dir())?;
+    for language in std::fs::read_dir(home.root().join("train")).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(language.path()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("checkpoint") || name.starts_with(".checkpoint") {
+                remove(&entry.path())?;
+            }
+        }
+    }
+    Ok(forgotten)
 }
 
 /// Reads the store at `db`, builds the datasets and writes them under `out/<language>/`.

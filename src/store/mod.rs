@@ -65,7 +65,7 @@ pub use shadow::{PendingShadow, ShadowSample, ShownFor, request_hash};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior};
 
 /// The migrations, in order. Appending is the only allowed change.
 const MIGRATIONS: [&str; 8] = [
@@ -185,32 +185,66 @@ impl Store {
         Ok(count)
     }
 
-    /// Deletes the interactions `what` selects, so that they are gone from the disk too (secure
-    /// delete, WAL checkpointed and truncated); returns how many.
-    pub fn forget(&self, what: &Forget) -> Result<usize, StoreError> {
-        let failed = |e| classify(&self.path, e);
+    /// Deletes the interactions `what` selects and what holds their text (shadow samples of the
+    /// same documents, the output of runs that judged them), so that they are gone from the disk
+    /// too: secure delete, then `VACUUM` and the WAL checkpointed and truncated. A document is
+    /// matched by the path its URI names (percent-escapes decoded, case as the file system has it).
+    pub fn forget(&mut self, what: &Forget) -> Result<Forgotten, StoreError> {
+        let path = self.path.clone();
+        let failed = |e| classify(&path, e);
         self.conn.pragma_update(None, "secure_delete", true).map_err(failed)?;
+        let tx = self.conn.transaction().map_err(failed)?;
         let deleted = match what {
-            Forget::All => self.conn.execute("DELETE FROM interactions", []),
-            Forget::File(uri) => self.conn.execute(
-                "DELETE FROM interactions WHERE file_path = ?1 OR file_path LIKE ?2 ESCAPE '\\'",
-                params![uri, below(uri)],
-            ),
-            Forget::Before(date) => self.conn.execute("DELETE FROM interactions WHERE timestamp < ?1", [date]),
-        }
-        .map_err(failed)?;
-        // The rollout's shadow samples hold the same documents' code.
-        match what {
-            Forget::All => self.conn.execute("DELETE FROM shadow_samples", []),
-            Forget::File(uri) => self.conn.execute(
-                "DELETE FROM shadow_samples WHERE document = ?1 OR document LIKE ?2 ESCAPE '\\'",
-                params![uri, below(uri)],
-            ),
-            Forget::Before(date) => self.conn.execute("DELETE FROM shadow_samples WHERE at < ?1", [date]),
-        }
-        .map_err(failed)?;
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(failed)?;
-        Ok(deleted)
+            Forget::All => {
+                tx.execute("DELETE FROM shadow_samples", []).map_err(failed)?;
+                tx.execute("DELETE FROM runs", []).map_err(failed)?;
+                tx.execute("DELETE FROM interactions", []).map_err(failed)?
+            }
+            Forget::File(forgotten) => {
+                let inside = |uri: &str| crate::uri::to_path(uri).is_some_and(|p| p.starts_with(forgotten));
+                let mut deleted = 0;
+                for (table, key, column) in [
+                    ("interactions", "id", "file_path"),
+                    ("shadow_samples", "rowid", "document"),
+                    ("runs", "rowid", "'file://' || directory"),
+                ] {
+                    let select = format!("SELECT {key}, {column} FROM {table}");
+                    let mut statement = tx.prepare(&select).map_err(failed)?;
+                    let rows = statement
+                        .query_map([], |row| {
+                            Ok((row.get::<_, rusqlite::types::Value>(0)?, row.get::<_, Option<String>>(1)?))
+                        })
+                        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                        .map_err(failed)?;
+                    // A run judged the file when it ran in a directory above it.
+                    let matches = |uri: &str| {
+                        if table == "runs" {
+                            crate::uri::to_path(uri).is_some_and(|dir| forgotten.starts_with(dir) || inside(uri))
+                        } else {
+                            inside(uri)
+                        }
+                    };
+                    let delete = format!("DELETE FROM {table} WHERE {key} = ?1");
+                    for (id, _) in rows.iter().filter(|(_, uri)| uri.as_deref().is_some_and(matches)) {
+                        let n = tx.execute(&delete, [id]).map_err(failed)?;
+                        if table == "interactions" {
+                            deleted += n;
+                        }
+                    }
+                }
+                deleted
+            }
+            Forget::Before(date) => {
+                tx.execute("DELETE FROM shadow_samples WHERE at < ?1", [date]).map_err(failed)?;
+                tx.execute("DELETE FROM runs WHERE started_at < ?1", [date]).map_err(failed)?;
+                tx.execute("DELETE FROM interactions WHERE timestamp < ?1", [date]).map_err(failed)?
+            }
+        };
+        tx.commit().map_err(failed)?;
+        // Pages that held the rows are rewritten, and the WAL that saw them emptied.
+        self.conn.execute_batch("VACUUM").map_err(failed)?;
+        let busy: i64 = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0)).map_err(failed)?;
+        Ok(Forgotten { interactions: deleted, wal_emptied: busy == 0 })
     }
 
     /// `PRAGMA integrity_check`: `ok`, or what is wrong.
@@ -219,12 +253,21 @@ impl Store {
     }
 }
 
+/// What `forget` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forgotten {
+    pub interactions: usize,
+    /// `false`: another process had the store open, so the WAL could not be emptied; it is the
+    /// next time nobody else has it open.
+    pub wal_emptied: bool,
+}
+
 /// Which interactions `forget` deletes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Forget {
     All,
-    /// A document URI (`file:///…`), or a directory URI: everything below it.
-    File(String),
+    /// A file, or a directory: everything below it.
+    File(PathBuf),
     /// Shown before this RFC 3339 time or date (`2026-11-01`, `2026-11-01T12:00:00Z`).
     Before(String),
 }

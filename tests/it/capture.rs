@@ -423,3 +423,62 @@ fn run_records_test_results_for_suggestions_accepted_since_the_last_run() {
     assert_eq!(missing.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run `no-such-command-anywhere`"));
 }
+
+/// `data forget --file` leaves the forgotten code in no file under MARUNOCHI_HOME: the store
+/// (rows, WAL), the curated datasets made from it, checkpoints. Documents are matched by the path
+/// their URI names (an editor's `%20`), with the file system's case (`Proj` is not `proj`).
+#[test]
+fn forget_leaves_the_text_nowhere_under_the_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let (forgotten, kept) = (dir.path().join("My Proj"), dir.path().join("my proj"));
+    std::fs::create_dir_all(&forgotten).unwrap();
+    std::fs::create_dir_all(&kept).unwrap();
+    let mut store = Store::open(&home.join("marunochi.db")).unwrap();
+    for n in 0..4 {
+        graded(&mut store, n, &forgotten, &format!("return forget_me_{n}_4242"), false);
+        graded(&mut store, n + 10, &kept, &format!("return keep_me_{n}_4242"), false);
+    }
+    // Editors send percent-encoded URIs.
+    let conn = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
+    conn.execute("UPDATE interactions SET file_path = replace(file_path, ' ', '%20')", []).unwrap();
+    drop((conn, store));
+    let (ok, _, err) = run_cli(&home, &["curate", "--min-quality", "0"]);
+    assert!(ok, "{err}");
+    let checkpoint = home.join("train/python/checkpoint");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+    std::fs::write(checkpoint.join("state.json"), "{}").unwrap();
+    let everything = |home: &Path| {
+        let mut found = Vec::new();
+        let mut pending = vec![home.to_owned()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                if entry.path().is_dir() {
+                    pending.push(entry.path());
+                } else {
+                    found.push((entry.path(), std::fs::read(entry.path()).unwrap()));
+                }
+            }
+        }
+        found
+    };
+    let holding = |marker: &str| -> Vec<std::path::PathBuf> {
+        let marker = marker.as_bytes();
+        everything(&home)
+            .into_iter()
+            .filter(|(_, b)| b.windows(marker.len()).any(|w| w == marker))
+            .map(|(p, _)| p)
+            .collect()
+    };
+    assert!(holding("forget_me_0_4242").iter().any(|p| p.to_string_lossy().contains("datasets")), "curated first");
+
+    let (ok, _, err) = run_cli(&home, &["data", "forget", "--file", &forgotten.to_string_lossy()]);
+    assert!(ok && err.contains("forgot 4 interaction(s)"), "{err}");
+    for n in 0..4 {
+        let marker = format!("forget_me_{n}_4242");
+        assert_eq!(holding(&marker), Vec::<std::path::PathBuf>::new(), "{marker} is still on disk");
+    }
+    assert!(!checkpoint.exists() && !home.join("datasets").exists(), "copies made from the store are gone");
+    let store = Store::open(&home.join("marunochi.db")).unwrap();
+    assert_eq!(store.count().unwrap(), 4, "the other project (another case) is kept");
+}
