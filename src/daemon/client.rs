@@ -40,6 +40,27 @@ pub enum ClientError {
     Failed(String),
     #[error("cancelled")]
     Cancelled,
+    #[error("{dir} is not private to you ({why}); not talking to a daemon there: remove it and try again")]
+    Untrusted { dir: PathBuf, why: String },
+}
+
+/// Whether the directory holding the daemon's socket is ours alone: owned by this user and not
+/// open to anyone else. Another local user who made it could otherwise put their own socket there.
+pub fn check_private_dir(dir: &Path) -> Result<(), ClientError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return Ok(()) };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let why = if !meta.is_dir() {
+        Some("not a directory".to_owned())
+    } else if meta.uid() != me {
+        Some(format!("owned by uid {}", meta.uid()))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!("mode {:o}", meta.mode() & 0o777))
+    } else {
+        None
+    };
+    why.map_or(Ok(()), |why| Err(ClientError::Untrusted { dir: dir.to_owned(), why }))
 }
 
 /// Who the daemon is and what it serves, from its `Welcome`.
@@ -86,6 +107,7 @@ impl Client {
     /// `model` is what this client was configured with; it is passed to a daemon we start.
     pub async fn connect_or_spawn(home: &Home, exe: &Path, model: Option<&Path>) -> Result<Client, ClientError> {
         let socket = socket_path(home);
+        check_private_dir(home.runtime_dir())?;
         match Client::connect(&socket, model).await {
             Err(ClientError::Connect { .. }) => {}
             Err(ClientError::Protocol { daemon }) => {

@@ -39,6 +39,8 @@ pub enum DaemonError {
         "the socket path {0} is too long for a Unix socket; set MARUNOCHI_HOME or XDG_RUNTIME_DIR to a shorter path"
     )]
     PathTooLong(PathBuf),
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 /// How a daemon run ended.
@@ -68,6 +70,8 @@ pub fn run(options: DaemonOptions) -> Result<Outcome, DaemonError> {
     home::create_private_dir(&dir).map_err(io(&dir))?;
     // An existing directory may have been created by someone else with looser rights.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
+    // ...and the rights are only half of it: a directory another user owns stays theirs.
+    super::client::check_private_dir(&dir).map_err(|e| DaemonError::Untrusted(e.to_string()))?;
     let socket = socket_path(&options.home);
     if socket.as_os_str().len() >= 108 {
         return Err(DaemonError::PathTooLong(socket));

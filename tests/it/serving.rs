@@ -473,3 +473,33 @@ fn a_silent_connection_does_not_keep_the_daemon_alive() {
     assert!(exited.is_some_and(|s| s.success()), "the daemon stayed up for a connection that said nothing");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+/// The socket's directory must be this user's alone: one that others may write to (or that
+/// another user owns) could hold their socket, so no proxy talks to a daemon there and no daemon
+/// starts in it.
+#[test]
+fn a_socket_directory_others_can_write_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let run = Home::at(&home).runtime_dir().to_owned();
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_marunochi"));
+    let error = runtime()
+        .block_on(DaemonClient::connect_or_spawn(&Home::at(&home), exe, None))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("is not private to you (mode 777)"), "{error}");
+    assert!(!socket_path(&Home::at(&home)).exists(), "no daemon was started there");
+
+    // Owned by someone else (root may change owners; elsewhere the mode check above stands).
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if std::os::unix::fs::chown(&run, Some(65534), None).is_ok() {
+        let error = marunochi::daemon::check_private_dir(&run).unwrap_err().to_string();
+        assert!(error.contains("owned by uid 65534"), "{error}");
+        let out = Command::new(exe).env("MARUNOCHI_HOME", &home).args(["daemon", "--model", &tiny_qwen2()]).output();
+        let stderr = String::from_utf8_lossy(&out.unwrap().stderr).into_owned();
+        assert!(stderr.contains("owned by uid 65534"), "the daemon refuses it too: {stderr}");
+    }
+}
