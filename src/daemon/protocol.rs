@@ -192,6 +192,27 @@ mod tests {
         assert!(matches!(read::<Request>(&mut b).await, Err(FrameError::Closed)));
     }
 
+    proptest::proptest! {
+        /// Whatever a local process writes to the socket, reading it is an answer or an error.
+        #[test]
+        fn hostile_bytes_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            framed in proptest::prelude::any::<bool>(),
+        ) {
+            // Half the cases carry a true length, so the body itself reaches the JSON parser.
+            let input = if framed { [&(bytes.len() as u32).to_be_bytes()[..], &bytes].concat() } else { bytes };
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let mut input = std::io::Cursor::new(input);
+                for _ in 0..4 {
+                    if read::<Request>(&mut input).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
     #[tokio::test]
     async fn garbage_is_an_error_not_a_panic() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
