@@ -27,6 +27,22 @@ fn config(epochs: usize) -> String {
     )
 }
 
+/// `marunochi train` on the configured model stopped by its own `--until` two seconds on: an
+/// interrupted run with a checkpoint. Returns what it said.
+fn interrupted_run(home: &Path) -> String {
+    let until = time::OffsetDateTime::from(SystemTime::now() + Duration::from_secs(2));
+    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--until", &until])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    stderr
+}
+
 #[test]
 fn status_names_what_is_due_and_run_now_trains_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,17 +84,8 @@ fn a_run_stopped_at_the_window_end_resumes_the_next_time() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), &config(40));
     graded_store(&home, &dir.path().join("project"), 8);
-    let until = time::OffsetDateTime::from(SystemTime::now() + Duration::from_secs(2));
-    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap();
-    let model = fixture("tiny-qwen2-trainable");
     let started = std::time::Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"))
-        .env("MARUNOCHI_HOME", &home)
-        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--until", &until])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let stderr = interrupted_run(&home);
     assert!(stderr.contains("stopped at update") && stderr.contains("--resume continues"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(60));
 
@@ -103,15 +110,8 @@ fn a_run_that_cannot_resume_backs_off_and_sets_its_checkpoint_aside() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), &config(40));
     graded_store(&home, &dir.path().join("project"), 8);
-    let until = time::OffsetDateTime::from(SystemTime::now() + Duration::from_secs(2));
-    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap();
+    interrupted_run(&home);
     let model = fixture("tiny-qwen2-trainable");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"))
-        .env("MARUNOCHI_HOME", &home)
-        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--until", &until])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The user changes the model: the checkpoint can no longer be resumed.
     // (A busy CI machine must not make the tick below say "not ready" for another reason.)
