@@ -220,7 +220,7 @@ fn racing_daemons_end_as_one_and_a_stale_socket_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), "");
     let socket = socket_path(&Home::at(&home));
-    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    marunochi::home::create_private_dir(socket.parent().unwrap()).unwrap();
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists(), "a stale socket file, as a crashed daemon leaves");
 
@@ -355,7 +355,8 @@ fn a_daemon_speaking_another_protocol_is_replaced_and_garbage_does_not_hurt_one(
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), "[serving]\ndebounce_ms = 0\n");
     let socket = socket_path(&Home::at(&home));
-    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    // The old daemon's directory, private as every marunochi made it.
+    marunochi::home::create_private_dir(socket.parent().unwrap()).unwrap();
     // An "old daemon": answers Hello with protocol 0, then leaves when told to shut down.
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let old = std::thread::spawn(move || {
