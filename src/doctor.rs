@@ -275,9 +275,10 @@ fn check_learning(home: &Home) -> Vec<Check> {
         Check {
             status: Status::Warn,
             what: "gate sandbox".into(),
-            detail: "user namespaces are not permitted here: only Python's sockets keep generated code off the network, and a \
-                     program that leaves its process group can outlive its run"
-                .into(),
+            detail:
+                "user namespaces are not permitted here, so generated code cannot be kept off the network: the gate \
+                     skips its forgetting check (HumanEval)"
+                    .into(),
             fix: Some("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)".into()),
         }
     });

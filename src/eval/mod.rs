@@ -158,6 +158,15 @@ pub fn gate(options: &Options, progress: &dyn Fn(&str, usize, usize)) -> Result<
     let reference = options.reference.as_ref().map(|_| "reference");
     let heldout = heldout(&engine, &examples, reference, &options.settings, progress)?;
     let (forgetting, forgetting_note) = match (&options.humaneval, options.language.as_str()) {
+        // Generated code with only Python's sockets disabled can still reach the network.
+        (Some(_), "python") if !humaneval::network_namespace() => (
+            None,
+            Some(
+                "not run: generated code cannot be kept off the network here (no user namespaces; see `marunochi \
+                 doctor`)"
+                    .to_owned(),
+            ),
+        ),
         (Some((problems, python)), "python") => {
             (Some(forgetting(&engine, problems, python, &options.settings, progress)?), None)
         }

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -164,6 +165,34 @@ fn an_adapter_that_learnt_the_users_rule_passes_and_a_damaged_one_is_rejected() 
     assert!(heldout["interval"][0].as_f64().unwrap() > 0.0);
     assert_eq!(report["forgetting"]["problems"], 2);
     assert_eq!(report["passed"], true);
+    // Where the kernel allows no user namespaces (made so here inside one whose limit is 0), the
+    // generated programs could reach the network: HumanEval is not run, and the verdict says so.
+    let humaneval = humaneval_file();
+    let model = fixture("tiny-qwen2-trainable");
+    let without = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
+            "-",
+        ])
+        .arg(env!("CARGO_BIN_EXE_marunochi"))
+        .args(["eval", "--language", "python", "--json", "--problems", "2"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--humaneval")
+        .arg(&humaneval)
+        .env("MARUNOCHI_HOME", &home)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&without.stdout).unwrap_or(Value::Null);
+    assert!(report["forgetting"].is_null(), "{report}");
+    assert!(
+        report["forgetting_note"].as_str().unwrap_or_default().contains("cannot be kept off the network"),
+        "{report}"
+    );
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(adapter.join("eval.json")).unwrap()).unwrap();
     assert_eq!(saved["passed"], true);
     let mode =
