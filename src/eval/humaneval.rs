@@ -81,7 +81,7 @@ pub fn installed(python: &Path) -> Option<PathBuf> {
 
 /// Whether `unshare` can give a child namespaces of its own here — user, network (nothing to
 /// reach) and PID (nothing outlives the run) — asked once.
-pub fn network_namespace() -> bool {
+pub fn namespaces_available() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| {
         Command::new("unshare")
@@ -154,7 +154,7 @@ fn run_in(python: &Path, program: &str, limits: &Limits, dir: &Path) -> Result<V
         .open(&file)
         .and_then(|mut f| f.write_all(program.as_bytes()))
         .map_err(sandbox)?;
-    let mut command = if network_namespace() {
+    let mut command = if namespaces_available() {
         let mut c = Command::new("unshare");
         c.args(UNSHARE).arg(python);
         c

@@ -159,7 +159,7 @@ pub fn gate(options: &Options, progress: &dyn Fn(&str, usize, usize)) -> Result<
     let heldout = heldout(&engine, &examples, reference, &options.settings, progress)?;
     let (forgetting, forgetting_note) = match (&options.humaneval, options.language.as_str()) {
         // Generated code with only Python's sockets disabled can still reach the network.
-        (Some(_), "python") if !humaneval::network_namespace() => (
+        (Some(_), "python") if !humaneval::namespaces_available() => (
             None,
             Some(
                 "not run: generated code cannot be kept off the network here (no user namespaces; see `marunochi \
