@@ -270,7 +270,7 @@ fn check_learning(home: &Home) -> Vec<Check> {
         },
     });
     checks.push(if crate::eval::humaneval::namespaces_available() {
-        ok("gate sandbox".into(), "generated code runs in network and PID namespaces of its own".into())
+        ok("gate sandbox".into(), "generated code runs in network, PID and mount namespaces of its own".into())
     } else {
         Check {
             status: Status::Warn,

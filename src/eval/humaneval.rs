@@ -3,7 +3,8 @@
 //! model's completion, the problem's tests and `check(entry_point)` — runs in a fresh private
 //! temporary directory with an unpredictable name under `python3 -I`, no environment but `PATH`,
 //! under CPU, memory, file-size and process limits, and its process group killed after the run,
-//! in network and PID namespaces of its own: no network, and nothing it starts outlives it.
+//! in network, PID and mount namespaces of its own: no network, nothing it starts outlives it,
+//! and nothing but its directory is writable.
 //! Python's socket functions are disabled too. Where the kernel allows no user namespaces the gate
 //! does not run the benchmark at all and its verdict says so (`doctor` warns).
 
@@ -80,7 +81,8 @@ pub fn installed(python: &Path) -> Option<PathBuf> {
 }
 
 /// Whether `unshare` can give a child namespaces of its own here — user, network (nothing to
-/// reach) and PID (nothing outlives the run) — asked once.
+/// reach), PID (nothing outlives the run) and mount (nothing outside its directory is writable)
+/// — asked once.
 pub fn namespaces_available() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| {
@@ -94,10 +96,28 @@ pub fn namespaces_available() -> bool {
     })
 }
 
-/// A user namespace (unprivileged), no network, and a PID namespace whose first process is the
-/// program: when it exits, or `unshare` is killed, the kernel kills everything it started,
-/// `setsid` or not.
-const UNSHARE: [&str; 5] = ["--user", "--map-root-user", "--net", "--pid", "--fork"];
+/// A user namespace (unprivileged), no network, a PID namespace whose first process is the
+/// program (when it exits, or `unshare` is killed, the kernel kills everything it started,
+/// `setsid` or not) and a mount namespace for [`READ_ONLY`].
+const UNSHARE: [&str; 6] = ["--user", "--map-root-user", "--net", "--pid", "--fork", "--mount"];
+
+/// Run inside the namespaces before the program (`$1` the sandbox directory, the rest the
+/// command): the sandbox stays writable as a mount of its own, every other mount this namespace
+/// sees becomes read-only, so the program cannot touch `~/.ssh`, the store or `/tmp`. A mount
+/// that cannot be made read-only stops the run (said on stderr, which the program never gets,
+/// after a prefix of ours).
+/// The `cd` moves onto the new mount: the working directory still names the old one.
+const READ_ONLY: &str = r#"fail() { echo "marunochi-sandbox: $1" >&2; exit 1; }
+mount --bind "$1" "$1" || fail "cannot mount $1 on itself"
+while read -r _ _ _ _ point _; do
+  point=$(printf '%b' "$point")
+  [ "$point" = "$1" ] && continue
+  mount -o remount,bind,ro "$point" 2>/dev/null || fail "cannot make $point read-only"
+done < /proc/self/mountinfo
+cd "$1" || fail "cannot enter $1"
+shift
+exec "$@" 2>/dev/null
+"#;
 
 /// What a generated program may use.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,7 +157,9 @@ pub fn run_with(python: &Path, program: &str, limits: &Limits) -> Result<Verdict
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir()
         .map_err(|e| EvalError::Sandbox(format!("a private temporary directory: {e}")))?;
-    run_in(python, program, limits, dir.path())
+    // The read-only step compares its path with the kernel's mount table, which has no links.
+    let path = dir.path().canonicalize().map_err(|e| EvalError::Sandbox(format!("{}: {e}", dir.path().display())))?;
+    run_in(python, program, limits, &path)
 }
 
 fn run_in(python: &Path, program: &str, limits: &Limits, dir: &Path) -> Result<Verdict, EvalError> {
@@ -154,9 +176,10 @@ fn run_in(python: &Path, program: &str, limits: &Limits, dir: &Path) -> Result<V
         .open(&file)
         .and_then(|mut f| f.write_all(program.as_bytes()))
         .map_err(sandbox)?;
-    let mut command = if namespaces_available() {
+    let isolated = namespaces_available();
+    let mut command = if isolated {
         let mut c = Command::new("unshare");
-        c.args(UNSHARE).arg(python);
+        c.args(UNSHARE).args(["sh", "-c", READ_ONLY, "sh"]).arg(dir).arg(python);
         c
     } else {
         Command::new(python)
@@ -170,7 +193,7 @@ fn run_in(python: &Path, program: &str, limits: &Limits, dir: &Path) -> Result<V
         .env("HOME", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if isolated { Stdio::piped() } else { Stdio::null() })
         .process_group(0);
     let rlimits = [
         (libc::RLIMIT_CPU, limits.cpu_seconds),
@@ -206,6 +229,15 @@ fn run_in(python: &Path, program: &str, limits: &Limits, dir: &Path) -> Result<V
     // SAFETY: signalling the process group we created for the child.
     unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
     let _ = child.wait();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    // Only the set-up's own words count: `unshare` also reports the signal that ended a program.
+    if let Some(problem) = stderr.lines().find_map(|line| line.strip_prefix("marunochi-sandbox: ")) {
+        return Err(EvalError::Sandbox(format!("setting up the sandbox: {problem}")));
+    }
     Ok(verdict)
 }
 

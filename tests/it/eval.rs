@@ -91,7 +91,14 @@ fn the_sandbox_contains_what_a_hostile_program_tries() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(!running(&marker), "a process started by the program survived its run");
 
-    // Finding 3: resource limits. 6 GiB (over the 4 GiB limit, within this machine's memory) fails
+    // Finding 3: nothing outside its own directory is writable (a mount namespace where every
+    // other mount is read-only), while its directory is.
+    let outside = tempfile::tempdir().unwrap();
+    let planted = outside.path().join("planted");
+    assert_eq!(run(&format!("open({planted:?}, 'w').write('x')\n"), &limits), Verdict::Failed);
+    assert!(!planted.exists(), "the program wrote outside its directory");
+    assert_eq!(run("open('mine', 'w').write('x')\nimport tempfile\n", &limits), Verdict::Passed);
+    // Resource limits. 6 GiB (over the 4 GiB limit, within this machine's memory) fails
     // at once.
     let started = Instant::now();
     assert_eq!(run("x = bytearray(6 << 30)\n", &limits), Verdict::Failed);
