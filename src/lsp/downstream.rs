@@ -4,6 +4,7 @@
 //! that has already been replaced can be recognised and dropped.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -11,7 +12,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::Incoming;
-use super::transport::{self, Writer};
+use super::transport::{self, Backlog, Writer};
 
 /// How long a server gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_millis(1000);
@@ -35,6 +36,7 @@ impl Downstream {
         command: &[String],
         incarnation: u32,
         max_message_bytes: usize,
+        backlog: Arc<Backlog>,
         events: mpsc::UnboundedSender<E>,
     ) -> std::io::Result<Downstream>
     where
@@ -45,7 +47,7 @@ impl Downstream {
         cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn()?;
-        let writer = Writer::spawn_async(child.stdin.take().expect("stdin is piped"));
+        let writer = Writer::spawn_async(child.stdin.take().expect("stdin is piped"), backlog);
         let reader_events = events.clone();
         let reader = transport::spawn_async_reader(
             child.stdout.take().expect("stdout is piped"),

@@ -6,6 +6,7 @@
 //! the blocking pool on every call.
 
 use std::io::{Read, Write};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -13,21 +14,62 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{self, Decoder, FrameReader, Incoming};
 
+/// How many bytes may wait for the language server before the editor's reader pauses.
+pub(crate) const BACKLOG_LIMIT: usize = 4 << 20;
+
+/// Bytes given to a [`Writer`] and not yet written to its peer. The editor's reader waits while
+/// the server's backlog is over [`BACKLOG_LIMIT`], so a server that stops reading slows the editor
+/// down, as a direct pipe would, instead of growing the proxy's memory without end.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    queued: Mutex<usize>,
+    drained: Condvar,
+}
+
+impl Backlog {
+    fn add(&self, bytes: usize) {
+        *self.queued.lock().unwrap_or_else(|e| e.into_inner()) += bytes;
+    }
+
+    fn remove(&self, bytes: usize) {
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        *queued = queued.saturating_sub(bytes);
+        if *queued <= BACKLOG_LIMIT {
+            self.drained.notify_all();
+        }
+    }
+
+    /// Blocks while more than [`BACKLOG_LIMIT`] bytes wait.
+    pub(crate) fn wait_for_room(&self) {
+        let queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.drained.wait_while(queued, |queued| *queued > BACKLOG_LIMIT).unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
 /// Sends frames to one peer, in the order they were given.
 pub(crate) struct Writer {
     frames: mpsc::UnboundedSender<Vec<u8>>,
+    backlog: Arc<Backlog>,
     done: oneshot::Receiver<()>,
 }
 
 impl Writer {
     pub(crate) fn send(&self, message: &Value) {
-        // A closed peer is noticed by its reader; nothing useful to do with the error here.
-        let _ = self.frames.send(codec::encode(message));
+        self.push(codec::encode(message));
     }
 
     /// Sends an already serialised body.
     pub(crate) fn send_body(&self, body: &[u8]) {
-        let _ = self.frames.send(codec::frame(body));
+        self.push(codec::frame(body));
+    }
+
+    fn push(&self, frame: Vec<u8>) {
+        let bytes = frame.len();
+        self.backlog.add(bytes);
+        // A closed peer is noticed by its reader; only the count needs putting right.
+        if self.frames.send(frame).is_err() {
+            self.backlog.remove(bytes);
+        }
     }
 
     /// Flushes everything sent so far, then closes the stream.
@@ -36,19 +78,24 @@ impl Writer {
         let _ = self.done.await;
     }
 
-    /// A writer on an async stream (a child's stdin).
-    pub(crate) fn spawn_async<W: AsyncWrite + Unpin + Send + 'static>(stream: W) -> Writer {
+    /// A writer on an async stream (a child's stdin), counting what waits in `backlog`.
+    pub(crate) fn spawn_async<W: AsyncWrite + Unpin + Send + 'static>(stream: W, backlog: Arc<Backlog>) -> Writer {
         let (frames, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let (done_tx, done) = oneshot::channel();
+        let count = backlog.clone();
         tokio::spawn(async move {
             let mut out = BufWriter::new(stream);
             'outer: while let Some(frame) = rx.recv().await {
-                if out.write_all(&frame).await.is_err() {
+                let written = out.write_all(&frame).await;
+                count.remove(frame.len());
+                if written.is_err() {
                     break;
                 }
                 // Drain a burst before the one flush.
                 while let Ok(frame) = rx.try_recv() {
-                    if out.write_all(&frame).await.is_err() {
+                    let written = out.write_all(&frame).await;
+                    count.remove(frame.len());
+                    if written.is_err() {
                         break 'outer;
                     }
                 }
@@ -56,10 +103,15 @@ impl Writer {
                     break;
                 }
             }
+            // A dead peer's queue is dropped; a reader waiting on it must not wait for ever.
+            rx.close();
+            while let Ok(frame) = rx.try_recv() {
+                count.remove(frame.len());
+            }
             let _ = out.shutdown().await;
             let _ = done_tx.send(());
         });
-        Writer { frames, done }
+        Writer { frames, backlog, done }
     }
 
     /// A writer on a blocking stream (our stdout), served by its own thread.
@@ -86,7 +138,7 @@ impl Writer {
                 let _ = done_tx.send(());
             })
             .expect("spawning the writer thread");
-        Writer { frames, done }
+        Writer { frames, backlog: Arc::default(), done }
     }
 }
 
@@ -121,9 +173,11 @@ where
 }
 
 /// Reads items from a blocking stream (our stdin) on its own thread; `on_end` is sent at EOF.
+/// Before each read it waits for room in `backlog` (the peer its messages mostly go to).
 pub(crate) fn spawn_blocking_reader<R, E>(
     mut stream: R,
     max_message_bytes: usize,
+    backlog: Arc<Backlog>,
     events: mpsc::UnboundedSender<E>,
     wrap: impl Fn(Incoming) -> E + Send + 'static,
     on_end: E,
@@ -137,6 +191,7 @@ pub(crate) fn spawn_blocking_reader<R, E>(
             let mut decoder = Decoder::new(max_message_bytes);
             let mut chunk = vec![0u8; 64 * 1024];
             loop {
+                backlog.wait_for_room();
                 let n = match stream.read(&mut chunk) {
                     Ok(0) => break,
                     Ok(n) => n,

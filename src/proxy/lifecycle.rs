@@ -22,8 +22,9 @@ pub(super) struct Replay {
 impl Relay {
     pub(super) fn start_server(&mut self, command: &[String]) -> std::io::Result<()> {
         self.incarnation += 1;
-        let server =
-            Downstream::spawn(command, self.incarnation, self.options.config.max_message_bytes(), self.events.clone())?;
+        let max = self.options.config.max_message_bytes();
+        let backlog = self.server_backlog.clone();
+        let server = Downstream::spawn(command, self.incarnation, max, backlog, self.events.clone())?;
         self.state = ServerState::Up { server, initializing: false };
         Ok(())
     }

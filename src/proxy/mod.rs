@@ -25,7 +25,7 @@ use crate::lsp::downstream::{Downstream, ServerEvent};
 use crate::lsp::intercept::{self, ServerFeatures};
 use crate::lsp::message::{self, IdKey, Kind, MessageType, Payload, RawMessage, code};
 use crate::lsp::mirror::{DocumentEvent, DocumentSnapshot, Mirror, PositionEncoding};
-use crate::lsp::transport::{self, Writer};
+use crate::lsp::transport::{self, Backlog, Writer};
 use crate::serving::{CaptureSink, Finished, Outcome, Serving, ServingOptions, Suggestion, items};
 use ids::{Ids, InboundRequest, Outbound};
 use lifecycle::Replay;
@@ -84,10 +84,19 @@ impl Proxy {
         });
         let max = self.options.config.max_message_bytes();
         let client = Writer::spawn_blocking(std::io::stdout());
-        transport::spawn_blocking_reader(std::io::stdin(), max, events.clone(), Event::Client, Event::ClientClosed);
+        let server_backlog = Arc::new(Backlog::default());
+        let editor = server_backlog.clone();
+        transport::spawn_blocking_reader(
+            std::io::stdin(),
+            max,
+            editor,
+            events.clone(),
+            Event::Client,
+            Event::ClientClosed,
+        );
         spawn_signal_watcher(events.clone());
 
-        let mut relay = Relay::new(self.options, serving, self.mirror, client, events);
+        let mut relay = Relay::new(self.options, serving, self.mirror, client, server_backlog, events);
         if let Backend::Server(command) = &relay.options.backend {
             let command = command.clone();
             relay
@@ -143,6 +152,8 @@ struct Relay {
     client_snippets: bool,
     mirror: Mirror,
     client: Writer,
+    /// What waits for the server; the editor's reader pauses while it is full.
+    server_backlog: Arc<Backlog>,
     events: mpsc::UnboundedSender<Event>,
     state: ServerState,
     incarnation: u32,
@@ -163,6 +174,7 @@ impl Relay {
         serving: Option<Serving>,
         mirror: Mirror,
         client: Writer,
+        server_backlog: Arc<Backlog>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Relay {
         let state = match options.backend {
@@ -175,6 +187,7 @@ impl Relay {
             client_snippets: false,
             mirror,
             client,
+            server_backlog,
             events,
             state,
             incarnation: 0,

@@ -401,3 +401,59 @@ fn a_server_refusing_the_replayed_initialize_is_not_restarted_in_a_loop() {
     let answer = client.request("test/echo", json!(1));
     assert_eq!(answer["error"]["code"], json!(-32803), "{answer}");
 }
+
+/// Peak resident memory of a process, KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_flood_of_edits_to_a_stalled_server_keeps_memory_bounded() {
+    let s = setup();
+    let mut editor = start(&s, &[], None);
+    editor.initialize(&s.root, &[]);
+    let uri = file_uri(&s.root.join("flood.py"));
+    let text: String = (0..4000).map(|i| format!("def f{i}(x):\n    return x + {i}\n")).collect();
+    open(&mut editor, &uri, &text);
+    let baseline = peak_rss_kib(editor.pid());
+    editor.notify("test/stall", json!({"seconds": 10}));
+    // 10 000 edits a second for 10 s, as fast as the proxy takes them, to a 4 000-function file: a
+    // character typed and deleted again, so the document keeps its size and only queues could grow.
+    let started = std::time::Instant::now();
+    let mut version = 1;
+    for tick in 0..1000u32 {
+        for i in 0..100 {
+            version += 1;
+            let change = if i % 2 == 0 {
+                json!({"range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}}, "text": "x"})
+            } else {
+                json!({"range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 1}}, "text": ""})
+            };
+            editor.notify(
+                "textDocument/didChange",
+                json!({"textDocument": {"uri": uri, "version": version}, "contentChanges": [change]}),
+            );
+        }
+        let due = started + Duration::from_millis(10 * u64::from(tick + 1));
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    }
+    let flood = started.elapsed();
+    let peak = peak_rss_kib(editor.pid());
+    // The editor's next request is answered once the server reads again.
+    let answered = editor.request("test/echo", json!({"after": "flood"}));
+    println!(
+        "flood: 100000 didChange in {:.1} s; proxy peak RSS {} MiB (before: {} MiB); echo answered {:.1} s after the flood",
+        flood.as_secs_f64(),
+        peak / 1024,
+        baseline / 1024,
+        (started.elapsed() - flood).as_secs_f64()
+    );
+    assert_eq!(answered["result"], json!({"after": "flood"}));
+    assert_eq!(received(&s.log, "textDocument/didChange").len(), 100_000, "every edit reached the server");
+    // Before: +31 MiB, from the server's unbounded queue and from the relay's own queue (it rescanned
+    // the whole 108 KB document on every edit and fell behind). The server's backlog is capped at
+    // 4 MiB and the relay keeps up now.
+    assert!(peak < baseline + 16 * 1024, "the proxy grew from {baseline} KiB to {peak} KiB");
+}
