@@ -482,3 +482,71 @@ fn forget_leaves_the_text_nowhere_under_the_home() {
     let store = Store::open(&home.join("marunochi.db")).unwrap();
     assert_eq!(store.count().unwrap(), 4, "the other project (another case) is kept");
 }
+
+/// Every stored interaction and how far its fate is settled (`shown` < the rest).
+fn stored_actions(db: &Path) -> std::collections::HashMap<String, String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut rows = conn.prepare("SELECT id, action FROM interactions").unwrap();
+    rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn killing_the_proxy_mid_session_50_times_loses_no_committed_interaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 120\n[serving]\nmax_tokens = 4\n");
+    let db = home.join("marunochi.db");
+    let root = workspace(dir.path());
+    let model = fixture("smollm2-135m-instruct.gguf");
+    // A fixed seed: the kill points are random but the same in every run.
+    let mut seed = 0x5eed_u64;
+    let mut random = |below: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % below
+    };
+    let mut kills_with_rows = 0;
+    for round in 0..50 {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_marunochi"));
+        command.env("MARUNOCHI_HOME", &home).args(["lsp", "--model", &model.to_string_lossy()]);
+        let mut editor = Client::spawn(command);
+        editor.initialize(&root, &[]);
+        // Suggestions taken, rejected by typing on, and left alone, until the kill point.
+        let steps = 1 + random(4);
+        for step in 0..steps {
+            let uri = file_uri(&root.join(format!("f{round}-{step}.py")));
+            open(&mut editor, &uri, SOURCE);
+            let answer = inline(&mut editor, &uri, 6, 14);
+            let item = &answer["result"]["items"][0];
+            // The same place again after a rejection may rightly get nothing.
+            let (Some(id), Some(text)) = (item["command"]["arguments"][0].as_str(), item["insertText"].as_str()) else {
+                continue;
+            };
+            let (id, text) = (id.to_owned(), text.to_owned());
+            match step % 3 {
+                0 => drop(
+                    editor
+                        .request("workspace/executeCommand", json!({"command": "marunochi.accept", "arguments": [id]})),
+                ),
+                1 => change(&mut editor, &uri, 2, 6, 14, 14, &format!("{}_other", text.len())),
+                _ => {}
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(random(200)));
+        let before = if db.exists() { stored_actions(&db) } else { Default::default() };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(editor.pid() as i32, libc::SIGKILL) };
+        editor.wait();
+        let after = stored_actions(&db);
+        let store = Store::open(&db).unwrap();
+        assert_eq!(store.integrity().unwrap(), "ok", "round {round}");
+        for (id, action) in &before {
+            let now = after.get(id).unwrap_or_else(|| panic!("round {round}: {id} was committed and is gone"));
+            assert!(now == action || action == "shown", "round {round}: {id} went from {action} to {now}");
+        }
+        kills_with_rows += usize::from(!before.is_empty());
+    }
+    let stored = stored_actions(&db);
+    let settled = stored.values().filter(|a| *a != "shown").count();
+    println!("50 kills: {} interactions stored ({settled} settled), integrity ok after every kill", stored.len());
+    assert!(kills_with_rows >= 45 && settled > 0, "the kills came while interactions were being recorded");
+    stop_daemon(&home);
+}
