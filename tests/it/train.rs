@@ -393,8 +393,8 @@ fn a_full_disk_while_saving_keeps_the_previous_adapter_whole() {
     let v1 = home.join("adapters/python/v1");
     let before = std::fs::read(v1.join("adapter_model.safetensors")).unwrap();
 
-    // A file-size limit makes writes past 64 KiB fail (EFBIG) as a full disk would (ENOSPC, which
-    // cannot be arranged without root); the adapter (~200 KB) cannot be written.
+    // A file-size limit makes writes past 64 KiB fail (EFBIG; the really full disk, ENOSPC, is the
+    // next test); the adapter (~200 KB) cannot be written.
     let script = format!(
         "trap '' XFSZ; ulimit -f 64; exec {} train --language python --model {} --data {} --steps 2 --checkpoint-every 0",
         env!("CARGO_BIN_EXE_marunochi"),
@@ -511,4 +511,142 @@ fn an_adapter_is_on_disk_before_it_is_renamed_into_place() {
         lines[published..].iter().any(|l| l.contains("fsync(") && l.contains(&parent)),
         "the parent directory synced after the rename:\n{calls}"
     );
+}
+
+const FULL_DISK_ENV: &str = "MARUNOCHI_TEST_FULL_DISK";
+
+/// Bytes of every file below `dir`.
+fn tree_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { tree_bytes(&p) } else { p.metadata().unwrap().len() })
+        .sum()
+}
+
+/// Every file below `dir` with its contents, to compare before and after.
+fn tree_contents(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    for path in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+        if path.is_dir() {
+            files.extend(tree_contents(&path));
+        } else {
+            files.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+    files
+}
+
+/// Fills the disk holding `filler` until the kernel says it is full, then gives `free` bytes back.
+fn fill_disk(filler: &Path, free: u64) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(filler).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+    let len = file.metadata().unwrap().len();
+    file.set_len(len.saturating_sub(free)).unwrap();
+}
+
+/// The inside of the full-disk test: root of a user and mount namespace of its own, so that a
+/// small tmpfs can be a really full disk (ENOSPC).
+fn full_disk_scenario(dir: &Path) {
+    let disk = dir.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let target = std::ffi::CString::new(disk.to_str().unwrap()).unwrap();
+    // SAFETY: mount(2) with valid C strings; in this process's own mount namespace.
+    let mounted =
+        unsafe { libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, c"size=16m".as_ptr().cast()) };
+    assert_eq!(mounted, 0, "mounting a tmpfs: {}", std::io::Error::last_os_error());
+    let home = home_with_config(&disk, "");
+    let model = fixture("tiny-qwen2");
+    let data = dataset(dir, &memory_examples(), &[]);
+    let filler = disk.join("filler");
+
+    // The store: rows committed before the disk filled up are kept, a write that does not fit is
+    // a clear error, and writing works again once there is room.
+    let db = home.join("marunochi.db");
+    let mut store = marunochi::store::Store::open(&db).unwrap();
+    let row = |i: i64| marunochi::store::Shown {
+        suggestion: "x".repeat(4000),
+        ..shown_row(&format!("row-{i}"), "file:///p/a.py", 1_764_000_000_000 + i)
+    };
+    for i in 0..10 {
+        store.batch(|b| b.shown(&row(i))).unwrap();
+    }
+    fill_disk(&filler, 0);
+    let full = (10..200).find_map(|i| store.batch(|b| b.shown(&row(i))).err()).expect("a write fails on a full disk");
+    assert!(full.to_string().contains("marunochi.db") && full.to_string().contains("full"), "{full}");
+    std::fs::remove_file(&filler).unwrap();
+    let kept = store.count().unwrap();
+    assert!(kept >= 10, "rows committed before the disk filled: {kept}");
+    assert_eq!(store.integrity().unwrap(), "ok");
+    store.batch(|b| b.shown(&row(1000))).unwrap();
+    drop(store);
+
+    // A first version.
+    let (ok, _, stderr) = train(&home, &model, &data, &["--steps", "2", "--checkpoint-every", "0"]);
+    assert!(ok, "{stderr}");
+    let v1 = home.join("adapters/python/v1");
+    let version_one = tree_contents(&v1);
+
+    // The next version cannot be written: a clear error, no half-written version left.
+    fill_disk(&filler, 0);
+    let (ok, _, stderr) = train(&home, &model, &data, &["--steps", "1", "--checkpoint-every", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("No space left on device") && stderr.contains("adapters/python"), "{stderr}");
+    let versions: Vec<_> =
+        std::fs::read_dir(home.join("adapters/python")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(versions, vec![std::ffi::OsString::from("v1")], "no half-written version");
+    assert_eq!(tree_contents(&v1), version_one, "the earlier version is whole");
+    std::fs::remove_file(&filler).unwrap();
+
+    // How big a checkpoint is: a run of the next version stopped at once leaves one.
+    let args = ["--steps", "3", "--checkpoint-every", "1"];
+    let (ok, _, stderr) = train(&home, &model, &data, &[&args[..], &["--until", "2000-01-01T00:00:00Z"]].concat());
+    assert!(!ok && stderr.contains("--resume"), "{stderr}");
+    let checkpoint = home.join("train/python/checkpoint");
+    let size = tree_bytes(&checkpoint);
+
+    // Room for one checkpoint and a half: the one after the first update is written, the next
+    // (written beside it before it replaces it) is not. A clear error; that checkpoint and v1 whole.
+    fill_disk(&filler, size / 2);
+    let (ok, stdout, stderr) = train(&home, &model, &data, &[&args[..], &["--restart"]].concat());
+    assert!(!ok, "{stdout}\n{stderr}");
+    assert!(stderr.contains("No space left on device") && stderr.contains("checkpoint"), "{stderr}");
+    let state: Value = serde_json::from_slice(&std::fs::read(checkpoint.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], json!(1), "the checkpoint of the first update is in place");
+    assert_eq!(tree_contents(&v1), version_one, "the earlier version is whole");
+
+    // Room again: the stopped run resumes from its checkpoint and finishes.
+    std::fs::remove_file(&filler).unwrap();
+    let (ok, stdout, stderr) = train(&home, &model, &data, &[&args[..], &["--resume"]].concat());
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    assert_eq!((report["version"].as_str(), report["resumed_from"].as_u64()), (Some("v2"), Some(1)), "{report}");
+}
+
+#[test]
+fn a_really_full_disk_costs_no_stored_row_checkpoint_or_version_and_training_resumes() {
+    if let Some(dir) = std::env::var_os(FULL_DISK_ENV) {
+        full_disk_scenario(Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "train::a_really_full_disk_costs_no_stored_row_checkpoint_or_version_and_training_resumes"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(FULL_DISK_ENV, dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}\n{stderr}");
 }
