@@ -63,6 +63,19 @@ pub fn check_private_dir(dir: &Path) -> Result<(), ClientError> {
     why.map_or(Ok(()), |why| Err(ClientError::Untrusted { dir: dir.to_owned(), why }))
 }
 
+/// The uid at the other end of `stream`, when it is not this user: the socket's directory is
+/// checked already, this is the second lock (both ends check, the daemon and its clients).
+pub(crate) fn stranger(stream: &UnixStream) -> Option<u32> {
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(peer) if peer.uid() == me => None,
+        Ok(peer) => Some(peer.uid()),
+        // Unknown counts as a stranger.
+        Err(_) => Some(u32::MAX),
+    }
+}
+
 /// Who the daemon is and what it serves, from its `Welcome`.
 #[derive(Debug, Clone)]
 pub struct Daemon {
@@ -141,6 +154,10 @@ impl Client {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|e| ClientError::Connect { socket: socket.to_owned(), reason: e.to_string() })?;
+        if let Some(uid) = stranger(&stream) {
+            let dir = socket.parent().unwrap_or(socket).to_owned();
+            return Err(ClientError::Untrusted { dir, why: format!("its daemon runs as uid {uid}") });
+        }
         let (mut reader, mut writer) = stream.into_split();
         let hello = Request::Hello {
             protocol: PROTOCOL_VERSION,

@@ -146,6 +146,9 @@ async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError>
             if matches!(*shared.model.borrow(), Some(Err(_))) { failed_idle_exit } else { options.idle_exit };
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if let Some(uid) = super::client::stranger(&stream) => {
+                    tracing::warn!(uid, "a connection from another user; closed");
+                }
                 Ok((stream, _)) => {
                     shared.clients.send_modify(|n| *n += 1);
                     let shared = shared.clone();

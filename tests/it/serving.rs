@@ -504,3 +504,55 @@ fn a_socket_directory_others_can_write_is_not_trusted() {
         assert!(stderr.contains("owned by uid 65534"), "the daemon refuses it too: {stderr}");
     }
 }
+
+/// Connects to `socket` as `uid` and says whether the other end closed the connection within a
+/// second (`true`) or kept it open, waiting for a `Hello` (`false`).
+fn closed_at_once_for(uid: u32, socket: &Path) -> bool {
+    let script = format!(
+        "import os, socket\nos.setgid({uid}); os.setuid({uid})\n\
+         s = socket.socket(socket.AF_UNIX); s.connect({socket:?}); s.settimeout(1)\n\
+         try:\n    print('closed' if s.recv(1) == b'' else 'data')\nexcept socket.timeout:\n    print('open')\n"
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && (said == "closed" || said == "open"),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said == "closed"
+}
+
+/// Beside the private directory, the daemon asks the kernel who connected (`SO_PEERCRED`) and
+/// closes connections from other users at once. Only root can arrange such a connection (the
+/// directory and socket have to be opened up first), so elsewhere this test says it did not run.
+#[test]
+fn the_daemon_closes_connections_from_other_users() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("not run: only root can connect as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 30\n");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", &home)
+        .args(["daemon", "--model", &tiny_qwen2()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = socket_path(&Home::at(&home));
+    eventually("the daemon's socket", || socket.exists().then_some(()));
+    // Opened up, as a careless umask or another tool might leave them.
+    for path in [dir.path(), &home, Home::at(&home).runtime_dir(), socket.parent().unwrap()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let nobody = 65534;
+    let stranger_closed = closed_at_once_for(nobody, &socket);
+    let own_closed = closed_at_once_for(0, &socket);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert!(stranger_closed, "another user's connection was kept open");
+    assert!(!own_closed, "our own connection waits for its Hello");
+}
