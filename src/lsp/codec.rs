@@ -35,10 +35,12 @@ pub struct Malformed {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    #[error("header block has no Content-Length: {0:?}")]
-    MissingContentLength(String),
-    #[error("Content-Length is not a number: {0:?}")]
-    BadContentLength(String),
+    // The errors say where and how big, never what: they go to the log, and a server's stray
+    // output (a debug print of its environment) must not.
+    #[error("a header block of {0} bytes has no Content-Length")]
+    MissingContentLength(usize),
+    #[error("a Content-Length of {0} bytes is not a number")]
+    BadContentLength(usize),
     #[error("header block longer than {MAX_HEADER_BYTES} bytes without a blank line; skipped")]
     HeaderTooLong,
     #[error("message of {len} bytes exceeds the limit of {max} bytes; skipped")]
@@ -185,9 +187,9 @@ impl Decoder {
                     buf.extend_from_slice(&self.buf);
                     self.buf = buf;
                 }
-                Payload::parse(&body[..end]).map_err(|e| FrameError::NotJsonRpc(e.to_string()))
+                Payload::parse(&body[..end]).map_err(|e| FrameError::NotJsonRpc(where_wrong(&e)))
             }
-            Some(Err(error)) => Err(FrameError::InvalidJson(error.to_string())),
+            Some(Err(error)) => Err(FrameError::InvalidJson(where_wrong(&error))),
             None => Err(FrameError::InvalidJson("empty body".into())),
         };
         match parsed {
@@ -201,6 +203,17 @@ impl Decoder {
             Err(error) => malformed(error),
         }
     }
+}
+
+/// What kind of JSON error and where, without serde's quote of the offending value.
+fn where_wrong(error: &serde_json::Error) -> String {
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "not the expected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{kind} at line {} column {}", error.line(), error.column())
 }
 
 fn malformed(error: FrameError) -> Incoming {
@@ -240,15 +253,15 @@ fn parse_headers(block: &[u8]) -> Result<usize, FrameError> {
     let mut length = None;
     for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
         let Some((name, value)) = line.split_once(':') else {
-            tracing::warn!(line, "ignoring malformed header line");
+            tracing::warn!(bytes = line.len(), "ignoring a malformed header line");
             continue;
         };
         if name.trim().eq_ignore_ascii_case("content-length") {
             let value = value.trim();
-            length = Some(value.parse::<usize>().map_err(|_| FrameError::BadContentLength(value.to_owned()))?);
+            length = Some(value.parse::<usize>().map_err(|_| FrameError::BadContentLength(value.len()))?);
         }
     }
-    length.ok_or_else(|| FrameError::MissingContentLength(text.chars().take(80).collect()))
+    length.ok_or(FrameError::MissingContentLength(block.len()))
 }
 
 /// Reads frames from an async byte stream.
@@ -360,7 +373,23 @@ mod tests {
         assert_eq!(messages(&items), vec![good]);
         let errs = errors(&items);
         assert!(matches!(errs[0], FrameError::MissingContentLength(_)), "{errs:?}");
-        assert_eq!(errs[1], FrameError::BadContentLength("abc".into()));
+        assert_eq!(errs[1], FrameError::BadContentLength(3));
+    }
+
+    #[test]
+    fn errors_never_quote_what_was_sent() {
+        let secret = "hunter2-db-password";
+        let frames = [
+            format!("PASSWORD={secret}\r\n\r\n"),
+            format!("Content-Length: {secret}\r\n\r\n"),
+            format!("Content-Length: 24\r\n\r\n{{\"a\": \"{secret}\" x}}"),
+            format!("Content-Length: 40\r\n\r\n{{\"jsonrpc\": \"2.0\", \"id\": \"{secret}\"}}"),
+            format!("Content-Length: 30\r\n\r\n[\"{secret}\"]"),
+        ];
+        let items = decode_all(frames.concat().as_bytes(), 7);
+        let said = errors(&items).iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert!(said.len() >= 4, "{said:?}");
+        assert!(said.iter().all(|e| !e.contains("hunter2")), "{said:?}");
     }
 
     #[test]

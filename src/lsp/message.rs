@@ -133,7 +133,8 @@ impl RawMessage {
     pub fn params(&self) -> Value {
         let parsed = self.params.clone().map(|r| serde_json::from_slice(&self.body[r]));
         parsed.unwrap_or(Ok(Value::Null)).unwrap_or_else(|error| {
-            tracing::warn!(%error, "unreadable params");
+            // Where, not what: serde quotes the offending value, and params hold the user's code.
+            tracing::warn!(line = error.line(), column = error.column(), "unreadable params");
             Value::Null
         })
     }

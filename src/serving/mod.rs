@@ -113,7 +113,8 @@ impl CaptureSink for LogSink {
     }
 
     fn feedback(&mut self, suggestion_id: Option<&str>, rating: i64, comment: Option<&str>) {
-        tracing::info!(id = suggestion_id, rating, comment, "feedback");
+        // The comment is the user's own words, which the log does not keep (the store redacts them).
+        tracing::info!(id = suggestion_id, rating, comment_bytes = comment.map(str::len), "feedback");
     }
 }
 

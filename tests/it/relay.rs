@@ -132,9 +132,9 @@ fn bad_input_from_the_editor_is_answered_or_logged_and_never_wedges_the_stream()
     let mut client = start(&s, &[], None);
     client.initialize(&s.root, &[]);
 
-    client.send_raw(b"Content-Type: nothing-else\r\n\r\n");
-    client.send_raw(b"Content-Length: twelve\r\n\r\n");
-    client.send_raw(b"Content-Length: 9\r\n\r\n{not json");
+    client.send_raw(b"Content-Type: LEAKED-editor-secret\r\n\r\n");
+    client.send_raw(b"Content-Length: twelve LEAKED-editor-secret\r\n\r\n");
+    client.send_raw(b"Content-Length: 29\r\n\r\n{not json LEAKED-editor-secret");
     let non_utf8 = b"{\"jsonrpc\":\"2.0\",\"id\":\"bad-utf8\",\"method\":\"test/echo\",\"params\":\"\xff\"}";
     client.send_raw(format!("Content-Length: {}\r\n\r\n", non_utf8.len()).as_bytes());
     client.send_raw(non_utf8);
@@ -157,6 +157,7 @@ fn bad_input_from_the_editor_is_answered_or_logged_and_never_wedges_the_stream()
     for expected in ["no Content-Length", "not a number", "not valid JSON", "exceeds the limit", "nobody asked"] {
         assert!(log.contains(expected), "log lacks {expected:?}:\n{log}");
     }
+    assert!(!log.contains("LEAKED"), "the log quotes what the editor sent:\n{log}");
     assert!(received(&s.log, "test/echo").iter().all(|m| m["params"] == "still alive"));
 }
 
@@ -170,6 +171,10 @@ fn bad_output_from_the_server_is_survived() {
     assert_eq!(unreadable["error"]["code"], json!(-32803), "{unreadable}");
     assert_eq!(client.request("test/unknownId", json!(null))["result"], "ok");
     assert_eq!(client.request("test/echo", json!(3))["result"], json!(3));
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    let log = std::fs::read_to_string(s.home.join("logs/proxy.log")).unwrap();
+    assert!(log.contains("malformed message from the server"), "{log}");
+    assert!(!log.contains("LEAKED"), "the log quotes what the server printed:\n{log}");
 }
 
 #[test]
