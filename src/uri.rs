@@ -2,8 +2,14 @@
 
 /// The local path a `file://` URI names (percent-escapes decoded); `None` for other schemes.
 pub fn to_path(uri: &str) -> Option<std::path::PathBuf> {
+    Some(decode(uri.strip_prefix("file://")?))
+}
+
+/// A URI's path part, or a part of one (a path relative to a workspace's URI), as a path:
+/// percent-escapes decoded.
+pub fn decode(encoded: &str) -> std::path::PathBuf {
     use std::os::unix::ffi::OsStringExt;
-    let encoded = uri.strip_prefix("file://")?.as_bytes();
+    let encoded = encoded.as_bytes();
     let mut bytes = Vec::with_capacity(encoded.len());
     let mut i = 0;
     while i < encoded.len() {
@@ -19,7 +25,7 @@ pub fn to_path(uri: &str) -> Option<std::path::PathBuf> {
             }
         }
     }
-    Some(std::ffi::OsString::from_vec(bytes).into())
+    std::ffi::OsString::from_vec(bytes).into()
 }
 
 #[cfg(test)]

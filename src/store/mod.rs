@@ -232,6 +232,7 @@ impl Store {
                         }
                     }
                 }
+                scrub_mentions(&tx, forgotten).map_err(failed)?;
                 deleted
             }
             Forget::Before(date) => {
@@ -251,6 +252,38 @@ impl Store {
     pub fn integrity(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(|e| classify(&self.path, e))
     }
+}
+
+/// Removes, from the rows that stay, what they say about the files under `forgotten`: their
+/// recent edits (text of those files) and their names among the context documents. Both name
+/// files relative to the workspace, which is not stored: a name counts as forgotten when it
+/// lands there from any directory above the row's own file (more may go, never less).
+fn scrub_mentions(tx: &rusqlite::Transaction, forgotten: &Path) -> rusqlite::Result<()> {
+    let mut select = tx.prepare("SELECT id, file_path, recent_edits, context_files FROM interactions")?;
+    let rows: Vec<(String, String, String, String)> = select
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, file, edits, context) in rows {
+        let own = crate::uri::to_path(&file).unwrap_or_default();
+        let mentioned = |name: &str| {
+            let relative = crate::uri::decode(name);
+            own.ancestors().any(|dir| dir.join(&relative).starts_with(forgotten))
+        };
+        let keep = |list: &str, name: fn(&serde_json::Value) -> Option<&str>| {
+            let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(list) else {
+                return None;
+            };
+            let kept: Vec<_> = items.iter().filter(|item| !name(item).is_some_and(mentioned)).cloned().collect();
+            (kept.len() != items.len()).then(|| serde_json::Value::Array(kept).to_string())
+        };
+        if let Some(edits) = keep(&edits, |edit| edit["path"].as_str()) {
+            tx.execute("UPDATE interactions SET recent_edits = ?2 WHERE id = ?1", [&id, &edits])?;
+        }
+        if let Some(context) = keep(&context, serde_json::Value::as_str) {
+            tx.execute("UPDATE interactions SET context_files = ?2 WHERE id = ?1", [&id, &context])?;
+        }
+    }
+    Ok(())
 }
 
 /// What `forget` did.

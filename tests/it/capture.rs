@@ -442,6 +442,13 @@ fn forget_leaves_the_text_nowhere_under_the_home() {
     // Editors send percent-encoded URIs.
     let conn = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
     conn.execute("UPDATE interactions SET file_path = replace(file_path, ' ', '%20')", []).unwrap();
+    // The kept project's rows saw edits of both projects (one workspace above both; names relative
+    // to it).
+    let edits = json!([{"path": "My%20Proj/a.py", "before": "", "after": "return forget_me_edit_4242"},
+                       {"path": "my%20proj/b.py", "before": "", "after": "return keep_me_edit_4242"}]);
+    let context = json!(["My%20Proj/a.py", "my%20proj/b.py"]);
+    let set = "UPDATE interactions SET recent_edits = ?1, context_files = ?2 WHERE file_path GLOB '*my%20proj*'";
+    assert_eq!(conn.execute(set, [edits.to_string(), context.to_string()]).unwrap(), 4);
     drop((conn, store));
     let (ok, _, err) = run_cli(&home, &["curate", "--min-quality", "0"]);
     assert!(ok, "{err}");
@@ -474,13 +481,18 @@ fn forget_leaves_the_text_nowhere_under_the_home() {
 
     let (ok, _, err) = run_cli(&home, &["data", "forget", "--file", &forgotten.to_string_lossy()]);
     assert!(ok && err.contains("forgot 4 interaction(s)"), "{err}");
-    for n in 0..4 {
-        let marker = format!("forget_me_{n}_4242");
+    for marker in (0..4).map(|n| format!("forget_me_{n}_4242")).chain(["forget_me_edit_4242".into()]) {
         assert_eq!(holding(&marker), Vec::<std::path::PathBuf>::new(), "{marker} is still on disk");
     }
     assert!(!checkpoint.exists() && !home.join("datasets").exists(), "copies made from the store are gone");
     let store = Store::open(&home.join("marunochi.db")).unwrap();
     assert_eq!(store.count().unwrap(), 4, "the other project (another case) is kept");
+    let conn = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
+    let (edits, context): (String, String) = conn
+        .query_row("SELECT recent_edits, context_files FROM interactions LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert!(edits.contains("keep_me_edit_4242") && !edits.contains("My%20Proj"), "{edits}");
+    assert_eq!(context, json!(["my%20proj/b.py"]).to_string());
 }
 
 /// Every stored interaction and how far its fate is settled (`shown` < the rest).
