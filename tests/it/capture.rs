@@ -12,6 +12,22 @@ use serde_json::{Value, json};
 
 const SOURCE: &str = "API_KEY = \"sk-live-abcdefghijklmnopqrstuvwxyz123456\"\n\n\ndef fibonacci(n):\n    if n < 2:\n        return n\n    return fib\n";
 
+/// Every file under `dir` (any depth) whose bytes contain `marker`.
+fn files_holding(dir: &Path, marker: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for path in std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()) {
+            if path.is_dir() {
+                pending.push(path);
+            } else if std::fs::read(&path).unwrap().windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 /// The stored row of suggestion `id` once its fate is decided.
 fn settled(db: &Path, id: &str) -> Option<Interaction> {
     Store::open(db).ok()?.interaction(id).ok()?.filter(|r| r.action != Action::Shown)
@@ -35,7 +51,8 @@ fn shown_accepted_and_rated_suggestions_are_stored_with_secrets_redacted() {
     let id = answer["result"]["items"][0]["command"]["arguments"][0].as_str().expect("a suggestion").to_owned();
     std::thread::sleep(std::time::Duration::from_millis(300));
     client.request("workspace/executeCommand", json!({"command": "marunochi.accept", "arguments": [id]}));
-    client.request("workspace/executeCommand", json!({"command": "marunochi.feedback", "arguments": [1, "spot on"]}));
+    let leaky = "spot on but my token is ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    client.request("workspace/executeCommand", json!({"command": "marunochi.feedback", "arguments": [1, leaky]}));
 
     let row = eventually("the rated row", || {
         let store = Store::open(&home.join("marunochi.db")).ok()?;
@@ -43,13 +60,23 @@ fn shown_accepted_and_rated_suggestions_are_stored_with_secrets_redacted() {
     });
     assert_eq!(row.action, Action::Accepted);
     assert!(row.time_to_action.unwrap() >= 300, "{row:?}");
-    assert_eq!((row.user_rating, row.user_comment.as_deref()), (Some(1), Some("spot on")));
+    assert_eq!(
+        (row.user_rating, row.user_comment.as_deref()),
+        (Some(1), Some("spot on but my token is «redacted:github-token»"))
+    );
     assert_eq!((row.language.as_str(), row.model_version.as_str()), ("python", "smollm2-135m-instruct.gguf"));
     assert!(row.suggestion.starts_with("onacci"), "{row:?}");
     assert!(row.prompt_prefix.ends_with("    return fib"), "{row:?}");
     assert!(!row.prompt_prefix.contains("sk-live") && row.prompt_prefix.contains("«redacted"), "{row:?}");
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
+    // Nowhere under the home: database, WAL, logs, and the datasets curated from them.
+    let (ok, _, stderr) = run_cli(&home, &["curate", "--min-quality", "0"]);
+    assert!(ok, "{stderr}");
+    assert!(home.join("datasets").exists());
+    for secret in ["sk-live-abcdefghijklmnopqrstuvwxyz123456", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"] {
+        assert_eq!(files_holding(&home, secret), Vec::<std::path::PathBuf>::new(), "{secret}");
+    }
 }
 
 #[test]
@@ -455,28 +482,7 @@ fn forget_leaves_the_text_nowhere_under_the_home() {
     let checkpoint = home.join("train/python/checkpoint");
     std::fs::create_dir_all(&checkpoint).unwrap();
     std::fs::write(checkpoint.join("state.json"), "{}").unwrap();
-    let everything = |home: &Path| {
-        let mut found = Vec::new();
-        let mut pending = vec![home.to_owned()];
-        while let Some(dir) = pending.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-                if entry.path().is_dir() {
-                    pending.push(entry.path());
-                } else {
-                    found.push((entry.path(), std::fs::read(entry.path()).unwrap()));
-                }
-            }
-        }
-        found
-    };
-    let holding = |marker: &str| -> Vec<std::path::PathBuf> {
-        let marker = marker.as_bytes();
-        everything(&home)
-            .into_iter()
-            .filter(|(_, b)| b.windows(marker.len()).any(|w| w == marker))
-            .map(|(p, _)| p)
-            .collect()
-    };
+    let holding = |marker: &str| files_holding(&home, marker);
     assert!(holding("forget_me_0_4242").iter().any(|p| p.to_string_lossy().contains("datasets")), "curated first");
 
     let (ok, _, err) = run_cli(&home, &["data", "forget", "--file", &forgotten.to_string_lossy()]);
