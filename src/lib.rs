@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod doctor;
 pub mod engine;
 pub mod eval;
+pub mod history;
 pub mod home;
 pub mod jobs;
 pub mod logging;

@@ -1,0 +1,179 @@
+//! The yardstick for anything that claims to make suggestions better: real public repositories'
+//! history replayed as a user would have written it. Every function added or changed along the
+//! first-parent line of a pinned commit (`marunochi::history`) is a request: the file as it was at
+//! that commit with the function's body removed, the cursor where the body starts, sent through
+//! `marunochi lsp` (the daemon, the prompt, the post-processing: what an editor gets). The oldest
+//! 80 % of the functions are the "history" (the user's past, for training and retrieval), the
+//! newest 20 % the "exam", scored here against what the author wrote:
+//!
+//! - answered: share of requests that got a suggestion;
+//! - first line: the suggestion's first line equals the author's (whitespace trimmed);
+//! - edit similarity: character similarity (`eval::stats::edit_similarity`) between the suggestion
+//!   and as many lines of the author's body as the suggestion has (a short suggestion is judged on
+//!   what it tried, not on the rest of the function);
+//! - latency: request → answer, p50 and p95.
+//!
+//! `./scripts/test-deps.sh && ./scripts/replay-repos.sh && cargo bench --bench replay`
+//! (EXAM=n exam requests per repository, evenly spread over the newest 20 %, default 40;
+//! MODEL=path, default SmolLM2; REPOS=name,name to pick; EMPTY=1 prints every empty answer's
+//! cursor line). The repositories and their pinned commits are in `scripts/replay-repos.sh`.
+
+#[allow(dead_code)] // the benchmark uses a part of the tests' helpers
+#[path = "../tests/it/common.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use common::*;
+use marunochi::eval::stats::edit_similarity;
+use marunochi::history::{self, Walk, Written};
+use serde_json::json;
+
+/// Name, first-parent commit to replay up to (the same list as `scripts/replay-repos.sh`).
+const REPOS: [(&str, &str); 3] = [
+    ("more-itertools", "2fe1b2eeb9d75f994113fe3ac76d14b6bcd6fb10"),
+    ("cachetools", "28d4506f2a49d781ffbcecb095fa7aba5bb80aff"),
+    ("walkdir", "6fd031c82ba5a4204b4ce6eae73dacb00dc072ec"),
+];
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The LSP position (UTF-16) of byte `offset` of `text`.
+fn position(text: &str, offset: usize) -> (u32, u32) {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() as u32;
+    let column = before.rsplit('\n').next().unwrap_or("").encode_utf16().count() as u32;
+    (line, column)
+}
+
+/// The newest fifth of `all`, `count` of them spread evenly.
+fn exam(all: &[Written], count: usize) -> Vec<&Written> {
+    let newest = &all[all.len() * 4 / 5..];
+    let step = (newest.len() as f64 / count.max(1) as f64).max(1.0);
+    (0..count.min(newest.len())).map(|i| &newest[(i as f64 * step) as usize]).collect()
+}
+
+#[derive(Default)]
+struct Score {
+    requests: usize,
+    answered: usize,
+    first_line: usize,
+    similarity: Vec<f64>,
+    latency_ms: Vec<f64>,
+}
+
+impl Score {
+    fn add(&mut self, suggestion: &str, target: &str, ms: f64) {
+        self.requests += 1;
+        self.latency_ms.push(ms);
+        let lines = suggestion.lines().count().max(1);
+        let judged: String = target.split_inclusive('\n').take(lines).collect();
+        self.similarity.push(if suggestion.is_empty() { 0.0 } else { edit_similarity(suggestion, judged.trim_end()) });
+        if suggestion.trim().is_empty() {
+            return;
+        }
+        self.answered += 1;
+        let first = |s: &str| s.lines().next().unwrap_or("").trim().to_owned();
+        self.first_line += usize::from(first(suggestion) == first(target));
+    }
+
+    fn row(&mut self, name: &str) -> String {
+        self.latency_ms.sort_by(f64::total_cmp);
+        let share = |n: usize| 100.0 * n as f64 / self.requests.max(1) as f64;
+        format!(
+            "{name:<16} {:>5} {:>8.1}% {:>10.1}% {:>8.3} {:>8.0} {:>8.0}",
+            self.requests,
+            share(self.answered),
+            share(self.first_line),
+            marunochi::eval::stats::mean(&self.similarity),
+            percentile(&self.latency_ms, 0.5),
+            percentile(&self.latency_ms, 0.95),
+        )
+    }
+}
+
+fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize) -> Score {
+    let started = Instant::now();
+    let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() })
+        .unwrap_or_else(|e| panic!("{e} (run ./scripts/replay-repos.sh first)"));
+    let exam = exam(&all, count);
+    eprintln!(
+        "{name}: {} functions written in the history ({:.1} s to walk it); {} exam requests",
+        all.len(),
+        started.elapsed().as_secs_f64(),
+        exam.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 60\n");
+    let root = workspace(dir.path());
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"));
+    command.env("MARUNOCHI_HOME", &home).args(["lsp", "--model", &model.to_string_lossy()]);
+    let mut editor = Client::spawn(command);
+    editor.initialize(&root, &[]);
+    let show_empty = std::env::var_os("EMPTY").is_some();
+    let mut score = Score::default();
+    for (i, written) in exam.iter().enumerate() {
+        let uri = file_uri(&root.join(&written.path));
+        let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
+        let (line, character) = position(&text, written.body.start);
+        open_as(&mut editor, &uri, written.language, &text);
+        let asked = Instant::now();
+        let answer = inline(&mut editor, &uri, line, character);
+        let ms = asked.elapsed().as_secs_f64() * 1000.0;
+        editor.notify("textDocument/didClose", json!({"textDocument": {"uri": uri}}));
+        let suggestion = answer["result"]["items"][0]["insertText"].as_str().unwrap_or("").to_owned();
+        let target = &written.text[written.body.clone()];
+        if show_empty && suggestion.trim().is_empty() {
+            let cursor_line = text[..written.body.start].rsplit('\n').next().unwrap_or("");
+            eprintln!(
+                "  empty: {}:{} {:?} (author: {:?})",
+                written.path.display(),
+                line + 1,
+                cursor_line,
+                target.lines().next()
+            );
+        }
+        score.add(&suggestion, target, ms);
+        if (i + 1) % 10 == 0 {
+            eprintln!("  {name}: {}/{} ({:.0} s)", i + 1, exam.len(), started.elapsed().as_secs_f64());
+        }
+    }
+    drop(editor);
+    stop_daemon(&home);
+    score
+}
+
+fn main() {
+    let model = std::env::var_os("MODEL").map_or_else(|| fixture("smollm2-135m-instruct.gguf"), Into::into);
+    let count = env_or("EXAM", 40);
+    let picked = std::env::var("REPOS").ok();
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for (name, commit) in REPOS {
+        if picked.as_ref().is_some_and(|p| !p.split(',').any(|n| n == name)) {
+            continue;
+        }
+        let repo = repo_root().join(".test-deps/replay").join(format!("{name}.git"));
+        let mut score = replay(name, &repo, commit, &model, count);
+        rows.push(score.row(name));
+    }
+    println!("\nreplay with {} (exam: newest 20 % of each history)", model.display());
+    println!(
+        "{:<16} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8}",
+        "repository", "asked", "answered", "first line", "edit sim", "p50 ms", "p95 ms"
+    );
+    for row in rows {
+        println!("{row}");
+    }
+    println!("({:.0} s in all)", started.elapsed().as_secs_f64());
+}
