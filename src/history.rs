@@ -1,5 +1,5 @@
 //! Functions as their authors wrote them, from a git repository's history: for every commit on the
-//! first-parent line, oldest first, each function it added or changed, with the whole file as it
+//! first-parent line (a merge counts as the one change it brings), oldest first, each function it added or changed, with the whole file as it
 //! was at that commit and where the function's body is. The replay benchmark (`benches/replay.rs`)
 //! replays them as completions; mining a user's own repositories builds on the same walk.
 //!
@@ -67,10 +67,9 @@ pub enum HistoryError {
 /// Every function added or changed along the first-parent history of `walk.until`, oldest
 /// commit first (by path, then in file order, within a commit).
 pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError> {
-    let log = git(
-        repo,
-        &["log", "--first-parent", "--no-merges", "--reverse", "--format=%H%x00%at%x00%an <%ae>", &walk.until],
-    )?;
+    // A merge on the first-parent line brings in a whole branch: it is judged against its first
+    // parent, as one change.
+    let log = git(repo, &["log", "--first-parent", "--reverse", "--format=%H%x00%at%x00%an <%ae>", &walk.until])?;
     let mut blobs = Blobs::open(repo)?;
     let mut found = Vec::new();
     for line in log.lines() {
@@ -79,8 +78,19 @@ pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError>
         if walk.author.as_ref().is_some_and(|wanted| !author.contains(wanted.as_str())) {
             continue;
         }
-        let changed =
-            git(repo, &["diff-tree", "-r", "--root", "--no-commit-id", "--name-status", "--no-renames", commit])?;
+        let changed = git(
+            repo,
+            &[
+                "diff-tree",
+                "-r",
+                "--root",
+                "--no-commit-id",
+                "--name-status",
+                "--no-renames",
+                "--diff-merges=first-parent",
+                commit,
+            ],
+        )?;
         for entry in changed.lines() {
             let Some((status, path)) = entry.split_once('\t') else { continue };
             let Some(language) = language_of(Path::new(path)) else { continue };
@@ -314,9 +324,18 @@ mod tests {
 
         let anns = functions(repo, &Walk { author: Some("ann@x".into()), ..Walk::default() }).unwrap();
         assert_eq!(anns.len(), 3);
+
+        // A branch merged with a merge commit counts once, as the change it brings.
+        run(repo, &["checkout", "-q", "-b", "feature"]);
+        commit(repo, "Cid <cid@x>", &[("b.py", "def b():\n    return 'b'\n")]);
+        run(repo, &["checkout", "-q", "-"]);
+        run(repo, &["-c", "user.name=t", "-c", "user.email=t@x", "merge", "-q", "--no-ff", "-m", "merge", "feature"]);
+        let merged = functions(repo, &Walk::default()).unwrap();
+        assert_eq!(merged.len(), 5);
+        assert_eq!((merged[4].name.join("."), merged[4].path.to_str()), ("b".to_owned(), Some("b.py")));
         let files = files_at(repo, "HEAD", "python", 1 << 20).unwrap();
-        assert_eq!(files.len(), 1);
-        assert_eq!(files[0].1, third);
+        assert_eq!(files.iter().map(|(p, _)| p.to_str().unwrap()).collect::<Vec<_>>(), ["b.py", "m.py"]);
+        assert_eq!(files[1].1, third);
     }
 
     #[test]
