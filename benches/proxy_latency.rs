@@ -17,10 +17,6 @@ use serde_json::{Value, json};
 const TARGET_P50_MS: f64 = 0.1;
 const TARGET_P99_MS: f64 = 0.5;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 struct Row {
     name: &'static str,
     direct: Vec<f64>,

@@ -37,17 +37,6 @@ const REPOS: [(&str, &str); 3] = [
     ("walkdir", "6fd031c82ba5a4204b4ce6eae73dacb00dc072ec"),
 ];
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 /// The LSP position (UTF-16) of byte `offset` of `text`.
 fn position(text: &str, offset: usize) -> (u32, u32) {
     let before = &text[..offset];

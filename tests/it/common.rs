@@ -500,3 +500,18 @@ pub fn gate_verdict(home: &Path, version: &str, passed: bool) {
         json!({"passed": passed, "heldout": {"verdict": if passed { "better on 6 of 6" } else { "not significant" }}});
     std::fs::write(home.join("adapters/python").join(version).join("eval.json"), report.to_string()).unwrap();
 }
+
+/// A number from the environment, else `default` (the benchmarks' knobs).
+#[allow(dead_code)] // for the benchmarks
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The `p` quantile (0 to 1) of sorted values; NaN when there are none.
+#[allow(dead_code)] // for the benchmarks
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}

@@ -442,18 +442,23 @@ fn typing_the_start_of_a_suggestion_is_answered_with_the_rest_without_the_model(
     stop_daemon(&home);
 }
 
+/// `marunochi daemon` with the tiny model, started directly (no proxy).
+fn tiny_daemon(home: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .args(["daemon", "--model", &tiny_qwen2()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A connection that never sends its `Hello` (a stray or hostile local client) is closed after a
 /// few seconds, so the daemon still leaves when nobody uses it.
 #[test]
 fn a_silent_connection_does_not_keep_the_daemon_alive() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 1\n");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_marunochi"))
-        .env("MARUNOCHI_HOME", &home)
-        .args(["daemon", "--model", &tiny_qwen2()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = tiny_daemon(&home);
     let socket = socket_path(&Home::at(&home));
     let silent = eventually("the daemon's socket", || std::os::unix::net::UnixStream::connect(&socket).ok());
     let started = Instant::now();
@@ -535,12 +540,7 @@ fn the_daemon_closes_connections_from_other_users() {
     }
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 30\n");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_marunochi"))
-        .env("MARUNOCHI_HOME", &home)
-        .args(["daemon", "--model", &tiny_qwen2()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = tiny_daemon(&home);
     let socket = socket_path(&Home::at(&home));
     eventually("the daemon's socket", || socket.exists().then_some(()));
     // Opened up, as a careless umask or another tool might leave them.
