@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec::{self, Decoder, FrameReader, Incoming};
 
 /// How many bytes may wait for the language server before the editor's reader pauses.
-pub(crate) const BACKLOG_LIMIT: usize = 4 << 20;
+const BACKLOG_LIMIT: usize = 4 << 20;
 
 /// Bytes given to a [`Writer`] and not yet written to its peer. The editor's reader waits while
 /// the server's backlog is over [`BACKLOG_LIMIT`], so a server that stops reading slows the editor
