@@ -47,6 +47,9 @@ pub(crate) struct Generation<'a> {
     pub max_new_tokens: usize,
     pub sampling: Sampling,
     pub cancel: &'a AtomicBool,
+    /// Token healing: text taken off the end of the prompt that the generation must write again
+    /// first, and every token's text to choose the tokens that may do so.
+    pub heal: Option<(&'a str, &'a [String])>,
 }
 
 impl Generation<'_> {
@@ -74,9 +77,22 @@ impl Generation<'_> {
         };
         let mut tokens = Vec::new();
         let mut logprob_sum = 0.0;
+        let mut owed = self.heal.map_or("", |(text, _)| text);
         while tokens.len() < self.max_new_tokens {
             self.check_cancel()?;
-            let logprobs: Vec<f32> = log_softmax(&logits)?.to_vec1()?;
+            let mut logprobs: Vec<f32> = log_softmax(&logits)?.to_vec1()?;
+            if let Some((_, texts)) = self.heal.filter(|_| !owed.is_empty()) {
+                // Tokens that write all of the owed text (the one taken off the prompt among them),
+                // or all of it but its last space: byte-level tokenizers give a run of spaces'
+                // last one to the word after it, so `"\n       " + " self"` is how indented code
+                // reads in training. Shorter pieces would recreate the split healing undoes.
+                for (logprob, text) in logprobs.iter_mut().zip(texts) {
+                    let last_space_left = owed.strip_prefix(text.as_str()).is_some_and(|rest| rest == " ");
+                    if !(text.starts_with(owed) || (last_space_left && !text.is_empty())) {
+                        *logprob = f32::NEG_INFINITY;
+                    }
+                }
+            }
             let token = match self.sampling {
                 Sampling::Greedy => argmax(&logprobs),
                 Sampling::TopP { temperature, top_p, .. } => sample_top_p(&logprobs, temperature, top_p, &mut rng),
@@ -85,6 +101,9 @@ impl Generation<'_> {
                 break;
             }
             logprob_sum += logprobs[token as usize] as f64;
+            if let Some((_, texts)) = self.heal {
+                owed = owed.strip_prefix(texts[token as usize].as_str()).unwrap_or("");
+            }
             tokens.push(token);
             if let Verdict::Stop = stop(&tokens)? {
                 break;

@@ -73,11 +73,29 @@ pub fn example_tokens(
     let budget = Budget { max_prompt_tokens, prefix_share: 75, suffix_share: 25, context_share: 0 };
     let counter = count::Counter::new(tokenizer, &[prefix, suffix]);
     let mut prompt = tokenizer.encode_prompt(&prompt::build(template, &input, &budget, &|t| counter.count(t)))?;
+    // Learnt as served: the indentation token healing takes off the prompt is the answer's start.
+    if healed_token(tokenizer, template, &prompt).is_some() {
+        target.insert(0, prompt.pop().expect("healing needs a token"));
+    }
     if prompt.is_empty() {
         // A completion at the very start of a file: condition on the end token instead.
         prompt.extend(end);
     }
     Ok(Some((prompt, target)))
+}
+
+/// Token healing: the text of the prompt's last token when the model should write it again itself.
+/// That is bare indentation at the end of a prompt that ends at the cursor (the prefix-only
+/// template): tokenizers merge indentation with the word after it, so a prompt ending in it is a
+/// boundary the model never saw, and SmolLM2 answered most such requests (the start of a function
+/// body) with a newline or nothing on the replay benchmark. Cutting the prompt at the line break
+/// instead is no better: the line break merges with the indentation too.
+fn healed_token<'a>(tokenizer: &'a TextTokenizer, template: Template, prompt: &[u32]) -> Option<&'a str> {
+    if template != Template::PrefixOnly || prompt.len() < 2 {
+        return None;
+    }
+    let text = tokenizer.token_texts().get(*prompt.last()? as usize)?;
+    (text.ends_with([' ', '\t']) && text.trim().is_empty()).then_some(text.as_str())
 }
 
 /// Caches kept per (document, adapter); a handful covers the files being edited right now.
@@ -298,7 +316,11 @@ impl Engine {
         let input = &request.input;
         let counter = count::Counter::new(&self.tokenizer, &[input.prefix, input.suffix]);
         let prompt = prompt::build(self.template, input, &request.budget, &|text| counter.count(text));
-        let ids = self.tokenizer.encode_prompt(&prompt)?;
+        let mut ids = self.tokenizer.encode_prompt(&prompt)?;
+        let healed = healed_token(&self.tokenizer, self.template, &ids).unwrap_or_default();
+        if !healed.is_empty() {
+            ids.pop();
+        }
         let mode = postprocess::mode_at(input.prefix, input.suffix);
         let mut stops: Vec<&str> = self.template.stop_strings().to_vec();
         stops.extend(request.stop.iter().map(String::as_str));
@@ -309,25 +331,35 @@ impl Engine {
             ids,
             request.sampling,
             request.max_new_tokens,
+            healed,
             cancel,
             |text| {
-                // A token can end inside a multi-byte character; wait for the rest of it.
-                match scanner.scan(text.trim_end_matches('\u{FFFD}')) {
-                    Scan::Stop(at) => Some(at),
+                // A token can end inside a multi-byte character; wait for the rest of it. The
+                // healed text is the prompt's, not the completion's.
+                let text = text.trim_end_matches('\u{FFFD}').strip_prefix(healed)?;
+                match scanner.scan(text) {
+                    Scan::Stop(at) => Some(healed.len() + at),
                     Scan::Continue => None,
                 }
             },
         )?;
-        let text = postprocess::finish(&stats.text, input.prefix, input.suffix, mode);
+        let text = postprocess::finish(stats.text.strip_prefix(healed).unwrap_or(""), input.prefix, input.suffix, mode);
         Ok(Completion { text, raw: stats.text.clone(), mode, template: self.template, stats })
     }
 
     /// Continues `request.prompt` as plain text, reusing the cached prefix of the same key and adapter.
     pub fn continue_text(&self, request: &TokenRequest, cancel: &AtomicBool) -> Result<Continuation, EngineError> {
         let prompt = self.tokenizer.encode(request.prompt)?;
-        self.run(request.cache_key, request.adapter, prompt, request.sampling, request.max_new_tokens, cancel, |text| {
-            request.stop.iter().filter_map(|s| text.find(s.as_str())).min()
-        })
+        self.run(
+            request.cache_key,
+            request.adapter,
+            prompt,
+            request.sampling,
+            request.max_new_tokens,
+            "",
+            cancel,
+            |text| request.stop.iter().filter_map(|s| text.find(s.as_str())).min(),
+        )
     }
 
     /// Generates after `prompt`; `cut_at` sees the decoded text after every token and says where it
@@ -340,6 +372,7 @@ impl Engine {
         prompt: Vec<u32>,
         sampling: Sampling,
         max_new_tokens: usize,
+        heal: &str,
         cancel: &AtomicBool,
         mut cut_at: impl FnMut(&str) -> Option<usize> + Send,
     ) -> Result<Continuation, EngineError> {
@@ -359,6 +392,7 @@ impl Engine {
             max_new_tokens,
             sampling,
             cancel,
+            heal: (!heal.is_empty()).then(|| (heal, self.tokenizer.token_texts())),
         };
         let mut cut = None;
         // On one of candle's rayon threads: candle's own small ops (norms, RoPE) split their work

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use candle_core::quantized::gguf_file;
 use tokenizers::models::bpe::{BPE, Vocab};
@@ -23,6 +24,8 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     /// Ids that end a generation (EOS and the family's end-of-text tokens that exist here).
     pub end_ids: Vec<u32>,
+    /// Every id's text, built on first use (token healing).
+    texts: OnceLock<Vec<String>>,
 }
 
 impl TextTokenizer {
@@ -83,7 +86,22 @@ impl TextTokenizer {
         end_ids.extend(eos);
         end_ids.sort_unstable();
         end_ids.dedup();
-        TextTokenizer { inner, end_ids }
+        TextTokenizer { inner, end_ids, texts: OnceLock::new() }
+    }
+
+    /// Every id's text as it reads inside a sequence: decoded after a newline, since some decoders
+    /// drop a word-boundary space at the very start of a text.
+    pub fn token_texts(&self) -> &[String] {
+        self.texts.get_or_init(|| {
+            let anchor = self.inner.encode("\n", false).ok().and_then(|e| e.get_ids().first().copied());
+            let base = anchor.and_then(|a| self.decode(&[a]).ok()).unwrap_or_default();
+            (0..self.vocab_size() as u32)
+                .map(|id| {
+                    let pair = anchor.map_or_else(|| self.decode(&[id]), |a| self.decode(&[a, id]));
+                    pair.ok().and_then(|t| t.strip_prefix(base.as_str()).map(str::to_owned)).unwrap_or_default()
+                })
+                .collect()
+        })
     }
 
     /// Number of ids the tokenizer can produce (added tokens included).

@@ -402,6 +402,52 @@ fn complete_picks_the_template_from_the_tokenizer_and_post_processes() {
     assert!(completion.stats.prompt_tokens > 10, "{completion:?}");
 }
 
+/// A cursor after bare indentation, at the start of a function body: the prompt ends in a token
+/// boundary the model never saw (tokenizers merge indentation with the next word). Before token
+/// healing SmolLM2 answered this one with nothing.
+#[test]
+fn token_healing_lets_the_model_write_the_indentation_it_would_have_written() {
+    let smol = load("smollm2-135m-instruct.gguf");
+    let complete = |prefix: &str| {
+        let request = marunochi::engine::CompletionRequest {
+            cache_key: prefix,
+            input: marunochi::engine::PromptInput {
+                path: "t.py",
+                prefix,
+                suffix: "\n",
+                repo_name: None,
+                open_files: &[],
+                recent_edits: &[],
+            },
+            adapter: None,
+            sampling: Sampling::Greedy,
+            max_new_tokens: 32,
+            budget: marunochi::engine::Budget::default(),
+            stop: &[],
+        };
+        smol.complete(&request, &AtomicBool::new(false)).unwrap()
+    };
+    let test_method = complete("class T:\n    def test_basic(self):\n        ");
+    let text = test_method.text.unwrap_or_else(|| panic!("nothing for a test method: {:?}", test_method.raw));
+    assert!(text.starts_with("self."), "{text:?}");
+    // The answer starts where the cursor is: the indentation taken off the prompt is not repeated.
+    assert!(
+        test_method.raw.starts_with("\n        ") && !text.starts_with(char::is_whitespace),
+        "{:?}",
+        test_method.raw
+    );
+
+    // Training examples are built the same way: the indentation token starts the target.
+    let tokenizer = smol.tokenizer();
+    let (prompt, target) =
+        marunochi::engine::example_tokens(tokenizer, smol.template(), "def f(x):\n    ", "\n", "return x", (256, 64))
+            .unwrap()
+            .unwrap();
+    // (SmolLM2's tokenizer merges the line break with the indentation.)
+    assert!(tokenizer.decode(&prompt).unwrap().ends_with("def f(x):"), "{:?}", tokenizer.decode(&prompt));
+    assert!(tokenizer.decode(&target).unwrap().starts_with("\n    return x"), "{:?}", tokenizer.decode(&target));
+}
+
 /// An independent check beside candle-transformers: float64 numpy forward passes written by
 /// `fixtures/reference.py` (tiny-qwen2, tiny-qwen2 + LoRA, tiny-llama on a FIM text).
 #[test]
