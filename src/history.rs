@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 
 use crate::syntax::Syntax;
 
@@ -27,8 +28,8 @@ pub struct Written {
     pub language: &'static str,
     /// Outermost first (`["Cache", "get"]`).
     pub name: Vec<String>,
-    /// The whole file at that commit.
-    pub text: String,
+    /// The whole file at that commit, shared by the functions written in it.
+    pub text: Arc<str>,
     /// The body the author wrote: from its first character (after the first body line's
     /// indentation, where an editor leaves the cursor) to the end of its last line before a
     /// closing brace (the brace itself stays in the suffix).
@@ -98,6 +99,7 @@ pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError>
                 continue;
             }
             let Some(text) = blobs.read(&format!("{commit}:{path}"), walk.max_file_bytes)? else { continue };
+            let text: Arc<str> = text.into();
             let before =
                 if status == "M" { blobs.read(&format!("{commit}^:{path}"), walk.max_file_bytes)? } else { None };
             let previous = before.as_deref().map(|b| function_texts(language, b)).unwrap_or_default();
