@@ -36,6 +36,7 @@ fn suggestion(i: usize) -> Suggestion {
         prefix: "def fibonacci(n):\n    return fib\n".repeat(300),
         suffix: "\nprint(fibonacci(10))\n".repeat(100),
         context_files: vec!["src/util.py".into()],
+        sources: vec!["open_files"],
         recent_edits: Vec::new(),
         version: 7,
     }

@@ -22,7 +22,7 @@
 #[path = "../tests/it/common.rs"]
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::*;
@@ -80,7 +80,7 @@ impl Score {
         self.latency_ms.sort_by(f64::total_cmp);
         let share = |n: usize| 100.0 * n as f64 / self.requests.max(1) as f64;
         format!(
-            "{name:<16} {:>5} {:>8.1}% {:>10.1}% {:>8.3} {:>8.0} {:>8.0}",
+            "{name:<28} {:>5} {:>8.1}% {:>10.1}% {:>8.3} {:>8.0} {:>8.0}",
             self.requests,
             share(self.answered),
             share(self.first_line),
@@ -91,61 +91,115 @@ impl Score {
     }
 }
 
-fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize) -> Score {
+/// A configuration the exam is asked under: its name and its `[serving]` settings.
+const VARIANTS: [(&str, &str); 3] = [
+    ("none", "repository_snippets = 0\n"),
+    ("snippets", "repository_snippets = 2\n"),
+    ("snippets-35", "repository_snippets = 3\ncontext_share = 35\n"),
+];
+
+/// The workspace as the author had it when writing `written`: the files of the commit before it,
+/// and the file being written as it is at the commit with the function's body removed. The root
+/// carries the repository's name (Qwen's prompts name it); a new root per request gives each its
+/// own documents, so no request reuses another's KV cache and runs are repeatable.
+fn workspace_for(dir: &Path, repo: &Path, name: &str, written: &Written, text: &str) -> PathBuf {
+    let root = dir.join(name);
+    let before = format!("{}^", written.commit);
+    for (path, content) in history::files_at(repo, &before, written.language, 512 * 1024).unwrap_or_default() {
+        std::fs::create_dir_all(root.join(&path).parent().unwrap()).unwrap();
+        std::fs::write(root.join(&path), content).unwrap();
+    }
+    std::fs::create_dir_all(root.join(&written.path).parent().unwrap()).unwrap();
+    std::fs::write(root.join(&written.path), text).unwrap();
+    root
+}
+
+/// Asks `marunochi lsp` for the suggestion at the start of `written`'s body in `root`.
+fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str) -> (String, f64) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"));
+    command.env("MARUNOCHI_HOME", home).args(["lsp", "--model", &model.to_string_lossy()]);
+    let mut editor = Client::spawn(command);
+    editor.initialize(root, &[]);
+    // The repository index builds in the background; an editor would ask before it is done, but
+    // the exam is about what it adds.
+    let started = Instant::now();
+    loop {
+        let status =
+            editor.request("workspace/executeCommand", json!({"command": "marunochi.status", "arguments": []}));
+        let repository = &status["result"]["repository"];
+        if repository.is_null() || repository.is_object() || started.elapsed().as_secs() > 60 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let uri = file_uri(&root.join(&written.path));
+    let (line, character) = position(text, written.body.start);
+    open_as(&mut editor, &uri, written.language, text);
+    let asked = Instant::now();
+    let answer = inline(&mut editor, &uri, line, character);
+    let ms = asked.elapsed().as_secs_f64() * 1000.0;
+    editor.shutdown_and_exit();
+    (answer["result"]["items"][0]["insertText"].as_str().unwrap_or("").to_owned(), ms)
+}
+
+fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize, variants: &[(&str, &str)]) -> Vec<Score> {
     let started = Instant::now();
     let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() })
         .unwrap_or_else(|e| panic!("{e} (run ./scripts/replay-repos.sh first)"));
     let exam = exam(&all, count);
     eprintln!(
-        "{name}: {} functions written in the history ({:.1} s to walk it); {} exam requests",
+        "{name}: {} functions written in the history ({:.1} s to walk it); {} exam requests × {} configurations",
         all.len(),
         started.elapsed().as_secs_f64(),
-        exam.len()
+        exam.len(),
+        variants.len()
     );
     let dir = tempfile::tempdir().unwrap();
-    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 60\n");
-    let root = workspace(dir.path());
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"));
-    command.env("MARUNOCHI_HOME", &home).args(["lsp", "--model", &model.to_string_lossy()]);
-    let mut editor = Client::spawn(command);
-    editor.initialize(&root, &[]);
+    let homes: Vec<PathBuf> = variants
+        .iter()
+        .map(|(variant, settings)| {
+            let home = dir.path().join(variant).join("home");
+            std::fs::create_dir_all(&home).unwrap();
+            std::fs::write(home.join("config.toml"), format!("[daemon]\nidle_exit_secs = 60\n[serving]\n{settings}"))
+                .unwrap();
+            home
+        })
+        .collect();
     let show_empty = std::env::var_os("EMPTY").is_some();
-    let mut score = Score::default();
+    let mut scores: Vec<Score> = variants.iter().map(|_| Score::default()).collect();
     for (i, written) in exam.iter().enumerate() {
-        let uri = file_uri(&root.join(&written.path));
         let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
-        let (line, character) = position(&text, written.body.start);
-        open_as(&mut editor, &uri, written.language, &text);
-        let asked = Instant::now();
-        let answer = inline(&mut editor, &uri, line, character);
-        let ms = asked.elapsed().as_secs_f64() * 1000.0;
-        editor.notify("textDocument/didClose", json!({"textDocument": {"uri": uri}}));
-        let suggestion = answer["result"]["items"][0]["insertText"].as_str().unwrap_or("").to_owned();
         let target = &written.text[written.body.clone()];
-        if show_empty && suggestion.trim().is_empty() {
-            let cursor_line = text[..written.body.start].rsplit('\n').next().unwrap_or("");
-            eprintln!(
-                "  empty: {}:{} {:?} (author: {:?})",
-                written.path.display(),
-                line + 1,
-                cursor_line,
-                target.lines().next()
-            );
+        for ((variant, _), (home, score)) in variants.iter().zip(homes.iter().zip(&mut scores)) {
+            let root = workspace_for(&dir.path().join(variant).join(i.to_string()), repo, name, written, &text);
+            let (suggestion, ms) = ask(home, model, &root, written, &text);
+            if show_empty && suggestion.trim().is_empty() {
+                let cursor_line = text[..written.body.start].rsplit('\n').next().unwrap_or("");
+                eprintln!(
+                    "  {variant} empty: {}: {cursor_line:?} (author: {:?})",
+                    written.path.display(),
+                    target.lines().next()
+                );
+            }
+            score.add(&suggestion, target, ms);
         }
-        score.add(&suggestion, target, ms);
         if (i + 1) % 10 == 0 {
             eprintln!("  {name}: {}/{} ({:.0} s)", i + 1, exam.len(), started.elapsed().as_secs_f64());
         }
     }
-    drop(editor);
-    stop_daemon(&home);
-    score
+    for home in &homes {
+        stop_daemon(home);
+    }
+    scores
 }
 
 fn main() {
     let model = std::env::var_os("MODEL").map_or_else(|| fixture("smollm2-135m-instruct.gguf"), Into::into);
     let count = env_or("EXAM", 40);
     let picked = std::env::var("REPOS").ok();
+    let chosen = std::env::var("VARIANTS").unwrap_or_else(|_| "none,snippets".into());
+    let variants: Vec<(&str, &str)> =
+        VARIANTS.iter().copied().filter(|(name, _)| chosen.split(',').any(|c| c == *name)).collect();
     let started = Instant::now();
     let mut rows = Vec::new();
     for (name, commit) in REPOS {
@@ -153,12 +207,13 @@ fn main() {
             continue;
         }
         let repo = repo_root().join(".test-deps/replay").join(format!("{name}.git"));
-        let mut score = replay(name, &repo, commit, &model, count);
-        rows.push(score.row(name));
+        for ((variant, _), mut score) in variants.iter().zip(replay(name, &repo, commit, &model, count, &variants)) {
+            rows.push(score.row(&format!("{name} {variant}")));
+        }
     }
     println!("\nreplay with {} (exam: newest 20 % of each history)", model.display());
     println!(
-        "{:<16} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8}",
+        "{:<28} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8}",
         "repository", "asked", "answered", "first line", "edit sim", "p50 ms", "p95 ms"
     );
     for row in rows {

@@ -38,6 +38,7 @@ fn shown(id: &str, uri: &str) -> Shown {
         prompt_prefix: String::new(),
         prompt_suffix: String::new(),
         context_files: Vec::new(),
+        context_sources: Vec::new(),
         recent_edits: "[]".into(),
         document_version: 1,
     }

@@ -39,6 +39,15 @@ debounce_ms = 25
 max_tokens = 64
 # Other open documents of the workspace offered to the model as context (most recently edited first).
 context_files = 3
+# Functions of the workspace's files most like the lines before the cursor (BM25 over tree-sitter
+# units, kept up to date as files change on disk), offered as context; 0 turns it off.
+repository_snippets = 2
+# Your recent edits (in any open document) offered as context.
+recent_edits = true
+# Tokens a prompt may take, and the share (percent) of them the context may use; the rest is the
+# text around the cursor. Longer prompts see more but cost more time on every cache miss.
+prompt_tokens = 1024
+context_share = 20
 
 [capture]
 # After you accept a suggestion, edits inside it for this long count as corrections of it (the
@@ -301,11 +310,24 @@ pub struct ServingConfig {
     pub debounce_ms: u64,
     pub max_tokens: usize,
     pub context_files: usize,
+    pub repository_snippets: usize,
+    pub recent_edits: bool,
+    pub prompt_tokens: usize,
+    pub context_share: u32,
 }
 
 impl Default for ServingConfig {
     fn default() -> ServingConfig {
-        ServingConfig { completion_deadline_ms: 80, debounce_ms: 25, max_tokens: 64, context_files: 3 }
+        ServingConfig {
+            completion_deadline_ms: 80,
+            debounce_ms: 25,
+            max_tokens: 64,
+            context_files: 3,
+            repository_snippets: 2,
+            recent_edits: true,
+            prompt_tokens: 1024,
+            context_share: 20,
+        }
     }
 }
 

@@ -148,12 +148,9 @@ pub fn files_at(
     Ok(files)
 }
 
+/// Python and Rust: the languages whose function bodies `body_of` can find.
 fn language_of(path: &Path) -> Option<&'static str> {
-    match path.extension()?.to_str()? {
-        "py" => Some("python"),
-        "rs" => Some("rust"),
-        _ => None,
-    }
+    Syntax::language_of_path(path).filter(|l| matches!(*l, "python" | "rust"))
 }
 
 /// Functions (not classes) of `text`, each by its name path, in document order; a name path that
@@ -190,6 +187,9 @@ fn body_of(language: &str, text: &str, range: Range<usize>) -> Option<Range<usiz
         match b {
             b'(' | b'[' => depth += 1,
             b')' | b']' => depth -= 1,
+            // A Python default value may be a dict (`def f(x={'a': 1}):`).
+            b'{' if opener == b':' => depth += 1,
+            b'}' if opener == b':' => depth -= 1,
             _ if b == opener && depth == 0 => {
                 header_end = Some(i);
                 break;
@@ -300,7 +300,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path();
         run(repo, &["init", "-q"]);
-        let first = "def add(a: int, b: int) -> int:\n    return a + b\n\ndef one(): return 1\n";
+        let first = "def add(a: int, b: int) -> int:\n    return a + b\n\ndef one(): return 1\n\n\
+                     def pick(x={'a': 1}):\n    return x\n";
         commit(repo, "Ann <ann@x>", &[("m.py", first), ("notes.txt", "x")]);
         let second = "def add(a: int, b: int) -> int:\n    return a + b\n\n\
                       class Box:\n    def get(self, key: dict[str, int]):\n        value = self.items[key]\n        return value\n";
@@ -315,17 +316,18 @@ mod tests {
             named,
             vec![
                 ("add".to_owned(), "return a + b"),
+                ("pick".to_owned(), "return x"),
                 ("Box.get".to_owned(), "value = self.items[key]\n        return value"),
                 ("f".to_owned(), "let x = a[0];\n    Ok(())"),
                 ("add".to_owned(), "total = a + b\n    return total"),
             ],
             "one-line `one` has no body; unchanged `add` in the second commit is not repeated"
         );
-        assert_eq!(all[3].previous.as_deref(), Some("def add(a: int, b: int) -> int:\n    return a + b"));
-        assert!(all[0].time <= all[3].time && all[1].author == "Bob <bob@x>");
+        assert_eq!(all[4].previous.as_deref(), Some("def add(a: int, b: int) -> int:\n    return a + b"));
+        assert!(all[0].time <= all[4].time && all[2].author == "Bob <bob@x>");
 
         let anns = functions(repo, &Walk { author: Some("ann@x".into()), ..Walk::default() }).unwrap();
-        assert_eq!(anns.len(), 3);
+        assert_eq!(anns.len(), 4);
 
         // A branch merged with a merge commit counts once, as the change it brings.
         run(repo, &["checkout", "-q", "-b", "feature"]);
@@ -333,8 +335,8 @@ mod tests {
         run(repo, &["checkout", "-q", "-"]);
         run(repo, &["-c", "user.name=t", "-c", "user.email=t@x", "merge", "-q", "--no-ff", "-m", "merge", "feature"]);
         let merged = functions(repo, &Walk::default()).unwrap();
-        assert_eq!(merged.len(), 5);
-        assert_eq!((merged[4].name.join("."), merged[4].path.to_str()), ("b".to_owned(), Some("b.py")));
+        assert_eq!(merged.len(), 6);
+        assert_eq!((merged[5].name.join("."), merged[5].path.to_str()), ("b".to_owned(), Some("b.py")));
         let files = files_at(repo, "HEAD", "python", 1 << 20).unwrap();
         assert_eq!(files.iter().map(|(p, _)| p.to_str().unwrap()).collect::<Vec<_>>(), ["b.py", "m.py"]);
         assert_eq!(files[1].1, third);

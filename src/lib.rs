@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod quality;
 pub mod redact;
 pub mod retention;
+pub mod retrieve;
 pub mod serving;
 pub mod store;
 pub mod syntax;

@@ -109,6 +109,19 @@ impl Syntax {
         all.iter().find(|s| s.name == name)
     }
 
+    /// The language of a source file by its extension, named as [`Syntax::for_language`] takes it.
+    pub fn language_of_path(path: &std::path::Path) -> Option<&'static str> {
+        match path.extension()?.to_str()? {
+            "py" | "pyi" => Some("python"),
+            "rs" => Some("rust"),
+            "js" | "jsx" | "mjs" | "cjs" => Some("javascript"),
+            "ts" | "mts" | "cts" => Some("typescript"),
+            "tsx" => Some("typescriptreact"),
+            "go" => Some("go"),
+            _ => None,
+        }
+    }
+
     /// The syntax tree of `text`; `None` when it is too big or not text a parser accepts.
     pub fn parse(&self, text: &str) -> Option<Tree> {
         if text.len() > MAX_PARSE_BYTES {

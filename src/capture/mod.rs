@@ -323,6 +323,7 @@ impl Recorder {
             prompt_prefix: s.prefix.clone(),
             prompt_suffix: s.suffix.clone(),
             context_files: s.context_files.clone(),
+            context_sources: s.sources.iter().map(|s| (*s).to_owned()).collect(),
             recent_edits: serde_json::to_string(&s.recent_edits).unwrap_or_default(),
             document_version: s.version,
         }

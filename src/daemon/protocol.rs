@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frames larger than this are refused: a completion request is a few windows of one document.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -55,6 +55,9 @@ pub struct CompleteRequest {
     pub open_files: Vec<ContextFile>,
     pub recent_edits: Vec<RecentEdit>,
     pub max_new_tokens: usize,
+    /// Tokens the prompt may take (within the model's context) and the context's share of them.
+    pub prompt_tokens: usize,
+    pub context_share: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

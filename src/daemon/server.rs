@@ -456,9 +456,8 @@ fn complete(engine: &Engine, job: &Job, cache_key: &str, adapter: Option<&str>) 
         .collect();
     let max_context = engine.config().max_position;
     let budget = Budget {
-        max_prompt_tokens: Budget::default()
-            .max_prompt_tokens
-            .min(max_context.saturating_sub(request.max_new_tokens + 1)),
+        max_prompt_tokens: request.prompt_tokens.min(max_context.saturating_sub(request.max_new_tokens + 1)),
+        context_share: request.context_share,
         ..Budget::default()
     };
     let result = engine.complete(

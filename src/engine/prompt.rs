@@ -203,6 +203,18 @@ pub fn build(template: Template, input: &PromptInput<'_>, budget: &Budget, count
     let bare = Parts { prefix: "", suffix: "", files: Vec::new(), edits: Vec::new() };
     let avail = budget.max_prompt_tokens.saturating_sub(count(&render(template, input, &bare).text));
 
+    // A context file the window around the cursor already shows (a function a few lines up) is not
+    // repeated: the prefix and suffix get at least their shares of what is available.
+    let total_share = (budget.prefix_share + budget.suffix_share + budget.context_share).max(1) as usize;
+    let near_prefix = fit_tail(input.prefix, avail * budget.prefix_share as usize / total_share, count);
+    let near_suffix = fit_head(suffix, avail * budget.suffix_share as usize / total_share, count);
+    let fresh: Vec<ContextFile<'_>> = input
+        .open_files
+        .iter()
+        .filter(|f| !(near_prefix.contains(f.text.trim()) || near_suffix.contains(f.text.trim())))
+        .copied()
+        .collect();
+    let input = &PromptInput { open_files: &fresh, ..*input };
     let costs = ContextCosts::new(template, input, count);
     let prefix_need = count(fit_tail(input.prefix, avail, count));
     let suffix_need = count(fit_head(suffix, avail, count));
@@ -886,6 +898,29 @@ mod tests {
         let first = prompt.text.find("first.py").expect("first.py included");
         assert!(third < first);
         assert!(!prompt.text.contains("huge.py"));
+    }
+
+    #[test]
+    fn context_the_window_already_shows_is_not_repeated() {
+        let helper = "def helper(x):\n    return x + 1";
+        let prefix = format!("{helper}\n\n\ndef main():\n    ");
+        let far = format!("{helper}\n{}\ndef main():\n    ", "# filler line\n".repeat(400));
+        let files = [ContextFile { path: "m.py", text: helper }, ContextFile { path: "n.py", text: "n = 2" }];
+        let near = build(
+            Template::QwenFim,
+            &PromptInput { open_files: &files, ..input(&prefix, "") },
+            &Budget::default(),
+            &chars,
+        );
+        assert_eq!(near.text.matches("return x + 1").count(), 1, "{}", near.text);
+        assert!(near.text.contains("n = 2"));
+        let far = build(
+            Template::QwenFim,
+            &PromptInput { open_files: &files, ..input(&far, "") },
+            &Budget::default(),
+            &chars,
+        );
+        assert!(far.text.contains("<|file_sep|>m.py\ndef helper"), "out of the window, it is context: {}", far.text);
     }
 
     #[test]

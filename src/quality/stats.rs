@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::Band;
-use crate::store::{AdapterVersion, DriftEvent, Store, StoreError, WeekMetrics};
+use crate::store::{AdapterVersion, DriftEvent, SourceMetrics, Store, StoreError, WeekMetrics};
 
 pub struct Stats {
     pub weeks: Vec<WeekMetrics>,
@@ -17,6 +17,8 @@ pub struct Stats {
     pub drift: Vec<DriftEvent>,
     /// Trained adapters, their state and the eval gate's verdict.
     pub adapters: Vec<AdapterVersion>,
+    /// Per language and context source, what became of the suggestions it went into.
+    pub sources: Vec<SourceMetrics>,
 }
 
 const BANDS: [Band; 5] = [Band::Excellent, Band::Good, Band::Acceptable, Band::Poor, Band::Bad];
@@ -44,6 +46,7 @@ pub fn collect(store: &Store) -> Result<Stats, StoreError> {
         bands,
         drift: store.drift_events()?,
         adapters: store.adapter_versions(None)?,
+        sources: store.source_metrics()?,
     })
 }
 
@@ -114,6 +117,7 @@ pub fn render_terminal(stats: &Stats) -> String {
                 let _ = writeln!(out, "    {check:>4} {} {:>4.0}%  ({judged})", bar(*survival, 30), survival * 100.0);
             }
         }
+        sources_terminal(stats, &language, &mut out);
         if let Some(bands) = stats.bands.get(&language) {
             let total: usize = bands.iter().sum();
             let _ = writeln!(out, "  quality");
@@ -134,6 +138,25 @@ pub fn render_terminal(stats: &Stats) -> String {
     }
     adapters_terminal(stats, &mut out);
     out
+}
+
+/// Acceptance per context source (a suggestion counts under each source its prompt had).
+fn sources_terminal(stats: &Stats, language: &str, out: &mut String) {
+    let rows: Vec<&SourceMetrics> = stats.sources.iter().filter(|s| s.language == language).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  context sources   {:>6} {:>7} {:>12}", "shown", "taken", "kept 7 days");
+    for s in rows {
+        let _ = writeln!(
+            out,
+            "    {:<15} {:>6} {:>7} {:>12}",
+            s.source,
+            s.decided,
+            percent(s.taken, s.decided),
+            percent(s.survived_7d, s.judged_7d)
+        );
+    }
 }
 
 fn adapters_terminal(stats: &Stats, out: &mut String) {
@@ -221,6 +244,21 @@ pub fn render_html(stats: &Stats) -> String {
                 })
                 .collect();
             let _ = write!(body, "<h3>Retention</h3>{}", svg_bars(&rows));
+        }
+        let sources: Vec<&SourceMetrics> = stats.sources.iter().filter(|s| s.language == language).collect();
+        if !sources.is_empty() {
+            body.push_str("<h3>Context sources</h3><table><tr><th>source</th><th>shown</th><th>taken</th><th>kept 7 days</th></tr>");
+            for s in sources {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&s.source),
+                    s.decided,
+                    percent(s.taken, s.decided),
+                    percent(s.survived_7d, s.judged_7d)
+                );
+            }
+            body.push_str("</table>");
         }
         if let Some(bands) = stats.bands.get(&language) {
             let total = bands.iter().sum::<usize>().max(1) as f64;

@@ -115,6 +115,7 @@ mod tests {
             prefix: String::new(),
             suffix: String::new(),
             context_files: Vec::new(),
+            sources: Vec::new(),
             recent_edits: Vec::new(),
             version: 4,
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Outcome, Suggestion};
+use super::{Outcome, Snippets, Suggestion};
 use crate::daemon::protocol::CompleteRequest;
 use crate::daemon::{Client, ClientError};
 use crate::home::Home;
@@ -17,9 +17,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 pub(super) async fn generate(
     link: Arc<Link>,
-    request: CompleteRequest,
+    mut request: CompleteRequest,
     mut shown: Suggestion,
     debounce: Duration,
+    snippets: Option<Snippets>,
     mut cancelled: watch::Receiver<bool>,
 ) -> Outcome {
     // `wait_for` also returns when the sender is gone: then nobody wants the answer either.
@@ -27,6 +28,16 @@ pub(super) async fn generate(
         tokio::select! {
             _ = tokio::time::sleep(debounce) => {}
             _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
+        }
+    }
+    // After the debounce, so a keystroke that replaces this request costs no search either.
+    if let Some(snippets) = snippets {
+        let found =
+            snippets.repository.search(&request.prefix, &request.suffix, snippets.current.as_deref(), snippets.count);
+        if !found.is_empty() {
+            shown.sources.insert(0, "snippets");
+            shown.context_files.splice(0..0, found.iter().map(|f| f.path.clone()));
+            request.open_files.splice(0..0, found);
         }
     }
     let client = tokio::select! {

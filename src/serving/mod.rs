@@ -11,6 +11,7 @@ mod context;
 pub mod items;
 mod language;
 mod link;
+mod snippets;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use context::{Edit, PREFIX_BYTES, SUFFIX_BYTES, head, tail};
 pub use language::language_at;
 use link::{Link, LinkState, generate};
+use snippets::Repository;
 
 use crate::config::ServingConfig;
 use crate::daemon::protocol::{CompleteRequest, RecentEdit};
@@ -65,8 +67,11 @@ pub struct Suggestion {
     /// The document window the prompt was built from, so a training example can be rebuilt.
     pub prefix: String,
     pub suffix: String,
-    /// The other documents the prompt was offered as context (paths), and the recent edits.
+    /// The files the prompt was offered as context (paths: repository snippets, then other open
+    /// documents), and the recent edits.
     pub context_files: Vec<String>,
+    /// The context sources that offered something: `snippets`, `open_files`, `recent_edits`.
+    pub sources: Vec<&'static str>,
     pub recent_edits: Vec<RecentEdit>,
     /// The document version the suggestion was made against.
     pub version: i32,
@@ -136,6 +141,13 @@ pub struct Finished {
     pub outcome: Outcome,
 }
 
+/// What a generation asks the repository index for once its debounce is over.
+pub(crate) struct Snippets {
+    repository: Arc<Repository>,
+    count: usize,
+    current: Option<PathBuf>,
+}
+
 /// The ticket of the connection warm-up at start: it answers no request.
 pub const WARM_UP: u64 = 0;
 
@@ -155,6 +167,8 @@ pub struct Serving {
     edit_sequence: u64,
     edits: VecDeque<Edit>,
     roots: Vec<String>,
+    /// The workspace's functions, when `repository_snippets` is on and the editor named roots.
+    repository: Option<Arc<Repository>>,
     recent: VecDeque<(Suggestion, bool)>,
     sink: Box<dyn CaptureSink>,
     /// Whether the user has been told that AI is off (told once per outage).
@@ -185,6 +199,7 @@ impl Serving {
             edit_sequence: 0,
             edits: VecDeque::new(),
             roots: Vec::new(),
+            repository: None,
             recent: VecDeque::new(),
             sink: Box::new(LogSink),
             told_unavailable: false,
@@ -216,6 +231,9 @@ impl Serving {
         let mut directories: Vec<PathBuf> = self.roots.iter().filter_map(|r| crate::uri::to_path(r)).collect();
         directories.sort();
         directories.dedup();
+        if self.config.repository_snippets > 0 && !directories.is_empty() {
+            self.repository = Some(Arc::new(Repository::start(directories.clone())));
+        }
         self.sink.workspace(&directories);
     }
 
@@ -253,7 +271,14 @@ impl Serving {
         let prefix = tail(&doc.text[..offset], PREFIX_BYTES).to_owned();
         let suffix = head(&doc.text[offset..], SUFFIX_BYTES).to_owned();
         let open_files = self.context_files(mirror, uri);
-        let recent_edits = self.recent_edits(uri, offset);
+        let recent_edits = if self.config.recent_edits { self.recent_edits(uri, offset) } else { Vec::new() };
+        let mut sources = Vec::new();
+        if !open_files.is_empty() {
+            sources.push("open_files");
+        }
+        if !recent_edits.is_empty() {
+            sources.push("recent_edits");
+        }
         let shown = Suggestion {
             id: format!("{}-{ticket}", self.id_prefix),
             uri: uri.to_owned(),
@@ -269,6 +294,7 @@ impl Serving {
             prefix: prefix.clone(),
             suffix: suffix.clone(),
             context_files: open_files.iter().map(|f| f.path.clone()).collect(),
+            sources,
             recent_edits: recent_edits.clone(),
             version: doc.version,
         };
@@ -283,6 +309,8 @@ impl Serving {
             open_files,
             recent_edits,
             max_new_tokens: self.config.max_tokens,
+            prompt_tokens: self.config.prompt_tokens,
+            context_share: self.config.context_share,
         };
         if let Some(older) = self.latest_by_document.insert(uri.to_owned(), ticket) {
             self.cancel(older);
@@ -300,8 +328,13 @@ impl Serving {
         let (cancel, cancelled) = watch::channel(false);
         self.inflight.insert(ticket, cancel);
         let (link, notify, debounce) = (self.link.clone(), self.notify.clone(), self.config.debounce());
+        let snippets = self.repository.clone().map(|repository| Snippets {
+            repository,
+            count: self.config.repository_snippets,
+            current: crate::uri::to_path(uri),
+        });
         tokio::spawn(async move {
-            let outcome = generate(link, request, shown, debounce, cancelled).await;
+            let outcome = generate(link, request, shown, debounce, snippets, cancelled).await;
             notify(Finished { ticket, outcome });
         });
         ticket
@@ -441,6 +474,7 @@ impl Serving {
             "problem": problem,
             "adapters": crate::store::Links::all(&self.link.home.adapters_dir()),
             "today": today,
+            "repository": self.repository.as_ref().map(|r| r.status()),
         })
     }
 

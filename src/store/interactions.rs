@@ -98,6 +98,8 @@ pub struct Shown {
     pub prompt_suffix: String,
     /// Paths of the other documents offered as context.
     pub context_files: Vec<String>,
+    /// The context sources that offered something (`serving::Suggestion::sources`).
+    pub context_sources: Vec<String>,
     /// JSON array of `{path, before, after}`.
     pub recent_edits: String,
     pub document_version: i32,
@@ -326,9 +328,9 @@ impl Batch<'_> {
             &format!(
                 "INSERT OR IGNORE INTO interactions (id, timestamp, session_id, file_path, language, cursor_position,
                     suggestion, suggestion_type, model_version, confidence_score, action, prompt_prefix, prompt_suffix,
-                    document_version, context_files, recent_edits, user_id, created_at, updated_at)
+                    document_version, context_files, recent_edits, user_id, context_sources, created_at, updated_at)
                  VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', ?2 / 1000.0, 'unixepoch'), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                    'shown', ?11, ?12, ?13, ?14, ?15, ?16, {NOW}, {NOW})"
+                    'shown', ?11, ?12, ?13, ?14, ?15, ?16, ?17, {NOW}, {NOW})"
             ),
             params![
                 s.id,
@@ -346,7 +348,8 @@ impl Batch<'_> {
                 s.document_version,
                 serde_json::to_string(&s.context_files).unwrap_or_default(),
                 redacted_edits(&s.recent_edits),
-                s.user_id
+                s.user_id,
+                serde_json::to_string(&s.context_sources).unwrap_or_default(),
             ],
         )?;
         Ok(())

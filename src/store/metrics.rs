@@ -37,6 +37,35 @@ impl Store {
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
+    /// Per language and context source (`none` when the prompt had no context): suggestions
+    /// decided, taken (accepted, partial or corrected), and taken code still there after 7 days
+    /// among those judged.
+    pub fn source_metrics(&self) -> Result<Vec<SourceMetrics>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT coalesce(language, ''), coalesce(source.value, 'none'), count(*),
+                        sum(action IN ('accepted', 'partial', 'corrected')),
+                        count(retention_7d), sum(retention_7d = 1)
+                 FROM interactions LEFT JOIN json_each(interactions.context_sources) AS source
+                 WHERE action != 'shown' GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| {
+            let count = |i: usize| row.get::<_, Option<i64>>(i).map(|n| n.unwrap_or(0) as usize);
+            Ok(SourceMetrics {
+                language: row.get(0)?,
+                source: row.get(1)?,
+                decided: count(2)?,
+                taken: count(3)?,
+                judged_7d: count(4)?,
+                survived_7d: count(5)?,
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// Every quality score with its language.
     pub fn quality_scores(&self) -> Result<Vec<(String, f64)>, StoreError> {
         let failed = |e| classify(&self.path, e);
@@ -122,4 +151,16 @@ pub struct DriftEvent {
     pub kind: String,
     pub value: Option<f64>,
     pub baseline: Option<f64>,
+}
+
+/// What became of the suggestions whose prompt one context source offered something to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceMetrics {
+    pub language: String,
+    /// `snippets`, `open_files`, `recent_edits`, or `none`.
+    pub source: String,
+    pub decided: usize,
+    pub taken: usize,
+    pub judged_7d: usize,
+    pub survived_7d: usize,
 }

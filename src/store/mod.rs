@@ -56,7 +56,7 @@ mod runs;
 mod shadow;
 
 pub use interactions::{Action, Batch, CurationRow, Decided, Inputs, Interaction, Shown, TestCounts};
-pub use metrics::{DriftEvent, WeekMetrics};
+pub use metrics::{DriftEvent, SourceMetrics, WeekMetrics};
 pub use registry::{AdapterChange, AdapterEvent, AdapterVersion, Links, Stage, VersionOutcome};
 pub use retention::{Anchor, CHECKS, CheckResult, DueCheck, RetentionCheck};
 pub use runs::{Run, TestResults};
@@ -68,7 +68,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The migrations, in order. Appending is the only allowed change.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     include_str!("../../migrations/0001_interactions.sql"),
     include_str!("../../migrations/0002_diagnostics.sql"),
     include_str!("../../migrations/0003_runs.sql"),
@@ -77,6 +77,7 @@ const MIGRATIONS: [&str; 8] = [
     include_str!("../../migrations/0006_drift.sql"),
     include_str!("../../migrations/0007_adapters.sql"),
     include_str!("../../migrations/0008_rollout.sql"),
+    include_str!("../../migrations/0009_context_sources.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +372,7 @@ mod tests {
             prompt_prefix: "def f():\n    return fib".into(),
             prompt_suffix: String::new(),
             context_files: vec!["b.py".into()],
+            context_sources: vec!["open_files".into()],
             recent_edits: "[]".into(),
             document_version: 4,
         }
@@ -390,9 +392,23 @@ mod tests {
         assert_eq!(row.time_to_action, Some(1250));
         assert_eq!((row.user_rating, row.user_comment.as_deref()), (Some(1), Some("nice")));
         drop(store);
-        let store = Store::open(&path).unwrap();
+        let mut store = Store::open(&path).unwrap();
         assert_eq!(store.count().unwrap(), 1, "reopening migrates nothing twice and keeps the rows");
         assert_eq!(store.integrity().unwrap(), "ok");
+
+        // Acceptance per context source: a suggestion counts under each of its sources.
+        let both = Shown { context_sources: vec!["snippets".into(), "open_files".into()], ..shown("b") };
+        store.batch(|b| b.shown(&both)).unwrap();
+        store.batch(|b| b.shown(&Shown { context_sources: Vec::new(), ..shown("c") })).unwrap();
+        store.batch(|b| b.shown(&shown("d"))).unwrap();
+        store.conn.execute("UPDATE interactions SET action = 'rejected' WHERE id IN ('b', 'c')", []).unwrap();
+        let by_source: Vec<(String, usize, usize)> =
+            store.source_metrics().unwrap().into_iter().map(|m| (m.source, m.decided, m.taken)).collect();
+        assert_eq!(
+            by_source,
+            [("none".to_owned(), 1, 0), ("open_files".to_owned(), 2, 1), ("snippets".to_owned(), 1, 0)],
+            "`d` is still only shown"
+        );
     }
 
     /// Every write that stores text redacts it: a known secret sent through each is found

@@ -396,6 +396,7 @@ pub fn shown_row(id: &str, uri: &str, shown_at_ms: i64) -> Shown {
         prompt_prefix: "prefix".into(),
         prompt_suffix: String::new(),
         context_files: Vec::new(),
+        context_sources: Vec::new(),
         recent_edits: "[]".into(),
         document_version: 1,
     }

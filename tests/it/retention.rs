@@ -182,6 +182,9 @@ fn survival_after_moves_renames_reformatting_and_deletions() {
         view.lines().find(|l| l.trim_start().starts_with("2026-W01")).unwrap().split_whitespace().collect();
     assert_eq!(week[..3], ["2026-W01", "8", "100%"], "{view}");
     assert!(view.contains(" 30d ") && view.contains("2026-W01 python       new_language (8 suggestions)"), "{view}");
+    let none: Vec<&str> =
+        view.lines().find(|l| l.trim_start().starts_with("none ")).unwrap().split_whitespace().collect();
+    assert_eq!(none, ["none", "8", "100%", "75%"], "no context source: 8 shown, all taken, 6 of 8 kept at 7 d: {view}");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&html).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the report is private");
     let report = std::fs::read_to_string(&html).unwrap();

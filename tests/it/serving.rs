@@ -556,3 +556,84 @@ fn the_daemon_closes_connections_from_other_users() {
     assert!(stranger_closed, "another user's connection was kept open");
     assert!(!own_closed, "our own connection waits for its Hello");
 }
+
+/// The marunochi.status answer's `repository` once the index has settled on `functions`.
+fn indexed_functions(client: &mut Client, functions: u64) -> Value {
+    eventually(&format!("{functions} functions indexed"), || {
+        let status = command(client, "marunochi.status", json!([]))["result"].clone();
+        (status["repository"]["functions"] == functions).then_some(status["repository"].clone())
+    })
+}
+
+/// The context a suggestion's prompt was offered, as the store recorded it.
+fn recorded_context(home: &Path, suggestion: &Value) -> (Value, Value) {
+    let id = suggestion["result"]["items"][0]["command"]["arguments"][0].as_str().expect("a suggestion").to_owned();
+    eventually("the suggestion in the store", || {
+        let db = rusqlite::Connection::open(home.join("marunochi.db")).ok()?;
+        db.query_row("SELECT context_files, context_sources FROM interactions WHERE id = ?1", [&id], |row| {
+            let parse = |text: String| serde_json::from_str::<Value>(&text).unwrap();
+            Ok((parse(row.get(0)?), parse(row.get(1)?)))
+        })
+        .ok()
+    })
+}
+
+#[test]
+fn repository_snippets_reach_the_prompt_and_follow_the_files_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let home =
+        home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\n");
+    let root = workspace(dir.path());
+    std::fs::create_dir_all(root.join("net")).unwrap();
+    let helpers = "def parse_header(line):\n    key, _, value = line.partition(':')\n    return key.strip().lower(), value.strip()\n\n\n\
+                   def unrelated(a, b):\n    return a * b\n";
+    std::fs::write(root.join("net/headers.py"), helpers).unwrap();
+    let main =
+        "import net.headers\n\n\ndef read_headers(lines):\n    \"\"\"Parse every header line into a dict.\"\"\"\n    ";
+    std::fs::write(root.join("main.py"), main).unwrap();
+    let uri = file_uri(&root.join("main.py"));
+    let mut client = Client::spawn(lsp_with_model(&home, &smollm2()));
+    client.initialize(&root, &[]);
+    let repository = indexed_functions(&mut client, 3);
+    assert_eq!(repository["files"], 2, "{repository}");
+    open_as(&mut client, &uri, "python", main);
+
+    let first = inline(&mut client, &uri, 5, 4);
+    let (files, sources) = recorded_context(&home, &first);
+    assert_eq!(files, json!(["net/headers.py"]), "the helper, not the unrelated function nor read_headers itself");
+    assert_eq!(sources, json!(["snippets"]));
+
+    // A file changed on disk is read again: the helper is renamed away, new ones appear elsewhere.
+    std::fs::write(root.join("net/headers.py"), "def unrelated(a, b):\n    return a * b\n").unwrap();
+    let dicts = "def header_dict(pairs):\n    return {k: v for k, v in pairs}\n\n\ndef merge_dicts(a, b):\n    return {**a, **b}\n";
+    std::fs::write(root.join("dicts.py"), dicts).unwrap();
+    indexed_functions(&mut client, 4);
+    // A shorter docstring: the cursor moves back, so this is a new request to the model.
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2},
+               "contentChanges": [{"range": {"start": {"line": 4, "character": 0}, "end": {"line": 5, "character": 4}},
+                                   "text": "    \"\"\"Header dict.\"\"\"\n    "}]}),
+    );
+    let second = inline(&mut client, &uri, 5, 4);
+    let files = recorded_context(&home, &second).0;
+    assert_eq!(files[0], "dicts.py", "{files}");
+    assert!(!files.to_string().contains("headers.py"), "{files}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+
+    // Switched off, there is no index and no snippet.
+    std::fs::write(
+        home.join("config.toml"),
+        "[daemon]\nidle_exit_secs = 20\n[serving]\nrepository_snippets = 0\nmax_tokens = 8\n",
+    )
+    .unwrap();
+    let mut client = Client::spawn(lsp_with_model(&home, &smollm2()));
+    client.initialize(&root, &[]);
+    open_as(&mut client, &uri, "python", main);
+    let status = command(&mut client, "marunochi.status", json!([]))["result"].clone();
+    assert_eq!(status["repository"], Value::Null, "{status}");
+    let third = inline(&mut client, &uri, 5, 4);
+    assert_eq!(recorded_context(&home, &third), (json!([]), json!([])));
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
