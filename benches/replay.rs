@@ -92,11 +92,35 @@ impl Score {
 }
 
 /// A configuration the exam is asked under: its name and its `[serving]` settings.
-const VARIANTS: [(&str, &str); 3] = [
-    ("none", "repository_snippets = 0\n"),
-    ("snippets", "repository_snippets = 2\n"),
-    ("snippets-35", "repository_snippets = 3\ncontext_share = 35\n"),
+const VARIANTS: [(&str, &str); 6] = [
+    ("none", "repository_snippets = 0\nown_examples = 0\n"),
+    ("snippets", "repository_snippets = 2\nown_examples = 0\n"),
+    ("examples", "repository_snippets = 0\nown_examples = 1\n"),
+    ("both", "repository_snippets = 2\nown_examples = 1\n"),
+    ("snippets-35", "repository_snippets = 2\nown_examples = 0\ncontext_share = 35\n"),
+    ("snippets-1536", "repository_snippets = 2\nown_examples = 0\nprompt_tokens = 1536\ncontext_share = 35\n"),
 ];
+
+/// The history (the oldest 80 %) as code the user took and kept with an excellent score: what the
+/// store of a user who wrote it with marunochi would hold, the pool of `own_examples`.
+fn seed_store(home: &Path, history: &[Written]) {
+    let mut store = marunochi::store::Store::open(&home.join("marunochi.db")).unwrap();
+    for (i, written) in history.iter().enumerate() {
+        let id = format!("history-{i}");
+        let body = &written.text[written.body.clone()];
+        let shown = marunochi::store::Shown {
+            language: written.language.into(),
+            suggestion: body.into(),
+            prompt_prefix: written.text[..written.body.start].into(),
+            ..shown_row(&id, &format!("file:///history/{}", written.path.display()), SHOWN_AT_MS + i as i64)
+        };
+        store.batch(|b| b.shown(&shown)).unwrap();
+        store.batch(|b| b.outcome(&taken(&id, marunochi::store::Action::Accepted, body, 0..body.len()))).unwrap();
+    }
+    drop(store);
+    let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
+    db.execute("UPDATE interactions SET quality_score = 95", []).unwrap();
+}
 
 /// The workspace as the author had it when writing `written`: the files of the commit before it,
 /// and the file being written as it is at the commit with the function's body removed. The root
@@ -142,6 +166,52 @@ fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str) ->
     (answer["result"]["items"][0]["insertText"].as_str().unwrap_or("").to_owned(), ms)
 }
 
+/// The name a unit defines: the identifier after its first `def`/`fn`.
+fn defined_name(unit: &str) -> Option<&str> {
+    let first = unit.lines().next()?;
+    let after = first.split_once("def ").or_else(|| first.split_once("fn "))?.1;
+    let end = after.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(after.len());
+    (end > 0).then_some(&after[..end])
+}
+
+/// `RETRIEVAL=1`: no model; how often the snippets name a function the author's body calls, against
+/// how often any function of the workspace (outside the file) could have.
+fn retrieval_only(name: &str, repo: &Path, commit: &str, count: usize, k: usize) {
+    let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }).unwrap();
+    let exam = exam(&all, count);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut useful, mut possible, mut any) = (0, 0, 0);
+    for (i, written) in exam.iter().enumerate() {
+        let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
+        let target = &written.text[written.body.clone()];
+        let root = workspace_for(&dir.path().join(i.to_string()), repo, name, written, &text);
+        let index = marunochi::retrieve::Index::build(std::slice::from_ref(&root));
+        let current = root.join(&written.path);
+        let prefix = &text[..written.body.start];
+        let calls = |unit: &str| defined_name(unit).is_some_and(|n| target.contains(&format!("{n}(")));
+        let hits = index.search(prefix, k, |path, _| path == current);
+        let everything = index.search(prefix, usize::MAX, |path, _| path == current);
+        any += usize::from(!hits.is_empty());
+        useful += usize::from(hits.iter().any(|h| calls(&h.text)));
+        possible += usize::from(everything.iter().any(|h| calls(&h.text)));
+        if std::env::var_os("SHOW").is_some() {
+            eprintln!("{}: {}", written.path.display(), written.name.join("."));
+            for h in &hits {
+                eprintln!(
+                    "    {:.1} {} {}",
+                    h.score,
+                    h.path.strip_prefix(&root).unwrap().display(),
+                    h.text.lines().next().unwrap()
+                );
+            }
+        }
+    }
+    println!(
+        "{name}: {} requests, {any} with a snippet, {useful} with one the body calls (of {possible} where a matched function is called)",
+        exam.len()
+    );
+}
+
 fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize, variants: &[(&str, &str)]) -> Vec<Score> {
     let started = Instant::now();
     let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() })
@@ -162,6 +232,9 @@ fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize, var
             std::fs::create_dir_all(&home).unwrap();
             std::fs::write(home.join("config.toml"), format!("[daemon]\nidle_exit_secs = 60\n[serving]\n{settings}"))
                 .unwrap();
+            if settings.contains("own_examples = 1") {
+                seed_store(&home, &all[..all.len() * 4 / 5]);
+            }
             home
         })
         .collect();
@@ -207,6 +280,10 @@ fn main() {
             continue;
         }
         let repo = repo_root().join(".test-deps/replay").join(format!("{name}.git"));
+        if std::env::var_os("RETRIEVAL").is_some() {
+            retrieval_only(name, &repo, commit, count, env_or("K", 2));
+            continue;
+        }
         for ((variant, _), mut score) in variants.iter().zip(replay(name, &repo, commit, &model, count, &variants)) {
             rows.push(score.row(&format!("{name} {variant}")));
         }

@@ -42,6 +42,9 @@ context_files = 3
 # Functions of the workspace's files most like the lines before the cursor (BM25 over tree-sitter
 # units, kept up to date as files change on disk), offered as context; 0 turns it off.
 repository_snippets = 2
+# Your own best code (taken and kept, quality 90 or more; the best there is while nothing reaches
+# 90) most like the lines before the cursor, offered as examples; 0 turns it off.
+own_examples = 1
 # Your recent edits (in any open document) offered as context.
 recent_edits = true
 # Tokens a prompt may take, and the share (percent) of them the context may use; the rest is the
@@ -311,6 +314,7 @@ pub struct ServingConfig {
     pub max_tokens: usize,
     pub context_files: usize,
     pub repository_snippets: usize,
+    pub own_examples: usize,
     pub recent_edits: bool,
     pub prompt_tokens: usize,
     pub context_share: u32,
@@ -324,6 +328,7 @@ impl Default for ServingConfig {
             max_tokens: 64,
             context_files: 3,
             repository_snippets: 2,
+            own_examples: 1,
             recent_edits: true,
             prompt_tokens: 1024,
             context_share: 20,

@@ -144,7 +144,7 @@ impl Index {
         }
         let mut ranked: Vec<(u32, f64)> = scores.into_iter().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut out = Vec::with_capacity(k);
+        let mut out = Vec::with_capacity(k.min(ranked.len()));
         for (id, score) in ranked {
             let unit = self.units[id as usize].as_ref().expect("scored units are live");
             let path = &self.files[unit.file as usize];

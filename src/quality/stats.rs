@@ -19,6 +19,9 @@ pub struct Stats {
     pub adapters: Vec<AdapterVersion>,
     /// Per language and context source, what became of the suggestions it went into.
     pub sources: Vec<SourceMetrics>,
+    /// Per language: taken code with a score, how much is excellent, the best score (the pool of
+    /// `own_examples`).
+    pub example_pool: Vec<(String, usize, usize, f64)>,
 }
 
 const BANDS: [Band; 5] = [Band::Excellent, Band::Good, Band::Acceptable, Band::Poor, Band::Bad];
@@ -47,6 +50,7 @@ pub fn collect(store: &Store) -> Result<Stats, StoreError> {
         drift: store.drift_events()?,
         adapters: store.adapter_versions(None)?,
         sources: store.source_metrics()?,
+        example_pool: store.example_pool()?,
     })
 }
 
@@ -140,8 +144,21 @@ pub fn render_terminal(stats: &Stats) -> String {
     out
 }
 
+/// What the few-shot examples are drawn from: the excellent code, or the best there is.
+fn example_pool_line(stats: &Stats, language: &str) -> Option<String> {
+    let (_, taken, excellent, best) = stats.example_pool.iter().find(|(l, ..)| l == language)?;
+    Some(if *excellent > 0 {
+        format!("own examples: {excellent} excellent (quality ≥ 90) of {taken} taken")
+    } else {
+        format!("own examples: none reach quality 90 yet; the best of {taken} taken stand in (up to {best:.0})")
+    })
+}
+
 /// Acceptance per context source (a suggestion counts under each source its prompt had).
 fn sources_terminal(stats: &Stats, language: &str, out: &mut String) {
+    if let Some(line) = example_pool_line(stats, language) {
+        let _ = writeln!(out, "  {line}");
+    }
     let rows: Vec<&SourceMetrics> = stats.sources.iter().filter(|s| s.language == language).collect();
     if rows.is_empty() {
         return;
@@ -244,6 +261,9 @@ pub fn render_html(stats: &Stats) -> String {
                 })
                 .collect();
             let _ = write!(body, "<h3>Retention</h3>{}", svg_bars(&rows));
+        }
+        if let Some(line) = example_pool_line(stats, &language) {
+            let _ = write!(body, "<p>{}</p>", escape(&line));
         }
         let sources: Vec<&SourceMetrics> = stats.sources.iter().filter(|s| s.language == language).collect();
         if !sources.is_empty() {

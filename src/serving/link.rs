@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Outcome, Snippets, Suggestion};
+use super::{Outcome, Retrieval, Suggestion};
 use crate::daemon::protocol::CompleteRequest;
 use crate::daemon::{Client, ClientError};
 use crate::home::Home;
@@ -20,7 +20,7 @@ pub(super) async fn generate(
     mut request: CompleteRequest,
     mut shown: Suggestion,
     debounce: Duration,
-    snippets: Option<Snippets>,
+    retrieval: Retrieval,
     mut cancelled: watch::Receiver<bool>,
 ) -> Outcome {
     // `wait_for` also returns when the sender is gone: then nobody wants the answer either.
@@ -31,15 +31,7 @@ pub(super) async fn generate(
         }
     }
     // After the debounce, so a keystroke that replaces this request costs no search either.
-    if let Some(snippets) = snippets {
-        let found =
-            snippets.repository.search(&request.prefix, &request.suffix, snippets.current.as_deref(), snippets.count);
-        if !found.is_empty() {
-            shown.sources.insert(0, "snippets");
-            shown.context_files.splice(0..0, found.iter().map(|f| f.path.clone()));
-            request.open_files.splice(0..0, found);
-        }
-    }
+    retrieve(&retrieval, &mut request, &mut shown);
     let client = tokio::select! {
         client = link.get() => client,
         _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
@@ -70,6 +62,36 @@ pub(super) async fn generate(
             Outcome::Cancelled
         }
     }
+}
+
+/// Repository snippets, then the user's own examples, ahead of the open documents (the prompt
+/// takes context in this order and puts the first nearest the cursor).
+fn retrieve(retrieval: &Retrieval, request: &mut CompleteRequest, shown: &mut Suggestion) {
+    let mut found = Vec::new();
+    let mut sources = Vec::new();
+    if let Some(repository) = &retrieval.repository {
+        let snippets = repository.search(
+            &request.prefix,
+            &request.suffix,
+            retrieval.current.as_deref(),
+            retrieval.snippets,
+            retrieval.max_bytes,
+        );
+        if !snippets.is_empty() {
+            sources.push("snippets");
+        }
+        found.extend(snippets);
+    }
+    if let Some(examples) = &retrieval.examples {
+        let own = examples.search(&request.language, &request.prefix, retrieval.own_examples, retrieval.max_bytes);
+        if !own.is_empty() {
+            sources.push("own_examples");
+        }
+        found.extend(own);
+    }
+    shown.sources.splice(0..0, sources);
+    shown.context_files.splice(0..0, found.iter().map(|f| f.path.clone()));
+    request.open_files.splice(0..0, found);
 }
 
 /// The connection to the daemon, made (and the daemon started) on first use and again after it is lost.

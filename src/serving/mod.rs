@@ -8,6 +8,7 @@
 //! (`context.rs`); `link.rs` reaches the daemon (starting it if need be) and runs the generation.
 
 mod context;
+mod examples;
 pub mod items;
 mod language;
 mod link;
@@ -23,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use context::{Edit, PREFIX_BYTES, SUFFIX_BYTES, head, tail};
+use examples::Examples;
 pub use language::language_at;
 use link::{Link, LinkState, generate};
 use snippets::Repository;
@@ -141,10 +143,14 @@ pub struct Finished {
     pub outcome: Outcome,
 }
 
-/// What a generation asks the repository index for once its debounce is over.
-pub(crate) struct Snippets {
-    repository: Arc<Repository>,
-    count: usize,
+/// What a generation asks the retrieval sources for once its debounce is over.
+pub(crate) struct Retrieval {
+    repository: Option<Arc<Repository>>,
+    snippets: usize,
+    examples: Option<Arc<Examples>>,
+    own_examples: usize,
+    /// Each item's share of the context budget.
+    max_bytes: usize,
     current: Option<PathBuf>,
 }
 
@@ -169,6 +175,8 @@ pub struct Serving {
     roots: Vec<String>,
     /// The workspace's functions, when `repository_snippets` is on and the editor named roots.
     repository: Option<Arc<Repository>>,
+    /// The user's own best code, when `own_examples` is on.
+    examples: Option<Arc<Examples>>,
     recent: VecDeque<(Suggestion, bool)>,
     sink: Box<dyn CaptureSink>,
     /// Whether the user has been told that AI is off (told once per outage).
@@ -181,6 +189,7 @@ pub struct Serving {
 impl Serving {
     pub fn new(options: ServingOptions, mirror: &mut Mirror, notify: Notify) -> Serving {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let examples = (options.config.own_examples > 0).then(|| Arc::new(Examples::start(options.home.db_path())));
         Serving {
             config: options.config,
             link: Arc::new(Link {
@@ -200,6 +209,7 @@ impl Serving {
             edits: VecDeque::new(),
             roots: Vec::new(),
             repository: None,
+            examples,
             recent: VecDeque::new(),
             sink: Box::new(LogSink),
             told_unavailable: false,
@@ -328,16 +338,27 @@ impl Serving {
         let (cancel, cancelled) = watch::channel(false);
         self.inflight.insert(ticket, cancel);
         let (link, notify, debounce) = (self.link.clone(), self.notify.clone(), self.config.debounce());
-        let snippets = self.repository.clone().map(|repository| Snippets {
-            repository,
-            count: self.config.repository_snippets,
+        let retrieval = Retrieval {
+            repository: self.repository.clone(),
+            snippets: self.config.repository_snippets,
+            examples: self.examples.clone(),
+            own_examples: self.config.own_examples,
+            max_bytes: self.retrieved_bytes(),
             current: crate::uri::to_path(uri),
-        });
+        };
         tokio::spawn(async move {
-            let outcome = generate(link, request, shown, debounce, snippets, cancelled).await;
+            let outcome = generate(link, request, shown, debounce, retrieval, cancelled).await;
             notify(Finished { ticket, outcome });
         });
         ticket
+    }
+
+    /// Each retrieved item's share of the context budget, in bytes (code runs about three bytes a
+    /// token), so that all of them fit.
+    fn retrieved_bytes(&self) -> usize {
+        let context_tokens = self.config.prompt_tokens * self.config.context_share as usize / 100;
+        let items = self.config.repository_snippets + self.config.own_examples;
+        3 * context_tokens / items.max(1)
     }
 
     /// What is left of the last suggestion shown in `uri` when the user has typed its beginning

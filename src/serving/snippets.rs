@@ -74,7 +74,14 @@ impl Repository {
     /// busy. Functions of the current file that the prompt's window shows anyway are skipped, and so
     /// is the saved copy of the one being written (the engine drops any context the window shows,
     /// but they would have taken a place).
-    pub(super) fn search(&self, prefix: &str, suffix: &str, current: Option<&Path>, k: usize) -> Vec<ContextFile> {
+    pub(super) fn search(
+        &self,
+        prefix: &str,
+        suffix: &str,
+        current: Option<&Path>,
+        k: usize,
+        max_bytes: usize,
+    ) -> Vec<ContextFile> {
         let Ok(state) = self.state.try_lock() else { return Vec::new() };
         let Some(index) = &state.index else { return Vec::new() };
         let near_prefix = &prefix[ceil_boundary(prefix, prefix.len().saturating_sub(NEAR_BYTES))..];
@@ -85,7 +92,12 @@ impl Repository {
             let signature = text.lines().next().unwrap_or(text).trim();
             Some(path) == current && (near_prefix.contains(signature) || near_suffix.contains(signature))
         });
-        hits.into_iter().map(|hit| ContextFile { path: self.relative(&hit.path), text: hit.text }).collect()
+        hits.into_iter()
+            .map(|hit| ContextFile {
+                path: self.relative(&hit.path),
+                text: head_lines(&hit.text, max_bytes).to_owned(),
+            })
+            .collect()
     }
 
     fn relative(&self, path: &Path) -> String {
@@ -102,6 +114,23 @@ impl Repository {
             },
             Err(_) => json!("updating"),
         }
+    }
+}
+
+/// The lines of `text` that fit in `max_bytes` (at least the first): the prompt takes context
+/// whole or not at all, and a function's head (its signature, how it starts) is what helps most.
+pub(super) fn head_lines(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let first = text.find('\n').unwrap_or(text.len());
+    let mut cut = max_bytes.max(first);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    match text[..cut].rfind('\n') {
+        Some(end) if end >= first => &text[..end],
+        _ => &text[..first],
     }
 }
 
@@ -123,5 +152,20 @@ fn apply(state: &Mutex<State>, changes: &watch::Changes) {
             Some(index) => index.set_units(&path, units),
             None => state.pending.push(path),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_are_cut_at_line_ends_to_their_share() {
+        let text = "def f(a):\n    b = a\n    return b";
+        assert_eq!(head_lines(text, 100), text);
+        assert_eq!(head_lines(text, 20), "def f(a):\n    b = a");
+        assert_eq!(head_lines(text, 3), "def f(a):", "the first line at least");
+        assert_eq!(head_lines("é\né", 2), "é");
+        assert_eq!(head_lines("a\nbé\nc", 4), "a", "never inside a character");
     }
 }

@@ -258,6 +258,37 @@ impl Store {
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
+    /// The code the user took (as they kept it), best quality first and newest first among equals:
+    /// the few-shot examples' pool. At most `limit` rows per language.
+    pub fn taken_code(&self, limit: usize) -> Result<Vec<TakenCode>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, language, file_path, prompt_prefix, code, quality_score FROM (
+                     SELECT id, coalesce(language, '') AS language, coalesce(file_path, '') AS file_path,
+                            coalesce(prompt_prefix, '') AS prompt_prefix,
+                            coalesce(final_code, suggestion, '') AS code, quality_score,
+                            row_number() OVER (PARTITION BY language
+                                               ORDER BY quality_score DESC, timestamp DESC, id) AS place
+                     FROM interactions
+                     WHERE action IN ('accepted', 'partial', 'corrected') AND quality_score IS NOT NULL)
+                 WHERE place <= ?1 ORDER BY language, place",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([limit as i64], |row| {
+            Ok(TakenCode {
+                id: row.get(0)?,
+                language: row.get(1)?,
+                file_path: row.get(2)?,
+                prefix: row.get(3)?,
+                code: row.get(4)?,
+                quality: row.get(5)?,
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// Every (language, document URI) the user got suggestions in.
     pub fn worked_files(&self) -> Result<Vec<(String, String)>, StoreError> {
         let failed = |e| classify(&self.path, e);
@@ -312,6 +343,18 @@ pub struct CurationRow {
     pub typed_instead: Option<String>,
     /// Cyclomatic complexity of the function around the code, when known.
     pub complexity: Option<usize>,
+}
+
+/// Code the user took, with the text before it (stored redacted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TakenCode {
+    pub id: String,
+    pub language: String,
+    /// The document's URI.
+    pub file_path: String,
+    pub prefix: String,
+    pub code: String,
+    pub quality: f64,
 }
 
 /// The writes of one transaction.

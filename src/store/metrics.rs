@@ -66,6 +66,24 @@ impl Store {
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
+    /// Per language, the few-shot pool: code taken with a score, how much of it is excellent
+    /// (≥ 90), and the best score.
+    pub fn example_pool(&self) -> Result<Vec<(String, usize, usize, f64)>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT coalesce(language, ''), count(*), sum(quality_score >= 90), max(quality_score)
+                 FROM interactions WHERE action IN ('accepted', 'partial', 'corrected') AND quality_score IS NOT NULL
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get(0)?, row.get::<_, i64>(1)? as usize, row.get::<_, i64>(2)? as usize, row.get(3)?))
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// Every quality score with its language.
     pub fn quality_scores(&self) -> Result<Vec<(String, f64)>, StoreError> {
         let failed = |e| classify(&self.path, e);

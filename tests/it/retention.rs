@@ -185,6 +185,10 @@ fn survival_after_moves_renames_reformatting_and_deletions() {
     let none: Vec<&str> =
         view.lines().find(|l| l.trim_start().starts_with("none ")).unwrap().split_whitespace().collect();
     assert_eq!(none, ["none", "8", "100%", "75%"], "no context source: 8 shown, all taken, 6 of 8 kept at 7 d: {view}");
+    assert!(
+        view.contains("own examples: none reach quality 90 yet; the best of 8 taken stand in (up to 55)"),
+        "{view}"
+    );
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&html).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the report is private");
     let report = std::fs::read_to_string(&html).unwrap();

@@ -637,3 +637,39 @@ fn repository_snippets_reach_the_prompt_and_follow_the_files_on_disk() {
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }
+
+#[test]
+fn the_users_own_excellent_code_is_offered_as_an_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(
+        dir.path(),
+        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nrepository_snippets = 0\n",
+    );
+    let root = workspace(dir.path());
+    let mut store = marunochi::store::Store::open(&home.join("marunochi.db")).unwrap();
+    for (n, code) in [(1, "return os.path.normpath(path)"), (2, "return sum(values) / len(values)")] {
+        graded(&mut store, n, &root, code, false);
+    }
+    drop(store);
+    let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
+    db.execute("UPDATE interactions SET quality_score = 95, prompt_prefix = 'import os\n\n\ndef tidy(path):\n    ' WHERE id = 's01'", [])
+        .unwrap();
+    db.execute("UPDATE interactions SET quality_score = 70 WHERE id = 's02'", []).unwrap();
+
+    let main = "import os\n\n\ndef clean_path(path):\n    \"\"\"Tidy the path.\"\"\"\n    ";
+    let uri = file_uri(&root.join("main.py"));
+    let mut client = Client::spawn(lsp_with_model(&home, &smollm2()));
+    client.initialize(&root, &[]);
+    open_as(&mut client, &uri, "python", main);
+    // The pool is read on a thread at start: ask until it is there.
+    let context = eventually("an example in the prompt", || {
+        let answer = inline(&mut client, &uri, 5, 4);
+        let context = recorded_context(&home, &answer);
+        client.notify("textDocument/didClose", json!({"textDocument": {"uri": uri}}));
+        open_as(&mut client, &uri, "python", main);
+        (context.1 == json!(["own_examples"])).then_some(context)
+    });
+    assert_eq!(context.0, json!(["m1.py"]), "the excellent example (s01), named by its file; s02 is only good");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
