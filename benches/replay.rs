@@ -13,10 +13,16 @@
 //!   what it tried, not on the rest of the function);
 //! - latency: request → answer, p50 and p95.
 //!
+//! Each request is asked once under every configuration picked from [`VARIANTS`] (context sources
+//! and budgets), side by side in one run; each configuration has its own home and daemon, each
+//! request a fresh workspace and documents (no KV cache shared between requests: runs repeat).
+//!
 //! `./scripts/test-deps.sh && ./scripts/replay-repos.sh && cargo bench --bench replay`
 //! (EXAM=n exam requests per repository, evenly spread over the newest 20 %, default 40;
-//! MODEL=path, default SmolLM2; REPOS=name,name to pick; EMPTY=1 prints every empty answer's
-//! cursor line). The repositories and their pinned commits are in `scripts/replay-repos.sh`.
+//! VARIANTS=name,name, default `none,snippets`; MODEL=path, default SmolLM2; REPOS=name,name to
+//! pick; EMPTY=1 prints every empty answer's cursor line; RETRIEVAL=1 runs no model and reports how
+//! often the snippets name a function the author's body calls, K=n snippets). The repositories and
+//! their pinned commits are in `scripts/replay-repos.sh`.
 
 #[allow(dead_code)] // the benchmark uses a part of the tests' helpers
 #[path = "../tests/it/common.rs"]
@@ -144,14 +150,15 @@ fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str) ->
     command.env("MARUNOCHI_HOME", home).args(["lsp", "--model", &model.to_string_lossy()]);
     let mut editor = Client::spawn(command);
     editor.initialize(root, &[]);
-    // The repository index builds in the background; an editor would ask before it is done, but
-    // the exam is about what it adds.
+    // The repository index and the examples are read in the background; an editor would ask
+    // before they are done, but the exam is about what they add.
     let started = Instant::now();
     loop {
         let status =
             editor.request("workspace/executeCommand", json!({"command": "marunochi.status", "arguments": []}));
-        let repository = &status["result"]["repository"];
-        if repository.is_null() || repository.is_object() || started.elapsed().as_secs() > 60 {
+        let ready = |source: &serde_json::Value| source.is_null() || source.is_object();
+        let (repository, examples) = (&status["result"]["repository"], &status["result"]["own_examples"]);
+        if (ready(repository) && ready(examples)) || started.elapsed().as_secs() > 60 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::snippets::head_lines;
+use super::context::head;
 use crate::daemon::protocol::ContextFile;
 use crate::quality::Band;
 use crate::retrieve::{Index, MAX_UNIT_LINES};
@@ -61,6 +61,20 @@ impl Examples {
         });
     }
 
+    /// For `marunochi.status`: examples per language, or that they are being read.
+    pub(super) fn status(&self) -> serde_json::Value {
+        match self.state.try_lock() {
+            Ok(state) if state.loaded_at.is_some() => serde_json::json!(
+                state
+                    .by_language
+                    .iter()
+                    .map(|(language, index)| (language.clone(), index.len()))
+                    .collect::<HashMap<_, _>>()
+            ),
+            _ => serde_json::json!("loading"),
+        }
+    }
+
     /// The `k` examples in `language` most like the lines before the cursor, each at most
     /// `max_bytes` (whole lines). One the window already shows is dropped by the engine.
     pub(super) fn search(&self, language: &str, prefix: &str, k: usize, max_bytes: usize) -> Vec<ContextFile> {
@@ -71,7 +85,7 @@ impl Examples {
         hits.into_iter()
             .map(|hit| ContextFile {
                 path: hit.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-                text: head_lines(&hit.text, max_bytes).to_owned(),
+                text: head(&hit.text, max_bytes).trim_end().to_owned(),
             })
             .collect()
     }

@@ -496,6 +496,7 @@ impl Serving {
             "adapters": crate::store::Links::all(&self.link.home.adapters_dir()),
             "today": today,
             "repository": self.repository.as_ref().map(|r| r.status()),
+            "own_examples": self.examples.as_ref().map(|e| e.status()),
         })
     }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::context::head;
 use crate::daemon::protocol::ContextFile;
 use crate::retrieve::{self, Index};
 use crate::watch;
@@ -95,7 +96,7 @@ impl Repository {
         hits.into_iter()
             .map(|hit| ContextFile {
                 path: self.relative(&hit.path),
-                text: head_lines(&hit.text, max_bytes).to_owned(),
+                text: head(&hit.text, max_bytes).trim_end().to_owned(),
             })
             .collect()
     }
@@ -117,23 +118,6 @@ impl Repository {
     }
 }
 
-/// The lines of `text` that fit in `max_bytes` (at least the first): the prompt takes context
-/// whole or not at all, and a function's head (its signature, how it starts) is what helps most.
-pub(super) fn head_lines(text: &str, max_bytes: usize) -> &str {
-    if text.len() <= max_bytes {
-        return text;
-    }
-    let first = text.find('\n').unwrap_or(text.len());
-    let mut cut = max_bytes.max(first);
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    match text[..cut].rfind('\n') {
-        Some(end) if end >= first => &text[..end],
-        _ => &text[..first],
-    }
-}
-
 /// Files are read and parsed outside the lock, then swapped in one by one, so a search never waits
 /// behind a large batch (a branch switch).
 fn apply(state: &Mutex<State>, changes: &watch::Changes) {
@@ -152,20 +136,5 @@ fn apply(state: &Mutex<State>, changes: &watch::Changes) {
             Some(index) => index.set_units(&path, units),
             None => state.pending.push(path),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snippets_are_cut_at_line_ends_to_their_share() {
-        let text = "def f(a):\n    b = a\n    return b";
-        assert_eq!(head_lines(text, 100), text);
-        assert_eq!(head_lines(text, 20), "def f(a):\n    b = a");
-        assert_eq!(head_lines(text, 3), "def f(a):", "the first line at least");
-        assert_eq!(head_lines("é\né", 2), "é");
-        assert_eq!(head_lines("a\nbé\nc", 4), "a", "never inside a character");
     }
 }

@@ -661,14 +661,14 @@ fn the_users_own_excellent_code_is_offered_as_an_example() {
     let mut client = Client::spawn(lsp_with_model(&home, &smollm2()));
     client.initialize(&root, &[]);
     open_as(&mut client, &uri, "python", main);
-    // The pool is read on a thread at start: ask until it is there.
-    let context = eventually("an example in the prompt", || {
-        let answer = inline(&mut client, &uri, 5, 4);
-        let context = recorded_context(&home, &answer);
-        client.notify("textDocument/didClose", json!({"textDocument": {"uri": uri}}));
-        open_as(&mut client, &uri, "python", main);
-        (context.1 == json!(["own_examples"])).then_some(context)
+    // The pool is read on a thread at start.
+    let pool = eventually("the examples read", || {
+        let status = command(&mut client, "marunochi.status", json!([]))["result"].clone();
+        status["own_examples"].is_object().then_some(status["own_examples"].clone())
     });
+    assert_eq!(pool, json!({"python": 1}), "only the excellent one");
+    let context = recorded_context(&home, &inline(&mut client, &uri, 5, 4));
+    assert_eq!(context.1, json!(["own_examples"]));
     assert_eq!(context.0, json!(["m1.py"]), "the excellent example (s01), named by its file; s02 is only good");
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
