@@ -19,7 +19,7 @@
 //!
 //! `./scripts/test-deps.sh && ./scripts/replay-repos.sh && cargo bench --bench replay`
 //! (EXAM=n exam requests per repository, evenly spread over the newest 20 %, default 40;
-//! VARIANTS=name,name, default `none,snippets`; MODEL=path, default SmolLM2; REPOS=name,name to
+//! VARIANTS=name,name, default `none,examples`; MODEL=path, default SmolLM2; REPOS=name,name to
 //! pick; EMPTY=1 prints every empty answer's cursor line; RETRIEVAL=1 runs no model and reports how
 //! often the snippets name a function the author's body calls, K=n snippets). The repositories and
 //! their pinned commits are in `scripts/replay-repos.sh`.
@@ -277,7 +277,7 @@ fn main() {
     let model = std::env::var_os("MODEL").map_or_else(|| fixture("smollm2-135m-instruct.gguf"), Into::into);
     let count = env_or("EXAM", 40);
     let picked = std::env::var("REPOS").ok();
-    let chosen = std::env::var("VARIANTS").unwrap_or_else(|_| "none,snippets".into());
+    let chosen = std::env::var("VARIANTS").unwrap_or_else(|_| "none,examples".into());
     let variants: Vec<(&str, &str)> =
         VARIANTS.iter().copied().filter(|(name, _)| chosen.split(',').any(|c| c == *name)).collect();
     let started = Instant::now();

@@ -40,8 +40,9 @@ max_tokens = 64
 # Other open documents of the workspace offered to the model as context (most recently edited first).
 context_files = 3
 # Functions of the workspace's files most like the lines before the cursor (BM25 over tree-sitter
-# units, kept up to date as files change on disk), offered as context; 0 turns it off.
-repository_snippets = 2
+# units, kept up to date as files change on disk), offered as context; 0 turns it off. Off by
+# default: on the replay benchmark it helped Rust alone but not next to your own examples.
+repository_snippets = 0
 # Your own best code (taken and kept, quality 90 or more; the best there is while nothing reaches
 # 90) most like the lines before the cursor, offered as examples; 0 turns it off.
 own_examples = 1
@@ -327,7 +328,7 @@ impl Default for ServingConfig {
             debounce_ms: 25,
             max_tokens: 64,
             context_files: 3,
-            repository_snippets: 2,
+            repository_snippets: 0,
             own_examples: 1,
             recent_edits: true,
             prompt_tokens: 1024,

@@ -581,8 +581,10 @@ fn recorded_context(home: &Path, suggestion: &Value) -> (Value, Value) {
 #[test]
 fn repository_snippets_reach_the_prompt_and_follow_the_files_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let home =
-        home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\n");
+    let home = home_with_config(
+        dir.path(),
+        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nrepository_snippets = 2\n",
+    );
     let root = workspace(dir.path());
     std::fs::create_dir_all(root.join("net")).unwrap();
     let helpers = "def parse_header(line):\n    key, _, value = line.partition(':')\n    return key.strip().lower(), value.strip()\n\n\n\
