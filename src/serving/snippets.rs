@@ -31,7 +31,6 @@ struct State {
     index: Option<Index>,
     /// Files changed while the first build ran, read again once it is done.
     pending: Vec<PathBuf>,
-    files: usize,
     build_ms: u64,
 }
 
@@ -54,18 +53,14 @@ impl Repository {
         let walked = roots.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
-            let files = retrieve::source_files(&walked);
-            let mut index = Index::default();
-            for path in &files {
-                index.update(path);
-            }
+            let mut index = Index::build(&walked);
             let build_ms = started.elapsed().as_millis() as u64;
-            tracing::info!(files = files.len(), functions = index.len(), build_ms, "repository snippets indexed");
+            tracing::info!(files = index.files(), functions = index.len(), build_ms, "repository snippets indexed");
             let mut state = building.lock().expect("snippets state");
             for path in std::mem::take(&mut state.pending) {
                 index.update(&path);
             }
-            *state = State { index: Some(index), pending: Vec::new(), files: files.len(), build_ms };
+            *state = State { index: Some(index), pending: Vec::new(), build_ms };
         });
         Repository { roots, state, _watcher: watcher.ok() }
     }
@@ -110,7 +105,7 @@ impl Repository {
     pub(super) fn status(&self) -> Value {
         match self.state.try_lock() {
             Ok(state) => match &state.index {
-                Some(index) => json!({"files": state.files, "functions": index.len(), "build_ms": state.build_ms}),
+                Some(index) => json!({"files": index.files(), "functions": index.len(), "build_ms": state.build_ms}),
                 None => json!("indexing"),
             },
             Err(_) => json!("updating"),
