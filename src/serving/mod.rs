@@ -69,10 +69,11 @@ pub struct Suggestion {
     /// The document window the prompt was built from, so a training example can be rebuilt.
     pub prefix: String,
     pub suffix: String,
-    /// The files the prompt was offered as context (paths: repository snippets, then other open
-    /// documents), and the recent edits.
+    /// The files the prompt was offered as context (paths: repository snippets, own examples by
+    /// their file's name, then other open documents), and the recent edits.
     pub context_files: Vec<String>,
-    /// The context sources that offered something: `snippets`, `open_files`, `recent_edits`.
+    /// The context sources that offered something: `snippets`, `own_examples`, `open_files`,
+    /// `recent_edits`.
     pub sources: Vec<&'static str>,
     pub recent_edits: Vec<RecentEdit>,
     /// The document version the suggestion was made against.

@@ -175,7 +175,7 @@ pub struct DriftEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceMetrics {
     pub language: String,
-    /// `snippets`, `open_files`, `recent_edits`, or `none`.
+    /// `snippets`, `own_examples`, `open_files`, `recent_edits`, or `none`.
     pub source: String,
     pub decided: usize,
     pub taken: usize,
