@@ -65,6 +65,8 @@ struct Score {
     first_line: usize,
     similarity: Vec<f64>,
     latency_ms: Vec<f64>,
+    /// How many of the suggestions each context source went into (from the variant's store).
+    sources: std::collections::BTreeMap<String, usize>,
 }
 
 impl Score {
@@ -82,29 +84,51 @@ impl Score {
         self.first_line += usize::from(first(suggestion) == first(target));
     }
 
+    /// The sources of the exam's suggestions, read from the store of the variant's home.
+    fn count_sources(&mut self, home: &Path) {
+        let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
+        let mut rows = db.prepare("SELECT context_sources FROM interactions WHERE id NOT LIKE 'history-%'").unwrap();
+        for sources in rows.query_map([], |row| row.get::<_, String>(0)).unwrap() {
+            for source in serde_json::from_str::<Vec<String>>(&sources.unwrap()).unwrap() {
+                *self.sources.entry(source).or_default() += 1;
+            }
+        }
+    }
+
     fn row(&mut self, name: &str) -> String {
         self.latency_ms.sort_by(f64::total_cmp);
         let share = |n: usize| 100.0 * n as f64 / self.requests.max(1) as f64;
+        let sources: Vec<String> = self.sources.iter().map(|(source, n)| format!("{source} {n}")).collect();
         format!(
-            "{name:<28} {:>5} {:>8.1}% {:>10.1}% {:>8.3} {:>8.0} {:>8.0}",
+            "{name:<28} {:>5} {:>8.1}% {:>10.1}% {:>8.3} {:>8.0} {:>8.0}  {}",
             self.requests,
             share(self.answered),
             share(self.first_line),
             marunochi::eval::stats::mean(&self.similarity),
             percentile(&self.latency_ms, 0.5),
             percentile(&self.latency_ms, 0.95),
+            sources.join(", "),
         )
     }
 }
 
 /// A configuration the exam is asked under: its name and its `[serving]` settings.
-const VARIANTS: [(&str, &str); 6] = [
+const VARIANTS: [(&str, &str); 12] = [
     ("none", "repository_snippets = 0\nown_examples = 0\n"),
+    ("definitions", "repository_snippets = 0\nown_examples = 0\ndefinitions = 2\n"),
+    ("definitions-warm", "repository_snippets = 0\nown_examples = 0\ndefinitions = 2\ndefinitions_wait_ms = 5000\n"),
+    (
+        "examples-definitions",
+        "repository_snippets = 0\nown_examples = 1\ndefinitions = 2\ndefinitions_wait_ms = 5000\n",
+    ),
     ("snippets", "repository_snippets = 2\nown_examples = 0\n"),
     ("examples", "repository_snippets = 0\nown_examples = 1\n"),
     ("both", "repository_snippets = 2\nown_examples = 1\n"),
     ("snippets-35", "repository_snippets = 2\nown_examples = 0\ncontext_share = 35\n"),
     ("snippets-1536", "repository_snippets = 2\nown_examples = 0\nprompt_tokens = 1536\ncontext_share = 35\n"),
+    ("examples-10", "repository_snippets = 0\nown_examples = 1\ncontext_share = 10\n"),
+    ("examples-35", "repository_snippets = 0\nown_examples = 1\ncontext_share = 35\n"),
+    ("examples-1536", "repository_snippets = 0\nown_examples = 1\nprompt_tokens = 1536\ncontext_share = 35\n"),
 ];
 
 /// The history (the oldest 80 %) as code the user took and kept with an excellent score: what the
@@ -144,10 +168,17 @@ fn workspace_for(dir: &Path, repo: &Path, name: &str, written: &Written, text: &
     root
 }
 
-/// Asks `marunochi lsp` for the suggestion at the start of `written`'s body in `root`.
-fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str) -> (String, f64) {
+/// Asks `marunochi lsp` for the suggestion at the start of `written`'s body in `root`; with a
+/// `definitions` variant, `marunochi proxy` in front of pylsp for Python (rust-analyzer is not
+/// installed here: Rust goes without).
+fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str, settings: &str) -> (String, f64) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"));
-    command.env("MARUNOCHI_HOME", home).args(["lsp", "--model", &model.to_string_lossy()]);
+    command.env("MARUNOCHI_HOME", home);
+    if settings.contains("definitions = 2") && written.language == "python" {
+        command.args(["proxy", "--model", &model.to_string_lossy(), "--"]).args(pylsp());
+    } else {
+        command.args(["lsp", "--model", &model.to_string_lossy()]);
+    }
     let mut editor = Client::spawn(command);
     editor.initialize(root, &[]);
     // The repository index and the examples are read in the background; an editor would ask
@@ -250,9 +281,9 @@ fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize, var
     for (i, written) in exam.iter().enumerate() {
         let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
         let target = &written.text[written.body.clone()];
-        for ((variant, _), (home, score)) in variants.iter().zip(homes.iter().zip(&mut scores)) {
+        for ((variant, settings), (home, score)) in variants.iter().zip(homes.iter().zip(&mut scores)) {
             let root = workspace_for(&dir.path().join(variant).join(i.to_string()), repo, name, written, &text);
-            let (suggestion, ms) = ask(home, model, &root, written, &text);
+            let (suggestion, ms) = ask(home, model, &root, written, &text, settings);
             if show_empty && suggestion.trim().is_empty() {
                 let cursor_line = text[..written.body.start].rsplit('\n').next().unwrap_or("");
                 eprintln!(
@@ -267,8 +298,9 @@ fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize, var
             eprintln!("  {name}: {}/{} ({:.0} s)", i + 1, exam.len(), started.elapsed().as_secs_f64());
         }
     }
-    for home in &homes {
+    for (home, score) in homes.iter().zip(&mut scores) {
         stop_daemon(home);
+        score.count_sources(home);
     }
     scores
 }
@@ -297,7 +329,7 @@ fn main() {
     }
     println!("\nreplay with {} (exam: newest 20 % of each history)", model.display());
     println!(
-        "{:<28} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8}",
+        "{:<28} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8}  context: suggestions with it",
         "repository", "asked", "answered", "first line", "edit sim", "p50 ms", "p95 ms"
     );
     for row in rows {

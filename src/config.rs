@@ -46,6 +46,12 @@ repository_snippets = 0
 # Your own best code (taken and kept, quality 90 or more; the best there is while nothing reaches
 # 90) most like the lines before the cursor, offered as examples; 0 turns it off.
 own_examples = 1
+# Definitions of the names just before the cursor, asked of your language server
+# (`textDocument/definition`; functions and classes of your workspace, their first lines), offered
+# as context; 0 turns it off. Asked when you type, so answers arrive during the debounce; a
+# suggestion waits at most `definitions_wait_ms` longer for them and goes without the rest.
+definitions = 2
+definitions_wait_ms = 20
 # Your recent edits (in any open document) offered as context.
 recent_edits = true
 # Tokens a prompt may take, and the share (percent) of them the context may use; the rest is the
@@ -316,6 +322,8 @@ pub struct ServingConfig {
     pub context_files: usize,
     pub repository_snippets: usize,
     pub own_examples: usize,
+    pub definitions: usize,
+    pub definitions_wait_ms: u64,
     pub recent_edits: bool,
     pub prompt_tokens: usize,
     pub context_share: u32,
@@ -330,6 +338,8 @@ impl Default for ServingConfig {
             context_files: 3,
             repository_snippets: 0,
             own_examples: 1,
+            definitions: 2,
+            definitions_wait_ms: 20,
             recent_edits: true,
             prompt_tokens: 1024,
             context_share: 20,
@@ -344,6 +354,10 @@ impl ServingConfig {
 
     pub fn debounce(&self) -> Duration {
         Duration::from_millis(self.debounce_ms)
+    }
+
+    pub fn definitions_wait(&self) -> Duration {
+        Duration::from_millis(self.definitions_wait_ms)
     }
 }
 

@@ -261,6 +261,11 @@ const KEYWORDS: &[&str] = &[
     "where", "while", "with", "yield",
 ];
 
+/// A keyword of one of the languages we parse (or `self`): a word no lookup is worth making for.
+pub fn is_keyword(word: &str) -> bool {
+    KEYWORDS.contains(&word)
+}
+
 /// Terms of `text` and how often each occurs: identifiers of two characters or more, and the
 /// parts of compound ones; keywords left out.
 fn counted_terms(text: &str) -> HashMap<String, u32> {

@@ -26,6 +26,8 @@ pub const ADVERTISED_COMMANDS: [&str; 2] = [ACCEPT_COMMAND, FEEDBACK_COMMAND];
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServerFeatures {
     pub completion: bool,
+    /// It answers `textDocument/definition` (the definitions context source asks it).
+    pub definition: bool,
 }
 
 /// Adds our capabilities to the server's `initialize` result, in place.
@@ -33,7 +35,9 @@ pub fn merge_capabilities(result: &mut Value) -> ServerFeatures {
     let Some(capabilities) = message::object_at(result, &["capabilities"]) else {
         return ServerFeatures::default();
     };
-    let features = ServerFeatures { completion: capabilities.get("completionProvider").is_some_and(|c| !c.is_null()) };
+    let offered = |name: &str| capabilities.get(name).is_some_and(|c| !c.is_null() && c != &json!(false));
+    let features =
+        ServerFeatures { completion: offered("completionProvider"), definition: offered("definitionProvider") };
     if !features.completion {
         capabilities.insert("completionProvider".into(), json!({}));
     }

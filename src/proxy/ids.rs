@@ -5,8 +5,13 @@ use super::*;
 
 /// Where a request we sent to the server came from.
 pub(super) enum Outbound {
-    Client { id: Value, method: String },
+    Client {
+        id: Value,
+        method: String,
+    },
     ReplayInitialize,
+    /// A question of the serving stage's (`serving::Question`): the result goes to the reply.
+    Serving(tokio::sync::oneshot::Sender<Value>),
 }
 
 /// A server→client request waiting for the editor's answer.

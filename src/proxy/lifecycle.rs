@@ -81,7 +81,7 @@ impl Relay {
             .drain()
             .filter_map(|(ours, o)| match o {
                 Outbound::Client { id, .. } => Some((ours, id)),
-                Outbound::ReplayInitialize => None,
+                Outbound::ReplayInitialize | Outbound::Serving(_) => None,
             })
             .collect();
         pending.sort_by_key(|(ours, _)| *ours);

@@ -26,7 +26,7 @@ use crate::lsp::intercept::{self, ServerFeatures};
 use crate::lsp::message::{self, IdKey, Kind, MessageType, Payload, RawMessage, code};
 use crate::lsp::mirror::{DocumentEvent, DocumentSnapshot, Mirror, PositionEncoding};
 use crate::lsp::transport::{self, Backlog, Writer};
-use crate::serving::{CaptureSink, Finished, Outcome, Serving, ServingOptions, Suggestion, items};
+use crate::serving::{CaptureSink, Finished, Outcome, Question, Serving, ServingOptions, Suggestion, items};
 use ids::{Ids, InboundRequest, Outbound};
 use lifecycle::Replay;
 use suggestions::Waiting;
@@ -74,11 +74,15 @@ impl Proxy {
         let (events, mut inbox) = mpsc::unbounded_channel();
         let capture = self.options.capture.take();
         let serving = self.options.ai.take().map(|options| {
-            let events = events.clone();
+            let finished = events.clone();
             let mut serving =
-                Serving::new(options, &mut self.mirror, Arc::new(move |done| drop(events.send(Event::Ai(done)))));
+                Serving::new(options, &mut self.mirror, Arc::new(move |done| drop(finished.send(Event::Ai(done)))));
             if let Some(capture) = capture {
                 serving.set_sink(capture);
+            }
+            if let Backend::Server(_) = self.options.backend {
+                let questions = events.clone();
+                serving.set_server(Arc::new(move |question| drop(questions.send(Event::Ask(question)))));
             }
             serving
         });
@@ -124,6 +128,8 @@ enum Event {
     Signal(&'static str),
     /// A suggestion is done (or failed, or was cancelled).
     Ai(Finished),
+    /// The serving stage asks the language server something.
+    Ask(Question),
     /// The AI item of this completion request (our id on the server side) may not wait any longer.
     MergeDeadline(i64),
 }
@@ -243,6 +249,10 @@ impl Relay {
             }
             Event::Ai(finished) => {
                 self.suggestion_finished(finished);
+                None
+            }
+            Event::Ask(question) => {
+                self.ask_server(question);
                 None
             }
             Event::MergeDeadline(ours) => {

@@ -46,6 +46,11 @@ impl Relay {
                         }
                         Some(reply)
                     }
+                    Outbound::Serving(reply) => {
+                        let mut answer = message.to_value().unwrap_or_default();
+                        let _ = reply.send(answer["result"].take());
+                        None
+                    }
                     Outbound::ReplayInitialize => {
                         let response = message.to_value();
                         self.replay_after_initialize(&response.unwrap_or_else(|e| json!({"error": e.to_string()})));
@@ -82,6 +87,21 @@ impl Relay {
                 None
             }
         }
+    }
+
+    /// A question of the serving stage's; left unasked (its reply dropped) when the server cannot
+    /// take requests now or does not offer the method.
+    pub(super) fn ask_server(&mut self, question: Question) {
+        let offered = match question.method {
+            "textDocument/definition" => self.features.definition,
+            _ => false,
+        };
+        if !offered || !self.server_accepts_requests() {
+            return;
+        }
+        let ours = self.ids.take();
+        self.send_to_server(message::request(ours, question.method, question.params));
+        self.ids.to_server.insert(ours, Outbound::Serving(question.reply));
     }
 
     /// A full document diagnostic report (LSP 3.17 pull model) for `uri` and the related documents it

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{Outcome, Retrieval, Suggestion};
-use crate::daemon::protocol::CompleteRequest;
+use crate::daemon::protocol::{CompleteRequest, ContextFile};
 use crate::daemon::{Client, ClientError};
 use crate::home::Home;
 
@@ -20,7 +20,7 @@ pub(super) async fn generate(
     mut request: CompleteRequest,
     mut shown: Suggestion,
     debounce: Duration,
-    retrieval: Retrieval,
+    mut retrieval: Retrieval,
     mut cancelled: watch::Receiver<bool>,
 ) -> Outcome {
     // `wait_for` also returns when the sender is gone: then nobody wants the answer either.
@@ -30,8 +30,19 @@ pub(super) async fn generate(
             _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
         }
     }
+    // The language server has had the debounce to answer; it gets a little longer, no more.
+    let defined = match retrieval.definitions.take() {
+        Some((definitions, pending)) => {
+            let deadline = tokio::time::Instant::now() + retrieval.definitions_wait;
+            tokio::select! {
+                found = definitions.collect(pending, deadline, retrieval.definition_count, retrieval.max_bytes) => found,
+                _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
+            }
+        }
+        None => Vec::new(),
+    };
     // After the debounce, so a keystroke that replaces this request costs no search either.
-    retrieve(&retrieval, &mut request, &mut shown);
+    retrieve(&retrieval, defined, &mut request, &mut shown);
     let client = tokio::select! {
         client = link.get() => client,
         _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
@@ -64,11 +75,14 @@ pub(super) async fn generate(
     }
 }
 
-/// Repository snippets, then the user's own examples, ahead of the open documents (the prompt
-/// takes context in this order and puts the first nearest the cursor).
-fn retrieve(retrieval: &Retrieval, request: &mut CompleteRequest, shown: &mut Suggestion) {
-    let mut found = Vec::new();
+/// Definitions, repository snippets, then the user's own examples, ahead of the open documents
+/// (the prompt takes context in this order and puts the first nearest the cursor).
+fn retrieve(retrieval: &Retrieval, defined: Vec<ContextFile>, request: &mut CompleteRequest, shown: &mut Suggestion) {
     let mut sources = Vec::new();
+    if !defined.is_empty() {
+        sources.push("definitions");
+    }
+    let mut found = defined;
     if let Some(repository) = &retrieval.repository {
         let snippets = repository.search(
             &request.prefix,

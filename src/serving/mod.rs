@@ -8,6 +8,7 @@
 //! (`context.rs`); `link.rs` reaches the daemon (starting it if need be) and runs the generation.
 
 mod context;
+mod definitions;
 mod examples;
 pub mod items;
 mod language;
@@ -24,6 +25,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use context::{Edit, PREFIX_BYTES, SUFFIX_BYTES, head, tail};
+pub use definitions::{Ask, Question};
+use definitions::{Definitions, Pending};
 use examples::Examples;
 pub use language::language_at;
 use link::{Link, LinkState, generate};
@@ -69,11 +72,11 @@ pub struct Suggestion {
     /// The document window the prompt was built from, so a training example can be rebuilt.
     pub prefix: String,
     pub suffix: String,
-    /// The files the prompt was offered as context (paths: repository snippets, own examples by
-    /// their file's name, then other open documents), and the recent edits.
+    /// The files the prompt was offered as context (paths: definitions, repository snippets, own
+    /// examples by their file's name, then other open documents), and the recent edits.
     pub context_files: Vec<String>,
-    /// The context sources that offered something: `snippets`, `own_examples`, `open_files`,
-    /// `recent_edits`.
+    /// The context sources that offered something: `definitions`, `snippets`, `own_examples`,
+    /// `open_files`, `recent_edits`.
     pub sources: Vec<&'static str>,
     pub recent_edits: Vec<RecentEdit>,
     /// The document version the suggestion was made against.
@@ -146,6 +149,10 @@ pub struct Finished {
 
 /// What a generation asks the retrieval sources for once its debounce is over.
 pub(crate) struct Retrieval {
+    /// The language server's answers about the names before the cursor, asked at the keystroke.
+    definitions: Option<(Arc<Definitions>, Pending)>,
+    definition_count: usize,
+    definitions_wait: Duration,
     repository: Option<Arc<Repository>>,
     snippets: usize,
     examples: Option<Arc<Examples>>,
@@ -178,6 +185,10 @@ pub struct Serving {
     repository: Option<Arc<Repository>>,
     /// The user's own best code, when `own_examples` is on.
     examples: Option<Arc<Examples>>,
+    /// How to ask the language server (none behind `marunochi lsp`).
+    ask: Option<Ask>,
+    /// Definitions of the names at the cursor, when `definitions` is on and a server is asked.
+    definitions: Option<Arc<Definitions>>,
     recent: VecDeque<(Suggestion, bool)>,
     sink: Box<dyn CaptureSink>,
     /// Whether the user has been told that AI is off (told once per outage).
@@ -211,6 +222,8 @@ impl Serving {
             roots: Vec::new(),
             repository: None,
             examples,
+            ask: None,
+            definitions: None,
             recent: VecDeque::new(),
             sink: Box::new(LogSink),
             told_unavailable: false,
@@ -225,6 +238,11 @@ impl Serving {
 
     pub fn set_sink(&mut self, sink: Box<dyn CaptureSink>) {
         self.sink = sink;
+    }
+
+    /// How to ask the language server behind the proxy (the definitions source).
+    pub fn set_server(&mut self, ask: Ask) {
+        self.ask = Some(ask);
     }
 
     /// Reads the workspace roots from the editor's `initialize` params.
@@ -244,6 +262,9 @@ impl Serving {
         directories.dedup();
         if self.config.repository_snippets > 0 && !directories.is_empty() {
             self.repository = Some(Arc::new(Repository::start(directories.clone())));
+        }
+        if let Some(ask) = self.ask.clone().filter(|_| self.config.definitions > 0) {
+            self.definitions = Some(Arc::new(Definitions::new(ask, directories.clone())));
         }
         self.sink.workspace(&directories);
     }
@@ -340,6 +361,12 @@ impl Serving {
         self.inflight.insert(ticket, cancel);
         let (link, notify, debounce) = (self.link.clone(), self.notify.clone(), self.config.debounce());
         let retrieval = Retrieval {
+            definitions: self
+                .definitions
+                .as_ref()
+                .map(|d| (d.clone(), d.ask(uri, doc.clone(), mirror.encoding(), offset))),
+            definition_count: self.config.definitions,
+            definitions_wait: self.config.definitions_wait(),
             repository: self.repository.clone(),
             snippets: self.config.repository_snippets,
             examples: self.examples.clone(),
@@ -358,7 +385,8 @@ impl Serving {
     /// token), so that all of them fit.
     fn retrieved_bytes(&self) -> usize {
         let context_tokens = self.config.prompt_tokens * self.config.context_share as usize / 100;
-        let items = self.config.repository_snippets + self.config.own_examples;
+        let definitions = if self.definitions.is_some() { self.config.definitions } else { 0 };
+        let items = definitions + self.config.repository_snippets + self.config.own_examples;
         3 * context_tokens / items.max(1)
     }
 

@@ -675,3 +675,93 @@ fn the_users_own_excellent_code_is_offered_as_an_example() {
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }
+
+#[test]
+fn definitions_of_the_names_at_the_cursor_come_from_the_users_language_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(
+        dir.path(),
+        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\n\
+         definitions_wait_ms = 10000\n",
+    );
+    let root = workspace(dir.path());
+    std::fs::create_dir_all(root.join("net")).unwrap();
+    let helpers = "def parse_header(line, strict=False):\n    \"\"\"Split `Key: value` into a lowercase key and value.\"\"\"\n    \
+                   key, _, value = line.partition(':')\n    if strict and not value:\n        raise ValueError(line)\n    \
+                   return key.strip().lower(), value.strip()\n";
+    std::fs::write(root.join("net/headers.py"), helpers).unwrap();
+    let main = "from net.headers import parse_header\n\n\ndef read_headers(lines):\n    \"\"\"Every header line into a dict.\"\"\"\n    \
+                pairs = [parse_header(line) for line in lines]\n    ";
+    std::fs::write(root.join("main.py"), main).unwrap();
+    let uri = file_uri(&root.join("main.py"));
+    let mut client = Client::spawn(proxy_with_model(&home, &smollm2(), &pylsp()));
+    client.initialize(&root, &[]);
+    open_as(&mut client, &uri, "python", main);
+
+    let first = inline(&mut client, &uri, 6, 4);
+    let (files, sources) = recorded_context(&home, &first);
+    // `lines`, `line` and `pairs` are defined in the window the prompt shows; `parse_header`'s import
+    // resolves to the helper itself.
+    assert_eq!(files, json!(["net/headers.py"]), "{files}");
+    assert_eq!(sources, json!(["definitions"]));
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+
+    // Behind `marunochi lsp` there is no server to ask, and `definitions = 0` turns it off.
+    for (config, command) in [
+        ("definitions = 2", lsp_with_model(&home, &smollm2())),
+        ("definitions = 0", proxy_with_model(&home, &smollm2(), &pylsp())),
+    ] {
+        std::fs::write(
+            home.join("config.toml"),
+            format!("[daemon]\nidle_exit_secs = 20\n[serving]\nmax_tokens = 8\nown_examples = 0\n{config}\n"),
+        )
+        .unwrap();
+        let mut client = Client::spawn(command);
+        client.initialize(&root, &[]);
+        open_as(&mut client, &uri, "python", main);
+        let suggestion = inline(&mut client, &uri, 6, 4);
+        assert_eq!(recorded_context(&home, &suggestion), (json!([]), json!([])), "{config}");
+        assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    }
+    stop_daemon(&home);
+}
+
+#[test]
+fn a_slow_language_server_costs_a_suggestion_its_definitions_not_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(
+        dir.path(),
+        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\n\
+         definitions_wait_ms = 20\nrecent_edits = false\n",
+    );
+    let root = workspace(dir.path());
+    std::fs::write(root.join("defs.py"), "def helper(a, b):\n    return a + b\n").unwrap();
+    let main = "import defs\n\n\ndef total(items):\n    \"\"\"Sum them.\"\"\"\n    ";
+    let uri = file_uri(&root.join("main.py"));
+    let mut server = scripted_server(&dir.path().join("server.log"), None);
+    let definition = root.join("defs.py").to_string_lossy().into_owned();
+    server.extend(["--definition".into(), definition, "--definition-delay".into(), "2".into()]);
+    let mut client = Client::spawn(proxy_with_model(&home, &smollm2(), &server));
+    client.initialize(&root, &[]);
+    open_as(&mut client, &uri, "python", main);
+
+    // Every name is defined in defs.py, two seconds later: the suggestion does not wait for it.
+    let first = inline(&mut client, &uri, 5, 4);
+    assert_eq!(recorded_context(&home, &first).1, json!([]));
+    // The late answers are remembered: a keystroke after they came in has them at once (a shorter
+    // docstring moves the cursor back, so this is a new request to the model).
+    std::thread::sleep(Duration::from_millis(2500));
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2},
+               "contentChanges": [{"range": {"start": {"line": 4, "character": 0}, "end": {"line": 5, "character": 4}},
+                                   "text": "    \"\"\"Sum.\"\"\"\n    "}]}),
+    );
+    let second = inline(&mut client, &uri, 5, 4);
+    assert_eq!(recorded_context(&home, &second), (json!(["defs.py"]), json!(["definitions"])));
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    let asked = log.lines().filter(|l| l.contains("textDocument/definition")).count();
+    assert!((1..=6).contains(&asked), "each name asked once, not again at the next keystroke: {asked}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
