@@ -21,7 +21,8 @@
 //! (EXAM=n exam requests per repository, evenly spread over the newest 20 %, default 40;
 //! VARIANTS=name,name, default `none,examples`; MODEL=path, default SmolLM2; REPOS=name,name to
 //! pick; EMPTY=1 prints every empty answer's cursor line; RETRIEVAL=1 runs no model and reports how
-//! often the snippets name a function the author's body calls, K=n snippets). The repositories and
+//! often the snippets name a function the author's body calls, K=n snippets; SILENCE=1 judges the
+//! stay-silent filter on outcomes the author's code decides, see `silence_only`). The repositories and
 //! their pinned commits are in `scripts/replay-repos.sh`.
 
 #[allow(dead_code)] // the benchmark uses a part of the tests' helpers
@@ -171,7 +172,7 @@ fn workspace_for(dir: &Path, repo: &Path, name: &str, written: &Written, text: &
 /// Asks `marunochi lsp` for the suggestion at the start of `written`'s body in `root`; with a
 /// `definitions` variant, `marunochi proxy` in front of pylsp for Python (rust-analyzer is not
 /// installed here: Rust goes without).
-fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str, settings: &str) -> (String, f64) {
+fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str, settings: &str) -> (String, f64, String) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"));
     command.env("MARUNOCHI_HOME", home);
     if settings.contains("definitions = 2") && written.language == "python" {
@@ -201,7 +202,9 @@ fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str, se
     let answer = inline(&mut editor, &uri, line, character);
     let ms = asked.elapsed().as_secs_f64() * 1000.0;
     editor.shutdown_and_exit();
-    (answer["result"]["items"][0]["insertText"].as_str().unwrap_or("").to_owned(), ms)
+    let item = &answer["result"]["items"][0];
+    let id = item["command"]["arguments"][0].as_str().unwrap_or("").to_owned();
+    (item["insertText"].as_str().unwrap_or("").to_owned(), ms, id)
 }
 
 /// The name a unit defines: the identifier after its first `def`/`fn`.
@@ -210,6 +213,88 @@ fn defined_name(unit: &str) -> Option<&str> {
     let after = first.split_once("def ").or_else(|| first.split_once("fn "))?.1;
     let end = after.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(after.len());
     (end > 0).then_some(&after[..end])
+}
+
+/// What the author would have done with `suggestion`: taken whole when the author's body starts
+/// with it, in part (its first lines) when at least its first line is theirs, else rejected.
+fn decided(suggestion: &str, target: &str) -> (marunochi::store::Action, String) {
+    use marunochi::store::Action;
+    let first = |s: &str| s.lines().next().unwrap_or("").trim().to_owned();
+    if suggestion.trim().is_empty() || first(suggestion) != first(target) {
+        return (Action::Rejected, String::new());
+    }
+    if target.starts_with(suggestion) {
+        return (Action::Accepted, suggestion.to_owned());
+    }
+    let kept: String = suggestion
+        .split_inclusive('\n')
+        .zip(target.split_inclusive('\n'))
+        .take_while(|(ours, theirs)| ours.trim_end() == theirs.trim_end())
+        .map(|(ours, _)| ours)
+        .collect();
+    (Action::Partial, kept)
+}
+
+/// `SILENCE=1`: the stay-silent filter on a user's real outcomes. `3 × EXAM` functions spread over
+/// the newest 40 % of the history are asked in time order (default configuration, no own
+/// examples); each suggestion is taken, taken in part or rejected as the author's code dictates
+/// (`decided`) and written to the store as the capture stage would. The filter learns from the
+/// oldest two thirds (`silence::Filters::load`'s rule: its own held-out quarter picks the
+/// threshold) and is judged on the newest third: suggestions shown and characters taken, with
+/// the filter and without.
+fn silence_only(name: &str, repo: &Path, commit: &str, model: &Path, count: usize) -> String {
+    let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }).unwrap();
+    let newest = &all[all.len() * 3 / 5..];
+    let step = (newest.len() as f64 / (3 * count) as f64).max(1.0);
+    let asked: Vec<&Written> =
+        (0..(3 * count).min(newest.len())).map(|i| &newest[(i as f64 * step) as usize]).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let settings = "own_examples = 0\nstay_silent = false\n";
+    std::fs::write(home.join("config.toml"), format!("[daemon]\nidle_exit_secs = 60\n[serving]\n{settings}")).unwrap();
+    let started = Instant::now();
+    for (i, written) in asked.iter().enumerate() {
+        let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
+        let root = workspace_for(&dir.path().join(i.to_string()), repo, name, written, &text);
+        let (suggestion, _, id) = ask(&home, model, &root, written, &text, settings);
+        if id.is_empty() {
+            continue;
+        }
+        let (action, kept) = decided(&suggestion, &written.text[written.body.clone()]);
+        let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
+        let changed = db
+            .execute(
+                "UPDATE interactions SET action = ?1, final_code = ?2 WHERE id = ?3",
+                rusqlite::params![action.as_str(), kept, id],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "the suggestion {id} is in the store");
+        if (i + 1) % 20 == 0 {
+            eprintln!("  {name}: {}/{} ({:.0} s)", i + 1, asked.len(), started.elapsed().as_secs_f64());
+        }
+    }
+    stop_daemon(&home);
+    let outcomes =
+        marunochi::store::Store::open(&home.join("marunochi.db")).unwrap().shown_outcomes(usize::MAX).unwrap();
+    let split = outcomes.len() * 2 / 3;
+    let filters = marunochi::silence::Filters::learn(&outcomes[..split]);
+    let judged = filters.judge(&outcomes[split..]);
+    let model = filters.summary().into_iter().next();
+    let threshold = model.as_ref().and_then(|m| m.model.as_ref()?.threshold);
+    let reason = model.and_then(|m| m.reason).unwrap_or_default();
+    format!(
+        "{name:<16} {:>7} | {:>6} {:>6} {:>10} | {:>9}   {:>6} {:>6} {:>10}   {}",
+        split,
+        judged.suggestions,
+        judged.taken,
+        judged.taken_chars,
+        threshold.map_or_else(|| "none".to_owned(), |t| format!("{t:.2}")),
+        judged.suggestions - judged.hidden,
+        judged.taken - judged.taken_hidden,
+        judged.taken_chars - judged.taken_chars_hidden,
+        reason,
+    )
 }
 
 /// `RETRIEVAL=1`: no model; how often the snippets name a function the author's body calls, against
@@ -283,7 +368,7 @@ fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize, var
         let target = &written.text[written.body.clone()];
         for ((variant, settings), (home, score)) in variants.iter().zip(homes.iter().zip(&mut scores)) {
             let root = workspace_for(&dir.path().join(variant).join(i.to_string()), repo, name, written, &text);
-            let (suggestion, ms) = ask(home, model, &root, written, &text, settings);
+            let (suggestion, ms, _) = ask(home, model, &root, written, &text, settings);
             if show_empty && suggestion.trim().is_empty() {
                 let cursor_line = text[..written.body.start].rsplit('\n').next().unwrap_or("");
                 eprintln!(
@@ -319,6 +404,10 @@ fn main() {
             continue;
         }
         let repo = repo_root().join(".test-deps/replay").join(format!("{name}.git"));
+        if std::env::var_os("SILENCE").is_some() {
+            rows.push(silence_only(name, &repo, commit, &model, count));
+            continue;
+        }
         if std::env::var_os("RETRIEVAL").is_some() {
             retrieval_only(name, &repo, commit, count, env_or("K", 2));
             continue;
@@ -327,11 +416,23 @@ fn main() {
             rows.push(score.row(&format!("{name} {variant}")));
         }
     }
-    println!("\nreplay with {} (exam: newest 20 % of each history)", model.display());
-    println!(
-        "{:<28} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8}  context: suggestions with it",
-        "repository", "asked", "answered", "first line", "edit sim", "p50 ms", "p95 ms"
-    );
+    if std::env::var_os("SILENCE").is_some() {
+        println!(
+            "\nstay-silent filter with {}: learned from the older 2/3 of the outcomes, judged on the newer 1/3",
+            model.display()
+        );
+        println!(
+            "{:<16} {:>6} | {:>6} {:>6} {:>10} | {:>9}   {:>6} {:>6} {:>10}",
+            "repository", "learned", "shown", "taken", "taken chr", "threshold", "shown", "taken", "taken chr"
+        );
+        println!("{:<16} {:>6} | without the filter {:>6} | {:>9} with the filter", "", "", "", "");
+    } else {
+        println!("\nreplay with {} (exam: newest 20 % of each history)", model.display());
+        println!(
+            "{:<28} {:>5} {:>9} {:>11} {:>8} {:>8} {:>8}  context: suggestions with it",
+            "repository", "asked", "answered", "first line", "edit sim", "p50 ms", "p95 ms"
+        );
+    }
     for row in rows {
         println!("{row}");
     }

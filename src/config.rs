@@ -54,6 +54,11 @@ definitions = 2
 definitions_wait_ms = 20
 # Your recent edits (in any open document) offered as context.
 recent_edits = true
+# Learn from what you take and reject when to stay silent: suggestions your own P(taken) model puts
+# below its threshold are not shown (one in ten is, so it keeps learning). The threshold is the
+# highest that would have hidden at most 2 % of the characters you took lately; with fewer than
+# 60 decided suggestions, or no such threshold, everything is shown.
+stay_silent = true
 # Tokens a prompt may take, and the share (percent) of them the context may use; the rest is the
 # text around the cursor. Longer prompts see more but cost more time on every cache miss.
 prompt_tokens = 1024
@@ -325,6 +330,7 @@ pub struct ServingConfig {
     pub definitions: usize,
     pub definitions_wait_ms: u64,
     pub recent_edits: bool,
+    pub stay_silent: bool,
     pub prompt_tokens: usize,
     pub context_share: u32,
 }
@@ -341,6 +347,7 @@ impl Default for ServingConfig {
             definitions: 2,
             definitions_wait_ms: 20,
             recent_edits: true,
+            stay_silent: true,
             prompt_tokens: 1024,
             context_share: 20,
         }

@@ -24,6 +24,7 @@ pub mod redact;
 pub mod retention;
 pub mod retrieve;
 pub mod serving;
+pub mod silence;
 pub mod store;
 pub mod syntax;
 pub mod train;

@@ -1,94 +1,59 @@
 //! The user's own best code as few-shot examples (`[serving] own_examples`): code they took and
 //! kept, excellent by its quality score (≥ 90) — or, while nothing reaches 90 in a language, the
 //! best there is — each with the lines that led to it, ranked for the cursor like repository
-//! snippets (`retrieve::Index`). Read from the store on a thread at start and again every
-//! [`RELOAD`]; a request never waits for it.
+//! snippets (`retrieve::Index`). Read from the store on a thread at start and again every ten
+//! minutes (`reload.rs`); a request never waits for it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use super::context::head;
+use super::reload::FromStore;
 use crate::daemon::protocol::ContextFile;
 use crate::quality::Band;
 use crate::retrieve::{Index, MAX_UNIT_LINES};
-use crate::store::{Store, TakenCode};
+use crate::store::{Store, StoreError, TakenCode};
 
-/// How often the pool is read again from the store.
-const RELOAD: Duration = Duration::from_secs(600);
 /// Examples kept per language, best first.
 pub const POOL: usize = 2000;
 /// Lines before the taken code that make an example readable.
 const LEAD_LINES: usize = 8;
 
-#[derive(Default)]
-struct State {
-    by_language: HashMap<String, Index>,
-    loaded_at: Option<Instant>,
-    loading: bool,
-}
-
 pub(super) struct Examples {
-    db: PathBuf,
-    state: Arc<Mutex<State>>,
+    by_language: FromStore<HashMap<String, Index>>,
 }
 
 impl Examples {
     pub(super) fn start(db: PathBuf) -> Examples {
-        let examples = Examples { db, state: Arc::new(Mutex::new(State::default())) };
-        examples.reload_if_due();
-        examples
-    }
-
-    /// Reads the pool again on a thread when it was never read or is older than [`RELOAD`].
-    fn reload_if_due(&self) {
-        let Ok(mut state) = self.state.try_lock() else { return };
-        if state.loading || state.loaded_at.is_some_and(|at| at.elapsed() < RELOAD) {
-            return;
-        }
-        state.loading = true;
-        let (db, shared) = (self.db.clone(), self.state.clone());
-        std::thread::spawn(move || {
-            let pool = Store::open(&db).and_then(|store| store.taken_code(POOL));
-            let mut state = shared.lock().expect("examples state");
-            state.loading = false;
-            state.loaded_at = Some(Instant::now());
-            match pool {
-                Ok(rows) => state.by_language = indexes(&chosen(rows)),
-                Err(error) => tracing::warn!(%error, "own examples: the store cannot be read"),
-            }
-        });
+        Examples { by_language: FromStore::start(db, "own examples", load) }
     }
 
     /// For `marunochi.status`: examples per language, or that they are being read.
     pub(super) fn status(&self) -> serde_json::Value {
-        match self.state.try_lock() {
-            Ok(state) if state.loaded_at.is_some() => serde_json::json!(
-                state
-                    .by_language
-                    .iter()
-                    .map(|(language, index)| (language.clone(), index.len()))
-                    .collect::<HashMap<_, _>>()
-            ),
-            _ => serde_json::json!("loading"),
-        }
+        let counts = self.by_language.with(|by_language| {
+            by_language.iter().map(|(language, index)| (language.clone(), index.len())).collect::<HashMap<_, _>>()
+        });
+        counts.map_or_else(|| serde_json::json!("loading"), |counts| serde_json::json!(counts))
     }
 
     /// The `k` examples in `language` most like the lines before the cursor, each at most
     /// `max_bytes` (whole lines). One the window already shows is dropped by the engine.
     pub(super) fn search(&self, language: &str, prefix: &str, k: usize, max_bytes: usize) -> Vec<ContextFile> {
-        self.reload_if_due();
-        let Ok(state) = self.state.try_lock() else { return Vec::new() };
-        let Some(index) = state.by_language.get(language) else { return Vec::new() };
-        let hits = index.search(prefix, k, |_, _| false);
-        hits.into_iter()
+        let hits = self.by_language.with(|by_language| {
+            by_language.get(language).map(|index| index.search(prefix, k, |_, _| false)).unwrap_or_default()
+        });
+        hits.unwrap_or_default()
+            .into_iter()
             .map(|hit| ContextFile {
                 path: hit.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                 text: head(&hit.text, max_bytes).trim_end().to_owned(),
             })
             .collect()
     }
+}
+
+fn load(store: &Store) -> Result<HashMap<String, Index>, StoreError> {
+    Ok(indexes(&chosen(store.taken_code(POOL)?)))
 }
 
 /// Per language, the excellent rows (quality ≥ 90) when there are any, else all of them (the best

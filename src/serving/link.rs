@@ -60,6 +60,9 @@ pub(super) async fn generate(
                     shown.text = text;
                     shown.model_version = completed.model_version;
                     shown.confidence = completed.confidence;
+                    if retrieval.quiet.as_ref().is_some_and(|quiet| quiet.holds_back(&shown)) {
+                        return Outcome::Nothing;
+                    }
                     Outcome::Suggested(Box::new(shown))
                 }
                 None => Outcome::Nothing,

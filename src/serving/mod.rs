@@ -13,6 +13,8 @@ mod examples;
 pub mod items;
 mod language;
 mod link;
+mod quiet;
+mod reload;
 mod snippets;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +32,7 @@ use definitions::{Definitions, Pending};
 use examples::Examples;
 pub use language::language_at;
 use link::{Link, LinkState, generate};
+use quiet::Quiet;
 use snippets::Repository;
 
 use crate::config::ServingConfig;
@@ -160,6 +163,8 @@ pub(crate) struct Retrieval {
     /// Each item's share of the context budget.
     max_bytes: usize,
     current: Option<PathBuf>,
+    /// The stay-silent filter, which may hold the answer back.
+    quiet: Option<Arc<Quiet>>,
 }
 
 /// The ticket of the connection warm-up at start: it answers no request.
@@ -189,6 +194,8 @@ pub struct Serving {
     ask: Option<Ask>,
     /// Definitions of the names at the cursor, when `definitions` is on and a server is asked.
     definitions: Option<Arc<Definitions>>,
+    /// When `stay_silent` is on.
+    quiet: Option<Arc<Quiet>>,
     recent: VecDeque<(Suggestion, bool)>,
     sink: Box<dyn CaptureSink>,
     /// Whether the user has been told that AI is off (told once per outage).
@@ -202,6 +209,7 @@ impl Serving {
     pub fn new(options: ServingOptions, mirror: &mut Mirror, notify: Notify) -> Serving {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let examples = (options.config.own_examples > 0).then(|| Arc::new(Examples::start(options.home.db_path())));
+        let quiet = options.config.stay_silent.then(|| Arc::new(Quiet::start(options.home.db_path())));
         Serving {
             config: options.config,
             link: Arc::new(Link {
@@ -224,6 +232,7 @@ impl Serving {
             examples,
             ask: None,
             definitions: None,
+            quiet,
             recent: VecDeque::new(),
             sink: Box::new(LogSink),
             told_unavailable: false,
@@ -373,6 +382,7 @@ impl Serving {
             own_examples: self.config.own_examples,
             max_bytes: self.retrieved_bytes(),
             current: crate::uri::to_path(uri),
+            quiet: self.quiet.clone(),
         };
         tokio::spawn(async move {
             let outcome = generate(link, request, shown, debounce, retrieval, cancelled).await;
@@ -457,8 +467,11 @@ impl Serving {
         Some(match command {
             ACCEPT_COMMAND => match arguments.first().and_then(Value::as_str) {
                 Some(id) => {
-                    if let Some((_, accepted)) = self.recent.iter_mut().find(|(s, _)| s.id == id) {
+                    if let Some((suggestion, accepted)) = self.recent.iter_mut().find(|(s, _)| s.id == id) {
                         *accepted = true;
+                        if let Some(quiet) = &self.quiet {
+                            quiet.taken(&suggestion.language);
+                        }
                     } else {
                         tracing::warn!(id, "accepted a suggestion this proxy does not remember");
                     }
@@ -526,6 +539,7 @@ impl Serving {
             "today": today,
             "repository": self.repository.as_ref().map(|r| r.status()),
             "own_examples": self.examples.as_ref().map(|e| e.status()),
+            "stay_silent": self.quiet.as_ref().map(|q| q.status()),
         })
     }
 

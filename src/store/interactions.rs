@@ -289,6 +289,42 @@ impl Store {
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
+    /// The newest `limit` decided suggestions, oldest first, with what was known before each was
+    /// shown and what the user did: what the stay-silent filter learns from.
+    pub fn shown_outcomes(&self, limit: usize) -> Result<Vec<ShownOutcome>, StoreError> {
+        let failed = |e| classify(&self.path, e);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT * FROM (
+                     SELECT CAST((julianday(timestamp) - 2440587.5) * 86400000 AS INTEGER) AS at_ms,
+                            coalesce(language, ''), action, coalesce(suggestion, ''),
+                            coalesce(suggestion_type, 'inline'), coalesce(confidence_score, 0),
+                            substr(coalesce(prompt_prefix, ''), -200), substr(coalesce(prompt_suffix, ''), 1, 200),
+                            coalesce(context_sources, '[]'), final_code
+                     FROM interactions WHERE action NOT IN ('shown')
+                     ORDER BY timestamp DESC, id DESC LIMIT ?1)
+                 ORDER BY at_ms, 1",
+            )
+            .map_err(failed)?;
+        let rows = statement.query_map([limit as i64], |row| {
+            let sources: String = row.get(8)?;
+            Ok(ShownOutcome {
+                at_ms: row.get(0)?,
+                language: row.get(1)?,
+                action: row.get(2)?,
+                suggestion: row.get(3)?,
+                kind: row.get(4)?,
+                confidence: row.get(5)?,
+                prefix_tail: row.get(6)?,
+                suffix_head: row.get(7)?,
+                sources: serde_json::from_str(&sources).unwrap_or_default(),
+                final_code: row.get(9)?,
+            })
+        });
+        rows.and_then(Iterator::collect).map_err(failed)
+    }
+
     /// Every (language, document URI) the user got suggestions in.
     pub fn worked_files(&self) -> Result<Vec<(String, String)>, StoreError> {
         let failed = |e| classify(&self.path, e);
@@ -343,6 +379,24 @@ pub struct CurationRow {
     pub typed_instead: Option<String>,
     /// Cyclomatic complexity of the function around the code, when known.
     pub complexity: Option<usize>,
+}
+
+/// A decided suggestion as the stay-silent filter sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownOutcome {
+    /// When it was shown, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub language: String,
+    pub action: Action,
+    pub suggestion: String,
+    /// `inline` or `completion`.
+    pub kind: String,
+    pub confidence: f64,
+    /// The last 200 characters before the cursor, the first 200 after it.
+    pub prefix_tail: String,
+    pub suffix_head: String,
+    pub sources: Vec<String>,
+    pub final_code: Option<String>,
 }
 
 /// Code the user took, with the text before it (stored redacted).

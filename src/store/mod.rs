@@ -55,7 +55,9 @@ mod retention;
 mod runs;
 mod shadow;
 
-pub use interactions::{Action, Batch, CurationRow, Decided, Inputs, Interaction, Shown, TakenCode, TestCounts};
+pub use interactions::{
+    Action, Batch, CurationRow, Decided, Inputs, Interaction, Shown, ShownOutcome, TakenCode, TestCounts,
+};
 pub use metrics::{DriftEvent, SourceMetrics, WeekMetrics};
 pub use registry::{AdapterChange, AdapterEvent, AdapterVersion, Links, Stage, VersionOutcome};
 pub use retention::{Anchor, CHECKS, CheckResult, DueCheck, RetentionCheck};

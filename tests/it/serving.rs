@@ -765,3 +765,64 @@ fn a_slow_language_server_costs_a_suggestion_its_definitions_not_its_time() {
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
 }
+
+#[test]
+fn a_user_who_rejects_every_ghost_text_is_not_shown_more_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(
+        dir.path(),
+        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\n",
+    );
+    let root = workspace(dir.path());
+    // 120 decided suggestions at irregular times: ghost text always rejected, menu items taken.
+    let mut store = marunochi::store::Store::open(&home.join("marunochi.db")).unwrap();
+    let mut at = SHOWN_AT_MS;
+    for i in 0..120 {
+        let id = format!("past-{i:03}");
+        let menu = (i * 37 + 11) % 100 < 33;
+        at += 20_000 + (i * 7919 % 13) * 15_000;
+        let shown = marunochi::store::Shown {
+            suggestion_type: if menu { "completion" } else { "inline" },
+            suggestion: "return value".into(),
+            ..shown_row(&id, &file_uri(&root.join("old.py")), at)
+        };
+        store.batch(|b| b.shown(&shown)).unwrap();
+        let action = if menu { marunochi::store::Action::Accepted } else { marunochi::store::Action::Rejected };
+        store.batch(|b| b.outcome(&taken(&id, action, "return value", 0..12))).unwrap();
+    }
+    drop(store);
+    let main = "import os\n\n\ndef clean_path(path):\n    \"\"\"Tidy the path.\"\"\"\n    ";
+    let uri = file_uri(&root.join("main.py"));
+    let mut client = Client::spawn(lsp_with_model(&home, &smollm2()));
+    client.initialize(&root, &[]);
+    let filters = eventually("the filter learned", || {
+        let status = command(&mut client, "marunochi.status", json!([]))["result"]["stay_silent"].clone();
+        status["filters"].is_array().then_some(status)
+    });
+    let python = &filters["filters"][0];
+    assert_eq!(python["language"], "python", "{filters}");
+    assert_eq!(python["model"]["outcomes"], 120, "{filters}");
+    assert!(python["model"]["threshold"].is_number(), "{filters}");
+    open_as(&mut client, &uri, "python", main);
+
+    let held = inline(&mut client, &uri, 5, 4);
+    assert_eq!(held["result"]["items"], json!([]), "{held} {filters}");
+    let status = command(&mut client, "marunochi.status", json!([]))["result"]["stay_silent"].clone();
+    assert_eq!(status["held_back"], 1, "{status}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+
+    // Switched off, the same request is answered.
+    std::fs::write(
+        home.join("config.toml"),
+        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\nstay_silent = false\n",
+    )
+    .unwrap();
+    let mut client = Client::spawn(lsp_with_model(&home, &smollm2()));
+    client.initialize(&root, &[]);
+    open_as(&mut client, &uri, "python", main);
+    let shown = inline(&mut client, &uri, 5, 4);
+    assert!(shown["result"]["items"][0]["insertText"].is_string(), "{shown}");
+    assert_eq!(command(&mut client, "marunochi.status", json!([]))["result"]["stay_silent"], Value::Null);
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&home);
+}
