@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::context::head;
+use super::context::{head, tail};
 use crate::daemon::protocol::ContextFile;
 use crate::lsp::mirror::{DocumentSnapshot, PositionEncoding};
 
@@ -120,8 +120,8 @@ impl Definitions {
             })
             .collect();
         let text = &document.text;
-        let near_start = floor_boundary(text, offset.saturating_sub(NEAR_BYTES.0));
-        let near_end = floor_boundary(text, (offset + NEAR_BYTES.1).min(text.len()));
+        let near_start = offset - tail(&text[..offset], NEAR_BYTES.0).len();
+        let near_end = offset + head(&text[offset..], NEAR_BYTES.1).len();
         let line_of = |at: usize| text[..at].matches('\n').count();
         Pending {
             answers,
@@ -179,13 +179,6 @@ impl Definitions {
 fn read_source(path: &Path) -> Option<String> {
     let metadata = std::fs::metadata(path).ok()?;
     (metadata.len() <= crate::retrieve::MAX_FILE_BYTES).then(|| std::fs::read_to_string(path).ok()).flatten()
-}
-
-fn floor_boundary(text: &str, mut at: usize) -> usize {
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
 }
 
 /// The distinct names in the lines before `offset`, nearest first, with the byte offset of their

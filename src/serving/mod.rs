@@ -357,10 +357,14 @@ impl Serving {
             self.cancel(older);
         }
         if let Some(rest) = self.typed_into_last(uri, &doc.text, offset) {
+            // The rest of the last suggestion: its prompt's context is what made it.
+            let last = &self.last_shown[uri];
             let suggestion = Suggestion {
                 text: rest.to_owned(),
-                model_version: self.last_shown[uri].model_version.clone(),
-                confidence: self.last_shown[uri].confidence,
+                model_version: last.model_version.clone(),
+                confidence: last.confidence,
+                context_files: last.context_files.clone(),
+                sources: last.sources.clone(),
                 ..shown
             };
             (self.notify)(Finished { ticket, outcome: Outcome::Suggested(Box::new(suggestion)) });

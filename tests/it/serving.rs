@@ -428,6 +428,7 @@ fn typing_the_start_of_a_suggestion_is_answered_with_the_rest_without_the_model(
     assert_eq!(item["insertText"].as_str().unwrap(), &text[typed.len()..], "{next}");
     assert_ne!(item["command"]["arguments"][0], first["result"]["items"][0]["command"]["arguments"][0], "a new id");
     assert_eq!(daemon_status(&home).unwrap().completions, generated, "no generation for it");
+    assert_eq!(recorded_context(&home, &next), recorded_context(&home, &first), "the context that made it");
 
     // Typing something else is a new request to the model.
     client.notify(
