@@ -241,42 +241,19 @@ fn decided(suggestion: &str, target: &str) -> (marunochi::store::Action, String)
 /// (`decided`) and written to the store as the capture stage would. The filter learns from the
 /// oldest two thirds (`silence::Filters::load`'s rule: its own held-out quarter picks the
 /// threshold) and is judged on the newest third: suggestions shown and characters taken, with
-/// the filter and without.
+/// the filter and without. The outcomes are kept in `target/replay-silence/<repository>.db`;
+/// `SILENCE=judge` judges them again without asking the model.
 fn silence_only(name: &str, repo: &Path, commit: &str, model: &Path, count: usize) -> String {
     let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }).unwrap();
     let newest = &all[all.len() * 3 / 5..];
     let step = (newest.len() as f64 / (3 * count) as f64).max(1.0);
     let asked: Vec<&Written> =
         (0..(3 * count).min(newest.len())).map(|i| &newest[(i as f64 * step) as usize]).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let settings = "own_examples = 0\nstay_silent = false\n";
-    std::fs::write(home.join("config.toml"), format!("[daemon]\nidle_exit_secs = 60\n[serving]\n{settings}")).unwrap();
-    let started = Instant::now();
-    for (i, written) in asked.iter().enumerate() {
-        let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
-        let root = workspace_for(&dir.path().join(i.to_string()), repo, name, written, &text);
-        let (suggestion, _, id) = ask(&home, model, &root, written, &text, settings);
-        if id.is_empty() {
-            continue;
-        }
-        let (action, kept) = decided(&suggestion, &written.text[written.body.clone()]);
-        let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
-        let changed = db
-            .execute(
-                "UPDATE interactions SET action = ?1, final_code = ?2 WHERE id = ?3",
-                rusqlite::params![action.as_str(), kept, id],
-            )
-            .unwrap();
-        assert_eq!(changed, 1, "the suggestion {id} is in the store");
-        if (i + 1) % 20 == 0 {
-            eprintln!("  {name}: {}/{} ({:.0} s)", i + 1, asked.len(), started.elapsed().as_secs_f64());
-        }
+    let kept = repo_root().join("target/replay-silence").join(format!("{name}.db"));
+    if std::env::var("SILENCE").as_deref() != Ok("judge") {
+        ask_in_order(name, repo, model, &asked, &kept);
     }
-    stop_daemon(&home);
-    let outcomes =
-        marunochi::store::Store::open(&home.join("marunochi.db")).unwrap().shown_outcomes(usize::MAX).unwrap();
+    let outcomes = marunochi::store::Store::open(&kept).unwrap().shown_outcomes(usize::MAX).unwrap();
     let split = outcomes.len() * 2 / 3;
     let filters = marunochi::silence::Filters::learn(&outcomes[..split]);
     let judged = filters.judge(&outcomes[split..]);
@@ -295,6 +272,42 @@ fn silence_only(name: &str, repo: &Path, commit: &str, model: &Path, count: usiz
         judged.taken_chars - judged.taken_chars_hidden,
         reason,
     )
+}
+
+/// Asks `asked` in order and writes what the author would have done with each suggestion into
+/// the store, kept at `kept` (so `SILENCE=judge` can judge another filter rule without the model).
+fn ask_in_order(name: &str, repo: &Path, model: &Path, asked: &[&Written], kept: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let settings = "own_examples = 0\nstay_silent = false\n";
+    std::fs::write(home.join("config.toml"), format!("[daemon]\nidle_exit_secs = 60\n[serving]\n{settings}")).unwrap();
+    let started = Instant::now();
+    for (i, written) in asked.iter().enumerate() {
+        let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
+        let root = workspace_for(&dir.path().join(i.to_string()), repo, name, written, &text);
+        let (suggestion, _, id) = ask(&home, model, &root, written, &text, settings);
+        if id.is_empty() {
+            continue;
+        }
+        let (action, taken) = decided(&suggestion, &written.text[written.body.clone()]);
+        let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
+        let changed = db
+            .execute(
+                "UPDATE interactions SET action = ?1, final_code = ?2 WHERE id = ?3",
+                rusqlite::params![action.as_str(), taken, id],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "the suggestion {id} is in the store");
+        if (i + 1) % 20 == 0 {
+            eprintln!("  {name}: {}/{} ({:.0} s)", i + 1, asked.len(), started.elapsed().as_secs_f64());
+        }
+    }
+    stop_daemon(&home);
+    let _ = std::fs::remove_file(kept);
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
+    db.execute("VACUUM INTO ?1", [kept.to_string_lossy()]).unwrap();
 }
 
 /// `RETRIEVAL=1`: no model; how often the snippets name a function the author's body calls, against

@@ -772,7 +772,7 @@ fn a_user_who_rejects_every_ghost_text_is_not_shown_more_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let home = home_with_config(
         dir.path(),
-        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\n",
+        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\nstay_silent = true\n",
     );
     let root = workspace(dir.path());
     // 120 decided suggestions at irregular times: ghost text always rejected, menu items taken.
@@ -812,10 +812,10 @@ fn a_user_who_rejects_every_ghost_text_is_not_shown_more_of_it() {
     assert_eq!(status["held_back"], 1, "{status}");
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
 
-    // Switched off, the same request is answered.
+    // Off (the default), the same request is answered.
     std::fs::write(
         home.join("config.toml"),
-        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\nstay_silent = false\n",
+        "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\n",
     )
     .unwrap();
     let mut client = Client::spawn(lsp_with_model(&home, &smollm2()));
