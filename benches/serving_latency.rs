@@ -8,6 +8,9 @@
 //!   counted), then the rest at one every INTERVAL_MS regardless (the fraction superseded: a newer
 //!   keystroke cancelled them and they came back empty).
 //!
+//! SmolLM2 runs twice, with the definitions source (the default) and without, to show what asking
+//! the language server costs a keystroke.
+//!
 //! `./scripts/test-deps.sh && cargo bench --bench serving_latency` (CHARS=n, INTERVAL_MS=n,
 //! SERVER=scripted for a language server that does nothing instead of pylsp).
 //! Target on a 2-core CPU with SmolLM2: p50 < 250 ms.
@@ -49,9 +52,9 @@ struct Typed {
     total: usize,
 }
 
-fn run(model_name: &str, model: &Path, source: &str, chars: usize, interval: Duration) {
+fn run(model_name: &str, model: &Path, source: &str, chars: usize, interval: Duration, serving: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 10\n");
+    let home = home_with_config(dir.path(), &format!("[daemon]\nidle_exit_secs = 10\n[serving]\n{serving}"));
     let root = dir.path().join("ws");
     std::fs::create_dir_all(&root).unwrap();
     let uri = file_uri(&root.join("typed.py"));
@@ -247,6 +250,9 @@ fn main() {
     let source = std::fs::read_to_string(repo_root().join("fixtures/tokenizer.py")).unwrap();
     let server = std::env::var("SERVER").unwrap_or_else(|_| "pylsp".into());
     println!("serving latency: proxy + {server} + daemon, typing fixtures/tokenizer.py");
-    run("smollm2-135m-instruct (Q4_1)", &fixture("smollm2-135m-instruct.gguf"), &source, chars, interval);
-    run("tiny-qwen2 (F32, random)", &fixture("tiny-qwen2"), &source, chars, interval);
+    let smollm2 = fixture("smollm2-135m-instruct.gguf");
+    run("smollm2-135m-instruct (Q4_1)", &smollm2, &source, chars, interval, "");
+    // What asking the language server for definitions costs each keystroke (on by default).
+    run("smollm2, definitions = 0", &smollm2, &source, chars, interval, "definitions = 0\n");
+    run("tiny-qwen2 (F32, random)", &fixture("tiny-qwen2"), &source, chars, interval, "");
 }
