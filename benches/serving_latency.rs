@@ -8,8 +8,8 @@
 //!   counted), then the rest at one every INTERVAL_MS regardless (the fraction superseded: a newer
 //!   keystroke cancelled them and they came back empty).
 //!
-//! SmolLM2 runs twice, with the definitions source (the default) and without, to show what asking
-//! the language server costs a keystroke.
+//! SmolLM2 runs twice, without the definitions source (the default) and with it, to show what
+//! asking the language server costs a keystroke.
 //!
 //! `./scripts/test-deps.sh && cargo bench --bench serving_latency` (CHARS=n, INTERVAL_MS=n,
 //! SERVER=scripted for a language server that does nothing instead of pylsp).
@@ -252,7 +252,7 @@ fn main() {
     println!("serving latency: proxy + {server} + daemon, typing fixtures/tokenizer.py");
     let smollm2 = fixture("smollm2-135m-instruct.gguf");
     run("smollm2-135m-instruct (Q4_1)", &smollm2, &source, chars, interval, "");
-    // What asking the language server for definitions costs each keystroke (on by default).
-    run("smollm2, definitions = 0", &smollm2, &source, chars, interval, "definitions = 0\n");
+    // What asking the language server for definitions costs each keystroke (off by default).
+    run("smollm2, definitions = 2", &smollm2, &source, chars, interval, "definitions = 2\n");
     run("tiny-qwen2 (F32, random)", &fixture("tiny-qwen2"), &source, chars, interval, "");
 }

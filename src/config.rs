@@ -49,8 +49,9 @@ own_examples = 1
 # Definitions of the names just before the cursor, asked of your language server
 # (`textDocument/definition`; functions and classes of your workspace, their first lines), offered
 # as context; 0 turns it off. Asked when you type, so answers arrive during the debounce; a
-# suggestion waits at most `definitions_wait_ms` longer for them and goes without the rest.
-definitions = 2
+# suggestion waits at most `definitions_wait_ms` longer for them and goes without the rest. Off by
+# default: on the replay benchmark (cursor at a body's start) it did not help.
+definitions = 0
 definitions_wait_ms = 20
 # Your recent edits (in any open document) offered as context.
 recent_edits = true
@@ -345,7 +346,7 @@ impl Default for ServingConfig {
             context_files: 3,
             repository_snippets: 0,
             own_examples: 1,
-            definitions: 2,
+            definitions: 0,
             definitions_wait_ms: 20,
             recent_edits: true,
             stay_silent: false,

@@ -683,7 +683,7 @@ fn definitions_of_the_names_at_the_cursor_come_from_the_users_language_server() 
     let home = home_with_config(
         dir.path(),
         "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\n\
-         definitions_wait_ms = 10000\n",
+         definitions = 2\ndefinitions_wait_ms = 10000\n",
     );
     let root = workspace(dir.path());
     std::fs::create_dir_all(root.join("net")).unwrap();
@@ -733,7 +733,7 @@ fn a_slow_language_server_costs_a_suggestion_its_definitions_not_its_time() {
     let home = home_with_config(
         dir.path(),
         "[daemon]\nidle_exit_secs = 20\n[serving]\ndebounce_ms = 0\nmax_tokens = 8\nown_examples = 0\n\
-         definitions_wait_ms = 20\nrecent_edits = false\n",
+         definitions = 2\ndefinitions_wait_ms = 20\nrecent_edits = false\n",
     );
     let root = workspace(dir.path());
     std::fs::write(root.join("defs.py"), "def helper(a, b):\n    return a + b\n").unwrap();
