@@ -20,7 +20,8 @@
 //! `./scripts/test-deps.sh && ./scripts/replay-repos.sh && cargo bench --bench replay`
 //! (EXAM=n exam requests per repository, evenly spread over the newest 20 %, default 40;
 //! VARIANTS=name,name, default `none,examples`; MODEL=path, default SmolLM2; REPOS=name,name to
-//! pick; EMPTY=1 prints every empty answer's cursor line; RETRIEVAL=1 runs no model and reports how
+//! pick; CURSOR=line2 puts the cursor on the body's second line, its first written (see `request`);
+//! EMPTY=1 prints every empty answer's cursor line; RETRIEVAL=1 runs no model and reports how
 //! often the snippets name a function the author's body calls, K=n snippets; SILENCE=1 judges the
 //! stay-silent filter on outcomes the author's code decides, see `silence_only`). The repositories and
 //! their pinned commits are in `scripts/replay-repos.sh`.
@@ -50,6 +51,34 @@ fn position(text: &str, offset: usize) -> (u32, u32) {
     let line = before.matches('\n').count() as u32;
     let column = before.rsplit('\n').next().unwrap_or("").encode_utf16().count() as u32;
     (line, column)
+}
+
+/// One request: the file as the author had it, where the cursor is, and what they wrote from there.
+struct Request {
+    text: String,
+    cursor: usize,
+    target: String,
+}
+
+/// `CURSOR=body` (the default): the body removed, the cursor where it starts. `CURSOR=line2`: the
+/// body's first line written, the cursor after the second line's indentation, the rest removed
+/// (a body of one line, or whose second line is blank, is asked at its start).
+fn request(written: &Written) -> Request {
+    let (start, end) = (written.body.start, written.body.end);
+    let body = &written.text[start..end];
+    let second = body.find('\n').map(|newline| newline + 1).filter(|&at| {
+        std::env::var("CURSOR").as_deref() == Ok("line2")
+            && body[at..].lines().next().is_some_and(|l| !l.trim().is_empty())
+    });
+    let cursor = match second {
+        Some(at) => start + at + (body[at..].len() - body[at..].trim_start_matches([' ', '\t']).len()),
+        None => start,
+    };
+    Request {
+        text: format!("{}{}", &written.text[..cursor], &written.text[end..]),
+        cursor,
+        target: written.text[cursor..end].to_owned(),
+    }
 }
 
 /// The newest fifth of `all`, `count` of them spread evenly.
@@ -172,7 +201,14 @@ fn workspace_for(dir: &Path, repo: &Path, name: &str, written: &Written, text: &
 /// Asks `marunochi lsp` for the suggestion at the start of `written`'s body in `root`; with a
 /// `definitions` variant, `marunochi proxy` in front of pylsp for Python (rust-analyzer is not
 /// installed here: Rust goes without).
-fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str, settings: &str) -> (String, f64, String) {
+fn ask(
+    home: &Path,
+    model: &Path,
+    root: &Path,
+    written: &Written,
+    asked: &Request,
+    settings: &str,
+) -> (String, f64, String) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"));
     command.env("MARUNOCHI_HOME", home);
     if settings.contains("definitions = 2") && written.language == "python" {
@@ -196,8 +232,8 @@ fn ask(home: &Path, model: &Path, root: &Path, written: &Written, text: &str, se
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let uri = file_uri(&root.join(&written.path));
-    let (line, character) = position(text, written.body.start);
-    open_as(&mut editor, &uri, written.language, text);
+    let (line, character) = position(&asked.text, asked.cursor);
+    open_as(&mut editor, &uri, written.language, &asked.text);
     let asked = Instant::now();
     let answer = inline(&mut editor, &uri, line, character);
     let ms = asked.elapsed().as_secs_f64() * 1000.0;
@@ -284,13 +320,13 @@ fn ask_in_order(name: &str, repo: &Path, model: &Path, asked: &[&Written], kept:
     std::fs::write(home.join("config.toml"), format!("[daemon]\nidle_exit_secs = 60\n[serving]\n{settings}")).unwrap();
     let started = Instant::now();
     for (i, written) in asked.iter().enumerate() {
-        let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
-        let root = workspace_for(&dir.path().join(i.to_string()), repo, name, written, &text);
-        let (suggestion, _, id) = ask(&home, model, &root, written, &text, settings);
+        let one = request(written);
+        let root = workspace_for(&dir.path().join(i.to_string()), repo, name, written, &one.text);
+        let (suggestion, _, id) = ask(&home, model, &root, written, &one, settings);
         if id.is_empty() {
             continue;
         }
-        let (action, taken) = decided(&suggestion, &written.text[written.body.clone()]);
+        let (action, taken) = decided(&suggestion, &one.target);
         let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
         let changed = db
             .execute(
@@ -377,13 +413,13 @@ fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize, var
     let show_empty = std::env::var_os("EMPTY").is_some();
     let mut scores: Vec<Score> = variants.iter().map(|_| Score::default()).collect();
     for (i, written) in exam.iter().enumerate() {
-        let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
-        let target = &written.text[written.body.clone()];
+        let asked = request(written);
+        let target = &asked.target;
         for ((variant, settings), (home, score)) in variants.iter().zip(homes.iter().zip(&mut scores)) {
-            let root = workspace_for(&dir.path().join(variant).join(i.to_string()), repo, name, written, &text);
-            let (suggestion, ms, _) = ask(home, model, &root, written, &text, settings);
+            let root = workspace_for(&dir.path().join(variant).join(i.to_string()), repo, name, written, &asked.text);
+            let (suggestion, ms, _) = ask(home, model, &root, written, &asked, settings);
             if show_empty && suggestion.trim().is_empty() {
-                let cursor_line = text[..written.body.start].rsplit('\n').next().unwrap_or("");
+                let cursor_line = asked.text[..asked.cursor].rsplit('\n').next().unwrap_or("");
                 eprintln!(
                     "  {variant} empty: {}: {cursor_line:?} (author: {:?})",
                     written.path.display(),
