@@ -181,9 +181,10 @@ fn read_source(path: &Path) -> Option<String> {
     (metadata.len() <= crate::retrieve::MAX_FILE_BYTES).then(|| std::fs::read_to_string(path).ok()).flatten()
 }
 
-/// The distinct names in the lines before `offset`, nearest first, with the byte offset of their
-/// nearest occurrence: identifiers of two characters or more, not keywords, not the word being
-/// typed at the cursor (its definition is what the user is looking for).
+/// The distinct names in the lines before `offset`, nearest first (the function of a call the
+/// cursor is inside before all), with the byte offset of their nearest occurrence: identifiers of
+/// two characters or more, not keywords, not the word being typed at the cursor (its definition is
+/// what the user is looking for).
 fn names_before(text: &str, offset: usize) -> Vec<(String, usize)> {
     let start = text[..offset].rmatch_indices('\n').nth(LOOKBACK_LINES - 1).map_or(0, |(at, _)| at + 1);
     let window = &text[start..offset];
@@ -205,7 +206,22 @@ fn names_before(text: &str, offset: usize) -> Vec<(String, usize)> {
     if typing {
         words.pop();
     }
-    for (at, word) in words.into_iter().rev() {
+    // Inside a call's parentheses, the function being called comes first: its signature is what
+    // the next characters must fit.
+    let mut open_calls = Vec::new();
+    for (i, c) in window.char_indices() {
+        match c {
+            '(' => open_calls.push(i),
+            ')' => drop(open_calls.pop()),
+            _ => {}
+        }
+    }
+    let callee = open_calls.last().and_then(|&paren| {
+        let before = window[..paren].trim_end();
+        words.iter().rposition(|(at, word)| at + word.len() == before.len())
+    });
+    let nearest_first = callee.into_iter().chain((0..words.len()).rev().filter(|i| Some(*i) != callee));
+    for (at, word) in nearest_first.map(|i| words[i]) {
         let worth_asking = word.len() >= 2
             && !word.starts_with(|c: char| c.is_ascii_digit())
             && !crate::retrieve::is_keyword(word)
@@ -280,6 +296,11 @@ mod tests {
         assert_eq!(&text[at..at + name.len()], "config");
         assert!(text[at..].starts_with("config.mer"), "the nearest occurrence");
         assert!(names_before("", 0).is_empty());
+        let call = "    total = compute_total(order.items, discount=";
+        let names: Vec<String> = names_before(call, call.len()).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["compute_total", "discount", "items", "order", "total"], "the callee first");
+        let closed = "    total = compute_total(order.items) + tax(";
+        assert_eq!(names_before(closed, closed.len())[0].0, "tax");
         assert_eq!(names_before("x = é_value(", 13).len(), 1);
     }
 
