@@ -157,7 +157,7 @@ const VARIANTS: [(&str, &str); 12] = [
     ("snippets-35", "repository_snippets = 2\nown_examples = 0\ncontext_share = 35\n"),
     ("snippets-1536", "repository_snippets = 2\nown_examples = 0\nprompt_tokens = 1536\ncontext_share = 35\n"),
     ("examples-10", "repository_snippets = 0\nown_examples = 1\ncontext_share = 10\n"),
-    ("examples-35", "repository_snippets = 0\nown_examples = 1\ncontext_share = 35\n"),
+    ("examples-20", "repository_snippets = 0\nown_examples = 1\ncontext_share = 20\n"),
     ("examples-1536", "repository_snippets = 0\nown_examples = 1\nprompt_tokens = 1536\ncontext_share = 35\n"),
 ];
 

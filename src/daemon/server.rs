@@ -455,10 +455,14 @@ fn complete(engine: &Engine, job: &Job, cache_key: &str, adapter: Option<&str>) 
         .map(|e| prompt::RecentEdit { path: &e.path, before: &e.before, after: &e.after })
         .collect();
     let max_context = engine.config().max_position;
+    // `context_share` is a percent of the prompt; the window keeps the rest, three parts prefix to
+    // one part suffix (README, `[serving]`).
+    let context_share = request.context_share.min(100);
     let budget = Budget {
         max_prompt_tokens: request.prompt_tokens.min(max_context.saturating_sub(request.max_new_tokens + 1)),
-        context_share: request.context_share,
-        ..Budget::default()
+        prefix_share: (100 - context_share) * 3 / 4,
+        suffix_share: (100 - context_share) / 4,
+        context_share,
     };
     let result = engine.complete(
         &CompletionRequest {
