@@ -164,8 +164,15 @@ impl Definitions {
             if in_current && pending.near_lines.contains(&location.line) {
                 continue;
             }
-            let text = if in_current { Some(pending.document.text.clone()) } else { read_source(&location.path) };
-            let Some(outline) = text.as_deref().and_then(|text| outline(text, location.line)) else { continue };
+            // Another file has the repository index's limit: anything bigger is not a source file.
+            let read;
+            let text = if in_current {
+                Some(pending.document.text.as_str())
+            } else {
+                read = crate::watch::read_text(&location.path, crate::retrieve::MAX_FILE_BYTES).ok();
+                read.as_deref()
+            };
+            let Some(outline) = text.and_then(|text| outline(text, location.line)) else { continue };
             found.push(ContextFile {
                 path: relative.to_string_lossy().into_owned(),
                 text: head(&outline, max_bytes).trim_end().to_owned(),
@@ -173,12 +180,6 @@ impl Definitions {
         }
         found
     }
-}
-
-/// A source file small enough to be one (the same limit as the repository index).
-fn read_source(path: &Path) -> Option<String> {
-    let metadata = std::fs::metadata(path).ok()?;
-    (metadata.len() <= crate::retrieve::MAX_FILE_BYTES).then(|| std::fs::read_to_string(path).ok()).flatten()
 }
 
 /// The distinct names in the lines before `offset`, nearest first (the function of a call the
