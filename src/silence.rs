@@ -280,26 +280,17 @@ impl Filters {
 
     /// Learned from these outcomes, oldest first.
     pub fn learn(outcomes: &[ShownOutcome]) -> Filters {
-        let mut recent: HashMap<String, Recent> = HashMap::new();
-        let mut by_language: HashMap<String, Vec<Example>> = HashMap::new();
-        for outcome in outcomes {
-            let sources: Vec<&str> = outcome.sources.iter().map(String::as_str).collect();
-            let shape = shape_of(outcome, &sources);
-            let state = recent.entry(outcome.language.clone()).or_default();
-            let x = features(&shape, state, outcome.at_ms);
-            let taken = outcome.action.taken();
-            state.record(outcome.at_ms, taken);
-            by_language.entry(outcome.language.clone()).or_default().push(Example {
-                x,
-                taken,
-                chars: taken_chars(outcome),
-            });
+        let mut recent = HashMap::new();
+        let examples = examples_of(outcomes, &mut recent);
+        let mut by_language: HashMap<&str, Vec<&Example>> = HashMap::new();
+        for (outcome, example) in outcomes.iter().zip(&examples) {
+            by_language.entry(&outcome.language).or_default().push(example);
         }
-        let all = interleaved(outcomes, &by_language);
         let models = by_language
             .iter()
-            .map(|(language, examples)| (language.clone(), fit_with_threshold(&examples.iter().collect::<Vec<_>>())))
+            .map(|(language, examples)| (language.to_string(), fit_with_threshold(examples)))
             .collect();
+        let all: Vec<&Example> = examples.iter().collect();
         let shared = (!all.is_empty()).then(|| fit_with_threshold(&all));
         Filters { models, shared, recent }
     }
@@ -329,15 +320,10 @@ impl Filters {
     pub fn judge(&self, outcomes: &[ShownOutcome]) -> HeldOut {
         let mut recent = self.recent.clone();
         let mut result = HeldOut::default();
-        for outcome in outcomes {
-            let sources: Vec<&str> = outcome.sources.iter().map(String::as_str).collect();
-            let shape = shape_of(outcome, &sources);
-            let state = recent.entry(outcome.language.clone()).or_default();
-            let x = features(&shape, state, outcome.at_ms);
-            let threshold = self.model(&outcome.language).and_then(|model| Some((model, model.threshold?)));
-            let hidden = threshold.is_some_and(|(model, threshold)| model.p_taken(&x) < threshold);
-            state.record(outcome.at_ms, outcome.action.taken());
-            result.count(hidden, outcome.action.taken(), taken_chars(outcome));
+        for (outcome, example) in outcomes.iter().zip(examples_of(outcomes, &mut recent)) {
+            let model = self.model(&outcome.language);
+            let hidden = model.and_then(|model| Some(model.p_taken(&example.x) < model.threshold?)).unwrap_or(false);
+            result.count(hidden, example.taken, example.chars);
         }
         result
     }
@@ -362,6 +348,21 @@ impl Filters {
     }
 }
 
+/// `outcomes` (oldest first) as examples, each with its features as they were when it was shown:
+/// the past-dependent ones from `recent`, which walks forward through them.
+fn examples_of(outcomes: &[ShownOutcome], recent: &mut HashMap<String, Recent>) -> Vec<Example> {
+    outcomes
+        .iter()
+        .map(|outcome| {
+            let sources: Vec<&str> = outcome.sources.iter().map(String::as_str).collect();
+            let state = recent.entry(outcome.language.clone()).or_default();
+            let x = features(&shape_of(outcome, &sources), state, outcome.at_ms);
+            state.record(outcome.at_ms, outcome.action.taken());
+            Example { x, taken: outcome.action.taken(), chars: taken_chars(outcome) }
+        })
+        .collect()
+}
+
 fn shape_of<'a>(outcome: &'a ShownOutcome, sources: &'a [&'a str]) -> Shape<'a> {
     Shape {
         language: &outcome.language,
@@ -372,19 +373,6 @@ fn shape_of<'a>(outcome: &'a ShownOutcome, sources: &'a [&'a str]) -> Shape<'a> 
         after: &outcome.suffix_head,
         sources,
     }
-}
-
-/// The examples of `by_language` back in the time order of `outcomes`.
-fn interleaved<'a>(outcomes: &[ShownOutcome], by_language: &'a HashMap<String, Vec<Example>>) -> Vec<&'a Example> {
-    let mut next: HashMap<&str, usize> = HashMap::new();
-    outcomes
-        .iter()
-        .map(|outcome| {
-            let i = next.entry(outcome.language.as_str()).or_default();
-            *i += 1;
-            &by_language[&outcome.language][*i - 1]
-        })
-        .collect()
 }
 
 #[cfg(test)]
