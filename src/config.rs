@@ -78,8 +78,12 @@ correction_window_secs = 120
 survival_threshold = 0.67
 
 [curate]
-# Only interactions scoring at least this (0-100) become training examples (the seed's bar).
+# The bar (0-100) a taken suggestion's score must reach to become a training example: the seed's
+# score, or the score over the signals actually observed (README: which code is trained on).
 min_quality = 70
+# true: admit by the seed's score alone (which needs observed test runs to reach 70), not also by
+# the observed score, survival for 7 or 30 days, or a correction.
+seed_score_only = false
 # The newest share of each language's suggestions held out for the eval gate, never trained on.
 heldout_share = 0.1
 # Share of each training set drawn from earlier high-quality examples (replay against forgetting).
@@ -196,11 +200,12 @@ pub struct CurateConfig {
     pub heldout_share: f64,
     #[serde(deserialize_with = "share")]
     pub replay_share: f64,
+    pub seed_score_only: bool,
 }
 
 impl Default for CurateConfig {
     fn default() -> CurateConfig {
-        CurateConfig { min_quality: 70.0, heldout_share: 0.1, replay_share: 0.2 }
+        CurateConfig { min_quality: 70.0, heldout_share: 0.1, replay_share: 0.2, seed_score_only: false }
     }
 }
 

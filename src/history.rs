@@ -30,6 +30,8 @@ pub struct Written {
     pub name: Vec<String>,
     /// The whole file at that commit, shared by the functions written in it.
     pub text: Arc<str>,
+    /// Where the function (its first line) starts in `text`.
+    pub start: usize,
     /// The body the author wrote: from its first character (after the first body line's
     /// indentation, where an editor leaves the cursor) to the end of its last line before a
     /// closing brace (the brace itself stays in the suffix).
@@ -109,6 +111,7 @@ pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError>
                 if earlier.is_some_and(|e| e == written) {
                     continue;
                 }
+                let start = range.start;
                 let Some(body) = body_of(language, &text, range) else { continue };
                 if text[body.clone()].trim().len() < walk.min_body_bytes {
                     continue;
@@ -121,6 +124,7 @@ pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError>
                     language,
                     name,
                     text: text.clone(),
+                    start,
                     body,
                     previous: earlier.cloned(),
                 });
@@ -128,6 +132,16 @@ pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError>
         }
     }
     Ok(found)
+}
+
+/// The top directory of the repository `dir` is in.
+pub fn toplevel(dir: &Path) -> Result<PathBuf, HistoryError> {
+    Ok(PathBuf::from(git(dir, &["rev-parse", "--show-toplevel"])?.trim_end_matches('\n')))
+}
+
+/// The email git records as the author of new commits in `repo` (`user.email`), if one is set.
+pub fn identity(repo: &Path) -> Option<String> {
+    git(repo, &["config", "user.email"]).ok().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty())
 }
 
 /// The files of the repository at `commit` in `language`, path and text (for retrieval).

@@ -18,6 +18,7 @@ pub mod home;
 pub mod jobs;
 pub mod logging;
 pub mod lsp;
+pub mod mine;
 pub mod proxy;
 pub mod quality;
 pub mod redact;

@@ -5,6 +5,20 @@ pub fn to_path(uri: &str) -> Option<std::path::PathBuf> {
     Some(decode(uri.strip_prefix("file://")?))
 }
 
+/// The `file://` URI of an absolute path, as editors write one (bytes outside the unreserved set
+/// and `/` percent-escaped).
+pub fn from_path(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file://");
+    for &byte in path.as_os_str().as_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => uri.push(byte as char),
+            _ => uri.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    uri
+}
+
 /// A URI's path part, or a part of one (a path relative to a workspace's URI), as a path:
 /// percent-escapes decoded.
 pub fn decode(encoded: &str) -> std::path::PathBuf {
@@ -38,5 +52,8 @@ mod tests {
         );
         assert_eq!(super::to_path("file:///x/100%").unwrap().to_str(), Some("/x/100%"));
         assert_eq!(super::to_path("untitled:Untitled-1"), None);
+        let odd = std::path::Path::new("/home/me/my project/100%/aé.py");
+        assert_eq!(super::from_path(odd), "file:///home/me/my%20project/100%25/a%C3%A9.py");
+        assert_eq!(super::to_path(&super::from_path(odd)).unwrap(), odd);
     }
 }

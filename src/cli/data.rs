@@ -1,4 +1,4 @@
-//! The interaction store from the command line: `data path|export|forget`, `run` (the execution
+//! The interaction store from the command line: `data path|export|forget|mine`, `run` (the execution
 //! signal), `retention sweep` and `stats`.
 
 use std::path::PathBuf;
@@ -27,7 +27,19 @@ pub enum DataAction {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Delete interactions for good (secure delete; nothing is left in the database file).
+    /// Learn from your own history: the functions you wrote in these git repositories (commits
+    /// whose author is you) become training data and a held-out set for the gate, redacted like
+    /// everything else. Mining again adds only what is new; `data forget --file DIR` removes it.
+    Mine {
+        /// Repositories (or directories inside them); default: the current directory.
+        #[arg(value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Your commits' author as they record it, name or email (default: git's `user.email`).
+        #[arg(long, value_name = "WHO")]
+        author: Option<String>,
+    },
+    /// Delete interactions for good (secure delete; nothing is left in the database file), and
+    /// the functions mined from git among them.
     #[command(group = clap::ArgGroup::new("which").required(true).multiple(false))]
     Forget {
         /// Everything.
@@ -66,6 +78,9 @@ pub fn data(home: &Home, action: DataAction) -> ExitCode {
         println!("{}", path.display());
         return ExitCode::SUCCESS;
     }
+    if let DataAction::Mine { dirs, author } = action {
+        return mine(&path, dirs, author);
+    }
     if !recorded(&path) {
         return ExitCode::SUCCESS;
     }
@@ -96,13 +111,50 @@ fn export(store: &Store, action: DataAction) -> Result<String, StoreError> {
                 crate::home::create_private(&file).map_err(|source| StoreError::Io { path: file.clone(), source })?;
             store.export(&mut writer).map(|n| format!("exported {n} interaction(s) to {}", file.display()))
         }
-        DataAction::Path | DataAction::Forget { .. } => unreachable!("answered in `data`"),
+        DataAction::Path | DataAction::Forget { .. } | DataAction::Mine { .. } => unreachable!("answered in `data`"),
     }
 }
 
+fn mine(db: &std::path::Path, dirs: Vec<PathBuf>, author: Option<String>) -> ExitCode {
+    let mut store = match Store::open(db) {
+        Ok(store) => store,
+        Err(e) => return fail(e),
+    };
+    let dirs = if dirs.is_empty() { vec![PathBuf::from(".")] } else { dirs };
+    let options = crate::mine::Options { author };
+    let mut failed = false;
+    for dir in dirs {
+        let spinner = report::spinner(format!("reading the history of {}", dir.display()));
+        let result = crate::mine::mine(&mut store, &dir, &options);
+        spinner.finish_and_clear();
+        match result {
+            Ok(m) => {
+                let languages: Vec<String> = m.by_language.iter().map(|(l, n)| format!("{l} {n}")).collect();
+                say(format!(
+                    "{}: {} version(s) of functions by {} ({}; {} edit(s) of existing ones), {} new",
+                    m.repository.display(),
+                    m.found,
+                    m.author,
+                    if languages.is_empty() { "no Python or Rust".to_owned() } else { languages.join(", ") },
+                    m.edits,
+                    m.added
+                ));
+            }
+            Err(e) => {
+                eprintln!("marunochi: {}: {e}", dir.display());
+                failed = true;
+            }
+        }
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
 fn forgot(home: &Home, forgotten: Forgotten) -> String {
-    let mut said =
-        format!("forgot {} interaction(s); curated datasets and checkpoints removed", forgotten.interactions);
+    let mut said = format!("forgot {} interaction(s)", forgotten.interactions);
+    if forgotten.git_functions > 0 {
+        said.push_str(&format!(" and {} function(s) mined from git", forgotten.git_functions));
+    }
+    said.push_str("; curated datasets and checkpoints removed");
     if !forgotten.wal_emptied {
         said.push_str(&format!(
             "; another marunochi process has the store open, so its write-ahead log ({}-wal) still holds \

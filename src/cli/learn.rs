@@ -149,6 +149,7 @@ pub fn curate(
         heldout_share: config.heldout_share,
         replay_share: config.replay_share,
         since,
+        seed_score_only: config.seed_score_only,
     };
     let out = out.unwrap_or_else(|| home.datasets_dir().join(format!("{}", crate::clock::now_ms())));
     let summaries = match curate::curate(&path, &out, &options) {
@@ -157,16 +158,18 @@ pub fn curate(
     };
     for s in summaries {
         println!(
-            "{}: {} training examples ({} replay, {} clusters; complexity <5/5-10/>10: {}/{}/{}), {} held out, \
-             {} KTO, {} DPO pairs; {} below quality {}\n  -> {}",
+            "{}: {} training examples ({}; {} replay, {} clusters; complexity <5/5-10/>10: {}/{}/{}), {} held out \
+             (+{} from git), {} KTO, {} DPO pairs; {} taken but not admitted at {}\n  -> {}",
             if s.language.is_empty() { "unknown" } else { &s.language },
             s.train,
+            admitted(&s.admitted),
             s.replay,
             s.clusters,
             s.tiers[0],
             s.tiers[1],
             s.tiers[2],
             s.heldout,
+            s.heldout_git,
             s.kto,
             s.dpo,
             s.below_quality,
@@ -175,6 +178,14 @@ pub fn curate(
         );
     }
     ExitCode::SUCCESS
+}
+
+/// `score 3, observed 12, git 40`: how many examples each rule admitted.
+pub fn admitted(counts: &std::collections::BTreeMap<String, usize>) -> String {
+    if counts.is_empty() {
+        return "none admitted".into();
+    }
+    counts.iter().map(|(rule, n)| format!("{rule} {n}")).collect::<Vec<_>>().join(", ")
 }
 
 pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
@@ -208,6 +219,7 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
                 heldout_share: config.curate.heldout_share,
                 replay_share: config.curate.replay_share,
                 since: None,
+                seed_score_only: config.curate.seed_score_only,
             },
         },
     };

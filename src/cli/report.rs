@@ -14,6 +14,15 @@ pub fn say(message: impl Display) {
     eprintln!("marunochi: {message}");
 }
 
+/// A spinner on stderr for work without a count (hidden when stderr is not a terminal).
+pub fn spinner(message: String) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar.set_message(message);
+    bar
+}
+
 /// Says why the command failed; exit 1.
 pub fn fail(error: impl Display) -> ExitCode {
     say(error);

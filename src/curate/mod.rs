@@ -19,6 +19,7 @@
 //! Exported as our JSONL, TRL (prompt/completion, KTO label, DPO chosen/rejected) and Axolotl
 //! (`input_output` segments, DPO). The text was redacted when it was stored.
 
+mod git;
 mod minhash;
 mod workspace;
 
@@ -30,7 +31,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::home::Language;
-use crate::store::{Action, CurationRow, Forget, Forgotten, Store, StoreError};
+use crate::store::{Action, CurationRow, Forget, Forgotten, GitFunction, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -41,11 +42,20 @@ pub struct Options {
     pub replay_share: f64,
     /// RFC 3339: examples shown before this are the replay pool.
     pub since: Option<String>,
+    /// Admit only by the seed's score (`quality::Rule::Score`), not by the other rules.
+    pub seed_score_only: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { language: None, min_quality: 70.0, heldout_share: 0.1, replay_share: 0.2, since: None }
+        Options {
+            language: None,
+            min_quality: 70.0,
+            heldout_share: 0.1,
+            replay_share: 0.2,
+            since: None,
+            seed_score_only: false,
+        }
     }
 }
 
@@ -94,6 +104,10 @@ pub struct Pair {
 pub struct LanguageSet {
     pub train: Vec<Example>,
     pub heldout: Vec<Example>,
+    /// The newest of the functions mined from the user's git history, never trained on.
+    pub heldout_git: Vec<Example>,
+    /// Training examples by what admitted them: a `quality::Rule`'s name, `git`, `workspace`.
+    pub admitted: BTreeMap<String, usize>,
     pub kto: Vec<KtoExample>,
     pub dpo: Vec<Pair>,
     /// Candidates below the quality bar.
@@ -135,8 +149,9 @@ fn tier(complexity: Option<usize>) -> u8 {
 }
 
 impl Dataset {
-    /// `rows` oldest first, as [`Store::curation_rows`] gives them.
-    pub fn build(rows: &[CurationRow], options: &Options) -> Dataset {
+    /// `rows` and `mined` oldest first, as [`Store::curation_rows`] and [`Store::git_functions`]
+    /// give them.
+    pub fn build(rows: &[CurationRow], mined: &[GitFunction], options: &Options) -> Dataset {
         // Redacted when stored; again here, in case a row came from an older version's rules.
         let rows: Vec<CurationRow> = rows.iter().map(redacted).collect();
         let mut by_language: BTreeMap<&str, Vec<&CurationRow>> = BTreeMap::new();
@@ -148,8 +163,17 @@ impl Dataset {
                 by_language.entry(&row.language).or_default().push(row);
             }
         }
-        let languages =
-            by_language.into_iter().map(|(language, rows)| (language.to_owned(), build_language(&rows, options)));
+        let mut mined_by_language: BTreeMap<&str, Vec<&GitFunction>> = BTreeMap::new();
+        for function in mined {
+            if options.language.as_deref().is_none_or(|l| l == function.language) {
+                mined_by_language.entry(&function.language).or_default().push(function);
+                by_language.entry(&function.language).or_default();
+            }
+        }
+        let languages = by_language.into_iter().map(|(language, rows)| {
+            let mined = mined_by_language.get(language).map_or(&[][..], Vec::as_slice);
+            (language.to_owned(), build_language(&rows, mined, options))
+        });
         Dataset { languages: languages.collect() }
     }
 }
@@ -166,7 +190,14 @@ fn redacted(row: &CurationRow) -> CurationRow {
     }
 }
 
-fn build_language(rows: &[&CurationRow], options: &Options) -> LanguageSet {
+/// `long` holds `short`, which is long enough to mean it (code shared with the gate's ground).
+fn leaks(long: &str, short: &str) -> bool {
+    const MIN_LEAK: usize = 12;
+    let (long, short) = (long.trim(), short.trim());
+    short.len() >= MIN_LEAK && long.contains(short)
+}
+
+fn build_language(rows: &[&CurationRow], mined: &[&GitFunction], options: &Options) -> LanguageSet {
     // The newest share of the decided suggestions (by time) is held out, with everything after it.
     let heldout_count = if rows.len() < 2 || options.heldout_share <= 0.0 {
         0
@@ -175,7 +206,8 @@ fn build_language(rows: &[&CurationRow], options: &Options) -> LanguageSet {
     };
     let (trainable, heldout_rows) = rows.split_at(rows.len() - heldout_count);
     let taken = |row: &&&CurationRow| matches!(row.action, Action::Accepted | Action::Corrected);
-    let good = |row: &&&CurationRow| row.quality.is_some_and(|q| q >= options.min_quality);
+    let rule = |row: &CurationRow| crate::quality::admit(&row.inputs, options.min_quality, options.seed_score_only);
+    let good = |row: &&&CurationRow| rule(row).is_some();
     let target = |row: &CurationRow| row.final_code.clone().filter(|code| !code.trim().is_empty());
     let example = |row: &CurationRow, replay: bool| {
         target(row).map(|completion| Example {
@@ -202,8 +234,25 @@ fn build_language(rows: &[&CurationRow], options: &Options) -> LanguageSet {
     };
 
     let is_replay = |row: &CurationRow| options.since.as_deref().is_some_and(|since| row.timestamp.as_str() < since);
-    let candidates: Vec<Example> =
-        trainable.iter().filter(taken).filter(good).filter_map(|r| example(r, is_replay(r))).collect();
+    let mined = git::split(mined, options.since.as_deref());
+    set.heldout_git = mined.heldout;
+    // Neither split the gate judges on is trained on, in part or whole.
+    let judged: Vec<&str> = set.heldout.iter().chain(&set.heldout_git).map(|e| e.completion.as_str()).collect();
+    let unjudged = |code: &str| !judged.iter().any(|held| leaks(held, code) || leaks(code, held));
+    let mut candidates: Vec<Example> = Vec::new();
+    for row in trainable.iter().filter(taken) {
+        if let (Some(rule), Some(example)) = (rule(row), example(row, is_replay(row)))
+            && unjudged(&example.completion)
+        {
+            *set.admitted.entry(rule.as_str().to_owned()).or_default() += 1;
+            candidates.push(example);
+        }
+    }
+    let from_git: Vec<Example> = mined.train.into_iter().filter(|e| unjudged(&e.completion)).collect();
+    if !from_git.is_empty() {
+        set.admitted.insert("git".into(), from_git.len());
+    }
+    candidates.extend(from_git);
     let (mut pool, mut train): (Vec<Example>, Vec<Example>) = candidates.into_iter().partition(|e| e.replay);
     if !pool.is_empty() && options.replay_share > 0.0 && options.replay_share < 1.0 {
         // Replay makes up `replay_share` of the set: the highest quality first.
@@ -228,6 +277,7 @@ fn build_language(rows: &[&CurationRow], options: &Options) -> LanguageSet {
     }
     train.sort_by(|a, b| (a.tier, &a.timestamp, &a.id).cmp(&(b.tier, &b.timestamp, &b.id)));
     set.train = train;
+    set.dpo.extend(mined.pairs.into_iter().filter(|p| unjudged(&p.chosen)));
 
     for row in trainable {
         let kto = |completion: &str, desirable: bool, weight: f64| KtoExample {
@@ -279,10 +329,14 @@ pub struct Summary {
     pub train: usize,
     pub replay: usize,
     pub heldout: usize,
+    /// Held out from the functions mined from git.
+    pub heldout_git: usize,
     pub kto: usize,
     pub dpo: usize,
     pub clusters: usize,
     pub below_quality: usize,
+    /// Training examples by what admitted them (`LanguageSet::admitted`).
+    pub admitted: BTreeMap<String, usize>,
     /// Train examples per complexity tier (< 5, 5–10, > 10).
     pub tiers: [usize; 3],
 }
@@ -316,7 +370,7 @@ pub fn forget(home: &crate::home::Home, what: &Forget) -> Result<Forgotten, Cura
 pub fn curate(db: &Path, out: &Path, options: &Options) -> Result<Vec<Summary>, CurateError> {
     let store = Store::open(db)?;
     let rows = store.curation_rows()?;
-    let mut dataset = Dataset::build(&rows, options);
+    let mut dataset = Dataset::build(&rows, &store.git_functions()?, options);
     let files = workspace::read(&store.worked_files()?);
     for (language, set) in dataset.languages.iter_mut() {
         workspace::replay(language, set, &files);
@@ -357,6 +411,7 @@ fn write_language(out: &Path, language: &str, set: &LanguageSet) -> Result<Summa
     }
     lines("train.jsonl", values(&set.train))?;
     lines("heldout.jsonl", values(&set.heldout))?;
+    lines("heldout-git.jsonl", values(&set.heldout_git))?;
     lines("kto.jsonl", values(&set.kto))?;
     lines("dpo.jsonl", values(&set.dpo))?;
     lines(
@@ -400,10 +455,12 @@ fn write_language(out: &Path, language: &str, set: &LanguageSet) -> Result<Summa
         train: set.train.len(),
         replay: set.train.iter().filter(|e| e.replay).count(),
         heldout: set.heldout.len(),
+        heldout_git: set.heldout_git.len(),
         kto: set.kto.len(),
         dpo: set.dpo.len(),
         clusters: set.clusters,
         below_quality: set.below_quality,
+        admitted: set.admitted.clone(),
         tiers,
     };
     lines("summary.json", vec![serde_json::to_value(&summary).unwrap_or_default()])?;
@@ -425,7 +482,22 @@ mod tests {
             prefix: format!("def f{n}():\n    "),
             suffix: "\n".into(),
             quality: Some(quality),
+            inputs: inputs(action, quality),
             ..CurationRow::default()
+        }
+    }
+
+    /// Inputs that put a row on its side of the bar: run and tested at 70 and above, a failed run
+    /// below.
+    fn inputs(action: &str, quality: f64) -> crate::store::Inputs {
+        let good = quality >= 70.0;
+        crate::store::Inputs {
+            action: action.parse().unwrap(),
+            execution_success: Some(good),
+            tests: good.then_some(crate::quality::TestCounts { tests: 2, ..Default::default() }),
+            syntax_errors: Some(0),
+            retention_7d: Some(good),
+            ..Default::default()
         }
     }
 
@@ -452,7 +524,7 @@ mod tests {
             reasoned,
             typed,
         ];
-        let set = &Dataset::build(&rows, &options()).languages["python"];
+        let set = &Dataset::build(&rows, &[], &options()).languages["python"];
         let train: Vec<(&str, &str, f64)> =
             set.train.iter().map(|e| (e.id.as_str(), e.completion.as_str(), e.priority)).collect();
         assert_eq!(train, [("r00", distinct(0).as_str(), 1.0), ("r01", "value = fixed()", 3.0)]);
@@ -469,7 +541,7 @@ mod tests {
     #[test]
     fn the_newest_tenth_is_held_out_and_never_trained_on() {
         let rows: Vec<CurationRow> = (0..20).map(|n| row(n, "accepted", 90.0, &distinct(n))).collect();
-        let set = &Dataset::build(&rows, &Options::default()).languages["python"];
+        let set = &Dataset::build(&rows, &[], &Options::default()).languages["python"];
         let heldout: Vec<&str> = set.heldout.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(heldout, ["r18", "r19"]);
         assert!(set.train.iter().chain(&set.heldout).filter(|e| e.id == "r18").count() == 1);
@@ -478,11 +550,57 @@ mod tests {
     }
 
     #[test]
+    fn each_rule_is_counted_and_mined_functions_train_and_hold_out_without_leaking() {
+        let fresh = |n: usize, action: &str| CurationRow {
+            inputs: crate::store::Inputs {
+                action: action.parse().unwrap(),
+                syntax_errors: Some(0),
+                ..Default::default()
+            },
+            quality: Some(40.0),
+            ..row(n, action, 40.0, &distinct(n))
+        };
+        let mut kept = fresh(2, "accepted");
+        kept.inputs.linter_errors = 5;
+        kept.inputs.retention_7d = Some(true);
+        let mut rows = vec![row(0, "accepted", 90.0, &distinct(0)), fresh(1, "accepted"), kept, fresh(3, "rejected")];
+        // Taken code that reappears in a held-out function is not trained on.
+        rows.push(fresh(4, "accepted"));
+        rows[4].final_code = Some("leaked_helper(value)".into());
+        let mined: Vec<GitFunction> = (0..10)
+            .map(|n| GitFunction {
+                repository: "/r".into(),
+                commit: format!("c{n}"),
+                authored_at: format!("2026-10-{:02}T10:00:00.000Z", n + 1),
+                language: "python".into(),
+                file_path: "file:///r/m.py".into(),
+                name: format!("g{n}"),
+                prefix: format!("def g{n}():\n    "),
+                suffix: "\n".into(),
+                body: if n == 9 { "return leaked_helper(value) + 1".into() } else { format!("return mined_{n}()") },
+                previous_body: None,
+            })
+            .collect();
+        let set = &Dataset::build(&rows, &mined, &options()).languages["python"];
+        let admitted: Vec<(&str, usize)> = set.admitted.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(admitted, [("git", 8), ("observed", 1), ("retained", 1), ("score", 1)]);
+        assert_eq!(
+            set.heldout_git.iter().map(|e| e.completion.as_str()).collect::<Vec<_>>(),
+            ["return mined_8()", "return leaked_helper(value) + 1"]
+        );
+        assert!(!set.train.iter().any(|e| e.completion.contains("leaked_helper")));
+        let seed = &Dataset::build(&rows, &[], &Options { seed_score_only: true, ..options() }).languages["python"];
+        assert_eq!(seed.train.len(), 1, "the seed's score alone admits only the tested row");
+        let rust_only = Dataset::build(&[], &[GitFunction { language: "rust".into(), ..mined[0].clone() }], &options());
+        assert_eq!(rust_only.languages["rust"].train.len(), 1, "a language known only from git gets a set");
+    }
+
+    #[test]
     fn near_duplicates_share_their_weight_softly() {
         let same = "total = sum(item.price * item.quantity for item in cart.items if item.available)";
         let mut rows: Vec<CurationRow> = (0..3).map(|n| row(n, "accepted", 90.0, same)).collect();
         rows.push(row(3, "accepted", 90.0, &distinct(3)));
-        let set = &Dataset::build(&rows, &options()).languages["python"];
+        let set = &Dataset::build(&rows, &[], &options()).languages["python"];
         let weights: Vec<(usize, f64)> = set.train.iter().map(|e| (e.cluster_size, e.weight)).collect();
         let soft = 1.0 / (1.0 + 3f64.ln());
         assert_eq!(weights, [(3, soft), (3, soft), (3, soft), (1, 1.0)]);
@@ -495,7 +613,7 @@ mod tests {
         for (row, cc) in rows.iter_mut().zip([Some(12), Some(3), Some(7), None]) {
             row.complexity = cc;
         }
-        let set = &Dataset::build(&rows, &options()).languages["python"];
+        let set = &Dataset::build(&rows, &[], &options()).languages["python"];
         let order: Vec<(&str, u8)> = set.train.iter().map(|e| (e.id.as_str(), e.tier)).collect();
         assert_eq!(order, [("r01", 0), ("r03", 0), ("r02", 1), ("r00", 2)]);
     }
@@ -505,7 +623,7 @@ mod tests {
         let mut rows: Vec<CurationRow> = (0..12).map(|n| row(n, "accepted", 70.0 + n as f64, &distinct(n))).collect();
         rows[1].quality = Some(99.0);
         let since = Some(rows[4].timestamp.clone());
-        let set = &Dataset::build(&rows, &Options { since, ..options() }).languages["python"];
+        let set = &Dataset::build(&rows, &[], &Options { since, ..options() }).languages["python"];
         let replay: Vec<&str> = set.train.iter().filter(|e| e.replay).map(|e| e.id.as_str()).collect();
         // 8 fresh examples; replay is a fifth of the set: 2, the best of the 4 older ones.
         assert_eq!((set.train.len(), replay.len()), (10, 2));
@@ -517,12 +635,12 @@ mod tests {
         let mut rust = row(0, "accepted", 90.0, "let key = \"AKIAIOSFODNN7EXAMPLE\";");
         rust.language = "rust".into();
         let rows = vec![rust, row(1, "accepted", 90.0, &distinct(1))];
-        let dataset = Dataset::build(&rows, &options());
+        let dataset = Dataset::build(&rows, &[], &options());
         assert_eq!(dataset.languages.keys().collect::<Vec<_>>(), ["python", "rust"]);
-        let only = Dataset::build(&rows, &Options { language: Some("rust".parse().unwrap()), ..options() });
+        let only = Dataset::build(&rows, &[], &Options { language: Some("rust".parse().unwrap()), ..options() });
         let outside = CurationRow { language: "../../x".into(), ..row(40, "accepted", 90.0, "x = 1") };
         let absolute = CurationRow { language: "/etc".into(), ..row(41, "accepted", 90.0, "y = 2") };
-        let set = Dataset::build(&[outside, absolute], &options());
+        let set = Dataset::build(&[outside, absolute], &[], &options());
         assert!(
             set.languages.is_empty(),
             "a language that is no directory name is left out: {:?}",

@@ -49,11 +49,13 @@ pub fn replay(language: &str, set: &mut LanguageSet, files: &[WorkspaceFile]) {
     let known: Vec<String> = set
         .heldout
         .iter()
+        .chain(&set.heldout_git)
         .chain(&set.train)
         .map(|e| e.completion.trim().to_owned())
         .filter(|c| c.len() >= MIN_LEAK)
         .collect();
     let mut added = 0;
+    let count = |set: &mut LanguageSet| *set.admitted.entry("workspace".into()).or_default() += 1;
     for file in files.iter().filter(|f| f.language == language) {
         let Some(tree) = syntax.parse(&file.text) else { continue };
         for scope in syntax.scopes(&tree, &file.text).into_iter().filter(|s| s.kind == "function") {
@@ -79,6 +81,7 @@ pub fn replay(language: &str, set: &mut LanguageSet, files: &[WorkspaceFile]) {
             let suffix_end =
                 (scope.end..=suffix_end).rev().find(|&i| file.text.is_char_boundary(i)).unwrap_or(scope.end);
             added += 1;
+            count(set);
             set.train.push(Example {
                 id: format!("workspace:{}:{}", file.path.display(), scope.path.join(".")),
                 timestamp: String::new(),

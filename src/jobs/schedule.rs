@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::config::{Config, ScheduleConfig, Window};
 use crate::home::{Home, Language};
-use crate::store::{Action, DriftEvent, Store, StoreError};
+use crate::store::{CurationRow, DriftEvent, Store, StoreError};
 
 /// Why a language is due, most urgent first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -216,18 +216,23 @@ pub fn status(home: &Home, config: &Config, now: SystemTime) -> Result<Status, S
     if db.exists() {
         let store = Store::open(&db)?;
         let rows = store.curation_rows()?;
+        let mined = store.git_functions()?;
         let drift = store.drift_events()?;
         // Only languages that can name their `train/` and `adapters/` directories.
-        let mut names: Vec<String> =
-            rows.iter().map(|r| r.language.clone()).filter(|l| l.parse::<Language>().is_ok()).collect();
+        let mut names: Vec<String> = rows
+            .iter()
+            .map(|r| r.language.clone())
+            .chain(mined.iter().map(|f| f.language.clone()))
+            .filter(|l| l.parse::<Language>().is_ok())
+            .collect();
         names.sort();
         names.dedup();
         for language in names {
-            let examples = rows
-                .iter()
-                .filter(|r| r.language == language && matches!(r.action, Action::Accepted | Action::Corrected))
-                .filter(|r| r.quality.is_some_and(|q| q >= config.curate.min_quality))
-                .count();
+            let admitted = |r: &&CurationRow| {
+                crate::quality::admit(&r.inputs, config.curate.min_quality, config.curate.seed_score_only).is_some()
+            };
+            let examples = rows.iter().filter(|r| r.language == language).filter(admitted).count()
+                + mined.iter().filter(|f| f.language == language).count();
             let facts = LanguageFacts {
                 examples,
                 last_adapter: last_adapter(&home.adapters_dir().join(&language)),

@@ -100,6 +100,81 @@ pub fn score(inputs: &Inputs) -> Score {
     Score { execution, tests, static_analysis, retention, feedback, total, band: Band::of(total) }
 }
 
+/// The score over the signals actually observed, renormalised to 0–100: a dimension nothing was
+/// measured for (no run seen, no test report, no grammar, no retention check yet) counts neither
+/// for nor against. The seed's score gives an unknown run 15 of 30 and absent tests 0 of 25, so
+/// code from a user who never runs tests where we see it tops out at 55 and never reaches the
+/// training bar; this one does when what was seen is good (README: which code is trained on).
+pub fn observed(inputs: &Inputs) -> f64 {
+    let score = score(inputs);
+    let ran = inputs.tests.is_some_and(|t| t.tests > t.skipped);
+    let kept_max = inputs.retention_7d.map_or(0.0, |_| 7.0) + inputs.retention_30d.map_or(0.0, |_| 8.0);
+    let parts = [
+        (inputs.execution_success.is_some(), score.execution, 30.0),
+        // Coverage is not measured: the pass rate's 15 is all there is to get.
+        (ran, score.tests, 15.0),
+        (inputs.syntax_errors.is_some(), score.static_analysis, 20.0),
+        (kept_max > 0.0, score.retention, kept_max),
+        (true, score.feedback.max(0.0), 10.0),
+    ];
+    let (got, max) = parts.iter().filter(|p| p.0).fold((0.0, 0.0), |(got, max), p| (got + p.1, max + p.2));
+    // A bad rating or a rejection takes points off (the feedback dimension is −10 to +10).
+    let penalty = score.feedback.min(0.0);
+    (100.0 * (got + penalty) / max).clamp(0.0, 100.0)
+}
+
+/// Why a taken suggestion's final code was admitted as a training example, the first rule that
+/// holds in this order (README: which code is trained on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rule {
+    /// The seed's score is at least the bar.
+    Score,
+    /// The score over what was observed is at least the bar.
+    Observed,
+    /// Still there after 7 or 30 days.
+    Retained,
+    /// The user corrected it: the final code is theirs.
+    Corrected,
+}
+
+impl Rule {
+    pub const ALL: &[Rule] = &[Rule::Score, Rule::Observed, Rule::Retained, Rule::Corrected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Score => "score",
+            Rule::Observed => "observed",
+            Rule::Retained => "retained",
+            Rule::Corrected => "corrected",
+        }
+    }
+}
+
+/// Which rule admits a decided suggestion as training data, if any. Rejected and ignored ones, a
+/// bad rating and a failed run are never admitted; `seed_only` keeps to the seed's score alone.
+pub fn admit(inputs: &Inputs, bar: f64, seed_only: bool) -> Option<Rule> {
+    let vetoed = inputs.user_rating.is_some_and(|r| r < 0) || inputs.execution_success == Some(false);
+    if !inputs.action.taken() || inputs.action == Action::Partial {
+        return None;
+    }
+    if score(inputs).total >= bar {
+        return Some(Rule::Score);
+    }
+    if seed_only || vetoed {
+        return None;
+    }
+    if observed(inputs) >= bar {
+        Some(Rule::Observed)
+    } else if inputs.retention_7d == Some(true) || inputs.retention_30d == Some(true) {
+        Some(Rule::Retained)
+    } else if inputs.action == Action::Corrected {
+        Some(Rule::Corrected)
+    } else {
+        None
+    }
+}
+
 /// Scores every decided interaction whose inputs changed since it was last scored; returns how
 /// many.
 pub fn rescore(store: &mut Store) -> Result<usize, StoreError> {
@@ -159,6 +234,45 @@ mod tests {
         assert_eq!(score(&Inputs { user_rating: Some(1), action: Action::Rejected, ..taken() }).feedback, 10.0);
         assert_eq!(score(&Inputs { action: Action::Rejected, ..taken() }).feedback, -5.0);
         assert_eq!(score(&Inputs { action: Action::Ignored, ..taken() }).feedback, 0.0);
+    }
+
+    #[test]
+    fn observed_counts_only_what_was_seen_and_admit_takes_the_first_rule_that_holds() {
+        // Taken, clean, nothing else known: static 20/20 + feedback 5/10.
+        let fresh = taken();
+        assert!((observed(&fresh) - 100.0 * 25.0 / 30.0).abs() < 1e-9);
+        assert_eq!(score(&fresh).total, 40.0, "the seed's score keeps it far below 70");
+        assert_eq!(admit(&fresh, 70.0, false), Some(Rule::Observed));
+        assert_eq!(admit(&fresh, 70.0, true), None, "the seed's rule alone admits nothing");
+        // Deleted within a week: 25 of 37.
+        let lost = Inputs { retention_7d: Some(false), ..taken() };
+        assert!((observed(&lost) - 100.0 * 25.0 / 37.0).abs() < 1e-9);
+        assert_eq!(admit(&lost, 70.0, false), None);
+        // Kept, but messy: retention admits it.
+        let messy = Inputs { linter_errors: 5, retention_7d: Some(true), ..taken() };
+        assert_eq!(admit(&messy, 90.0, false), Some(Rule::Retained));
+        // A correction is the user's own code.
+        let corrected = Inputs { action: Action::Corrected, linter_errors: 5, ..taken() };
+        assert_eq!(admit(&corrected, 90.0, false), Some(Rule::Corrected));
+        // Run and passing: the seed's score gets there by itself.
+        let tested = Inputs {
+            execution_success: Some(true),
+            tests: Some(TestCounts { tests: 3, ..TestCounts::default() }),
+            retention_7d: Some(true),
+            ..taken()
+        };
+        assert_eq!(admit(&tested, 70.0, false), Some(Rule::Score));
+        assert_eq!(observed(&tested), 100.0 * 77.0 / 82.0);
+        // Never: a failed run, a bad rating, a rejection, a partial take.
+        for never in [
+            Inputs { execution_success: Some(false), retention_7d: Some(true), ..taken() },
+            Inputs { user_rating: Some(-1), action: Action::Corrected, ..taken() },
+            Inputs { action: Action::Rejected, ..taken() },
+            Inputs { action: Action::Partial, ..taken() },
+        ] {
+            assert_eq!(admit(&never, 70.0, false), None, "{never:?}");
+        }
+        assert_eq!(observed(&Inputs { user_rating: Some(-1), ..taken() }), 100.0 * 10.0 / 30.0);
     }
 
     #[test]

@@ -164,45 +164,11 @@ impl Store {
         let failed = |e| classify(&self.path, e);
         let mut statement = self
             .conn
-            .prepare(
-                "SELECT id, action, executed, execution_success, test_results, static_analysis, diagnostics,
-                        retention_7d, retention_30d, user_rating
-                 FROM interactions WHERE action != 'shown' AND scored_at IS NOT updated_at",
-            )
-            .map_err(failed)?;
-        let rows = statement.query_map([], |row| {
-            let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
-                Ok(row.get::<_, Option<String>>(i)?.and_then(|text| serde_json::from_str(&text).ok()))
-            };
-            let executed: Option<bool> = row.get(2)?;
-            let tests = json(4)?.map(|t| {
-                let count = |key: &str| t[key].as_u64().unwrap_or(0) as usize;
-                TestCounts {
-                    tests: count("tests"),
-                    failures: count("failures"),
-                    errors: count("errors"),
-                    skipped: count("skipped"),
-                }
-            });
-            let analysis = json(5)?;
-            let server_errors = json(6)?.and_then(|d| d.as_array().cloned()).unwrap_or_default();
-            Ok((
-                row.get(0)?,
-                Inputs {
-                    action: row.get(1)?,
-                    execution_success: if executed == Some(true) { row.get(3)? } else { None },
-                    tests,
-                    syntax_errors: analysis.as_ref().and_then(|a| a["syntax_errors"].as_u64()).map(|n| n as usize),
-                    server_errors: server_errors.iter().filter(|d| d["severity"] == 1).count(),
-                    linter_errors: analysis.as_ref().and_then(|a| a.pointer("/lint/errors")?.as_u64()).unwrap_or(0)
-                        as usize,
-                    complexity: analysis.as_ref().and_then(|a| a["complexity"].as_u64()).map(|n| n as usize),
-                    retention_7d: row.get(7)?,
-                    retention_30d: row.get(8)?,
-                    user_rating: row.get(9)?,
-                },
+            .prepare(&format!(
+                "SELECT id, {INPUT_COLUMNS} FROM interactions WHERE action != 'shown' AND scored_at IS NOT updated_at"
             ))
-        });
+            .map_err(failed)?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, inputs_at(row, 1)?)));
         rows.and_then(Iterator::collect).map_err(failed)
     }
 
@@ -229,13 +195,14 @@ impl Store {
         let failed = |e| classify(&self.path, e);
         let mut statement = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT id, timestamp, coalesce(language, ''), action, coalesce(suggestion, ''), final_code,
                         coalesce(prompt_prefix, ''), coalesce(prompt_suffix, ''), quality_score,
                         executed = 1 AND execution_success = 0, user_rating, user_comment,
-                        json_extract(alternatives, '$.typed_instead'), json_extract(static_analysis, '$.complexity')
-                 FROM interactions WHERE action NOT IN ('shown', 'ignored') ORDER BY timestamp, id",
-            )
+                        json_extract(alternatives, '$.typed_instead'), json_extract(static_analysis, '$.complexity'),
+                        {INPUT_COLUMNS}
+                 FROM interactions WHERE action NOT IN ('shown', 'ignored') ORDER BY timestamp, id"
+            ))
             .map_err(failed)?;
         let rows = statement.query_map([], |row| {
             Ok(CurationRow {
@@ -253,6 +220,7 @@ impl Store {
                 comment: row.get(11)?,
                 typed_instead: row.get(12)?,
                 complexity: row.get::<_, Option<i64>>(13)?.map(|c| c as usize),
+                inputs: inputs_at(row, 14)?,
             })
         });
         rows.and_then(Iterator::collect).map_err(failed)
@@ -359,6 +327,42 @@ impl Store {
     }
 }
 
+/// The score's inputs from the columns `action, executed, execution_success, test_results,
+/// static_analysis, diagnostics, retention_7d, retention_30d, user_rating`, the first at `at`.
+fn inputs_at(row: &rusqlite::Row, at: usize) -> rusqlite::Result<Inputs> {
+    let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+        Ok(row.get::<_, Option<String>>(at + i)?.and_then(|text| serde_json::from_str(&text).ok()))
+    };
+    let executed: Option<bool> = row.get(at + 1)?;
+    let tests = json(3)?.map(|t| {
+        let count = |key: &str| t[key].as_u64().unwrap_or(0) as usize;
+        TestCounts {
+            tests: count("tests"),
+            failures: count("failures"),
+            errors: count("errors"),
+            skipped: count("skipped"),
+        }
+    });
+    let analysis = json(4)?;
+    let server_errors = json(5)?.and_then(|d| d.as_array().cloned()).unwrap_or_default();
+    Ok(Inputs {
+        action: row.get(at)?,
+        execution_success: if executed == Some(true) { row.get(at + 2)? } else { None },
+        tests,
+        syntax_errors: analysis.as_ref().and_then(|a| a["syntax_errors"].as_u64()).map(|n| n as usize),
+        server_errors: server_errors.iter().filter(|d| d["severity"] == 1).count(),
+        linter_errors: analysis.as_ref().and_then(|a| a.pointer("/lint/errors")?.as_u64()).unwrap_or(0) as usize,
+        complexity: analysis.as_ref().and_then(|a| a["complexity"].as_u64()).map(|n| n as usize),
+        retention_7d: row.get(at + 6)?,
+        retention_30d: row.get(at + 7)?,
+        user_rating: row.get(at + 8)?,
+    })
+}
+
+/// The columns [`inputs_at`] reads, in its order.
+const INPUT_COLUMNS: &str = "action, executed, execution_success, test_results, static_analysis, diagnostics,
+                        retention_7d, retention_30d, user_rating";
+
 /// A decided suggestion as curation sees it (text already redacted when it was stored).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CurationRow {
@@ -379,6 +383,8 @@ pub struct CurationRow {
     pub typed_instead: Option<String>,
     /// Cyclomatic complexity of the function around the code, when known.
     pub complexity: Option<usize>,
+    /// What its quality score was computed from (curation's selection rules read them).
+    pub inputs: Inputs,
 }
 
 /// A decided suggestion as the stay-silent filter sees it.

@@ -48,6 +48,7 @@ macro_rules! text_enum {
     };
 }
 
+mod git;
 mod interactions;
 mod metrics;
 mod registry;
@@ -55,6 +56,7 @@ mod retention;
 mod runs;
 mod shadow;
 
+pub use git::GitFunction;
 pub use interactions::{
     Action, Batch, CurationRow, Decided, Inputs, Interaction, Shown, ShownOutcome, TakenCode, TestCounts,
 };
@@ -70,7 +72,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The migrations, in order. Appending is the only allowed change.
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     include_str!("../../migrations/0001_interactions.sql"),
     include_str!("../../migrations/0002_diagnostics.sql"),
     include_str!("../../migrations/0003_runs.sql"),
@@ -80,6 +82,7 @@ const MIGRATIONS: [&str; 9] = [
     include_str!("../../migrations/0007_adapters.sql"),
     include_str!("../../migrations/0008_rollout.sql"),
     include_str!("../../migrations/0009_context_sources.sql"),
+    include_str!("../../migrations/0010_git_functions.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -197,10 +200,12 @@ impl Store {
         let failed = |e| classify(&path, e);
         self.conn.pragma_update(None, "secure_delete", true).map_err(failed)?;
         let tx = self.conn.transaction().map_err(failed)?;
+        let mut mined = 0;
         let deleted = match what {
             Forget::All => {
                 tx.execute("DELETE FROM shadow_samples", []).map_err(failed)?;
                 tx.execute("DELETE FROM runs", []).map_err(failed)?;
+                mined = tx.execute("DELETE FROM git_functions", []).map_err(failed)?;
                 tx.execute("DELETE FROM interactions", []).map_err(failed)?
             }
             Forget::File(forgotten) => {
@@ -210,6 +215,7 @@ impl Store {
                     ("interactions", "id", "file_path"),
                     ("shadow_samples", "rowid", "document"),
                     ("runs", "rowid", "'file://' || directory"),
+                    ("git_functions", "id", "file_path"),
                 ] {
                     let select = format!("SELECT {key}, {column} FROM {table}");
                     let mut statement = tx.prepare(&select).map_err(failed)?;
@@ -230,8 +236,10 @@ impl Store {
                     let delete = format!("DELETE FROM {table} WHERE {key} = ?1");
                     for (id, _) in rows.iter().filter(|(_, uri)| uri.as_deref().is_some_and(matches)) {
                         let n = tx.execute(&delete, [id]).map_err(failed)?;
-                        if table == "interactions" {
-                            deleted += n;
+                        match table {
+                            "interactions" => deleted += n,
+                            "git_functions" => mined += n,
+                            _ => {}
                         }
                     }
                 }
@@ -241,6 +249,7 @@ impl Store {
             Forget::Before(date) => {
                 tx.execute("DELETE FROM shadow_samples WHERE at < ?1", [date]).map_err(failed)?;
                 tx.execute("DELETE FROM runs WHERE started_at < ?1", [date]).map_err(failed)?;
+                mined = tx.execute("DELETE FROM git_functions WHERE authored_at < ?1", [date]).map_err(failed)?;
                 tx.execute("DELETE FROM interactions WHERE timestamp < ?1", [date]).map_err(failed)?
             }
         };
@@ -248,7 +257,7 @@ impl Store {
         // Pages that held the rows are rewritten, and the WAL that saw them emptied.
         self.conn.execute_batch("VACUUM").map_err(failed)?;
         let busy: i64 = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0)).map_err(failed)?;
-        Ok(Forgotten { interactions: deleted, wal_emptied: busy == 0 })
+        Ok(Forgotten { interactions: deleted, git_functions: mined, wal_emptied: busy == 0 })
     }
 
     /// `PRAGMA integrity_check`: `ok`, or what is wrong.
@@ -293,6 +302,8 @@ fn scrub_mentions(tx: &rusqlite::Transaction, forgotten: &Path) -> rusqlite::Res
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forgotten {
     pub interactions: usize,
+    /// Functions mined from git history (`Store::add_git_functions`).
+    pub git_functions: usize,
     /// `false`: another process had the store open, so the WAL could not be emptied; it is the
     /// next time nobody else has it open.
     pub wal_emptied: bool,

@@ -1,0 +1,119 @@
+//! The functions the user wrote in their own repositories (`marunochi data mine`) as training data:
+//! each function's newest version as an SFT example, the newest fifth of the functions (by when
+//! they were last written) held out for the gate, and every edit of a function that stays in
+//! training as a correction pair (the new body ≻ the one it replaced).
+
+use std::collections::BTreeMap;
+
+use super::{Example, Pair};
+use crate::store::GitFunction;
+
+/// The newest share of a language's functions the gate judges on, never trained on.
+pub const HELDOUT_SHARE: f64 = 0.2;
+/// Fewer functions than this: none is held out (the gate needs a handful to tell anything).
+const MIN_FOR_HELDOUT: usize = 10;
+
+#[derive(Debug, Default)]
+pub struct Split {
+    pub train: Vec<Example>,
+    pub heldout: Vec<Example>,
+    pub pairs: Vec<Pair>,
+}
+
+/// `functions` oldest first, as the store gives them.
+pub fn split(functions: &[&GitFunction], since: Option<&str>) -> Split {
+    // One function is its repository, file and name; its versions oldest first.
+    let mut versions: BTreeMap<(&str, &str, &str), Vec<&GitFunction>> = BTreeMap::new();
+    for f in functions {
+        versions.entry((&f.repository, &f.file_path, &f.name)).or_default().push(f);
+    }
+    let mut groups: Vec<Vec<&GitFunction>> = versions.into_values().collect();
+    // By when each was last written; ties in the order they were mined.
+    let order = |g: &Vec<&GitFunction>| {
+        let newest = g.last().expect("a group has a version");
+        let position = functions.iter().position(|f| std::ptr::eq(*f, *newest)).unwrap_or(0);
+        (newest.authored_at.clone(), position)
+    };
+    groups.sort_by_cached_key(order);
+    let held = if groups.len() < MIN_FOR_HELDOUT { 0 } else { (groups.len() as f64 * HELDOUT_SHARE).round() as usize };
+    let (trained, heldout) = groups.split_at(groups.len() - held);
+    let example = |f: &GitFunction| Example {
+        id: format!("git:{}", f.id()),
+        timestamp: f.authored_at.clone(),
+        prefix: f.prefix.clone(),
+        suffix: f.suffix.clone(),
+        completion: f.body.clone(),
+        action: "git".into(),
+        weight: 1.0,
+        priority: 1.0,
+        dedup: 1.0,
+        cluster: 0,
+        cluster_size: 1,
+        complexity: None,
+        tier: 0,
+        replay: since.is_some_and(|since| f.authored_at.as_str() < since),
+    };
+    let newest = |g: &Vec<&GitFunction>| example(g.last().expect("a group has a version"));
+    let pairs = trained
+        .iter()
+        .flatten()
+        .filter_map(|f| {
+            let rejected = f.previous_body.clone()?;
+            Some(Pair {
+                id: format!("git:{}", f.id()),
+                prefix: f.prefix.clone(),
+                suffix: f.suffix.clone(),
+                chosen: f.body.clone(),
+                rejected,
+            })
+        })
+        .collect();
+    Split { train: trained.iter().map(newest).collect(), heldout: heldout.iter().map(newest).collect(), pairs }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function(day: usize, name: &str, body: &str, previous: Option<&str>) -> GitFunction {
+        GitFunction {
+            repository: "/r".into(),
+            commit: format!("c{day}"),
+            authored_at: format!("2026-01-{day:02}T10:00:00.000Z"),
+            language: "python".into(),
+            file_path: "file:///r/m.py".into(),
+            name: name.into(),
+            prefix: format!("def {name}():\n    "),
+            suffix: "\n".into(),
+            body: body.into(),
+            previous_body: previous.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_newest_functions_are_held_out_whole_and_edits_become_pairs() {
+        let mut all: Vec<GitFunction> = (1..=10).map(|d| function(d, &format!("f{d}"), "return 1", None)).collect();
+        // f1 edited late: its newest version makes it one of the newest functions.
+        all.push(function(20, "f1", "return 2", Some("return 1")));
+        all.push(function(11, "f2", "return 3", Some("return 1")));
+        all.sort_by(|a, b| a.authored_at.cmp(&b.authored_at));
+        let refs: Vec<&GitFunction> = all.iter().collect();
+        let split = split(&refs, Some("2026-01-05"));
+        let held: Vec<&str> = split.heldout.iter().map(|e| &e.timestamp[8..10]).collect();
+        assert_eq!(held, ["11", "20"], "f2 and f1, every version of them");
+        assert_eq!(split.train.len(), 8);
+        assert!(split.train.iter().all(|e| e.completion == "return 1" && e.action == "git"));
+        assert_eq!(split.train.iter().filter(|e| e.replay).count(), 2, "f3 and f4 are older than `since`");
+        assert!(split.pairs.is_empty(), "both edited functions are held out");
+
+        let few: Vec<GitFunction> =
+            vec![function(1, "a", "x = 1", None), function(2, "a", "x = 2\n    return x", Some("x = 1"))];
+        let refs: Vec<&GitFunction> = few.iter().collect();
+        let split = super::split(&refs, None);
+        assert!(split.heldout.is_empty(), "too few to hold any out");
+        assert_eq!(split.train.len(), 1);
+        assert_eq!(split.train[0].completion, "x = 2\n    return x");
+        let pair: Vec<(&str, &str)> = split.pairs.iter().map(|p| (p.chosen.as_str(), p.rejected.as_str())).collect();
+        assert_eq!(pair, [("x = 2\n    return x", "x = 1")]);
+    }
+}

@@ -1,0 +1,257 @@
+//! `marunochi data mine`: the functions the user wrote, from the history of their own git
+//! repositories, into the store — training data and a held-out set before the first suggestion is
+//! ever taken (README: learning from your own history). Entry: [`mine`].
+//!
+//! Every version of a function that a commit by the user added or changed becomes a row: the file
+//! before its body (the last lines) as the prompt, the body as the code, the file after it, and the
+//! body the commit replaced when the signature stayed the same (an edit of one's own code is a
+//! correction). Text is redacted by the store; rows are keyed by repository, commit, file and name,
+//! so mining again adds only what is new.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::history::{HistoryError, Walk, Written};
+use crate::store::{GitFunction, Store, StoreError};
+
+/// The prompt keeps at most this much of the file before the body (whole lines).
+const PREFIX_BYTES: usize = 4000;
+/// … and this much after it.
+const SUFFIX_BYTES: usize = 1000;
+/// Longer bodies are cut at a line end: training sees at most a few hundred tokens of target.
+const MAX_BODY: usize = 2000;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Commits whose author (`Name <email>`) contains this; default: the repository's
+    /// `user.email`.
+    pub author: Option<String>,
+}
+
+/// What one repository gave.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Mined {
+    pub repository: PathBuf,
+    pub author: String,
+    /// Function versions found.
+    pub found: usize,
+    /// … of which were not in the store yet.
+    pub added: usize,
+    /// … of which change a function that existed (correction pairs).
+    pub edits: usize,
+    pub by_language: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MineError {
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "git has no user.email in {0}, so the functions you wrote cannot be told from others'; pass --author \
+         (your name or email as your commits record it)"
+    )]
+    NoIdentity(PathBuf),
+}
+
+/// Mines the repository that `dir` is in into `store`.
+pub fn mine(store: &mut Store, dir: &Path, options: &Options) -> Result<Mined, MineError> {
+    let repository = crate::history::toplevel(dir)?;
+    let author = match &options.author {
+        Some(author) => author.clone(),
+        None => crate::history::identity(&repository)
+            .map(|email| format!("<{email}>"))
+            .ok_or_else(|| MineError::NoIdentity(repository.clone()))?,
+    };
+    let walk = Walk { author: Some(author.clone()), ..Walk::default() };
+    let written = crate::history::functions(&repository, &walk)?;
+    let rows: Vec<GitFunction> = written.iter().map(|w| row(&repository, w)).collect();
+    let added = store.add_git_functions(&rows)?;
+    let mut by_language = BTreeMap::new();
+    rows.iter().for_each(|r| *by_language.entry(r.language.clone()).or_default() += 1);
+    Ok(Mined {
+        repository,
+        author,
+        found: rows.len(),
+        added,
+        edits: rows.iter().filter(|r| r.previous_body.is_some()).count(),
+        by_language,
+    })
+}
+
+fn row(repository: &Path, written: &Written) -> GitFunction {
+    let text = &*written.text;
+    let before = &text[..written.body.start];
+    // Whole lines: from the first line start after the cut.
+    let cut = before.ceil_char_boundary(before.len().saturating_sub(PREFIX_BYTES));
+    let prefix_start = match cut {
+        0 => 0,
+        cut => before[cut..].find('\n').map_or(before.len(), |i| cut + i + 1),
+    };
+    let after = &text[written.body.end..];
+    let suffix_end = after.char_indices().take_while(|(i, _)| *i < SUFFIX_BYTES).filter(|(_, c)| *c == '\n').last();
+    let suffix = match suffix_end {
+        _ if after.len() <= SUFFIX_BYTES => after,
+        Some((i, _)) => &after[..i],
+        None => "",
+    };
+    let mut body = &text[written.body.clone()];
+    if body.len() > MAX_BODY {
+        body = &body[..body[..body.floor_char_boundary(MAX_BODY)].rfind('\n').unwrap_or(0)];
+    }
+    // The old body, when the function kept its first lines up to where the body starts.
+    let signature = &text[written.start..written.body.start];
+    let previous_body = written.previous.as_deref().and_then(|old| {
+        let rest = old.strip_prefix(signature)?;
+        // The body ends before a closing brace's line, as `history` cuts the new one.
+        let rest = if written.language == "python" { rest } else { &rest[..rest.rfind('\n')?] };
+        (rest != body && !rest.trim().is_empty()).then(|| rest.to_owned())
+    });
+    GitFunction {
+        repository: repository.display().to_string(),
+        commit: written.commit.clone(),
+        authored_at: rfc3339(written.time),
+        language: written.language.to_owned(),
+        file_path: crate::uri::from_path(&repository.join(&written.path)),
+        name: written.name.join("."),
+        prefix: before[prefix_start..].to_owned(),
+        suffix: suffix.to_owned(),
+        body: body.to_owned(),
+        previous_body,
+    }
+}
+
+/// Seconds since the epoch as the store's RFC 3339 (`2026-11-03T10:00:00.000Z`).
+fn rfc3339(seconds: i64) -> String {
+    let time = time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(repo: &Path, args: &[&str]) {
+        let status = Command::new("git").arg("-C").arg(repo).args(args).status().unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    fn commit(repo: &Path, author: &str, when: &str, files: &[(&str, &str)]) {
+        for (path, text) in files {
+            std::fs::write(repo.join(path), text).unwrap();
+        }
+        git(repo, &["add", "-A"]);
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["commit", "-q", "-m", "c", &format!("--author={author}"), &format!("--date={when}")])
+            .env("GIT_COMMITTER_DATE", when)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn the_users_own_functions_and_edits_are_mined_once_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("my project");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["config", "user.email", "me@home"]);
+        git(&repo, &["config", "user.name", "Me"]);
+        let first = "import os\n\ndef total(prices):\n    return sum(prices)\n";
+        commit(&repo, "Me <me@home>", "2026-01-02T10:00:00Z", &[("shop.py", first)]);
+        commit(
+            &repo,
+            "Other <other@x>",
+            "2026-01-03T10:00:00Z",
+            &[("theirs.py", "def theirs():\n    return 'not mine'\n")],
+        );
+        let second = "import os\n\ndef total(prices):\n    kept = [p for p in prices if p]\n    return sum(kept)\n\n\
+                      def key():\n    token = \"AKIAIOSFODNN7EXAMPLE\"\n    return token\n";
+        commit(&repo, "Me <me@home>", "2026-01-04T10:00:00Z", &[("shop.py", second)]);
+        let rust = "fn area(w: u32, h: u32) -> u32 {\n    let a = w * h;\n    a\n}\n";
+        commit(&repo, "Me <me@home>", "2026-01-05T10:00:00Z", &[("lib.rs", rust)]);
+        let rust2 = rust.replace("let a = w * h;\n    a", "w.saturating_mul(h)");
+        commit(&repo, "Me <me@home>", "2026-01-06T10:00:00Z", &[("lib.rs", &rust2)]);
+
+        let mut store = Store::open(&dir.path().join("marunochi.db")).unwrap();
+        let mined = mine(&mut store, &repo, &Options::default()).unwrap();
+        assert_eq!(mined.author, "<me@home>");
+        assert_eq!((mined.found, mined.added, mined.edits), (5, 5, 2));
+        assert_eq!(mined.by_language, BTreeMap::from([("python".into(), 3), ("rust".into(), 2)]));
+
+        let rows = store.git_functions().unwrap();
+        let summary: Vec<(&str, &str, &str, Option<&str>)> = rows
+            .iter()
+            .map(|r| (&r.authored_at[..10], r.name.as_str(), r.body.as_str(), r.previous_body.as_deref()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("2026-01-02", "total", "return sum(prices)", None),
+                (
+                    "2026-01-04",
+                    "total",
+                    "kept = [p for p in prices if p]\n    return sum(kept)",
+                    Some("return sum(prices)")
+                ),
+                ("2026-01-04", "key", "token = \"«redacted:aws-key»\"\n    return token", None),
+                ("2026-01-05", "area", "let a = w * h;\n    a", None),
+                ("2026-01-06", "area", "w.saturating_mul(h)", Some("let a = w * h;\n    a")),
+            ]
+        );
+        let total = &rows[0];
+        assert_eq!((total.prefix.as_str(), total.suffix.as_str()), ("import os\n\ndef total(prices):\n    ", "\n"));
+        assert!(total.file_path.ends_with("/my%20project/shop.py"), "{}", total.file_path);
+        assert_eq!(rows[4].suffix, "\n}\n");
+
+        let again = mine(&mut store, &repo, &Options::default()).unwrap();
+        assert_eq!((again.found, again.added), (5, 0), "mining twice adds nothing");
+        let theirs = mine(&mut store, &repo, &Options { author: Some("other@x".into()) }).unwrap();
+        assert_eq!(theirs.added, 1);
+    }
+
+    #[test]
+    fn no_identity_and_no_repository_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("marunochi.db")).unwrap();
+        let error = mine(&mut store, dir.path(), &Options::default()).unwrap_err().to_string();
+        assert!(error.contains("not a git repository"), "{error}");
+        let repo = dir.path().join("r");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        // An empty email in the repository's own config hides any global one.
+        git(&repo, &["config", "user.email", ""]);
+        std::fs::write(repo.join("a.py"), "def f():\n    return 1\n").unwrap();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["-c", "user.email=x@y", "commit", "-q", "-m", "c"]);
+        let error = mine(&mut store, &repo, &Options::default()).unwrap_err().to_string();
+        assert!(error.contains("no user.email") && error.contains("--author"), "{error}");
+        let text = format!("{}def f():\n    return 1\n", "# filler line\n".repeat(400));
+        let start = text.find("def f").unwrap();
+        let body = start + 13..text.len() - 1;
+        assert_eq!(&text[body.clone()], "return 1");
+        let prefix_cut = row(
+            Path::new("/r"),
+            &Written {
+                commit: "c".into(),
+                author: "Me <me@home>".into(),
+                time: 0,
+                path: "a.py".into(),
+                language: "python",
+                name: vec!["f".into()],
+                text: text.as_str().into(),
+                start,
+                body,
+                previous: None,
+            },
+        );
+        assert!(prefix_cut.prefix.starts_with("# filler") && prefix_cut.prefix.len() <= PREFIX_BYTES);
+        assert!(prefix_cut.prefix.ends_with("def f():\n    "), "{:?}", prefix_cut.prefix);
+    }
+}
