@@ -114,6 +114,11 @@ preference = true
 preference_lr = 0.00005
 beta = 0.1
 
+[eval]
+# The gate's forgetting check with any model: the candidate's mean log-loss per token on general
+# code (Python's standard library, the Rust library sources) may rise by at most this share.
+nll_rise = 0.02
+
 [schedule]
 # Training runs only inside this local time window (HH:MM-HH:MM, may cross midnight), while the
 # machine is idle and not on battery; a run not done by the window's end resumes the next night.
@@ -168,6 +173,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub curate: CurateConfig,
     pub train: TrainConfig,
+    pub eval: EvalConfig,
     pub schedule: ScheduleConfig,
     pub rollout: RolloutConfig,
     pub daemon: DaemonConfig,
@@ -317,6 +323,19 @@ fn share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(value)
     } else {
         Err(serde::de::Error::custom(format!("{value} is not a share between 0 and 1")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    #[serde(deserialize_with = "share")]
+    pub nll_rise: f64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> EvalConfig {
+        EvalConfig { nll_rise: 0.02 }
     }
 }
 

@@ -364,7 +364,11 @@ pub fn eval(home: &Home, args: EvalArgs) -> ExitCode {
         Err(code) => return code,
     };
     let request = eval::Request { language, model, candidate: adapter, against, heldout, humaneval, full };
-    let settings = eval::Settings { humaneval_problems: Some(problems), ..eval::Settings::default() };
+    let settings = eval::Settings {
+        humaneval_problems: Some(problems),
+        nll_rise: config.eval.nll_rise,
+        ..eval::Settings::default()
+    };
     let _log = logging::init(&home.logs_dir(), "eval", "info", false);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

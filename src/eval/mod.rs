@@ -349,15 +349,25 @@ fn general_code(
     let base_nll = general::nll(engine, corpus, None, &|i| progress("general code, base", i, files))?;
     let candidate_nll =
         general::nll(engine, corpus, Some("candidate"), &|i| progress("general code, candidate", i, files))?;
+    Ok(general_verdict(&corpus.name, files, base_nll, candidate_nll, settings))
+}
+
+/// The general-code verdict: the candidate's loss may rise by at most `nll_rise` of the base's.
+pub fn general_verdict(
+    corpus: &str,
+    files: usize,
+    base_nll: f64,
+    candidate_nll: f64,
+    settings: &Settings,
+) -> GeneralCode {
     let rise = if base_nll > 0.0 { candidate_nll / base_nll - 1.0 } else { 0.0 };
     let passed = rise <= settings.nll_rise;
     let verdict = format!(
-        "general code NLL {base_nll:.4} → {candidate_nll:.4} per token ({:+.1} %) on {files} files of {}{}",
+        "general code NLL {base_nll:.4} → {candidate_nll:.4} per token ({:+.1} %) on {files} files of {corpus}{}",
         rise * 100.0,
-        corpus.name,
         if passed { String::new() } else { format!(": more than {:.1} % worse", settings.nll_rise * 100.0) }
     );
-    Ok(GeneralCode { corpus: corpus.name.clone(), files, base_nll, candidate_nll, passed, verdict })
+    GeneralCode { corpus: corpus.to_owned(), files, base_nll, candidate_nll, passed, verdict }
 }
 
 fn forgetting(
@@ -569,6 +579,16 @@ mod tests {
             reference: answer(reference),
             candidate: answer(candidate),
         }
+    }
+
+    #[test]
+    fn general_code_may_get_a_little_worse_and_no_more() {
+        let settings = Settings::default();
+        let within = general_verdict("stdlib", 16, 1.00, 1.019, &settings);
+        assert!(within.passed && within.verdict.contains("(+1.9 %)"), "{}", within.verdict);
+        let worse = general_verdict("stdlib", 16, 1.00, 1.03, &settings);
+        assert!(!worse.passed && worse.verdict.ends_with("more than 2.0 % worse"), "{}", worse.verdict);
+        assert!(general_verdict("stdlib", 16, 1.2, 0.9, &Settings { nll_rise: 0.0, ..settings }).passed);
     }
 
     #[test]
