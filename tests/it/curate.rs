@@ -39,7 +39,7 @@ fn graded_interactions_become_private_training_files_in_three_formats() {
     let out = dir.path().join("sets");
     let (ok, stdout, stderr) = curate(&home, &["--out", out.to_str().unwrap()]);
     assert!(ok, "{stderr}");
-    assert!(stdout.starts_with("python: 9 training examples (0 replay, 9 clusters"), "{stdout}");
+    assert!(stdout.starts_with("python: 9 training examples (score 9; 0 replay, 9 clusters"), "{stdout}");
     assert!(stdout.contains("1 held out") && stdout.contains("9 KTO, 1 DPO pairs"), "{stdout}");
 
     let python = out.join("python");
@@ -65,12 +65,19 @@ fn graded_interactions_become_private_training_files_in_three_formats() {
         assert_eq!(mode, 0o600, "{file}");
     }
 
-    // A stricter bar keeps nothing, and says so; an unknown language is an error.
+    // At 95 the seed's score (75: no test report) falls short, but everything that was observed
+    // was perfect; with the seed's score alone nothing is admitted, and it says so.
+    let (ok, stdout, _) = curate(&home, &["--out", out.to_str().unwrap(), "--min-quality", "95"]);
+    assert!(ok && stdout.starts_with("python: 9 training examples (observed 9;"), "{stdout}");
+    let (ok, _, stderr) = run_cli(&home, &["config", "set", "curate.seed_score_only", "true"]);
+    assert!(ok, "{stderr}");
     let (ok, stdout, _) = curate(&home, &["--out", out.to_str().unwrap(), "--min-quality", "95"]);
     assert!(
-        ok && stdout.starts_with("python: 0 training examples") && stdout.contains("9 below quality 95"),
+        ok && stdout.starts_with("python: 0 training examples (none admitted;")
+            && stdout.contains("9 taken but not admitted at 95"),
         "{stdout}"
     );
+    // An unknown language is an error.
     let (ok, _, stderr) = curate(&home, &["--language", "cobol", "--out", out.to_str().unwrap()]);
     assert!(!ok && stderr.contains("no interactions recorded for cobol"), "{stderr}");
     let (ok, _, stderr) = curate(&home, &["--since", "last week"]);
@@ -112,5 +119,83 @@ fn a_language_with_little_history_learns_from_the_files_worked_in() {
     assert_eq!(workspace[0]["prefix"], "def ledger_total(entries):\n");
     assert_eq!(workspace[0]["completion"], "    return sum(e.amount for e in entries)");
     assert_eq!((workspace[0]["weight"].as_f64(), workspace[0]["replay"].as_bool()), (Some(0.5), Some(true)));
-    assert!(stdout.contains("(2 replay"), "{stdout}");
+    assert!(stdout.contains("(score 2, workspace 2; 2 replay"), "{stdout}");
+}
+
+fn git(repo: &Path, args: &[&str]) {
+    let status = std::process::Command::new("git").arg("-C").arg(repo).args(args).status().unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+#[test]
+fn functions_mined_from_your_git_history_train_hold_out_and_can_be_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let repo = dir.path().join("shop");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["config", "user.email", "me@home"]);
+    git(&repo, &["config", "user.name", "Me"]);
+    let mut text = String::new();
+    for n in 0..12 {
+        text.push_str(&format!(
+            "def price_{n}(cart):\n    total = sum(item.cost_{n} for item in cart)\n    return round(total * {n}, 2)\n\n"
+        ));
+        std::fs::write(repo.join("shop.py"), &text).unwrap();
+        git(&repo, &["add", "-A"]);
+        let author = if n == 5 { "Other <other@x>" } else { "Me <me@home>" };
+        let date = format!("--date=2026-0{}-{:02}T10:00:00Z", 1 + n / 6, 1 + n);
+        git(&repo, &["commit", "-q", "-m", "c", &format!("--author={author}"), &date]);
+    }
+    // An edit of one of the older functions: a correction pair.
+    text = text.replace("return round(total * 1, 2)", "return round(total, 2)  # no factor");
+    std::fs::write(repo.join("shop.py"), &text).unwrap();
+    git(&repo, &["commit", "-qam", "edit", "--date=2026-01-20T10:00:00Z"]);
+
+    let (ok, _, stderr) = run_cli(&home, &["data", "mine", repo.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("12 version(s) of functions by <me@home> (python 12; 1 edit(s) of existing ones), 12 new"),
+        "{stderr}"
+    );
+    let (ok, _, missing) = run_cli(&home, &["data", "mine", repo.join("sub").to_str().unwrap()]);
+    assert!(!ok && missing.contains("shop/sub"), "{missing}");
+    let (ok, _, again) = run_cli(&home, &["data", "mine", repo.to_str().unwrap()]);
+    assert!(ok && again.contains(", 0 new"), "mining twice adds nothing: {again}");
+
+    let out = dir.path().join("sets");
+    let (ok, stdout, stderr) = curate(&home, &["--out", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("python: 9 training examples (git 9; "), "{stdout}");
+    assert!(stdout.contains("0 held out (+2 from git)") && stdout.contains("1 DPO pairs"), "{stdout}");
+    let python = out.join("python");
+    let held: Vec<String> =
+        jsonl(&python.join("heldout-git.jsonl")).iter().map(|e| e["completion"].as_str().unwrap().to_owned()).collect();
+    assert!(held[0].contains("cost_10") && held[1].contains("cost_11"), "the newest functions: {held:?}");
+    let mode = std::fs::metadata(python.join("heldout-git.jsonl")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let train = jsonl(&python.join("train.jsonl"));
+    assert!(train.iter().all(|e| e["action"] == "git" && !e["completion"].as_str().unwrap().contains("cost_5")));
+    let pair = &jsonl(&python.join("dpo.jsonl"))[0];
+    assert_eq!(pair["chosen"], "total = sum(item.cost_1 for item in cart)\n    return round(total, 2)  # no factor");
+
+    let (ok, _, stderr) = run_cli(&home, &["data", "forget", "--file", repo.to_str().unwrap()]);
+    assert!(ok && stderr.contains("forgot 0 interaction(s) and 12 function(s) mined from git"), "{stderr}");
+    assert!(Store::open(&home.join("marunochi.db")).unwrap().git_functions().unwrap().is_empty());
+}
+
+#[test]
+fn mining_without_a_repository_or_an_identity_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let (ok, _, stderr) = run_cli(&home, &["data", "mine", plain.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("not a git repository"), "{stderr}");
+    let repo = dir.path().join("anon");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["config", "user.email", ""]);
+    let (ok, _, stderr) = run_cli(&home, &["data", "mine", repo.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("no user.email") && stderr.contains("--author"), "{stderr}");
 }
