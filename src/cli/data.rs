@@ -218,7 +218,11 @@ pub fn stats(home: &Home, html: Option<PathBuf>) -> ExitCode {
     if !recorded(&path) {
         return ExitCode::SUCCESS;
     }
-    let stats = match quality::stats::load(&path) {
+    let curate = match strict_config(home) {
+        Ok(config) => config.curate,
+        Err(code) => return code,
+    };
+    let stats = match quality::stats::load(&path, curate.min_quality, curate.seed_score_only) {
         Ok(stats) => stats,
         Err(e) => return fail(e),
     };

@@ -162,7 +162,7 @@ pub fn curate(
              (+{} from git), {} KTO, {} DPO pairs; {} taken but not admitted at {}\n  -> {}",
             if s.language.is_empty() { "unknown" } else { &s.language },
             s.train,
-            admitted(&s.admitted),
+            curate::admitted_summary(&s.admitted),
             s.replay,
             s.clusters,
             s.tiers[0],
@@ -178,14 +178,6 @@ pub fn curate(
         );
     }
     ExitCode::SUCCESS
-}
-
-/// `score 3, observed 12, git 40`: how many examples each rule admitted.
-pub fn admitted(counts: &std::collections::BTreeMap<String, usize>) -> String {
-    if counts.is_empty() {
-        return "none admitted".into();
-    }
-    counts.iter().map(|(rule, n)| format!("{rule} {n}")).collect::<Vec<_>>().join(", ")
 }
 
 pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {

@@ -22,16 +22,35 @@ pub struct Stats {
     /// Per language: taken code with a score, how much is excellent, the best score (the pool of
     /// `own_examples`).
     pub example_pool: Vec<(String, usize, usize, f64)>,
+    /// Per language: training examples each selection rule admits (`super::admit`, before the
+    /// held-out split), and `git`: functions mined from the user's history.
+    pub training_data: BTreeMap<String, BTreeMap<String, usize>>,
+    /// The bar those rules were applied at.
+    pub training_bar: f64,
 }
 
 const BANDS: [Band; 5] = [Band::Excellent, Band::Good, Band::Acceptable, Band::Poor, Band::Bad];
 
-/// The stats of the store at `db`.
-pub fn load(db: &std::path::Path) -> Result<Stats, StoreError> {
-    collect(&Store::open(db)?)
+/// The stats of the store at `db`; training data counted as curation would admit it at `bar`
+/// (`[curate] min_quality`, `seed_score_only`).
+pub fn load(db: &std::path::Path, bar: f64, seed_score_only: bool) -> Result<Stats, StoreError> {
+    collect(&Store::open(db)?, bar, seed_score_only)
 }
 
-pub fn collect(store: &Store) -> Result<Stats, StoreError> {
+pub fn collect(store: &Store, bar: f64, seed_score_only: bool) -> Result<Stats, StoreError> {
+    let mut training_data: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for row in store.curation_rows()? {
+        if let Some(rule) = super::admit(&row.inputs, bar, seed_score_only) {
+            *training_data.entry(row.language).or_default().entry(rule.as_str().to_owned()).or_default() += 1;
+        }
+    }
+    // A function mined in several versions trains once (its newest).
+    let mut functions = std::collections::BTreeSet::new();
+    for f in store.git_functions()? {
+        if functions.insert((f.language.clone(), f.repository, f.file_path, f.name)) {
+            *training_data.entry(f.language).or_default().entry("git".to_owned()).or_default() += 1;
+        }
+    }
     let mut retention: BTreeMap<String, Vec<(String, f64, usize)>> = BTreeMap::new();
     for (language, label, survival, judged) in store.retention_curve()? {
         retention.entry(language).or_default().push((label, survival, judged));
@@ -51,7 +70,30 @@ pub fn collect(store: &Store) -> Result<Stats, StoreError> {
         adapters: store.adapter_versions(None)?,
         sources: store.source_metrics()?,
         example_pool: store.example_pool()?,
+        training_data,
+        training_bar: bar,
     })
+}
+
+/// `python: score 3, observed 12, git 40`, one line per language.
+fn training_lines(stats: &Stats) -> Vec<String> {
+    stats
+        .training_data
+        .iter()
+        .map(|(language, rules)| {
+            let counts: Vec<String> = rules.iter().map(|(rule, n)| format!("{rule} {n}")).collect();
+            let label = if language.is_empty() { "(unknown language)" } else { language };
+            format!("{label}: {}", counts.join(", "))
+        })
+        .collect()
+}
+
+fn training_heading(stats: &Stats) -> String {
+    format!(
+        "Training data (examples each rule admits at quality {}, before the held-out split; git: functions \
+         mined from your history)",
+        stats.training_bar
+    )
 }
 
 fn percent(part: usize, whole: usize) -> String {
@@ -94,6 +136,7 @@ pub fn render_terminal(stats: &Stats) -> String {
     let mut out = String::new();
     if stats.weeks.is_empty() {
         out.push_str("No suggestions decided yet: use marunochi in your editor for a while.\n");
+        training_terminal(stats, &mut out);
         adapters_terminal(stats, &mut out);
         return out;
     }
@@ -140,8 +183,19 @@ pub fn render_terminal(stats: &Stats) -> String {
             let _ = writeln!(out, "  {} {:<12} {}{}", e.week, e.language, e.kind, describe(e));
         }
     }
+    training_terminal(stats, &mut out);
     adapters_terminal(stats, &mut out);
     out
+}
+
+fn training_terminal(stats: &Stats, out: &mut String) {
+    if stats.training_data.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{}", training_heading(stats));
+    for line in training_lines(stats) {
+        let _ = writeln!(out, "  {line}");
+    }
 }
 
 /// What the few-shot examples are drawn from: the excellent code, or the best there is.
@@ -289,6 +343,13 @@ pub fn render_html(stats: &Stats) -> String {
                 .collect();
             let _ = write!(body, "<h3>Quality</h3>{}", svg_bars(&rows));
         }
+    }
+    if !stats.training_data.is_empty() {
+        let _ = write!(body, "<h2>Training data</h2><p>{}</p><ul>", escape(&training_heading(stats)));
+        for line in training_lines(stats) {
+            let _ = write!(body, "<li>{}</li>", escape(&line));
+        }
+        body.push_str("</ul>");
     }
     body.push_str("<h2>Drift events</h2>");
     if stats.drift.is_empty() {

@@ -553,8 +553,9 @@ fn curated_dir(options: &Options, resumed: Option<&State>, events: &dyn Fn(Event
     let summary = summaries.into_iter().next().expect("curate reports the language it was asked for");
     if summary.train == 0 {
         return Err(no_data(format!(
-            "none of its interactions qualifies yet ({} below quality {}; accepted or corrected code needs test, \
-             execution or retention evidence to get there)",
+            "none of its interactions qualifies yet ({} taken but not admitted at quality {}: a failed run, a bad \
+             rating or code soon deleted keeps code out); `marunochi data mine` adds the functions you wrote in \
+             your git repositories",
             summary.below_quality, curate_options.min_quality
         )));
     }

@@ -162,6 +162,9 @@ fn functions_mined_from_your_git_history_train_hold_out_and_can_be_forgotten() {
     assert!(!ok && missing.contains("shop/sub"), "{missing}");
     let (ok, _, again) = run_cli(&home, &["data", "mine", repo.to_str().unwrap()]);
     assert!(ok && again.contains(", 0 new"), "mining twice adds nothing: {again}");
+    let (ok, stdout, stderr) = run_cli(&home, &["stats"]);
+    assert!(ok && stdout.contains("Training data (examples each rule admits at quality 70"), "{stdout}{stderr}");
+    assert!(stdout.contains("  python: git 11\n"), "11 functions, one of them in two versions: {stdout}");
 
     let out = dir.path().join("sets");
     let (ok, stdout, stderr) = curate(&home, &["--out", out.to_str().unwrap()]);
