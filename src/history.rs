@@ -134,9 +134,11 @@ pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError>
     Ok(found)
 }
 
-/// The top directory of the repository `dir` is in.
+/// The top directory of the repository `dir` is in (a bare repository: its own directory).
 pub fn toplevel(dir: &Path) -> Result<PathBuf, HistoryError> {
-    Ok(PathBuf::from(git(dir, &["rev-parse", "--show-toplevel"])?.trim_end_matches('\n')))
+    let bare = git(dir, &["rev-parse", "--is-bare-repository"])?.trim() == "true";
+    let asked = if bare { "--absolute-git-dir" } else { "--show-toplevel" };
+    Ok(PathBuf::from(git(dir, &["rev-parse", asked])?.trim_end_matches('\n')))
 }
 
 /// The email git records as the author of new commits in `repo` (`user.email`), if one is set.
