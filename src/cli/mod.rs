@@ -119,11 +119,14 @@ enum Command {
         #[arg(last = true, value_name = "SERVER CMD")]
         server: Vec<String>,
     },
-    /// Build the training sets from your graded interactions and print their summary.
+    /// Build the training sets from your graded interactions and mined functions and print their
+    /// summary.
     ///
-    /// Per language: SFT examples (accepted/corrected, quality ≥ min_quality, the final code as the
-    /// target, weighted by priority and near-duplicate clusters, ordered by complexity), a held-out
-    /// split of the newest suggestions, KTO examples and DPO pairs; as JSONL, TRL and Axolotl files.
+    /// Per language: SFT examples (accepted/corrected code admitted at min_quality by the seed's
+    /// score, the score over what was observed, survival or a correction — the final code as the
+    /// target — and the functions `data mine` found; weighted by priority and near-duplicate
+    /// clusters, ordered by complexity), held-out splits of the newest suggestions and the newest
+    /// mined functions, KTO examples and DPO pairs; as JSONL, TRL and Axolotl files.
     Curate {
         /// Only this language (e.g. python, rust).
         #[arg(long, value_name = "L")]
@@ -131,7 +134,7 @@ enum Command {
         /// Where to write (default: MARUNOCHI_HOME/datasets/<time>/).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Minimum quality score (default: `[curate] min_quality`, 70).
+        /// The quality bar of the selection rules (default: `[curate] min_quality`, 70).
         #[arg(long, value_name = "Q")]
         min_quality: Option<f64>,
         /// Examples shown before this time (RFC 3339) form the replay pool.
