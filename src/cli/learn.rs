@@ -27,9 +27,18 @@ pub struct TrainArgs {
     /// A curated directory (train.jsonl, heldout.jsonl) instead of curating the store now.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// Optimizer updates (default: `epochs` passes over the examples).
+    /// Optimizer updates of the whole run, shared among its stages in proportion to their
+    /// passes over the data, SFT taking the rest (default: `epochs` passes in every stage).
     #[arg(long, value_name = "N")]
     steps: Option<usize>,
+    /// Updates of the SFT stage alone; the KTO and DPO stages are planned from their data.
+    #[arg(long, value_name = "N", conflicts_with = "steps")]
+    sft_steps: Option<usize>,
+    /// Plan the run to end within this long (`2h`, `90m`, `1h30m`, `45s`) from this machine's
+    /// measured training speed (measured once, then remembered): fewer updates per stage when
+    /// needed. With --until, the shorter of the two.
+    #[arg(long, value_name = "DURATION", value_parser = report::parse_duration)]
+    budget: Option<std::time::Duration>,
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
     /// Examples per update.
@@ -67,7 +76,8 @@ pub struct TrainArgs {
     /// Discard an interrupted run of this language and start over.
     #[arg(long)]
     restart: bool,
-    /// Stop at this time (RFC 3339) with a checkpoint, as Ctrl-C would; --resume continues.
+    /// Stop at this time (RFC 3339) with a checkpoint, as Ctrl-C would; --resume continues. A new
+    /// run is planned to end before it.
     #[arg(long, value_name = "RFC3339", value_parser = report::parse_time_ms)]
     until: Option<i64>,
     /// Print the report as JSON.
@@ -194,7 +204,7 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
         train::Start::New
     };
     let until = args.until.map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64));
-    let TrainArgs { language, model, data, json, .. } = args;
+    let TrainArgs { language, model, data, json, budget, .. } = args;
     let _log = logging::init(&home.logs_dir(), "train", "info", verbose);
     let model = match model_or_usage_error(model.as_deref(), config.engine.model.as_deref()) {
         Ok(model) => model,
@@ -224,6 +234,7 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
         settings,
         start,
         until,
+        budget,
     };
     let bar = indicatif::ProgressBar::hidden();
     let events = |event: train::Event| match event {
@@ -234,21 +245,21 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
                 bar.set_prefix(stage.to_owned());
             }
         }
-        train::Event::Step { stage, step, total, loss, tokens_per_s } => {
+        train::Event::Step { stage, step, total, loss, tokens_per_s, eta_secs } => {
             if bar.length().is_none() {
                 bar.set_length(total as u64);
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{prefix} {bar:30} {pos}/{len} updates · {msg} · ETA {eta}",
-                    )
-                    .expect("valid template"),
+                    indicatif::ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} updates · {msg}")
+                        .expect("valid template"),
                 );
             }
             bar.set_prefix(format!("training ({stage})"));
             bar.set_position(step as u64);
-            bar.set_message(format!("loss {loss:.4} · {tokens_per_s:.0} tok/s"));
-            tracing::info!(stage, step, total, loss, tokens_per_s, "update");
+            // The plan's work left at this run's speed: updates of the stages differ in cost.
+            let eta = train::clock_text(eta_secs);
+            bar.set_message(format!("loss {loss:.4} · {tokens_per_s:.0} tok/s · ETA {eta}"));
+            tracing::info!(stage, step, total, loss, tokens_per_s, eta_secs, "update");
         }
         train::Event::Checkpoint { step } => {
             tracing::info!(step, "checkpoint saved");
@@ -279,6 +290,7 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
 fn settings(config: &crate::config::TrainConfig, args: &TrainArgs) -> train::Settings {
     let mut settings = train::Settings::from_config(config);
     settings.steps = args.steps;
+    settings.sft_steps = args.sft_steps;
     settings.seed = args.seed;
     settings.qlora |= args.qlora;
     settings.gradient_checkpointing &= !args.no_gradient_checkpointing;

@@ -77,6 +77,31 @@ pub fn parse_time_ms(text: &str) -> Result<i64, String> {
     Ok((time.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// `2h`, `90m`, `1h30m`, `45s`: a duration of hours, minutes and seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 2h, 90m, 1h30m or 45s");
+    let (mut seconds, mut number) = (0u64, String::new());
+    for c in text.trim().chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            'h' | 'm' | 's' if !number.is_empty() => {
+                let n: u64 = number.parse().map_err(|_| bad())?;
+                seconds += n * match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                number.clear();
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if !number.is_empty() || seconds == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 pub fn parse_date(text: &str) -> Result<String, String> {
     let bytes = text.as_bytes();
     let date_ok = bytes.len() >= 10
@@ -102,4 +127,20 @@ pub fn configured_model(home: &Home) -> Option<PathBuf> {
 /// The model to use (flag, config, discovery), or the exit code after saying why there is none.
 pub fn model_or_usage_error(named: Option<&Path>, configured: Option<&Path>) -> Result<PathBuf, ExitCode> {
     crate::engine::discovery::resolve_model(named, configured).map_err(usage_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        for (text, seconds) in [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45), (" 1h2m3s ", 3723)] {
+            assert_eq!(parse_duration(text), Ok(std::time::Duration::from_secs(seconds)), "{text}");
+        }
+        for bad in ["", "2", "h", "2x", "0m", "-1h", "1.5h"] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(error.contains("is not a duration like 2h"), "{bad}: {error}");
+        }
+    }
 }

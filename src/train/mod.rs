@@ -25,7 +25,7 @@ mod stages;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -47,12 +47,19 @@ pub use stages::StageKind;
 
 /// Held-out examples scored before and after training (each is a forward pass).
 const HELDOUT_LIMIT: usize = 32;
+/// A budget is planned at this share of what the measured speed allows: updates vary with their
+/// examples' lengths, and the machine with its other work.
+const PLAN_MARGIN: f64 = 0.9;
 
 /// What a run learns and how. Stored in checkpoints: a resumed run uses the checkpoint's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
-    /// Optimizer updates; `None`: `epochs` passes over the data.
+    /// Optimizer updates of the whole run, shared among the stages in proportion to their
+    /// passes over the data (SFT takes the rest); `None`: `epochs` passes in every stage.
     pub steps: Option<usize>,
+    /// Updates of the SFT stage alone (the preference stages planned from their data).
+    #[serde(default)]
+    pub sft_steps: Option<usize>,
     pub epochs: usize,
     /// Examples per update.
     pub batch: usize,
@@ -87,6 +94,7 @@ impl Settings {
     pub fn from_config(c: &crate::config::TrainConfig) -> Settings {
         Settings {
             steps: None,
+            sft_steps: None,
             epochs: c.epochs,
             batch: c.batch,
             rank: c.rank,
@@ -139,8 +147,10 @@ pub struct Options {
     pub settings: Settings,
     pub start: Start,
     /// Stop (with a checkpoint, like a signal) once this time has passed: the end of the night's
-    /// training window.
+    /// training window. A new run is planned to end before it.
     pub until: Option<std::time::SystemTime>,
+    /// Plan a new run to take at most this long (with `until`, the shorter of the two).
+    pub budget: Option<Duration>,
 }
 
 /// Where the examples come from.
@@ -155,8 +165,18 @@ pub enum Data {
 /// What the caller is told while training runs.
 pub enum Event<'a> {
     Stage(&'a str),
-    Step { stage: &'static str, step: usize, total: usize, loss: f64, tokens_per_s: f64 },
-    Checkpoint { step: usize },
+    /// `eta_secs`: the planned work left over the speed of this run so far.
+    Step {
+        stage: &'static str,
+        step: usize,
+        total: usize,
+        loss: f64,
+        tokens_per_s: f64,
+        eta_secs: f64,
+    },
+    Checkpoint {
+        step: usize,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -243,9 +263,26 @@ struct State {
     heldout_base: Option<f64>,
     /// The current preference stage's reference log-likelihoods (see `stages::reference`).
     reference: Vec<f64>,
+    /// Per planned stage, what an update and its start cost (`stages::Cost`), and the units done.
+    #[serde(default)]
+    costs: Vec<stages::Cost>,
+    #[serde(default)]
+    units: f64,
 }
 
 impl State {
+    /// Units the plan has left from update `step` on.
+    fn units_left(&self) -> f64 {
+        let mut first = 0;
+        let mut left = 0.0;
+        for (&(_, steps), cost) in self.stages.iter().zip(&self.costs) {
+            let remaining = (first + steps).saturating_sub(self.step.max(first));
+            left += remaining as f64 * cost.update + if self.step <= first { cost.start } else { 0.0 };
+            first += steps;
+        }
+        left
+    }
+
     /// The stage of update `step`: its index, kind, length and the update's place in it.
     fn stage_at(&self, step: usize) -> (usize, StageKind, usize, usize) {
         let mut first = 0;
@@ -292,6 +329,75 @@ struct Run {
     lora: Lora,
     state: State,
     resumed_from: Option<usize>,
+}
+
+/// `1 h 05 min`, `4 min 10 s`, `12 s`.
+pub fn clock_text(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, s) => format!("{m} min {s:02} s"),
+        (h, m, _) => format!("{h} h {m:02} min"),
+    }
+}
+
+/// Measured training speeds, per base model and setup, in units per second (`stages::Cost`):
+/// `MARUNOCHI_HOME/train/speed.json`.
+fn speed_file(options: &Options) -> PathBuf {
+    options.work.parent().unwrap_or(&options.work).join("speed.json")
+}
+
+fn speed_key(settings: &Settings, fingerprint: &str) -> String {
+    format!(
+        "{fingerprint} qlora={} dora={} checkpointing={} threads={}",
+        settings.qlora,
+        settings.dora,
+        settings.gradient_checkpointing,
+        candle_core::utils::get_num_threads()
+    )
+}
+
+fn known_speeds(options: &Options) -> HashMap<String, f64> {
+    std::fs::read_to_string(speed_file(options)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// Keeps a measured speed for the next plan; a failure to write costs only a measurement later.
+fn remember_speed(options: &Options, key: &str, rate: f64) {
+    if !(rate.is_finite() && rate > 0.0) {
+        return;
+    }
+    let mut known = known_speeds(options);
+    known.insert(key.to_owned(), rate);
+    let text = serde_json::to_string_pretty(&known).expect("speeds serialize");
+    if let Err(e) = crate::home::write_private(&speed_file(options), text.as_bytes()) {
+        tracing::warn!(error = %e, "cannot keep the measured training speed");
+    }
+}
+
+/// How fast this machine trains this base model with these settings: remembered from earlier
+/// runs, else measured now with one SFT update on the first batch (thrown away).
+fn speed(
+    options: &Options,
+    base: &Base,
+    params: &[Var],
+    data: &stages::Data,
+    settings: &Settings,
+    fingerprint: &str,
+    events: &dyn Fn(Event),
+) -> Result<f64, TrainError> {
+    let key = speed_key(settings, fingerprint);
+    if let Some(&rate) = known_speeds(options).get(&key).filter(|r| **r > 0.0) {
+        return Ok(rate);
+    }
+    events(Event::Stage("measuring this machine's training speed (once for this model and setup)"));
+    let lora = lora_view(params, settings);
+    let items: Vec<&Weighted> = data.sft.iter().take(settings.batch).collect();
+    let started = Instant::now();
+    let no_dropout = |_| Dropout { p: 0.0, seed: 0 };
+    let update = stages::sft(base, &lora, &items, no_dropout, settings.gradient_checkpointing)?;
+    let rate = update.units / started.elapsed().as_secs_f64().max(1e-9);
+    remember_speed(options, &key, rate);
+    Ok(rate)
 }
 
 /// Takes up the checkpoint (or refuses to overwrite one), reads and checks the data against it,
@@ -373,13 +479,35 @@ fn prepare(options: &Options, events: &dyn Fn(Event)) -> Result<Run, TrainError>
         None => {
             let params = init_lora(&base, &settings)?;
             let adam = AdamW::new(hyper(&settings), &params)?;
+            let scoring = Instant::now();
             let heldout_base = if heldout.is_empty() {
                 None
             } else {
                 events(Event::Stage("scoring the held-out examples with the base model"));
                 Some(mean_nll(&base, &heldout, None)?)
             };
-            let stages = stages::plan(&settings, &data);
+            // The adapter's scoring at the end takes as long again.
+            let reserve = scoring.elapsed() + Duration::from_secs(10);
+            let until = options.until.map(|t| t.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+            let window = [options.budget, until].into_iter().flatten().min();
+            let rate = match window {
+                Some(_) => Some(speed(options, &base, &params, &data, &settings, &base_fingerprint, events)?),
+                None => None,
+            };
+            let budget = window.zip(rate).map(|(w, rate)| w.saturating_sub(reserve).as_secs_f64() * rate * PLAN_MARGIN);
+            let stages = stages::plan(&settings, &data, budget);
+            let costs: Vec<stages::Cost> =
+                stages.iter().map(|(kind, _)| stages::cost(&settings, &data, *kind)).collect();
+            if let (Some(window), Some(rate)) = (window, rate) {
+                let planned: f64 = stages.iter().zip(&costs).map(|((_, n), c)| c.start + *n as f64 * c.update).sum();
+                let parts: Vec<String> = stages.iter().map(|(kind, n)| format!("{} {n}", kind.name())).collect();
+                events(Event::Stage(&format!(
+                    "planned to fit {}: {} updates, about {} of training",
+                    clock_text(window.as_secs_f64()),
+                    parts.join(", "),
+                    clock_text(planned / rate)
+                )));
+            }
             let state = State {
                 step: 0,
                 total: stages.iter().map(|(_, steps)| steps).sum(),
@@ -393,6 +521,8 @@ fn prepare(options: &Options, events: &dyn Fn(Event)) -> Result<Run, TrainError>
                 seconds: 0.0,
                 heldout_base,
                 reference: Vec::new(),
+                costs,
+                units: 0.0,
             };
             (params, adam, state)
         }
@@ -410,6 +540,7 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
     while state.step < state.total {
         let past_deadline = options.until.is_some_and(|until| std::time::SystemTime::now() >= until);
         if stop.load(Ordering::Relaxed) || past_deadline {
+            remember_speed(options, &speed_key(settings, &state.base_fingerprint), state.units / state.seconds);
             save_checkpoint(checkpoint_dir, params, adam, state, base)?;
             events(Event::Checkpoint { step: state.step });
             return Err(TrainError::Stopped { step: state.step, total: state.total });
@@ -420,7 +551,10 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             // Each stage is an optimisation of its own: fresh moments, and for the preference
             // stages the adapter as it stands now is the reference.
             *adam = AdamW::new(hyper(settings), params)?;
+            let started = Instant::now();
             state.reference = stages::reference(base, &lora.detached(), kind, data)?;
+            state.seconds += started.elapsed().as_secs_f64();
+            state.units += state.costs.get(index).map_or(0.0, |c| c.start);
         }
         let started = Instant::now();
         let order = data::Order::new(data.tiers(kind).into_iter(), data::mix(settings.seed, &[1, index as u64]));
@@ -450,6 +584,7 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
         state.step += 1;
         state.losses.push(update.loss);
         state.tokens += update.tokens;
+        state.units += update.units;
         let seconds = started.elapsed().as_secs_f64();
         state.seconds += seconds;
         let tokens_per_s = update.tokens as f64 / seconds;
@@ -459,13 +594,14 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             total: state.total,
             loss: update.loss,
             tokens_per_s,
+            eta_secs: state.units_left() * state.seconds / state.units.max(1e-9),
         });
         if settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0 && state.step < state.total {
             save_checkpoint(checkpoint_dir, params, adam, state, base)?;
             events(Event::Checkpoint { step: state.step });
         }
     }
-
+    remember_speed(options, &speed_key(settings, &state.base_fingerprint), state.units / state.seconds);
     Ok(())
 }
 
@@ -827,4 +963,41 @@ fn peak_memory() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_counts_the_work_the_plan_has_left() {
+        let cost = |update: f64, start: f64| stages::Cost { update, start };
+        let mut state = State {
+            step: 0,
+            total: 15,
+            stages: vec![(StageKind::Sft, 10), (StageKind::Dpo, 5)],
+            settings: Settings::default(),
+            base_fingerprint: String::new(),
+            data_dir: PathBuf::new(),
+            data_fingerprint: String::new(),
+            losses: Vec::new(),
+            tokens: 0,
+            seconds: 0.0,
+            heldout_base: None,
+            reference: Vec::new(),
+            costs: vec![cost(100.0, 0.0), cost(300.0, 200.0)],
+            units: 0.0,
+        };
+        assert_eq!(state.units_left(), 1000.0 + 200.0 + 1500.0);
+        state.step = 10;
+        assert_eq!(state.units_left(), 200.0 + 1500.0, "the DPO stage's reference pass is still ahead");
+        state.step = 12;
+        assert_eq!(state.units_left(), 900.0);
+        state.step = 15;
+        assert_eq!(state.units_left(), 0.0);
+        assert_eq!(
+            [clock_text(12.4), clock_text(250.0), clock_text(3900.0)],
+            ["12 s".to_owned(), "4 min 10 s".to_owned(), "1 h 05 min".to_owned()]
+        );
+    }
 }

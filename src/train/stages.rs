@@ -59,11 +59,57 @@ impl Data {
     }
 }
 
-/// The stages this data and these settings call for, with their number of updates.
-pub(crate) fn plan(settings: &Settings, data: &Data) -> Vec<(StageKind, usize)> {
+/// What a token costs through a forward pass alone, against a forward and a backward pass (with
+/// gradient checkpointing the backward pass recomputes the forward: about 4 forwards in all).
+const FORWARD: f64 = 0.3;
+/// How a budget too small for every planned update is shared among the stages present.
+const SHARES: [(StageKind, f64); 3] = [(StageKind::Sft, 0.6), (StageKind::Kto, 0.2), (StageKind::Dpo, 0.2)];
+
+/// What a stage costs in *units*, token passes (one token through a forward and a backward pass):
+/// per update (a batch of average items), and once at its start (the reference pass of the
+/// preference stages).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Cost {
+    pub(crate) update: f64,
+    pub(crate) start: f64,
+}
+
+fn mean(lengths: impl Iterator<Item = usize>) -> f64 {
+    let (sum, n) = lengths.fold((0, 0), |(sum, n), len| (sum + len, n + 1));
+    if n == 0 { 0.0 } else { sum as f64 / n as f64 }
+}
+
+/// The cost of one update of `kind` on average items, and of its start.
+pub(crate) fn cost(settings: &Settings, data: &Data, kind: StageKind) -> Cost {
+    let batch = settings.batch as f64;
+    match kind {
+        StageKind::Sft => Cost { update: batch * mean(data.sft.iter().map(|w| w.sequence.tokens.len())), start: 0.0 },
+        StageKind::Kto => {
+            let (own, other) = (
+                mean(data.kto.iter().map(|k| k.sequence.tokens.len())),
+                mean(data.kto.iter().map(|k| k.mismatched.tokens.len())),
+            );
+            Cost { update: batch * (own + FORWARD * other), start: FORWARD * data.kto.len() as f64 * (own + other) }
+        }
+        StageKind::Dpo => {
+            let pair = mean(data.dpo.iter().map(|d| d.chosen.tokens.len() + d.rejected.tokens.len()));
+            Cost { update: batch * pair, start: FORWARD * data.dpo.len() as f64 * pair }
+        }
+    }
+}
+
+/// The units an update of `kind` on these items took (its forward-only passes counted at
+/// [`FORWARD`]).
+pub(crate) fn units(update_tokens: usize, forward_tokens: usize) -> f64 {
+    update_tokens as f64 + FORWARD * forward_tokens as f64
+}
+
+/// The stages this data and these settings call for, with their number of updates, fitted to
+/// `settings.steps` (the whole run's updates) and then to `budget` (units the time allows).
+pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec<(StageKind, usize)> {
     // `epochs` passes over the data, and at least one update per epoch for a set smaller than a batch.
     let updates = |n: usize| (settings.epochs * n).div_ceil(settings.batch).max(settings.epochs).max(1);
-    let mut stages = vec![(StageKind::Sft, settings.steps.unwrap_or_else(|| updates(data.sft.len())))];
+    let mut stages = vec![(StageKind::Sft, settings.sft_steps.unwrap_or_else(|| updates(data.sft.len())))];
     if settings.preference {
         let desirable = data.kto.iter().filter(|k| k.desirable).count();
         if desirable >= KTO_MIN_EACH && data.kto.len() - desirable >= KTO_MIN_EACH {
@@ -73,6 +119,33 @@ pub(crate) fn plan(settings: &Settings, data: &Data) -> Vec<(StageKind, usize)> 
             stages.push((StageKind::Dpo, updates(data.dpo.len())));
         }
     }
+    if let Some(total) = settings.steps {
+        // Shared in proportion to the passes planned; SFT takes what is left (more passes when the
+        // total is larger).
+        let planned: usize = stages.iter().map(|(_, n)| n).sum();
+        for (_, n) in stages.iter_mut().skip(1) {
+            *n = *n * total / planned;
+        }
+        let preference: usize = stages[1..].iter().map(|(_, n)| n).sum();
+        stages[0].1 = total - preference;
+    }
+    if let Some(budget) = budget {
+        let costs: Vec<Cost> = stages.iter().map(|(kind, _)| cost(settings, data, *kind)).collect();
+        let needed: f64 = stages.iter().zip(&costs).map(|((_, n), c)| c.start + *n as f64 * c.update).sum();
+        if needed > budget {
+            let share = |kind: StageKind| SHARES.iter().find(|(k, _)| *k == kind).map_or(0.0, |(_, s)| *s);
+            let shares: f64 = stages.iter().map(|(kind, _)| share(*kind)).sum();
+            let mut used = 0.0;
+            for ((kind, n), c) in stages.iter_mut().zip(&costs).skip(1) {
+                let room = budget * share(*kind) / shares - c.start;
+                *n = if room < c.update { 0 } else { (*n).min((room / c.update) as usize) };
+                used += if *n == 0 { 0.0 } else { c.start + *n as f64 * c.update };
+            }
+            let sft = &mut stages[0].1;
+            *sft = (*sft).min(((budget - used) / costs[0].update.max(1.0)) as usize).max(1);
+        }
+    }
+    stages.retain(|(kind, n)| *n > 0 || *kind == StageKind::Sft);
     stages
 }
 
@@ -81,6 +154,8 @@ pub(crate) struct Update {
     pub(crate) loss: f64,
     pub(crate) grads: Grads,
     pub(crate) tokens: usize,
+    /// Its cost in units (see [`Cost`]).
+    pub(crate) units: f64,
 }
 
 /// Weighted mean NLL per completion token of `items`.
@@ -100,7 +175,7 @@ pub(crate) fn sft(
         loss -= share * sum;
         tokens += item.sequence.tokens.len();
     }
-    Ok(Update { loss, grads, tokens })
+    Ok(Update { loss, grads, tokens, units: units(tokens, 0) })
 }
 
 /// The reference log-likelihoods a preference stage needs, two per item: KTO (matched,
@@ -151,14 +226,16 @@ pub(crate) fn kto(
     let frozen = lora.detached();
     let mut mismatched = Vec::with_capacity(items.len());
     let mut parts = Vec::with_capacity(items.len());
-    let mut tokens = 0;
+    let (mut trained, mut forward) = (0, 0);
     for &(index, item) in items {
         mismatched.push(base.logprob(&item.mismatched, Some(&frozen))? - reference[2 * index + 1]);
         let (pi, grads) = likelihood(base, lora, &item.sequence, checkpoint)?;
         let term = KtoTerm { delta: pi - reference[2 * index], desirable: item.desirable, weight: item.weight };
         parts.push((term, grads));
-        tokens += item.sequence.tokens.len() + item.mismatched.tokens.len();
+        trained += item.sequence.tokens.len();
+        forward += item.mismatched.tokens.len();
     }
+    let tokens = trained + forward;
     let z0 = preference::kl_estimate(&mismatched);
     let terms: Vec<KtoTerm> = parts.iter().map(|(t, _)| *t).collect();
     let (loss, coeffs) = preference::kto(&terms, z0, beta);
@@ -166,7 +243,7 @@ pub(crate) fn kto(
     for ((_, part), c) in parts.into_iter().zip(coeffs) {
         add_scaled(&mut grads, part, c)?;
     }
-    Ok(Update { loss, grads, tokens })
+    Ok(Update { loss, grads, tokens, units: units(trained, forward) })
 }
 
 /// One DPO update over `items` (index into the stage's data, item).
@@ -194,5 +271,77 @@ pub(crate) fn dpo(
         add_scaled(&mut grads, chosen, cc)?;
         add_scaled(&mut grads, rejected, cr)?;
     }
-    Ok(Update { loss, grads, tokens })
+    Ok(Update { loss, grads, tokens, units: units(tokens, 0) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sequence(tokens: usize) -> Sequence {
+        Sequence { tokens: vec![1; tokens], prompt_len: tokens / 2 }
+    }
+
+    /// 40 SFT examples of 100 tokens, 16 KTO items (half desirable) of 100 + 50, 8 DPO pairs of
+    /// 100 + 100.
+    fn data() -> Data {
+        Data {
+            sft: (0..40).map(|_| Weighted { sequence: sequence(100), weight: 1.0, tier: 0 }).collect(),
+            kto: (0..16)
+                .map(|i| KtoItem {
+                    sequence: sequence(100),
+                    mismatched: sequence(50),
+                    desirable: i % 2 == 0,
+                    weight: 1.0,
+                })
+                .collect(),
+            dpo: (0..8).map(|_| DpoItem { chosen: sequence(100), rejected: sequence(100) }).collect(),
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings { epochs: 3, batch: 4, ..Settings::default() }
+    }
+
+    #[test]
+    fn epochs_plan_every_stage_and_steps_bound_the_whole_run() {
+        let full = plan(&settings(), &data(), None);
+        assert_eq!(full, [(StageKind::Sft, 30), (StageKind::Kto, 12), (StageKind::Dpo, 6)]);
+        let bounded = plan(&Settings { steps: Some(16), ..settings() }, &data(), None);
+        assert_eq!(bounded, [(StageKind::Sft, 10), (StageKind::Kto, 4), (StageKind::Dpo, 2)]);
+        assert_eq!(bounded.iter().map(|(_, n)| n).sum::<usize>(), 16);
+        let one = plan(&Settings { steps: Some(1), ..settings() }, &data(), None);
+        assert_eq!(one, [(StageKind::Sft, 1)], "stages with no update left are dropped");
+        let longer = plan(&Settings { steps: Some(100), ..settings() }, &data(), None);
+        assert_eq!(longer[0], (StageKind::Sft, 100 - 25 - 12), "more passes of SFT");
+        let sft = plan(&Settings { sft_steps: Some(5), ..settings() }, &data(), None);
+        assert_eq!(sft, [(StageKind::Sft, 5), (StageKind::Kto, 12), (StageKind::Dpo, 6)]);
+    }
+
+    #[test]
+    fn a_budget_is_shared_among_the_stages_and_never_overrun() {
+        let s = settings();
+        let (sft, kto, dpo) =
+            (cost(&s, &data(), StageKind::Sft), cost(&s, &data(), StageKind::Kto), cost(&s, &data(), StageKind::Dpo));
+        assert_eq!((sft.update, sft.start), (400.0, 0.0));
+        assert_eq!((kto.update, kto.start), (4.0 * (100.0 + 0.3 * 50.0), 0.3 * 16.0 * 150.0));
+        assert_eq!((dpo.update, dpo.start), (800.0, 0.3 * 8.0 * 200.0));
+        let total = |stages: &[(StageKind, usize)]| -> f64 {
+            stages
+                .iter()
+                .map(|(k, n)| {
+                    let c = cost(&s, &data(), *k);
+                    c.start + *n as f64 * c.update
+                })
+                .sum()
+        };
+        let everything = total(&plan(&s, &data(), None));
+        assert_eq!(plan(&s, &data(), Some(everything)), plan(&s, &data(), None), "it fits: nothing changes");
+        for budget in [everything * 0.7, everything * 0.3, 5000.0] {
+            let fitted = plan(&s, &data(), Some(budget));
+            assert!(total(&fitted) <= budget, "{budget}: {fitted:?}");
+            assert!(fitted[0].1 >= 1);
+        }
+        assert_eq!(plan(&s, &data(), Some(0.0)), [(StageKind::Sft, 1)], "at least one update");
+    }
 }

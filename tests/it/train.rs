@@ -442,7 +442,7 @@ fn kto_and_dpo_stages_follow_sft_when_preference_data_exists() {
     std::fs::write(data.join("kto.jsonl"), lines(&kto)).unwrap();
     std::fs::write(data.join("dpo.jsonl"), lines(&dpo)).unwrap();
 
-    let args = ["--steps", "4", "--epochs", "4", "--batch", "4", "--dropout", "0"];
+    let args = ["--sft-steps", "4", "--epochs", "4", "--batch", "4", "--dropout", "0"];
     let (ok, stdout, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &args);
     assert!(ok, "{stderr}");
     let report = report(&stdout);
@@ -467,6 +467,41 @@ fn kto_and_dpo_stages_follow_sft_when_preference_data_exists() {
         train(&home, &fixture("tiny-qwen2-trainable"), &data, &[&args[..], &["--sft-only"]].concat());
     assert!(ok, "{stderr}");
     assert_eq!(report_stages(&stdout), ["sft"]);
+
+    // --steps bounds the whole run: 6 + 8 + 4 updates planned by epochs, 8 given, shared in
+    // proportion (KTO 8·8/18, DPO 4·8/18, SFT the rest).
+    let steps = ["--steps", "8", "--epochs", "4", "--batch", "4", "--dropout", "0"];
+    let (ok, stdout, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &steps);
+    assert!(ok, "{stderr}");
+    let planned: Vec<(String, u64)> = super::train::report(&stdout)["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap().to_owned(), s["steps"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(planned, [("sft".to_owned(), 4), ("kto".to_owned(), 3), ("dpo".to_owned(), 1)]);
+
+    // The runs above kept their speed. Without it, a budget measures it first (once: it is kept,
+    // 0600); one too short for anything but one update leaves the preference stages out.
+    let speeds = home.join("train/speed.json");
+    assert!(speeds.exists());
+    std::fs::remove_file(&speeds).unwrap();
+    let budget = [&args[..], &["--budget", "1s"]].concat();
+    let (ok, stdout, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &budget);
+    assert!(ok, "{stderr}");
+    assert_eq!(report_stages(&stdout), ["sft"]);
+    assert_eq!(super::train::report(&stdout)["steps"], 1);
+    assert!(stderr.contains("measuring this machine's training speed"), "{stderr}");
+    assert!(stderr.contains("planned to fit 1 s: sft 1 updates, about "), "{stderr}");
+    let known: Value = serde_json::from_str(&std::fs::read_to_string(&speeds).unwrap()).unwrap();
+    let (key, rate) = known.as_object().unwrap().iter().next().unwrap();
+    assert!(key.contains("qlora=false") && rate.as_f64().unwrap() > 0.0, "{known}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&speeds).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let (ok, _, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &budget);
+    assert!(ok && !stderr.contains("measuring"), "measured once: {stderr}");
+    let (ok, _, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &["--budget", "2 hours"]);
+    assert!(!ok && stderr.contains("is not a duration like 2h"), "{stderr}");
 }
 
 fn report_stages(stdout: &str) -> Vec<String> {
