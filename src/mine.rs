@@ -26,6 +26,8 @@ pub struct Options {
     /// Commits whose author (`Name <email>`) contains this; default: the repository's
     /// `user.email`.
     pub author: Option<String>,
+    /// The history behind this revision; default `HEAD`.
+    pub revision: Option<String>,
 }
 
 /// What one repository gave.
@@ -64,7 +66,11 @@ pub fn mine(store: &mut Store, dir: &Path, options: &Options) -> Result<Mined, M
             .map(|email| format!("<{email}>"))
             .ok_or_else(|| MineError::NoIdentity(repository.clone()))?,
     };
-    let walk = Walk { author: Some(author.clone()), ..Walk::default() };
+    let walk = Walk {
+        author: Some(author.clone()),
+        until: options.revision.clone().unwrap_or_else(|| "HEAD".into()),
+        ..Walk::default()
+    };
     let written = crate::history::functions(&repository, &walk)?;
     let rows: Vec<GitFunction> = written.iter().map(|w| row(&repository, w)).collect();
     let added = store.add_git_functions(&rows)?;
@@ -212,7 +218,8 @@ mod tests {
 
         let again = mine(&mut store, &repo, &Options::default()).unwrap();
         assert_eq!((again.found, again.added), (5, 0), "mining twice adds nothing");
-        let theirs = mine(&mut store, &repo, &Options { author: Some("other@x".into()) }).unwrap();
+        let theirs =
+            mine(&mut store, &repo, &Options { author: Some("other@x".into()), ..Options::default() }).unwrap();
         assert_eq!(theirs.added, 1);
     }
 

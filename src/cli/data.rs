@@ -37,6 +37,9 @@ pub enum DataAction {
         /// Your commits' author as they record it, name or email (default: git's `user.email`).
         #[arg(long, value_name = "WHO")]
         author: Option<String>,
+        /// The history behind this revision (a branch, tag or commit; default: HEAD).
+        #[arg(long, value_name = "REV")]
+        rev: Option<String>,
     },
     /// Delete interactions for good (secure delete; nothing is left in the database file), and
     /// the functions mined from git among them.
@@ -78,8 +81,8 @@ pub fn data(home: &Home, action: DataAction) -> ExitCode {
         println!("{}", path.display());
         return ExitCode::SUCCESS;
     }
-    if let DataAction::Mine { dirs, author } = action {
-        return mine(&path, dirs, author);
+    if let DataAction::Mine { dirs, author, rev } = action {
+        return mine(&path, dirs, crate::mine::Options { author, revision: rev });
     }
     if !recorded(&path) {
         return ExitCode::SUCCESS;
@@ -115,13 +118,12 @@ fn export(store: &Store, action: DataAction) -> Result<String, StoreError> {
     }
 }
 
-fn mine(db: &std::path::Path, dirs: Vec<PathBuf>, author: Option<String>) -> ExitCode {
+fn mine(db: &std::path::Path, dirs: Vec<PathBuf>, options: crate::mine::Options) -> ExitCode {
     let mut store = match Store::open(db) {
         Ok(store) => store,
         Err(e) => return fail(e),
     };
     let dirs = if dirs.is_empty() { vec![PathBuf::from(".")] } else { dirs };
-    let options = crate::mine::Options { author };
     let mut failed = false;
     for dir in dirs {
         let spinner = report::spinner(format!("reading the history of {}", dir.display()));

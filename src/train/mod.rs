@@ -308,7 +308,7 @@ pub fn train(options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Re
         Ok(None) => return Err(TrainError::Busy { language: options.language.clone(), lock: lock_path }),
         Err(source) => return Err(TrainError::Save { path: lock_path, source }),
     };
-    let mut run = prepare(options, events)?;
+    let mut run = prepare(options, std::time::SystemTime::now(), events)?;
     run_stages(&mut run, options, events, stop)?;
     finish(run, options, events)
 }
@@ -402,7 +402,7 @@ fn speed(
 
 /// Takes up the checkpoint (or refuses to overwrite one), reads and checks the data against it,
 /// loads the base model and encodes the data, and sets up the adapter and the plan.
-fn prepare(options: &Options, events: &dyn Fn(Event)) -> Result<Run, TrainError> {
+fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Event)) -> Result<Run, TrainError> {
     let checkpoint_dir = options.work.join("checkpoint");
     let resumed = match (options.start, files::existing_dir(&checkpoint_dir)) {
         (Start::New, Some(dir)) => {
@@ -488,12 +488,13 @@ fn prepare(options: &Options, events: &dyn Fn(Event)) -> Result<Run, TrainError>
             };
             // The adapter's scoring at the end takes as long again.
             let reserve = scoring.elapsed() + Duration::from_secs(10);
-            let until = options.until.map(|t| t.duration_since(std::time::SystemTime::now()).unwrap_or_default());
-            let window = [options.budget, until].into_iter().flatten().min();
-            let rate = match window {
+            // The run ends by the budget's end (counted from its start) or `until`, the sooner.
+            let end = [options.budget.map(|b| started + b), options.until].into_iter().flatten().min();
+            let rate = match end {
                 Some(_) => Some(speed(options, &base, &params, &data, &settings, &base_fingerprint, events)?),
                 None => None,
             };
+            let window = end.map(|end| end.duration_since(std::time::SystemTime::now()).unwrap_or_default());
             let budget = window.zip(rate).map(|(w, rate)| w.saturating_sub(reserve).as_secs_f64() * rate * PLAN_MARGIN);
             let stages = stages::plan(&settings, &data, budget);
             let costs: Vec<stages::Cost> =
@@ -502,7 +503,7 @@ fn prepare(options: &Options, events: &dyn Fn(Event)) -> Result<Run, TrainError>
                 let planned: f64 = stages.iter().zip(&costs).map(|((_, n), c)| c.start + *n as f64 * c.update).sum();
                 let parts: Vec<String> = stages.iter().map(|(kind, n)| format!("{} {n}", kind.name())).collect();
                 events(Event::Stage(&format!(
-                    "planned to fit {}: {} updates, about {} of training",
+                    "planned for the {} left: {} updates, about {} of training",
                     clock_text(window.as_secs_f64()),
                     parts.join(", "),
                     clock_text(planned / rate)

@@ -492,7 +492,7 @@ fn kto_and_dpo_stages_follow_sft_when_preference_data_exists() {
     assert_eq!(report_stages(&stdout), ["sft"]);
     assert_eq!(super::train::report(&stdout)["steps"], 1);
     assert!(stderr.contains("measuring this machine's training speed"), "{stderr}");
-    assert!(stderr.contains("planned to fit 1 s: sft 1 updates, about "), "{stderr}");
+    assert!(stderr.contains("planned for the ") && stderr.contains(" left: sft 1 updates, about "), "{stderr}");
     let known: Value = serde_json::from_str(&std::fs::read_to_string(&speeds).unwrap()).unwrap();
     let (key, rate) = known.as_object().unwrap().iter().next().unwrap();
     assert!(key.contains("qlora=false") && rate.as_f64().unwrap() > 0.0, "{known}");

@@ -1,0 +1,172 @@
+//! Learning from a user's own history, replayed on real public repositories: the main author's
+//! functions up to the pinned commit are mined (`marunochi data mine`), an adapter is trained on
+//! them within a time budget (`marunochi train --budget`, the plan a night gets), and the gate
+//! (`marunochi eval`) judges it against the base model on the newest fifth of the author's
+//! functions, which curation held out (never trained on). Printed side by side per repository:
+//! first-line exact match and edit similarity (on as many lines as the completion has, as the
+//! replay benchmark scores) and the gate's own figures, base vs adapter, plus the plan's predicted
+//! training time against the real one.
+//!
+//! `./scripts/test-deps.sh && ./scripts/replay-repos.sh && cargo bench --bench learning`
+//!
+//! REPOS=name,name (default `cachetools`), BUDGET (default `30m`; a night is the `[schedule]`
+//! window, 5 h by default), EXAM=n held-out functions judged (default 40, the newest), MODEL=path
+//! (default SmolLM2). Each repository's home is kept in `target/learning/<name>/` (its store,
+//! datasets, adapter and `eval.json`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::Value;
+
+/// Name, pinned commit (as in `scripts/replay-repos.sh`), main author, language.
+const REPOS: [(&str, &str, &str, &str); 3] = [
+    ("cachetools", "28d4506f2a49d781ffbcecb095fa7aba5bb80aff", "tkemmer@computer.org", "python"),
+    ("more-itertools", "2fe1b2eeb9d75f994113fe3ac76d14b6bcd6fb10", "bbayles@gmail.com", "python"),
+    ("walkdir", "6fd031c82ba5a4204b4ce6eae73dacb00dc072ec", "jamslam@gmail.com", "rust"),
+];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn marunochi(home: &Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .args(args)
+        .output()
+        .expect("marunochi runs");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    // The gate exits 3 when the candidate is rejected; that is a result here.
+    assert!(out.status.success() || out.status.code() == Some(3), "marunochi {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+fn first_line(text: &str) -> &str {
+    text.trim_start().lines().next().unwrap_or("").trim_end()
+}
+
+/// The author's code cut to as many lines as the completion has.
+fn same_lines<'a>(expected: &'a str, completion: &str) -> &'a str {
+    let lines = completion.trim_end().lines().count().max(1);
+    match expected.match_indices('\n').nth(lines - 1) {
+        Some((end, _)) => &expected[..end],
+        None => expected,
+    }
+}
+
+struct Side {
+    first_line: f64,
+    similarity: f64,
+    answered: f64,
+}
+
+fn side(examples: &[Value], which: &str) -> Side {
+    let n = examples.len().max(1) as f64;
+    let (mut first, mut similarity, mut answered) = (0.0, 0.0, 0.0);
+    for e in examples {
+        let expected = e["expected"].as_str().unwrap_or_default();
+        let completion = e[which]["completion"].as_str().unwrap_or_default();
+        if completion.trim().is_empty() {
+            continue;
+        }
+        answered += 1.0;
+        first += f64::from(first_line(completion) == first_line(expected));
+        similarity += marunochi::eval::stats::edit_similarity(completion.trim_end(), same_lines(expected, completion));
+    }
+    Side { first_line: first / n, similarity: similarity / n, answered: answered / n }
+}
+
+fn main() {
+    let wanted = std::env::var("REPOS").unwrap_or_else(|_| "cachetools".into());
+    let budget = std::env::var("BUDGET").unwrap_or_else(|_| "30m".into());
+    let exam: usize = std::env::var("EXAM").ok().and_then(|n| n.parse().ok()).unwrap_or(40);
+    let model = std::env::var_os("MODEL")
+        .map_or_else(|| root().join(".test-deps/fixtures/smollm2-135m-instruct.gguf"), PathBuf::from);
+    assert!(model.exists(), "{} is missing: run ./scripts/test-deps.sh", model.display());
+    let model = model.to_str().expect("a UTF-8 path");
+    let (mut rows, mut plans) = (Vec::new(), Vec::new());
+    for &(name, commit, author, language) in REPOS.iter().filter(|(n, ..)| wanted.split(',').any(|w| w == *n)) {
+        let mirror = root().join(".test-deps/replay").join(format!("{name}.git"));
+        assert!(mirror.exists(), "{} is missing: run ./scripts/replay-repos.sh", mirror.display());
+        let home = root().join("target/learning").join(name);
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        eprintln!("== {name}: mining {author}'s functions up to {}", &commit[..12]);
+        let (_, said) =
+            marunochi(&home, &["data", "mine", mirror.to_str().unwrap(), "--author", author, "--rev", commit]);
+        eprint!("{said}");
+
+        eprintln!("== {name}: training ({language}, budget {budget})");
+        let started = Instant::now();
+        let (report, said) =
+            marunochi(&home, &["train", "--language", language, "--model", model, "--budget", &budget, "--json"]);
+        let trained_s = started.elapsed().as_secs_f64();
+        let planned = said.lines().find(|l| l.contains("planned for the")).unwrap_or("(no plan line)").to_owned();
+        eprintln!("{planned}");
+        let report: Value = serde_json::from_str(&report).expect("train --json");
+        let data = PathBuf::from(report["directory"].as_str().unwrap()).join("marunochi.json");
+        let metadata: Value = serde_json::from_str(&std::fs::read_to_string(data).unwrap()).unwrap();
+        let data_dir = PathBuf::from(metadata["data"]["directory"].as_str().unwrap());
+
+        // The newest `exam` of the held-out functions (curation holds out the newest fifth).
+        let held = std::fs::read_to_string(data_dir.join("heldout-git.jsonl")).unwrap();
+        let lines: Vec<&str> = held.lines().collect();
+        let exam_file = home.join("exam.jsonl");
+        std::fs::write(&exam_file, lines[lines.len().saturating_sub(exam)..].join("\n") + "\n").unwrap();
+        eprintln!("== {name}: judging on {} of {} held-out functions", lines.len().min(exam), lines.len());
+        let (gate, _) = marunochi(
+            &home,
+            &[
+                "eval",
+                "--language",
+                language,
+                "--model",
+                model,
+                "--heldout",
+                exam_file.to_str().unwrap(),
+                "--problems",
+                "5",
+                "--json",
+            ],
+        );
+        let gate: Value = serde_json::from_str(&gate).expect("eval --json");
+        let examples = gate["heldout"]["examples"].as_array().cloned().unwrap_or_default();
+        let (base, adapter) = (side(&examples, "reference"), side(&examples, "candidate"));
+        rows.push(format!(
+            "| {name} | {} ex., {} updates ({}) | {:.0} s planned ≈ {:.0} s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {:.3} → {:.3} | {} |",
+            report["examples"],
+            report["steps"],
+            report["stages"].as_array().map(|s| s.iter().map(|s| format!("{} {}", s["stage"].as_str().unwrap_or(""), s["steps"])).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+            report["seconds"].as_f64().unwrap_or(0.0),
+            trained_s,
+            base.first_line * 100.0,
+            base.similarity,
+            base.answered * 100.0,
+            adapter.first_line * 100.0,
+            adapter.similarity,
+            adapter.answered * 100.0,
+            gate["heldout"]["wins"],
+            gate["heldout"]["losses"],
+            gate["heldout"]["sign_p"].as_f64().unwrap_or(1.0),
+            gate["general"]["base_nll"].as_f64().unwrap_or(f64::NAN),
+            gate["general"]["candidate_nll"].as_f64().unwrap_or(f64::NAN),
+            if gate["passed"] == true { "passed" } else { "rejected" },
+        ));
+        eprintln!("gate: {}", gate["heldout"]["verdict"]);
+        plans.push(format!("{name}: {planned}"));
+    }
+    println!(
+        "\n| repository | data, updates | training time (train's own / whole command) | base: first line / similarity / answered | adapter: same | log-likelihood wins : losses | general-code NLL | gate |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    println!();
+    for plan in plans {
+        println!("{plan}");
+    }
+}
