@@ -259,6 +259,19 @@ fn check_learning(home: &Home) -> Vec<Check> {
         },
         Err(e) => fail("training schedule", e, "fix `window` under [schedule] in config.toml".into()),
     });
+    checks.push(check_training_data(home));
+    for language in ["python", "rust"] {
+        let what = format!("general code for the forgetting check ({language})");
+        checks.push(match crate::eval::general::corpus(language) {
+            Ok(corpus) => ok(what, format!("{} files of {}", corpus.files.len(), corpus.name)),
+            Err(why) => Check {
+                status: Status::Warn,
+                what,
+                detail: format!("{why}: {language} adapters are gated without it"),
+                fix: Some(if language == "rust" { "rustup component add rust-src" } else { "install python3" }.into()),
+            },
+        });
+    }
     let python = crate::eval::humaneval::find_python();
     checks.push(match python.as_deref().and_then(crate::eval::humaneval::installed) {
         Some(path) => ok("HumanEval (eval gate)".into(), path.display().to_string()),
@@ -283,6 +296,38 @@ fn check_learning(home: &Home) -> Vec<Check> {
         }
     });
     checks
+}
+
+/// How many training examples each selection rule admits per language (README: which code is
+/// trained on), as `stats` counts them.
+fn check_training_data(home: &Home) -> Check {
+    let what = "training data".to_owned();
+    let curate = Config::load(&home.config_file()).map(|c| c.curate).unwrap_or_default();
+    let mine = "`marunochi data mine DIR` learns from the functions you wrote in your git repositories at once";
+    if !home.db_path().exists() {
+        let detail = "nothing recorded yet".into();
+        return Check { status: Status::Warn, what, detail, fix: Some(mine.into()) };
+    }
+    match crate::quality::stats::load(&home.db_path(), curate.min_quality, curate.seed_score_only) {
+        Ok(stats) if stats.training_data.is_empty() => Check {
+            status: Status::Warn,
+            what,
+            detail: format!("no example admitted at quality {} yet", curate.min_quality),
+            fix: Some(mine.into()),
+        },
+        Ok(stats) => {
+            let languages: Vec<String> = stats
+                .training_data
+                .iter()
+                .map(|(language, rules)| {
+                    let counts: Vec<String> = rules.iter().map(|(rule, n)| format!("{rule} {n}")).collect();
+                    format!("{language}: {}", counts.join(", "))
+                })
+                .collect();
+            ok(what, format!("at quality {}: {}", curate.min_quality, languages.join("; ")))
+        }
+        Err(e) => fail("training data", e.to_string(), "see `marunochi data path` and the store's error".into()),
+    }
 }
 
 fn check_editors() -> Vec<Check> {

@@ -375,7 +375,7 @@ fn remember_speed(options: &Options, key: &str, rate: f64) {
 }
 
 /// How fast this machine trains this base model with these settings: remembered from earlier
-/// runs, else measured now with one SFT update on the first batch (thrown away).
+/// runs, else measured now with one SFT update on a batch of median length (thrown away).
 fn speed(
     options: &Options,
     base: &Base,
@@ -391,7 +391,11 @@ fn speed(
     }
     events(Event::Stage("measuring this machine's training speed (once for this model and setup)"));
     let lora = lora_view(params, settings);
-    let items: Vec<&Weighted> = data.sft.iter().take(settings.batch).collect();
+    // Items of the median length: the speed per token falls as sequences grow.
+    let mut by_length: Vec<&Weighted> = data.sft.iter().collect();
+    by_length.sort_by_key(|w| w.sequence.tokens.len());
+    let middle = by_length.len().saturating_sub(settings.batch) / 2;
+    let items: Vec<&Weighted> = by_length.into_iter().skip(middle).take(settings.batch).collect();
     let started = Instant::now();
     let no_dropout = |_| Dropout { p: 0.0, seed: 0 };
     let update = stages::sft(base, &lora, &items, no_dropout, settings.gradient_checkpointing)?;
@@ -498,7 +502,7 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
             let budget = window.zip(rate).map(|(w, rate)| w.saturating_sub(reserve).as_secs_f64() * rate * PLAN_MARGIN);
             let stages = stages::plan(&settings, &data, budget);
             let costs: Vec<stages::Cost> =
-                stages.iter().map(|(kind, _)| stages::cost(&settings, &data, *kind)).collect();
+                stages.iter().map(|(kind, n)| stages::cost(&settings, &data, *kind, *n)).collect();
             if let (Some(window), Some(rate)) = (window, rate) {
                 let planned: f64 = stages.iter().zip(&costs).map(|((_, n), c)| c.start + *n as f64 * c.update).sum();
                 let parts: Vec<String> = stages.iter().map(|(kind, n)| format!("{} {n}", kind.name())).collect();
@@ -553,7 +557,9 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             // stages the adapter as it stands now is the reference.
             *adam = AdamW::new(hyper(settings), params)?;
             let started = Instant::now();
-            state.reference = stages::reference(base, &lora.detached(), kind, data)?;
+            let order = data::Order::new(data.tiers(kind).into_iter(), data::mix(settings.seed, &[1, index as u64]));
+            let drawn = (0..steps * settings.batch).map(|i| order.at(i)).collect();
+            state.reference = stages::reference(base, &lora.detached(), kind, data, &drawn)?;
             state.seconds += started.elapsed().as_secs_f64();
             state.units += state.costs.get(index).map_or(0.0, |c| c.start);
         }

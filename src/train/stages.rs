@@ -79,22 +79,29 @@ fn mean(lengths: impl Iterator<Item = usize>) -> f64 {
     if n == 0 { 0.0 } else { sum as f64 / n as f64 }
 }
 
-/// The cost of one update of `kind` on average items, and of its start.
-pub(crate) fn cost(settings: &Settings, data: &Data, kind: StageKind) -> Cost {
+/// The cost of one update of `kind` on average items, and of its start when it has `updates`
+/// updates: the reference pass scores only the items those updates draw.
+pub(crate) fn cost(settings: &Settings, data: &Data, kind: StageKind, updates: usize) -> Cost {
     let batch = settings.batch as f64;
-    match kind {
-        StageKind::Sft => Cost { update: batch * mean(data.sft.iter().map(|w| w.sequence.tokens.len())), start: 0.0 },
+    let drawn = (updates * settings.batch).min(data.len(kind)) as f64;
+    let update = match kind {
+        StageKind::Sft => batch * mean(data.sft.iter().map(|w| w.sequence.tokens.len())),
         StageKind::Kto => {
-            let (own, other) = (
-                mean(data.kto.iter().map(|k| k.sequence.tokens.len())),
-                mean(data.kto.iter().map(|k| k.mismatched.tokens.len())),
-            );
-            Cost { update: batch * (own + FORWARD * other), start: FORWARD * data.kto.len() as f64 * (own + other) }
+            batch
+                * (mean(data.kto.iter().map(|k| k.sequence.tokens.len()))
+                    + FORWARD * mean(data.kto.iter().map(|k| k.mismatched.tokens.len())))
         }
-        StageKind::Dpo => {
-            let pair = mean(data.dpo.iter().map(|d| d.chosen.tokens.len() + d.rejected.tokens.len()));
-            Cost { update: batch * pair, start: FORWARD * data.dpo.len() as f64 * pair }
-        }
+        StageKind::Dpo => batch * reference_tokens(data, kind),
+    };
+    Cost { update, start: FORWARD * drawn * reference_tokens(data, kind) }
+}
+
+/// Tokens the reference pass scores per item: both sequences of a KTO item or a DPO pair.
+fn reference_tokens(data: &Data, kind: StageKind) -> f64 {
+    match kind {
+        StageKind::Sft => 0.0,
+        StageKind::Kto => mean(data.kto.iter().map(|k| k.sequence.tokens.len() + k.mismatched.tokens.len())),
+        StageKind::Dpo => mean(data.dpo.iter().map(|d| d.chosen.tokens.len() + d.rejected.tokens.len())),
     }
 }
 
@@ -130,19 +137,26 @@ pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec
         stages[0].1 = total - preference;
     }
     if let Some(budget) = budget {
-        let costs: Vec<Cost> = stages.iter().map(|(kind, _)| cost(settings, data, *kind)).collect();
-        let needed: f64 = stages.iter().zip(&costs).map(|((_, n), c)| c.start + *n as f64 * c.update).sum();
+        let total = |kind: StageKind, n: usize| {
+            let c = cost(settings, data, kind, n);
+            c.start + n as f64 * c.update
+        };
+        let needed: f64 = stages.iter().map(|(kind, n)| total(*kind, *n)).sum();
         if needed > budget {
             let share = |kind: StageKind| SHARES.iter().find(|(k, _)| *k == kind).map_or(0.0, |(_, s)| *s);
             let shares: f64 = stages.iter().map(|(kind, _)| share(*kind)).sum();
             let mut used = 0.0;
-            for ((kind, n), c) in stages.iter_mut().zip(&costs).skip(1) {
-                let room = budget * share(*kind) / shares - c.start;
-                *n = if room < c.update { 0 } else { (*n).min((room / c.update) as usize) };
-                used += if *n == 0 { 0.0 } else { c.start + *n as f64 * c.update };
+            for (kind, n) in stages.iter_mut().skip(1) {
+                let room = budget * share(*kind) / shares;
+                // Each update costs itself and, at most, the reference pass of the items it draws.
+                let c = cost(settings, data, *kind, 1);
+                let most = c.update + FORWARD * settings.batch as f64 * reference_tokens(data, *kind);
+                *n = (*n).min((room / most) as usize);
+                used += total(*kind, *n);
             }
             let sft = &mut stages[0].1;
-            *sft = (*sft).min(((budget - used) / costs[0].update.max(1.0)) as usize).max(1);
+            let update = cost(settings, data, StageKind::Sft, 1).update.max(1.0);
+            *sft = (*sft).min(((budget - used) / update) as usize).max(1);
         }
     }
     stages.retain(|(kind, n)| *n > 0 || *kind == StageKind::Sft);
@@ -179,17 +193,25 @@ pub(crate) fn sft(
 }
 
 /// The reference log-likelihoods a preference stage needs, two per item: KTO (matched,
-/// mismatched), DPO (chosen, rejected).
-pub(crate) fn reference(base: &Base, lora: &Lora, kind: StageKind, data: &Data) -> candle_core::Result<Vec<f64>> {
+/// mismatched), DPO (chosen, rejected) — for the items its updates will draw (`drawn`, from the
+/// stage's fixed order); the others stay 0, never read (a checkpoint's JSON has no NaN).
+pub(crate) fn reference(
+    base: &Base,
+    lora: &Lora,
+    kind: StageKind,
+    data: &Data,
+    drawn: &std::collections::BTreeSet<usize>,
+) -> candle_core::Result<Vec<f64>> {
     let pairs: Vec<(&Sequence, &Sequence)> = match kind {
         StageKind::Sft => return Ok(Vec::new()),
         StageKind::Kto => data.kto.iter().map(|k| (&k.sequence, &k.mismatched)).collect(),
         StageKind::Dpo => data.dpo.iter().map(|d| (&d.chosen, &d.rejected)).collect(),
     };
-    let mut out = Vec::with_capacity(2 * pairs.len());
-    for (a, b) in pairs {
-        out.push(base.logprob(a, Some(lora))?);
-        out.push(base.logprob(b, Some(lora))?);
+    let mut out = vec![0.0; 2 * pairs.len()];
+    for &i in drawn {
+        let (a, b) = pairs[i];
+        out[2 * i] = base.logprob(a, Some(lora))?;
+        out[2 * i + 1] = base.logprob(b, Some(lora))?;
     }
     Ok(out)
 }
@@ -321,16 +343,21 @@ mod tests {
     #[test]
     fn a_budget_is_shared_among_the_stages_and_never_overrun() {
         let s = settings();
-        let (sft, kto, dpo) =
-            (cost(&s, &data(), StageKind::Sft), cost(&s, &data(), StageKind::Kto), cost(&s, &data(), StageKind::Dpo));
+        let (sft, kto, dpo) = (
+            cost(&s, &data(), StageKind::Sft, 30),
+            cost(&s, &data(), StageKind::Kto, 12),
+            cost(&s, &data(), StageKind::Dpo, 6),
+        );
         assert_eq!((sft.update, sft.start), (400.0, 0.0));
         assert_eq!((kto.update, kto.start), (4.0 * (100.0 + 0.3 * 50.0), 0.3 * 16.0 * 150.0));
         assert_eq!((dpo.update, dpo.start), (800.0, 0.3 * 8.0 * 200.0));
+        let one = cost(&s, &data(), StageKind::Dpo, 1);
+        assert_eq!(one.start, 0.3 * 4.0 * 200.0, "one update's reference pass scores the 4 pairs it draws");
         let total = |stages: &[(StageKind, usize)]| -> f64 {
             stages
                 .iter()
                 .map(|(k, n)| {
-                    let c = cost(&s, &data(), *k);
+                    let c = cost(&s, &data(), *k, *n);
                     c.start + *n as f64 * c.update
                 })
                 .sum()
