@@ -136,7 +136,7 @@ fn main() {
         let examples = gate["heldout"]["examples"].as_array().cloned().unwrap_or_default();
         let (base, adapter) = (side(&examples, "reference"), side(&examples, "candidate"));
         rows.push(format!(
-            "| {name} | {} ex., {} updates ({}) | {:.0} s planned ≈ {:.0} s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {:.3} → {:.3} | {} |",
+            "| {name} | {} ex., {} updates ({}) | {:.0} s / {:.0} s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {:.3} → {:.3} | {} |",
             report["examples"],
             report["steps"],
             report["stages"].as_array().map(|s| s.iter().map(|s| format!("{} {}", s["stage"].as_str().unwrap_or(""), s["steps"])).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
@@ -159,7 +159,7 @@ fn main() {
         plans.push(format!("{name}: {planned}"));
     }
     println!(
-        "\n| repository | data, updates | training time (train's own / whole command) | base: first line / similarity / answered | adapter: same | log-likelihood wins : losses | general-code NLL | gate |"
+        "\n| repository | data, updates | training: updates' time / whole command | base: first line / similarity / answered | adapter: same | log-likelihood wins : losses | general-code NLL | gate |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for row in rows {

@@ -316,15 +316,8 @@ fn check_training_data(home: &Home) -> Check {
             fix: Some(mine.into()),
         },
         Ok(stats) => {
-            let languages: Vec<String> = stats
-                .training_data
-                .iter()
-                .map(|(language, rules)| {
-                    let counts: Vec<String> = rules.iter().map(|(rule, n)| format!("{rule} {n}")).collect();
-                    format!("{language}: {}", counts.join(", "))
-                })
-                .collect();
-            ok(what, format!("at quality {}: {}", curate.min_quality, languages.join("; ")))
+            let languages = crate::quality::stats::training_lines(&stats).join("; ");
+            ok(what, format!("at quality {}: {languages}", curate.min_quality))
         }
         Err(e) => fail("training data", e.to_string(), "see `marunochi data path` and the store's error".into()),
     }

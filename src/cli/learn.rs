@@ -28,7 +28,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Optimizer updates of the whole run, shared among its stages in proportion to their
-    /// passes over the data, SFT taking the rest (default: `epochs` passes in every stage).
+    /// passes over the data, SFT taking the rest (default: `epochs` passes in every stage, fitted
+    /// to --budget or --until). Not cut by a budget; --until still stops the run.
     #[arg(long, value_name = "N")]
     steps: Option<usize>,
     /// Updates of the SFT stage alone; the KTO and DPO stages are planned from their data.
@@ -172,7 +173,7 @@ pub fn curate(
              (+{} from git), {} KTO, {} DPO pairs; {} taken but not admitted at {}\n  -> {}",
             if s.language.is_empty() { "unknown" } else { &s.language },
             s.train,
-            curate::admitted_summary(&s.admitted),
+            crate::quality::stats::rule_counts(&s.admitted),
             s.replay,
             s.clusters,
             s.tiers[0],

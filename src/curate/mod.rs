@@ -341,14 +341,6 @@ pub struct Summary {
     pub tiers: [usize; 3],
 }
 
-/// `score 3, observed 12, git 40`: how many training examples each rule admitted.
-pub fn admitted_summary(counts: &BTreeMap<String, usize>) -> String {
-    if counts.is_empty() {
-        return "none admitted".into();
-    }
-    counts.iter().map(|(rule, n)| format!("{rule} {n}")).collect::<Vec<_>>().join(", ")
-}
-
 /// `marunochi data forget`: the interactions `what` selects, gone from the store, and every copy
 /// made from the store — the curated datasets (`datasets/`) and the checkpoints of interrupted
 /// training runs (`train/<language>/checkpoint*`) — since they may hold the forgotten text. The

@@ -75,15 +75,22 @@ pub fn collect(store: &Store, bar: f64, seed_score_only: bool) -> Result<Stats, 
     })
 }
 
+/// `score 3, observed 12, git 40`: training examples per selection rule.
+pub fn rule_counts(counts: &BTreeMap<String, usize>) -> String {
+    if counts.is_empty() {
+        return "none admitted".into();
+    }
+    counts.iter().map(|(rule, n)| format!("{rule} {n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// `python: score 3, observed 12, git 40`, one line per language.
-fn training_lines(stats: &Stats) -> Vec<String> {
+pub fn training_lines(stats: &Stats) -> Vec<String> {
     stats
         .training_data
         .iter()
         .map(|(language, rules)| {
-            let counts: Vec<String> = rules.iter().map(|(rule, n)| format!("{rule} {n}")).collect();
             let label = if language.is_empty() { "(unknown language)" } else { language };
-            format!("{label}: {}", counts.join(", "))
+            format!("{label}: {}", rule_counts(rules))
         })
         .collect()
 }

@@ -111,8 +111,9 @@ pub(crate) fn units(update_tokens: usize, forward_tokens: usize) -> f64 {
     update_tokens as f64 + FORWARD * forward_tokens as f64
 }
 
-/// The stages this data and these settings call for, with their number of updates, fitted to
-/// `settings.steps` (the whole run's updates) and then to `budget` (units the time allows).
+/// The stages this data and these settings call for, with their number of updates: fitted to
+/// `settings.steps` (the whole run's updates) when given, else to `budget` (units the time
+/// allows). Updates the user asked for (`steps`, `sft_steps`) are not cut by a budget.
 pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec<(StageKind, usize)> {
     // `epochs` passes over the data, and at least one update per epoch for a set smaller than a batch.
     let updates = |n: usize| (settings.epochs * n).div_ceil(settings.batch).max(settings.epochs).max(1);
@@ -136,7 +137,8 @@ pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec
         let preference: usize = stages[1..].iter().map(|(_, n)| n).sum();
         stages[0].1 = total - preference;
     }
-    if let Some(budget) = budget {
+    let asked = settings.steps.is_some() || settings.sft_steps.is_some();
+    if let Some(budget) = budget.filter(|_| !asked) {
         let total = |kind: StageKind, n: usize| {
             let c = cost(settings, data, kind, n);
             c.start + n as f64 * c.update
@@ -370,5 +372,7 @@ mod tests {
             assert!(fitted[0].1 >= 1);
         }
         assert_eq!(plan(&s, &data(), Some(0.0)), [(StageKind::Sft, 1)], "at least one update");
+        let asked = Settings { steps: Some(16), ..settings() };
+        assert_eq!(plan(&asked, &data(), Some(0.0)), plan(&asked, &data(), None), "asked-for updates are kept");
     }
 }

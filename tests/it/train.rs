@@ -486,7 +486,7 @@ fn kto_and_dpo_stages_follow_sft_when_preference_data_exists() {
     let speeds = home.join("train/speed.json");
     assert!(speeds.exists());
     std::fs::remove_file(&speeds).unwrap();
-    let budget = [&args[..], &["--budget", "1s"]].concat();
+    let budget = ["--epochs", "4", "--batch", "4", "--dropout", "0", "--budget", "1s"];
     let (ok, stdout, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &budget);
     assert!(ok, "{stderr}");
     assert_eq!(report_stages(&stdout), ["sft"]);
