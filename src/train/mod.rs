@@ -20,6 +20,7 @@ mod gradcheck;
 mod model;
 mod optim;
 mod preference;
+mod speed;
 mod stages;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ pub use files::{fingerprint, interrupted};
 pub use model::BaseWeights;
 use model::{Base, Dropout, Grads, Lora, Pair};
 use optim::{AdamW, Hyper};
+pub use speed::clock_text;
 pub use stages::StageKind;
 
 /// Held-out examples scored before and after training (each is a forward pass).
@@ -331,79 +333,6 @@ struct Run {
     resumed_from: Option<usize>,
 }
 
-/// `1 h 05 min`, `4 min 10 s`, `12 s`.
-pub fn clock_text(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match (s / 3600, s / 60 % 60, s % 60) {
-        (0, 0, s) => format!("{s} s"),
-        (0, m, s) => format!("{m} min {s:02} s"),
-        (h, m, _) => format!("{h} h {m:02} min"),
-    }
-}
-
-/// Measured training speeds, per base model and setup, in units per second (`stages::Cost`):
-/// `MARUNOCHI_HOME/train/speed.json`.
-fn speed_file(options: &Options) -> PathBuf {
-    options.work.parent().unwrap_or(&options.work).join("speed.json")
-}
-
-fn speed_key(settings: &Settings, fingerprint: &str) -> String {
-    format!(
-        "{fingerprint} qlora={} dora={} checkpointing={} threads={}",
-        settings.qlora,
-        settings.dora,
-        settings.gradient_checkpointing,
-        candle_core::utils::get_num_threads()
-    )
-}
-
-fn known_speeds(options: &Options) -> HashMap<String, f64> {
-    std::fs::read_to_string(speed_file(options)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
-}
-
-/// Keeps a measured speed for the next plan; a failure to write costs only a measurement later.
-fn remember_speed(options: &Options, key: &str, rate: f64) {
-    if !(rate.is_finite() && rate > 0.0) {
-        return;
-    }
-    let mut known = known_speeds(options);
-    known.insert(key.to_owned(), rate);
-    let text = serde_json::to_string_pretty(&known).expect("speeds serialize");
-    if let Err(e) = crate::home::write_private(&speed_file(options), text.as_bytes()) {
-        tracing::warn!(error = %e, "cannot keep the measured training speed");
-    }
-}
-
-/// How fast this machine trains this base model with these settings: remembered from earlier
-/// runs, else measured now with one SFT update on a batch of median length (thrown away).
-fn speed(
-    options: &Options,
-    base: &Base,
-    params: &[Var],
-    data: &stages::Data,
-    settings: &Settings,
-    fingerprint: &str,
-    events: &dyn Fn(Event),
-) -> Result<f64, TrainError> {
-    let key = speed_key(settings, fingerprint);
-    if let Some(&rate) = known_speeds(options).get(&key).filter(|r| **r > 0.0) {
-        return Ok(rate);
-    }
-    events(Event::Stage("measuring this machine's training speed (once for this model and setup)"));
-    let lora = lora_view(params, settings);
-    // Items of the median length: the speed per token falls as sequences grow.
-    let mut by_length: Vec<&Weighted> = data.sft.iter().collect();
-    by_length.sort_by_key(|w| w.sequence.tokens.len());
-    let middle = by_length.len().saturating_sub(settings.batch) / 2;
-    let items: Vec<&Weighted> = by_length.into_iter().skip(middle).take(settings.batch).collect();
-    let started = Instant::now();
-    let no_dropout = |_| Dropout { p: 0.0, seed: 0 };
-    let update = stages::sft(base, &lora, &items, no_dropout, settings.gradient_checkpointing)?;
-    let rate = update.units / started.elapsed().as_secs_f64().max(1e-9);
-    remember_speed(options, &key, rate);
-    Ok(rate)
-}
-
 /// Takes up the checkpoint (or refuses to overwrite one), reads and checks the data against it,
 /// loads the base model and encodes the data, and sets up the adapter and the plan.
 fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Event)) -> Result<Run, TrainError> {
@@ -495,7 +424,7 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
             // The run ends by the budget's end (counted from its start) or `until`, the sooner.
             let end = [options.budget.map(|b| started + b), options.until].into_iter().flatten().min();
             let rate = match end {
-                Some(_) => Some(speed(options, &base, &params, &data, &settings, &base_fingerprint, events)?),
+                Some(_) => Some(speed::measure(options, &base, &params, &data, &settings, &base_fingerprint, events)?),
                 None => None,
             };
             let window = end.map(|end| end.duration_since(std::time::SystemTime::now()).unwrap_or_default());
@@ -504,7 +433,7 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
             let costs: Vec<stages::Cost> =
                 stages.iter().map(|(kind, n)| stages::cost(&settings, &data, *kind, *n)).collect();
             if let (Some(window), Some(rate)) = (window, rate) {
-                let planned: f64 = stages.iter().zip(&costs).map(|((_, n), c)| c.start + *n as f64 * c.update).sum();
+                let planned: f64 = stages.iter().zip(&costs).map(|((_, n), c)| c.of(*n)).sum();
                 let parts: Vec<String> = stages.iter().map(|(kind, n)| format!("{} {n}", kind.name())).collect();
                 events(Event::Stage(&format!(
                     "planned for the {} left: {} updates, about {} of training",
@@ -545,7 +474,7 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
     while state.step < state.total {
         let past_deadline = options.until.is_some_and(|until| std::time::SystemTime::now() >= until);
         if stop.load(Ordering::Relaxed) || past_deadline {
-            remember_speed(options, &speed_key(settings, &state.base_fingerprint), state.units / state.seconds);
+            speed::remember(options, &speed::key(settings, &state.base_fingerprint), state.units / state.seconds);
             save_checkpoint(checkpoint_dir, params, adam, state, base)?;
             events(Event::Checkpoint { step: state.step });
             return Err(TrainError::Stopped { step: state.step, total: state.total });
@@ -608,7 +537,7 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             events(Event::Checkpoint { step: state.step });
         }
     }
-    remember_speed(options, &speed_key(settings, &state.base_fingerprint), state.units / state.seconds);
+    speed::remember(options, &speed::key(settings, &state.base_fingerprint), state.units / state.seconds);
     Ok(())
 }
 

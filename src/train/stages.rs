@@ -74,6 +74,13 @@ pub(crate) struct Cost {
     pub(crate) start: f64,
 }
 
+impl Cost {
+    /// The stage's cost with `updates` updates.
+    pub(crate) fn of(&self, updates: usize) -> f64 {
+        self.start + updates as f64 * self.update
+    }
+}
+
 fn mean(lengths: impl Iterator<Item = usize>) -> f64 {
     let (sum, n) = lengths.fold((0, 0), |(sum, n), len| (sum + len, n + 1));
     if n == 0 { 0.0 } else { sum as f64 / n as f64 }
@@ -139,10 +146,7 @@ pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec
     }
     let asked = settings.steps.is_some() || settings.sft_steps.is_some();
     if let Some(budget) = budget.filter(|_| !asked) {
-        let total = |kind: StageKind, n: usize| {
-            let c = cost(settings, data, kind, n);
-            c.start + n as f64 * c.update
-        };
+        let total = |kind: StageKind, n: usize| cost(settings, data, kind, n).of(n);
         let needed: f64 = stages.iter().map(|(kind, n)| total(*kind, *n)).sum();
         if needed > budget {
             let share = |kind: StageKind| SHARES.iter().find(|(k, _)| *k == kind).map_or(0.0, |(_, s)| *s);
@@ -356,13 +360,7 @@ mod tests {
         let one = cost(&s, &data(), StageKind::Dpo, 1);
         assert_eq!(one.start, 0.3 * 4.0 * 200.0, "one update's reference pass scores the 4 pairs it draws");
         let total = |stages: &[(StageKind, usize)]| -> f64 {
-            stages
-                .iter()
-                .map(|(k, n)| {
-                    let c = cost(&s, &data(), *k, *n);
-                    c.start + *n as f64 * c.update
-                })
-                .sum()
+            stages.iter().map(|(k, n)| cost(&s, &data(), *k, *n).of(*n)).sum()
         };
         let everything = total(&plan(&s, &data(), None));
         assert_eq!(plan(&s, &data(), Some(everything)), plan(&s, &data(), None), "it fits: nothing changes");
