@@ -22,19 +22,18 @@ pub struct Split {
 
 /// `functions` oldest first, as the store gives them.
 pub fn split(functions: &[&GitFunction], since: Option<&str>) -> Split {
-    // One function is its repository, file and name; its versions oldest first.
-    let mut versions: BTreeMap<(&str, &str, &str), Vec<&GitFunction>> = BTreeMap::new();
-    for f in functions {
-        versions.entry((&f.repository, &f.file_path, &f.name)).or_default().push(f);
+    // One function is its repository, file and name; its versions oldest first, with where its
+    // newest one stands in `functions`.
+    let mut versions: BTreeMap<(&str, &str, &str), (usize, Vec<&GitFunction>)> = BTreeMap::new();
+    for (position, f) in functions.iter().enumerate() {
+        let entry = versions.entry((&f.repository, &f.file_path, &f.name)).or_default();
+        entry.0 = position;
+        entry.1.push(f);
     }
-    let mut groups: Vec<Vec<&GitFunction>> = versions.into_values().collect();
-    // By when each was last written; ties in the order they were mined.
-    let order = |g: &Vec<&GitFunction>| {
-        let newest = g.last().expect("a group has a version");
-        let position = functions.iter().position(|f| std::ptr::eq(*f, *newest)).unwrap_or(0);
-        (newest.authored_at.clone(), position)
-    };
-    groups.sort_by_cached_key(order);
+    // By when each was last written (`functions` is in time order; ties in the order mined).
+    let mut groups: Vec<(usize, Vec<&GitFunction>)> = versions.into_values().collect();
+    groups.sort_by_key(|(newest, _)| *newest);
+    let groups: Vec<Vec<&GitFunction>> = groups.into_iter().map(|(_, g)| g).collect();
     let held = if groups.len() < MIN_FOR_HELDOUT { 0 } else { (groups.len() as f64 * HELDOUT_SHARE).round() as usize };
     let (trained, heldout) = groups.split_at(groups.len() - held);
     let example = |f: &GitFunction| Example {
