@@ -227,6 +227,12 @@ fn syntax_errors(root: Node, range: &Range<usize>) -> usize {
 /// characters the same token (formatters swap them).
 pub fn tokens(text: &str) -> Vec<&str> {
     let mut out = Vec::with_capacity(text.len() / 4);
+    token_spans(text, |_, token| out.push(token));
+    out
+}
+
+/// [`tokens`], each handed to `each` with the byte offset it starts at.
+pub fn token_spans<'t>(text: &'t str, mut each: impl FnMut(usize, &'t str)) {
     let mut word_start: Option<usize> = None;
     for (i, c) in text.char_indices() {
         if c.is_alphanumeric() || c == '_' {
@@ -234,16 +240,15 @@ pub fn tokens(text: &str) -> Vec<&str> {
             continue;
         }
         if let Some(start) = word_start.take() {
-            out.push(&text[start..i]);
+            each(start, &text[start..i]);
         }
         if !c.is_whitespace() {
-            out.push(if c == '\'' { "\"" } else { &text[i..i + c.len_utf8()] });
+            each(i, if c == '\'' { "\"" } else { &text[i..i + c.len_utf8()] });
         }
     }
     if let Some(start) = word_start {
-        out.push(&text[start..]);
+        each(start, &text[start..]);
     }
-    out
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ impl Every {
 
 /// How often the writer runs the retention checks that fell due.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How long one of those sweeps may run: the captures wait behind it, so a backlog (a night of
+/// 7-day checks) is worked off 250 ms at a time.
+const SWEEP_BUDGET: Duration = Duration::from_millis(250);
 /// How often it recomputes the drift metrics (a scan of the whole store; they are weekly).
 const DRIFT_EVERY: Duration = Duration::from_secs(600);
 
@@ -75,7 +78,7 @@ impl crate::capture::Background for WriterJobs {
         let sweep_due = self.sweep.due();
         if sweep_due && !closing {
             self.sweep.mark();
-            let sweep = Sweep { threshold: self.survival_threshold, open_document };
+            let sweep = Sweep { threshold: self.survival_threshold, open_document, budget: Some(SWEEP_BUDGET) };
             match sweep.run(store, crate::clock::now_ms()) {
                 Ok(report) if report.checked > 0 => tracing::info!(?report, "retention checks"),
                 Ok(_) => {}
@@ -165,7 +168,7 @@ impl crate::daemon::Job for Rollout {
 /// what the sweep did and how many interactions were scored again.
 pub fn catch_up(db: &Path, now_ms: i64, threshold: f64) -> Result<(SweepReport, usize), StoreError> {
     let mut store = Store::open(db)?;
-    let report = Sweep { threshold, open_document: &|_| None }.run(&mut store, now_ms)?;
+    let report = Sweep { threshold, open_document: &|_| None, budget: None }.run(&mut store, now_ms)?;
     let rescored = crate::quality::rescore(&mut store)?;
     crate::quality::drift::update(&mut store)?;
     Ok((report, rescored))

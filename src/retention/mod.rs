@@ -5,24 +5,34 @@
 //! A check finds the code again by its tokens, looking ever wider: near where it was, in the
 //! function or class it was anchored to (found by name, so edits above it do not matter), in the
 //! whole file, then in the other files of the workspace with the same extension (moved code, a
-//! renamed or deleted file). The survival is the best share found (see `survival.rs`).
-//! Open documents are read as the editor has them, not as last saved.
+//! renamed or deleted file), where only a share at the kept threshold or above counts (a scattered
+//! half-match in some other file is not moved code). The survival is the best share found (see
+//! `survival.rs`). Open documents are read as the editor has them, not as last
+//! saved. Within one sweep each file is read, tokenized and parsed once, and the workspace's files
+//! are indexed by word once, when the first check needs them.
 
 mod survival;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::store::Anchor;
 use crate::store::{CheckResult, DueCheck, Store, StoreError};
 use crate::syntax::{Analysis, Syntax, tokens};
-pub use survival::survival;
+pub use survival::{Located, Vocabulary, plain_survival};
 
 /// Bytes around the code's old place searched first; most code has not moved.
 const NEARBY_BYTES: usize = 1024;
 /// Files larger than this are not searched for moved code (nor read at all).
 const MAX_FILE_BYTES: u64 = crate::syntax::MAX_PARSE_BYTES as u64;
+/// A token pair occurring more often than this in a workspace (`( self`, `) :`) is not looked up
+/// when searching for moved code; it counts as present everywhere.
+const FREQUENT_PAIR: usize = 256;
+/// Stretches of other files searched for one piece of moved code, at most (those sharing the
+/// most token pairs with it first; moved code shares all of them).
+const MOST_STRETCHES: usize = 32;
 /// Files of a workspace searched for moved code, at most.
 const MAX_WORKSPACE_FILES: usize = 5_000;
 
@@ -32,6 +42,14 @@ pub fn fingerprint(code: &str) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     tokens(code).hash(&mut hasher);
     format!("{:016x}", hasher.finish())
+}
+
+/// The share (0..1) of `code`'s tokens found, in order and together, somewhere in `text` (what
+/// a check measures; [`plain_survival`] is the same by the plain dynamic programme).
+pub fn survival(code: &str, text: &str) -> f64 {
+    let mut vocabulary = Vocabulary::default();
+    let (code, text) = (vocabulary.ids(code), vocabulary.ids(text));
+    vocabulary.survival(&code, &text)
 }
 
 /// Anchors the code at bytes `region` of the document `text` (at `path`, in `language`), with
@@ -64,6 +82,9 @@ pub struct Sweep<'a> {
     pub threshold: f64,
     /// The text of a document open in an editor, if it is one.
     pub open_document: &'a dyn Fn(&Path) -> Option<String>,
+    /// Stop starting new checks after this long; the rest stay due for the next sweep (the
+    /// capture writer's periodic sweep must not hold up the writes behind it). `None`: all.
+    pub budget: Option<Duration>,
 }
 
 /// What one sweep did.
@@ -72,21 +93,37 @@ pub struct SweepReport {
     pub checked: usize,
     /// Checks whose file could not be judged (unreadable, binary, too big); logged with the reason.
     pub unjudged: usize,
+    /// Due checks left for the next sweep because the budget was spent.
+    pub deferred: usize,
+    /// Time spent reading and indexing workspaces to search for moved code (once per sweep).
+    pub indexing: Duration,
 }
 
 impl Sweep<'_> {
-    /// Checks everything due by `now_ms` and records the results.
+    /// Checks everything due by `now_ms` (oldest first, within the budget) and records the results.
     pub fn run(&self, store: &mut Store, now_ms: i64) -> Result<SweepReport, StoreError> {
+        let started = Instant::now();
         let due = store.due_checks(now_ms)?;
-        let mut files = Files { open_document: self.open_document, read: HashMap::new(), workspaces: HashMap::new() };
+        let mut files = Files::new(self.open_document);
+        // One search per suggestion, in the order its oldest check fell due.
+        let mut order: Vec<&str> = Vec::new();
         let mut by_interaction: HashMap<&str, Vec<&DueCheck>> = HashMap::new();
         for check in &due {
-            by_interaction.entry(&check.interaction_id).or_default().push(check);
+            let checks = by_interaction.entry(&check.interaction_id).or_default();
+            if checks.is_empty() {
+                order.push(&check.interaction_id);
+            }
+            checks.push(check);
         }
         let mut report = SweepReport::default();
         let mut results = Vec::with_capacity(due.len());
-        for checks in by_interaction.values() {
-            let found = locate(checks[0], &mut files);
+        for id in order {
+            let checks = &by_interaction[id];
+            if self.budget.is_some_and(|budget| started.elapsed() >= budget) {
+                report.deferred += checks.len();
+                continue;
+            }
+            let found = locate(checks[0], self.threshold, &mut files);
             if found.is_none() {
                 report.unjudged += checks.len();
             }
@@ -103,16 +140,17 @@ impl Sweep<'_> {
             }
         }
         store.record_checks(&results)?;
+        report.indexing = files.indexing;
         Ok(report)
     }
 }
 
 /// The survival of one suggestion's code and the file it was best found in; `None` when the
 /// anchored file cannot be judged.
-fn locate(check: &DueCheck, files: &mut Files) -> Option<(f64, Option<String>)> {
+fn locate(check: &DueCheck, threshold: f64, files: &mut Files) -> Option<(f64, Option<String>)> {
     let anchor = check.anchor.as_ref();
     let path = anchor.map(|a| a.path.clone()).or_else(|| crate::uri::to_path(&check.file_path))?;
-    let code = tokens(&check.final_code);
+    let code = files.vocabulary.ids(&check.final_code);
     let text = match files.text(&path) {
         Ok(text) => text,
         Err(Unreadable::Missing) => Arc::new(String::new()),
@@ -123,32 +161,26 @@ fn locate(check: &DueCheck, files: &mut Files) -> Option<(f64, Option<String>)> 
     };
     let shown = path.display().to_string();
     let mut best = Best { share: 0.0, file: None };
-    // Near its old place, then its named unit, then anywhere in the file.
+    // Near its old place, then anywhere in the file (which holds the function or class it was in,
+    // wherever that has moved).
+    let whole = files.ids(&path, &text);
     if let Some(a) = anchor {
-        let from = floor(&text, a.start.saturating_sub(NEARBY_BYTES + (a.end - a.start)));
-        let to = floor(&text, (a.end + NEARBY_BYTES + (a.end - a.start)).min(text.len()));
-        if best.consider(survival(&code, &tokens(&text[from..to])), &shown) {
+        let margin = NEARBY_BYTES + (a.end - a.start);
+        let nearby = whole.within(a.start.saturating_sub(margin)..a.end + margin);
+        if best.consider(files.vocabulary.survival(&code, nearby), &shown) {
             return Some(best.into());
         }
     }
-    if let Some(unit) = anchor.and_then(|a| named_unit(a, &check.language, &text))
-        && best.consider(survival(&code, &tokens(&text[unit])), &shown)
-    {
+    if best.consider(files.vocabulary.survival(&code, &whole.ids), &shown) {
         return Some(best.into());
     }
-    if best.consider(survival(&code, &tokens(&text)), &shown) {
-        return Some(best.into());
-    }
-    // Moved to another file of the workspace (or its file renamed or deleted).
+    // Moved to another file of the workspace (or its file renamed or deleted): only a file where
+    // the code survives at least at the threshold, and better than here, can count.
     if let Some(root) = anchor.and_then(|a| a.root.clone()) {
-        let words: Vec<&str> = code.iter().copied().filter(|t| t.len() > 2).collect();
-        for (other, other_text) in files.workspace(&root, &path) {
-            // Most files share few of the code's words: skip them without aligning.
-            let present = words.iter().filter(|w| other_text.contains(**w)).count();
-            if present * 2 < words.len() {
-                continue;
-            }
-            if best.consider(survival(&code, &tokens(&other_text)), &other.display().to_string()) {
+        let wanted = threshold.max(best.share);
+        for stretch in files.could_hold(&root, &path, &code, wanted) {
+            let found = files.vocabulary.survival(&code, &stretch.ids.ids[stretch.range]);
+            if best.consider(found, &stretch.file.display().to_string()) {
                 break;
             }
         }
@@ -179,15 +211,6 @@ impl From<Best> for (f64, Option<String>) {
     }
 }
 
-/// The bytes of the innermost named unit of `anchor` that still exists in `text` (by name path).
-fn named_unit(anchor: &Anchor, language: &str, text: &str) -> Option<std::ops::Range<usize>> {
-    let wanted = anchor.scopes.last()?;
-    let syntax = Syntax::for_language(language)?;
-    let scopes = syntax.scopes(&syntax.parse(text)?, text);
-    let found = scopes.iter().find(|s| s.path == wanted.path && s.kind == wanted.kind)?;
-    Some(found.start..found.end)
-}
-
 fn floor(text: &str, mut at: usize) -> usize {
     while !text.is_char_boundary(at) {
         at -= 1;
@@ -200,15 +223,42 @@ enum Unreadable {
     Reason(String),
 }
 
-/// The files read during one sweep, each once.
+/// The files read during one sweep, each read, tokenized and parsed at most once.
 struct Files<'a> {
     open_document: &'a dyn Fn(&Path) -> Option<String>,
+    vocabulary: Vocabulary,
     read: HashMap<PathBuf, Result<Arc<String>, String>>,
-    /// Root and extension → the files searched for moved code.
-    workspaces: HashMap<(PathBuf, String), Vec<PathBuf>>,
+    ids: HashMap<PathBuf, Arc<Located>>,
+    /// Root and extension → the files searched for moved code, indexed by word.
+    workspaces: HashMap<(PathBuf, String), Workspace>,
+    /// Scratch for `could_hold`: per bucket of a workspace, the pair positions found (all zero
+    /// between calls).
+    hits: Vec<u16>,
+    indexing: Duration,
 }
 
-impl Files<'_> {
+/// A workspace's files of one extension, their tokens numbered one after the other (file `i`
+/// starts at `starts[i]`), and where each pair of adjacent tokens occurs.
+struct Workspace {
+    files: Vec<(PathBuf, Arc<Located>)>,
+    starts: Vec<u32>,
+    at: foldhash::HashMap<u64, Vec<u32>>,
+    tokens: u32,
+}
+
+impl<'a> Files<'a> {
+    fn new(open_document: &'a dyn Fn(&Path) -> Option<String>) -> Files<'a> {
+        Files {
+            open_document,
+            vocabulary: Vocabulary::default(),
+            read: HashMap::new(),
+            ids: HashMap::new(),
+            workspaces: HashMap::new(),
+            hits: Vec::new(),
+            indexing: Duration::ZERO,
+        }
+    }
+
     fn text(&mut self, path: &Path) -> Result<Arc<String>, Unreadable> {
         if let Some(text) = (self.open_document)(path) {
             return Ok(Arc::new(text));
@@ -223,16 +273,128 @@ impl Files<'_> {
         read.clone().map_err(Unreadable::Reason)
     }
 
-    /// The other readable files under `root` with `path`'s extension.
-    fn workspace(&mut self, root: &Path, path: &Path) -> Vec<(PathBuf, Arc<String>)> {
-        let extension = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-        let list = self
-            .workspaces
-            .entry((root.to_owned(), extension.clone()))
-            .or_insert_with(|| source_files(root, &extension))
-            .clone();
-        list.into_iter().filter(|p| p != path).filter_map(|p| Some((p.clone(), self.text(&p).ok()?))).collect()
+    /// The token ids of the whole of `text`, the content of `path`.
+    fn ids(&mut self, path: &Path, text: &str) -> Arc<Located> {
+        if let Some(ids) = self.ids.get(path) {
+            return ids.clone();
+        }
+        let ids = Arc::new(self.vocabulary.ids_at(text));
+        self.ids.insert(path.to_owned(), ids.clone());
+        ids
     }
+
+    /// The stretches of the other files under `root` with `path`'s extension in which `code`
+    /// could survive at least at the share `wanted`, most likely first.
+    ///
+    /// The filter (the q-gram lemma for q = 2): a stretch within `k` insertions and deletions of
+    /// the code is at most `len + k` tokens long and shares the token pair at no fewer than
+    /// `len - 1 - 2k` of the code's pair positions, since each edit breaks at most two. The
+    /// workspace is cut into buckets of `len + k` tokens; two buckets hold every such stretch that
+    /// starts in the first, and are searched only when their pairs reach that count. Pairs too
+    /// frequent to look up (`self .`, `) :`) count as found everywhere, but a window must hold at
+    /// least one of the code's rarer pairs; code made only of frequent pairs is not searched for
+    /// (any file's boilerplate would match it). The most promising windows are searched, at most
+    /// `MOST_STRETCHES` of them.
+    fn could_hold(&mut self, root: &Path, path: &Path, code: &[u32], wanted: f64) -> Vec<Stretch> {
+        let edits = (code.len() as f64 * (1.0 - wanted) + 1e-9).floor() as usize;
+        let Some(needed) = code.len().saturating_sub(1).checked_sub(2 * edits) else { return Vec::new() };
+        let extension = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        let key = (root.to_owned(), extension);
+        if !self.workspaces.contains_key(&key) {
+            let started = Instant::now();
+            let workspace = self.index(&key.0, &key.1);
+            self.workspaces.insert(key.clone(), workspace);
+            self.indexing += started.elapsed();
+        }
+        let workspace = &self.workspaces[&key];
+        let lists: Vec<&[u32]> =
+            code.windows(2).filter_map(|pair| workspace.at.get(&pair_key(pair)).map(Vec::as_slice)).collect();
+        let everywhere = lists.iter().filter(|at| at.len() > FREQUENT_PAIR).count();
+        // Distinctive code keeps some of its rarer pairs wherever it went.
+        let needed = needed.saturating_sub(everywhere).max(1);
+        let bucket = (code.len() + edits) as u32;
+        // Per bucket, the code's pair positions found in it (each position once).
+        let hits = &mut self.hits;
+        hits.resize((workspace.tokens / bucket + 2) as usize, 0);
+        let mut touched: Vec<u32> = Vec::new();
+        for at in lists.iter().filter(|at| at.len() <= FREQUENT_PAIR) {
+            let mut counted = None;
+            for &position in *at {
+                let bucket = position / bucket;
+                if counted != Some(bucket) {
+                    counted = Some(bucket);
+                    if hits[bucket as usize] == 0 {
+                        touched.push(bucket);
+                    }
+                    hits[bucket as usize] += 1;
+                }
+            }
+        }
+        let mut stretches: Vec<Stretch> = Vec::new();
+        touched.sort_unstable();
+        for &first in &touched {
+            for first in [first.saturating_sub(1), first] {
+                let count = usize::from(hits[first as usize]) + usize::from(hits[first as usize + 1]);
+                if count >= needed {
+                    let window = first * bucket..((first + 2) * bucket).min(workspace.tokens);
+                    workspace.add_stretches(window, count, path, &mut stretches);
+                }
+            }
+        }
+        for bucket in touched {
+            hits[bucket as usize] = 0;
+        }
+        stretches.sort_unstable_by_key(|s| std::cmp::Reverse(s.likely));
+        stretches.truncate(MOST_STRETCHES);
+        stretches
+    }
+
+    fn index(&mut self, root: &Path, extension: &str) -> Workspace {
+        let mut workspace =
+            Workspace { files: Vec::new(), starts: Vec::new(), at: foldhash::HashMap::default(), tokens: 0 };
+        for file in source_files(root, extension) {
+            let Ok(text) = self.text(&file) else { continue };
+            let ids = self.ids(&file, &text);
+            for (offset, pair) in ids.ids.windows(2).enumerate() {
+                workspace.at.entry(pair_key(pair)).or_default().push(workspace.tokens + offset as u32);
+            }
+            workspace.starts.push(workspace.tokens);
+            workspace.tokens += ids.ids.len() as u32;
+            workspace.files.push((file, ids));
+        }
+        workspace
+    }
+}
+
+/// A stretch of a workspace file to search for moved code; `likely`: the pair count that chose it.
+struct Stretch {
+    file: PathBuf,
+    ids: Arc<Located>,
+    range: std::ops::Range<usize>,
+    likely: usize,
+}
+
+impl Workspace {
+    /// Adds the parts of `window` (workspace token positions) that lie in files other than `path`.
+    fn add_stretches(&self, window: std::ops::Range<u32>, likely: usize, path: &Path, out: &mut Vec<Stretch>) {
+        let mut file = self.starts.partition_point(|&start| start <= window.start) - 1;
+        while file < self.files.len() && self.starts[file] < window.end {
+            let start = self.starts[file];
+            let (other, ids) = &self.files[file];
+            let range =
+                (window.start.max(start) - start) as usize..(window.end - start).min(ids.ids.len() as u32) as usize;
+            file += 1;
+            if other == path || range.is_empty() {
+                continue;
+            }
+            out.push(Stretch { file: other.clone(), ids: ids.clone(), range, likely });
+        }
+    }
+}
+
+/// Two adjacent tokens as one key.
+fn pair_key(pair: &[u32]) -> u64 {
+    (u64::from(pair[0]) << 32) | u64::from(pair[1])
 }
 
 /// Files under `root` ending in `.extension`, outside the directories the watcher ignores too.

@@ -217,6 +217,41 @@ fn checks_missed_during_downtime_are_all_caught_up_in_one_sweep() {
 }
 
 #[test]
+fn a_sweep_out_of_time_leaves_the_rest_due_and_moved_code_is_found_among_look_alikes() {
+    let ws = workspace_with_home();
+    let mut store = Store::open(&ws.db).unwrap();
+    track(&mut store, "moved", &ws.root, &ws.root.join("app.py"), APP, ACCEPTED);
+    // Another project, so that its copy is not where the moved code is found.
+    let other = ws.home.join("other-project");
+    std::fs::create_dir_all(&other).unwrap();
+    track(&mut store, "kept", &other, &other.join("kept.py"), APP, ACCEPTED);
+    // Forty files of look-alike code (the same helpers, other arithmetic), and the moved code in
+    // one of them, as the last function of the biggest file.
+    for i in 0..40 {
+        let look_alike = APP.replace("radius * radius", &format!("radius + {i}"));
+        std::fs::write(ws.root.join(format!("look_alike_{i}.py")), look_alike.repeat(20)).unwrap();
+    }
+    let target = ws.root.join("look_alike_17.py");
+    let mut text = std::fs::read_to_string(&target).unwrap();
+    text.push_str(&format!("\n\ndef disk(radius):\n    {ACCEPTED}\n"));
+    std::fs::write(&target, text).unwrap();
+    std::fs::write(ws.root.join("app.py"), "import math\n").unwrap();
+
+    // No time at all: nothing is checked, everything stays due.
+    let sweep = |budget| marunochi::retention::Sweep { threshold: 0.67, open_document: &|_| None, budget };
+    let now = SHOWN_AT_MS + 8 * DAY_MS;
+    let report = sweep(Some(std::time::Duration::ZERO)).run(&mut store, now).unwrap();
+    assert_eq!((report.checked, report.deferred), (0, 10), "{report:?}");
+    assert_eq!(survival_at(&ws.db, "moved", "7d"), None);
+    let report = sweep(None).run(&mut store, now).unwrap();
+    assert_eq!((report.checked, report.deferred), (10, 0), "{report:?}");
+    approx(survival_at(&ws.db, "kept", "7d"), 1.0, "kept");
+    approx(survival_at(&ws.db, "moved", "7d"), 1.0, "moved among look-alikes");
+    let found_in = checks(&ws.db, "moved").into_iter().find(|c| c.label == "7d").unwrap().found_in;
+    assert_eq!(found_in.as_deref(), Some(target.to_str().unwrap()));
+}
+
+#[test]
 fn unreadable_files_are_left_unjudged_with_the_reason_logged_and_broken_code_is_still_found() {
     let ws = workspace_with_home();
     let mut store = Store::open(&ws.db).unwrap();
