@@ -1,6 +1,9 @@
 //! Engine speed, measured side by side in one run: prefill and decode throughput on the real
-//! SmolLM2-135M GGUF and the tiny Qwen2, and warm-prefix vs cold prefill for a one-character edit at
-//! the end of a ~2k-token prompt (the typing-at-the-cursor case the prefix cache exists for).
+//! SmolLM2-135M GGUF and the tiny Qwen2 (drafting off, as llama.cpp decodes), warm-prefix vs cold
+//! prefill for a one-character edit at the end of a ~2k-token prompt (the typing-at-the-cursor case
+//! the prefix cache exists for), and greedy decoding with and without drafting from the context on
+//! real code (function bodies of the standard library's `argparse.py`, the code before each as the
+//! prompt), next to llama.cpp's plain decode.
 //!
 //! `./scripts/test-deps.sh && cargo bench --bench engine_speed`
 
@@ -87,6 +90,7 @@ const ROUNDS: usize = 5;
 fn throughput(name: &str) {
     let path = if name == "smollm2-135m-instruct-q8_0" { smollm2_q8_0() } else { fixture(name) };
     let engine = Engine::load(&path, &LoadOptions::default()).unwrap();
+    engine.set_drafting(false);
     let prompt = long_source(&engine, 512);
     let request = TokenRequest {
         cache_key: "throughput",
@@ -163,10 +167,104 @@ fn warm_vs_cold(name: &str) {
 
 fn main() {
     println!("marunochi engine speed (CPU, {} threads)", candle_core::utils::get_num_threads());
+    // `cargo bench --bench engine_speed -- drafting` runs that part alone.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if only.as_deref() == Some("drafting") {
+        for name in ["smollm2-135m-instruct.gguf", "smollm2-135m-instruct-q8_0", "tiny-qwen2-q8_0.gguf"] {
+            drafting(name);
+        }
+        return;
+    }
     for name in ["smollm2-135m-instruct.gguf", "smollm2-135m-instruct-q8_0", "tiny-qwen2-q8_0.gguf", "tiny-qwen2"] {
         throughput(name);
     }
     for name in ["smollm2-135m-instruct.gguf", "tiny-qwen2-q8_0.gguf"] {
         warm_vs_cold(name);
+    }
+    for name in ["smollm2-135m-instruct.gguf", "smollm2-135m-instruct-q8_0", "tiny-qwen2-q8_0.gguf"] {
+        drafting(name);
+    }
+}
+
+/// Prompts of real code: up to ~4 000 characters before the body of every fourth method in the
+/// second half of the standard library's `argparse.py` (the first 12).
+fn real_code_prompts() -> Vec<String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import argparse; print(argparse.__file__)"])
+        .output()
+        .expect("python3 runs");
+    let text = std::fs::read_to_string(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let mut ends = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        offset += line.len();
+        if offset > text.len() / 2 && line.starts_with("    def ") && line.trim_end().ends_with(':') {
+            ends.push(offset);
+        }
+    }
+    ends.into_iter()
+        .step_by(4)
+        .take(12)
+        .map(|end| {
+            let mut start = end.saturating_sub(4000);
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            text[start..end].to_owned()
+        })
+        .collect()
+}
+
+/// Greedy completions of real code with drafting off and on, taken in turns (decode only; each
+/// run its own cache), split by whether any drafted token was confirmed.
+fn drafting(name: &str) {
+    let path = if name.ends_with(".gguf") { fixture(name) } else { smollm2_q8_0() };
+    let engine = Engine::load(&path, &LoadOptions::default()).unwrap();
+    let go = AtomicBool::new(false);
+    let (mut applied, mut not_applied) = ((0.0, 0.0, 0usize), (0.0, 0.0, 0usize));
+    let (mut drafted, mut accepted, mut same) = (0, 0, 0);
+    let prompts = real_code_prompts();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let run = |on: bool| {
+            engine.set_drafting(on);
+            let key = format!("drafting-{i}-{on}");
+            let request = TokenRequest {
+                cache_key: &key,
+                prompt,
+                adapter: None,
+                sampling: Sampling::Greedy,
+                max_new_tokens: 48,
+                stop: &[],
+            };
+            engine.continue_text(&request, &go).unwrap()
+        };
+        let (off, on) = (run(false), run(true));
+        same += usize::from(off.text == on.text);
+        drafted += on.drafted_tokens;
+        accepted += on.accepted_drafts;
+        let group = if on.accepted_drafts > 0 { &mut applied } else { &mut not_applied };
+        *group = (group.0 + off.decode_tok_s, group.1 + on.decode_tok_s, group.2 + 1);
+    }
+    let line = |(off, on, n): (f64, f64, usize)| {
+        if n == 0 {
+            return "none".to_owned();
+        }
+        format!("{n} completions, {:.1} → {:.1} tok/s ({:.2}×)", off / n as f64, on / n as f64, on / off)
+    };
+    println!(
+        "{name:<32} drafting on real code: {accepted}/{drafted} drafted tokens confirmed; same text {same}/{}",
+        prompts.len()
+    );
+    println!("{:<32}   where drafts were confirmed: {}", "", line(applied));
+    println!("{:<32}   where none was: {}", "", line(not_applied));
+    let (_, on, n) = applied;
+    if n > 0
+        && let Some((_, reference)) = llama_cpp(&path, &prompts[0], 48)
+    {
+        println!(
+            "{:<32}   llama.cpp plain decode (first prompt) {reference:.1} tok/s → ours where drafts apply / llama.cpp: {:.2} (target ≥ 1.5)",
+            "",
+            on / n as f64 / reference
+        );
     }
 }

@@ -21,7 +21,8 @@ pub struct CompleteArgs {
     #[arg(value_name = "FILE:LINE:COL")]
     location: Location,
 
-    /// Print JSON: text, prompt_tokens, generated_tokens, prefill_ms, decode_tok_s, model, device, ...
+    /// Print JSON: text, prompt_tokens, generated_tokens, prefill_ms, decode_tok_s, drafted_tokens,
+    /// accepted_drafts, model, device, ...
     #[arg(long)]
     json: bool,
 
@@ -65,6 +66,8 @@ pub fn complete(home: &Home, args: CompleteArgs, verbose: bool) -> ExitCode {
             "generated_tokens": c.stats.generated_tokens,
             "prefill_ms": c.stats.prefill_ms,
             "decode_tok_s": c.stats.decode_tok_s,
+            "drafted_tokens": c.stats.drafted_tokens,
+            "accepted_drafts": c.stats.accepted_drafts,
             "model": result.model,
             "adapter": result.adapter,
             "device": result.device,

@@ -1,18 +1,37 @@
 //! The decoding loop: reuse the longest cached prefix, prefill the rest in chunks, then sample one
 //! token at a time until an end token, a stop condition or the length limit. Cancellation is checked
 //! between prefill chunks and between decode steps.
+//!
+//! Greedy decoding drafts from the context (prompt lookup): where the last tokens written occurred
+//! before, the tokens that followed them there are fed with the chosen one in one pass, and each
+//! drafted token the model itself would have chosen next is taken without a pass of its own.
+//! Corrections and edits mostly copy nearby code, and our kernels read each weight once for all
+//! the rows of a pass, so an accepted draft token costs less than a decode step; drafts start at one
+//! token and double while confirmed. A pass of fewer than 8 rows computes each row exactly as a
+//! decode step would (the same kernels, attention row by row), so the output is the one greedy
+//! decoding gives token by token. Not with an adapter (its F32 matmul may round differently by
+//! row count) nor while token healing constrains the first token.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::EngineError;
 use super::lora::Adapter;
-use super::transformer::{KvCache, Transformer, log_softmax};
+use super::transformer::{KvCache, Transformer};
 
 /// Prompt tokens fed per forward pass while prefilling: small enough to notice a cancel quickly,
 /// large enough to keep the matmuls efficient. Every chunk dequantizes every weight once: 256
 /// instead of 128 took SmolLM2's 884-token prefill from 3.1 s to 2.6 s; 512 gained nothing more.
 const PREFILL_CHUNK: usize = 256;
+
+/// Most tokens drafted for one verify pass. The pass must stay under the row count from which
+/// weights are dequantized for a batched matmul (`transformer::DEQUANTIZE_FROM_ROWS`, 8), where a
+/// pass stops costing about one decode step.
+const MOST_DRAFTED: usize = 6;
+/// Drafting looks for the last this-many tokens written earlier in the context (then fewer, down
+/// to two).
+const DRAFT_KEY: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampling {
@@ -32,6 +51,9 @@ pub(crate) struct Generated {
     pub reused_tokens: usize,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// Tokens drafted from the context, and how many of them the model confirmed.
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 /// What the caller's stop check says after each decoded token.
@@ -50,6 +72,8 @@ pub(crate) struct Generation<'a> {
     /// Token healing: text taken off the end of the prompt that the generation must write again
     /// first, and every token's text to choose the tokens that may do so.
     pub heal: Option<(&'a str, &'a [String])>,
+    /// Whether greedy decoding drafts from the context.
+    pub draft: bool,
 }
 
 impl Generation<'_> {
@@ -67,7 +91,7 @@ impl Generation<'_> {
             self.check_cancel()?;
             logits = Some(self.model.forward(chunk, cache, self.adapter)?);
         }
-        let mut logits = logits.expect("at least one prompt token is always fed");
+        let logits = logits.expect("at least one prompt token is always fed");
         let prefill_ms = started.elapsed().as_secs_f64() * 1000.0;
 
         let decode_started = Instant::now();
@@ -78,9 +102,16 @@ impl Generation<'_> {
         let mut tokens = Vec::new();
         let mut logprob_sum = 0.0;
         let mut owed = self.heal.map_or("", |(text, _)| text);
+        // Drafted tokens already in the cache, each with the logits after it.
+        let mut drafts: VecDeque<(u32, Vec<f32>)> = VecDeque::new();
+        let (mut drafted, mut accepted) = (0, 0);
+        // Drafts grow while the model keeps confirming them (copying a stretch) and start over
+        // at one token when it does not: a rejected token costs a row of a pass for nothing.
+        let mut draft_len = 1;
+        let mut logits: Vec<f32> = logits.to_vec1()?;
         while tokens.len() < self.max_new_tokens {
             self.check_cancel()?;
-            let mut logprobs: Vec<f32> = log_softmax(&logits)?.to_vec1()?;
+            let mut logprobs = log_softmax_vec(&logits);
             if let Some((_, texts)) = self.heal.filter(|_| !owed.is_empty()) {
                 // Tokens that write all of the owed text (the one taken off the prompt among them),
                 // or all of it but its last space: byte-level tokenizers give a run of spaces'
@@ -97,6 +128,13 @@ impl Generation<'_> {
                 Sampling::Greedy => argmax(&logprobs),
                 Sampling::TopP { temperature, top_p, .. } => sample_top_p(&logprobs, temperature, top_p, &mut rng),
             };
+            // A draft the model agrees with is already in the cache; the rest are dropped from it.
+            let confirmed = drafts.front().is_some_and(|(draft, _)| *draft == token);
+            if !confirmed && !drafts.is_empty() {
+                cache.truncate(cache.tokens().len() - drafts.len());
+                drafts.clear();
+                draft_len = 1;
+            }
             if self.end_ids.contains(&token) {
                 break;
             }
@@ -108,18 +146,48 @@ impl Generation<'_> {
             if let Verdict::Stop = stop(&tokens)? {
                 break;
             }
+            if confirmed {
+                accepted += 1;
+                logits = drafts.pop_front().expect("confirmed above").1;
+                if drafts.is_empty() {
+                    draft_len = (draft_len * 2).min(MOST_DRAFTED);
+                }
+                continue;
+            }
             // At the model's context limit, what was generated so far is the completion.
-            if cache.tokens().len() >= self.model.config.max_position {
+            let room = self.model.config.max_position.saturating_sub(cache.tokens().len() + 1);
+            if room == 0 {
                 break;
             }
-            logits = self.model.forward(&[token], cache, self.adapter)?;
+            let most = draft_len.min(self.max_new_tokens - tokens.len()).min(room - 1);
+            let draft = match self.sampling {
+                // An adapter's update is an F32 matmul whose rounding may depend on the row count;
+                // without one every row of a pass is computed as a decode step computes it.
+                Sampling::Greedy if self.draft && self.adapter.is_none() && owed.is_empty() && most > 0 => {
+                    draft_from(prompt, &tokens, most)
+                }
+                _ => &[],
+            };
+            if draft.is_empty() {
+                logits = self.model.forward(&[token], cache, self.adapter)?.to_vec1()?;
+                continue;
+            }
+            let fed: Vec<u32> = std::iter::once(token).chain(draft.iter().copied()).collect();
+            let mut rows = self.model.forward_from(&fed, cache, self.adapter, 0)?.to_vec2::<f32>()?.into_iter();
+            logits = rows.next().expect("one row per fed token");
+            drafts.extend(draft.iter().copied().zip(rows));
+            drafted += draft.len();
         }
+        // Leave the cache holding exactly what it computed for the prompt and the tokens kept.
+        cache.truncate(cache.tokens().len() - drafts.len());
         Ok(Generated {
             tokens,
             logprob_sum,
             reused_tokens: reused,
             prefill_ms,
             decode_ms: decode_started.elapsed().as_secs_f64() * 1000.0,
+            drafted,
+            accepted,
         })
     }
 
@@ -128,11 +196,41 @@ impl Generation<'_> {
     }
 }
 
+/// The tokens that followed the most recent earlier occurrence of the context's last
+/// [`DRAFT_KEY`] tokens (or fewer, down to two), at most `most` of them; the context is the prompt
+/// and the tokens generated so far.
+fn draft_from<'a>(prompt: &'a [u32], generated: &'a [u32], most: usize) -> &'a [u32] {
+    let at = |i: usize| if i < prompt.len() { prompt[i] } else { generated[i - prompt.len()] };
+    let len = prompt.len() + generated.len();
+    for key in (2..=DRAFT_KEY.min(len.saturating_sub(1))).rev() {
+        let found = (0..len - key).rev().find(|&start| (0..key).all(|i| at(start + i) == at(len - key + i)));
+        if let Some(start) = found {
+            let from = start + key;
+            // Drafts come from one side: the prompt's tokens, or the completion's own.
+            return if from < prompt.len() {
+                &prompt[from..(from + most).min(prompt.len())]
+            } else {
+                let from = from - prompt.len();
+                &generated[from..(from + most).min(generated.len())]
+            };
+        }
+    }
+    &[]
+}
+
 /// How many leading prompt tokens the cache already holds; at least one token is always left to
 /// feed, because the logits of the last prompt token are needed.
 pub(crate) fn reusable_prefix(cached: &[u32], prompt: &[u32]) -> usize {
     let common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
     common.min(prompt.len().saturating_sub(1))
+}
+
+/// Log-probabilities of one row of logits.
+fn log_softmax_vec(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let log_sum = max + sum.ln();
+    logits.iter().map(|l| l - log_sum).collect()
 }
 
 fn argmax(values: &[f32]) -> u32 {
@@ -193,6 +291,19 @@ mod tests {
         assert_eq!(reusable_prefix(&[1, 2, 3], &[1, 2, 3]), 2);
         assert_eq!(reusable_prefix(&[1, 2, 3, 9, 9], &[1, 2, 4]), 2);
         assert_eq!(reusable_prefix(&[], &[5]), 0);
+    }
+
+    #[test]
+    fn drafts_continue_the_latest_earlier_occurrence_of_the_last_tokens() {
+        // "a b c X Y a b c Z W" … then "a b c" again: the latest occurrence (followed by Z W) wins.
+        let prompt = [1, 2, 3, 8, 9, 1, 2, 3, 6, 7];
+        assert_eq!(draft_from(&prompt, &[1, 2, 3], 4), &[6, 7]);
+        assert_eq!(draft_from(&prompt, &[1, 2, 3], 1), &[6]);
+        // Two tokens when three do not match; the completion's own tokens count too.
+        assert_eq!(draft_from(&prompt, &[5, 8, 9], 3), &[1, 2, 3]);
+        assert_eq!(draft_from(&[4], &[5, 6, 7, 5, 6], 2), &[7, 5]);
+        assert!(draft_from(&prompt, &[42, 43], 3).is_empty(), "nothing to copy");
+        assert!(draft_from(&[1], &[], 3).is_empty());
     }
 
     #[test]

@@ -181,6 +181,8 @@ pub struct Engine {
     info: ModelInfo,
     adapters: RwLock<HashMap<String, Arc<Adapter>>>,
     caches: Mutex<Vec<(String, KvCache)>>,
+    /// Greedy decoding drafts from the context (see `generate.rs`); off only to measure it.
+    drafting: AtomicBool,
 }
 
 /// A request to continue a token sequence (the prompt is already rendered).
@@ -231,6 +233,10 @@ pub struct Continuation {
     pub mean_logprob: f64,
     pub prefill_ms: f64,
     pub decode_tok_s: f64,
+    /// Tokens drafted from the context during greedy decoding, and how many the model confirmed
+    /// (each confirmed one saved a decode step).
+    pub drafted_tokens: usize,
+    pub accepted_drafts: usize,
 }
 
 impl Engine {
@@ -259,7 +265,15 @@ impl Engine {
             });
         }
         let template = Template::detect(|token| tokenizer.token_id(token).is_some());
-        let engine = Engine { model, tokenizer, template, info, adapters: RwLock::default(), caches: Mutex::default() };
+        let engine = Engine {
+            model,
+            tokenizer,
+            template,
+            info,
+            adapters: RwLock::default(),
+            caches: Mutex::default(),
+            drafting: AtomicBool::new(true),
+        };
         let info = &engine.info;
         tracing::info!(model = %info.path.display(), family = info.family, quantization = %info.quantization, device = engine.device_name(), "model loaded");
         Ok(engine)
@@ -299,6 +313,12 @@ impl Engine {
         let mut names: Vec<String> = self.adapters.read().expect("adapter lock").keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Turns drafting from the context on or off (on by default; the output is the same either
+    /// way, so this is only for measuring what it saves).
+    pub fn set_drafting(&self, on: bool) {
+        self.drafting.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn template(&self) -> Template {
@@ -393,6 +413,7 @@ impl Engine {
             sampling,
             cancel,
             heal: (!heal.is_empty()).then(|| (heal, self.tokenizer.token_texts())),
+            draft: self.drafting.load(std::sync::atomic::Ordering::Relaxed),
         };
         let mut cut = None;
         // On one of candle's rayon threads: candle's own small ops (norms, RoPE) split their work
@@ -425,6 +446,8 @@ impl Engine {
             mean_logprob: if count == 0 { 0.0 } else { generated.logprob_sum / count as f64 },
             prefill_ms: generated.prefill_ms,
             decode_tok_s: if generated.decode_ms > 0.0 { count as f64 * 1000.0 / generated.decode_ms } else { 0.0 },
+            drafted_tokens: generated.drafted,
+            accepted_drafts: generated.accepted,
         })
     }
 

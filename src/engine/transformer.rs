@@ -324,11 +324,22 @@ impl Transformer {
             }
         };
         let (k, v) = append(cache, &k, &v, past, c.max_position)?;
-        if seq == 1
+        // A few rows (a decode step, a verify pass of drafted tokens) take the decode kernel row by
+        // row, so each row's result is bit for bit what decoding that token alone gives.
+        if seq < DEQUANTIZE_FROM_ROWS
             && let Some(layer) = cache.as_ref()
-            && let Some(out) = attention::decode(&q, &layer.k, &layer.v, past + 1)?
         {
-            return block.o.forward(&out, adapter);
+            let mut rows = Vec::with_capacity(seq);
+            for row in 0..seq {
+                let query = q.narrow(2, row, 1)?.contiguous()?;
+                match attention::decode(&query, &layer.k, &layer.v, past + row + 1)? {
+                    Some(out) => rows.push(out),
+                    None => break,
+                }
+            }
+            if rows.len() == seq {
+                return block.o.forward(&Tensor::cat(&rows, 1)?, adapter);
+            }
         }
         // Grouped-query attention without copying K/V per head: the query heads that share a KV
         // head become extra rows of one matmul against it.

@@ -331,6 +331,53 @@ fn continuation_reuses_the_cache_and_can_be_cancelled() {
     assert!(engine.continue_text(&request("y = "), &go).is_ok(), "a cancelled request leaves the engine usable");
 }
 
+/// Drafting from the context (prompt lookup) changes nothing in the output of greedy decoding,
+/// and on code that repeats the prompt's own lines it confirms drafted tokens.
+#[test]
+fn drafting_from_the_context_gives_exactly_the_greedy_output() {
+    let prompts = [
+        "def area(width, height):\n    return width * height\n\n\ndef area_of_square(side):\n    return",
+        "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n\n\nclass Size:\n    def __init__(self, width, height):\n",
+        "items = [1, 2, 3]\nfor item in items:\n    print(item)\nnames = ['a', 'b']\nfor name in names:\n",
+    ];
+    for model in ["tiny-qwen2-q8_0.gguf", "smollm2-135m-instruct.gguf"] {
+        let engine = load(model);
+        let mut accepted = 0;
+        for (i, prompt) in prompts.iter().enumerate() {
+            let request = TokenRequest {
+                cache_key: "draft",
+                prompt,
+                adapter: None,
+                sampling: Sampling::Greedy,
+                max_new_tokens: 40,
+                stop: &[],
+            };
+            let run = |drafting: bool| {
+                engine.set_drafting(drafting);
+                // A cache of its own per run, so both start from the same empty state.
+                let key = format!("{model}-{i}-{drafting}");
+                engine.continue_text(&TokenRequest { cache_key: &key, ..request }, &AtomicBool::new(false)).unwrap()
+            };
+            let (plain, drafted) = (run(false), run(true));
+            assert_eq!(plain.drafted_tokens, 0);
+            assert_eq!(drafted.text, plain.text, "{model}, prompt {i}: {drafted:?}");
+            assert_eq!(drafted.generated_tokens, plain.generated_tokens);
+            assert!(drafted.accepted_drafts <= drafted.drafted_tokens);
+            accepted += drafted.accepted_drafts;
+            // Rejected drafts left the cache: the prompt continued by the kept text reuses it all
+            // (but the last token, which is fed again; the text's first token may merge with
+            // the prompt's last).
+            engine.set_drafting(true);
+            let key = format!("{model}-{i}-true");
+            let extended = format!("{prompt}{}", drafted.text);
+            let extended = TokenRequest { cache_key: &key, prompt: &extended, max_new_tokens: 1, ..request };
+            let again = engine.continue_text(&extended, &AtomicBool::new(false)).unwrap();
+            assert!(again.reused_tokens + 3 >= again.prompt_tokens, "{again:?}");
+        }
+        assert!(accepted > 0, "{model}: drafts of repeated code are confirmed");
+    }
+}
+
 /// Greedy decoding of a 135M model sits on near-ties a few lines in (summation order in a kernel can
 /// flip one), so the test asks for what a working model is sure of: a sensible opening of the greedy
 /// completion, and the textbook solution scored far above the same code with its logic broken.

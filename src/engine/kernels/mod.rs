@@ -175,35 +175,39 @@ impl Q8Row {
     }
 }
 
-/// Fills `out` (one value per weight row) on candle's spinning pool, which its own quantized
-/// matmuls use too: a decode step makes ~200 of these calls, and waking rayon's sleeping workers
-/// for each costs more than the smaller ones take. Rows go four at a time through `four` when
-/// given (four independent accumulator chains, each activation block loaded once for all four),
-/// the rest through `one`.
-fn fill_rows<Four, One>(out: &mut [f32], four: Option<Four>, one: One)
+/// Fills `out` (`inputs` rows of one value per weight row; `f(input, row)`) on candle's spinning
+/// pool, which its own quantized matmuls use too: a decode step makes ~200 of these calls, and
+/// waking rayon's sleeping workers for each costs more than the smaller ones take. Rows go four at
+/// a time through `four` when given (four independent accumulator chains, each activation block
+/// loaded once for all four), the rest through `one`.
+fn fill_rows<Four, One>(out: &mut [f32], inputs: usize, four: Option<Four>, one: One)
 where
-    Four: Fn(usize) -> [f32; 4] + Sync,
-    One: Fn(usize) -> f32 + Sync,
+    Four: Fn(usize, usize) -> [f32; 4] + Sync,
+    One: Fn(usize, usize) -> f32 + Sync,
 {
-    let rows = out.len();
+    let rows = out.len() / inputs.max(1);
     let target = SharedOut(out.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(rows.div_ceil(ROWS_PER_TASK), |tasks| {
         for task in tasks {
             let end = ((task + 1) * ROWS_PER_TASK).min(rows);
-            let mut row = task * ROWS_PER_TASK;
-            if let Some(four) = &four {
-                while row + 4 <= end {
-                    for (i, value) in four(row).into_iter().enumerate() {
-                        // SAFETY: as below.
-                        unsafe { *target.at(row + i) = value };
+            // The task's weight rows stay in cache while every input row meets them.
+            for input in 0..inputs {
+                let base = input * rows;
+                let mut row = task * ROWS_PER_TASK;
+                if let Some(four) = &four {
+                    while row + 4 <= end {
+                        for (i, value) in four(input, row).into_iter().enumerate() {
+                            // SAFETY: as below.
+                            unsafe { *target.at(base + row + i) = value };
+                        }
+                        row += 4;
                     }
-                    row += 4;
                 }
-            }
-            for row in row..end {
-                // SAFETY: every row index belongs to exactly one task, and `out` outlives the call
-                // (execute_chunked returns when every task is done).
-                unsafe { *target.at(row) = one(row) };
+                for row in row..end {
+                    // SAFETY: every (input, row) belongs to exactly one task, and `out` outlives the
+                    // call (execute_chunked returns when every task is done).
+                    unsafe { *target.at(base + row) = one(input, row) };
+                }
             }
         }
     });

@@ -54,53 +54,61 @@ impl Q41Matrix {
         self.scales.len() * std::mem::size_of::<[f32; 2]>() + self.nibbles.len()
     }
 
-    /// `out[r][j] = Σ_k W[j][k] · x[r][k]` for `x` holding rows of `in_features` values.
+    /// `out[r][j] = Σ_k W[j][k] · x[r][k]` for `x` holding rows of `in_features` values. Each
+    /// task reads its weight rows once for all of `x`'s rows (a verify pass of several drafted
+    /// tokens costs little more than one decode step).
     pub(crate) fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let blocks_per_row = self.in_features / BLOCK;
-        let rows = x.len() / self.in_features;
-        let mut out = vec![0f32; rows * self.out_features];
+        let inputs = x.len() / self.in_features;
+        let mut out = vec![0f32; inputs * self.out_features];
         let int8 = has_avx2();
         #[cfg(target_arch = "x86_64")]
         let vnni = int8 && has_avx512_vnni();
-        for (xs, out) in x.chunks_exact(self.in_features).zip(out.chunks_exact_mut(self.out_features)) {
-            // Σ W·x = Σ_blocks (d·Σ q·x + m·Σ x): the block sums of x serve every row.
-            let block_sums: Vec<f32> = xs.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect();
-            let quantized = int8.then(|| Q8Row::new(xs));
-            #[cfg(target_arch = "x86_64")]
-            let paired = quantized
-                .as_ref()
-                .filter(|_| vnni && blocks_per_row.is_multiple_of(2))
-                .map(|q| Q8Pairs::new(q, &block_sums));
-            let row_blocks = |row: usize| -> RowBlocks<'_> {
-                let blocks = row * blocks_per_row..(row + 1) * blocks_per_row;
-                (&self.scales[blocks.clone()], &self.nibbles[blocks.start * BLOCK / 2..blocks.end * BLOCK / 2])
-            };
-            let one = |row: usize| {
-                let (scales, nibbles) = row_blocks(row);
-                match &quantized {
-                    #[cfg(target_arch = "x86_64")]
+        // Σ W·x = Σ_blocks (d·Σ q·x + m·Σ x): the block sums of x serve every row.
+        let block_sums: Vec<Vec<f32>> = x
+            .chunks_exact(self.in_features)
+            .map(|xs| xs.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect())
+            .collect();
+        let quantized: Vec<Option<Q8Row>> =
+            x.chunks_exact(self.in_features).map(|xs| int8.then(|| Q8Row::new(xs))).collect();
+        #[cfg(target_arch = "x86_64")]
+        let paired: Vec<Option<Q8Pairs>> = quantized
+            .iter()
+            .zip(&block_sums)
+            .map(|(q, sums)| {
+                q.as_ref().filter(|_| vnni && blocks_per_row.is_multiple_of(2)).map(|q| Q8Pairs::new(q, sums))
+            })
+            .collect();
+        let row_blocks = |row: usize| -> RowBlocks<'_> {
+            let blocks = row * blocks_per_row..(row + 1) * blocks_per_row;
+            (&self.scales[blocks.clone()], &self.nibbles[blocks.start * BLOCK / 2..blocks.end * BLOCK / 2])
+        };
+        let one = |input: usize, row: usize| {
+            let (scales, nibbles) = row_blocks(row);
+            match &quantized[input] {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `quantized` exists only when the CPU has AVX2 and FMA.
+                Some(q) => unsafe { dot_row_q8_avx2(scales, nibbles, q, &block_sums[input]) },
+                _ => dot_row(scales, nibbles, &x[input * self.in_features..][..self.in_features], &block_sums[input]),
+            }
+        };
+        #[cfg(target_arch = "x86_64")]
+        let four = int8.then(|| {
+            let (quantized, paired, block_sums) = (&quantized, &paired, &block_sums);
+            move |input: usize, row: usize| {
+                let rows = std::array::from_fn(|i| row_blocks(row + i));
+                match (&paired[input], &quantized[input]) {
+                    // SAFETY: `paired` exists only when the CPU has AVX-512 VNNI.
+                    (Some(pairs), _) => unsafe { dot_4_rows_avx512_vnni(&rows, pairs) },
                     // SAFETY: `quantized` exists only when the CPU has AVX2 and FMA.
-                    Some(q) => unsafe { dot_row_q8_avx2(scales, nibbles, q, &block_sums) },
-                    _ => dot_row(scales, nibbles, xs, &block_sums),
+                    (None, Some(q)) => unsafe { dot_4_rows_q8_avx2(&rows, q, &block_sums[input]) },
+                    (None, None) => unreachable!("four-row kernels run only where rows are quantized"),
                 }
-            };
-            #[cfg(target_arch = "x86_64")]
-            let four = quantized.as_ref().map(|q| {
-                let (paired, block_sums) = (&paired, &block_sums);
-                move |row: usize| {
-                    let rows = std::array::from_fn(|i| row_blocks(row + i));
-                    match paired {
-                        // SAFETY: `paired` exists only when the CPU has AVX-512 VNNI.
-                        Some(pairs) => unsafe { dot_4_rows_avx512_vnni(&rows, pairs) },
-                        // SAFETY: `quantized` exists only when the CPU has AVX2 and FMA.
-                        None => unsafe { dot_4_rows_q8_avx2(&rows, q, block_sums) },
-                    }
-                }
-            });
-            #[cfg(not(target_arch = "x86_64"))]
-            let four = None::<fn(usize) -> [f32; 4]>;
-            fill_rows(out, four, one);
-        }
+            }
+        });
+        #[cfg(not(target_arch = "x86_64"))]
+        let four = None::<fn(usize, usize) -> [f32; 4]>;
+        fill_rows(&mut out, inputs, four, one);
         out
     }
 }

@@ -51,42 +51,46 @@ impl Q80Matrix {
     }
 
     /// `out[r][j] = Σ_k W[j][k] · x[r][k]` for `x` holding rows of `in_features` values; the
-    /// activations are rounded to 8 bits per block on every CPU (as candle's kernel does).
+    /// activations are rounded to 8 bits per block on every CPU (as candle's kernel does). Each
+    /// task reads its weight rows once for all of `x`'s rows.
     pub(crate) fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let blocks_per_row = self.in_features / BLOCK;
-        let mut out = vec![0f32; x.len() / self.in_features * self.out_features];
+        let inputs = x.len() / self.in_features;
+        let mut out = vec![0f32; inputs * self.out_features];
         #[cfg(target_arch = "x86_64")]
         let (int8, vnni) = (has_avx2(), has_avx2() && has_avx512_vnni() && blocks_per_row.is_multiple_of(2));
-        for (xs, out) in x.chunks_exact(self.in_features).zip(out.chunks_exact_mut(self.out_features)) {
-            let quantized = Q8Row::new(xs);
-            let row_blocks = |row: usize| -> RowBlocks<'_> {
-                let blocks = row * blocks_per_row..(row + 1) * blocks_per_row;
-                (&self.scales[blocks.clone()], &self.values[blocks.start * BLOCK..blocks.end * BLOCK])
-            };
-            let one = |row: usize| {
-                let (scales, values) = row_blocks(row);
-                dot_row(scales, values, &quantized)
-            };
-            #[cfg(target_arch = "x86_64")]
-            let four = int8.then(|| {
-                // Each pair of activation scales spread over the lanes its two blocks' products land in.
-                let spread: Option<Vec<f32>> = vnni
-                    .then(|| quantized.scales.chunks_exact(2).flat_map(|s| [[s[0]; 8], [s[1]; 8]]).flatten().collect());
-                let quantized = &quantized;
-                move |row: usize| {
-                    let rows = std::array::from_fn(|i| row_blocks(row + i));
-                    match &spread {
-                        // SAFETY: `spread` exists only when the CPU has AVX-512 VNNI.
-                        Some(scales) => unsafe { dot_4_rows_avx512_vnni(&rows, quantized, scales) },
-                        // SAFETY: `int8` says the CPU has AVX2 and FMA.
-                        None => unsafe { dot_4_rows_avx2(&rows, quantized) },
-                    }
+        let quantized: Vec<Q8Row> = x.chunks_exact(self.in_features).map(Q8Row::new).collect();
+        let row_blocks = |row: usize| -> RowBlocks<'_> {
+            let blocks = row * blocks_per_row..(row + 1) * blocks_per_row;
+            (&self.scales[blocks.clone()], &self.values[blocks.start * BLOCK..blocks.end * BLOCK])
+        };
+        let one = |input: usize, row: usize| {
+            let (scales, values) = row_blocks(row);
+            dot_row(scales, values, &quantized[input])
+        };
+        #[cfg(target_arch = "x86_64")]
+        let four = int8.then(|| {
+            // Each pair of activation scales spread over the lanes its two blocks' products land in.
+            let spread: Vec<Option<Vec<f32>>> = quantized
+                .iter()
+                .map(|q| {
+                    vnni.then(|| q.scales.chunks_exact(2).flat_map(|s| [[s[0]; 8], [s[1]; 8]]).flatten().collect())
+                })
+                .collect();
+            let quantized = &quantized;
+            move |input: usize, row: usize| {
+                let rows = std::array::from_fn(|i| row_blocks(row + i));
+                match &spread[input] {
+                    // SAFETY: `spread` exists only when the CPU has AVX-512 VNNI.
+                    Some(scales) => unsafe { dot_4_rows_avx512_vnni(&rows, &quantized[input], scales) },
+                    // SAFETY: `int8` says the CPU has AVX2 and FMA.
+                    None => unsafe { dot_4_rows_avx2(&rows, &quantized[input]) },
                 }
-            });
-            #[cfg(not(target_arch = "x86_64"))]
-            let four = None::<fn(usize) -> [f32; 4]>;
-            fill_rows(out, four, one);
-        }
+            }
+        });
+        #[cfg(not(target_arch = "x86_64"))]
+        let four = None::<fn(usize, usize) -> [f32; 4]>;
+        fill_rows(&mut out, inputs, four, one);
         out
     }
 }
