@@ -61,21 +61,26 @@ pub fn example_tokens(
 ) -> Result<Option<ExampleTokens>, EngineError> {
     let (max_prompt_tokens, max_target_tokens) = limits;
     let end = template.stop_strings().iter().find_map(|s| tokenizer.token_id(s)).or(tokenizer.end_ids.first().copied());
-    let mut target = tokenizer.encode(completion)?;
+    let input = PromptInput { path: "", prefix, suffix, repo_name: None, open_files: &[], recent_edits: &[] };
+    let budget = Budget { max_prompt_tokens, prefix_share: 75, suffix_share: 25, context_share: 0 };
+    let counter = count::Counter::new(tokenizer, &[prefix, suffix]);
+    let mut prompt = tokenizer.encode_prompt(&prompt::build(template, &input, &budget, &|t| counter.count(t)))?;
+    if completion.is_empty() {
+        return Ok(None);
+    }
+    // Learnt as served: the text token healing takes off the prompt starts the answer, tokenized
+    // together with it (as the model writes it then).
+    let healed = healed_token(tokenizer, template, &prompt).map(str::to_owned);
+    if healed.is_some() {
+        prompt.pop();
+    }
+    let mut target = tokenizer.encode(&format!("{}{completion}", healed.unwrap_or_default()))?;
     if target.is_empty() {
         return Ok(None);
     }
     target.truncate(max_target_tokens);
     if target.len() < max_target_tokens {
         target.extend(end);
-    }
-    let input = PromptInput { path: "", prefix, suffix, repo_name: None, open_files: &[], recent_edits: &[] };
-    let budget = Budget { max_prompt_tokens, prefix_share: 75, suffix_share: 25, context_share: 0 };
-    let counter = count::Counter::new(tokenizer, &[prefix, suffix]);
-    let mut prompt = tokenizer.encode_prompt(&prompt::build(template, &input, &budget, &|t| counter.count(t)))?;
-    // Learnt as served: the indentation token healing takes off the prompt is the answer's start.
-    if healed_token(tokenizer, template, &prompt).is_some() {
-        target.insert(0, prompt.pop().expect("healing needs a token"));
     }
     if prompt.is_empty() {
         // A completion at the very start of a file: condition on the end token instead.
@@ -84,18 +89,25 @@ pub fn example_tokens(
     Ok(Some((prompt, target)))
 }
 
-/// Token healing: the text of the prompt's last token when the model should write it again itself.
-/// That is bare indentation at the end of a prompt that ends at the cursor (the prefix-only
-/// template): tokenizers merge indentation with the word after it, so a prompt ending in it is a
-/// boundary the model never saw, and SmolLM2 answered most such requests (the start of a function
-/// body) with a newline or nothing on the replay benchmark. Cutting the prompt at the line break
-/// instead is no better: the line break merges with the indentation too.
+/// Token healing: the text of the prompt's last token when the model should write it again itself,
+/// in a prompt that ends at the cursor (the prefix-only template):
+/// - bare indentation: tokenizers merge indentation with the word after it, so a prompt ending in
+///   it is a boundary the model never saw, and SmolLM2 answered most such requests (the start of a
+///   function body) with a newline or nothing on the replay benchmark (cutting the prompt at the
+///   line break instead is no better: the line break merges with the indentation too);
+/// - a half-typed word (`ret`, `self.app`) or operator (`=` of `==`, `.` of `.append`): the
+///   tokenizer split where the typing stopped, not where the code's tokens end, so the model is
+///   asked to write a token that starts with it (` return`, `append`, `==`).
 fn healed_token<'a>(tokenizer: &'a TextTokenizer, template: Template, prompt: &[u32]) -> Option<&'a str> {
     if template != Template::PrefixOnly || prompt.len() < 2 {
         return None;
     }
     let text = tokenizer.token_texts().get(*prompt.last()? as usize)?;
-    (text.ends_with([' ', '\t']) && text.trim().is_empty()).then_some(text.as_str())
+    let bare_indentation = text.ends_with([' ', '\t']) && text.trim().is_empty();
+    let piece = text.trim_start_matches([' ', '\t']);
+    let word = !piece.is_empty() && piece.chars().all(|c| c.is_alphanumeric() || c == '_');
+    let operator = !piece.is_empty() && piece.chars().all(|c| "=<>!+-*/%&|^.".contains(c));
+    (bare_indentation || word || operator).then_some(text.as_str())
 }
 
 /// Caches kept per (document, adapter); a handful covers the files being edited right now.

@@ -484,15 +484,44 @@ fn token_healing_lets_the_model_write_the_indentation_it_would_have_written() {
         test_method.raw
     );
 
-    // Training examples are built the same way: the indentation token starts the target.
-    let tokenizer = smol.tokenizer();
-    let (prompt, target) =
-        marunochi::engine::example_tokens(tokenizer, smol.template(), "def f(x):\n    ", "\n", "return x", (256, 64))
+    // A half-typed word and a half-typed operator: the model writes the whole token again.
+    let word =
+        complete("def total(values):\n    result = 0\n    for value in values:\n        result += value\n    ret");
+    assert!(word.raw.starts_with(" return"), "{:?}", word.raw);
+    assert!(word.text.as_deref().is_some_and(|t| t.starts_with("urn")), "{:?}", word.text);
+    let operator = complete("def same(a, b):\n    if a =");
+    assert!(operator.raw.starts_with(" =="), "{:?}", operator.raw);
+    assert!(operator.text.as_deref().is_some_and(|t| t.starts_with('=')), "{:?}", operator.text);
+
+    // Training examples are built the same way: the healed text starts the target, tokenized with
+    // it (SmolLM2's tokenizer merges the line break with the indentation), on SmolLM2's and Qwen's
+    // tokenizers alike.
+    let qwen = marunochi::engine::TextTokenizer::from_file(&fixture("qwen2.5-tokenizer/tokenizer.json")).unwrap();
+    for tokenizer in [smol.tokenizer(), &qwen] {
+        for (prefix, completion, healed) in [
+            ("def f(x):\n    ", "return x", "    "),
+            ("def f(x):\n    ret", "urn x", "ret"),
+            ("def f(x):\n    if x =", "= 1:", "="),
+            ("def f(items):\n    items.", "append(1)", "."),
+        ] {
+            let (prompt, target) = marunochi::engine::example_tokens(
+                tokenizer,
+                marunochi::engine::Template::PrefixOnly,
+                prefix,
+                "\n",
+                completion,
+                (256, 64),
+            )
             .unwrap()
             .unwrap();
-    // (SmolLM2's tokenizer merges the line break with the indentation.)
-    assert!(tokenizer.decode(&prompt).unwrap().ends_with("def f(x):"), "{:?}", tokenizer.decode(&prompt));
-    assert!(tokenizer.decode(&target).unwrap().starts_with("\n    return x"), "{:?}", tokenizer.decode(&target));
+            let (prompt, target) = (tokenizer.decode(&prompt).unwrap(), tokenizer.decode(&target).unwrap());
+            assert!(prefix.ends_with(healed) && !prompt.ends_with(healed), "{prefix:?}: prompt {prompt:?}");
+            assert!(
+                format!("{prompt}{target}").starts_with(&format!("{prefix}{completion}")),
+                "{prefix:?}: {prompt:?} + {target:?}"
+            );
+        }
+    }
 }
 
 /// An independent check beside candle-transformers: float64 numpy forward passes written by
