@@ -326,19 +326,20 @@ impl<'a> Files<'a> {
                     if hits[bucket as usize] == 0 {
                         touched.push(bucket);
                     }
-                    hits[bucket as usize] += 1;
+                    hits[bucket as usize] = hits[bucket as usize].saturating_add(1);
                 }
             }
         }
+        // A window starts at a bucket with hits or at the one before it.
+        let mut firsts: Vec<u32> = touched.iter().flat_map(|&b| [b.saturating_sub(1), b]).collect();
+        firsts.sort_unstable();
+        firsts.dedup();
         let mut stretches: Vec<Stretch> = Vec::new();
-        touched.sort_unstable();
-        for &first in &touched {
-            for first in [first.saturating_sub(1), first] {
-                let count = usize::from(hits[first as usize]) + usize::from(hits[first as usize + 1]);
-                if count >= needed {
-                    let window = first * bucket..((first + 2) * bucket).min(workspace.tokens);
-                    workspace.add_stretches(window, count, path, &mut stretches);
-                }
+        for first in firsts {
+            let count = usize::from(hits[first as usize]) + usize::from(hits[first as usize + 1]);
+            if count >= needed {
+                let window = first * bucket..((first + 2) * bucket).min(workspace.tokens);
+                workspace.add_stretches(window, count, path, &mut stretches);
             }
         }
         for bucket in touched {
