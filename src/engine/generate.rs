@@ -155,7 +155,7 @@ impl Generation<'_> {
                 continue;
             }
             // At the model's context limit, what was generated so far is the completion.
-            let room = self.model.config.max_position.saturating_sub(cache.tokens().len() + 1);
+            let room = self.model.config.max_position.saturating_sub(cache.tokens().len());
             if room == 0 {
                 break;
             }
