@@ -44,14 +44,6 @@ pub fn fingerprint(code: &str) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-/// The share (0..1) of `code`'s tokens found, in order and together, somewhere in `text` (what
-/// a check measures; [`plain_survival`] is the same by the plain dynamic programme).
-pub fn survival(code: &str, text: &str) -> f64 {
-    let mut vocabulary = Vocabulary::default();
-    let (code, text) = (vocabulary.ids(code), vocabulary.ids(text));
-    vocabulary.survival(&code, &text)
-}
-
 /// Anchors the code at bytes `region` of the document `text` (at `path`, in `language`), with
 /// the static analysis of it when the language has a grammar.
 pub fn anchor(
