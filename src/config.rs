@@ -61,6 +61,10 @@ recent_edits = true
 # 60 decided suggestions, or no such threshold, everything is shown. Off by default: on the replay
 # benchmark it showed 40 % fewer suggestions but lost 6 % of the characters taken.
 stay_silent = false
+# Compute the prompt where your cursor lands (a file opened, a jump to another place) before you
+# type there, in the model's idle time: the first suggestion after a jump then costs what a
+# keystroke does. Costs CPU while you read code; false turns it off.
+warm_ahead = true
 # Tokens a prompt may take, and the share (percent) of them the context may use; the rest is the
 # text around the cursor (three parts before it to one after). Longer prompts see more but cost
 # more time on every cache miss. 30 % won over 20 % and 10 % on the replay benchmark.
@@ -358,6 +362,7 @@ pub struct ServingConfig {
     pub definitions_wait_ms: u64,
     pub recent_edits: bool,
     pub stay_silent: bool,
+    pub warm_ahead: bool,
     pub prompt_tokens: usize,
     pub context_share: u32,
 }
@@ -375,6 +380,7 @@ impl Default for ServingConfig {
             definitions_wait_ms: 20,
             recent_edits: true,
             stay_silent: false,
+            warm_ahead: true,
             prompt_tokens: 1024,
             context_share: 30,
         }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{self, CompleteRequest, Completed, ModelSummary, PROTOCOL_VERSION, Reply, Request, Status};
+use super::protocol::{
+    self, CompleteRequest, Completed, ModelSummary, PROTOCOL_VERSION, Reply, Request, Status, Warmed,
+};
 use super::server::socket_path;
 use crate::home::Home;
 
@@ -107,6 +109,24 @@ impl PendingCompletion {
     pub async fn result(self) -> Result<Completed, ClientError> {
         match self.reply.await {
             Ok(Reply::Completed(completed)) => Ok(completed),
+            Ok(Reply::Failed { cancelled: true, .. }) => Err(ClientError::Cancelled),
+            Ok(Reply::Failed { error, .. }) => Err(ClientError::Failed(error)),
+            Ok(other) => Err(ClientError::Failed(format!("unexpected reply {other:?}"))),
+            Err(_) => Err(ClientError::Disconnected),
+        }
+    }
+}
+
+/// A warm-up on its way (see `Request::Warm`).
+pub struct PendingWarm {
+    pub id: u64,
+    reply: oneshot::Receiver<Reply>,
+}
+
+impl PendingWarm {
+    pub async fn result(self) -> Result<Warmed, ClientError> {
+        match self.reply.await {
+            Ok(Reply::Warmed(warmed)) => Ok(warmed),
             Ok(Reply::Failed { cancelled: true, .. }) => Err(ClientError::Cancelled),
             Ok(Reply::Failed { error, .. }) => Err(ClientError::Failed(error)),
             Ok(other) => Err(ClientError::Failed(format!("unexpected reply {other:?}"))),
@@ -216,6 +236,7 @@ impl Client {
                 };
                 let id = match &reply {
                     Reply::Completed(c) => c.id,
+                    Reply::Warmed(w) => w.id,
                     Reply::Failed { id, .. } => *id,
                     Reply::Status(s) => s.id,
                     Reply::Welcome { .. } => continue,
@@ -244,6 +265,25 @@ impl Client {
         request.id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id = request.id;
         let reply = self.send(id, Request::Complete(request));
+        PendingCompletion { id, reply }
+    }
+
+    /// Asks the daemon to compute the prompt of a completion at this cursor ahead of the keystroke,
+    /// in its idle time, generating nothing (its `id` is assigned here).
+    pub fn warm(&self, mut request: CompleteRequest) -> PendingWarm {
+        request.id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        request.max_new_tokens = 0;
+        let id = request.id;
+        let reply = self.send(id, Request::Warm(request));
+        PendingWarm { id, reply }
+    }
+
+    /// A completion generated in the daemon's idle time, for a keystroke the caller expects (its
+    /// `id` is assigned here); any request stops it.
+    pub fn complete_ahead(&self, mut request: CompleteRequest) -> PendingCompletion {
+        request.id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = request.id;
+        let reply = self.send(id, Request::Warm(request));
         PendingCompletion { id, reply }
     }
 

@@ -6,7 +6,7 @@ pub mod protocol;
 mod router;
 mod server;
 
-pub use client::{Client, ClientError, Daemon, PendingCompletion, check_private_dir};
+pub use client::{Client, ClientError, Daemon, PendingCompletion, PendingWarm, check_private_dir};
 pub use server::{DaemonError, DaemonOptions, Outcome, run, socket_path};
 
 /// Work the daemon runs in the background while it lives (the training schedule, the rollout

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Frames larger than this are refused: a completion request is a few windows of one document.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -28,6 +28,14 @@ pub enum Request {
         client: String,
     },
     Complete(CompleteRequest),
+    /// Work ahead of the keystroke: the cursor has come to a new place, where the user may type
+    /// next. With `max_new_tokens` 0 the prompt a completion there would have is computed and
+    /// nothing generated (answered with `Warmed`); with more, the completion is generated too
+    /// (answered with `Completed`: a suggestion made ready for a keystroke the client expects).
+    /// Runs only while no completion waits, newest first; any newer request stops it (what it
+    /// computed stays cached). `Failed { cancelled: true }` when stopped or replaced by a newer one
+    /// for its document.
+    Warm(CompleteRequest),
     /// Stop a generation (or drop it from the queue); it is answered with `Failed { cancelled: true }`.
     Cancel {
         id: u64,
@@ -84,6 +92,7 @@ pub enum Reply {
         error: Option<String>,
     },
     Completed(Completed),
+    Warmed(Warmed),
     Failed {
         id: u64,
         error: String,
@@ -118,6 +127,17 @@ pub struct Completed {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Warmed {
+    pub id: u64,
+    pub prompt_tokens: usize,
+    /// Prompt tokens the cache already held; the rest were computed now.
+    pub reused_tokens: usize,
+    pub prefill_ms: f64,
+    /// From the moment the daemon read the request (waiting for served requests included).
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub id: u64,
     pub pid: u32,
@@ -126,6 +146,8 @@ pub struct Status {
     pub model_loads: u32,
     pub clients: usize,
     pub completions: u64,
+    /// Prompts computed ahead of a keystroke (`Warm` requests run to their end).
+    pub warmed: u64,
     /// Adapters loaded so far, as `<language>/<name>`.
     pub adapters: Vec<String>,
 }

@@ -58,6 +58,12 @@ impl Router {
         Route { served, shadow: shadow.flatten() }
     }
 
+    /// The adapter most requests for `language` are served with (the active one), for warming.
+    pub fn active(&mut self, engine: &Engine, language: &str) -> Option<String> {
+        let language = language.parse::<Language>().ok()?;
+        self.stage(engine, &language, Stage::Active)
+    }
+
     /// The engine name of the adapter `language`'s `stage` link names, loading it on first use.
     fn stage(&mut self, engine: &Engine, language: &Language, stage: Stage) -> Option<String> {
         let dir = std::fs::canonicalize(self.adapters.join(language).join(stage.as_str())).ok()?;

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::protocol::{self, CompleteRequest, Completed, FrameError, ModelSummary, PROTOCOL_VERSION, Reply, Request};
+use super::protocol::{
+    self, CompleteRequest, Completed, FrameError, ModelSummary, PROTOCOL_VERSION, Reply, Request, Warmed,
+};
 use super::router::Router;
 use crate::engine::{Budget, CompletionRequest, Engine, EngineError, LoadOptions, PromptInput, Sampling, prompt};
 use crate::home::{self, Home};
@@ -95,13 +97,15 @@ type ModelState = Option<Result<Arc<Engine>, String>>;
 
 struct Shared {
     model: watch::Receiver<ModelState>,
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: std::sync::mpsc::Sender<Work>,
     clients: watch::Sender<usize>,
     shutdown: Notify,
     model_loads: AtomicU32,
     completions: Arc<AtomicU64>,
+    warmed: Arc<AtomicU64>,
     router: Arc<Mutex<Router>>,
-    /// Set by every new completion request: a shadow generation in progress gives way to it.
+    /// Set by every new completion or warm-up request: the warm-up or shadow generation in
+    /// progress gives way to it.
     interrupt: Arc<AtomicBool>,
 }
 
@@ -126,6 +130,7 @@ async fn serve(options: DaemonOptions, socket: &Path) -> Result<(), DaemonError>
         shutdown: Notify::new(),
         model_loads: AtomicU32::new(0),
         completions: Arc::new(AtomicU64::new(0)),
+        warmed: Arc::default(),
         router: Arc::new(Mutex::new(Router::new(options.home.adapters_dir(), &options.rollout))),
         interrupt: Arc::default(),
     });
@@ -247,7 +252,10 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) -> Result<(), Fram
     let writer_flags = flags.clone();
     let write_task = tokio::spawn(async move {
         while let Some(reply) = outbox.recv().await {
-            if let Reply::Completed(Completed { id, .. }) | Reply::Failed { id, .. } = &reply {
+            if let Reply::Completed(Completed { id, .. })
+            | Reply::Warmed(Warmed { id, .. })
+            | Reply::Failed { id, .. } = &reply
+            {
                 writer_flags.lock().expect("flags").remove(id);
             }
             if protocol::write(&mut writer, &reply).await.is_err() {
@@ -272,11 +280,14 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) -> Result<(), Fram
                 }
                 flags.lock().expect("flags").insert(request.id, cancel.clone());
                 let job = Job { request, cancel, replies: replies.clone(), received: Instant::now() };
-                if let Err(job) = shared.jobs.send(job) {
-                    let id = job.0.request.id;
-                    let _ =
-                        replies.send(Reply::Failed { id, error: "the daemon is stopping".into(), cancelled: false });
-                }
+                send_work(shared, Work::Complete(job));
+            }
+            Request::Warm(request) => {
+                shared.interrupt.store(true, Ordering::Relaxed);
+                let cancel = Arc::new(AtomicBool::new(false));
+                flags.lock().expect("flags").insert(request.id, cancel.clone());
+                let job = Job { request, cancel, replies: replies.clone(), received: Instant::now() };
+                send_work(shared, Work::Warm(job));
             }
             Request::Cancel { id } => {
                 if let Some(flag) = flags.lock().expect("flags").get(&id) {
@@ -292,6 +303,7 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) -> Result<(), Fram
                     model_loads: shared.model_loads.load(Ordering::Relaxed),
                     clients: *shared.clients.borrow(),
                     completions: shared.completions.load(Ordering::Relaxed),
+                    warmed: shared.warmed.load(Ordering::Relaxed),
                     adapters: shared.router.lock().expect("router").loaded(),
                 };
                 let _ = replies.send(Reply::Status(status));
@@ -308,6 +320,20 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) -> Result<(), Fram
     let _ = write_task.await;
     tracing::info!(client, "client disconnected");
     result
+}
+
+/// Hands work to the worker, or answers at once that there is no worker any more.
+fn send_work(shared: &Shared, work: Work) {
+    if let Err(std::sync::mpsc::SendError(Work::Complete(job) | Work::Warm(job))) = shared.jobs.send(work) {
+        let id = job.request.id;
+        let _ = job.replies.send(Reply::Failed { id, error: "the daemon is stopping".into(), cancelled: false });
+    }
+}
+
+/// What the worker thread is handed: a completion to serve now, or a warm-up for an idle moment.
+enum Work {
+    Complete(Job),
+    Warm(Job),
 }
 
 struct Job {
@@ -332,44 +358,79 @@ struct ShadowJob {
 const IDLE_BEFORE_SHADOW: Duration = Duration::from_millis(500);
 const SHADOW_STALE: Duration = Duration::from_secs(60);
 const SHADOW_QUEUE: usize = 8;
+/// Warm-ups waiting (the newest per document); older ones are answered as cancelled. A warm-up
+/// this old is of a place the user has long left.
+const WARM_QUEUE: usize = 4;
+const WARM_STALE: Duration = Duration::from_secs(30);
 
-fn spawn_worker(jobs: std::sync::mpsc::Receiver<Job>, shared: &Arc<Shared>, db: PathBuf) {
-    let (model, router, completions, interrupt) =
-        (shared.model.clone(), shared.router.clone(), shared.completions.clone(), shared.interrupt.clone());
+fn spawn_worker(jobs: std::sync::mpsc::Receiver<Work>, shared: &Arc<Shared>, db: PathBuf) {
+    let (model, router, completions, warmed, interrupt) = (
+        shared.model.clone(),
+        shared.router.clone(),
+        shared.completions.clone(),
+        shared.warmed.clone(),
+        shared.interrupt.clone(),
+    );
     std::thread::spawn(move || {
         let mut shadows: std::collections::VecDeque<ShadowJob> = std::collections::VecDeque::new();
+        let mut warms: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
         let mut store: Option<crate::store::Store> = None;
         loop {
-            let job = if shadows.is_empty() {
-                jobs.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected)
-            } else {
-                // Cleared before the wait, so a request arriving any time after it interrupts the
-                // shadow generation that may follow.
-                interrupt.store(false, Ordering::Relaxed);
+            // Cleared before looking for work, so a request arriving any time after it interrupts
+            // the warm-up or shadow generation that may follow.
+            interrupt.store(false, Ordering::Relaxed);
+            use std::sync::mpsc::RecvTimeoutError;
+            let work = if !warms.is_empty() {
+                jobs.try_recv().map_err(|e| match e {
+                    std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    std::sync::mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            } else if !shadows.is_empty() {
                 jobs.recv_timeout(IDLE_BEFORE_SHADOW)
+            } else {
+                jobs.recv().map_err(|_| RecvTimeoutError::Disconnected)
             };
-            let job = match job {
-                Ok(job) => job,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let job = match work {
+                Ok(Work::Complete(job)) => job,
+                Ok(Work::Warm(job)) => {
+                    let replaced = warms.iter().position(|w| w.request.document == job.request.document);
+                    let dropped = replaced.and_then(|i| warms.remove(i));
+                    let dropped = dropped.or_else(|| (warms.len() == WARM_QUEUE).then(|| warms.pop_front()).flatten());
+                    if let Some(old) = dropped {
+                        let _ = old.replies.send(cancelled(old.request.id));
+                    }
+                    warms.push_back(job);
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) => {
                     let engine = model.borrow().clone().and_then(Result::ok);
-                    if let (Some(engine), Some(shadow)) = (engine, shadows.pop_front())
+                    if let Some(warm) = warms.pop_back() {
+                        let reply = match engine {
+                            Some(engine) if warm.received.elapsed() < WARM_STALE => {
+                                run_warm(&engine, &warm, &router, &interrupt, &warmed)
+                            }
+                            _ => cancelled(warm.request.id),
+                        };
+                        let _ = warm.replies.send(reply);
+                    } else if let (Some(engine), Some(shadow)) = (engine, shadows.pop_front())
                         && shadow.queued.elapsed() < SHADOW_STALE
                     {
                         run_shadow(&engine, shadow, &interrupt, &db, &mut store, &mut shadows);
                     }
                     continue;
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let id = job.request.id;
             let reply = if job.cancel.load(Ordering::Relaxed) {
-                Reply::Failed { id, error: "cancelled".into(), cancelled: true }
+                cancelled(id)
             } else {
                 let engine = model.borrow().clone().and_then(Result::ok);
                 match engine {
                     Some(engine) => {
                         let route = router.lock().expect("router").route(&engine, &job.request.language);
-                        let reply = complete(&engine, &job, &job.request.document, route.served.as_deref());
+                        let served = route.served.as_deref();
+                        let reply = complete(&engine, &job, &job.request.document, served, (&job.cancel, "served"));
                         completions.fetch_add(1, Ordering::Relaxed);
                         if let (Some(adapter), Reply::Completed(done)) = (route.shadow, &reply)
                             && let Some(text) = &done.text
@@ -396,6 +457,54 @@ fn spawn_worker(jobs: std::sync::mpsc::Receiver<Job>, shared: &Arc<Shared>, db: 
     });
 }
 
+fn cancelled(id: u64) -> Reply {
+    Reply::Failed { id, error: "cancelled".into(), cancelled: true }
+}
+
+/// Computes a warm-up's prompt with the adapter most of its language's requests are served with;
+/// any newer request stops it between prefill chunks.
+fn run_warm(engine: &Engine, job: &Job, router: &Mutex<Router>, interrupt: &AtomicBool, warmed: &AtomicU64) -> Reply {
+    let request = &job.request;
+    if job.cancel.load(Ordering::Relaxed) {
+        return cancelled(request.id);
+    }
+    let adapter = router.lock().expect("router").active(engine, &request.language);
+    if request.max_new_tokens > 0 {
+        let reply = complete(engine, job, &request.document, adapter.as_deref(), (interrupt, "ahead"));
+        if matches!(reply, Reply::Completed(_)) {
+            warmed.fetch_add(1, Ordering::Relaxed);
+        }
+        return reply;
+    }
+    let result = with_completion_request(engine, request, &request.document, adapter.as_deref(), |completion| {
+        engine.warm(completion, interrupt)
+    });
+    match result {
+        Ok(done) => {
+            warmed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                language = request.language,
+                prompt = done.prompt_tokens,
+                reused = done.reused_tokens,
+                prefill_ms = done.prefill_ms as u64,
+                "warmed"
+            );
+            Reply::Warmed(Warmed {
+                id: request.id,
+                prompt_tokens: done.prompt_tokens,
+                reused_tokens: done.reused_tokens,
+                prefill_ms: done.prefill_ms,
+                total_ms: job.received.elapsed().as_secs_f64() * 1000.0,
+            })
+        }
+        Err(EngineError::Cancelled) => cancelled(request.id),
+        Err(error) => {
+            tracing::warn!(%error, "warm-up failed");
+            Reply::Failed { id: request.id, error: error.to_string(), cancelled: false }
+        }
+    }
+}
+
 /// Generates one shadow sample and keeps it in the store; a request arriving meanwhile interrupts
 /// it (it goes back to the front of the queue, until it is a minute old).
 fn run_shadow(
@@ -409,7 +518,7 @@ fn run_shadow(
     let (replies, _ignored) = mpsc::unbounded_channel();
     let job = Job { request: shadow.request.clone(), cancel: interrupt.clone(), replies, received: Instant::now() };
     let cache_key = format!("shadow\0{}", shadow.request.document);
-    let text = match complete(engine, &job, &cache_key, Some(&shadow.adapter)) {
+    let text = match complete(engine, &job, &cache_key, Some(&shadow.adapter), (interrupt, "shadow")) {
         Reply::Completed(done) => done.text.unwrap_or_default(),
         Reply::Failed { cancelled: true, .. } => {
             queue.push_front(shadow);
@@ -445,8 +554,15 @@ fn run_shadow(
     }
 }
 
-fn complete(engine: &Engine, job: &Job, cache_key: &str, adapter: Option<&str>) -> Reply {
-    let request = &job.request;
+/// The engine's request for a daemon request: `context_share` is a percent of the prompt; the
+/// window keeps the rest, three parts prefix to one part suffix (README, `[serving]`).
+fn with_completion_request<T>(
+    engine: &Engine,
+    request: &CompleteRequest,
+    cache_key: &str,
+    adapter: Option<&str>,
+    run: impl FnOnce(&CompletionRequest) -> T,
+) -> T {
     let open_files: Vec<prompt::ContextFile> =
         request.open_files.iter().map(|f| prompt::ContextFile { path: &f.path, text: &f.text }).collect();
     let recent_edits: Vec<prompt::RecentEdit> = request
@@ -455,8 +571,6 @@ fn complete(engine: &Engine, job: &Job, cache_key: &str, adapter: Option<&str>) 
         .map(|e| prompt::RecentEdit { path: &e.path, before: &e.before, after: &e.after })
         .collect();
     let max_context = engine.config().max_position;
-    // `context_share` is a percent of the prompt; the window keeps the rest, three parts prefix to
-    // one part suffix (README, `[serving]`).
     let context_share = request.context_share.min(100);
     let budget = Budget {
         max_prompt_tokens: request.prompt_tokens.min(max_context.saturating_sub(request.max_new_tokens + 1)),
@@ -464,25 +578,36 @@ fn complete(engine: &Engine, job: &Job, cache_key: &str, adapter: Option<&str>) 
         suffix_share: (100 - context_share) / 4,
         context_share,
     };
-    let result = engine.complete(
-        &CompletionRequest {
-            cache_key,
-            input: PromptInput {
-                path: &request.path,
-                prefix: &request.prefix,
-                suffix: &request.suffix,
-                repo_name: request.repo_name.as_deref(),
-                open_files: &open_files,
-                recent_edits: &recent_edits,
-            },
-            adapter,
-            sampling: Sampling::Greedy,
-            max_new_tokens: request.max_new_tokens,
-            budget,
-            stop: &[],
+    run(&CompletionRequest {
+        cache_key,
+        input: PromptInput {
+            path: &request.path,
+            prefix: &request.prefix,
+            suffix: &request.suffix,
+            repo_name: request.repo_name.as_deref(),
+            open_files: &open_files,
+            recent_edits: &recent_edits,
         },
-        &job.cancel,
-    );
+        adapter,
+        sampling: Sampling::Greedy,
+        max_new_tokens: request.max_new_tokens,
+        budget,
+        stop: &[],
+    })
+}
+
+/// Generates `job`'s completion, stopped when `cancel` is raised (the job's own flag, or the
+/// interrupt for work done in idle time); `kind` (`served`, `ahead`, `shadow`) goes to the log.
+fn complete(
+    engine: &Engine,
+    job: &Job,
+    cache_key: &str,
+    adapter: Option<&str>,
+    (cancel, kind): (&AtomicBool, &str),
+) -> Reply {
+    let request = &job.request;
+    let result =
+        with_completion_request(engine, request, cache_key, adapter, |completion| engine.complete(completion, cancel));
     let model_version = match adapter {
         Some(adapter) => format!("{}+{adapter}", engine.info().name()),
         None => engine.info().name(),
@@ -497,6 +622,7 @@ fn complete(engine: &Engine, job: &Job, cache_key: &str, adapter: Option<&str>) 
                 generated = stats.generated_tokens,
                 prefill_ms = stats.prefill_ms as u64,
                 total_ms = job.received.elapsed().as_millis() as u64,
+                kind,
                 "completion"
             );
             Reply::Completed(Completed {
@@ -511,7 +637,7 @@ fn complete(engine: &Engine, job: &Job, cache_key: &str, adapter: Option<&str>) 
                 total_ms: job.received.elapsed().as_secs_f64() * 1000.0,
             })
         }
-        Err(EngineError::Cancelled) => Reply::Failed { id: request.id, error: "cancelled".into(), cancelled: true },
+        Err(EngineError::Cancelled) => cancelled(request.id),
         Err(error) => {
             tracing::warn!(%error, "completion failed");
             Reply::Failed { id: request.id, error: error.to_string(), cancelled: false }

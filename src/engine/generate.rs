@@ -86,12 +86,8 @@ impl Generation<'_> {
         let started = Instant::now();
         let reused = reusable_prefix(cache.tokens(), prompt);
         cache.truncate(reused);
-        let mut logits = None;
-        for chunk in prompt[reused..].chunks(PREFILL_CHUNK) {
-            self.check_cancel()?;
-            logits = Some(self.model.forward(chunk, cache, self.adapter)?);
-        }
-        let logits = logits.expect("at least one prompt token is always fed");
+        let logits = prefill(self.model, self.adapter, &prompt[reused..], cache, self.cancel)?
+            .expect("at least one prompt token is always fed");
         let prefill_ms = started.elapsed().as_secs_f64() * 1000.0;
 
         let decode_started = Instant::now();
@@ -194,6 +190,26 @@ impl Generation<'_> {
     fn check_cancel(&self) -> Result<(), EngineError> {
         if self.cancel.load(Ordering::Relaxed) { Err(EngineError::Cancelled) } else { Ok(()) }
     }
+}
+
+/// Feeds `tokens` after what `cache` holds, [`PREFILL_CHUNK`] at a time, checking `cancel` before
+/// each chunk (the chunks already fed stay in the cache: a warm-up cut short still saves its part);
+/// the logits after the last token, `None` when there was nothing to feed.
+pub(crate) fn prefill(
+    model: &Transformer,
+    adapter: Option<&Adapter>,
+    tokens: &[u32],
+    cache: &mut KvCache,
+    cancel: &AtomicBool,
+) -> Result<Option<candle_core::Tensor>, EngineError> {
+    let mut logits = None;
+    for chunk in tokens.chunks(PREFILL_CHUNK) {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(EngineError::Cancelled);
+        }
+        logits = Some(model.forward(chunk, cache, adapter)?);
+    }
+    Ok(logits)
 }
 
 /// The tokens that followed the most recent earlier occurrence of the context's last

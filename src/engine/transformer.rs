@@ -207,6 +207,38 @@ impl KvCache {
     pub fn truncate(&mut self, len: usize) {
         self.tokens.truncate(len);
     }
+
+    /// A cache of its own holding a copy of the first `len` tokens (the buffers are written in
+    /// place, so sharing them would let one cache overwrite the other's positions).
+    pub fn fork(&self, len: usize) -> candle_core::Result<KvCache> {
+        let len = len.min(self.tokens.len());
+        if len == 0 {
+            return Ok(KvCache::default());
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                layer
+                    .as_ref()
+                    .map(|l| {
+                        let copy = |t: &Tensor| {
+                            let (batch, kv_heads, _, head_dim) = t.dims4()?;
+                            let fresh = Tensor::zeros(
+                                (batch, kv_heads, len.next_power_of_two().max(256), head_dim),
+                                t.dtype(),
+                                t.device(),
+                            )?;
+                            fresh.slice_set(&t.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                            Ok::<_, candle_core::Error>(fresh)
+                        };
+                        Ok(LayerCache { k: copy(&l.k)?, v: copy(&l.v)? })
+                    })
+                    .transpose()
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(KvCache { layers, tokens: self.tokens[..len].to_vec() })
+    }
 }
 
 /// Writes `k`/`v` (`[1, kv_heads, seq, head_dim]`) at position `past` and returns views of all

@@ -19,6 +19,11 @@ pub const STATUS_COMMAND: &str = "marunochi.status";
 /// Returns the suggestions this proxy showed recently and whether each was accepted (tests, bug reports).
 pub const DEBUG_SUGGESTIONS_COMMAND: &str = "marunochi.debug.suggestions";
 
+/// A notification our editor plugins send where the cursor comes to rest
+/// (`TextDocumentPositionParams`): the prompt there is computed before the user types. Ours
+/// alone; never relayed to the language server.
+pub const CURSOR_NOTIFICATION: &str = "marunochi/cursor";
+
 /// The commands we advertise in `executeCommandProvider`.
 pub const ADVERTISED_COMMANDS: [&str; 2] = [ACCEPT_COMMAND, FEEDBACK_COMMAND];
 

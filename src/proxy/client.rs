@@ -32,6 +32,10 @@ impl Relay {
             Kind::Request { id, method } => {
                 if let (Some(serving), Some((uri, position))) = (&mut self.serving, cursor(&message.params())) {
                     serving.cursor(&self.mirror, &uri, position);
+                    // Editors ask these where the cursor is (a hover is where the mouse is).
+                    if matches!(method.as_str(), "textDocument/documentHighlight" | "textDocument/signatureHelp") {
+                        serving.cursor_moved(&self.mirror, &uri, position);
+                    }
                 }
                 if self.serve_suggestion(&method, &id, &message) {
                     return None;
@@ -122,7 +126,23 @@ impl Relay {
                 }
                 if let Some(serving) = &mut self.serving {
                     serving.documents_changed();
+                    // Where the cursor is in a file just opened is the editor's to say (`CURSOR_NOTIFICATION`);
+                    // until it does, its start: the context before every prompt in it is what is computed.
+                    let uri = message.params().pointer("/textDocument/uri").and_then(Value::as_str).map(str::to_owned);
+                    if let Some(uri) = uri.filter(|_| method == "textDocument/didOpen") {
+                        serving.cursor_moved(
+                            &self.mirror,
+                            &uri,
+                            crate::lsp::mirror::Position { line: 0, character: 0 },
+                        );
+                    }
                 }
+            }
+            intercept::CURSOR_NOTIFICATION => {
+                if let (Some(serving), Some((uri, position))) = (&mut self.serving, cursor(&message.params())) {
+                    serving.cursor_moved(&self.mirror, &uri, position);
+                }
+                return None;
             }
             "workspace/didChangeConfiguration" => self.replay.last_configuration = Some(message.params()),
             "initialized" => {

@@ -31,6 +31,7 @@ impl Serving {
                 Change::Opened { .. } => {}
                 Change::Closed => {
                     self.edited.remove(&event.uri);
+                    self.warmed.remove(&event.uri);
                 }
                 Change::Edited { start, removed, inserted } => {
                     self.edit_sequence += 1;
@@ -101,6 +102,29 @@ impl Serving {
     }
 }
 
+/// The prefix and suffix windows a request would have after the keystroke most likely to follow
+/// the cursor coming to rest on a line of code: a new line opened below it (Vim's `o`, Enter at
+/// its end), indented as that line is, a level deeper after a line that opens a block (`:`, `{`,
+/// `(`, `[`), as editors indent. `None` on a blank line (where nothing says what comes next).
+pub(super) fn opened_below(text: &str, offset: usize) -> Option<(String, String)> {
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[line_start..line_end];
+    if line.trim().is_empty() {
+        return None;
+    }
+    let indent = &line[..line.len() - line.trim_start().len()];
+    let deeper = if !line.trim_end().ends_with([':', '{', '(', '[']) {
+        ""
+    } else if indent.starts_with('\t') {
+        "\t"
+    } else {
+        "    "
+    };
+    let before = format!("{}\n{indent}{deeper}", &text[..line_end]);
+    Some((tail(&before, PREFIX_BYTES).to_owned(), head(&text[line_end..], SUFFIX_BYTES).to_owned()))
+}
+
 /// At most the last `max` bytes of `text`, starting at the first line start after a multiple of
 /// `max / 4`: the start stays put while the user types at the end, so the daemon's KV cache for the
 /// prompt stays valid (a start moving with every keystroke would recompute the whole prompt).
@@ -149,5 +173,20 @@ mod tests {
         assert_eq!(head(text, 7), "aaaa\n");
         assert_eq!(head("ééééé", 3), "é");
         assert_eq!(tail("ééééé", 3), "é");
+    }
+
+    #[test]
+    fn the_line_opened_below_is_indented_as_editors_indent_it() {
+        let text = "def f(x):\n    if x:\n        return 1\n    y = 2\n\n";
+        let at = |needle: &str| text.find(needle).unwrap() + 2;
+        let below = |needle| opened_below(text, at(needle)).unwrap();
+        assert_eq!(
+            below("if x"),
+            ("def f(x):\n    if x:\n        ".to_owned(), "\n        return 1\n    y = 2\n\n".to_owned())
+        );
+        assert_eq!(below("y =").0, "def f(x):\n    if x:\n        return 1\n    y = 2\n    ");
+        assert_eq!(below("def").0, "def f(x):\n    ");
+        assert_eq!(opened_below(text, text.len() - 1), None, "a blank line says nothing");
+        assert_eq!(opened_below("fn f() {\n\tg(", 12).unwrap().0, "fn f() {\n\tg(\n\t\t");
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{Outcome, Retrieval, Suggestion};
-use crate::daemon::protocol::{CompleteRequest, ContextFile};
+use crate::daemon::protocol::{CompleteRequest, Completed, ContextFile};
 use crate::daemon::{Client, ClientError};
 use crate::home::Home;
 
@@ -23,33 +23,9 @@ pub(super) async fn generate(
     mut retrieval: Retrieval,
     mut cancelled: watch::Receiver<bool>,
 ) -> Outcome {
-    // `wait_for` also returns when the sender is gone: then nobody wants the answer either.
-    if !debounce.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(debounce) => {}
-            _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
-        }
-    }
-    // The language server has had the debounce to answer; it gets a little longer, no more.
-    let defined = match retrieval.definitions.take() {
-        Some((definitions, pending)) => {
-            let deadline = tokio::time::Instant::now() + retrieval.definitions_wait;
-            tokio::select! {
-                found = definitions.collect(pending, deadline, retrieval.definition_count, retrieval.max_bytes) => found,
-                _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
-            }
-        }
-        None => Vec::new(),
-    };
-    // After the debounce, so a keystroke that replaces this request costs no search either.
-    retrieve(&retrieval, defined, &mut request, &mut shown);
-    let client = tokio::select! {
-        client = link.get() => client,
-        _ = cancelled.wait_for(|c| *c) => return Outcome::Cancelled,
-    };
-    let client = match client {
+    let client = match prepare(&link, &mut request, &mut shown, debounce, &mut retrieval, &mut cancelled).await {
         Ok(client) => client,
-        Err(reason) => return Outcome::Unavailable(reason),
+        Err(outcome) => return outcome,
     };
     let pending = client.complete(request);
     let id = pending.id;
@@ -76,6 +52,107 @@ pub(super) async fn generate(
             Outcome::Cancelled
         }
     }
+}
+
+/// A warm-up: the request a keystroke at this cursor would make, with the same context, computed
+/// ahead (README, `warm_ahead`); then, when `expected` names the keystroke most likely to come
+/// (a line opened below), the suggestion for it is generated too and kept in `ready`.
+pub(super) async fn warm(
+    link: Arc<Link>,
+    mut request: CompleteRequest,
+    mut shown: Suggestion,
+    debounce: Duration,
+    mut retrieval: Retrieval,
+    mut cancelled: watch::Receiver<bool>,
+    expected: Option<Expected>,
+) {
+    let prepared = prepare(&link, &mut request, &mut shown, debounce, &mut retrieval, &mut cancelled).await;
+    let Ok(client) = prepared else { return };
+    let pending = client.warm(request.clone());
+    let id = pending.id;
+    tokio::select! {
+        result = pending.result() => match result {
+            Ok(warmed) => {
+                link.warmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(prompt = warmed.prompt_tokens, reused = warmed.reused_tokens, ms = warmed.total_ms as u64, "warmed");
+            }
+            Err(error) => return tracing::debug!(%error, "warm-up not done"),
+        },
+        _ = cancelled.wait_for(|c| *c) => return client.cancel(id),
+    }
+    let Some(expected) = expected else { return };
+    // The context found for the place itself: the line below searches alike.
+    let pending = client.complete_ahead(CompleteRequest {
+        prefix: expected.prefix.clone(),
+        suffix: expected.suffix.clone(),
+        ..request
+    });
+    let id = pending.id;
+    tokio::select! {
+        result = pending.result() => {
+            if let Ok(Completed { text: Some(text), model_version, confidence, .. }) = result {
+                let ready = Ready { prefix: expected.prefix, suffix: expected.suffix, text, model_version, confidence,
+                    sources: shown.sources, context_files: shown.context_files };
+                expected.ready.lock().expect("ready").insert(shown.uri, ready);
+            }
+        }
+        _ = cancelled.wait_for(|c| *c) => client.cancel(id),
+    }
+}
+
+/// The windows of the keystroke a warm-up expects, and where its suggestion goes.
+pub(super) struct Expected {
+    pub(super) prefix: String,
+    pub(super) suffix: String,
+    pub(super) ready: Arc<std::sync::Mutex<std::collections::HashMap<String, Ready>>>,
+}
+
+/// A suggestion generated ahead for a document, served when a request comes with these windows.
+pub(super) struct Ready {
+    pub(super) prefix: String,
+    pub(super) suffix: String,
+    pub(super) text: String,
+    pub(super) model_version: String,
+    pub(super) confidence: f64,
+    pub(super) sources: Vec<&'static str>,
+    pub(super) context_files: Vec<String>,
+}
+
+/// What a generation and a warm-up share: the debounce, the definitions, the retrieved context,
+/// then the daemon. `Err` is how the request ended early.
+async fn prepare(
+    link: &Link,
+    request: &mut CompleteRequest,
+    shown: &mut Suggestion,
+    debounce: Duration,
+    retrieval: &mut Retrieval,
+    cancelled: &mut watch::Receiver<bool>,
+) -> Result<Client, Outcome> {
+    // `wait_for` also returns when the sender is gone: then nobody wants the answer either.
+    if !debounce.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(debounce) => {}
+            _ = cancelled.wait_for(|c| *c) => return Err(Outcome::Cancelled),
+        }
+    }
+    // The language server has had the debounce to answer; it gets a little longer, no more.
+    let defined = match retrieval.definitions.take() {
+        Some((definitions, pending)) => {
+            let deadline = tokio::time::Instant::now() + retrieval.definitions_wait;
+            tokio::select! {
+                found = definitions.collect(pending, deadline, retrieval.definition_count, retrieval.max_bytes) => found,
+                _ = cancelled.wait_for(|c| *c) => return Err(Outcome::Cancelled),
+            }
+        }
+        None => Vec::new(),
+    };
+    // After the debounce, so a keystroke that replaces this request costs no search either.
+    retrieve(retrieval, defined, request, shown);
+    let client = tokio::select! {
+        client = link.get() => client,
+        _ = cancelled.wait_for(|c| *c) => return Err(Outcome::Cancelled),
+    };
+    client.map_err(Outcome::Unavailable)
 }
 
 /// Definitions, repository snippets, then the user's own examples, ahead of the open documents
@@ -117,6 +194,8 @@ pub(super) struct Link {
     pub(super) exe: PathBuf,
     pub(super) model: Option<PathBuf>,
     pub(super) state: tokio::sync::Mutex<LinkState>,
+    /// Warm-ups the daemon ran to their end for this proxy (`marunochi.status`).
+    pub(super) warmed: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]

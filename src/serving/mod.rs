@@ -38,7 +38,7 @@ use snippets::Repository;
 use crate::config::ServingConfig;
 use crate::daemon::protocol::{CompleteRequest, RecentEdit};
 use crate::home::Home;
-use crate::lsp::mirror::{DocumentEvent, Mirror, Position};
+use crate::lsp::mirror::{DocumentEvent, DocumentSnapshot, Mirror, Position};
 
 /// Suggestions remembered for `marunochi.accept`/feedback lookups and the debug command.
 const RECENT_SUGGESTIONS: usize = 200;
@@ -167,8 +167,12 @@ pub(crate) struct Retrieval {
     quiet: Option<Arc<Quiet>>,
 }
 
-/// The ticket of the connection warm-up at start: it answers no request.
+/// The ticket of the connection warm-up at start (and of prompt warm-ups): it answers no request.
 pub const WARM_UP: u64 = 0;
+
+/// A warm-up waits this long for the cursor to stop moving (arrow keys held down move it a line
+/// every 30-50 ms).
+const WARM_DEBOUNCE: Duration = Duration::from_millis(100);
 
 type Notify = Arc<dyn Fn(Finished) + Send + Sync>;
 
@@ -203,6 +207,13 @@ pub struct Serving {
     /// Per document, the last suggestion shown: typing its next characters is answered with the
     /// rest of it at once, without the model.
     last_shown: HashMap<String, Suggestion>,
+    /// Per document, the (version, line) last warmed or asked at: the cursor staying there needs
+    /// no warm-up.
+    warmed: HashMap<String, (i32, u32)>,
+    /// The warm-up on its way, if any (the newest cursor move replaces it).
+    warming: Option<watch::Sender<bool>>,
+    /// Per document, the suggestion a warm-up made for the keystroke it expected.
+    ready: Arc<std::sync::Mutex<HashMap<String, link::Ready>>>,
 }
 
 impl Serving {
@@ -217,6 +228,7 @@ impl Serving {
                 exe: options.exe,
                 model: options.model,
                 state: tokio::sync::Mutex::new(LinkState::default()),
+                warmed: Default::default(),
             }),
             notify,
             inflight: HashMap::new(),
@@ -237,6 +249,9 @@ impl Serving {
             sink: Box::new(LogSink),
             told_unavailable: false,
             last_shown: HashMap::new(),
+            warmed: HashMap::new(),
+            warming: None,
+            ready: Arc::default(),
         }
     }
 
@@ -301,6 +316,103 @@ impl Serving {
             (self.notify)(Finished { ticket, outcome: Outcome::Failed(format!("{uri} is not open")) });
             return ticket;
         };
+        // The keystroke's own request computes its prompt; a warm-up would only compete with it.
+        self.stop_warming();
+        self.warmed.insert(uri.to_owned(), (doc.version, position.line));
+        let (request, shown, retrieval) = self.request_at(mirror, &doc, uri, position, kind, ticket);
+        if let Some(older) = self.latest_by_document.insert(uri.to_owned(), ticket) {
+            self.cancel(older);
+        }
+        if let Some(rest) = self.typed_into_last(uri, &doc.text, shown.offset) {
+            // The rest of the last suggestion: its prompt's context is what made it.
+            let last = &self.last_shown[uri];
+            let suggestion = Suggestion {
+                text: rest.to_owned(),
+                model_version: last.model_version.clone(),
+                confidence: last.confidence,
+                context_files: last.context_files.clone(),
+                sources: last.sources.clone(),
+                ..shown
+            };
+            (self.notify)(Finished { ticket, outcome: Outcome::Suggested(Box::new(suggestion)) });
+            return ticket;
+        }
+        if let Some(ready) = self.ready_for(&request) {
+            let suggestion = Suggestion {
+                text: ready.text,
+                model_version: ready.model_version,
+                confidence: ready.confidence,
+                context_files: ready.context_files,
+                sources: ready.sources,
+                ..shown
+            };
+            let outcome = match retrieval.quiet.as_ref().is_some_and(|quiet| quiet.holds_back(&suggestion)) {
+                true => Outcome::Nothing,
+                false => Outcome::Suggested(Box::new(suggestion)),
+            };
+            (self.notify)(Finished { ticket, outcome });
+            return ticket;
+        }
+        let (cancel, cancelled) = watch::channel(false);
+        self.inflight.insert(ticket, cancel);
+        let (link, notify, debounce) = (self.link.clone(), self.notify.clone(), self.config.debounce());
+        tokio::spawn(async move {
+            let outcome = generate(link, request, shown, debounce, retrieval, cancelled).await;
+            notify(Finished { ticket, outcome });
+        });
+        ticket
+    }
+
+    /// The cursor has come to `position` of `uri` (the editor said so, or opened the document):
+    /// unless `warm_ahead` is off, the prompt a keystroke there would make is computed in the
+    /// daemon's idle time (README, `warm_ahead`), after [`WARM_DEBOUNCE`] without another move.
+    /// Once per line and document version; never while a suggestion is on its way there.
+    pub fn cursor_moved(&mut self, mirror: &Mirror, uri: &str, position: Position) {
+        self.read_document_events();
+        if !self.config.warm_ahead || self.latest_by_document.contains_key(uri) {
+            return;
+        }
+        let Some(doc) = mirror.snapshot(uri) else { return };
+        if self.warmed.insert(uri.to_owned(), (doc.version, position.line)) == Some((doc.version, position.line)) {
+            return;
+        }
+        self.stop_warming();
+        self.ready.lock().expect("ready").remove(uri);
+        let (request, shown, retrieval) = self.request_at(mirror, &doc, uri, position, "inline", WARM_UP);
+        let expected = context::opened_below(&doc.text, shown.offset).map(|(prefix, suffix)| link::Expected {
+            prefix,
+            suffix,
+            ready: self.ready.clone(),
+        });
+        let (cancel, cancelled) = watch::channel(false);
+        self.warming = Some(cancel);
+        tokio::spawn(link::warm(self.link.clone(), request, shown, WARM_DEBOUNCE, retrieval, cancelled, expected));
+    }
+
+    /// The suggestion made ahead for this document, when the request is the one it was made for
+    /// (the same windows around the cursor); taken either way, since the document has moved on.
+    fn ready_for(&self, request: &CompleteRequest) -> Option<link::Ready> {
+        let ready = self.ready.lock().expect("ready").remove(&request.document)?;
+        (ready.prefix == request.prefix && ready.suffix == request.suffix).then_some(ready)
+    }
+
+    fn stop_warming(&mut self) {
+        if let Some(warming) = self.warming.take() {
+            let _ = warming.send(true);
+        }
+    }
+
+    /// What a suggestion at `position` of `doc` sends to the daemon, what is shown for it, and
+    /// what it asks of the retrieval sources.
+    fn request_at(
+        &mut self,
+        mirror: &Mirror,
+        doc: &Arc<DocumentSnapshot>,
+        uri: &str,
+        position: Position,
+        kind: &'static str,
+        ticket: u64,
+    ) -> (CompleteRequest, Suggestion, Retrieval) {
         let offset = doc.offset_at(position, mirror.encoding());
         let word_offset = doc.text[..offset]
             .char_indices()
@@ -353,26 +465,6 @@ impl Serving {
             prompt_tokens: self.config.prompt_tokens,
             context_share: self.config.context_share,
         };
-        if let Some(older) = self.latest_by_document.insert(uri.to_owned(), ticket) {
-            self.cancel(older);
-        }
-        if let Some(rest) = self.typed_into_last(uri, &doc.text, offset) {
-            // The rest of the last suggestion: its prompt's context is what made it.
-            let last = &self.last_shown[uri];
-            let suggestion = Suggestion {
-                text: rest.to_owned(),
-                model_version: last.model_version.clone(),
-                confidence: last.confidence,
-                context_files: last.context_files.clone(),
-                sources: last.sources.clone(),
-                ..shown
-            };
-            (self.notify)(Finished { ticket, outcome: Outcome::Suggested(Box::new(suggestion)) });
-            return ticket;
-        }
-        let (cancel, cancelled) = watch::channel(false);
-        self.inflight.insert(ticket, cancel);
-        let (link, notify, debounce) = (self.link.clone(), self.notify.clone(), self.config.debounce());
         let retrieval = Retrieval {
             definitions: self
                 .definitions
@@ -388,11 +480,7 @@ impl Serving {
             current: crate::uri::to_path(uri),
             quiet: self.quiet.clone(),
         };
-        tokio::spawn(async move {
-            let outcome = generate(link, request, shown, debounce, retrieval, cancelled).await;
-            notify(Finished { ticket, outcome });
-        });
-        ticket
+        (request, shown, retrieval)
     }
 
     /// Each retrieved item's share of the context budget, in bytes (code runs about three bytes a
@@ -544,6 +632,7 @@ impl Serving {
             "repository": self.repository.as_ref().map(|r| r.status()),
             "own_examples": self.examples.as_ref().map(|e| e.status()),
             "stay_silent": self.quiet.as_ref().map(|q| q.status()),
+            "warmed": self.link.warmed.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 

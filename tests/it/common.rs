@@ -336,6 +336,19 @@ pub fn inline(client: &mut Client, uri: &str, line: u32, character: u32) -> Valu
 
 /// Stops the daemon a test's proxies started in `home` (its pid is in the lock file) and waits for it
 /// to remove its socket.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// The daemon's status, asked over its socket like a proxy would (this connection counts as a client).
+pub fn daemon_status(home: &Path) -> Option<marunochi::daemon::protocol::Status> {
+    runtime().block_on(async {
+        let socket = marunochi::daemon::socket_path(&marunochi::home::Home::at(home));
+        let client = marunochi::daemon::Client::connect(&socket, None).await.ok()?;
+        client.status().await.ok()
+    })
+}
+
 pub fn stop_daemon(home: &Path) {
     let Ok(pid) = std::fs::read_to_string(home.join("run/daemon.lock")) else { return };
     let Ok(pid) = pid.trim().parse::<i32>() else { return };

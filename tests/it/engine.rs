@@ -632,3 +632,67 @@ fn fast_token_counting_builds_the_same_prompts_as_exact_counting() {
     }
     assert!(compared > 80, "{compared}");
 }
+
+/// Warming computes the prompt a keystroke at a place will make: the keystroke there (one more
+/// character typed) then reuses all of it but its last tokens, and a jump back to a place asked
+/// before finds that place's cache still there (each place keeps one). A warm-up told to stop
+/// computes nothing and the next request still gets its answer.
+#[test]
+fn warming_a_place_makes_the_keystroke_there_reuse_it_and_other_places_keep_theirs() {
+    let file: String =
+        (0..300).map(|i| format!("def step_{i}(value):\n    return value * {i} + {}\n\n\n", i % 7)).collect();
+    let place = |function: usize| file.find(&format!("def step_{function}(value):\n")).unwrap() + 22;
+    for model in ["tiny-qwen2-q8_0.gguf", "smollm2-135m-instruct.gguf"] {
+        let engine = load(model);
+        let request = |at: usize, typed: &'static str| {
+            let prefix = format!("{}{typed}", &file[..at]);
+            (prefix, file[at..].to_owned())
+        };
+        let ask = |window: &(String, String), warm: bool, cancel: bool| {
+            let input = marunochi::engine::PromptInput {
+                path: "steps.py",
+                prefix: &window.0,
+                suffix: &window.1,
+                repo_name: None,
+                open_files: &[],
+                recent_edits: &[],
+            };
+            let request = marunochi::engine::CompletionRequest {
+                cache_key: "file:///steps.py",
+                input,
+                adapter: None,
+                sampling: Sampling::Greedy,
+                max_new_tokens: 4,
+                budget: marunochi::engine::Budget { max_prompt_tokens: 384, ..Default::default() },
+                stop: &[],
+            };
+            let cancel = AtomicBool::new(cancel);
+            if warm {
+                engine.warm(&request, &cancel).map(|w| (w.prompt_tokens, w.reused_tokens))
+            } else {
+                engine.complete(&request, &cancel).map(|c| (c.stats.prompt_tokens, c.stats.reused_tokens))
+            }
+        };
+        // A FIM prompt has the suffix after the cursor, computed again after every keystroke; a
+        // prefix-only prompt ends at the cursor.
+        let fim = engine.template() != marunochi::engine::Template::PrefixOnly;
+        let reuses_it =
+            |prompt: usize, reused: usize| if fim { reused * 10 >= prompt * 6 } else { reused + 3 >= prompt };
+        let (a, b) = (place(40), place(260));
+        let (prompt, reused) = ask(&request(a, ""), false, false).unwrap();
+        assert!(prompt > 300 && reused == 0, "{model}: a cold start at A: {prompt} tokens, {reused} reused");
+
+        let (prompt, reused) = ask(&request(b, ""), true, false).unwrap();
+        assert!(prompt > 300 && reused < 20, "{model}: B is far from A: {reused} of {prompt} reused");
+        let (prompt, reused) = ask(&request(b, "re"), false, false).unwrap();
+        assert!(reuses_it(prompt, reused), "{model}: typing at the warmed place B reuses it: {reused} of {prompt}");
+
+        let (prompt, reused) = ask(&request(a, "r"), false, false).unwrap();
+        assert!(reuses_it(prompt, reused), "{model}: A kept its cache through B: {reused} of {prompt}");
+
+        let stopped = ask(&request(place(150), ""), true, true);
+        assert!(matches!(stopped, Err(EngineError::Cancelled)), "{model}: {stopped:?}");
+        let (prompt, reused) = ask(&request(b, "ret"), false, false).unwrap();
+        assert!(reuses_it(prompt, reused), "{model}: B is still cached after a stopped warm-up: {reused} of {prompt}");
+    }
+}

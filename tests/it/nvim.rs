@@ -66,6 +66,9 @@ fn plugin_in(version: &str) {
         export.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|r| r["user_rating"] == 1)
     });
     assert_eq!(rated["user_comment"], "spot on", "{rated}");
+    // The plugin told the proxy where the cursor rested, and the daemon computed the prompt there.
+    let status = daemon_status(&home).expect("the daemon still runs");
+    assert!(status.warmed >= 1, "{status:?}");
     stop_daemon(&home);
 }
 

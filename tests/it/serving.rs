@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use marunochi::daemon::protocol::Status;
 use marunochi::daemon::{Client as DaemonClient, socket_path};
 use marunochi::home::Home;
 use serde_json::{Value, json};
@@ -35,18 +34,6 @@ fn lsp_with_model(home: &Path, model: &str) -> Command {
 
 fn command(client: &mut Client, name: &str, arguments: Value) -> Value {
     client.request("workspace/executeCommand", json!({"command": name, "arguments": arguments}))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// The daemon's status, asked over its socket like a proxy would (this connection counts as a client).
-fn daemon_status(home: &Path) -> Option<Status> {
-    runtime().block_on(async {
-        let client = DaemonClient::connect(&socket_path(&Home::at(home)), None).await.ok()?;
-        client.status().await.ok()
-    })
 }
 
 fn mode(path: &Path) -> u32 {
@@ -826,4 +813,68 @@ fn a_user_who_rejects_every_ghost_text_is_not_shown_more_of_it() {
     assert_eq!(command(&mut client, "marunochi.status", json!([]))["result"]["stay_silent"], Value::Null);
     assert_eq!(client.shutdown_and_exit().code(), Some(0));
     stop_daemon(&home);
+}
+
+const MODULE: &str = "import math\n\n\ndef area(radius):\n    if radius < 0:\n        raise ValueError(radius)\n    return math.pi * radius ** 2\n\n\ndef circumference(radius):\n    return 2 * math.pi * radius\n";
+
+/// Where the cursor comes to rest (our plugins' `marunochi/cursor`, never relayed to the server),
+/// the daemon computes the prompt in its idle time and makes the suggestion for a line opened
+/// below; opening that line is then answered without the model. A keystroke it did not expect
+/// goes to the model as always, and `warm_ahead = false` turns all of it off.
+#[test]
+fn where_the_cursor_rests_the_prompt_is_computed_and_the_line_below_made_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[daemon]\nidle_exit_secs = 30\n");
+    let root = workspace(dir.path());
+    let uri = file_uri(&root.join("shapes.py"));
+    let log = dir.path().join("server.log");
+    let mut client = Client::spawn(proxy_with_model(&home, &smollm2(), &scripted_server(&log, None)));
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, MODULE);
+
+    // At the end of `if radius < 0:`, line 4.
+    client.notify("marunochi/cursor", position(&uri, 4, 18));
+    let status = eventually("a warm-up and a suggestion made ahead", || {
+        daemon_status(&home).filter(|s| s.warmed >= 2 && s.completions == 0)
+    });
+    let opened = |client: &mut Client, version: i32, line: u32, character: u32, text: &str| {
+        let at = json!({"line": line, "character": character});
+        client.notify(
+            "textDocument/didChange",
+            json!({"textDocument": {"uri": uri, "version": version},
+                   "contentChanges": [{"range": {"start": at, "end": at}, "text": text}]}),
+        );
+    };
+    // Vim's `o`: a new line below, a level deeper after the colon.
+    opened(&mut client, 2, 4, 18, "\n        ");
+    let answer = inline(&mut client, &uri, 5, 8);
+    let text = answer["result"]["items"][0]["insertText"].as_str().unwrap_or_else(|| panic!("{answer}"));
+    assert!(!text.trim().is_empty(), "{answer}");
+    assert_eq!(daemon_status(&home).unwrap().completions, status.completions, "answered without the model");
+    let listed = command(&mut client, "marunochi.debug.suggestions", json!([]));
+    assert_eq!(listed["result"]["suggestions"][0]["text"], text, "recorded as any suggestion: {listed}");
+
+    // Elsewhere, a keystroke the warm-up did not expect (typing at the end of the line itself).
+    client.notify("marunochi/cursor", position(&uri, 11, 31));
+    eventually("the second place warmed", || daemon_status(&home).filter(|s| s.warmed >= status.warmed + 2));
+    opened(&mut client, 3, 11, 31, " ");
+    inline(&mut client, &uri, 11, 32);
+    assert_eq!(daemon_status(&home).unwrap().completions, status.completions + 1, "served by the model");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    let relayed: Vec<Value> = read_log(&log).into_iter().filter(|m| m["method"] == "marunochi/cursor").collect();
+    assert!(relayed.is_empty(), "our notification stays with us: {relayed:?}");
+    stop_daemon(&home);
+
+    let off =
+        home_with_config(&dir.path().join("off"), "[daemon]\nidle_exit_secs = 30\n[serving]\nwarm_ahead = false\n");
+    let mut client = Client::spawn(lsp_with_model(&off, &smollm2()));
+    client.initialize(&root, &[]);
+    open(&mut client, &uri, MODULE);
+    client.notify("marunochi/cursor", position(&uri, 4, 18));
+    inline(&mut client, &uri, 11, 31);
+    std::thread::sleep(Duration::from_millis(500));
+    let status = daemon_status(&off).unwrap();
+    assert_eq!((status.warmed, status.completions), (0, 1), "warm_ahead = false: {status:?}");
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+    stop_daemon(&off);
 }

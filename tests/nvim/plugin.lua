@@ -2,7 +2,8 @@
 -- `require("marunochi").setup{}` and a server enabled with vim.lsp.config/vim.lsp.enable; the
 -- server must start behind `marunochi proxy`; typing must bring a suggestion that the user takes
 -- (0.12: inline ghost text and the accept key; 0.11: the marunochi item of the completion menu);
--- :MarunochiGood must reach the proxy and :MarunochiStats must show `marunochi stats`.
+-- the cursor resting on a line must have the prompt there computed (`marunochi.status`'s
+-- `warmed`); :MarunochiGood must reach the proxy and :MarunochiStats must show `marunochi stats`.
 --
 -- Run with -S (see inline_completion.lua for why). Environment:
 --   MARUNOCHI_PLUGIN_DIR  editors/nvim        MARUNOCHI_BIN    the marunochi executable
@@ -88,6 +89,14 @@ local function main()
   if #marunochi.clients(buf) ~= 1 then
     fail("the plugin does not see the proxy's commands")
   end
+
+  -- Where the cursor rests (line 2, `    if n < 2:`), the plugin tells the proxy, which has the
+  -- prompt there computed before anything is typed.
+  api.nvim_win_set_cursor(0, { 2, 5 })
+  wait_for("the prompt computed where the cursor rests", function()
+    local status = client:request_sync("workspace/executeCommand", { command = "marunochi.status", arguments = {} }, 5000, buf)
+    return status and status.result and (status.result.warmed or 0) >= 1
+  end)
 
   local row = api.nvim_buf_line_count(buf)
   local before = api.nvim_buf_get_lines(buf, row - 1, row, true)[1]

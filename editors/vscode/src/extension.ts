@@ -4,11 +4,13 @@
 // feedback (keys and a status-bar menu), a status bar with the model, the adapter serving the current
 // language and today's acceptance (`marunochi.status`, refreshed every 30 s and on editor change),
 // and writes the deadline and night-window settings into marunochi's config (`marunochi config
-// set`). `vscode`, the language client and the process runner are passed in, so the wiring is
+// set`). Tells marunochi where the cursor comes to rest (`marunochi/cursor`), so the prompt there
+// is computed before the user types. `vscode`, the language client and the process runner are passed in, so the wiring is
 // tested under node with stand-ins.
 
 import type * as vscode from "vscode";
 import {
+  CURSOR_NOTIFICATION,
   FEEDBACK_COMMAND,
   STATUS_COMMAND,
   Settings,
@@ -25,6 +27,7 @@ export interface Client {
   start(): Promise<void>;
   stop(): Promise<void>;
   sendRequest(method: string, params: unknown): Promise<unknown>;
+  sendNotification(method: string, params: unknown): Promise<void>;
 }
 
 export type ClientFactory = (
@@ -160,7 +163,18 @@ export async function activateWith(
   const settingsChanged = vs.workspace.onDidChangeConfiguration?.((event) => {
     if (event.affectsConfiguration("marunochi")) void vs.commands.executeCommand("marunochi.restart");
   });
-  for (const subscription of [editorChanged, settingsChanged]) if (subscription) context.subscriptions.push(subscription);
+  // marunochi waits for the cursor to stop moving before it computes anything.
+  const cursorMoved = vs.window.onDidChangeTextEditorSelection?.((event) => {
+    const at = event.selections.length === 1 ? event.selections[0].active : undefined;
+    if (!running.client || !at || event.textEditor.document.uri.scheme !== "file") return;
+    void running.client
+      .sendNotification(CURSOR_NOTIFICATION, {
+        textDocument: { uri: event.textEditor.document.uri.toString() },
+        position: { line: at.line, character: at.character },
+      })
+      .catch(() => undefined);
+  });
+  for (const subscription of [editorChanged, settingsChanged, cursorMoved]) if (subscription) context.subscriptions.push(subscription);
   running.refreshStatus = refreshStatus;
   await start();
   return running;

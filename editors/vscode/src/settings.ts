@@ -46,6 +46,8 @@ export function feedbackArguments(rating: 1 | -1, comment?: string): unknown[] {
 
 export const FEEDBACK_COMMAND = "marunochi.feedback";
 export const STATUS_COMMAND = "marunochi.status";
+/** Where the cursor came to rest: marunochi computes the prompt there before the user types. */
+export const CURSOR_NOTIFICATION = "marunochi/cursor";
 
 /**
  * The `marunochi config set` calls that bring config.toml in line with these settings (marunochi

@@ -14,6 +14,7 @@ function fakeVscode(settings, answers = {}) {
     window: {
       activeTextEditor: answers.language ? { document: { languageId: answers.language } } : undefined,
       onDidChangeActiveTextEditor: (f) => { calls.listeners.editor = f; return { dispose() {} }; },
+      onDidChangeTextEditorSelection: (f) => { calls.listeners.selection = f; return { dispose() {} }; },
       createStatusBarItem: () => ({ text: "", tooltip: "", command: "", show() { this.shown = true; } }),
       showErrorMessage: (m) => calls.messages.push(["error", m]),
       showWarningMessage: (m) => calls.messages.push(["warning", m]),
@@ -53,6 +54,7 @@ function fakeClient(log, fail, status = STATUS) {
         log.push({ method, params });
         return null;
       },
+      sendNotification: async (method, params) => { log.push({ notification: method, params }); },
     };
   };
 }
@@ -151,4 +153,17 @@ test("the deadline and night window go into marunochi's config before it starts;
   assert.strictEqual(restarted[1], "stopped");
   assert.strictEqual(restarted.length, 3);
   assert.ok(calls.commands["marunochi.restart"]);
+});
+
+test("tells marunochi where the cursor comes to rest in a file, once per single cursor", async () => {
+  const { vs, calls } = fakeVscode({});
+  const log = [];
+  await activateWith(vs, { subscriptions: [] }, fakeClient(log), fakeRunner([]));
+  const editor = (scheme) => ({ document: { uri: { scheme, toString: () => `${scheme}:///w/a.py` } } });
+  calls.listeners.selection({ textEditor: editor("file"), selections: [{ active: { line: 4, character: 18 } }] });
+  calls.listeners.selection({ textEditor: editor("output"), selections: [{ active: { line: 1, character: 0 } }] });
+  calls.listeners.selection({ textEditor: editor("file"), selections: [{ active: { line: 1, character: 0 } }, { active: { line: 2, character: 0 } }] });
+  assert.deepStrictEqual(log.slice(1), [
+    { notification: "marunochi/cursor", params: { textDocument: { uri: "file:///w/a.py" }, position: { line: 4, character: 18 } } },
+  ]);
 });

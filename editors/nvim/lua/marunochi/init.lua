@@ -1,6 +1,7 @@
 -- marunochi for Neovim: puts `marunochi proxy` in front of your language servers, shows its
--- suggestions as inline completions (Neovim 0.12) or completion-menu items (0.11), and gives you
--- feedback and stats commands.
+-- suggestions as inline completions (Neovim 0.12) or completion-menu items (0.11), tells it where
+-- the cursor rests (so the prompt there is ready before you type), and gives you feedback and
+-- stats commands.
 --
 --   require("marunochi").setup({
 --     cmd = "marunochi",          -- the marunochi executable
@@ -74,10 +75,23 @@ function M.stats()
   return buf
 end
 
+local CURSOR = "marunochi/cursor"
+
 local function on_attach(client, bufnr)
   if not vim.tbl_contains(M.clients(bufnr), client) then
     return
   end
+  -- Where the cursor comes to rest, marunochi computes the prompt before you type (it waits for
+  -- the cursor to stop moving itself).
+  vim.api.nvim_create_autocmd({ "CursorMoved", "BufEnter" }, {
+    group = vim.api.nvim_create_augroup("marunochi_cursor_" .. bufnr, { clear = false }),
+    buffer = bufnr,
+    callback = function()
+      if not client:is_stopped() then
+        client:notify(CURSOR, vim.lsp.util.make_position_params(0, client.offset_encoding))
+      end
+    end,
+  })
   if vim.lsp.inline_completion then
     -- 0.12: suggestions as ghost text; the accept key takes it, or is itself when there is none.
     vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
