@@ -60,7 +60,7 @@ pub fn example_tokens(
     limits: (usize, usize),
 ) -> Result<Option<ExampleTokens>, EngineError> {
     let (max_prompt_tokens, max_target_tokens) = limits;
-    let end = template.stop_strings().iter().find_map(|s| tokenizer.token_id(s)).or(tokenizer.end_ids.first().copied());
+    let end = end_token(tokenizer, template);
     let input = PromptInput { path: "", prefix, suffix, repo_name: None, open_files: &[], recent_edits: &[] };
     let budget = Budget { max_prompt_tokens, prefix_share: 75, suffix_share: 25, context_share: 0 };
     let counter = count::Counter::new(tokenizer, &[prefix, suffix]);
@@ -87,6 +87,13 @@ pub fn example_tokens(
         prompt.extend(end);
     }
     Ok(Some((prompt, target)))
+}
+
+/// The token that ends a document for this template (its first stop string that is one token, else
+/// the tokenizer's end of text): what a completion is trained to end with, and what a prompt with
+/// nothing before the cursor is conditioned on.
+fn end_token(tokenizer: &TextTokenizer, template: Template) -> Option<u32> {
+    template.stop_strings().iter().find_map(|s| tokenizer.token_id(s)).or(tokenizer.end_ids.first().copied())
 }
 
 /// Token healing: the text of the prompt's last token when the model should write it again itself,
@@ -418,7 +425,7 @@ impl Engine {
         let started = std::time::Instant::now();
         let (ids, _) = self.prompt_ids(request)?;
         if ids.is_empty() {
-            return Ok(Warmed { prompt_tokens: 0, reused_tokens: 0, prefill_ms: 0.0 });
+            return Err(EngineError::Tokenizer("the prompt is empty".into()));
         }
         let adapter = self.adapter(request.adapter)?;
         let key = cache_key(request.cache_key, request.adapter, adapter.as_ref());
@@ -446,6 +453,10 @@ impl Engine {
         let healed = healed_token(&self.tokenizer, self.template, &ids).unwrap_or_default();
         if !healed.is_empty() {
             ids.pop();
+        }
+        if ids.is_empty() {
+            // The very start of a file with a prefix-only model: as training examples there are.
+            ids.extend(end_token(&self.tokenizer, self.template));
         }
         Ok((ids, healed))
     }

@@ -74,7 +74,8 @@ pub(super) async fn warm(
         result = pending.result() => match result {
             Ok(warmed) => {
                 link.warmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(prompt = warmed.prompt_tokens, reused = warmed.reused_tokens, ms = warmed.total_ms as u64, "warmed");
+                let (prompt, reused) = (warmed.prompt_tokens, warmed.reused_tokens);
+                tracing::debug!(prompt, reused, ms = warmed.total_ms as u64, "warmed");
             }
             Err(error) => return tracing::debug!(%error, "warm-up not done"),
         },
@@ -91,8 +92,15 @@ pub(super) async fn warm(
     tokio::select! {
         result = pending.result() => {
             if let Ok(Completed { text: Some(text), model_version, confidence, .. }) = result {
-                let ready = Ready { prefix: expected.prefix, suffix: expected.suffix, text, model_version, confidence,
-                    sources: shown.sources, context_files: shown.context_files };
+                let ready = Ready {
+                    prefix: expected.prefix,
+                    suffix: expected.suffix,
+                    text,
+                    model_version,
+                    confidence,
+                    sources: shown.sources,
+                    context_files: shown.context_files,
+                };
                 expected.ready.lock().expect("ready").insert(shown.uri, ready);
             }
         }

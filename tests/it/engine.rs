@@ -636,7 +636,7 @@ fn fast_token_counting_builds_the_same_prompts_as_exact_counting() {
 /// Warming computes the prompt a keystroke at a place will make: the keystroke there (one more
 /// character typed) then reuses all of it but its last tokens, and a jump back to a place asked
 /// before finds that place's cache still there (each place keeps one). A warm-up told to stop
-/// computes nothing and the next request still gets its answer.
+/// computes nothing and the next request still gets its answer. The start of a file is served.
 #[test]
 fn warming_a_place_makes_the_keystroke_there_reuse_it_and_other_places_keep_theirs() {
     let file: String =
@@ -694,5 +694,10 @@ fn warming_a_place_makes_the_keystroke_there_reuse_it_and_other_places_keep_thei
         assert!(matches!(stopped, Err(EngineError::Cancelled)), "{model}: {stopped:?}");
         let (prompt, reused) = ask(&request(b, "ret"), false, false).unwrap();
         assert!(reuses_it(prompt, reused), "{model}: B is still cached after a stopped warm-up: {reused} of {prompt}");
+
+        // The very start of the file: a prefix-only model is conditioned on the end of text, as
+        // training examples there are, instead of failing on an empty prompt.
+        let start = (String::new(), file.clone());
+        assert!(ask(&start, true, false).is_ok() && ask(&start, false, false).is_ok(), "{model}");
     }
 }
