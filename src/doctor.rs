@@ -52,6 +52,8 @@ pub fn run(home: &Home) -> Report {
     let configured = Config::load(&home.config_file()).ok().and_then(|c| c.engine.model);
     checks.extend(check_model(configured.as_deref()));
     checks.push(check_daemon(home));
+    checks.push(check_store(home));
+    checks.extend(check_adapters(home));
     checks.extend(check_learning(home));
     checks.extend(check_editors());
     let found: Vec<Check> = LANGUAGE_SERVERS
@@ -239,6 +241,44 @@ fn check_daemon(home: &Home) -> Check {
 
 /// Editors whose configuration we can read, and whether it starts marunochi.
 /// What training and the eval gate need: the schedule, HumanEval, the sandbox.
+/// The store: it opens (migrated to this version's schema) and SQLite finds it whole.
+fn check_store(home: &Home) -> Check {
+    let path = home.db_path();
+    let opened = crate::store::Store::open(&path);
+    match opened.and_then(|store| Ok((store.integrity()?, store.count()?))) {
+        Ok((integrity, count)) if integrity == "ok" => {
+            ok("store".into(), format!("{}: {count} suggestions recorded", path.display()))
+        }
+        Ok((integrity, _)) => fail(
+            "store",
+            format!("{}: {integrity}", path.display()),
+            "keep a copy, then `marunochi data export` what can be read".into(),
+        ),
+        Err(e) => fail("store", e.to_string(), "move the file away to start a new store".into()),
+    }
+}
+
+/// What each language's adapter links name (`adapters/<language>/{active,canary,shadow}`).
+fn check_adapters(home: &Home) -> Vec<Check> {
+    let languages = crate::store::Links::all(&home.adapters_dir());
+    if languages.is_empty() {
+        return vec![ok("adapters".into(), "none yet: the base model serves every language".into())];
+    }
+    let shown = |link: &Option<String>| link.as_deref().unwrap_or("-").to_owned();
+    languages
+        .iter()
+        .map(|(language, links)| {
+            let detail = format!(
+                "active {}, canary {}, shadow {}",
+                shown(&links.active),
+                shown(&links.canary),
+                shown(&links.shadow)
+            );
+            ok(format!("adapters {language}"), detail)
+        })
+        .collect()
+}
+
 fn check_learning(home: &Home) -> Vec<Check> {
     let mut checks = Vec::new();
     let schedule = Config::load(&home.config_file()).map(|c| c.schedule).unwrap_or_default();

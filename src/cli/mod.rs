@@ -76,8 +76,14 @@ enum Command {
         #[arg(long, value_name = "M")]
         model: Option<PathBuf>,
     },
-    /// Check the installation: data directory, configuration, logs, language servers.
-    Doctor,
+    /// Check the installation: data directory and store, configuration, logs, the model, the
+    /// daemon, adapters, the training schedule, language servers.
+    Doctor {
+        /// One JSON object: `version`, `healthy` and `checks` (`status` ok/warn/fail, `what`,
+        /// `detail`, `fix`), for editor health checks and scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Complete the code at one position of a file, for scripts and quick checks.
     ///
     /// Prints the completion (nothing if the model had nothing worth showing); with --json, the
@@ -218,7 +224,7 @@ pub fn main() -> ExitCode {
         }
         Command::Lsp { model } => serve::serve(&home, "lsp", verbose, Backend::Standalone, Some(model)),
         Command::Daemon { foreground: _, model } => serve::daemon(&home, verbose, model),
-        Command::Doctor => setup::doctor(&home),
+        Command::Doctor { json } => setup::doctor(&home, json),
         Command::Data { action } => data::data(&home, action),
         Command::Run { command } => data::run(&home, &command),
         Command::Retention { action: data::RetentionAction::Sweep { now } } => data::retention_sweep(&home, now),

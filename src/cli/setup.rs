@@ -24,9 +24,27 @@ pub enum ConfigAction {
     Path,
 }
 
-pub fn doctor(home: &Home) -> ExitCode {
+pub fn doctor(home: &Home, json: bool) -> ExitCode {
     let _log = logging::init(&home.logs_dir(), "doctor", "info", false);
     let report = doctor::run(home);
+    let healthy = if report.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    if json {
+        let checks: Vec<serde_json::Value> = report
+            .checks
+            .iter()
+            .map(|c| {
+                let status = match c.status {
+                    Status::Ok => "ok",
+                    Status::Warn => "warn",
+                    Status::Fail => "fail",
+                };
+                serde_json::json!({"status": status, "what": c.what, "detail": c.detail, "fix": c.fix})
+            })
+            .collect();
+        let version = env!("CARGO_PKG_VERSION");
+        println!("{}", serde_json::json!({"version": version, "healthy": report.healthy(), "checks": checks}));
+        return healthy;
+    }
     println!("marunochi {}", env!("CARGO_PKG_VERSION"));
     for check in &report.checks {
         let mark = match check.status {

@@ -109,6 +109,30 @@ fn doctor_reports_and_creates_a_private_home() {
     let log = home.join("logs/doctor.log");
     assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
 
+    assert!(text.contains("[ok  ] store: ") && text.contains("0 suggestions recorded"), "{text}");
+    assert!(text.contains("[ok  ] adapters: none yet"), "{text}");
+
+    // What `:checkhealth marunochi` reads: one JSON object with every check.
+    let python = home.join("adapters/python");
+    std::fs::create_dir_all(python.join("v1")).unwrap();
+    std::os::unix::fs::symlink("v1", python.join("active")).unwrap();
+    let out = marunochi(&home, &["doctor", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((out.status.success(), &report["healthy"]), (true, &serde_json::json!(true)), "{report}");
+    let check = |what: &str| report["checks"].as_array().unwrap().iter().find(|c| c["what"] == what).cloned();
+    assert_eq!(check("adapters python").unwrap()["detail"], "active v1, canary -, shadow -", "{report}");
+    assert_eq!(check("data directory").unwrap()["status"], "ok", "{report}");
+
+    // A store that is not a database is a failure that says so, and is left as it was.
+    let db = home.join("marunochi.db");
+    std::fs::remove_file(&db).unwrap();
+    std::fs::write(&db, b"not a database, and not ours to overwrite").unwrap();
+    let out = marunochi(&home, &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("[FAIL] store: ") && text.contains("fix: "), "{text}");
+    assert_eq!(std::fs::read(&db).unwrap(), b"not a database, and not ours to overwrite");
+    std::fs::remove_file(&db).unwrap();
+
     std::fs::write(home.join("config.toml"), "[proxy]\nmax_restarts = -1\n").unwrap();
     let out = marunochi(&home, &["doctor"]);
     let text = String::from_utf8_lossy(&out.stdout);

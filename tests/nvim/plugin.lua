@@ -3,7 +3,9 @@
 -- server must start behind `marunochi proxy`; typing must bring a suggestion that the user takes
 -- (0.12: inline ghost text and the accept key; 0.11: the marunochi item of the completion menu);
 -- the cursor resting on a line must have the prompt there computed (`marunochi.status`'s
--- `warmed`); :MarunochiGood must reach the proxy and :MarunochiStats must show `marunochi stats`.
+-- `warmed`); :MarunochiGood must reach the proxy, :MarunochiStats must show `marunochi stats`,
+-- :MarunochiStatus the model and today's suggestion, `:checkhealth marunochi` the executable and
+-- the doctor's checks.
 --
 -- Run with -S (see inline_completion.lua for why). Environment:
 --   MARUNOCHI_PLUGIN_DIR  editors/nvim        MARUNOCHI_BIN    the marunochi executable
@@ -150,8 +152,28 @@ local function main()
   if api.nvim_buf_get_name(stats) ~= "marunochi://stats" or #lines == 0 then
     fail("MarunochiStats showed %s", vim.inspect(lines))
   end
-  finish(true, ("nvim %s: pylsp behind the proxy, %s (%q), feedback sent, stats shown (%d lines)"):format(
-    tostring(vim.version()), how, taken, #lines))
+  vim.cmd("close")
+
+  step = ":MarunochiStatus"
+  vim.cmd.buffer(buf)
+  local status = marunochi.status() or {}
+  local said = table.concat(status, "\n")
+  if not said:find("model smollm2", 1, true) or not said:find("python today: 1 shown", 1, true) then
+    fail("MarunochiStatus said %q", said)
+  end
+
+  step = ":checkhealth marunochi"
+  vim.cmd("checkhealth marunochi")
+  local report = api.nvim_buf_get_lines(0, 0, -1, false)
+  local joined = table.concat(report, "\n")
+  local entries = #vim.tbl_filter(function(line)
+    return line:match("^%s*%- ") ~= nil
+  end, report)
+  if not joined:find("OK marunochi %d") or not joined:find("model", 1, true) or entries < 8 then
+    fail("checkhealth said %q", joined)
+  end
+  finish(true, ("nvim %s: pylsp behind the proxy, %s (%q), feedback sent, stats shown (%d lines), status (%d lines), checkhealth (%d entries)"):format(
+    tostring(vim.version()), how, taken, #lines, #status, entries))
 end
 
 vim.defer_fn(function()

@@ -1,7 +1,7 @@
 -- marunochi for Neovim: puts `marunochi proxy` in front of your language servers, shows its
 -- suggestions as inline completions (Neovim 0.12) or completion-menu items (0.11), tells it where
--- the cursor rests (so the prompt there is ready before you type), and gives you feedback and
--- stats commands.
+-- the cursor rests (so the prompt there is ready before you type), and gives you feedback, status
+-- and stats commands and `:checkhealth marunochi`.
 --
 --   require("marunochi").setup({
 --     cmd = "marunochi",          -- the marunochi executable
@@ -18,6 +18,7 @@ local M = {}
 M.options = { cmd = "marunochi", model = nil, servers = nil, accept_key = "<Tab>" }
 
 local FEEDBACK = "marunochi.feedback"
+local STATUS = "marunochi.status"
 
 --- The command that runs `server_cmd` behind the proxy (unchanged if it already is).
 function M.wrap(server_cmd)
@@ -59,6 +60,41 @@ function M.feedback(rating, comment)
   local ok = response ~= nil and response.err == nil
   vim.notify(ok and "marunochi: thanks, noted" or "marunochi: feedback not recorded", ok and vim.log.levels.INFO or vim.log.levels.WARN)
   return ok
+end
+
+local function shown(value)
+  return (value == nil or value == vim.NIL) and "-" or tostring(value)
+end
+
+--- `:MarunochiStatus`: the model, each language's adapters, today's suggestions and warm-ups, as
+--- the proxy of this buffer sees them (`marunochi.status`). Returns the lines shown, or nil.
+function M.status()
+  local clients = M.clients(0)
+  if #clients == 0 then
+    vim.notify("marunochi: no marunochi server in this buffer", vim.log.levels.WARN)
+    return nil
+  end
+  local response = clients[1]:request_sync("workspace/executeCommand", { command = STATUS, arguments = {} }, 5000, 0)
+  local status = response and response.result
+  if type(status) ~= "table" then
+    vim.notify("marunochi: no status from the proxy", vim.log.levels.WARN)
+    return nil
+  end
+  local model = status.model ~= vim.NIL and status.model or ("none (" .. shown(status.problem) .. ")")
+  local lines = { "marunochi: model " .. model }
+  for language, links in vim.spairs(status.adapters or {}) do
+    table.insert(
+      lines,
+      string.format("  %s adapters: active %s, canary %s, shadow %s", language, shown(links.active), shown(links.canary), shown(links.shadow))
+    )
+  end
+  for language, today in vim.spairs(status.today or {}) do
+    local rate = today.decided > 0 and string.format(" (%d%% taken)", math.floor(100 * today.taken / today.decided + 0.5)) or ""
+    table.insert(lines, string.format("  %s today: %d shown, %d decided, %d taken%s", language, today.shown, today.decided, today.taken, rate))
+  end
+  table.insert(lines, "  prompts computed ahead of a keystroke: " .. shown(status.warmed))
+  vim.notify(table.concat(lines, "\n"), vim.log.levels.INFO)
+  return lines
 end
 
 --- `marunochi stats` in a scratch buffer.
@@ -134,6 +170,9 @@ function M.setup(options)
     M.feedback(-1, cmd.args)
   end, { nargs = "*", desc = "marunochi: the last suggestion was bad [comment]" })
   vim.api.nvim_create_user_command("MarunochiStats", M.stats, { desc = "marunochi: acceptance, retention, quality" })
+  vim.api.nvim_create_user_command("MarunochiStatus", function()
+    M.status()
+  end, { desc = "marunochi: model, adapters, today's suggestions" })
 end
 
 return M
