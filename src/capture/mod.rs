@@ -346,6 +346,7 @@ impl CaptureSink for Recorder {
             uri: s.uri.clone(),
             offset: s.offset,
             text: s.text.clone(),
+            word: s.word.clone(),
             shown_at_ms: shown.shown_at_ms,
         };
         let _ = self.events.send(Event::Shown(Box::new(shown), tracked));

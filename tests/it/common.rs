@@ -336,6 +336,24 @@ pub fn inline(client: &mut Client, uri: &str, line: u32, character: u32) -> Valu
 
 /// Stops the daemon a test's proxies started in `home` (its pid is in the lock file) and waits for it
 /// to remove its socket.
+/// Runs an editor's headless test script until it exits (or 150 s): its last stdout line (the
+/// script's PASS/FAIL verdict), stderr, the exit status.
+pub fn run_editor_script(mut command: Command) -> (String, String, std::process::ExitStatus) {
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The script has its own timeout; this one catches a script that never starts.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    let verdict = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned();
+    (verdict, String::from_utf8_lossy(&output.stderr).into_owned(), output.status)
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }

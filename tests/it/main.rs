@@ -8,6 +8,7 @@ mod capture;
 mod cli;
 mod curate;
 mod demo;
+mod emacs;
 mod engine;
 mod eval;
 mod models;

@@ -6,8 +6,7 @@
 //! deletes the last two characters of the accepted code and types another: the interaction store
 //! must call that a correction, with the final code and the diff.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use crate::common::*;
 use marunochi::store::{Action, Store};
@@ -16,23 +15,6 @@ fn nvim(version: &str) -> String {
     let path = repo_root().join(format!(".test-deps/bin/nvim-{version}"));
     assert!(path.exists(), "{} is missing: run ./scripts/test-deps.sh", path.display());
     path.to_string_lossy().into_owned()
-}
-
-/// Runs a test script in headless Neovim until it exits (or 150 s): its PASS/FAIL line, stderr.
-fn run_script(mut command: Command) -> (String, String, std::process::ExitStatus) {
-    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    // The script has its own timeout; this one catches a script that never starts.
-    let deadline = Instant::now() + Duration::from_secs(150);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = child.wait_with_output().unwrap();
-    let verdict = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned();
-    (verdict, String::from_utf8_lossy(&output.stderr).into_owned(), output.status)
 }
 
 /// The plugin as a user sets it up (`require("marunochi").setup{}` + `vim.lsp.enable("pylsp")`), in
@@ -58,7 +40,7 @@ fn plugin_in(version: &str) {
         .env("MARUNOCHI_MODEL", fixture("smollm2-135m-instruct.gguf"))
         .env("MARUNOCHI_PYLSP", &pylsp()[0])
         .env("MARUNOCHI_NVIM_FILE", &file);
-    let (verdict, stderr, status) = run_script(command);
+    let (verdict, stderr, status) = run_editor_script(command);
     assert!(verdict.starts_with("PASS "), "Neovim {version} said {verdict:?} ({status:?})\n--- stderr ---\n{stderr}");
     eprintln!("{verdict}");
     let rated = eventually("the feedback in the store", || {
@@ -105,7 +87,7 @@ fn neovim_shows_and_accepts_an_inline_completion_through_the_proxy() {
         .env("MARUNOCHI_NVIM_TYPE", "    return fib")
         .env("MARUNOCHI_NVIM_AFTER_ACCEPT", "<BS><BS>x")
         .env("MARUNOCHI_NVIM_TIMEOUT_MS", "90000");
-    let (verdict, stderr, status) = run_script(command);
+    let (verdict, stderr, status) = run_editor_script(command);
     assert!(
         verdict.starts_with("PASS inline completion accepted: \"onacci"),
         "Neovim said {verdict:?} (status {status:?})\n--- stderr ---\n{stderr}"
