@@ -319,7 +319,7 @@ impl Serving {
         // The keystroke's own request computes its prompt; a warm-up would only compete with it.
         self.stop_warming();
         self.warmed.insert(uri.to_owned(), (doc.version, position.line));
-        let (request, shown, retrieval) = self.request_at(mirror, &doc, uri, position, kind, ticket);
+        let (request, shown) = self.request_at(mirror, &doc, uri, position, kind, ticket);
         if let Some(older) = self.latest_by_document.insert(uri.to_owned(), ticket) {
             self.cancel(older);
         }
@@ -346,13 +346,15 @@ impl Serving {
                 sources: ready.sources,
                 ..shown
             };
-            let outcome = match retrieval.quiet.as_ref().is_some_and(|quiet| quiet.holds_back(&suggestion)) {
+            let outcome = match self.quiet.as_ref().is_some_and(|quiet| quiet.holds_back(&suggestion)) {
                 true => Outcome::Nothing,
                 false => Outcome::Suggested(Box::new(suggestion)),
             };
             (self.notify)(Finished { ticket, outcome });
             return ticket;
         }
+        // Only now: asking the language server for definitions is wasted on the answers above.
+        let retrieval = self.retrieval_at(mirror, &doc, uri, shown.offset);
         let (cancel, cancelled) = watch::channel(false);
         self.inflight.insert(ticket, cancel);
         let (link, notify, debounce) = (self.link.clone(), self.notify.clone(), self.config.debounce());
@@ -378,7 +380,8 @@ impl Serving {
         }
         self.stop_warming();
         self.ready.lock().expect("ready").remove(uri);
-        let (request, shown, retrieval) = self.request_at(mirror, &doc, uri, position, "inline", WARM_UP);
+        let (request, shown) = self.request_at(mirror, &doc, uri, position, "inline", WARM_UP);
+        let retrieval = self.retrieval_at(mirror, &doc, uri, shown.offset);
         let expected = context::opened_below(&doc.text, shown.offset).map(|(prefix, suffix)| link::Expected {
             prefix,
             suffix,
@@ -402,8 +405,7 @@ impl Serving {
         }
     }
 
-    /// What a suggestion at `position` of `doc` sends to the daemon, what is shown for it, and
-    /// what it asks of the retrieval sources.
+    /// What a suggestion at `position` of `doc` sends to the daemon, and what is shown for it.
     fn request_at(
         &mut self,
         mirror: &Mirror,
@@ -412,7 +414,7 @@ impl Serving {
         position: Position,
         kind: &'static str,
         ticket: u64,
-    ) -> (CompleteRequest, Suggestion, Retrieval) {
+    ) -> (CompleteRequest, Suggestion) {
         let offset = doc.offset_at(position, mirror.encoding());
         let word_offset = doc.text[..offset]
             .char_indices()
@@ -465,7 +467,13 @@ impl Serving {
             prompt_tokens: self.config.prompt_tokens,
             context_share: self.config.context_share,
         };
-        let retrieval = Retrieval {
+        (request, shown)
+    }
+
+    /// What a request at byte `offset` of `doc` asks of the retrieval sources (the language
+    /// server's definitions are asked now, so the answers come in during the debounce).
+    fn retrieval_at(&self, mirror: &Mirror, doc: &Arc<DocumentSnapshot>, uri: &str, offset: usize) -> Retrieval {
+        Retrieval {
             definitions: self
                 .definitions
                 .as_ref()
@@ -479,8 +487,7 @@ impl Serving {
             max_bytes: self.retrieved_bytes(),
             current: crate::uri::to_path(uri),
             quiet: self.quiet.clone(),
-        };
-        (request, shown, retrieval)
+        }
     }
 
     /// Each retrieved item's share of the context budget, in bytes (code runs about three bytes a
