@@ -107,13 +107,29 @@ pub struct PendingCompletion {
 
 impl PendingCompletion {
     pub async fn result(self) -> Result<Completed, ClientError> {
-        match self.reply.await {
-            Ok(Reply::Completed(completed)) => Ok(completed),
-            Ok(Reply::Failed { cancelled: true, .. }) => Err(ClientError::Cancelled),
-            Ok(Reply::Failed { error, .. }) => Err(ClientError::Failed(error)),
-            Ok(other) => Err(ClientError::Failed(format!("unexpected reply {other:?}"))),
-            Err(_) => Err(ClientError::Disconnected),
-        }
+        answer(self.reply, |reply| match reply {
+            Reply::Completed(completed) => Ok(completed),
+            other => Err(Box::new(other)),
+        })
+        .await
+    }
+}
+
+/// The reply `wanted` takes (it gives back any other), or what a failure, a cancel or a lost
+/// daemon means to the caller.
+async fn answer<T>(
+    reply: oneshot::Receiver<Reply>,
+    wanted: impl FnOnce(Reply) -> Result<T, Box<Reply>>,
+) -> Result<T, ClientError> {
+    let other = match reply.await.map(wanted) {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(other)) => *other,
+        Err(_) => return Err(ClientError::Disconnected),
+    };
+    match other {
+        Reply::Failed { cancelled: true, .. } => Err(ClientError::Cancelled),
+        Reply::Failed { error, .. } => Err(ClientError::Failed(error)),
+        other => Err(ClientError::Failed(format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -125,13 +141,11 @@ pub struct PendingWarm {
 
 impl PendingWarm {
     pub async fn result(self) -> Result<Warmed, ClientError> {
-        match self.reply.await {
-            Ok(Reply::Warmed(warmed)) => Ok(warmed),
-            Ok(Reply::Failed { cancelled: true, .. }) => Err(ClientError::Cancelled),
-            Ok(Reply::Failed { error, .. }) => Err(ClientError::Failed(error)),
-            Ok(other) => Err(ClientError::Failed(format!("unexpected reply {other:?}"))),
-            Err(_) => Err(ClientError::Disconnected),
-        }
+        answer(self.reply, |reply| match reply {
+            Reply::Warmed(warmed) => Ok(warmed),
+            other => Err(Box::new(other)),
+        })
+        .await
     }
 }
 

@@ -237,8 +237,12 @@ fn draft_from<'a>(prompt: &'a [u32], generated: &'a [u32], most: usize) -> &'a [
 /// How many leading prompt tokens the cache already holds; at least one token is always left to
 /// feed, because the logits of the last prompt token are needed.
 pub(crate) fn reusable_prefix(cached: &[u32], prompt: &[u32]) -> usize {
-    let common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-    common.min(prompt.len().saturating_sub(1))
+    shared_start(cached, prompt).min(prompt.len().saturating_sub(1))
+}
+
+/// How many leading tokens `cached` and `prompt` have in common.
+pub(crate) fn shared_start(cached: &[u32], prompt: &[u32]) -> usize {
+    cached.iter().zip(prompt).take_while(|(a, b)| a == b).count()
 }
 
 /// Log-probabilities of one row of logits.

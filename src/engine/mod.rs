@@ -430,7 +430,7 @@ impl Engine {
         let adapter = self.adapter(request.adapter)?;
         let key = cache_key(request.cache_key, request.adapter, adapter.as_ref());
         let mut cache = self.take_cache(&key, &ids)?;
-        let reused = cache.tokens().iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        let reused = generate::shared_start(cache.tokens(), &ids);
         cache.truncate(reused);
         let result = candle_core::utils::with_threadpool(|| {
             generate::prefill(&self.model, adapter.as_deref(), &ids[reused..], &mut cache, cancel)
@@ -580,7 +580,7 @@ impl Engine {
     /// and the cache stays, so jumping back to that place finds it.
     fn take_cache(&self, key: &str, prompt: &[u32]) -> Result<KvCache, EngineError> {
         let mut caches = self.caches.lock().expect("cache lock");
-        let shared = |cache: &KvCache| cache.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let shared = |cache: &KvCache| generate::shared_start(cache.tokens(), prompt);
         let best = caches.iter().enumerate().filter(|(_, s)| s.key == key).max_by_key(|(_, s)| shared(&s.cache));
         let Some((i, slot)) = best else { return Ok(KvCache::default()) };
         if elsewhere(&slot.cache.tokens()[..slot.prompt_len.min(slot.cache.tokens().len())], prompt) {
