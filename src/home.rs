@@ -126,6 +126,14 @@ pub fn is_shared(path: &Path) -> io::Result<bool> {
     Ok(fs::metadata(path)?.permissions().mode() & 0o077 != 0)
 }
 
+/// An exclusive lock on `path` (created 0600), waited for and held until the returned file is
+/// dropped.
+pub fn lock(path: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path)?;
+    file.lock()?;
+    Ok(file)
+}
+
 /// An exclusive `flock` on `path` (created 0600, our pid written in it), held until the returned
 /// file is dropped; `None` while another process holds it.
 pub fn try_lock(path: &Path) -> io::Result<Option<fs::File>> {

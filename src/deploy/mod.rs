@@ -12,6 +12,8 @@
 //! Links are switched first (atomic renames), the store second. Every use of the registry starts
 //! by reconciling the two, so a crash between them leaves nothing inconsistent for long: the links
 //! win, and where two name one version the higher stage (active, then canary, then shadow) does.
+//! Every change and every reconcile holds `adapters/.registry.lock`, so the daemon's rollout
+//! checks and the user's commands never see each other's change half done.
 
 use std::path::{Path, PathBuf};
 
@@ -240,7 +242,7 @@ impl Registry {
 
     /// The history of `language`'s adapters.
     pub fn history(&self, language: &str) -> Result<Vec<AdapterEvent>, RegistryError> {
-        Ok(self.store()?.adapter_events(language)?)
+        Ok(Store::open(&self.db)?.adapter_events(language)?)
     }
 
     /// The version `promote` or `start_rollout` may put into service: the one named, else the
@@ -306,8 +308,16 @@ impl Registry {
         })
     }
 
-    fn store(&self) -> Result<Store, RegistryError> {
-        Ok(Store::open(&self.db)?)
+    /// The store, with the registry's lock held until it is dropped.
+    fn store(&self) -> Result<Locked, RegistryError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RegistryError::Io { path, source }
+        };
+        crate::home::create_private_dir(&self.adapters).map_err(io(&self.adapters))?;
+        let path = self.adapters.join(".registry.lock");
+        let lock = crate::home::lock(&path).map_err(io(&path))?;
+        Ok(Locked { store: Store::open(&self.db)?, _lock: lock })
     }
 
     fn languages(&self) -> Vec<String> {
@@ -420,6 +430,27 @@ impl Registry {
                 _ => Ok(()),
             },
         }
+    }
+}
+
+/// The store while this process holds the registry: links and states change together under the
+/// lock, so a reconcile in another process (a `list` while the daemon rolls a version back) never
+/// takes a change half done for an interrupted one and completes it under another reason.
+struct Locked {
+    store: Store,
+    _lock: std::fs::File,
+}
+
+impl std::ops::Deref for Locked {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl std::ops::DerefMut for Locked {
+    fn deref_mut(&mut self) -> &mut Store {
+        &mut self.store
     }
 }
 

@@ -113,8 +113,12 @@ impl Store {
         }
         // Created private before SQLite opens it; an existing file keeps its bytes.
         crate::home::open_private_append(path).map_err(|source| StoreError::Io { path: path.into(), source })?;
-        let conn = Connection::open(path).map_err(sqlite)?;
+        let mut conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+        // Every transaction here writes, most after reading: a deferred one that reads first cannot
+        // wait for another process's write to end (SQLite answers "database is locked" at once),
+        // one that takes the write lock up front waits out the busy timeout.
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
         let version: i64 =
             conn.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| classify(path, e))?;
         let supported = MIGRATIONS.len() as i64;
@@ -134,12 +138,13 @@ impl Store {
         &self.path
     }
 
-    /// Applies the migrations this file lacks, under the write lock taken up front: another process
+    /// Applies the migrations this file lacks, under the write lock taken up front (as every
+    /// transaction here takes it): another process
     /// opening the same file at the same moment waits, then finds the version it left and applies
     /// nothing twice.
     fn migrate(&mut self) -> Result<(), StoreError> {
         let failed = |e| classify(&self.path, e);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed)?;
+        let tx = self.conn.transaction().map_err(failed)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(failed)?;
         let supported = MIGRATIONS.len() as i64;
         if version > supported {

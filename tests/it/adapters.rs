@@ -180,3 +180,31 @@ fn rollout_steps_interrupted_between_links_and_store_are_completed() {
     assert_eq!(list(&home), states(&[("v1", "active"), ("v2", "candidate"), ("v3", "shadow")]));
     assert_eq!(linked("shadow"), Some(PathBuf::from("v3")));
 }
+
+#[test]
+fn a_list_while_rollouts_start_and_stop_never_completes_a_change_half_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = two_versions(dir.path());
+    gate_verdict(&home, "v1", true);
+    gate_verdict(&home, "v2", true);
+    assert!(run_cli(&home, &["adapters", "promote", "--language", "python", "v1"]).0);
+    // The daemon's rollout checks and the user's commands are separate processes: each change
+    // switches a link and then writes the store, and another process reconciling in between
+    // would take it for a crash and complete it under another reason.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                list(&home);
+            }
+        });
+        for _ in 0..25 {
+            assert!(run_cli(&home, &["adapters", "rollout", "--language", "python", "v2", "--skip-shadow"]).0);
+            assert!(run_cli(&home, &["adapters", "rollback", "--language", "python"]).0);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let (_, history, _) = run_cli(&home, &["adapters", "history", "--language", "python"]);
+    assert!(!history.contains("interrupted"), "{history}");
+    assert_eq!(history.matches("canary -> rolled_back: rolled back by the user").count(), 25, "{history}");
+}

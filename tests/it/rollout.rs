@@ -151,7 +151,8 @@ fn a_shadow_that_matches_the_kept_code_becomes_canary_and_a_canary_that_is_rejec
     automatic(&home, true);
     wait_for_states(&home, &[("v1", "active"), ("v2", "rolled_back")]);
     assert_eq!((link(&home, "canary"), link(&home, "active")), (None, Some("v1".into())));
-    assert!(history(&home).contains("canary -> rolled_back: automatic rollback: acceptance 0% vs 100%"));
+    let history = history(&home);
+    assert!(history.contains("canary -> rolled_back: automatic rollback: acceptance 0% vs 100%"), "{history}");
     let (_, stats, _) = run_cli(&home, &["stats"]);
     assert!(stats.contains("rollback_acceptance (0%, was 100%)"), "{stats}");
     stop_daemon(&home);
