@@ -239,6 +239,14 @@ pub struct TrainConfig {
     pub beta: f64,
 }
 
+impl TrainConfig {
+    /// The optimizer's settings that config.toml does not expose (the trainer's, and the ones
+    /// `curate --for trl|axolotl` writes for other engines).
+    pub const WARMUP_RATIO: f64 = 0.05;
+    pub const WEIGHT_DECAY: f64 = 0.0;
+    pub const MAX_GRAD_NORM: f64 = 1.0;
+}
+
 impl Default for TrainConfig {
     fn default() -> TrainConfig {
         TrainConfig {
@@ -527,8 +535,9 @@ pub fn set(path: &Path, key: &str, value: &str) -> Result<(), ConfigError> {
     Err(invalid(format!("{key} = {value}: {}", first_error.unwrap_or_default())))
 }
 
-/// `marunochi config get SECTION.KEY`: the value in `path`, else the default, as TOML.
-pub fn get(path: &Path, key: &str) -> Result<String, ConfigError> {
+/// `marunochi config get SECTION.KEY`: the value in `path`, else the default, as TOML; `None` for
+/// a setting that is unset by default (commented out in [`DEFAULT_CONFIG`]) and not set.
+pub fn get(path: &Path, key: &str) -> Result<Option<String>, ConfigError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -539,10 +548,28 @@ pub fn get(path: &Path, key: &str) -> Result<String, ConfigError> {
         let (section, name) = key.split_once('.')?;
         Some(document.get(section)?.get(name)?.as_value()?.clone().decorated("", "").to_string())
     };
-    lookup(&text).or_else(|| lookup(DEFAULT_CONFIG)).ok_or_else(|| ConfigError::Invalid {
+    if let Some(value) = lookup(&text).or_else(|| lookup(DEFAULT_CONFIG)) {
+        return Ok(Some(value));
+    }
+    if key.split_once('.').is_some_and(|(section, name)| unset_by_default(section, name)) {
+        return Ok(None);
+    }
+    Err(ConfigError::Invalid {
         path: path.to_owned(),
         message: format!("{key} is not a setting (`marunochi config --help` says where they are documented)"),
     })
+}
+
+/// Whether [`DEFAULT_CONFIG`] documents `[section] name` as a commented-out example.
+fn unset_by_default(section: &str, name: &str) -> bool {
+    let header = format!("[{section}]");
+    let example = format!("# {name} = ");
+    DEFAULT_CONFIG
+        .lines()
+        .skip_while(|line| line.trim() != header)
+        .skip(1)
+        .take_while(|line| !line.starts_with('['))
+        .any(|line| line.starts_with(&example))
 }
 
 /// The nightly window, in local minutes since midnight; it may cross midnight (`22:30-05:00`).
@@ -622,8 +649,8 @@ mod tests {
         assert_eq!(config.serving.completion_deadline_ms, 120);
         assert_eq!(config.schedule.window, "22:30-05:00");
         assert!(!config.rollout.automatic);
-        assert_eq!(get(&path, "schedule.window").unwrap(), "\"22:30-05:00\"");
-        assert_eq!(get(&path, "daemon.idle_exit_secs").unwrap(), "900");
+        assert_eq!(get(&path, "schedule.window").unwrap().as_deref(), Some("\"22:30-05:00\""));
+        assert_eq!(get(&path, "daemon.idle_exit_secs").unwrap().as_deref(), Some("900"));
 
         for (key, value, says) in [
             ("serving.deadline", "80", "unknown field `deadline`"),

@@ -136,7 +136,12 @@ fn check_model(configured: Option<&Path>) -> Vec<Check> {
                 status: Status::Warn,
                 what: "model".into(),
                 detail: reason,
-                fix: Some("AI completions stay off until a model is set; the proxy still relays your server".into()),
+                fix: Some(
+                    "AI completions stay off (the proxy still relays your server) until you run \
+                     `marunochi config set engine.model /path/to/model.gguf`; the README's \"Get a model\" \
+                     says which to get"
+                        .into(),
+                ),
             }];
         }
     };

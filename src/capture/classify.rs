@@ -4,7 +4,9 @@
 //!
 //! - **accepted**: the `marunochi.accept` command, or one change inserting the whole suggestion at
 //!   the cursor (or replacing the word being typed with that word and the suggestion, as a
-//!   completion-menu item does);
+//!   completion-menu item does), or the changes of one notification leaving the word and the
+//!   suggestion where the word began (Emacs's eglot applies a menu item as several changes: the
+//!   label inserted, taken back, the word replaced by the item's text);
 //! - **partial**: one change inserting a proper prefix of it of at least two characters (word- or
 //!   line-wise accept; typing by hand arrives one character per change and never counts, so a
 //!   one-character suggestion is accepted only through the command);
@@ -91,6 +93,12 @@ struct Entry {
     state: State,
     /// Rejected: the text typed at the cursor instead.
     typed: Option<String>,
+    /// Where the word being typed began, and the word (with what was typed on by hand): where a
+    /// completion-menu item's text lands.
+    item_start: usize,
+    item_word: String,
+    /// Seemingly rejected by a change after which the same notification has more.
+    doubted: bool,
 }
 
 /// One change of a document: bytes `start..start + removed_len` became `inserted`.
@@ -101,6 +109,9 @@ pub struct Edit<'a> {
     pub removed_len: usize,
     pub inserted: &'a str,
     pub at_ms: i64,
+    /// More changes of the same notification follow: a rejection waits for
+    /// [`Classifier::changes_end`], which judges them together.
+    pub more: bool,
 }
 
 pub struct Classifier {
@@ -125,7 +136,10 @@ impl Classifier {
             .collect();
         let at_ms = Some(tracked.shown_at_ms);
         let out = superseded.iter().map(|id| self.finish(id, Action::Ignored, at_ms)).collect();
-        self.entries.insert(tracked.id.clone(), Entry { tracked, state: State::Shown, typed: None });
+        let item_start = tracked.offset.saturating_sub(tracked.word.len());
+        let item_word = tracked.word.clone();
+        let entry = Entry { tracked, state: State::Shown, typed: None, item_start, item_word, doubted: false };
+        self.entries.insert(entry.tracked.id.clone(), entry);
         out
     }
 
@@ -149,11 +163,47 @@ impl Classifier {
     pub fn edit(&mut self, edit: &Edit) -> Vec<Outcome> {
         let mut decided = Vec::new();
         for (id, entry) in self.entries.iter_mut().filter(|(_, e)| e.tracked.uri == edit.uri) {
-            if let Some(action) = entry.apply(edit) {
-                decided.push((id.clone(), action));
+            let action = if entry.doubted { None } else { entry.apply(edit) };
+            if edit.start < entry.item_start && edit.start + edit.removed_len <= entry.item_start {
+                entry.item_start = entry.item_start - edit.removed_len + edit.inserted.len();
+            }
+            match action {
+                Some(Action::Rejected) if edit.more => entry.doubted = true,
+                Some(action) => decided.push((id.clone(), action)),
+                None => {}
             }
         }
         decided.into_iter().map(|(id, action)| self.finish(&id, action, Some(edit.at_ms))).collect()
+    }
+
+    /// The notification whose changes ended with the last [`Classifier::edit`] left `uri` reading
+    /// `text`: a suggestion its changes seemed to reject is taken if the word it was shown after
+    /// and the suggestion now stand where the word began, rejected otherwise.
+    pub fn changes_end(&mut self, uri: &str, text: &str, at_ms: i64) -> Vec<Outcome> {
+        let doubted: Vec<String> =
+            self.entries.iter().filter(|(_, e)| e.tracked.uri == uri && e.doubted).map(|(id, _)| id.clone()).collect();
+        let mut out = Vec::new();
+        for id in doubted {
+            let entry = self.entries.get_mut(&id).expect("listed above");
+            let taken = text
+                .get(entry.item_start..)
+                .and_then(|rest| rest.strip_prefix(entry.item_word.as_str()))
+                .is_some_and(|rest| rest.starts_with(entry.tracked.text.as_str()));
+            if taken {
+                entry.doubted = false;
+                entry.state = State::Taken {
+                    start: entry.item_start + entry.item_word.len(),
+                    code: entry.tracked.text.clone(),
+                    taken_at_ms: at_ms,
+                    partial: false,
+                    edited: false,
+                    arrived: true,
+                };
+            } else {
+                out.push(self.finish(&id, Action::Rejected, Some(at_ms)));
+            }
+        }
+        out
     }
 
     /// The editor asked something at byte `offset` of `uri` (completion, hover, …): the cursor is
@@ -289,6 +339,8 @@ impl Entry {
                         // counts as accepted.
                         self.tracked.offset += edit.inserted.len();
                         self.tracked.text = rest.to_owned();
+                        self.tracked.word.push_str(edit.inserted);
+                        self.item_word.push_str(edit.inserted);
                         if self.tracked.text.is_empty() {
                             return Some(Action::Ignored);
                         }
@@ -370,11 +422,11 @@ mod tests {
     }
 
     fn insert(at: usize, text: &str, at_ms: i64) -> Edit<'_> {
-        Edit { uri: URI, start: at, removed_len: 0, inserted: text, at_ms }
+        Edit { uri: URI, start: at, removed_len: 0, inserted: text, at_ms, more: false }
     }
 
     fn remove(at: usize, len: usize, at_ms: i64) -> Edit<'static> {
-        Edit { uri: URI, start: at, removed_len: len, inserted: "", at_ms }
+        Edit { uri: URI, start: at, removed_len: len, inserted: "", at_ms, more: false }
     }
 
     #[test]
@@ -472,7 +524,8 @@ mod tests {
     #[test]
     fn a_completion_menu_item_replacing_the_word_being_typed_is_taken() {
         let menu = |id: &str| Tracked { word: "fib".into(), ..tracked(id, 14, "onacci(n - 2)") };
-        let replace = |inserted: &'static str, at_ms| Edit { uri: URI, start: 11, removed_len: 3, inserted, at_ms };
+        let replace =
+            |inserted: &'static str, at_ms| Edit { uri: URI, start: 11, removed_len: 3, inserted, at_ms, more: false };
         let mut c = Classifier::new(10_000);
         c.shown(menu("whole"));
         assert!(c.edit(&replace("fibonacci(n - 2)", 2000)).is_empty(), "taken, then watched for corrections");
@@ -491,9 +544,45 @@ mod tests {
         // After a backspace the word is `fi`: an edit replacing more than it is no menu item's.
         c.shown(menu("shorter"));
         assert!(c.edit(&remove(13, 1, 1500)).is_empty());
-        let edit = Edit { uri: URI, start: 10, removed_len: 3, inserted: " fibonacci(n - 2)", at_ms: 2000 };
+        let edit =
+            Edit { uri: URI, start: 10, removed_len: 3, inserted: " fibonacci(n - 2)", at_ms: 2000, more: false };
         assert!(c.edit(&edit).is_empty());
         assert_eq!(c.closed(URI, None)[0].action, Action::Ignored, "not taken");
+    }
+
+    #[test]
+    fn a_menu_item_applied_as_several_changes_is_judged_by_where_they_end() {
+        // Emacs's eglot taking the item: the word replaced by the label, the label taken back to
+        // the word, the word replaced by the item's text — one notification.
+        let eglot = |label: &'static str, new_text: &'static str| {
+            let change =
+                |start, removed_len, inserted, more| Edit { uri: URI, start, removed_len, inserted, at_ms: 2000, more };
+            [
+                change(11, 3, "", true),
+                change(11, 0, label, true),
+                change(14, label.len() - 3, "", true),
+                change(11, 3, "", true),
+                change(11, 0, new_text, false),
+            ]
+        };
+        let before = "def f(n):\n fib";
+        let after = |new_text: &str| format!("{}{new_text}\n", &before[..11]);
+        let mut c = Classifier::new(10_000);
+        c.shown(Tracked { word: "fib".into(), ..tracked("menu", 14, "onacci(n - 2)") });
+        for change in eglot("fibonacci(n - 2)", "fibonacci(n - 2)") {
+            assert!(c.edit(&change).is_empty(), "nothing is decided before the notification ends");
+        }
+        assert!(c.changes_end(URI, &after("fibonacci(n - 2)"), 2000).is_empty(), "taken, then watched");
+        let out = c.tick(20_000);
+        assert_eq!((out[0].action, out[0].region.clone()), (Action::Accepted, Some(14..27)));
+
+        c.shown(Tracked { word: "fib".into(), ..tracked("other", 14, "onacci(n - 2)") });
+        for change in eglot("fib_memo(n)", "fib_memo(n)") {
+            c.edit(&change);
+        }
+        let out = c.changes_end(URI, &after("fib_memo(n)"), 2000);
+        assert_eq!((out[0].action, out[0].typed_instead.as_deref()), (Action::Rejected, Some("fib_memo(n)")));
+        assert_eq!(c.tracking(), 0);
     }
 
     #[test]
@@ -553,7 +642,8 @@ mod tests {
                                           word: text.chars().take(*len).collect(), shown_at_ms: now })
                     }
                     1 => { c.accept_command(&format!("s{}", shown.max(1)), now); Vec::new() }
-                    2 => c.edit(&Edit { uri: URI, start: *at, removed_len: *len, inserted: text, at_ms: now }),
+                    2 => c.edit(&Edit { uri: URI, start: *at, removed_len: *len, inserted: text, at_ms: now, more: *len > 1 }),
+                    4 => c.changes_end(URI, text, now),
                     3 => c.tick(now),
                     5 => c.cursor(URI, *at),
                     _ => c.edit(&insert(*at, text, now)),

@@ -51,7 +51,12 @@ enum Event {
     Workspace(Vec<PathBuf>),
     /// A file or directory of the workspace renamed on disk: anchors follow it.
     Renamed(PathBuf, PathBuf),
+    /// The editor is shutting down: settle everything and answer once it is stored.
+    Settle(mpsc::Sender<()>),
 }
+
+/// How long `shutdown` waits for the writer to store what it settled.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Hands events to the writer thread: the request path only pays for copying the suggestion into a
 /// channel; classification, redaction and SQLite happen on the writer.
@@ -147,6 +152,13 @@ impl Writer {
                 settled.extend(self.settle(outcomes));
                 if let Event::Document(event) = event {
                     self.apply(event);
+                    if event.last_of_notification
+                        && let Some((_, text)) = self.documents.get(&event.uri)
+                    {
+                        let at_ms = event.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                        let outcomes = self.classifier.changes_end(&event.uri, text, at_ms);
+                        settled.extend(self.settle(outcomes));
+                    }
                 }
             }
             let outcomes = if gone { self.classifier.settle_all() } else { self.classifier.tick(now_ms()) };
@@ -157,11 +169,13 @@ impl Writer {
             }
             // After the outcomes: a run judges what was settled before it.
             for event in &batch {
-                if let Event::Run(run) = event {
-                    match self.store.record_run(run) {
+                match event {
+                    Event::Run(run) => match self.store.record_run(run) {
                         Ok(judged) => tracing::info!(command = run.command, judged, "test run recorded"),
                         Err(error) => tracing::error!(%error, "could not record a test run"),
-                    }
+                    },
+                    Event::Settle(stored) => drop(stored.send(())),
+                    _ => {}
                 }
             }
             let documents = &self.documents;
@@ -204,6 +218,7 @@ impl Writer {
                 }
                 Vec::new()
             }
+            Event::Settle(_) => classifier.settle_all(),
             Event::Feedback { .. } | Event::Run(_) => Vec::new(),
         }
     }
@@ -255,9 +270,14 @@ impl Writer {
 fn classify_document(classifier: &mut Classifier, event: &DocumentEvent) -> Vec<Outcome> {
     let at_ms = event.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     match &event.change {
-        Change::Edited { start, removed, inserted } => {
-            classifier.edit(&Edit { uri: &event.uri, start: *start, removed_len: removed.len(), inserted, at_ms })
-        }
+        Change::Edited { start, removed, inserted } => classifier.edit(&Edit {
+            uri: &event.uri,
+            start: *start,
+            removed_len: removed.len(),
+            inserted,
+            at_ms,
+            more: !event.last_of_notification,
+        }),
         Change::Closed => classifier.closed(&event.uri, Some(at_ms)),
         Change::Opened { .. } => Vec::new(),
     }
@@ -275,7 +295,8 @@ fn write(store: &mut Store, batch: &[Event], settled: &[Settled]) {
                 | Event::Cursor { .. }
                 | Event::Run(_)
                 | Event::Workspace(_)
-                | Event::Renamed(..) => {}
+                | Event::Renamed(..)
+                | Event::Settle(_) => {}
             }
         }
         settled.iter().try_for_each(|s| b.outcome(&decided(s)))
@@ -372,6 +393,13 @@ impl CaptureSink for Recorder {
 
     fn cursor(&mut self, uri: &str, offset: usize) {
         let _ = self.events.send(Event::Cursor { uri: uri.to_owned(), offset });
+    }
+
+    fn shutdown(&mut self) {
+        let (stored, wait) = mpsc::channel();
+        if self.events.send(Event::Settle(stored)).is_ok() && wait.recv_timeout(SETTLE_WAIT).is_err() {
+            tracing::warn!("the outcomes settled at shutdown were not stored within {SETTLE_WAIT:?}");
+        }
     }
 
     fn workspace(&mut self, roots: &[PathBuf]) {

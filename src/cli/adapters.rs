@@ -64,6 +64,19 @@ pub enum AdaptersAction {
         language: Language,
         version: String,
     },
+    /// Enter a PEFT LoRA/DoRA adapter trained elsewhere (TRL, Axolotl, a PEFT script: a directory
+    /// with adapter_config.json and adapter_model.safetensors) as a candidate. Its settings and every
+    /// tensor's shape are checked against the base model; then `marunochi eval` and `adapters
+    /// rollout` treat it like an adapter trained here.
+    Import {
+        /// The adapter directory (what `save_pretrained` wrote).
+        dir: PathBuf,
+        #[arg(long, value_name = "L")]
+        language: Language,
+        /// The base model it must fit (default: `[engine] model`, else the best model found).
+        #[arg(long, value_name = "M")]
+        model: Option<PathBuf>,
+    },
     /// What happened to a language's adapters, and why.
     History {
         #[arg(long, value_name = "L")]
@@ -113,6 +126,35 @@ pub fn adapters(home: &Home, action: AdaptersAction) -> ExitCode {
         }
         AdaptersAction::Remove { language, version } => {
             registry.remove(&language, &version).map(|()| println!("{language}: {version} removed"))
+        }
+        AdaptersAction::Import { dir, language, model } => {
+            let configured = configured_model(home);
+            let model = match model_or_usage_error(model.as_deref(), configured.as_deref()) {
+                Ok(model) => model,
+                Err(code) => return code,
+            };
+            registry.import(&language, &dir, &model).map(|imported| {
+                println!(
+                    "{language}: {} imported from {} ({}, rank {}, {}): a candidate",
+                    imported.version,
+                    dir.display(),
+                    imported.method,
+                    imported.rank,
+                    imported.target_modules.join(", ")
+                );
+                if let Some(name) = &imported.other_base_name {
+                    println!(
+                        "note: it names {name} as its base; every tensor fits {}, so it was taken",
+                        model.display()
+                    );
+                }
+                println!(
+                    "next: `marunochi eval --language {language} --adapter {} --heldout HELDOUT.jsonl`, then \
+                     `marunochi adapters rollout --language {language} {}`",
+                    home.adapters_dir().join(language.as_str()).join(&imported.version).display(),
+                    imported.version
+                );
+            })
         }
         AdaptersAction::History { language } => registry.history(&language).map(|events| {
             for e in events {

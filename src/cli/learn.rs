@@ -138,18 +138,44 @@ pub enum ScheduleAction {
     Tick,
 }
 
+/// The engines `curate --for` writes for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ScaleOutFor {
+    Trl,
+    Axolotl,
+}
+
 pub fn curate(
     home: &Home,
     language: Option<Language>,
     out: Option<PathBuf>,
     min_quality: Option<f64>,
     since: Option<String>,
+    scale_out: Option<(ScaleOutFor, Option<String>)>,
 ) -> ExitCode {
     let _log = logging::init(&home.logs_dir(), "curate", "info", false);
-    let config = match strict_config(home) {
-        Ok(config) => config.curate,
+    let full = match strict_config(home) {
+        Ok(config) => config,
         Err(code) => return code,
     };
+    let scale_out = match scale_out {
+        None => None,
+        Some((engine, base_model)) => {
+            let served = full.engine.model.as_deref().filter(|m| m.join("config.json").is_file());
+            let Some(base_model) = base_model.or_else(|| served.map(|m| m.display().to_string())) else {
+                return usage_error(
+                    "--for needs the Hugging Face id or directory of the model you serve, which those engines \
+                     train on (a GGUF file is not one): pass --base-model, e.g. --base-model Qwen/Qwen2.5-Coder-1.5B",
+                );
+            };
+            let engine = match engine {
+                ScaleOutFor::Trl => curate::scaleout::Engine::Trl,
+                ScaleOutFor::Axolotl => curate::scaleout::Engine::Axolotl,
+            };
+            Some(Box::new(curate::scaleout::ScaleOut { engine, base_model, train: full.train.clone() }))
+        }
+    };
+    let config = full.curate;
     let path = home.db_path();
     if !recorded(&path) {
         return ExitCode::FAILURE;
@@ -161,6 +187,7 @@ pub fn curate(
         replay_share: config.replay_share,
         since,
         seed_score_only: config.seed_score_only,
+        scale_out,
     };
     let out = out.unwrap_or_else(|| home.datasets_dir().join(format!("{}", crate::clock::now_ms())));
     let summaries = match curate::curate(&path, &out, &options) {
@@ -223,6 +250,7 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
                 replay_share: config.curate.replay_share,
                 since: None,
                 seed_score_only: config.curate.seed_score_only,
+                scale_out: None,
             },
         },
     };

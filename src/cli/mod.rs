@@ -146,6 +146,15 @@ enum Command {
         /// Examples shown before this time (RFC 3339) form the replay pool.
         #[arg(long, value_name = "RFC3339", value_parser = report::parse_rfc3339)]
         since: Option<String>,
+        /// Also write, next to the data, a TRL script or Axolotl configs and an `accelerate`
+        /// config that train the same adapter on GPUs or a cluster, with the [train] settings
+        /// (README, "Scale out").
+        #[arg(long = "for", value_name = "ENGINE")]
+        scale_out: Option<learn::ScaleOutFor>,
+        /// With --for: the Hugging Face id or directory of the model you serve (those engines train
+        /// on safetensors weights, not GGUF; default: `[engine] model` when it is such a directory).
+        #[arg(long, value_name = "ID", requires = "scale_out")]
+        base_model: Option<String>,
     },
     /// Train an expert adapter for one language on your own graded code (LoRA or QLoRA, on
     /// this machine; the base model is never modified).
@@ -232,8 +241,8 @@ pub fn main() -> ExitCode {
         Command::Demo { model, fallback_model, quick, server } => {
             setup::demo(&home, model, fallback_model, quick, server)
         }
-        Command::Curate { language, out, min_quality, since } => {
-            learn::curate(&home, language, out, min_quality, since)
+        Command::Curate { language, out, min_quality, since, scale_out, base_model } => {
+            learn::curate(&home, language, out, min_quality, since, scale_out.map(|engine| (engine, base_model)))
         }
         Command::Schedule { action } => learn::schedule(&home, action),
         Command::Adapters { action } => adapters::adapters(&home, action),

@@ -16,7 +16,8 @@ use crate::quality;
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigAction {
-    /// The value of SECTION.KEY (the default when the file does not set it), as TOML.
+    /// The value of SECTION.KEY (the default when the file does not set it), as TOML; nothing on
+    /// stdout for a setting with no default that is not set (`engine.model`).
     Get { key: String },
     /// Set SECTION.KEY to VALUE (TOML: `80`, `true`, `0.2`; otherwise a string).
     Set { key: String, value: String },
@@ -69,9 +70,12 @@ pub fn doctor(home: &Home, json: bool) -> ExitCode {
 pub fn config(home: &Home, action: ConfigAction) -> ExitCode {
     let path = home.config_file();
     let result = match action {
-        ConfigAction::Get { key } => crate::config::get(&path, &key).map(|value| println!("{value}")),
+        ConfigAction::Get { key } => crate::config::get(&path, &key).map(|value| match value {
+            Some(value) => println!("{value}"),
+            None => eprintln!("{key} is not set (it has no default)"),
+        }),
         ConfigAction::Set { key, value } => crate::config::set(&path, &key, &value)
-            .map(|()| println!("{key} = {}", crate::config::get(&path, &key).unwrap_or(value))),
+            .map(|()| println!("{key} = {}", crate::config::get(&path, &key).ok().flatten().unwrap_or(value))),
         ConfigAction::Path => {
             println!("{}", path.display());
             Ok(())

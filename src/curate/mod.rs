@@ -21,6 +21,7 @@
 
 mod git;
 mod minhash;
+pub mod scaleout;
 mod workspace;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,8 @@ pub struct Options {
     pub since: Option<String>,
     /// Admit only by the seed's score (`quality::Rule::Score`), not by the other rules.
     pub seed_score_only: bool,
+    /// Also write what another engine needs to train on the data (`--for trl|axolotl`).
+    pub scale_out: Option<Box<scaleout::ScaleOut>>,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             replay_share: 0.2,
             since: None,
             seed_score_only: false,
+            scale_out: None,
         }
     }
 }
@@ -383,10 +387,10 @@ pub fn curate(db: &Path, out: &Path, options: &Options) -> Result<Vec<Summary>, 
     if dataset.languages.is_empty() {
         return Err(CurateError::NoData("any language".into()));
     }
-    dataset.languages.iter().map(|(language, set)| write_language(out, language, set)).collect()
+    dataset.languages.iter().map(|(language, set)| write_language(out, language, set, options)).collect()
 }
 
-fn write_language(out: &Path, language: &str, set: &LanguageSet) -> Result<Summary, CurateError> {
+fn write_language(out: &Path, language: &str, set: &LanguageSet, options: &Options) -> Result<Summary, CurateError> {
     let name = if language.is_empty() { "unknown" } else { language };
     let dir = out.join(name);
     let failed = |path: &Path| {
@@ -464,6 +468,11 @@ fn write_language(out: &Path, language: &str, set: &LanguageSet) -> Result<Summa
         tiers,
     };
     lines("summary.json", vec![serde_json::to_value(&summary).unwrap_or_default()])?;
+    if let Some(plan) = &options.scale_out {
+        for (path, text) in scaleout::files(&dir, name, set.dpo.len(), plan) {
+            crate::home::write_private(&path, text.as_bytes()).map_err(failed(&path))?;
+        }
+    }
     Ok(summary)
 }
 

@@ -240,6 +240,96 @@ impl Registry {
         Ok(())
     }
 
+    /// Enters a PEFT adapter trained anywhere (TRL, Axolotl, a PEFT script) as a candidate of
+    /// `language`: its settings are ones the engine can serve, and every tensor fits the base model
+    /// at `model` (loaded here; its fingerprint is recorded, as training records it). The files are
+    /// copied; the gate and the rollout then treat it like any trained version.
+    pub fn import(&self, language: &str, source: &Path, model: &Path) -> Result<Imported, RegistryError> {
+        let refused = |reason: String| RegistryError::Refused {
+            language: language.to_owned(),
+            reason: format!("{}: {reason}", source.display()),
+        };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RegistryError::Io { path, source }
+        };
+        let config_path = source.join("adapter_config.json");
+        let weights_path = source.join("adapter_model.safetensors");
+        let text = match std::fs::read_to_string(&config_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(refused("no adapter_config.json: not a PEFT adapter directory".into()));
+            }
+            Err(e) => return Err(io(&config_path)(e)),
+        };
+        if !weights_path.is_file() {
+            return Err(refused(if source.join("adapter_model.bin").is_file() {
+                "the weights are a pickle (adapter_model.bin); marunochi reads only safetensors: save the adapter \
+                 with `save_pretrained(dir, safe_serialization=True)`"
+                    .into()
+            } else {
+                "no adapter_model.safetensors".into()
+            }));
+        }
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| refused(format!("adapter_config.json: {e}")))?;
+        let (method, rank, target_modules) = check_peft_config(&config).map_err(refused)?;
+        let engine = crate::engine::Engine::load(model, &crate::engine::LoadOptions::default())
+            .map_err(|e| refused(format!("the base model {} could not be loaded: {e}", model.display())))?;
+        engine.load_adapter("import", source).map_err(|e| refused(e.to_string()))?;
+        let fingerprint = crate::train::fingerprint(model).map_err(io(model))?;
+        if let Some(theirs) = metadata(source).base_fingerprint.filter(|f| *f != fingerprint) {
+            return Err(refused(format!(
+                "it was trained by marunochi on another base model (fingerprint {theirs}; {} is {fingerprint})",
+                model.display()
+            )));
+        }
+        let info = engine.info();
+        let other_base_name = config["base_model_name_or_path"]
+            .as_str()
+            .filter(|name| !name.is_empty() && !info.name().contains(name.rsplit('/').next().unwrap_or(name)))
+            .map(str::to_owned);
+
+        let mut store = self.store()?;
+        self.reconcile(&mut store, language)?;
+        let dir = self.adapters.join(language);
+        crate::home::create_private_dir(&dir).map_err(io(&dir))?;
+        let number = crate::home::adapter_versions(&dir).last().map_or(1, |(n, _)| n + 1);
+        let version = format!("v{number}");
+        let staging = dir.join(format!(".import-{version}"));
+        let _ = std::fs::remove_dir_all(&staging);
+        crate::home::create_private_dir(&staging).map_err(io(&staging))?;
+        for name in ["adapter_config.json", "adapter_model.safetensors"] {
+            let bytes = std::fs::read(source.join(name)).map_err(io(&source.join(name)))?;
+            crate::home::write_private(&staging.join(name), &bytes).map_err(io(&staging.join(name)))?;
+        }
+        let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339);
+        let record = serde_json::json!({
+            "language": language,
+            "version": version,
+            "created_at": now.unwrap_or_default(),
+            "imported_from": source,
+            "base_model": {
+                "path": info.path,
+                "name": info.name(),
+                "family": info.family,
+                "quantization": info.quantization,
+                "fingerprint": fingerprint,
+            },
+            "training": { "method": method, "peft_base_model": config["base_model_name_or_path"] },
+        });
+        let record = serde_json::to_string_pretty(&record).expect("json");
+        let path = staging.join("marunochi.json");
+        crate::home::write_private(&path, record.as_bytes()).map_err(io(&path))?;
+        let target = dir.join(&version);
+        std::fs::rename(&staging, &target).map_err(io(&target))?;
+        crate::home::sync_dir(&dir).map_err(io(&dir))?;
+        let mut entered = change(language, &version, Stage::Candidate, &format!("imported from {}", source.display()));
+        entered.base_fingerprint = Some(fingerprint);
+        store.set_adapter_states(&[entered])?;
+        Ok(Imported { version, method, rank, target_modules, other_base_name })
+    }
+
     /// The history of `language`'s adapters.
     pub fn history(&self, language: &str) -> Result<Vec<AdapterEvent>, RegistryError> {
         Ok(Store::open(&self.db)?.adapter_events(language)?)
@@ -431,6 +521,61 @@ impl Registry {
             },
         }
     }
+}
+
+/// What [`Registry::import`] entered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Imported {
+    pub version: String,
+    /// lora or dora.
+    pub method: String,
+    pub rank: usize,
+    pub target_modules: Vec<String>,
+    /// The base model the adapter names (`base_model_name_or_path`), when it differs from the
+    /// name of the one it was checked against: shapes decide, the name is only reported.
+    pub other_base_name: Option<String>,
+}
+
+/// The PEFT settings an adapter trained elsewhere may have: what the engine cannot apply is
+/// refused by name before any tensor is read.
+fn check_peft_config(config: &serde_json::Value) -> Result<(String, usize, Vec<String>), String> {
+    if let Some(kind) = config["peft_type"].as_str().filter(|k| *k != "LORA") {
+        return Err(format!("peft_type is {kind}; only LoRA (and DoRA) adapters can be imported"));
+    }
+    let rank = config["r"].as_u64().filter(|r| *r > 0).ok_or("`r` (the rank) is missing or 0")? as usize;
+    let set = |key: &str| match &config[key] {
+        serde_json::Value::Null => false,
+        serde_json::Value::Array(items) => !items.is_empty(),
+        serde_json::Value::Object(items) => !items.is_empty(),
+        _ => true,
+    };
+    for (key, why) in [
+        ("modules_to_save", "it trains whole modules besides the low-rank updates"),
+        ("rank_pattern", "it gives some modules another rank"),
+        ("alpha_pattern", "it gives some modules another alpha"),
+    ] {
+        if set(key) {
+            return Err(format!("`{key}` is set: {why}, which marunochi cannot serve"));
+        }
+    }
+    if config["fan_in_fan_out"].as_bool() == Some(true) {
+        return Err("`fan_in_fan_out` is true (GPT-2-style Conv1D weights); this base model has Linear layers".into());
+    }
+    let ours: Vec<&str> = crate::engine::lora::Projection::ALL.iter().map(|p| p.module()).collect();
+    let targets: Vec<String> = match &config["target_modules"] {
+        serde_json::Value::String(all) if all == "all-linear" => ours.iter().map(|m| m.to_string()).collect(),
+        serde_json::Value::String(one) => vec![one.clone()],
+        serde_json::Value::Array(items) => items.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect(),
+        _ => return Err("`target_modules` is missing".into()),
+    };
+    if let Some(other) = targets.iter().find(|m| !ours.contains(&m.as_str())) {
+        return Err(format!(
+            "target module {other:?} is not one of the projections marunochi adapts ({})",
+            ours.join(", ")
+        ));
+    }
+    let method = if config["use_dora"].as_bool() == Some(true) { "dora" } else { "lora" };
+    Ok((method.to_owned(), rank, targets))
 }
 
 /// The store while this process holds the registry: links and states change together under the

@@ -169,6 +169,8 @@ pub struct DocumentEvent {
     pub version: i32,
     pub at: SystemTime,
     pub change: Change,
+    /// No more changes of the same notification follow (a `didChange` may carry several).
+    pub last_of_notification: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -292,7 +294,7 @@ impl Mirror {
         let doc = params.text_document;
         let snapshot = DocumentSnapshot::new(doc.uri.clone(), doc.language_id.clone(), doc.version, doc.text.clone());
         self.documents.insert(doc.uri.clone(), Arc::new(snapshot));
-        self.publish(doc.uri, doc.version, Change::Opened { language_id: doc.language_id, text: doc.text });
+        self.publish(doc.uri, doc.version, Change::Opened { language_id: doc.language_id, text: doc.text }, true);
     }
 
     fn did_change(&mut self, params: DidChange) -> Result<(), MirrorError> {
@@ -318,8 +320,9 @@ impl Mirror {
             events.push(Change::Edited { start, removed, inserted: change.text });
         }
         doc.version = version;
-        for change in events {
-            self.publish(uri.clone(), version, change);
+        let count = events.len();
+        for (i, change) in events.into_iter().enumerate() {
+            self.publish(uri.clone(), version, change, i + 1 == count);
         }
         Ok(())
     }
@@ -327,12 +330,12 @@ impl Mirror {
     fn did_close(&mut self, params: DidClose) {
         let uri = params.text_document.uri;
         if let Some(doc) = self.documents.remove(&uri) {
-            self.publish(uri, doc.version, Change::Closed);
+            self.publish(uri, doc.version, Change::Closed, true);
         }
     }
 
-    fn publish(&mut self, uri: String, version: i32, change: Change) {
-        let event = DocumentEvent { uri, version, at: SystemTime::now(), change };
+    fn publish(&mut self, uri: String, version: i32, change: Change, last_of_notification: bool) {
+        let event = DocumentEvent { uri, version, at: SystemTime::now(), change, last_of_notification };
         self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
     }
 }

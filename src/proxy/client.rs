@@ -58,7 +58,7 @@ impl Relay {
                         self.client_initialized(&params);
                         self.replay.pending_initialize = Some(params);
                     }
-                    "shutdown" => self.shutdown_requested = true,
+                    "shutdown" => self.editor_shutting_down(),
                     "textDocument/completion" => self.start_merge(ours, &message),
                     "textDocument/diagnostic" if self.serving.is_some() => {
                         if let Some(uri) = message.params().pointer("/textDocument/uri").and_then(Value::as_str) {
@@ -214,7 +214,7 @@ impl Relay {
                 Ok(intercept::standalone_initialize_result(encoding))
             }
             "shutdown" => {
-                self.shutdown_requested = true;
+                self.editor_shutting_down();
                 Ok(Value::Null)
             }
             "textDocument/inlineCompletion" => Ok(intercept::empty_inline_completion()),
@@ -222,6 +222,13 @@ impl Relay {
             "workspace/executeCommand" => self.our_command(params),
             "completionItem/resolve" => Ok(params.clone()),
             _ => Err((code::METHOD_NOT_FOUND, format!("marunochi lsp does not handle {method}"))),
+        }
+    }
+
+    fn editor_shutting_down(&mut self) {
+        self.shutdown_requested = true;
+        if let Some(serving) = &mut self.serving {
+            serving.editor_shutting_down();
         }
     }
 

@@ -111,6 +111,9 @@ pub trait CaptureSink: Send {
     fn cursor(&mut self, _uri: &str, _offset: usize) {}
     /// The workspace roots the editor opened (local directories).
     fn workspace(&mut self, _roots: &[PathBuf]) {}
+    /// The editor asked for `shutdown`: only `exit` may follow, and some editors kill the process
+    /// right after it, so everything tracked is settled and stored before this returns.
+    fn shutdown(&mut self) {}
 }
 
 /// The sink when nothing records (the store could not be opened): suggestions and outcomes go to
@@ -674,5 +677,12 @@ impl Serving {
     /// The relay applied document changes to the mirror: the capture stage sees them now, in order.
     pub fn documents_changed(&mut self) {
         self.read_document_events();
+    }
+
+    /// The editor asked for `shutdown`: what it did with every suggestion is settled and stored
+    /// now (Emacs's eglot kills the proxy right after `exit`).
+    pub fn editor_shutting_down(&mut self) {
+        self.read_document_events();
+        self.sink.shutdown();
     }
 }

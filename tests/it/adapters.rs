@@ -208,3 +208,108 @@ fn a_list_while_rollouts_start_and_stop_never_completes_a_change_half_done() {
     assert!(!history.contains("interrupted"), "{history}");
     assert_eq!(history.matches("canary -> rolled_back: rolled back by the user").count(), 25, "{history}");
 }
+
+#[test]
+fn an_adapter_trained_elsewhere_is_imported_as_a_candidate_and_a_bad_one_is_refused_with_its_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = two_versions(dir.path());
+    let import =
+        |source: &Path| run_cli(&home, &["adapters", "import", "--language", "python", source.to_str().unwrap()]);
+    // Made outside marunochi (by the fixtures script, in PEFT's layout), naming another base.
+    let peft = fixture("tiny-qwen2-lora");
+    let (ok, stdout, stderr) = import(&peft);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("python: v3 imported from") && stdout.contains("(lora, rank 4, q_proj, k_proj"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("next: `marunochi eval --language python"), "{stdout}");
+    assert_eq!(list(&home), states(&[("v1", "candidate"), ("v2", "candidate"), ("v3", "candidate")]));
+    let (_, history, _) = run_cli(&home, &["adapters", "history", "--language", "python"]);
+    assert!(history.contains("v3    new -> candidate: imported from"), "{history}");
+    let v3 = home.join("adapters/python/v3");
+    for name in ["adapter_config.json", "adapter_model.safetensors", "marunochi.json"] {
+        assert_eq!(std::fs::metadata(v3.join(name)).unwrap().permissions().mode() & 0o777, 0o600, "{name}");
+    }
+    let v1: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("adapters/python/v1/marunochi.json")).unwrap())
+            .unwrap();
+    let imported: Value = serde_json::from_str(&std::fs::read_to_string(v3.join("marunochi.json")).unwrap()).unwrap();
+    assert_eq!(imported["base_model"]["fingerprint"], v1["base_model"]["fingerprint"], "the served base's");
+    assert_eq!(imported["training"]["peft_base_model"], "tiny-qwen2");
+    // It serves like any version.
+    assert!(run_cli(&home, &["adapters", "promote", "--language", "python", "v3", "--force"]).0);
+    let file = dir.path().join("m.py");
+    std::fs::write(&file, "def f(x):\n    ").unwrap();
+    let location = format!("{}:1:4", file.display());
+    let (ok, stdout, stderr) =
+        run_cli(&home, &["complete", &location, "--language", "python", "--json", "--max-tokens", "4"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["adapter"], "v3");
+
+    // Refused, each with its reason, and nothing entered.
+    let bad = |name: &str, edit: &dyn Fn(&Path)| {
+        let copy = dir.path().join(name);
+        std::fs::create_dir_all(&copy).unwrap();
+        for entry in std::fs::read_dir(&peft).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+        edit(&copy);
+        let (ok, _, stderr) = import(&copy);
+        assert!(!ok, "{name} was imported");
+        stderr
+    };
+    let set = |key: &'static str, value: Value| {
+        move |copy: &Path| {
+            let path = copy.join("adapter_config.json");
+            let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            config[key] = value.clone();
+            std::fs::write(&path, config.to_string()).unwrap();
+        }
+    };
+    type Edit = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "no-config",
+            Box::new(|c: &Path| std::fs::remove_file(c.join("adapter_config.json")).unwrap()),
+            "not a PEFT adapter directory",
+        ),
+        (
+            "pickle",
+            Box::new(|c: &Path| {
+                std::fs::rename(c.join("adapter_model.safetensors"), c.join("adapter_model.bin")).unwrap()
+            }),
+            "safe_serialization=True",
+        ),
+        ("full-modules", Box::new(set("modules_to_save", serde_json::json!(["lm_head"]))), "`modules_to_save` is set"),
+        (
+            "embeddings",
+            Box::new(set("target_modules", serde_json::json!(["q_proj", "embed_tokens"]))),
+            "\"embed_tokens\" is not one of",
+        ),
+        ("other-rank", Box::new(set("r", serde_json::json!(8))), "trained for another base model?"),
+        ("prefix-tuning", Box::new(set("peft_type", serde_json::json!("PREFIX_TUNING"))), "peft_type is PREFIX_TUNING"),
+        (
+            "marunochi-other-base",
+            Box::new(|c: &Path| {
+                std::fs::write(c.join("marunochi.json"), r#"{"base_model": {"fingerprint": "0123"}}"#).unwrap()
+            }),
+            "trained by marunochi on another base model",
+        ),
+    ];
+    for (name, edit, reason) in &cases {
+        let stderr = bad(name, edit.as_ref());
+        assert!(stderr.contains(reason), "{name}: {stderr}");
+    }
+    let (ok, _, stderr) = import(&dir.path().join("nowhere"));
+    assert!(!ok && stderr.contains("not a PEFT adapter directory"), "{stderr}");
+    assert_eq!(list(&home), states(&[("v1", "candidate"), ("v2", "candidate"), ("v3", "active")]));
+    let leftovers: Vec<_> = std::fs::read_dir(home.join("adapters/python"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with('.') && n != ".registry.lock")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

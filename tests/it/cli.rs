@@ -161,6 +161,10 @@ fn doctor_checks_the_model_the_daemon_and_the_editors() {
     };
 
     std::fs::create_dir_all(&home).unwrap();
+    // No model anywhere: AI is off, and the fix is the one command that turns it on.
+    let (_, text) = doctor(&home);
+    assert!(text.contains("[warn] model: no model configured"), "{text}");
+    assert!(text.contains("`marunochi config set engine.model /path/to/model.gguf`"), "{text}");
     std::fs::write(home.join("config.toml"), "[engine]\nmodel = \"/nowhere/m.gguf\"\n").unwrap();
     let (healthy, text) = doctor(&home);
     assert!(!healthy && text.contains("[FAIL] model: /nowhere/m.gguf"), "{text}");
@@ -318,6 +322,13 @@ fn config_set_changes_one_setting_and_refuses_bad_ones() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected u64"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = marunochi(home.path(), &["config", "get", "serving.completion_deadline_ms"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "80\n");
+    // The model has no default: unset is said, not an error (scripts read an empty stdout).
+    let out = marunochi(home.path(), &["config", "get", "engine.model"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("engine.model is not set"), "{out:?}");
+    let out = marunochi(home.path(), &["config", "get", "engine.no_such_key"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a setting"), "{out:?}");
     let out = marunochi(home.path(), &["config", "path"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), home.path().join("config.toml").to_str().unwrap());
 }

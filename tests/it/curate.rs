@@ -65,6 +65,31 @@ fn graded_interactions_become_private_training_files_in_three_formats() {
         assert_eq!(mode, 0o600, "{file}");
     }
 
+    // Scale out: what TRL or Axolotl needs next to the data, for the model being served.
+    let (ok, _, stderr) = curate(&home, &["--out", out.to_str().unwrap(), "--for", "trl"]);
+    assert!(!ok && stderr.contains("pass --base-model"), "a GGUF or no model is nothing TRL trains: {stderr}");
+    let base = ["--base-model", "Qwen/Qwen2.5-Coder-1.5B"];
+    let (ok, _, stderr) = curate(&home, &[&["--out", out.to_str().unwrap(), "--for", "trl"][..], &base].concat());
+    assert!(ok, "{stderr}");
+    let script = python.join("trl/train.py");
+    let parsed = std::process::Command::new("python3")
+        .args(["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("\"base_model\": \"Qwen/Qwen2.5-Coder-1.5B\"") && text.contains("\"rank\": 16"), "{text}");
+    let (ok, _, stderr) = curate(&home, &[&["--out", out.to_str().unwrap(), "--for", "axolotl"][..], &base].concat());
+    assert!(ok, "{stderr}");
+    let config = std::fs::read_to_string(python.join("axolotl/config.yml")).unwrap();
+    assert!(config.contains("base_model: \"Qwen/Qwen2.5-Coder-1.5B\"") && config.contains("lora_r: 16"), "{config}");
+    assert!(!python.join("axolotl/dpo.yml").exists(), "one correction pair is no DPO stage");
+    for file in ["trl/train.py", "trl/accelerate.yaml", "axolotl/config.yml", "axolotl/accelerate.yaml"] {
+        let mode = std::fs::metadata(python.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+
     // At 95 the seed's score (75: no test report) falls short, but everything that was observed
     // was perfect; with the seed's score alone nothing is admitted, and it says so.
     let (ok, stdout, _) = curate(&home, &["--out", out.to_str().unwrap(), "--min-quality", "95"]);

@@ -2,7 +2,7 @@
 //! runs `tests/emacs/eglot.el` in batch mode — the README's eglot snippet verbatim, `marunochi
 //! proxy -- pylsp` behind python-mode, the real SmolLM2 — and must print an explicit PASS line:
 //! the marunochi item offered by completion at point among pylsp's and taken, its text in the
-//! buffer. The store must then hold the suggestion shown.
+//! buffer. The store must then hold the suggestion, accepted.
 
 use std::process::Command;
 
@@ -46,13 +46,15 @@ fn emacs_eglot_set_up_as_the_readme_says_takes_the_ai_item() {
     let (verdict, stderr, status) = run_editor_script(command);
     assert!(verdict.starts_with("PASS "), "Emacs said {verdict:?} ({status:?})\n--- stderr ---\n{stderr}");
     eprintln!("{verdict}");
-    let shown = eventually("the suggestion in the store", || {
+    // eglot applies the item as five changes of one notification; the store must say it was taken.
+    let taken = eventually("the suggestion settled in the store", || {
         let (_, export, _) = run_cli(&home, &["data", "export"]);
         export
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|r| r["file_path"].as_str().is_some_and(|p| p.ends_with("fib.py")))
+            .find(|r| r["file_path"].as_str().is_some_and(|p| p.ends_with("fib.py")) && r["action"] != "shown")
     });
-    assert!(shown["suggestion"].as_str().is_some_and(|s| !s.is_empty()), "{shown}");
+    assert_eq!(taken["action"], "accepted", "{taken}");
+    assert!(taken["suggestion"].as_str().is_some_and(|s| !s.is_empty()), "{taken}");
     stop_daemon(&home);
 }
