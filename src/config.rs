@@ -469,6 +469,8 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 impl Config {
@@ -521,11 +523,14 @@ pub fn set(path: &Path, key: &str, value: &str) -> Result<(), ConfigError> {
             .and_then(|config| config.schedule.window.parse::<Window>().map(|_| ()));
         match parsed {
             Ok(()) => {
-                // A new file renamed over the old: a crash leaves one or the other, whole.
+                // A new file renamed over the old: a crash leaves one or the other, whole. The
+                // home may not exist yet (`config set` as the first command run).
                 let tmp = path.with_extension("toml.tmp");
-                return crate::home::write_private(&tmp, new_text.as_bytes())
+                let home = path.parent().unwrap_or(Path::new("."));
+                return crate::home::create_private_dir(home)
+                    .and_then(|()| crate::home::write_private(&tmp, new_text.as_bytes()))
                     .and_then(|()| std::fs::rename(&tmp, path))
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source });
+                    .map_err(|source| ConfigError::Write { path: path.to_owned(), source });
             }
             Err(e) => {
                 first_error.get_or_insert(e);

@@ -547,12 +547,15 @@ fn check_peft_config(config: &serde_json::Value) -> Result<(String, usize, Vec<S
         serde_json::Value::Null => false,
         serde_json::Value::Array(items) => !items.is_empty(),
         serde_json::Value::Object(items) => !items.is_empty(),
+        serde_json::Value::Bool(on) => *on,
         _ => true,
     };
     for (key, why) in [
         ("modules_to_save", "it trains whole modules besides the low-rank updates"),
         ("rank_pattern", "it gives some modules another rank"),
         ("alpha_pattern", "it gives some modules another alpha"),
+        ("lora_bias", "it adds a bias to the updates"),
+        ("layer_replication", "it stacks copies of the base model's layers"),
     ] {
         if set(key) {
             return Err(format!("`{key}` is set: {why}, which marunochi cannot serve"));

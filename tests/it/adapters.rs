@@ -284,6 +284,7 @@ fn an_adapter_trained_elsewhere_is_imported_as_a_candidate_and_a_bad_one_is_refu
             "safe_serialization=True",
         ),
         ("full-modules", Box::new(set("modules_to_save", serde_json::json!(["lm_head"]))), "`modules_to_save` is set"),
+        ("bias", Box::new(set("lora_bias", serde_json::json!(true))), "`lora_bias` is set"),
         (
             "embeddings",
             Box::new(set("target_modules", serde_json::json!(["q_proj", "embed_tokens"]))),

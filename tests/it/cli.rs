@@ -326,6 +326,13 @@ fn config_set_changes_one_setting_and_refuses_bad_ones() {
     let out = marunochi(home.path(), &["config", "get", "engine.model"]);
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("engine.model is not set"), "{out:?}");
+    // The first command a new user runs (doctor says it): the home does not exist yet.
+    let fresh = home.path().join("fresh");
+    let out = marunochi(&fresh, &["config", "set", "engine.model", "/models/q.gguf"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "engine.model = \"/models/q.gguf\"\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
     let out = marunochi(home.path(), &["config", "get", "engine.no_such_key"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a setting"), "{out:?}");

@@ -547,3 +547,43 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
+
+/// A program on PATH, else a panic saying which script installs it.
+pub fn on_path(program: &str, installed_by: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{program} is not installed: run {installed_by}"))
+}
+
+/// `page` rendered by real headless Chromium (Debian's, from `scripts/test-deps.sh`), offline:
+/// the DOM after loading, with a screenshot saved as `target/test-artifacts/<name>.png`. Panics
+/// on any console message (a script error, a resource that failed to load).
+pub fn render_in_chromium(page: &Path, name: &str) -> String {
+    let chromium = on_path("chromium", "./scripts/test-deps.sh (it installs Debian's chromium)");
+    let profile = tempfile::tempdir().unwrap();
+    let artifacts = repo_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&screenshot);
+    let run = |action: &str| {
+        let out = Command::new(&chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
+            .args(["--disable-background-networking", "--disable-component-update", "--enable-logging=stderr"])
+            .args(["--v=0", "--window-size=1200,2400"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(action)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "chromium {action}: {stderr}");
+        let console: Vec<&str> = stderr.lines().filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught")).collect();
+        assert!(console.is_empty(), "the page wrote to the console: {console:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&format!("--screenshot={}", screenshot.display()));
+    let png = std::fs::read(&screenshot).unwrap_or_default();
+    assert!(png.starts_with(b"\x89PNG"), "no screenshot at {}", screenshot.display());
+    run("--dump-dom")
+}

@@ -12,10 +12,7 @@ const FIB: &str = "def fibonacci(n):\n    if n < 2:\n        return n\n    retur
 
 #[test]
 fn emacs_eglot_set_up_as_the_readme_says_takes_the_ai_item() {
-    let emacs = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("emacs"))
-        .find(|path| path.exists())
-        .expect("emacs is not installed: run ./scripts/test-deps.sh (it installs Debian's emacs-nox and elpa-eglot)");
+    let emacs = on_path("emacs", "./scripts/test-deps.sh (it installs Debian's emacs-nox and elpa-eglot)");
     let dir = tempfile::tempdir().unwrap();
     let model = fixture("smollm2-135m-instruct.gguf");
     // The completion menu waits for the AI item; a generation takes longer than the default.

@@ -193,6 +193,11 @@ fn survival_after_moves_renames_reformatting_and_deletions() {
     assert_eq!(mode & 0o777, 0o600, "the report is private");
     let report = std::fs::read_to_string(&html).unwrap();
     assert!(report.starts_with("<!doctype html>") && report.contains("<svg") && report.contains("new_language"));
+    // The page as a browser shows it: its plots are there once loaded, nothing on the console.
+    let dom = render_in_chromium(&html, "stats");
+    assert_eq!(dom.matches("<svg").count(), report.matches("<svg").count(), "{dom}");
+    assert!(dom.contains("<polyline") || dom.contains("<rect"), "the plots draw something: {dom}");
+    assert!(dom.contains("new_language"), "{dom}");
     assert!(
         !report.contains("http://")
             || report.matches("http://").count() == report.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(),
