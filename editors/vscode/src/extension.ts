@@ -194,7 +194,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       ),
     );
   const makeClient: ClientFactory = (target, selector) => {
-    const server = { command: target.command, args: target.args, transport: lc.TransportKind.stdio };
+    // No `transport`: with TransportKind.stdio the client appends `--stdio` to the arguments, which
+    // the proxy would hand to the user's language server (pylsp refuses it) and `marunochi lsp`
+    // does not take. An executable without one talks over stdio all the same.
+    const server = { command: target.command, args: target.args };
     return new lc.LanguageClient("marunochi", "marunochi", server, { documentSelector: selector });
   };
   current = await activateWith(vs, context, makeClient, run);
