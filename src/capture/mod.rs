@@ -155,7 +155,7 @@ impl Writer {
                     if event.last_of_notification
                         && let Some((_, text)) = self.documents.get(&event.uri)
                     {
-                        let at_ms = event.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                        let at_ms = millis(event.at);
                         let outcomes = self.classifier.changes_end(&event.uri, text, at_ms);
                         settled.extend(self.settle(outcomes));
                     }
@@ -267,8 +267,13 @@ impl Writer {
     }
 }
 
+/// A document event's time, in ms since the epoch (as the classifier counts it).
+fn millis(at: std::time::SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 fn classify_document(classifier: &mut Classifier, event: &DocumentEvent) -> Vec<Outcome> {
-    let at_ms = event.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let at_ms = millis(event.at);
     match &event.change {
         Change::Edited { start, removed, inserted } => classifier.edit(&Edit {
             uri: &event.uri,

@@ -249,10 +249,6 @@ impl Registry {
             language: language.to_owned(),
             reason: format!("{}: {reason}", source.display()),
         };
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RegistryError::Io { path, source }
-        };
         let config_path = source.join("adapter_config.json");
         let weights_path = source.join("adapter_model.safetensors");
         let text = match std::fs::read_to_string(&config_path) {
@@ -260,7 +256,7 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(refused("no adapter_config.json: not a PEFT adapter directory".into()));
             }
-            Err(e) => return Err(io(&config_path)(e)),
+            Err(e) => return Err(io_error(&config_path)(e)),
         };
         if !weights_path.is_file() {
             return Err(refused(if source.join("adapter_model.bin").is_file() {
@@ -277,7 +273,7 @@ impl Registry {
         let engine = crate::engine::Engine::load(model, &crate::engine::LoadOptions::default())
             .map_err(|e| refused(format!("the base model {} could not be loaded: {e}", model.display())))?;
         engine.load_adapter("import", source).map_err(|e| refused(e.to_string()))?;
-        let fingerprint = crate::train::fingerprint(model).map_err(io(model))?;
+        let fingerprint = crate::train::fingerprint(model).map_err(io_error(model))?;
         if let Some(theirs) = metadata(source).base_fingerprint.filter(|f| *f != fingerprint) {
             return Err(refused(format!(
                 "it was trained by marunochi on another base model (fingerprint {theirs}; {} is {fingerprint})",
@@ -293,15 +289,15 @@ impl Registry {
         let mut store = self.store()?;
         self.reconcile(&mut store, language)?;
         let dir = self.adapters.join(language);
-        crate::home::create_private_dir(&dir).map_err(io(&dir))?;
+        crate::home::create_private_dir(&dir).map_err(io_error(&dir))?;
         let number = crate::home::adapter_versions(&dir).last().map_or(1, |(n, _)| n + 1);
         let version = format!("v{number}");
         let staging = dir.join(format!(".import-{version}"));
         let _ = std::fs::remove_dir_all(&staging);
-        crate::home::create_private_dir(&staging).map_err(io(&staging))?;
+        crate::home::create_private_dir(&staging).map_err(io_error(&staging))?;
         for name in ["adapter_config.json", "adapter_model.safetensors"] {
-            let bytes = std::fs::read(source.join(name)).map_err(io(&source.join(name)))?;
-            crate::home::write_private(&staging.join(name), &bytes).map_err(io(&staging.join(name)))?;
+            let bytes = std::fs::read(source.join(name)).map_err(io_error(&source.join(name)))?;
+            crate::home::write_private(&staging.join(name), &bytes).map_err(io_error(&staging.join(name)))?;
         }
         let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339);
         let record = serde_json::json!({
@@ -320,10 +316,10 @@ impl Registry {
         });
         let record = serde_json::to_string_pretty(&record).expect("json");
         let path = staging.join("marunochi.json");
-        crate::home::write_private(&path, record.as_bytes()).map_err(io(&path))?;
+        crate::home::write_private(&path, record.as_bytes()).map_err(io_error(&path))?;
         let target = dir.join(&version);
-        std::fs::rename(&staging, &target).map_err(io(&target))?;
-        crate::home::sync_dir(&dir).map_err(io(&dir))?;
+        std::fs::rename(&staging, &target).map_err(io_error(&target))?;
+        crate::home::sync_dir(&dir).map_err(io_error(&dir))?;
         let mut entered = change(language, &version, Stage::Candidate, &format!("imported from {}", source.display()));
         entered.base_fingerprint = Some(fingerprint);
         store.set_adapter_states(&[entered])?;
@@ -400,13 +396,9 @@ impl Registry {
 
     /// The store, with the registry's lock held until it is dropped.
     fn store(&self) -> Result<Locked, RegistryError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RegistryError::Io { path, source }
-        };
-        crate::home::create_private_dir(&self.adapters).map_err(io(&self.adapters))?;
+        crate::home::create_private_dir(&self.adapters).map_err(io_error(&self.adapters))?;
         let path = self.adapters.join(".registry.lock");
-        let lock = crate::home::lock(&path).map_err(io(&path))?;
+        let lock = crate::home::lock(&path).map_err(io_error(&path))?;
         Ok(Locked { store: Store::open(&self.db)?, _lock: lock })
     }
 
@@ -504,19 +496,15 @@ impl Registry {
     fn point(&self, language: &str, stage: Stage, version: Option<&str>) -> Result<(), RegistryError> {
         let dir = self.adapters.join(language);
         let link = dir.join(stage.as_str());
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RegistryError::Io { path, source }
-        };
         match version {
             Some(version) => {
                 let tmp = dir.join(format!(".{stage}.tmp"));
                 let _ = std::fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(version, &tmp).map_err(io(&tmp))?;
-                std::fs::rename(&tmp, &link).map_err(io(&link))
+                std::os::unix::fs::symlink(version, &tmp).map_err(io_error(&tmp))?;
+                std::fs::rename(&tmp, &link).map_err(io_error(&link))
             }
             None => match std::fs::remove_file(&link) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&link)(e)),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&link)(e)),
                 _ => Ok(()),
             },
         }
@@ -600,6 +588,12 @@ impl std::ops::DerefMut for Locked {
     fn deref_mut(&mut self) -> &mut Store {
         &mut self.store
     }
+}
+
+/// `RegistryError::Io` for `path`, to hand to `map_err`.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError {
+    let path = path.to_owned();
+    move |source| RegistryError::Io { path, source }
 }
 
 fn change(language: &str, version: &str, state: Stage, reason: &str) -> AdapterChange {
