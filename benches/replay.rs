@@ -21,8 +21,9 @@
 //! (EXAM=n exam requests per repository, evenly spread over the newest 20 %, default 40;
 //! VARIANTS=name,name, default `none,examples`; MODEL=path, default SmolLM2; REPOS=name,name to
 //! pick; CURSOR=line2 puts the cursor on the body's second line, its first written (see `request`);
-//! EMPTY=1 prints every empty answer's cursor line; RETRIEVAL=1 runs no model and reports how
-//! often the snippets name a function the author's body calls, K=n snippets; SILENCE=1 judges the
+//! EMPTY=1 prints every empty answer's cursor line; RETRIEVAL=1 generates nothing and reports how
+//! often the snippets name a function the author's body calls, K=n snippets, ranked by BM25, by the
+//! model's own input embeddings and by both fused; SILENCE=1 judges the
 //! stay-silent filter on outcomes the author's code decides, see `silence_only`). The repositories and
 //! their pinned commits are in `scripts/replay-repos.sh`.
 
@@ -143,7 +144,7 @@ impl Score {
 }
 
 /// A configuration the exam is asked under: its name and its `[serving]` settings.
-const VARIANTS: [(&str, &str); 12] = [
+const VARIANTS: [(&str, &str); 13] = [
     ("none", "repository_snippets = 0\nown_examples = 0\n"),
     ("definitions", "repository_snippets = 0\nown_examples = 0\ndefinitions = 2\n"),
     ("definitions-warm", "repository_snippets = 0\nown_examples = 0\ndefinitions = 2\ndefinitions_wait_ms = 5000\n"),
@@ -154,6 +155,7 @@ const VARIANTS: [(&str, &str); 12] = [
     ("snippets", "repository_snippets = 2\nown_examples = 0\n"),
     ("examples", "repository_snippets = 0\nown_examples = 1\n"),
     ("both", "repository_snippets = 2\nown_examples = 1\n"),
+    ("all", "repository_snippets = 2\nown_examples = 1\ndefinitions = 2\ndefinitions_wait_ms = 5000\n"),
     ("snippets-35", "repository_snippets = 2\nown_examples = 0\ncontext_share = 35\n"),
     ("snippets-1536", "repository_snippets = 2\nown_examples = 0\nprompt_tokens = 1536\ncontext_share = 35\n"),
     ("examples-10", "repository_snippets = 0\nown_examples = 1\ncontext_share = 10\n"),
@@ -347,25 +349,37 @@ fn ask_in_order(name: &str, repo: &Path, model: &Path, asked: &[&Written], kept:
 }
 
 /// `RETRIEVAL=1`: no model; how often the snippets name a function the author's body calls, against
-/// how often any function of the workspace (outside the file) could have.
-fn retrieval_only(name: &str, repo: &Path, commit: &str, count: usize, k: usize) {
+/// how often any function of the workspace (outside the file) could have; ranked by the index's
+/// BM25 (what serving uses), by [`Dense`] vectors alone, and by both fused (Tabby's reciprocal-rank
+/// fusion), to judge whether an embedding ranking would earn its place beside BM25.
+fn retrieval_only(name: &str, repo: &Path, commit: &str, count: usize, k: usize, dense: &Dense) {
     let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }).unwrap();
     let exam = exam(&all, count);
     let dir = tempfile::tempdir().unwrap();
-    let (mut useful, mut possible, mut any) = (0, 0, 0);
+    let (mut useful, mut useful_dense, mut useful_fused, mut possible, mut any) = (0, 0, 0, 0, 0);
     for (i, written) in exam.iter().enumerate() {
-        let text = format!("{}{}", &written.text[..written.body.start], &written.text[written.body.end..]);
-        let target = &written.text[written.body.clone()];
-        let root = workspace_for(&dir.path().join(i.to_string()), repo, name, written, &text);
+        let asked = request(written);
+        let target = &asked.target;
+        let root = workspace_for(&dir.path().join(i.to_string()), repo, name, written, &asked.text);
         let index = marunochi::retrieve::Index::build(std::slice::from_ref(&root));
         let current = root.join(&written.path);
-        let prefix = &text[..written.body.start];
+        let prefix = &asked.text[..asked.cursor];
         let calls = |unit: &str| defined_name(unit).is_some_and(|n| target.contains(&format!("{n}(")));
         let hits = index.search(prefix, k, |path, _| path == current);
-        let everything = index.search(prefix, usize::MAX, |path, _| path == current);
+        let bm25: Vec<String> =
+            index.search(prefix, usize::MAX, |path, _| path == current).into_iter().map(|h| h.text).collect();
+        let units: Vec<String> = marunochi::retrieve::source_files(std::slice::from_ref(&root))
+            .into_iter()
+            .filter(|path| *path != current)
+            .flat_map(|path| marunochi::retrieve::units_of(&path))
+            .collect();
+        let by_dense = dense.rank(prefix, &units);
+        let fused = fuse(&bm25, &by_dense);
         any += usize::from(!hits.is_empty());
         useful += usize::from(hits.iter().any(|h| calls(&h.text)));
-        possible += usize::from(everything.iter().any(|h| calls(&h.text)));
+        useful_dense += usize::from(by_dense.iter().take(k).any(|u| calls(u)));
+        useful_fused += usize::from(fused.iter().take(k).any(|u| calls(u)));
+        possible += usize::from(units.iter().any(|u| calls(u)));
         if std::env::var_os("SHOW").is_some() {
             eprintln!("{}: {}", written.path.display(), written.name.join("."));
             for h in &hits {
@@ -379,9 +393,84 @@ fn retrieval_only(name: &str, repo: &Path, commit: &str, count: usize, k: usize)
         }
     }
     println!(
-        "{name}: {} requests, {any} with a snippet, {useful} with one the body calls (of {possible} where a matched function is called)",
+        "{name}: {} requests, {any} with a snippet; top {k} hold one the body calls: BM25 {useful}, dense {useful_dense}, fused {useful_fused} (of {possible} where the body calls a workspace function)",
         exam.len()
     );
+}
+
+/// Reciprocal-rank fusion of two rankings of the same units (k = 60, as Tabby and the RRF paper).
+fn fuse(first: &[String], second: &[String]) -> Vec<String> {
+    let mut scores: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for ranking in [first, second] {
+        for (rank, unit) in ranking.iter().enumerate() {
+            *scores.entry(unit.as_str()).or_default() += 1.0 / (60.0 + rank as f64 + 1.0);
+        }
+    }
+    let mut fused: Vec<(&str, f64)> = scores.into_iter().collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    fused.into_iter().map(|(unit, _)| unit.to_owned()).collect()
+}
+
+/// The embedding that needs no download: the served model's own input embeddings, a text being
+/// the SIF-weighted mean of its tokens' rows (weight a / (a + p(token)), p counted over the units
+/// ranked) with the units' mean direction removed (Arora et al., 2017) — what model2vec-style
+/// static embeddings start from.
+struct Dense {
+    tokenizer: marunochi::engine::TextTokenizer,
+    table: Vec<f32>,
+    dim: usize,
+}
+
+impl Dense {
+    fn load(model: &Path) -> Dense {
+        use candle_core::quantized::gguf_file;
+        let mut file = std::fs::File::open(model).unwrap();
+        let content = gguf_file::Content::read(&mut file).unwrap();
+        let tokenizer = marunochi::engine::TextTokenizer::from_gguf(&content.metadata).unwrap();
+        let table = content.tensor(&mut file, "token_embd.weight", &candle_core::Device::Cpu).unwrap();
+        let table = table.dequantize(&candle_core::Device::Cpu).unwrap();
+        let dim = table.dims()[1];
+        Dense { tokenizer, table: table.flatten_all().unwrap().to_vec1().unwrap(), dim }
+    }
+
+    /// `units` best first for the last 12 lines of `prefix` (the query BM25 uses too).
+    fn rank(&self, prefix: &str, units: &[String]) -> Vec<String> {
+        let tokens: Vec<Vec<u32>> = units.iter().map(|u| self.tokenizer.encode(u).unwrap()).collect();
+        let mut frequency: std::collections::HashMap<u32, f64> = std::collections::HashMap::new();
+        let total = tokens.iter().map(Vec::len).sum::<usize>().max(1) as f64;
+        for &t in tokens.iter().flatten() {
+            *frequency.entry(t).or_default() += 1.0 / total;
+        }
+        let embed = |ids: &[u32]| -> Vec<f32> {
+            let mut v = vec![0f32; self.dim];
+            for &t in ids {
+                let weight = (1e-3 / (1e-3 + frequency.get(&t).copied().unwrap_or(0.0))) as f32;
+                let row = &self.table[t as usize * self.dim..(t as usize + 1) * self.dim];
+                v.iter_mut().zip(row).for_each(|(x, r)| *x += weight * r);
+            }
+            let n = ids.len().max(1) as f32;
+            v.iter_mut().for_each(|x| *x /= n);
+            v
+        };
+        let vectors: Vec<Vec<f32>> = tokens.iter().map(|ids| embed(ids)).collect();
+        let mut common = vec![0f32; self.dim];
+        for v in &vectors {
+            common.iter_mut().zip(v).for_each(|(c, x)| *c += x / vectors.len() as f32);
+        }
+        let query_lines: Vec<&str> = prefix.lines().collect();
+        let query = query_lines[query_lines.len().saturating_sub(12)..].join("\n");
+        let cosine = |a: &[f32], b: &[f32]| {
+            let centred = |v: &[f32]| -> Vec<f32> { v.iter().zip(&common).map(|(x, c)| x - c).collect() };
+            let (a, b) = (centred(a), centred(b));
+            let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
+            dot / (norm(&a) * norm(&b))
+        };
+        let query = embed(&self.tokenizer.encode(&query).unwrap());
+        let mut ranked: Vec<(usize, f32)> = vectors.iter().enumerate().map(|(i, v)| (i, cosine(&query, v))).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.into_iter().map(|(i, _)| units[i].clone()).collect()
+    }
 }
 
 fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize, variants: &[(&str, &str)]) -> Vec<Score> {
@@ -448,6 +537,7 @@ fn main() {
         VARIANTS.iter().copied().filter(|(name, _)| chosen.split(',').any(|c| c == *name)).collect();
     let started = Instant::now();
     let mut rows = Vec::new();
+    let mut dense = None;
     for (name, commit) in REPOS {
         if picked.as_ref().is_some_and(|p| !p.split(',').any(|n| n == name)) {
             continue;
@@ -458,7 +548,8 @@ fn main() {
             continue;
         }
         if std::env::var_os("RETRIEVAL").is_some() {
-            retrieval_only(name, &repo, commit, count, env_or("K", 2));
+            let dense = dense.get_or_insert_with(|| Dense::load(&model));
+            retrieval_only(name, &repo, commit, count, env_or("K", 2), dense);
             continue;
         }
         for ((variant, _), mut score) in variants.iter().zip(replay(name, &repo, commit, &model, count, &variants)) {

@@ -1,5 +1,6 @@
 //! Staying silent (`[serving] stay_silent`): a suggestion the user's own P(taken) model
-//! (`crate::silence`, learned from the store, read again every ten minutes) puts below its
+//! (`crate::silence`, learned from the store, fitted again every ten minutes or after
+//! `reload::NEWS` suggestions shown) puts below its
 //! threshold is not shown. One in [`EXPLORE`] of them is shown anyway, so the model keeps learning
 //! what it would otherwise never see again.
 
@@ -43,6 +44,7 @@ impl Quiet {
         };
         let silent = self.filters.with(|filters| filters.silent(&shape, crate::clock::now_ms())).unwrap_or(false);
         if !silent || self.would_have.fetch_add(1, Ordering::Relaxed) % EXPLORE == EXPLORE - 1 {
+            self.filters.news();
             return false;
         }
         self.held_back.fetch_add(1, Ordering::Relaxed);

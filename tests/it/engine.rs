@@ -476,7 +476,9 @@ fn token_healing_lets_the_model_write_the_indentation_it_would_have_written() {
     };
     let test_method = complete("class T:\n    def test_basic(self):\n        ");
     let text = test_method.text.unwrap_or_else(|| panic!("nothing for a test method: {:?}", test_method.raw));
-    assert!(text.starts_with("self."), "{text:?}");
+    // Which statement comes first is a near tie for SmolLM2 (`self.…` or `return …`, as the
+    // summation order of the prefill's matmuls falls); that it is a statement is the point.
+    assert!(text.starts_with(|c: char| c.is_ascii_alphabetic()), "{text:?}");
     // The answer starts where the cursor is: the indentation taken off the prompt is not repeated.
     assert!(
         test_method.raw.starts_with("\n        ") && !text.starts_with(char::is_whitespace),

@@ -68,8 +68,14 @@ struct Shape {
     in_features: usize,
 }
 
+/// Output columns one gemm call of the pool computes: wide enough that repacking `x` for each call
+/// is small next to the work, narrow enough that two cores share a 576-wide projection evenly.
+const COLUMNS_PER_TASK: usize = 128;
+
 /// Dequantizes the weight into `scratch` (grown as needed) on the pool's threads, then
-/// `out := x · Wᵀ` in one gemm.
+/// `out := x · Wᵀ` as single-threaded gemm calls over blocks of output columns on the same pool:
+/// gemm's own rayon threads would wake a second set of workers beside the pool's spinning ones,
+/// and on two cores that cost a quarter of SmolLM2's prefill (`cargo bench --bench engine_speed`).
 fn multiply(
     shape: Shape,
     x: &[f32],
@@ -98,32 +104,38 @@ fn multiply(
             }
         }
     });
-    // SAFETY: the pointers cover `rows × out_features` (dst, row-major), `rows × in_features`
-    // (x, row-major) and `out_features × in_features` (W, row-major, read as Wᵀ by swapping its
-    // strides); dst := 0·dst + 1·x·Wᵀ.
-    unsafe {
-        gemm::gemm(
-            rows,
-            out_features,
-            in_features,
-            out.as_mut_ptr(),
-            1,
-            out_features as isize,
-            false,
-            x.as_ptr(),
-            1,
-            in_features as isize,
-            scratch.as_ptr(),
-            in_features as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
-        )
-    }
+    let (target, weights) = (SharedOut(out.as_mut_ptr()), scratch.as_slice());
+    candle_core::utils::barrier_pool().execute_chunked(out_features.div_ceil(COLUMNS_PER_TASK), |tasks| {
+        let columns = tasks.start * COLUMNS_PER_TASK..(tasks.end * COLUMNS_PER_TASK).min(out_features);
+        let block = &weights[columns.start * in_features..columns.end * in_features];
+        // SAFETY: dst starts at column `columns.start` of `out` (rows × out_features, row-major;
+        // this task alone writes those columns, and `out` outlives the call), x is `rows ×
+        // in_features` (row-major), and `block` holds the weight rows of those columns
+        // (row-major, read as Wᵀ by swapping its strides); dst := 0·dst + 1·x·Wᵀ.
+        unsafe {
+            gemm::gemm(
+                rows,
+                columns.len(),
+                in_features,
+                target.at(columns.start),
+                1,
+                out_features as isize,
+                false,
+                x.as_ptr(),
+                1,
+                in_features as isize,
+                block.as_ptr(),
+                in_features as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    });
 }
 
 /// Dequantizes rows of a candle weight (raw bytes, rows of `in_features`) into `out`.
@@ -167,12 +179,12 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
-    /// Every block format against candle's own dequantize + matmul, with rows enough to span
-    /// several pool tasks and a last task that is cut short.
+    /// Every block format against candle's own dequantize + matmul, with rows and columns enough
+    /// to span several pool tasks and a last task that is cut short.
     #[test]
     fn equals_candles_dequantized_matmul_in_every_format() {
         let device = Device::Cpu;
-        let (out_features, in_features, rows) = (70, 512, 9);
+        let (out_features, in_features, rows) = (2 * COLUMNS_PER_TASK + 44, 512, 9);
         let w = Tensor::randn(0f32, 0.5, (out_features, in_features), &device).unwrap();
         let x = Tensor::randn(0f32, 1.0, (rows, in_features), &device).unwrap();
         let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
