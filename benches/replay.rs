@@ -365,9 +365,9 @@ fn retrieval_only(name: &str, repo: &Path, commit: &str, count: usize, k: usize,
         let current = root.join(&written.path);
         let prefix = &asked.text[..asked.cursor];
         let calls = |unit: &str| defined_name(unit).is_some_and(|n| target.contains(&format!("{n}(")));
-        let hits = index.search(prefix, k, |path, _| path == current);
-        let bm25: Vec<String> =
-            index.search(prefix, usize::MAX, |path, _| path == current).into_iter().map(|h| h.text).collect();
+        let ranked = index.search(prefix, usize::MAX, |path, _| path == current);
+        let hits = &ranked[..k.min(ranked.len())];
+        let bm25: Vec<String> = ranked.iter().map(|h| h.text.clone()).collect();
         let units: Vec<String> = marunochi::retrieve::source_files(std::slice::from_ref(&root))
             .into_iter()
             .filter(|path| *path != current)
@@ -382,7 +382,7 @@ fn retrieval_only(name: &str, repo: &Path, commit: &str, count: usize, k: usize,
         possible += usize::from(units.iter().any(|u| calls(u)));
         if std::env::var_os("SHOW").is_some() {
             eprintln!("{}: {}", written.path.display(), written.name.join("."));
-            for h in &hits {
+            for h in hits {
                 eprintln!(
                     "    {:.1} {} {}",
                     h.score,
@@ -459,15 +459,14 @@ impl Dense {
         }
         let query_lines: Vec<&str> = prefix.lines().collect();
         let query = query_lines[query_lines.len().saturating_sub(12)..].join("\n");
-        let cosine = |a: &[f32], b: &[f32]| {
-            let centred = |v: &[f32]| -> Vec<f32> { v.iter().zip(&common).map(|(x, c)| x - c).collect() };
-            let (a, b) = (centred(a), centred(b));
-            let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
-            dot / (norm(&a) * norm(&b))
+        let centred = |v: &[f32]| -> Vec<f32> { v.iter().zip(&common).map(|(x, c)| x - c).collect() };
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
+        let query = centred(&embed(&self.tokenizer.encode(&query).unwrap()));
+        let cosine = |v: &[f32]| {
+            let v = centred(v);
+            query.iter().zip(&v).map(|(x, y)| x * y).sum::<f32>() / (norm(&query) * norm(&v))
         };
-        let query = embed(&self.tokenizer.encode(&query).unwrap());
-        let mut ranked: Vec<(usize, f32)> = vectors.iter().enumerate().map(|(i, v)| (i, cosine(&query, v))).collect();
+        let mut ranked: Vec<(usize, f32)> = vectors.iter().enumerate().map(|(i, v)| (i, cosine(v))).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.into_iter().map(|(i, _)| units[i].clone()).collect()
     }

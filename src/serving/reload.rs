@@ -14,7 +14,7 @@ use crate::store::{Store, StoreError};
 const RELOAD: Duration = Duration::from_secs(600);
 /// After this many new rows the store is read again however young the copy is: an active user's
 /// outcomes should reach the filter within minutes, not ten of them.
-pub(super) const NEWS: u64 = 25;
+const NEWS: u64 = 25;
 
 struct Loaded<T> {
     value: Option<T>,
