@@ -462,9 +462,10 @@ impl Dense {
         let centred = |v: &[f32]| -> Vec<f32> { v.iter().zip(&common).map(|(x, c)| x - c).collect() };
         let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
         let query = centred(&embed(&self.tokenizer.encode(&query).unwrap()));
+        let query_norm = norm(&query);
         let cosine = |v: &[f32]| {
             let v = centred(v);
-            query.iter().zip(&v).map(|(x, y)| x * y).sum::<f32>() / (norm(&query) * norm(&v))
+            query.iter().zip(&v).map(|(x, y)| x * y).sum::<f32>() / (query_norm * norm(&v))
         };
         let mut ranked: Vec<(usize, f32)> = vectors.iter().enumerate().map(|(i, v)| (i, cosine(v))).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -1,8 +1,7 @@
 //! Staying silent (`[serving] stay_silent`): a suggestion the user's own P(taken) model
 //! (`crate::silence`, learned from the store, fitted again every ten minutes or after
-//! `reload::NEWS` suggestions shown) puts below its
-//! threshold is not shown. One in [`EXPLORE`] of them is shown anyway, so the model keeps learning
-//! what it would otherwise never see again.
+//! `reload::NEWS` suggestions shown) puts below its threshold is not shown. One in [`EXPLORE`] of
+//! them is shown anyway, so the model keeps learning what it would otherwise never see again.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
