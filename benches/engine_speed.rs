@@ -185,7 +185,13 @@ fn main() {
         }
         return;
     }
-    for name in ["smollm2-135m-instruct.gguf", "smollm2-135m-instruct-q8_0", "tiny-qwen2-q8_0.gguf", "tiny-qwen2"] {
+    let models = ["smollm2-135m-instruct.gguf", "smollm2-135m-instruct-q8_0", "tiny-qwen2-q8_0.gguf", "tiny-qwen2"];
+    // `cargo bench --bench engine_speed -- smollm2-135m-instruct-q8_0` runs one model's throughput.
+    if let Some(name) = only.as_deref().filter(|name| models.contains(name)) {
+        throughput(name);
+        return;
+    }
+    for name in models {
         throughput(name);
     }
     for name in ["smollm2-135m-instruct.gguf", "tiny-qwen2-q8_0.gguf"] {

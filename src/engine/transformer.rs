@@ -94,7 +94,7 @@ impl Weight {
         let rows = x.elem_count() / x.dim(D::Minus1)?;
         let batched = rows >= DEQUANTIZE_FROM_ROWS;
         match self {
-            Weight::Own(matrix) if batched => {
+            Weight::Own(matrix) if batched && !matrix.batches_in_int8() => {
                 with_features(x, matrix.out_features(), prefill::matmul(&values(x)?, Packed::Own(matrix))?)
             }
             Weight::Own(matrix) => with_features(x, matrix.out_features(), matrix.matmul(&values(x)?)),

@@ -8,6 +8,7 @@
 pub(crate) mod prefill;
 mod q4_1;
 mod q8_0;
+mod q8_0_tiles;
 pub(crate) mod speed;
 
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -15,16 +16,19 @@ use candle_core::{Device, Tensor};
 use half::f16;
 use q4_1::Q41Matrix;
 use q8_0::Q80Matrix;
+use q8_0_tiles::Q80Tiles;
 
 /// A weight matrix in a format we have our own decode kernel for.
 pub(crate) enum Matrix {
     Q41(Q41Matrix),
     Q80(Q80Matrix),
+    Q80Tiles(Q80Tiles),
 }
 
 impl Matrix {
-    /// Ours for Q4_1 weights on the CPU, and for Q8_0 on x86 CPUs with AVX2 where candle does not
-    /// repack it ([`candle_repacks`]); `None` leaves the weight to candle (its NEON kernels on ARM).
+    /// Ours for Q4_1 weights on the CPU; for Q8_0, 16-row tiles on x86 CPUs with AVX-512 VNNI
+    /// (whole tiles of rows), else rows on x86 CPUs with AVX2 where candle does not repack it
+    /// ([`candle_repacks`]); `None` leaves the weight to candle (its NEON kernels on ARM).
     pub(crate) fn for_qtensor(q: &QTensor) -> Option<candle_core::Result<Matrix>> {
         if !q.device().is_cpu() {
             return None;
@@ -35,12 +39,16 @@ impl Matrix {
         };
         match q.dtype() {
             GgmlDType::Q4_1 => Some(Q41Matrix::from_qtensor(q).map(Matrix::Q41)),
-            GgmlDType::Q8_0
-                if cfg!(target_arch = "x86_64")
+            GgmlDType::Q8_0 => {
+                if vnni_tiles()
+                    && let Some(tiles) = Q80Tiles::from_qtensor(q)
+                {
+                    return Some(tiles.map(Matrix::Q80Tiles));
+                }
+                let rows = cfg!(target_arch = "x86_64")
                     && has_avx2()
-                    && !candle_repacks(GgmlDType::Q8_0, 1, out_features, in_features) =>
-            {
-                Some(Q80Matrix::from_qtensor(q).map(Matrix::Q80))
+                    && !candle_repacks(GgmlDType::Q8_0, 1, out_features, in_features);
+                rows.then(|| Q80Matrix::from_qtensor(q).map(Matrix::Q80))
             }
             _ => None,
         }
@@ -51,7 +59,14 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.matmul(x),
             Matrix::Q80(m) => m.matmul(x),
+            Matrix::Q80Tiles(m) => m.matmul(x),
         }
+    }
+
+    /// Whether [`Matrix::matmul`] is the fastest way to multiply many rows too (8-bit products in
+    /// [`Q80Tiles`]); the other formats dequantize for an F32 gemm (`prefill::matmul`).
+    pub(crate) fn batches_in_int8(&self) -> bool {
+        matches!(self, Matrix::Q80Tiles(_))
     }
 
     /// The weights as an F32 `[out, in]` tensor (for batched prefill matmuls).
@@ -65,7 +80,7 @@ impl Matrix {
     pub(crate) fn quantization(&self) -> GgmlDType {
         match self {
             Matrix::Q41(_) => GgmlDType::Q4_1,
-            Matrix::Q80(_) => GgmlDType::Q8_0,
+            Matrix::Q80(_) | Matrix::Q80Tiles(_) => GgmlDType::Q8_0,
         }
     }
 
@@ -73,6 +88,7 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.packed_bytes(),
             Matrix::Q80(m) => m.packed_bytes(),
+            Matrix::Q80Tiles(m) => m.packed_bytes(),
         }
     }
 
@@ -80,6 +96,7 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.out_features,
             Matrix::Q80(m) => m.out_features,
+            Matrix::Q80Tiles(m) => m.out_features,
         }
     }
 
@@ -87,6 +104,7 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.in_features,
             Matrix::Q80(m) => m.in_features,
+            Matrix::Q80Tiles(m) => m.in_features,
         }
     }
 
@@ -95,6 +113,7 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.dequantize_rows(rows, out),
             Matrix::Q80(m) => m.dequantize_rows(rows, out),
+            Matrix::Q80Tiles(m) => m.dequantize_rows(rows, out),
         }
     }
 }
@@ -141,6 +160,14 @@ pub(crate) fn candle_repacks(dtype: GgmlDType, rows: usize, out_features: usize,
     }
 }
 
+/// Whether Q8_0 weights are repacked into [`Q80Tiles`], whose kernel needs AVX-512 VNNI.
+fn vnni_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return has_avx512_vnni();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Whether the CPU has AVX-512 with VNNI (`vpdpbusd`: u8 × i8 products summed into i32 in one
 /// instruction, 64 bytes wide — two blocks at once).
 #[cfg(target_arch = "x86_64")]
@@ -162,17 +189,34 @@ struct Q8Row {
 
 impl Q8Row {
     fn new(xs: &[f32]) -> Q8Row {
-        let mut values = Vec::with_capacity(xs.len());
-        let mut scales = Vec::with_capacity(xs.len() / BLOCK);
-        for block in xs.chunks_exact(BLOCK) {
-            let max = block.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let scale = max / 127.0;
-            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            values.extend(block.iter().map(|x| (x * inverse).round() as i8));
-            scales.push(f16::from_f32(scale).to_f32());
+        let mut values = vec![0; xs.len()];
+        let mut scales = vec![0.0; xs.len() / BLOCK];
+        for ((block, values), scale) in xs.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK)).zip(&mut scales) {
+            *scale = quantize_block(block.try_into().expect("whole blocks"), values.try_into().expect("whole blocks"));
         }
         Q8Row { values, scales }
     }
+}
+
+/// One block of activations rounded to 8 bits (`values`); returns the block's scale.
+fn quantize_block(block: &[f32; BLOCK], values: &mut [i8; BLOCK]) -> f32 {
+    let max = block.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let scale = max / 127.0;
+    let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    for (value, x) in values.iter_mut().zip(block) {
+        *value = round_half_away(x * inverse) as i8;
+    }
+    f16::from_f32(scale).to_f32()
+}
+
+/// `v.round()` for |v| ≤ 127 (half away from zero, as candle and llama.cpp round), in arithmetic
+/// the compiler vectorizes: `f32::round` is a libm call per value, which made rounding the
+/// activations a sixth of a Q8_0 prefill.
+fn round_half_away(v: f32) -> i32 {
+    let whole = v as i32;
+    // Exact: |v| < 2²³, so `v - whole` has no rounding.
+    let fraction = v - whole as f32;
+    whole + i32::from(fraction >= 0.5) - i32::from(fraction <= -0.5)
 }
 
 /// Fills `out` (`inputs` rows of one value per weight row; `f(input, row)`) on candle's spinning
@@ -232,20 +276,20 @@ where
 
 /// A buffer being filled by the pool's workers, each writing only its own part.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+struct SharedOut<T = f32>(*mut T);
 
 // SAFETY: workers write disjoint elements (see `fill_rows`).
-unsafe impl Sync for SharedOut {}
+unsafe impl<T> Sync for SharedOut<T> {}
 
-impl SharedOut {
-    fn at(self, index: usize) -> *mut f32 {
+impl<T> SharedOut<T> {
+    fn at(self, index: usize) -> *mut T {
         // SAFETY (callers): `index` is within the row the pointer came from.
         self.0.wrapping_add(index)
     }
 
     /// # Safety
     /// `range` lies within the buffer the pointer came from, and no one else uses it meanwhile.
-    unsafe fn slice<'a>(self, range: std::ops::Range<usize>) -> &'a mut [f32] {
+    unsafe fn slice<'a>(self, range: std::ops::Range<usize>) -> &'a mut [T] {
         // SAFETY: as the caller promises.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
@@ -273,6 +317,20 @@ fn sum_lanes_128(v: std::arch::x86_64::__m128) -> f32 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn rounding_the_activations_is_rounding_half_away_from_zero() {
+        let mut v = -127.0f32;
+        while v <= 127.0 {
+            for v in [v, v.next_up(), v.next_down()] {
+                assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+            }
+            v += 0.25;
+        }
+        for v in [0.49999997f32, -0.49999997, 126.5, -126.5, 1e-30, -0.0] {
+            assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+        }
+    }
+
     /// How far an activation can move when rounded to 8 bits, in steps of its block's
     /// `max |x| / 127`: half a step, plus 127 times the scale's f16 rounding (2⁻¹¹ relative).
     const ROUNDING_IN_STEPS: f32 = 0.5 + 127.0 / 2048.0;
@@ -281,15 +339,17 @@ mod tests {
     /// kernels within the 8-bit rounding of the activations. Each x moves by at most
     /// ROUNDING_IN_STEPS of its block's step, and only the part of a weight above its block's
     /// minimum (Q4_1) multiplies it (the minimum term uses exact sums): that bounds every output.
-    /// 98 rows: whole groups of four, and two left over for the one-row code.
+    /// 98 weight rows: whole groups of four, and two left over for the one-row code; 112: whole
+    /// tiles of 16 (Q8_0 on a CPU with AVX-512 VNNI). 6 activation rows: a group of four and two
+    /// alone in the tile kernel.
     #[test]
     fn matmul_and_dequantize_equal_candles_dequantized_weights() {
         let device = Device::Cpu;
-        let (out_features, in_features, rows) = (98, 256, 3);
-        let w = Tensor::randn(0f32, 0.5, (out_features, in_features), &device).unwrap();
+        let (in_features, rows) = (256, 6);
         let x = Tensor::randn(0f32, 1.0, (rows, in_features), &device).unwrap();
         let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        for (dtype, out_features) in [(GgmlDType::Q4_1, 98), (GgmlDType::Q8_0, 98), (GgmlDType::Q8_0, 112)] {
+            let w = Tensor::randn(0f32, 0.5, (out_features, in_features), &device).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let matrix = Matrix::for_qtensor(&q).expect("ours").unwrap();
             let ours = matrix.dequantize(&device).unwrap();
@@ -307,7 +367,7 @@ mod tests {
             let weights: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
             let minimum = |j: usize, k: usize| match &matrix {
                 Matrix::Q41(m) => m.scales[(j * in_features + k) / BLOCK][1],
-                Matrix::Q80(_) => 0.0,
+                Matrix::Q80(_) | Matrix::Q80Tiles(_) => 0.0,
             };
             for (index, (want, got)) in expected.iter().zip(&got).enumerate() {
                 let (r, j) = (index / out_features, index % out_features);
