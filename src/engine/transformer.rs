@@ -314,9 +314,9 @@ impl Transformer {
         cache.layers.resize_with(self.blocks.len(), || None);
         let ids = Tensor::new(tokens, self.device())?.unsqueeze(0)?;
         let mut x = self.embed.embedding(&ids.squeeze(0)?)?.unsqueeze(0)?;
-        let mask = (seq > 1).then(|| causal_mask(seq, past, self.device())).transpose()?;
+        let mask = std::cell::OnceCell::new();
         let (cos, sin) = (self.cos.narrow(0, past, seq)?, self.sin.narrow(0, past, seq)?);
-        let at = Positions { past, mask: mask.as_ref(), cos: &cos, sin: &sin };
+        let at = Positions { past, mask: &mask, cos: &cos, sin: &sin };
         for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.config.rms_norm_eps as f32)?;
             let attended = self.attention(block, &h, layer_cache, &at, adapter)?;
@@ -373,15 +373,28 @@ impl Transformer {
                 return block.o.forward(&Tensor::cat(&rows, 1)?, adapter);
             }
         }
+        if let Some(layer) = cache.as_ref()
+            && let Some(out) = attention::prefill(&q, &layer.k, &layer.v, past)?
+        {
+            return block.o.forward(&out, adapter);
+        }
         // Grouped-query attention without copying K/V per head: the query heads that share a KV
         // head become extra rows of one matmul against it.
         let group = c.num_heads / c.num_kv_heads;
         let q = q.reshape((batch, c.num_kv_heads, group * seq, c.head_dim))?;
         let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
-        let scores = match mask {
-            Some(mask) if group > 1 => scores.broadcast_add(&Tensor::cat(&vec![mask; group], 0)?)?,
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
+        let scores = match seq {
+            1 => scores,
+            _ => {
+                if mask.get().is_none() {
+                    let _ = mask.set(causal_mask(seq, past, x.device())?);
+                }
+                let mask = mask.get().expect("set just above");
+                match group {
+                    1 => scores.broadcast_add(mask)?,
+                    _ => scores.broadcast_add(&Tensor::cat(&vec![mask; group], 0)?)?,
+                }
+            }
         };
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = weights.matmul(&v)?.reshape((batch, c.num_heads, seq, c.head_dim))?.transpose(1, 2)?.reshape((
@@ -394,11 +407,12 @@ impl Transformer {
 }
 
 /// Where the tokens of one forward pass sit: after `past` cached ones, with their RoPE rows and,
-/// for more than one token, the causal mask.
+/// for more than one token, the causal mask once a layer needs it (the CPU's prefill attention
+/// does not: `attention::prefill`).
 #[derive(Clone, Copy)]
 struct Positions<'a> {
     past: usize,
-    mask: Option<&'a Tensor>,
+    mask: &'a std::cell::OnceCell<Tensor>,
     cos: &'a Tensor,
     sin: &'a Tensor,
 }

@@ -276,13 +276,13 @@ where
 
 /// A buffer being filled by the pool's workers, each writing only its own part.
 #[derive(Clone, Copy)]
-struct SharedOut<T = f32>(*mut T);
+pub(crate) struct SharedOut<T = f32>(pub(crate) *mut T);
 
 // SAFETY: workers write disjoint elements (see `fill_rows`).
 unsafe impl<T> Sync for SharedOut<T> {}
 
 impl<T> SharedOut<T> {
-    fn at(self, index: usize) -> *mut T {
+    pub(crate) fn at(self, index: usize) -> *mut T {
         // SAFETY (callers): `index` is within the row the pointer came from.
         self.0.wrapping_add(index)
     }
