@@ -8,21 +8,21 @@
 pub(crate) mod prefill;
 mod q4_1;
 mod q8_0;
-mod q8_0_tiles;
 pub(crate) mod speed;
+mod tiles;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
 use q4_1::Q41Matrix;
 use q8_0::Q80Matrix;
-use q8_0_tiles::Q80Tiles;
+use tiles::Tiles;
 
 /// A weight matrix in a format we have our own decode kernel for.
 pub(crate) enum Matrix {
     Q41(Q41Matrix),
     Q80(Q80Matrix),
-    Q80Tiles(Q80Tiles),
+    Tiles(Tiles),
 }
 
 impl Matrix {
@@ -37,14 +37,14 @@ impl Matrix {
             Ok(dims) => dims,
             Err(e) => return Some(Err(e)),
         };
+        if vnni_tiles()
+            && let Some(tiles) = Tiles::from_qtensor(q)
+        {
+            return Some(tiles.map(Matrix::Tiles));
+        }
         match q.dtype() {
             GgmlDType::Q4_1 => Some(Q41Matrix::from_qtensor(q).map(Matrix::Q41)),
             GgmlDType::Q8_0 => {
-                if vnni_tiles()
-                    && let Some(tiles) = Q80Tiles::from_qtensor(q)
-                {
-                    return Some(tiles.map(Matrix::Q80Tiles));
-                }
                 let rows = cfg!(target_arch = "x86_64")
                     && has_avx2()
                     && !candle_repacks(GgmlDType::Q8_0, 1, out_features, in_features);
@@ -59,14 +59,14 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.matmul(x),
             Matrix::Q80(m) => m.matmul(x),
-            Matrix::Q80Tiles(m) => m.matmul(x),
+            Matrix::Tiles(m) => m.matmul(x),
         }
     }
 
     /// Whether [`Matrix::matmul`] is the fastest way to multiply many rows too (8-bit products in
-    /// [`Q80Tiles`]); the other formats dequantize for an F32 gemm (`prefill::matmul`).
+    /// [`Tiles`]); the other formats dequantize for an F32 gemm (`prefill::matmul`).
     pub(crate) fn batches_in_int8(&self) -> bool {
-        matches!(self, Matrix::Q80Tiles(_))
+        matches!(self, Matrix::Tiles(_))
     }
 
     /// The weights as an F32 `[out, in]` tensor (for batched prefill matmuls).
@@ -80,7 +80,8 @@ impl Matrix {
     pub(crate) fn quantization(&self) -> GgmlDType {
         match self {
             Matrix::Q41(_) => GgmlDType::Q4_1,
-            Matrix::Q80(_) | Matrix::Q80Tiles(_) => GgmlDType::Q8_0,
+            Matrix::Q80(_) => GgmlDType::Q8_0,
+            Matrix::Tiles(m) => m.quantization(),
         }
     }
 
@@ -88,7 +89,7 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.packed_bytes(),
             Matrix::Q80(m) => m.packed_bytes(),
-            Matrix::Q80Tiles(m) => m.packed_bytes(),
+            Matrix::Tiles(m) => m.packed_bytes(),
         }
     }
 
@@ -96,7 +97,7 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.out_features,
             Matrix::Q80(m) => m.out_features,
-            Matrix::Q80Tiles(m) => m.out_features,
+            Matrix::Tiles(m) => m.out_features,
         }
     }
 
@@ -104,7 +105,7 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.in_features,
             Matrix::Q80(m) => m.in_features,
-            Matrix::Q80Tiles(m) => m.in_features,
+            Matrix::Tiles(m) => m.in_features,
         }
     }
 
@@ -113,7 +114,7 @@ impl Matrix {
         match self {
             Matrix::Q41(m) => m.dequantize_rows(rows, out),
             Matrix::Q80(m) => m.dequantize_rows(rows, out),
-            Matrix::Q80Tiles(m) => m.dequantize_rows(rows, out),
+            Matrix::Tiles(m) => m.dequantize_rows(rows, out),
         }
     }
 }
@@ -160,7 +161,7 @@ pub(crate) fn candle_repacks(dtype: GgmlDType, rows: usize, out_features: usize,
     }
 }
 
-/// Whether Q8_0 weights are repacked into [`Q80Tiles`], whose kernel needs AVX-512 VNNI.
+/// Whether Q8_0 weights are repacked into [`Tiles`], whose kernel needs AVX-512 VNNI.
 fn vnni_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
     return has_avx512_vnni();
@@ -198,9 +199,12 @@ impl Q8Row {
     }
 }
 
-/// One block of activations rounded to 8 bits (`values`); returns the block's scale.
+/// One block of activations rounded to 8 bits (`values`); returns the block's scale. Inlined, so
+/// that a caller built for wider vectors vectorizes it for them.
+#[inline(always)]
 fn quantize_block(block: &[f32; BLOCK], values: &mut [i8; BLOCK]) -> f32 {
-    let max = block.iter().fold(0f32, |m, x| m.max(x.abs()));
+    // `>` rather than `f32::max` (which also skips NaN) so that the compiler vectorizes it.
+    let max = block.iter().fold(0f32, |m, x| if x.abs() > m { x.abs() } else { m });
     let scale = max / 127.0;
     let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
     for (value, x) in values.iter_mut().zip(block) {
@@ -340,7 +344,7 @@ mod tests {
     /// ROUNDING_IN_STEPS of its block's step, and only the part of a weight above its block's
     /// minimum (Q4_1) multiplies it (the minimum term uses exact sums): that bounds every output.
     /// 98 weight rows: whole groups of four, and two left over for the one-row code; 112: whole
-    /// tiles of 16 (Q8_0 on a CPU with AVX-512 VNNI). 6 activation rows: a group of four and two
+    /// tiles of 16 (on a CPU with AVX-512 VNNI). 6 activation rows: a group of four and two
     /// alone in the tile kernel.
     #[test]
     fn matmul_and_dequantize_equal_candles_dequantized_weights() {
@@ -348,7 +352,8 @@ mod tests {
         let (in_features, rows) = (256, 6);
         let x = Tensor::randn(0f32, 1.0, (rows, in_features), &device).unwrap();
         let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-        for (dtype, out_features) in [(GgmlDType::Q4_1, 98), (GgmlDType::Q8_0, 98), (GgmlDType::Q8_0, 112)] {
+        use GgmlDType::{Q4_1, Q8_0};
+        for (dtype, out_features) in [(Q4_1, 98), (Q4_1, 112), (Q8_0, 98), (Q8_0, 112)] {
             let w = Tensor::randn(0f32, 0.5, (out_features, in_features), &device).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let matrix = Matrix::for_qtensor(&q).expect("ours").unwrap();
@@ -367,7 +372,8 @@ mod tests {
             let weights: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
             let minimum = |j: usize, k: usize| match &matrix {
                 Matrix::Q41(m) => m.scales[(j * in_features + k) / BLOCK][1],
-                Matrix::Q80(_) | Matrix::Q80Tiles(_) => 0.0,
+                Matrix::Tiles(m) => m.minimum(j, k / BLOCK),
+                Matrix::Q80(_) => 0.0,
             };
             for (index, (want, got)) in expected.iter().zip(&got).enumerate() {
                 let (r, j) = (index / out_features, index % out_features);
