@@ -1,9 +1,9 @@
-//! Our own CPU decode kernels for the GGUF formats whose candle kernels are slow here: Q4_1 (candle
-//! has only its scalar fallback) and Q8_0 where candle does not repack it (its plain kernel runs
-//! one row at a time). Decoding multiplies
-//! one activation row by every weight matrix; what they share lives here: the activations rounded
-//! to 8 bits per block, the CPU feature checks, and the split of output rows over candle's
-//! spinning thread pool.
+//! Our own CPU kernels for the GGUF formats whose candle kernels are slow here: Q4_1 (candle has
+//! only its scalar fallback) and Q8_0 (its plain kernel runs one row at a time). With AVX-512 VNNI
+//! both are repacked into 16-row tiles (`tiles.rs`) that serve decoding and prefill chunks alike;
+//! elsewhere `q4_1.rs` and `q8_0.rs` decode on the file's row layout and prefill dequantizes for
+//! an F32 gemm (`prefill.rs`). What they share lives here: the activations rounded to 8 bits per
+//! block, the CPU feature checks, and the split of output rows over candle's spinning thread pool.
 
 pub(crate) mod prefill;
 mod q4_1;
@@ -26,17 +26,13 @@ pub(crate) enum Matrix {
 }
 
 impl Matrix {
-    /// Ours for Q4_1 weights on the CPU; for Q8_0, 16-row tiles on x86 CPUs with AVX-512 VNNI
-    /// (whole tiles of rows), else rows on x86 CPUs with AVX2 where candle does not repack it
-    /// ([`candle_repacks`]); `None` leaves the weight to candle (its NEON kernels on ARM).
+    /// Ours for Q4_1 and Q8_0 weights: 16-row [`Tiles`] on x86 CPUs with AVX-512 VNNI (whole tiles
+    /// of rows), else the file's rows for Q4_1 on any CPU and for Q8_0 on x86 with AVX2; `None`
+    /// leaves the weight to candle (its NEON kernels on ARM).
     pub(crate) fn for_qtensor(q: &QTensor) -> Option<candle_core::Result<Matrix>> {
         if !q.device().is_cpu() {
             return None;
         }
-        let (out_features, in_features) = match q.shape().dims2() {
-            Ok(dims) => dims,
-            Err(e) => return Some(Err(e)),
-        };
         if vnni_tiles()
             && let Some(tiles) = Tiles::from_qtensor(q)
         {
@@ -45,9 +41,9 @@ impl Matrix {
         match q.dtype() {
             GgmlDType::Q4_1 => Some(Q41Matrix::from_qtensor(q).map(Matrix::Q41)),
             GgmlDType::Q8_0 => {
-                let rows = cfg!(target_arch = "x86_64")
-                    && has_avx2()
-                    && !candle_repacks(GgmlDType::Q8_0, 1, out_features, in_features);
+                // candle repacks Q8_0 only with VNNI, where the weights whose shapes its tiles fit
+                // (whole 16-row tiles) are ours in `Tiles` above.
+                let rows = cfg!(target_arch = "x86_64") && has_avx2();
                 rows.then(|| Q80Matrix::from_qtensor(q).map(Matrix::Q80))
             }
             _ => None,

@@ -1,8 +1,8 @@
-//! The figures behind [`super::candle_repacks`] and the choice of kernels, side by side: our
-//! kernels against candle's on the same weights, per format, for one row (decode) and 256 rows
-//! (a prefill chunk). Run by `cargo bench --bench kernel_speed`.
+//! The figures behind [`super::candle_repacks`] and the choice of kernels, side by side: the
+//! kernels `Matrix::for_qtensor` picks on this CPU against candle's on the same weights, per
+//! format, for one row (decode) and 256 rows (a prefill chunk). Run by `cargo bench --bench kernel_speed`.
 
-use super::{Matrix, candle_repacks, prefill, q4_1::Q41Matrix, q8_0::Q80Matrix};
+use super::{Matrix, candle_repacks, prefill};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use std::time::Instant;
@@ -27,11 +27,7 @@ pub(crate) fn against_candle() -> candle_core::Result<()> {
             }
             let q = QTensor::quantize(&w, dtype)?;
             let candle = QMatMul::from_qtensor(QTensor::quantize(&w, dtype)?)?;
-            let own = match dtype {
-                GgmlDType::Q4_1 => Some(Matrix::Q41(Q41Matrix::from_qtensor(&q)?)),
-                GgmlDType::Q8_0 => Some(Matrix::Q80(Q80Matrix::from_qtensor(&q)?)),
-                _ => None,
-            };
+            let own = Matrix::for_qtensor(&q).transpose()?;
             for rows in [1, 256] {
                 let x = Tensor::randn(0f32, 1.0, (rows, k), &device)?;
                 let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
@@ -39,14 +35,18 @@ pub(crate) fn against_candle() -> candle_core::Result<()> {
                 let theirs = millis(iterations, &|| drop(candle.forward(&x)));
                 let ours = match (&own, rows) {
                     (Some(matrix), 1) => millis(iterations, &|| drop(matrix.matmul(&xs))),
+                    (Some(matrix), _) if matrix.batches_in_int8() => millis(iterations, &|| drop(matrix.matmul(&xs))),
                     (Some(matrix), _) => {
                         millis(iterations, &|| drop(prefill::matmul(&xs, prefill::Packed::Own(matrix))))
                     }
                     (None, 1) => continue,
                     (None, _) => millis(iterations, &|| drop(prefill::matmul(&xs, prefill::Packed::Candle(&q)))),
                 };
-                let repacked =
-                    if candle_repacks(dtype, rows, n, k) { " (candle repacks: candle's is used)" } else { "" };
+                let repacked = if own.is_none() && candle_repacks(dtype, rows, n, k) {
+                    " (candle repacks: candle's is used)"
+                } else {
+                    ""
+                };
                 println!(
                     "{n:>5}x{k:<5} {dtype:?} rows {rows:>3}: candle {theirs:8.3} ms, ours {ours:8.3} ms → candle/ours {:.2}{repacked}",
                     theirs / ours
