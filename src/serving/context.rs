@@ -102,16 +102,17 @@ impl Serving {
     }
 }
 
-/// The prefix and suffix windows a request would have after the keystroke most likely to follow
-/// the cursor coming to rest on a line of code: a new line opened below it (Vim's `o`, Enter at
-/// its end), indented as that line is, a level deeper after a line that opens a block (`:`, `{`,
-/// `(`, `[`), as editors indent. `None` on a blank line (where nothing says what comes next).
-pub(super) fn opened_below(text: &str, offset: usize) -> Option<(String, String)> {
+/// The prefix and suffix windows a request would have after the keystrokes most likely to follow
+/// the cursor coming to rest on a line of code, most likely first: a new line opened below it
+/// (Vim's `o`, Enter at its end), indented as that line is, a level deeper after a line that opens
+/// a block (`:`, `{`, `(`, `[`), as editors indent; then a new line opened above it (Vim's `O`),
+/// indented as it is. Nothing on a blank line (where nothing says what comes next).
+pub(super) fn opened_lines(text: &str, offset: usize) -> Vec<(String, String)> {
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let line = &text[line_start..line_end];
     if line.trim().is_empty() {
-        return None;
+        return Vec::new();
     }
     let indent = &line[..line.len() - line.trim_start().len()];
     let deeper = if !line.trim_end().ends_with([':', '{', '(', '[']) {
@@ -121,8 +122,13 @@ pub(super) fn opened_below(text: &str, offset: usize) -> Option<(String, String)
     } else {
         "    "
     };
-    let before = format!("{}\n{indent}{deeper}", &text[..line_end]);
-    Some((tail(&before, PREFIX_BYTES).to_owned(), head(&text[line_end..], SUFFIX_BYTES).to_owned()))
+    let below = format!("{}\n{indent}{deeper}", &text[..line_end]);
+    let above = format!("{}{indent}", &text[..line_start]);
+    let after_above = format!("\n{}", &text[line_start..]);
+    vec![
+        (tail(&below, PREFIX_BYTES).to_owned(), head(&text[line_end..], SUFFIX_BYTES).to_owned()),
+        (tail(&above, PREFIX_BYTES).to_owned(), head(&after_above, SUFFIX_BYTES).to_owned()),
+    ]
 }
 
 /// At most the last `max` bytes of `text`, starting at the first line start after a multiple of
@@ -176,17 +182,23 @@ mod tests {
     }
 
     #[test]
-    fn the_line_opened_below_is_indented_as_editors_indent_it() {
+    fn the_lines_opened_below_and_above_are_indented_as_editors_indent_them() {
         let text = "def f(x):\n    if x:\n        return 1\n    y = 2\n\n";
         let at = |needle: &str| text.find(needle).unwrap() + 2;
-        let below = |needle| opened_below(text, at(needle)).unwrap();
+        let below = |needle| opened_lines(text, at(needle))[0].clone();
+        let above = |needle| opened_lines(text, at(needle))[1].clone();
         assert_eq!(
             below("if x"),
             ("def f(x):\n    if x:\n        ".to_owned(), "\n        return 1\n    y = 2\n\n".to_owned())
         );
         assert_eq!(below("y =").0, "def f(x):\n    if x:\n        return 1\n    y = 2\n    ");
         assert_eq!(below("def").0, "def f(x):\n    ");
-        assert_eq!(opened_below(text, text.len() - 1), None, "a blank line says nothing");
-        assert_eq!(opened_below("fn f() {\n\tg(", 12).unwrap().0, "fn f() {\n\tg(\n\t\t");
+        assert_eq!(
+            above("if x"),
+            ("def f(x):\n    ".to_owned(), "\n    if x:\n        return 1\n    y = 2\n\n".to_owned())
+        );
+        assert_eq!(above("def"), (String::new(), format!("\n{text}")));
+        assert_eq!(opened_lines(text, text.len() - 1), Vec::new(), "a blank line says nothing");
+        assert_eq!(opened_lines("fn f() {\n\tg(", 12)[0].0, "fn f() {\n\tg(\n\t\t");
     }
 }

@@ -55,8 +55,8 @@ pub(super) async fn generate(
 }
 
 /// A warm-up: the request a keystroke at this cursor would make, with the same context, computed
-/// ahead (README, `warm_ahead`); then, when `expected` names the keystroke most likely to come
-/// (a line opened below), the suggestion for it is generated too and kept in `ready`.
+/// ahead (README, `warm_ahead`); then the suggestions for the keystrokes `expected` names (a line
+/// opened below, then above) are generated in turn and kept in `ready`.
 pub(super) async fn warm(
     link: Arc<Link>,
     mut request: CompleteRequest,
@@ -64,7 +64,7 @@ pub(super) async fn warm(
     debounce: Duration,
     mut retrieval: Retrieval,
     mut cancelled: watch::Receiver<bool>,
-    expected: Option<Expected>,
+    expected: Expected,
 ) {
     let prepared = prepare(&link, &mut request, &mut shown, debounce, &mut retrieval, &mut cancelled).await;
     let Ok(client) = prepared else { return };
@@ -81,38 +81,36 @@ pub(super) async fn warm(
         },
         _ = cancelled.wait_for(|c| *c) => return client.cancel(id),
     }
-    let Some(expected) = expected else { return };
-    // The context found for the place itself: the line below searches alike.
-    let pending = client.complete_ahead(CompleteRequest {
-        prefix: expected.prefix.clone(),
-        suffix: expected.suffix.clone(),
-        ..request
-    });
-    let id = pending.id;
-    tokio::select! {
-        result = pending.result() => {
-            if let Ok(Completed { text: Some(text), model_version, confidence, .. }) = result {
-                let ready = Ready {
-                    prefix: expected.prefix,
-                    suffix: expected.suffix,
-                    text,
-                    model_version,
-                    confidence,
-                    sources: shown.sources,
-                    context_files: shown.context_files,
-                };
-                expected.ready.lock().expect("ready").insert(shown.uri, ready);
+    for (prefix, suffix) in expected.windows {
+        // The context found for the place itself: the lines around it search alike.
+        let ahead = CompleteRequest { prefix: prefix.clone(), suffix: suffix.clone(), ..request.clone() };
+        let pending = client.complete_ahead(ahead);
+        let id = pending.id;
+        tokio::select! {
+            result = pending.result() => {
+                if let Ok(Completed { text: Some(text), model_version, confidence, .. }) = result {
+                    let ready = Ready {
+                        prefix,
+                        suffix,
+                        text,
+                        model_version,
+                        confidence,
+                        sources: shown.sources.clone(),
+                        context_files: shown.context_files.clone(),
+                    };
+                    expected.ready.lock().expect("ready").entry(shown.uri.clone()).or_default().push(ready);
+                }
             }
+            _ = cancelled.wait_for(|c| *c) => return client.cancel(id),
         }
-        _ = cancelled.wait_for(|c| *c) => client.cancel(id),
     }
 }
 
-/// The windows of the keystroke a warm-up expects, and where its suggestion goes.
+/// The windows of the keystrokes a warm-up expects, most likely first, and where their
+/// suggestions go (per document).
 pub(super) struct Expected {
-    pub(super) prefix: String,
-    pub(super) suffix: String,
-    pub(super) ready: Arc<std::sync::Mutex<std::collections::HashMap<String, Ready>>>,
+    pub(super) windows: Vec<(String, String)>,
+    pub(super) ready: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Ready>>>>,
 }
 
 /// A suggestion generated ahead for a document, served when a request comes with these windows.

@@ -216,7 +216,7 @@ pub struct Serving {
     /// The warm-up on its way, if any (the newest cursor move replaces it).
     warming: Option<watch::Sender<bool>>,
     /// Per document, the suggestion a warm-up made for the keystroke it expected.
-    ready: Arc<std::sync::Mutex<HashMap<String, link::Ready>>>,
+    ready: Arc<std::sync::Mutex<HashMap<String, Vec<link::Ready>>>>,
 }
 
 impl Serving {
@@ -385,11 +385,8 @@ impl Serving {
         self.ready.lock().expect("ready").remove(uri);
         let (request, shown) = self.request_at(mirror, &doc, uri, position, "inline", WARM_UP);
         let retrieval = self.retrieval_at(mirror, &doc, uri, shown.offset);
-        let expected = context::opened_below(&doc.text, shown.offset).map(|(prefix, suffix)| link::Expected {
-            prefix,
-            suffix,
-            ready: self.ready.clone(),
-        });
+        let expected =
+            link::Expected { windows: context::opened_lines(&doc.text, shown.offset), ready: self.ready.clone() };
         let (cancel, cancelled) = watch::channel(false);
         self.warming = Some(cancel);
         tokio::spawn(link::warm(self.link.clone(), request, shown, WARM_DEBOUNCE, retrieval, cancelled, expected));
@@ -399,7 +396,7 @@ impl Serving {
     /// (the same windows around the cursor); taken either way, since the document has moved on.
     fn ready_for(&self, request: &CompleteRequest) -> Option<link::Ready> {
         let ready = self.ready.lock().expect("ready").remove(&request.document)?;
-        (ready.prefix == request.prefix && ready.suffix == request.suffix).then_some(ready)
+        ready.into_iter().find(|ready| ready.prefix == request.prefix && ready.suffix == request.suffix)
     }
 
     fn stop_warming(&mut self) {
