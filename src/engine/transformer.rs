@@ -39,8 +39,8 @@ pub struct Config {
 /// From this many rows on, a quantized weight is dequantized for one F32 matmul: candle's plain
 /// quantized CPU kernel works row by row, while the F32 gemm batches, so prefilling a chunk is
 /// several times faster this way (measured in `benches/engine_speed.rs`); decoding (one row) keeps
-/// the memory-light quantized kernels. Weights candle repacks into integer tiles stay with candle
-/// (faster still; see `kernels::candle_repacks`).
+/// the memory-light quantized kernels. Weights in integer tiles — ours (`Matrix::batches_in_int8`)
+/// or candle's (`kernels::candle_repacks`) — keep them for every row count (faster still).
 const DEQUANTIZE_FROM_ROWS: usize = 8;
 
 /// A weight matrix as loaded: candle's representation, or one with our own decode kernel.
