@@ -100,6 +100,8 @@ pub(super) async fn warm(
                     };
                     expected.ready.lock().expect("ready").entry(shown.uri.clone()).or_default().push(ready);
                 }
+                // Counted once kept, so that whoever reads the count finds the suggestion there.
+                link.made_ahead.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             _ = cancelled.wait_for(|c| *c) => return client.cancel(id),
         }
@@ -202,6 +204,8 @@ pub(super) struct Link {
     pub(super) state: tokio::sync::Mutex<LinkState>,
     /// Warm-ups the daemon ran to their end for this proxy (`marunochi.status`).
     pub(super) warmed: std::sync::atomic::AtomicU64,
+    /// Suggestions made ahead to their end for this proxy, empty ones included (`marunochi.status`).
+    pub(super) made_ahead: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]

@@ -232,6 +232,7 @@ impl Serving {
                 model: options.model,
                 state: tokio::sync::Mutex::new(LinkState::default()),
                 warmed: Default::default(),
+                made_ahead: Default::default(),
             }),
             notify,
             inflight: HashMap::new(),
@@ -640,6 +641,7 @@ impl Serving {
             "own_examples": self.examples.as_ref().map(|e| e.status()),
             "stay_silent": self.quiet.as_ref().map(|q| q.status()),
             "warmed": self.link.warmed.load(std::sync::atomic::Ordering::Relaxed),
+            "made_ahead": self.link.made_ahead.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 

@@ -834,9 +834,15 @@ fn where_the_cursor_rests_the_prompt_is_computed_and_the_lines_below_and_above_m
 
     // At the end of `if radius < 0:`, line 4.
     client.notify("marunochi/cursor", position(&uri, 4, 18));
-    let status = eventually("a warm-up and a suggestion made ahead", || {
-        daemon_status(&home).filter(|s| s.warmed >= 2 && s.completions == 0)
-    });
+    // The proxy counts a suggestion made ahead once it waits for its keystroke (or came out empty).
+    let made_ahead = |client: &mut Client| {
+        command(client, "marunochi.status", json!([]))["result"]["made_ahead"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a count"))
+    };
+    eventually("a suggestion made ahead", || (made_ahead(&mut client) >= 1).then_some(()));
+    let status = daemon_status(&home).unwrap();
+    assert_eq!(status.completions, 0, "{status:?}");
     let opened = |client: &mut Client, version: i32, line: u32, character: u32, text: &str| {
         let at = json!({"line": line, "character": character});
         client.notify(
@@ -856,13 +862,14 @@ fn where_the_cursor_rests_the_prompt_is_computed_and_the_lines_below_and_above_m
 
     // Elsewhere, once the prompt and both lines are ready: Vim's `O`, a new line above, indented
     // as the line is, is answered without the model too.
-    // The first place's line above, stopped by the keystroke, may still be counted: settle first.
-    std::thread::sleep(Duration::from_millis(500));
-    let before = daemon_status(&home).unwrap();
+    // The first place's line above may have been finishing as the keystroke stopped it.
+    let before = eventually("the first place's work settled", || {
+        let count = made_ahead(&mut client);
+        std::thread::sleep(Duration::from_millis(300));
+        (made_ahead(&mut client) == count).then_some(count)
+    });
     client.notify("marunochi/cursor", position(&uri, 11, 31));
-    eventually("the second place warmed", || daemon_status(&home).filter(|s| s.warmed >= before.warmed + 3));
-    // The daemon counts a suggestion made ahead just before it answers the proxy with it.
-    std::thread::sleep(Duration::from_millis(200));
+    eventually("both lines made ahead at the second place", || (made_ahead(&mut client) >= before + 2).then_some(()));
     opened(&mut client, 3, 11, 0, "    \n");
     let answer = inline(&mut client, &uri, 11, 4);
     let text = answer["result"]["items"][0]["insertText"].as_str().unwrap_or_else(|| panic!("{answer}"));
