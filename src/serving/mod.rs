@@ -215,7 +215,7 @@ pub struct Serving {
     warmed: HashMap<String, (i32, u32)>,
     /// The warm-up on its way, if any (the newest cursor move replaces it).
     warming: Option<watch::Sender<bool>>,
-    /// Per document, the suggestion a warm-up made for the keystroke it expected.
+    /// Per document, the suggestions a warm-up made for the keystrokes it expected.
     ready: Arc<std::sync::Mutex<HashMap<String, Vec<link::Ready>>>>,
 }
 
