@@ -8,6 +8,7 @@
 //! compete with its spinning workers for the cores: 55–61 → 62–65 tok/s at a 515-token context),
 //! and each head's scores, softmax and weighted sum of values run in one pass over contiguous memory.
 
+use super::kernels::prefill::gemm_one_thread;
 use candle_core::{DType, Storage, Tensor};
 use std::cell::RefCell;
 
@@ -144,26 +145,12 @@ unsafe fn causal_block(block: Block<'_>, scores: &mut [f32], out: *mut f32, out_
     // len × head_dim, both row-major, the keys read as Kᵀ by swapping their strides;
     // scores := scale · Q·Kᵀ.
     unsafe {
-        gemm::gemm(
-            rows,
-            len,
-            head_dim,
-            scores.as_mut_ptr(),
-            1,
-            len as isize,
-            false,
-            query.as_ptr(),
-            1,
-            head_dim as isize,
-            keys.as_ptr(),
-            head_dim as isize,
-            1,
-            0.0,
+        gemm_one_thread(
+            (rows, len, head_dim),
+            (scores.as_mut_ptr(), len),
+            (query.as_ptr(), head_dim),
+            (keys.as_ptr(), head_dim as isize, 1),
             scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
         )
     };
     for (r, row) in scores.chunks_exact_mut(len).enumerate() {
@@ -182,26 +169,12 @@ unsafe fn causal_block(block: Block<'_>, scores: &mut [f32], out: *mut f32, out_
     // SAFETY: as the caller promises for `out`; scores is rows × len and the values len × head_dim,
     // both row-major; out := P·V.
     unsafe {
-        gemm::gemm(
-            rows,
-            head_dim,
-            len,
-            out,
-            1,
-            out_stride as isize,
-            false,
-            scores.as_ptr(),
-            1,
-            len as isize,
-            values.as_ptr(),
-            1,
-            head_dim as isize,
-            0.0,
+        gemm_one_thread(
+            (rows, head_dim, len),
+            (out, out_stride),
+            (scores.as_ptr(), len),
+            (values.as_ptr(), 1, head_dim as isize),
             1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
         )
     };
 }

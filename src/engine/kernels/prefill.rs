@@ -111,31 +111,56 @@ fn multiply(
         // SAFETY: dst starts at column `columns.start` of `out` (rows × out_features, row-major;
         // this task alone writes those columns, and `out` outlives the call), x is `rows ×
         // in_features` (row-major), and `block` holds the weight rows of those columns
-        // (row-major, read as Wᵀ by swapping its strides); dst := 0·dst + 1·x·Wᵀ.
+        // (row-major, read as Wᵀ by swapping its strides); dst := x·Wᵀ.
         unsafe {
-            gemm::gemm(
-                rows,
-                columns.len(),
-                in_features,
-                target.at(columns.start),
-                1,
-                out_features as isize,
-                false,
-                x.as_ptr(),
-                1,
-                in_features as isize,
-                block.as_ptr(),
-                in_features as isize,
-                1,
-                0.0,
+            gemm_one_thread(
+                (rows, columns.len(), in_features),
+                (target.at(columns.start), out_features),
+                (x.as_ptr(), in_features),
+                (block.as_ptr(), in_features as isize, 1),
                 1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
             )
         }
     });
+}
+
+/// `dst := scale · lhs · rhs` (dst is not read) as one single-threaded call of the `gemm` crate:
+/// `m × k` by `k × n`. dst and lhs are row-major with the given row strides; rhs is given by its
+/// (column, row) strides, so a row-major matrix can be read transposed.
+///
+/// # Safety
+/// Every pointer covers its matrix under its strides, and no one else uses dst meanwhile.
+pub(crate) unsafe fn gemm_one_thread(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_row_stride): (*mut f32, usize),
+    (lhs, lhs_row_stride): (*const f32, usize),
+    (rhs, rhs_column_stride, rhs_row_stride): (*const f32, isize, isize),
+    scale: f32,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row_stride as isize,
+            false,
+            lhs,
+            1,
+            lhs_row_stride as isize,
+            rhs,
+            rhs_column_stride,
+            rhs_row_stride,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 /// Dequantizes rows of a candle weight (raw bytes, rows of `in_features`) into `out`.

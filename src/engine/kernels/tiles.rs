@@ -161,7 +161,7 @@ impl Tiles {
     pub(crate) fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let inputs = x.len() / self.in_features;
         let mut out = vec![0f32; inputs * self.out_features];
-        let activations = Activations::new(x, self.in_features);
+        let activations = Activations::new(x, self.in_features, self.format);
         let rows: Vec<Row<'_>> = (0..inputs).map(|i| activations.row(i, self.in_features)).collect();
         let tiles = self.out_features / TILE;
         let target = SharedOut(out.as_mut_ptr());
@@ -235,9 +235,9 @@ struct Tile<'a> {
 struct Activations {
     values: Vec<i8>,
     scales: Vec<f32>,
-    /// `-128 · Σ x` of the 8-bit values: where a Q8_0 block's sum starts.
+    /// Q8_0 only: `-128 · Σ x` of the 8-bit values, where a block's sum starts.
     offsets: Vec<i32>,
-    /// `Σ x` of the F32 values: what a Q4_1 block's minimum multiplies.
+    /// Q4_1 only: `Σ x` of the F32 values, what a block's minimum multiplies.
     sums: Vec<f32>,
 }
 
@@ -253,7 +253,7 @@ struct Row<'a> {
 impl Activations {
     /// Rounds `x` (rows of `in_features`) block by block on the pool's threads: done on the
     /// calling thread it left the pool spinning for a tenth of a prefill.
-    fn new(x: &[f32], in_features: usize) -> Activations {
+    fn new(x: &[f32], in_features: usize, format: Format) -> Activations {
         let blocks = x.len() / BLOCK;
         let mut values = vec![0i8; x.len()];
         let (mut scales, mut offsets, mut sums) = (vec![0f32; blocks], vec![0i32; blocks], vec![0f32; blocks]);
@@ -267,16 +267,15 @@ impl Activations {
         candle_core::utils::barrier_pool().execute_chunked(rows, |rows| {
             let blocks = rows.start * in_features / BLOCK..rows.end * in_features / BLOCK;
             // SAFETY: each task owns its rows' values and block figures; the buffers outlive the call.
-            let (values, scales, offsets, sums) = unsafe {
-                (
-                    targets.0.slice(blocks.start * BLOCK..blocks.end * BLOCK),
-                    targets.1.slice(blocks.clone()),
-                    targets.2.slice(blocks.clone()),
-                    targets.3.slice(blocks.clone()),
-                )
+            let out = unsafe {
+                Rounded {
+                    values: targets.0.slice(blocks.start * BLOCK..blocks.end * BLOCK),
+                    scales: targets.1.slice(blocks.clone()),
+                    offsets: targets.2.slice(blocks.clone()),
+                    sums: targets.3.slice(blocks.clone()),
+                }
             };
-            let xs = &x[blocks.start * BLOCK..blocks.end * BLOCK];
-            quantize_blocks(xs, values, scales, offsets, sums);
+            quantize_blocks(format, &x[blocks.start * BLOCK..blocks.end * BLOCK], out);
         });
         Activations { values, scales, offsets, sums }
     }
@@ -292,40 +291,54 @@ impl Activations {
     }
 }
 
-/// Every block of `xs` rounded to 8 bits, with the figures [`Activations`] keeps per block.
-fn quantize_blocks(xs: &[f32], values: &mut [i8], scales: &mut [f32], offsets: &mut [i32], sums: &mut [f32]) {
+/// Where [`quantize_blocks`] writes: some rows' part of each of [`Activations`]' vectors.
+struct Rounded<'a> {
+    values: &'a mut [i8],
+    scales: &'a mut [f32],
+    offsets: &'a mut [i32],
+    sums: &'a mut [f32],
+}
+
+/// Every block of `xs` rounded to 8 bits, with the figure [`Activations`] keeps per block for
+/// `format`.
+fn quantize_blocks(format: Format, xs: &[f32], out: Rounded<'_>) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx512_vnni() {
         // SAFETY: the CPU has AVX-512 (checked just above).
-        return unsafe { quantize_blocks_avx512(xs, values, scales, offsets, sums) };
+        return unsafe { quantize_blocks_avx512(format, xs, out) };
     }
-    quantize_blocks_portable(xs, values, scales, offsets, sums)
+    quantize_blocks_portable(format, xs, out)
 }
 
 /// [`quantize_blocks`] built for AVX-512, where the compiler vectorizes it (built for the baseline
 /// CPU it took a tenth of a prefill).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-fn quantize_blocks_avx512(xs: &[f32], values: &mut [i8], scales: &mut [f32], offsets: &mut [i32], sums: &mut [f32]) {
-    quantize_blocks_portable(xs, values, scales, offsets, sums)
+fn quantize_blocks_avx512(format: Format, xs: &[f32], out: Rounded<'_>) {
+    quantize_blocks_portable(format, xs, out)
 }
 
 #[inline(always)]
-fn quantize_blocks_portable(xs: &[f32], values: &mut [i8], scales: &mut [f32], offsets: &mut [i32], sums: &mut [f32]) {
+fn quantize_blocks_portable(format: Format, xs: &[f32], out: Rounded<'_>) {
+    let Rounded { values, scales, offsets, sums } = out;
     let blocks = xs.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK));
     for (b, (block, values)) in blocks.enumerate() {
         let (block, values): (&[f32; BLOCK], &mut [i8; BLOCK]) =
             (block.try_into().expect("whole blocks"), values.try_into().expect("whole blocks"));
         scales[b] = quantize_block(block, values);
-        offsets[b] = -128 * values.iter().map(|&v| v as i32).sum::<i32>();
-        // Sixteen partial sums, which vectorize; one running sum would not.
-        let mut lanes = [0f32; 16];
-        for half in block.chunks_exact(16) {
-            for (lane, x) in lanes.iter_mut().zip(half) {
-                *lane += x;
+        match format {
+            Format::Q8_0 => offsets[b] = -128 * values.iter().map(|&v| v as i32).sum::<i32>(),
+            Format::Q4_1 => {
+                // Sixteen partial sums, which vectorize; one running sum would not.
+                let mut lanes = [0f32; 16];
+                for half in block.chunks_exact(16) {
+                    for (lane, x) in lanes.iter_mut().zip(half) {
+                        *lane += x;
+                    }
+                }
+                sums[b] = lanes.iter().sum();
             }
         }
-        sums[b] = lanes.iter().sum();
     }
 }
 
@@ -436,7 +449,7 @@ mod tests {
                 (matrix.values[7], matrix.values[8]) = (0, 255);
             }
             let xs = inputs(ROWS_AT_ONCE, 576);
-            let activations = Activations::new(&xs, 576);
+            let activations = Activations::new(&xs, 576, matrix.format);
             let group: [Row<'_>; ROWS_AT_ONCE] = std::array::from_fn(|i| activations.row(i, 576));
             let portable = tile_dot_portable(&matrix.tile(0), &group);
             assert_eq!(tile_dot(&matrix.tile(0), &group), portable, "{dtype:?}");
