@@ -157,7 +157,7 @@ pub(crate) fn candle_repacks(dtype: GgmlDType, rows: usize, out_features: usize,
     }
 }
 
-/// Whether Q8_0 weights are repacked into [`Tiles`], whose kernel needs AVX-512 VNNI.
+/// Whether Q4_1 and Q8_0 weights are repacked into [`Tiles`], whose kernel needs AVX-512 VNNI.
 fn vnni_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
     return has_avx512_vnni();
