@@ -11,9 +11,17 @@
 //!
 //! REPOS=name,name (default `cachetools`), BUDGET (default `30m`; a night is the `[schedule]`
 //! window, 5 h by default), EXAM=n held-out functions judged (default 40, the newest), MODEL=path
-//! (default SmolLM2). Each repository's home is kept in `target/learning/<name>/` (its store,
-//! datasets, adapter and `eval.json`).
+//! (default SmolLM2). Each repository's home is kept in `target/learning/<name>-<stages>/` (its
+//! store, datasets, adapter and `eval.json`).
+//!
+//! The stages after SFT: STAGES=preference (default: KTO and DPO), `reward` (the reward stage
+//! instead), `sft` (none). OUTCOMES=1 adds a user's outcomes on real suggestions: the store that
+//! `SILENCE=1 cargo bench --bench replay` keeps in `target/replay-silence/<name>.db` (suggestions
+//! taken, taken in part or rejected as the author's code dictates) becomes the home's store before
+//! mining. Its suggestions made where an exam function starts are removed first (by the
+//! function's signature line), so no stage learns from the exam's own prompts.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -79,6 +87,41 @@ fn side(examples: &[Value], which: &str) -> Side {
     Side { first_line: first / n, similarity: similarity / n, answered: answered / n }
 }
 
+/// The last line of `prefix` that starts a function: where a request for its body was made.
+fn signature(prefix: &str) -> Option<&str> {
+    let starts =
+        |l: &&str| l.starts_with("def ") || l.starts_with("async def ") || (l.contains("fn ") && l.ends_with('{'));
+    prefix.lines().rev().map(str::trim).find(starts)
+}
+
+/// Removes from the home's store the suggestions made where a held-out function starts.
+fn drop_exam_prompts(home: &Path, language: &str) -> usize {
+    marunochi(home, &["curate", "--language", language]);
+    let held = std::fs::read_to_string(home.join("datasets").join(language).join("heldout-git.jsonl")).unwrap();
+    let signatures: HashSet<String> = held
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| signature(e["prefix"].as_str()?).map(str::to_owned))
+        .collect();
+    let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
+    let rows: Vec<(String, String)> = db
+        .prepare("SELECT id, coalesce(prompt_prefix, '') FROM interactions")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let exam: Vec<&String> = rows
+        .iter()
+        .filter(|(_, prefix)| signature(prefix).is_some_and(|s| signatures.contains(s)))
+        .map(|(id, _)| id)
+        .collect();
+    for id in &exam {
+        db.execute("DELETE FROM interactions WHERE id = ?1", [id]).unwrap();
+    }
+    exam.len()
+}
+
 fn main() {
     let wanted = std::env::var("REPOS").unwrap_or_else(|_| "cachetools".into());
     let budget = std::env::var("BUDGET").unwrap_or_else(|_| "30m".into());
@@ -87,22 +130,44 @@ fn main() {
         .map_or_else(|| root().join(".test-deps/fixtures/smollm2-135m-instruct.gguf"), PathBuf::from);
     assert!(model.exists(), "{} is missing: run ./scripts/test-deps.sh", model.display());
     let model = model.to_str().expect("a UTF-8 path");
+    let stages = std::env::var("STAGES").unwrap_or_else(|_| "preference".into());
+    let stage_flags: &[&str] = match stages.as_str() {
+        "preference" => &[],
+        "reward" => &["--reward", "--no-preference"],
+        "sft" => &["--sft-only"],
+        other => panic!("STAGES={other}: preference, reward or sft"),
+    };
+    let outcomes = std::env::var("OUTCOMES").is_ok_and(|v| v == "1");
     let (mut rows, mut plans) = (Vec::new(), Vec::new());
     for &(name, commit, author, language) in REPOS.iter().filter(|(n, ..)| wanted.split(',').any(|w| w == *n)) {
         let mirror = root().join(".test-deps/replay").join(format!("{name}.git"));
         assert!(mirror.exists(), "{} is missing: run ./scripts/replay-repos.sh", mirror.display());
-        let home = root().join("target/learning").join(name);
+        let home = root().join("target/learning").join(format!("{name}-{stages}"));
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).unwrap();
+        if outcomes {
+            let kept = root().join("target/replay-silence").join(format!("{name}.db"));
+            assert!(
+                kept.exists(),
+                "{} is missing: run SILENCE=1 REPOS={name} cargo bench --bench replay",
+                kept.display()
+            );
+            std::fs::copy(&kept, home.join("marunochi.db")).unwrap();
+        }
         eprintln!("== {name}: mining {author}'s functions up to {}", &commit[..12]);
         let (_, said) =
             marunochi(&home, &["data", "mine", mirror.to_str().unwrap(), "--author", author, "--rev", commit]);
         eprint!("{said}");
+        if outcomes {
+            let dropped = drop_exam_prompts(&home, language);
+            eprintln!("== {name}: {dropped} outcomes on the exam's own prompts removed");
+        }
 
         eprintln!("== {name}: training ({language}, budget {budget})");
         let started = Instant::now();
-        let (report, said) =
-            marunochi(&home, &["train", "--language", language, "--model", model, "--budget", &budget, "--json"]);
+        let mut args = vec!["train", "--language", language, "--model", model, "--budget", &budget, "--json"];
+        args.extend(stage_flags);
+        let (report, said) = marunochi(&home, &args);
         let trained_s = started.elapsed().as_secs_f64();
         let planned = said.lines().find(|l| l.contains("planned for the")).unwrap_or("(no plan line)").to_owned();
         eprintln!("{planned}");
@@ -136,8 +201,11 @@ fn main() {
         let examples = gate["heldout"]["examples"].as_array().cloned().unwrap_or_default();
         let (base, adapter) = (side(&examples, "reference"), side(&examples, "candidate"));
         rows.push(format!(
-            "| {name} | {} ex., {} updates ({}) | {:.0} s / {:.0} s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {:.3} → {:.3} | {} |",
+            "| {name} | {} ex., {} KTO, {} DPO, {} reward; {} updates ({}) | {:.0} s / {:.0} s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {:.3} → {:.3} | {} |",
             report["examples"],
+            report["kto_examples"],
+            report["dpo_pairs"],
+            report["reward_items"],
             report["steps"],
             report["stages"].as_array().map(|s| s.iter().map(|s| format!("{} {}", s["stage"].as_str().unwrap_or(""), s["steps"])).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
             report["seconds"].as_f64().unwrap_or(0.0),

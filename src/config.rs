@@ -117,6 +117,9 @@ max_target_tokens = 256
 preference = true
 preference_lr = 0.00005
 beta = 0.1
+# Then a reward stage (RLOO) on what became of every suggestion shown (README, "Learning from
+# outcomes"), at the same learning rate.
+reward = false
 
 [eval]
 # The gate's forgetting check with any model: the candidate's mean log-loss per token on general
@@ -237,6 +240,7 @@ pub struct TrainConfig {
     pub preference: bool,
     pub preference_lr: f64,
     pub beta: f64,
+    pub reward: bool,
 }
 
 impl TrainConfig {
@@ -264,6 +268,7 @@ impl Default for TrainConfig {
             preference: true,
             preference_lr: 5e-5,
             beta: 0.1,
+            reward: false,
         }
     }
 }

@@ -68,9 +68,16 @@ pub struct TrainArgs {
     /// DoRA: also learn a magnitude per output row (QDoRA together with --qlora).
     #[arg(long)]
     dora: bool,
-    /// Only the SFT stage: no KTO or DPO afterwards.
+    /// Only the SFT stage: no KTO, DPO or reward stage afterwards.
     #[arg(long)]
     sft_only: bool,
+    /// No KTO or DPO stage after SFT (`[train] preference = false`).
+    #[arg(long, conflicts_with = "sft_only")]
+    no_preference: bool,
+    /// Add the reward stage (RLOO on the outcomes of shown suggestions) after the others
+    /// (`[train] reward = true`).
+    #[arg(long, conflicts_with = "sft_only")]
+    reward: bool,
     /// Continue the interrupted run of this language.
     #[arg(long, conflicts_with = "restart")]
     resume: bool,
@@ -197,7 +204,7 @@ pub fn curate(
     for s in summaries {
         println!(
             "{}: {} training examples ({}; {} replay, {} clusters; complexity <5/5-10/>10: {}/{}/{}), {} held out \
-             (+{} from git), {} KTO, {} DPO pairs; {} taken but not admitted at {}\n  -> {}",
+             (+{} from git), {} KTO, {} DPO pairs, {} reward items; {} taken but not admitted at {}\n  -> {}",
             if s.language.is_empty() { "unknown" } else { &s.language },
             s.train,
             crate::quality::stats::rule_counts(&s.admitted),
@@ -210,6 +217,7 @@ pub fn curate(
             s.heldout_git,
             s.kto,
             s.dpo,
+            s.reward,
             s.below_quality,
             options.min_quality,
             s.directory.display()
@@ -323,7 +331,8 @@ fn settings(config: &crate::config::TrainConfig, args: &TrainArgs) -> train::Set
     settings.seed = args.seed;
     settings.qlora |= args.qlora;
     settings.gradient_checkpointing &= !args.no_gradient_checkpointing;
-    settings.preference &= !args.sft_only;
+    settings.preference &= !(args.sft_only || args.no_preference);
+    settings.reward = (settings.reward || args.reward) && !args.sft_only;
     settings.dora |= args.dora;
     let overrides =
         [(args.epochs, &mut settings.epochs), (args.batch, &mut settings.batch), (args.rank, &mut settings.rank)];

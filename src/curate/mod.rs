@@ -15,12 +15,16 @@
 //! - **KTO** (prompt, completion, desirable): accepted/corrected ones desirable, rejected ones not
 //!   (weight 2.0 with a stated reason, 0.5 without). **DPO** pairs: corrected (final ≻ suggestion)
 //!   and rejected with what was typed instead (typed ≻ suggestion).
+//! - **Reward** (prompt, the suggestion as shown, the reward of its outcome: `reward.rs`): every
+//!   decided suggestion, ignored ones included, for the optional reward stage.
+//! - KTO, DPO and reward items never hold code of either held-out split, as SFT examples never do.
 //!
 //! Exported as our JSONL, TRL (prompt/completion, KTO label, DPO chosen/rejected) and Axolotl
 //! (`input_output` segments, DPO). The text was redacted when it was stored.
 
 mod git;
 mod minhash;
+mod reward;
 pub mod scaleout;
 mod workspace;
 
@@ -95,6 +99,18 @@ pub struct KtoExample {
     pub weight: f64,
 }
 
+/// A suggestion as the model made it and the reward of what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RewardExample {
+    pub id: String,
+    pub prefix: String,
+    pub suffix: String,
+    /// The suggestion as shown.
+    pub completion: String,
+    pub action: String,
+    pub reward: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Pair {
     pub id: String,
@@ -114,6 +130,7 @@ pub struct LanguageSet {
     pub admitted: BTreeMap<String, usize>,
     pub kto: Vec<KtoExample>,
     pub dpo: Vec<Pair>,
+    pub reward: Vec<RewardExample>,
     /// Candidates below the quality bar.
     pub below_quality: usize,
     pub clusters: usize,
@@ -202,6 +219,10 @@ fn leaks(long: &str, short: &str) -> bool {
 }
 
 fn build_language(rows: &[&CurationRow], mined: &[&GitFunction], options: &Options) -> LanguageSet {
+    // Ignored suggestions only ever become reward items.
+    let (ignored, decided): (Vec<&CurationRow>, Vec<&CurationRow>) =
+        rows.iter().copied().partition(|row| row.action == Action::Ignored);
+    let rows = &decided[..];
     // The newest share of the decided suggestions (by time) is held out, with everything after it.
     let heldout_count = if rows.len() < 2 || options.heldout_share <= 0.0 {
         0
@@ -283,6 +304,20 @@ fn build_language(rows: &[&CurationRow], mined: &[&GitFunction], options: &Optio
     set.train = train;
     set.dpo.extend(mined.pairs.into_iter().filter(|p| unjudged(&p.chosen)));
 
+    let held_from = heldout_rows.first().map(|row| row.timestamp.as_str());
+    let before_heldout = |row: &&&CurationRow| held_from.is_none_or(|from| row.timestamp.as_str() < from);
+    for row in trainable.iter().chain(ignored.iter().filter(before_heldout)) {
+        if let Some(reward) = reward::of(row).filter(|_| unjudged(&row.suggestion)) {
+            set.reward.push(RewardExample {
+                id: row.id.clone(),
+                prefix: row.prefix.clone(),
+                suffix: row.suffix.clone(),
+                completion: row.suggestion.clone(),
+                action: row.action.as_str().to_owned(),
+                reward,
+            });
+        }
+    }
     for row in trainable {
         let kto = |completion: &str, desirable: bool, weight: f64| KtoExample {
             id: row.id.clone(),
@@ -301,14 +336,14 @@ fn build_language(rows: &[&CurationRow], mined: &[&GitFunction], options: &Optio
         };
         match row.action {
             Action::Accepted | Action::Corrected if !row.suggestion.is_empty() => {
-                if let Some(code) = target(row) {
+                if let Some(code) = target(row).filter(|code| unjudged(code)) {
                     set.kto.push(kto(&code, true, priority(row)));
                     if row.action == Action::Corrected && code != row.suggestion {
                         set.dpo.push(pair(&code));
                     }
                 }
             }
-            Action::Rejected if !row.suggestion.is_empty() => {
+            Action::Rejected if !row.suggestion.is_empty() && unjudged(&row.suggestion) => {
                 set.kto.push(kto(&row.suggestion, false, priority(row)));
                 if let Some(typed) = row.typed_instead.as_deref().filter(|t| t.trim().chars().count() > 1) {
                     set.dpo.push(pair(typed));
@@ -337,6 +372,8 @@ pub struct Summary {
     pub heldout_git: usize,
     pub kto: usize,
     pub dpo: usize,
+    /// Items of the reward stage (`reward.jsonl`).
+    pub reward: usize,
     pub clusters: usize,
     pub below_quality: usize,
     /// Training examples by what admitted them (`LanguageSet::admitted`).
@@ -418,6 +455,7 @@ fn write_language(out: &Path, language: &str, set: &LanguageSet, options: &Optio
     lines("heldout-git.jsonl", values(&set.heldout_git))?;
     lines("kto.jsonl", values(&set.kto))?;
     lines("dpo.jsonl", values(&set.dpo))?;
+    lines("reward.jsonl", values(&set.reward))?;
     lines(
         "trl/sft.jsonl",
         set.train
@@ -462,6 +500,7 @@ fn write_language(out: &Path, language: &str, set: &LanguageSet, options: &Optio
         heldout_git: set.heldout_git.len(),
         kto: set.kto.len(),
         dpo: set.dpo.len(),
+        reward: set.reward.len(),
         clusters: set.clusters,
         below_quality: set.below_quality,
         admitted: set.admitted.clone(),
@@ -545,6 +584,27 @@ mod tests {
         );
         let dpo: Vec<(&str, &str)> = set.dpo.iter().map(|p| (p.chosen.as_str(), p.rejected.as_str())).collect();
         assert_eq!(dpo, [("value = fixed()", distinct(1).as_str()), ("what_i_wanted()", distinct(4).as_str())]);
+    }
+
+    #[test]
+    fn every_outcome_before_the_held_out_span_is_a_reward_item_ignored_ones_only_there() {
+        let mut rows: Vec<CurationRow> = (0..18).map(|n| row(n, "accepted", 90.0, &distinct(n))).collect();
+        rows[3] = row(3, "rejected", 20.0, &distinct(3));
+        rows[4] = row(4, "ignored", 0.0, &distinct(4));
+        rows[5] = row(5, "partial", 0.0, &distinct(5));
+        // The same text as a held-out suggestion: never trained on, whatever its outcome.
+        rows[6] = row(6, "rejected", 20.0, &distinct(17));
+        rows.push(row(18, "ignored", 0.0, &distinct(18)));
+        let set = &Dataset::build(&rows, &[], &Options::default()).languages["python"];
+        let heldout: Vec<&str> = set.heldout.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(heldout, ["r16", "r17"], "ignored suggestions do not count towards the held-out share");
+        let reward: Vec<(&str, &str)> = set.reward.iter().map(|e| (e.id.as_str(), e.action.as_str())).collect();
+        assert_eq!(reward.len(), 15, "{reward:?}");
+        assert!(reward.contains(&("r04", "ignored")) && reward.contains(&("r05", "partial")));
+        assert!(!reward.iter().any(|(id, _)| ["r06", "r16", "r17", "r18"].contains(id)), "{reward:?}");
+        assert!(set.reward.iter().all(|e| e.completion == distinct(e.id[1..].parse().unwrap())), "as shown");
+        assert!(!set.kto.iter().any(|e| e.id == "r04" || e.id == "r06"), "{:?}", set.kto);
+        assert!(!set.train.iter().any(|e| e.id == "r04"));
     }
 
     #[test]

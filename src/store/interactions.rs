@@ -190,7 +190,7 @@ impl Store {
         tx.commit().map_err(failed)
     }
 
-    /// Every decided suggestion with what curation needs, oldest first.
+    /// Every decided suggestion (ignored ones too) with what curation needs, oldest first.
     pub fn curation_rows(&self) -> Result<Vec<CurationRow>, StoreError> {
         let failed = |e| classify(&self.path, e);
         let mut statement = self
@@ -201,7 +201,7 @@ impl Store {
                         executed = 1 AND execution_success = 0, user_rating, user_comment,
                         json_extract(alternatives, '$.typed_instead'), json_extract(static_analysis, '$.complexity'),
                         {INPUT_COLUMNS}
-                 FROM interactions WHERE action NOT IN ('shown', 'ignored') ORDER BY timestamp, id"
+                 FROM interactions WHERE action != 'shown' ORDER BY timestamp, id"
             ))
             .map_err(failed)?;
         let rows = statement.query_map([], |row| {

@@ -1,5 +1,5 @@
-//! The curated files as token sequences: reading `train.jsonl`, `heldout.jsonl`, `kto.jsonl` and
-//! `dpo.jsonl`, rendering each example in the model's own prompt format, and the seeded order in
+//! The curated files as token sequences: reading `train.jsonl`, `heldout.jsonl`, `kto.jsonl`,
+//! `dpo.jsonl` and `reward.jsonl`, rendering each example in the model's own prompt format, and the seeded order in
 //! which a stage draws them.
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use sha2::Digest;
 
 use super::TrainError;
 use super::model::Sequence;
-use crate::curate::{Example, KtoExample, Pair};
+use crate::curate::{Example, KtoExample, Pair, RewardExample};
 use crate::engine::{ExampleTokens, Template, TextTokenizer};
 use crate::home::Language;
 
@@ -36,6 +36,12 @@ pub(crate) struct KtoItem {
 pub(crate) struct DpoItem {
     pub(crate) chosen: Sequence,
     pub(crate) rejected: Sequence,
+}
+
+/// A suggestion as shown after its prompt, and the reward of its outcome.
+pub(crate) struct RewardItem {
+    pub(crate) sequence: Sequence,
+    pub(crate) reward: f64,
 }
 
 /// Lines of a curated JSONL file and a fingerprint of the file. A missing optional file is empty.
@@ -132,6 +138,16 @@ impl Encoder<'_> {
             let rejected = self.pair(&p.prefix, &p.suffix, &p.rejected)?;
             if let (Some((prompt, chosen)), Some((_, rejected))) = (chosen, rejected) {
                 out.push(DpoItem { chosen: Self::join(&prompt, &chosen), rejected: Self::join(&prompt, &rejected) });
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn reward(&self, examples: &[RewardExample]) -> Result<Vec<RewardItem>, TrainError> {
+        let mut out = Vec::new();
+        for e in examples {
+            if let Some((prompt, target)) = self.pair(&e.prefix, &e.suffix, &e.completion)? {
+                out.push(RewardItem { sequence: Self::join(&prompt, &target), reward: e.reward });
             }
         }
         Ok(out)

@@ -87,6 +87,9 @@ pub struct Settings {
     pub preference_lr: f64,
     /// β of the KTO and DPO losses.
     pub beta: f64,
+    /// Run the reward stage (RLOO on the outcomes of shown suggestions) after the others.
+    #[serde(default)]
+    pub reward: bool,
     /// DoRA: learn a magnitude per output row besides the low-rank direction (QDoRA with `qlora`).
     pub dora: bool,
 }
@@ -115,6 +118,7 @@ impl Settings {
             preference: c.preference,
             preference_lr: c.preference_lr,
             beta: c.beta,
+            reward: c.reward,
             dora: false,
         }
     }
@@ -191,6 +195,7 @@ pub struct Report {
     pub skipped: usize,
     pub kto_examples: usize,
     pub dpo_pairs: usize,
+    pub reward_items: usize,
     pub tokens: usize,
     pub seconds: f64,
     pub tokens_per_s: f64,
@@ -366,7 +371,13 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
     let (heldout, _) = data::read_jsonl::<Example>(&data_dir.join("heldout.jsonl"), language, false)?;
     let (kto, kto_fingerprint) = data::read_jsonl::<KtoExample>(&data_dir.join("kto.jsonl"), language, false)?;
     let (dpo, dpo_fingerprint) = data::read_jsonl::<crate::curate::Pair>(&data_dir.join("dpo.jsonl"), language, false)?;
-    let data_fingerprint = format!("{train_fingerprint}-{kto_fingerprint}-{dpo_fingerprint}");
+    let (reward, reward_fingerprint) =
+        data::read_jsonl::<crate::curate::RewardExample>(&data_dir.join("reward.jsonl"), language, false)?;
+    let mut data_fingerprint = format!("{train_fingerprint}-{kto_fingerprint}-{dpo_fingerprint}");
+    // Only a run with the reward stage depends on its data (older checkpoints resume unchanged).
+    if settings.reward {
+        data_fingerprint = format!("{data_fingerprint}-{reward_fingerprint}");
+    }
     let base_fingerprint = files::fingerprint(&options.model).map_err(|e| EngineError::io(&options.model, e))?;
     if let Some((dir, state)) = &resumed {
         if state.base_fingerprint != base_fingerprint {
@@ -402,7 +413,7 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
         return Err(TrainError::NoData { language: options.language.clone(), reason });
     }
     let (heldout, _) = encoder.sft(&heldout[..heldout.len().min(HELDOUT_LIMIT)])?;
-    let data = stages::Data { sft, kto: encoder.kto(&kto)?, dpo: encoder.dpo(&dpo)? };
+    let data = stages::Data { sft, kto: encoder.kto(&kto)?, dpo: encoder.dpo(&dpo)?, reward: encoder.reward(&reward)? };
 
     let (params, adam, state) = match resumed {
         Some((dir, state)) => {
@@ -512,11 +523,18 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
                 let items: Vec<_> = draws.iter().map(|&i| (i, &data.dpo[i])).collect();
                 stages::dpo(base, lora, &items, &state.reference, settings.beta, checkpointing)?
             }
+            StageKind::Reward => {
+                let items: Vec<_> = draws.iter().map(|&i| (i, &data.reward[i])).collect();
+                stages::reward(base, lora, &items, &state.reference, checkpointing)?
+            }
         };
-        let grads = flat_grads(update.grads, params, settings)?;
-        let base_lr = if kind == StageKind::Sft { settings.lr } else { settings.preference_lr };
-        let warmup = ((steps as f64 * settings.warmup_ratio).round() as usize).max(1);
-        adam.step(params, &grads, local + 1, optim::cosine_lr(base_lr, local, steps, warmup))?;
+        // A reward batch of equal rewards has no gradient: the moments must not move the adapter.
+        if update.grads.iter().any(Option::is_some) {
+            let grads = flat_grads(update.grads, params, settings)?;
+            let base_lr = if kind == StageKind::Sft { settings.lr } else { settings.preference_lr };
+            let warmup = ((steps as f64 * settings.warmup_ratio).round() as usize).max(1);
+            adam.step(params, &grads, local + 1, optim::cosine_lr(base_lr, local, steps, warmup))?;
+        }
         state.step += 1;
         state.losses.push(update.loss);
         state.tokens += update.tokens;
@@ -580,6 +598,7 @@ fn finish(run: Run, options: &Options, events: &dyn Fn(Event)) -> Result<Report,
         skipped,
         kto_examples: data.kto.len(),
         dpo_pairs: data.dpo.len(),
+        reward_items: data.reward.len(),
         tokens: state.tokens,
         seconds: state.seconds,
         tokens_per_s: state.tokens as f64 / state.seconds.max(1e-9),

@@ -7,6 +7,13 @@
 //!   `z₀ = max(0, mean Δ)` over *mismatched* pairs (a completion scored after another example's
 //!   prompt) estimates the KL term; it is a constant for the gradient. Weighted mean over the batch.
 //! - **DPO**: `−log σ(β((π_c − π_ref,c) − (π_r − π_ref,r)))`, mean over the pairs.
+//! - **Reward** (RLOO on logged outcomes): each item is a suggestion the user was shown and the
+//!   reward of what became of it. The advantage is the reward less the mean of the batch's other
+//!   rewards (leave-one-out). The suggestions were sampled by an earlier model, so the step is
+//!   PPO's clipped surrogate against the reference: `−min(ρA, clip(ρ, 1 − ε, 1 + ε)A)` with `ρ`
+//!   the per-token likelihood ratio `exp((π − π_ref) / T)`. An item stops pulling once its ratio
+//!   left the trust region in its advantage's direction, so a rejected suggestion is pushed down
+//!   only so far. Mean over the batch.
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
@@ -57,6 +64,47 @@ pub(crate) fn dpo(pairs: &[(f64, f64)], beta: f64) -> (f64, Vec<(f64, f64)>) {
             loss += (if z > 0.0 { (-z).exp().ln_1p() } else { -z + z.exp().ln_1p() }) / n;
             let pull = beta * sigmoid(-z) / n;
             (-pull, pull)
+        })
+        .collect();
+    (loss, coeffs)
+}
+
+/// One item of a reward batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RewardTerm {
+    pub(crate) reward: f64,
+    /// `π − π_ref` of the whole completion.
+    pub(crate) delta: f64,
+    /// The completion's length in tokens (`T`).
+    pub(crate) tokens: usize,
+}
+
+/// Each item's leave-one-out advantage: its reward less the mean of the others'.
+pub(crate) fn advantages(rewards: &[f64]) -> Vec<f64> {
+    let n = rewards.len();
+    if n < 2 {
+        return vec![0.0; n];
+    }
+    let sum: f64 = rewards.iter().sum();
+    rewards.iter().map(|r| r - (sum - r) / (n - 1) as f64).collect()
+}
+
+/// The reward batch loss and `dL/dπ` of each item, `clip` being `ε`.
+pub(crate) fn reward(terms: &[RewardTerm], clip: f64) -> (f64, Vec<f64>) {
+    let n = terms.len() as f64;
+    let rewards: Vec<f64> = terms.iter().map(|t| t.reward).collect();
+    let mut loss = 0.0;
+    let coeffs = terms
+        .iter()
+        .zip(advantages(&rewards))
+        .map(|(t, advantage)| {
+            let tokens = t.tokens.max(1) as f64;
+            let ratio = (t.delta / tokens).exp();
+            let clipped = ratio.clamp(1.0 - clip, 1.0 + clip);
+            let (unclipped, bounded) = (ratio * advantage, clipped * advantage);
+            loss -= unclipped.min(bounded) / n;
+            // The clipped branch is a constant: no gradient once it is the smaller.
+            if unclipped <= bounded { -advantage * ratio / tokens / n } else { 0.0 }
         })
         .collect();
     (loss, coeffs)
@@ -114,6 +162,42 @@ mod tests {
             (moved(h) - moved(-h)) / (2.0 * h),
             kto(&[KtoTerm { delta: 0.3, desirable: false, weight: 2.0 }], 0.2, 0.7).1[0],
         );
+    }
+
+    #[test]
+    fn reward_advantages_leave_each_item_out_of_its_own_baseline() {
+        let a = advantages(&[1.0, -0.5, 0.25, 0.25]);
+        close(a[0], 1.0 - 0.0 / 3.0);
+        close(a[1], -0.5 - 1.5 / 3.0);
+        close(a[2], 0.25 - 0.75 / 3.0);
+        assert_eq!(advantages(&[0.7]), [0.0], "one item has no baseline");
+        assert!(advantages(&[0.3, 0.3, 0.3]).iter().all(|a| a.abs() < 1e-12), "equal rewards teach nothing");
+    }
+
+    #[test]
+    fn the_reward_loss_is_reinforce_at_the_start_and_stops_outside_the_trust_region() {
+        let term = |reward: f64, delta: f64| RewardTerm { reward, delta, tokens: 10 };
+        // At the reference (ratio 1): REINFORCE with the leave-one-out baseline, per token.
+        let (loss, coeffs) = reward(&[term(1.0, 0.0), term(-1.0, 0.0)], 0.2);
+        close(loss, -(2.0 - 2.0) / 2.0);
+        close(coeffs[0], -2.0 / 10.0 / 2.0);
+        close(coeffs[1], 2.0 / 10.0 / 2.0);
+        // Pushed past the region in the advantage's direction: no more pull.
+        let (_, coeffs) = reward(&[term(1.0, 10.0 * 0.3), term(-1.0, -10.0 * 0.3)], 0.2);
+        assert_eq!(coeffs, [0.0, 0.0]);
+        // Past it against the advantage: still pulled back.
+        let (_, coeffs) = reward(&[term(1.0, -10.0 * 0.3), term(-1.0, 10.0 * 0.3)], 0.2);
+        assert!(coeffs[0] < 0.0 && coeffs[1] > 0.0, "{coeffs:?}");
+        // Inside the region the coefficient is the loss's derivative.
+        let terms = [term(0.9, 0.4), term(-0.3, -0.2), term(0.1, 0.05)];
+        let (_, coeffs) = reward(&terms, 0.2);
+        let h = 1e-6;
+        for i in 0..3 {
+            let (mut up, mut down) = (terms, terms);
+            up[i].delta += h;
+            down[i].delta -= h;
+            close((reward(&up, 0.2).0 - reward(&down, 0.2).0) / (2.0 * h), coeffs[i]);
+        }
     }
 
     #[test]

@@ -1,21 +1,27 @@
 //! The stages of a run and one update of each: SFT on the curated examples, then — when there is
 //! enough preference data — KTO on taken vs rejected completions and DPO on pairs (the user's final
-//! code ≻ the suggestion). Each stage is its own cosine schedule with fresh optimizer moments; the
-//! preference stages compare against the adapter as the stage found it (the reference), whose
-//! log-likelihoods are computed once at the stage's start and kept in the checkpoint.
+//! code ≻ the suggestion), and — when asked for — the reward stage on the outcomes of shown
+//! suggestions (RLOO, `preference.rs`). Each stage is its own cosine schedule with fresh optimizer
+//! moments; the stages after SFT compare against the adapter as the stage found it (the
+//! reference), whose log-likelihoods are computed once at the stage's start and kept in the
+//! checkpoint.
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::Settings;
-use super::data::{DpoItem, KtoItem, Weighted};
+use super::data::{DpoItem, KtoItem, RewardItem, Weighted};
 use super::model::{Base, Dropout, Grads, Lora, Sequence};
-use super::preference::{self, KtoTerm};
+use super::preference::{self, KtoTerm, RewardTerm};
 
 /// KTO needs this many desirable and this many undesirable examples.
 const KTO_MIN_EACH: usize = 4;
 /// DPO needs this many pairs.
 const DPO_MIN: usize = 2;
+/// The reward stage needs this many items, with at least two different rewards.
+const REWARD_MIN: usize = 8;
+/// `ε` of the reward stage's trust region.
+const REWARD_CLIP: f64 = 0.2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -23,6 +29,7 @@ pub enum StageKind {
     Sft,
     Kto,
     Dpo,
+    Reward,
 }
 
 impl StageKind {
@@ -31,6 +38,7 @@ impl StageKind {
             StageKind::Sft => "sft",
             StageKind::Kto => "kto",
             StageKind::Dpo => "dpo",
+            StageKind::Reward => "reward",
         }
     }
 }
@@ -39,6 +47,7 @@ pub(crate) struct Data {
     pub(crate) sft: Vec<Weighted>,
     pub(crate) kto: Vec<KtoItem>,
     pub(crate) dpo: Vec<DpoItem>,
+    pub(crate) reward: Vec<RewardItem>,
 }
 
 impl Data {
@@ -48,6 +57,7 @@ impl Data {
             StageKind::Sft => self.sft.len(),
             StageKind::Kto => self.kto.len(),
             StageKind::Dpo => self.dpo.len(),
+            StageKind::Reward => self.reward.len(),
         }
     }
 
@@ -63,7 +73,8 @@ impl Data {
 /// gradient checkpointing the backward pass recomputes the forward: about 4 forwards in all).
 const FORWARD: f64 = 0.3;
 /// How a budget too small for every planned update is shared among the stages present.
-const SHARES: [(StageKind, f64); 3] = [(StageKind::Sft, 0.6), (StageKind::Kto, 0.2), (StageKind::Dpo, 0.2)];
+const SHARES: [(StageKind, f64); 4] =
+    [(StageKind::Sft, 0.6), (StageKind::Kto, 0.2), (StageKind::Dpo, 0.2), (StageKind::Reward, 0.2)];
 
 /// What a stage costs in *units*, token passes (one token through a forward and a backward pass):
 /// per update (a batch of average items), and once at its start (the reference pass of the
@@ -98,17 +109,19 @@ pub(crate) fn cost(settings: &Settings, data: &Data, kind: StageKind, updates: u
                 * (mean(data.kto.iter().map(|k| k.sequence.tokens.len()))
                     + FORWARD * mean(data.kto.iter().map(|k| k.mismatched.tokens.len())))
         }
-        StageKind::Dpo => batch * reference_tokens(data, kind),
+        StageKind::Dpo | StageKind::Reward => batch * reference_tokens(data, kind),
     };
     Cost { update, start: FORWARD * drawn * reference_tokens(data, kind) }
 }
 
-/// Tokens the reference pass scores per item: both sequences of a KTO item or a DPO pair.
+/// Tokens the reference pass scores per item: both sequences of a KTO item or a DPO pair, the
+/// one of a reward item.
 fn reference_tokens(data: &Data, kind: StageKind) -> f64 {
     match kind {
         StageKind::Sft => 0.0,
         StageKind::Kto => mean(data.kto.iter().map(|k| k.sequence.tokens.len() + k.mismatched.tokens.len())),
         StageKind::Dpo => mean(data.dpo.iter().map(|d| d.chosen.tokens.len() + d.rejected.tokens.len())),
+        StageKind::Reward => mean(data.reward.iter().map(|r| r.sequence.tokens.len())),
     }
 }
 
@@ -133,6 +146,11 @@ pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec
         if data.dpo.len() >= DPO_MIN {
             stages.push((StageKind::Dpo, updates(data.dpo.len())));
         }
+    }
+    let rewards = || data.reward.iter().map(|r| r.reward);
+    let varied = rewards().any(|r| rewards().any(|other| other != r));
+    if settings.reward && data.reward.len() >= REWARD_MIN && varied {
+        stages.push((StageKind::Reward, updates(data.reward.len())));
     }
     if let Some(total) = settings.steps {
         // Shared in proportion to the passes planned; SFT takes what is left (more passes when the
@@ -198,9 +216,10 @@ pub(crate) fn sft(
     Ok(Update { loss, grads, tokens, units: units(tokens, 0) })
 }
 
-/// The reference log-likelihoods a preference stage needs, two per item: KTO (matched,
-/// mismatched), DPO (chosen, rejected) — for the items its updates will draw (`drawn`, from the
-/// stage's fixed order); the others stay 0, never read (a checkpoint's JSON has no NaN).
+/// The reference log-likelihoods a stage after SFT needs, two per item: KTO (matched,
+/// mismatched), DPO (chosen, rejected), reward (the suggestion, 0) — for the items its updates
+/// will draw (`drawn`, from the stage's fixed order); the others stay 0, never read (a
+/// checkpoint's JSON has no NaN).
 pub(crate) fn reference(
     base: &Base,
     lora: &Lora,
@@ -212,6 +231,13 @@ pub(crate) fn reference(
         StageKind::Sft => return Ok(Vec::new()),
         StageKind::Kto => data.kto.iter().map(|k| (&k.sequence, &k.mismatched)).collect(),
         StageKind::Dpo => data.dpo.iter().map(|d| (&d.chosen, &d.rejected)).collect(),
+        StageKind::Reward => {
+            let mut out = vec![0.0; 2 * data.reward.len()];
+            for &i in drawn {
+                out[2 * i] = base.logprob(&data.reward[i].sequence, Some(lora))?;
+            }
+            return Ok(out);
+        }
     };
     let mut out = vec![0.0; 2 * pairs.len()];
     for &i in drawn {
@@ -302,6 +328,38 @@ pub(crate) fn dpo(
     Ok(Update { loss, grads, tokens, units: units(tokens, 0) })
 }
 
+/// One reward update over `items` (index into the stage's data, item). A batch whose rewards are
+/// all equal teaches nothing (every advantage is 0) and costs no pass.
+pub(crate) fn reward(
+    base: &Base,
+    lora: &Lora,
+    items: &[(usize, &RewardItem)],
+    reference: &[f64],
+    checkpoint: bool,
+) -> candle_core::Result<Update> {
+    let rewards: Vec<f64> = items.iter().map(|(_, item)| item.reward).collect();
+    let advantages = preference::advantages(&rewards);
+    let mut grads: Grads = vec![None; lora.pairs.len()];
+    if advantages.iter().all(|a| *a == 0.0) {
+        return Ok(Update { loss: 0.0, grads, tokens: 0, units: 0.0 });
+    }
+    let mut terms = Vec::with_capacity(items.len());
+    let mut parts = Vec::with_capacity(items.len());
+    let mut tokens = 0;
+    for &(index, item) in items {
+        let (pi, part) = likelihood(base, lora, &item.sequence, checkpoint)?;
+        let targets = item.sequence.targets();
+        terms.push(RewardTerm { reward: item.reward, delta: pi - reference[2 * index], tokens: targets });
+        parts.push(part);
+        tokens += item.sequence.tokens.len();
+    }
+    let (loss, coeffs) = preference::reward(&terms, REWARD_CLIP);
+    for (part, c) in parts.into_iter().zip(coeffs) {
+        add_scaled(&mut grads, part, c)?;
+    }
+    Ok(Update { loss, grads, tokens, units: units(tokens, 0) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +382,7 @@ mod tests {
                 })
                 .collect(),
             dpo: (0..8).map(|_| DpoItem { chosen: sequence(100), rejected: sequence(100) }).collect(),
+            reward: (0..12).map(|i| RewardItem { sequence: sequence(60), reward: f64::from(i % 3) - 1.0 }).collect(),
         }
     }
 
@@ -344,6 +403,25 @@ mod tests {
         assert_eq!(longer[0], (StageKind::Sft, 100 - 25 - 12), "more passes of SFT");
         let sft = plan(&Settings { sft_steps: Some(5), ..settings() }, &data(), None);
         assert_eq!(sft, [(StageKind::Sft, 5), (StageKind::Kto, 12), (StageKind::Dpo, 6)]);
+    }
+
+    #[test]
+    fn the_reward_stage_runs_when_asked_for_on_varied_rewards() {
+        let asked = Settings { reward: true, ..settings() };
+        assert_eq!(plan(&settings(), &data(), None).len(), 3, "off unless asked for");
+        assert_eq!(plan(&asked, &data(), None)[3], (StageKind::Reward, 9));
+        let reward = cost(&asked, &data(), StageKind::Reward, 9);
+        assert_eq!((reward.update, reward.start), (4.0 * 60.0, 0.3 * 12.0 * 60.0));
+        let mut same = data();
+        same.reward.iter_mut().for_each(|r| r.reward = 0.5);
+        assert_eq!(plan(&asked, &same, None).len(), 3, "equal rewards teach nothing");
+        let mut few = data();
+        few.reward.truncate(REWARD_MIN - 1);
+        assert_eq!(plan(&asked, &few, None).len(), 3, "too few items");
+        let budget = plan(&asked, &data(), None).iter().map(|(k, n)| cost(&asked, &data(), *k, *n).of(*n)).sum::<f64>();
+        let fitted = plan(&asked, &data(), Some(budget * 0.5));
+        let spent: f64 = fitted.iter().map(|(k, n)| cost(&asked, &data(), *k, *n).of(*n)).sum();
+        assert!(spent <= budget * 0.5 && fitted.iter().any(|(k, _)| *k == StageKind::Reward), "{fitted:?}");
     }
 
     #[test]

@@ -504,6 +504,62 @@ fn kto_and_dpo_stages_follow_sft_when_preference_data_exists() {
     assert!(!ok && stderr.contains("is not a duration like 2h"), "{stderr}");
 }
 
+#[test]
+fn the_reward_stage_raises_rewarded_suggestions_over_punished_ones_within_its_trust_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[train]\npreference_lr = 0.01\n");
+    let examples = memory_examples();
+    let data = dataset(dir.path(), &examples, &[]);
+    // Each prompt twice: the author's code taken (1.0) and a wrong suggestion rejected (−0.5).
+    let reward: Vec<Value> = examples
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            let item = |completion: Value, action: &str, reward: f64| {
+                json!({"id": format!("{action}{i}"), "prefix": e["prefix"], "suffix": e["suffix"],
+                       "completion": completion, "action": action, "reward": reward})
+            };
+            [item(e["completion"].clone(), "accepted", 1.0), item(json!(format!("print({i})")), "rejected", -0.5)]
+        })
+        .collect();
+    let lines = |items: &[Value]| items.iter().map(|v| format!("{v}\n")).collect::<String>();
+    std::fs::write(data.join("reward.jsonl"), lines(&reward)).unwrap();
+
+    let args = ["--sft-steps", "2", "--epochs", "4", "--batch", "4", "--dropout", "0", "--reward", "--no-preference"];
+    let (ok, stdout, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &args);
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    assert_eq!(report["reward_items"], 12);
+    let stages = report["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(names, ["sft", "reward"]);
+    let stage = &stages[1];
+    assert_eq!(stage["steps"], 12);
+    // At the reference every ratio is 1 and the leave-one-out advantages sum to 0: the surrogate
+    // starts at 0. Rewarded suggestions gaining on punished ones make it negative; the trust
+    // region bounds it by (1 + ε) times the mean advantage's size (≤ 1.5 · 1.2 here).
+    let loss = |key: &str| stage[key].as_f64().unwrap();
+    assert!(loss("first_loss").abs() < 1e-6, "{stage}");
+    assert!(loss("last_loss") < -0.01 && loss("last_loss") > -1.8, "{stage}");
+
+    // Asked for but without its data: nothing to learn from, the stage is left out.
+    std::fs::remove_file(data.join("reward.jsonl")).unwrap();
+    let (ok, stdout, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &args);
+    assert!(ok, "{stderr}");
+    assert_eq!(report_stages(&stdout), ["sft"]);
+
+    // A reward item without its reward names the file and the line.
+    let broken = lines(&reward).replacen("\"reward\":1.0", "\"rewarded\":1.0", 1);
+    std::fs::write(data.join("reward.jsonl"), broken).unwrap();
+    let (ok, _, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &args);
+    assert!(
+        !ok && stderr.contains("reward.jsonl") && stderr.contains("line 1") && stderr.contains("reward"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &["--reward", "--sft-only"]);
+    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
+}
+
 fn report_stages(stdout: &str) -> Vec<String> {
     report(stdout)["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap().to_owned()).collect()
 }
