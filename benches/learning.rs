@@ -18,7 +18,7 @@
 //! instead), `sft` (none). OUTCOMES=1 adds a user's outcomes on real suggestions: the store that
 //! `SILENCE=1 cargo bench --bench replay` keeps in `target/replay-silence/<name>.db` (suggestions
 //! taken, taken in part or rejected as the author's code dictates) becomes the home's store before
-//! mining. Its suggestions made where an exam function starts are removed first (by the
+//! mining; OUTCOMES=older takes `<name>-older.db` (`SPAN=older`: older functions). Its suggestions made where an exam function starts are removed first (by the
 //! function's signature line), so no stage learns from the exam's own prompts.
 
 use std::collections::HashSet;
@@ -96,8 +96,9 @@ fn signature(prefix: &str) -> Option<&str> {
 
 /// Removes from the home's store the suggestions made where a held-out function starts.
 fn drop_exam_prompts(home: &Path, language: &str) -> usize {
-    marunochi(home, &["curate", "--language", language]);
-    let held = std::fs::read_to_string(home.join("datasets").join(language).join("heldout-git.jsonl")).unwrap();
+    let out = home.join("curated-before-pruning");
+    marunochi(home, &["curate", "--language", language, "--out", out.to_str().unwrap()]);
+    let held = std::fs::read_to_string(out.join(language).join("heldout-git.jsonl")).unwrap();
     let signatures: HashSet<String> = held
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -137,20 +138,26 @@ fn main() {
         "sft" => &["--sft-only"],
         other => panic!("STAGES={other}: preference, reward or sft"),
     };
-    let outcomes = std::env::var("OUTCOMES").is_ok_and(|v| v == "1");
+    let outcomes = match std::env::var("OUTCOMES").as_deref() {
+        Ok("1") => Some(""),
+        Ok("older") => Some("-older"),
+        Ok(other) => panic!("OUTCOMES={other}: 1 or older"),
+        Err(_) => None,
+    };
     let (mut rows, mut plans) = (Vec::new(), Vec::new());
     for &(name, commit, author, language) in REPOS.iter().filter(|(n, ..)| wanted.split(',').any(|w| w == *n)) {
         let mirror = root().join(".test-deps/replay").join(format!("{name}.git"));
         assert!(mirror.exists(), "{} is missing: run ./scripts/replay-repos.sh", mirror.display());
-        let home = root().join("target/learning").join(format!("{name}-{stages}"));
+        let home = root().join("target/learning").join(format!("{name}-{stages}{}", outcomes.unwrap_or_default()));
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).unwrap();
-        if outcomes {
-            let kept = root().join("target/replay-silence").join(format!("{name}.db"));
+        if let Some(span) = outcomes {
+            let kept = root().join("target/replay-silence").join(format!("{name}{span}.db"));
             assert!(
                 kept.exists(),
-                "{} is missing: run SILENCE=1 REPOS={name} cargo bench --bench replay",
-                kept.display()
+                "{} is missing: run SILENCE=1{} REPOS={name} cargo bench --bench replay",
+                kept.display(),
+                if span.is_empty() { "" } else { " SPAN=older" }
             );
             std::fs::copy(&kept, home.join("marunochi.db")).unwrap();
         }
@@ -158,7 +165,7 @@ fn main() {
         let (_, said) =
             marunochi(&home, &["data", "mine", mirror.to_str().unwrap(), "--author", author, "--rev", commit]);
         eprint!("{said}");
-        if outcomes {
+        if outcomes.is_some() {
             let dropped = drop_exam_prompts(&home, language);
             eprintln!("== {name}: {dropped} outcomes on the exam's own prompts removed");
         }

@@ -280,14 +280,18 @@ fn decided(suggestion: &str, target: &str) -> (marunochi::store::Action, String)
 /// oldest two thirds (`silence::Filters::load`'s rule: its own held-out quarter picks the
 /// threshold) and is judged on the newest third: suggestions shown and characters taken, with
 /// the filter and without. The outcomes are kept in `target/replay-silence/<repository>.db`;
-/// `SILENCE=judge` judges them again without asking the model.
+/// `SILENCE=judge` judges them again without asking the model. SPAN=older asks functions of the
+/// 40 %–80 % stretch of the history instead, away from the newest functions that the learning
+/// benchmark's exam holds out, and keeps them in `target/replay-silence/<repository>-older.db`.
 fn silence_only(name: &str, repo: &Path, commit: &str, model: &Path, count: usize) -> String {
     let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }).unwrap();
-    let newest = &all[all.len() * 3 / 5..];
+    let older = std::env::var("SPAN").is_ok_and(|s| s == "older");
+    let newest = if older { &all[all.len() * 2 / 5..all.len() * 4 / 5] } else { &all[all.len() * 3 / 5..] };
     let step = (newest.len() as f64 / (3 * count) as f64).max(1.0);
     let asked: Vec<&Written> =
         (0..(3 * count).min(newest.len())).map(|i| &newest[(i as f64 * step) as usize]).collect();
-    let kept = repo_root().join("target/replay-silence").join(format!("{name}.db"));
+    let kept =
+        repo_root().join("target/replay-silence").join(format!("{name}{}.db", if older { "-older" } else { "" }));
     if std::env::var("SILENCE").as_deref() != Ok("judge") {
         ask_in_order(name, repo, model, &asked, &kept);
     }

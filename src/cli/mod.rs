@@ -132,7 +132,8 @@ enum Command {
     /// score, the score over what was observed, survival or a correction — the final code as the
     /// target — and the functions `data mine` found; weighted by priority and near-duplicate
     /// clusters, ordered by complexity), held-out splits of the newest suggestions and the newest
-    /// mined functions, KTO examples and DPO pairs; as JSONL, TRL and Axolotl files.
+    /// mined functions, KTO examples, DPO pairs and the reward stage's items (every decided
+    /// suggestion and its outcome's reward); as JSONL, TRL and Axolotl files.
     Curate {
         /// Only this language (e.g. python, rust).
         #[arg(long, value_name = "L")]
