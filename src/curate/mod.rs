@@ -170,8 +170,8 @@ fn tier(complexity: Option<usize>) -> u8 {
 }
 
 impl Dataset {
-    /// `rows` and `mined` oldest first, as [`Store::curation_rows`] and [`Store::git_functions`]
-    /// give them.
+    /// `rows` (answered and ignored suggestions: [`Store::curation_rows`], [`Store::ignored_rows`])
+    /// and `mined` ([`Store::git_functions`]) oldest first.
     pub fn build(rows: &[CurationRow], mined: &[GitFunction], options: &Options) -> Dataset {
         // Redacted when stored; again here, in case a row came from an older version's rules.
         let rows: Vec<CurationRow> = rows.iter().map(redacted).collect();
@@ -338,14 +338,16 @@ fn build_language(rows: &[&CurationRow], mined: &[&GitFunction], options: &Optio
             Action::Accepted | Action::Corrected if !row.suggestion.is_empty() => {
                 if let Some(code) = target(row).filter(|code| unjudged(code)) {
                     set.kto.push(kto(&code, true, priority(row)));
-                    if row.action == Action::Corrected && code != row.suggestion {
+                    if row.action == Action::Corrected && code != row.suggestion && unjudged(&row.suggestion) {
                         set.dpo.push(pair(&code));
                     }
                 }
             }
             Action::Rejected if !row.suggestion.is_empty() && unjudged(&row.suggestion) => {
                 set.kto.push(kto(&row.suggestion, false, priority(row)));
-                if let Some(typed) = row.typed_instead.as_deref().filter(|t| t.trim().chars().count() > 1) {
+                if let Some(typed) =
+                    row.typed_instead.as_deref().filter(|t| t.trim().chars().count() > 1 && unjudged(t))
+                {
                     set.dpo.push(pair(typed));
                 }
             }
@@ -410,7 +412,9 @@ pub fn forget(home: &crate::home::Home, what: &Forget) -> Result<Forgotten, Cura
 /// Reads the store at `db`, builds the datasets and writes them under `out/<language>/`.
 pub fn curate(db: &Path, out: &Path, options: &Options) -> Result<Vec<Summary>, CurateError> {
     let store = Store::open(db)?;
-    let rows = store.curation_rows()?;
+    let mut rows = store.curation_rows()?;
+    rows.extend(store.ignored_rows()?);
+    rows.sort_by(|a, b| (&a.timestamp, &a.id).cmp(&(&b.timestamp, &b.id)));
     let mut dataset = Dataset::build(&rows, &store.git_functions()?, options);
     let files = workspace::read(&store.worked_files()?);
     for (language, set) in dataset.languages.iter_mut() {

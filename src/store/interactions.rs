@@ -190,8 +190,19 @@ impl Store {
         tx.commit().map_err(failed)
     }
 
-    /// Every decided suggestion (ignored ones too) with what curation needs, oldest first.
+    /// Every answered suggestion (not shown only, not ignored) with what curation needs, oldest
+    /// first.
     pub fn curation_rows(&self) -> Result<Vec<CurationRow>, StoreError> {
+        self.rows_where("action NOT IN ('shown', 'ignored')")
+    }
+
+    /// The suggestions that were shown and ignored, as [`Store::curation_rows`] gives the others:
+    /// only the reward stage learns from them.
+    pub fn ignored_rows(&self) -> Result<Vec<CurationRow>, StoreError> {
+        self.rows_where("action = 'ignored'")
+    }
+
+    fn rows_where(&self, condition: &str) -> Result<Vec<CurationRow>, StoreError> {
         let failed = |e| classify(&self.path, e);
         let mut statement = self
             .conn
@@ -201,7 +212,7 @@ impl Store {
                         executed = 1 AND execution_success = 0, user_rating, user_comment,
                         json_extract(alternatives, '$.typed_instead'), json_extract(static_analysis, '$.complexity'),
                         {INPUT_COLUMNS}
-                 FROM interactions WHERE action != 'shown' ORDER BY timestamp, id"
+                 FROM interactions WHERE {condition} ORDER BY timestamp, id"
             ))
             .map_err(failed)?;
         let rows = statement.query_map([], |row| {

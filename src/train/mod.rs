@@ -525,10 +525,11 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             }
             StageKind::Reward => {
                 let items: Vec<_> = draws.iter().map(|&i| (i, &data.reward[i])).collect();
-                stages::reward(base, lora, &items, &state.reference, checkpointing)?
+                stages::reward(base, lora, &items, &data.reward_advantages(), &state.reference, checkpointing)?
             }
         };
-        // A reward batch of equal rewards has no gradient: the moments must not move the adapter.
+        // A reward batch whose advantages are all 0 has no gradient: the moments must not move the
+        // adapter.
         if update.grads.iter().any(Option::is_some) {
             let grads = flat_grads(update.grads, params, settings)?;
             let base_lr = if kind == StageKind::Sft { settings.lr } else { settings.preference_lr };

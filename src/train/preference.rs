@@ -8,8 +8,10 @@
 //!   prompt) estimates the KL term; it is a constant for the gradient. Weighted mean over the batch.
 //! - **DPO**: `−log σ(β((π_c − π_ref,c) − (π_r − π_ref,r)))`, mean over the pairs.
 //! - **Reward** (RLOO on logged outcomes): each item is a suggestion the user was shown and the
-//!   reward of what became of it. The advantage is the reward less the mean of the batch's other
-//!   rewards (leave-one-out). The suggestions were sampled by an earlier model, so the step is
+//!   reward of what became of it. The advantage is the reward less the mean of the stage's other
+//!   items' rewards (leave-one-out). Each prompt has one suggestion, so the baseline is taken over
+//!   the stage's items, not the batch: a batch of equal outcomes (mostly rejections) would
+//!   otherwise teach nothing. The suggestions were sampled by an earlier model, so the step is
 //!   PPO's clipped surrogate against the reference: `−min(ρA, clip(ρ, 1 − ε, 1 + ε)A)` with `ρ`
 //!   the per-token likelihood ratio `exp((π − π_ref) / T)`. An item stops pulling once its ratio
 //!   left the trust region in its advantage's direction, so a rejected suggestion is pushed down
@@ -72,7 +74,8 @@ pub(crate) fn dpo(pairs: &[(f64, f64)], beta: f64) -> (f64, Vec<(f64, f64)>) {
 /// One item of a reward batch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RewardTerm {
-    pub(crate) reward: f64,
+    /// Its reward less the baseline ([`advantages`]).
+    pub(crate) advantage: f64,
     /// `π − π_ref` of the whole completion.
     pub(crate) delta: f64,
     /// The completion's length in tokens (`T`).
@@ -92,12 +95,11 @@ pub(crate) fn advantages(rewards: &[f64]) -> Vec<f64> {
 /// The reward batch loss and `dL/dπ` of each item, `clip` being `ε`.
 pub(crate) fn reward(terms: &[RewardTerm], clip: f64) -> (f64, Vec<f64>) {
     let n = terms.len() as f64;
-    let rewards: Vec<f64> = terms.iter().map(|t| t.reward).collect();
     let mut loss = 0.0;
     let coeffs = terms
         .iter()
-        .zip(advantages(&rewards))
-        .map(|(t, advantage)| {
+        .map(|t| {
+            let advantage = t.advantage;
             let tokens = t.tokens.max(1) as f64;
             let ratio = (t.delta / tokens).exp();
             let clipped = ratio.clamp(1.0 - clip, 1.0 + clip);
@@ -176,23 +178,23 @@ mod tests {
 
     #[test]
     fn the_reward_loss_is_reinforce_at_the_start_and_stops_outside_the_trust_region() {
-        let term = |reward: f64, delta: f64| RewardTerm { reward, delta, tokens: 10 };
-        // At the reference (ratio 1): REINFORCE with the leave-one-out baseline, per token.
-        let (loss, coeffs) = reward(&[term(1.0, 0.0), term(-1.0, 0.0)], 0.2);
+        let term = |advantage: f64, delta: f64| RewardTerm { advantage, delta, tokens: 10 };
+        // At the reference (ratio 1): REINFORCE, per token.
+        let (loss, coeffs) = reward(&[term(2.0, 0.0), term(-2.0, 0.0)], 0.2);
         close(loss, -(2.0 - 2.0) / 2.0);
         close(coeffs[0], -2.0 / 10.0 / 2.0);
         close(coeffs[1], 2.0 / 10.0 / 2.0);
         // Pushed past the region in the advantage's direction: no more pull.
-        let (_, coeffs) = reward(&[term(1.0, 10.0 * 0.3), term(-1.0, -10.0 * 0.3)], 0.2);
+        let (_, coeffs) = reward(&[term(2.0, 10.0 * 0.3), term(-2.0, -10.0 * 0.3)], 0.2);
         assert_eq!(coeffs, [0.0, 0.0]);
         // Past it against the advantage: still pulled back.
-        let (_, coeffs) = reward(&[term(1.0, -10.0 * 0.3), term(-1.0, 10.0 * 0.3)], 0.2);
+        let (_, coeffs) = reward(&[term(2.0, -10.0 * 0.3), term(-2.0, 10.0 * 0.3)], 0.2);
         assert!(coeffs[0] < 0.0 && coeffs[1] > 0.0, "{coeffs:?}");
         // Inside the region the coefficient is the loss's derivative.
-        let terms = [term(0.9, 0.4), term(-0.3, -0.2), term(0.1, 0.05)];
+        let terms = [term(0.9, 0.4), term(-0.3, -0.2), term(0.1, 0.05), term(0.0, 0.1)];
         let (_, coeffs) = reward(&terms, 0.2);
         let h = 1e-6;
-        for i in 0..3 {
+        for i in 0..4 {
             let (mut up, mut down) = (terms, terms);
             up[i].delta += h;
             down[i].delta -= h;

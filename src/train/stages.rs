@@ -61,6 +61,11 @@ impl Data {
         }
     }
 
+    /// Each reward item's advantage: its reward less the mean of the others' (`preference.rs`).
+    pub(crate) fn reward_advantages(&self) -> Vec<f64> {
+        preference::advantages(&self.reward.iter().map(|r| r.reward).collect::<Vec<_>>())
+    }
+
     pub(crate) fn tiers(&self, kind: StageKind) -> Vec<u8> {
         match kind {
             StageKind::Sft => self.sft.iter().map(|w| w.tier).collect(),
@@ -328,19 +333,19 @@ pub(crate) fn dpo(
     Ok(Update { loss, grads, tokens, units: units(tokens, 0) })
 }
 
-/// One reward update over `items` (index into the stage's data, item). A batch whose rewards are
-/// all equal teaches nothing (every advantage is 0) and costs no pass.
+/// One reward update over `items` (index into the stage's data, item), with the stage's
+/// `advantages` ([`Data::reward_advantages`]). A batch whose advantages are all 0 teaches nothing
+/// and costs no pass.
 pub(crate) fn reward(
     base: &Base,
     lora: &Lora,
     items: &[(usize, &RewardItem)],
+    advantages: &[f64],
     reference: &[f64],
     checkpoint: bool,
 ) -> candle_core::Result<Update> {
-    let rewards: Vec<f64> = items.iter().map(|(_, item)| item.reward).collect();
-    let advantages = preference::advantages(&rewards);
     let mut grads: Grads = vec![None; lora.pairs.len()];
-    if advantages.iter().all(|a| *a == 0.0) {
+    if items.iter().all(|&(index, _)| advantages[index] == 0.0) {
         return Ok(Update { loss: 0.0, grads, tokens: 0, units: 0.0 });
     }
     let mut terms = Vec::with_capacity(items.len());
@@ -349,7 +354,7 @@ pub(crate) fn reward(
     for &(index, item) in items {
         let (pi, part) = likelihood(base, lora, &item.sequence, checkpoint)?;
         let targets = item.sequence.targets();
-        terms.push(RewardTerm { reward: item.reward, delta: pi - reference[2 * index], tokens: targets });
+        terms.push(RewardTerm { advantage: advantages[index], delta: pi - reference[2 * index], tokens: targets });
         parts.push(part);
         tokens += item.sequence.tokens.len();
     }

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::common::*;
-use marunochi::store::Store;
+use marunochi::store::{Action, Store};
 use serde_json::Value;
 
 fn curate(home: &Path, args: &[&str]) -> (bool, String, String) {
@@ -32,6 +32,13 @@ fn graded_interactions_become_private_training_files_in_three_formats() {
             n == 3,
         );
     }
+    // One suggestion ignored and one still undecided: the reward stage learns from the first only.
+    let uri = format!("file://{}/m0.py", project.display());
+    for id in ["i1", "u1"] {
+        store.batch(|b| b.shown(&shown_row(id, &uri, SHOWN_AT_MS + 30_000))).unwrap();
+    }
+    let ignored = marunochi::store::Decided { id: "i1", action: Action::Ignored, ..Default::default() };
+    store.batch(|b| b.outcome(&ignored)).unwrap();
     store.record_run(&passing_run(&project)).unwrap();
     marunochi::quality::rescore(&mut store).unwrap();
     drop(store);
@@ -40,7 +47,16 @@ fn graded_interactions_become_private_training_files_in_three_formats() {
     let (ok, stdout, stderr) = curate(&home, &["--out", out.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("python: 9 training examples (score 9; 0 replay, 9 clusters"), "{stdout}");
-    assert!(stdout.contains("1 held out") && stdout.contains("9 KTO, 1 DPO pairs"), "{stdout}");
+    assert!(stdout.contains("1 held out") && stdout.contains("9 KTO, 1 DPO pairs, 10 reward items"), "{stdout}");
+    let reward = jsonl(&out.join("python/reward.jsonl"));
+    let ignored = reward.iter().find(|e| e["id"] == "i1").expect("the ignored suggestion");
+    assert_eq!((ignored["reward"].as_f64(), ignored["completion"].as_str()), (Some(-1.0), Some("suggestion i1")));
+    let corrected = reward.iter().find(|e| e["id"] == "s03").expect("the corrected suggestion");
+    assert_eq!(
+        (corrected["completion"].as_str(), corrected["action"].as_str()),
+        (Some("old_guess()"), Some("corrected"))
+    );
+    assert!(!reward.iter().any(|e| e["id"] == "u1" || e["id"] == "s09"), "undecided and held out: not rewards");
 
     let python = out.join("python");
     let train = jsonl(&python.join("train.jsonl"));
