@@ -504,14 +504,10 @@ fn kto_and_dpo_stages_follow_sft_when_preference_data_exists() {
     assert!(!ok && stderr.contains("is not a duration like 2h"), "{stderr}");
 }
 
-#[test]
-fn the_reward_stage_raises_rewarded_suggestions_over_punished_ones_within_its_trust_region() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = home_with_config(dir.path(), "[train]\npreference_lr = 0.01\n");
-    let examples = memory_examples();
-    let data = dataset(dir.path(), &examples, &[]);
-    // Each prompt twice: the author's code taken (1.0) and a wrong suggestion rejected (−0.5).
-    let reward: Vec<Value> = examples
+/// The reward stage's items for the memory examples in `data` (written there): each prompt twice,
+/// the author's code taken (1.0) and a wrong suggestion rejected (−0.5).
+fn reward_items(data: &Path) -> Vec<Value> {
+    let items: Vec<Value> = memory_examples()
         .iter()
         .enumerate()
         .flat_map(|(i, e)| {
@@ -522,8 +518,66 @@ fn the_reward_stage_raises_rewarded_suggestions_over_punished_ones_within_its_tr
             [item(e["completion"].clone(), "accepted", 1.0), item(json!(format!("print({i})")), "rejected", -0.5)]
         })
         .collect();
+    std::fs::write(data.join("reward.jsonl"), items.iter().map(|v| format!("{v}\n")).collect::<String>()).unwrap();
+    items
+}
+
+#[test]
+fn a_run_killed_in_its_reward_stage_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let data = dataset(dir.path(), &memory_examples(), &[]);
+    reward_items(&data);
+    let args = [
+        "--sft-steps",
+        "2",
+        "--epochs",
+        "12",
+        "--batch",
+        "3",
+        "--dropout",
+        "0",
+        "--reward",
+        "--no-preference",
+        "--checkpoint-every",
+        "3",
+        "--seed",
+        "3",
+    ];
+    let whole = home_with_config(&dir.path().join("whole"), "[train]\npreference_lr = 0.01\n");
+    let (ok, stdout, stderr) = train(&whole, &model, &data, &args);
+    assert!(ok, "{stderr}");
+    assert_eq!(report_stages(&stdout), ["sft", "reward"]);
+
+    let broken = home_with_config(&dir.path().join("broken"), "[train]\npreference_lr = 0.01\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", &broken)
+        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Well inside the reward stage (updates 3 to 50).
+    wait_for_checkpoint(&broken, 15, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (ok, stdout, stderr) = train(&broken, &model, &data, &[&args[..], &["--resume"]].concat());
+    assert!(ok, "{stderr}");
+    assert!(report(&stdout)["resumed_from"].as_u64().unwrap() >= 15);
+    assert!(
+        same_tensors(&whole.join("adapters/python/v1"), &broken.join("adapters/python/v1")),
+        "the resumed run's adapter differs from the uninterrupted one"
+    );
+}
+
+#[test]
+fn the_reward_stage_raises_rewarded_suggestions_over_punished_ones_within_its_trust_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "[train]\npreference_lr = 0.01\n");
+    let data = dataset(dir.path(), &memory_examples(), &[]);
+    let reward = reward_items(&data);
     let lines = |items: &[Value]| items.iter().map(|v| format!("{v}\n")).collect::<String>();
-    std::fs::write(data.join("reward.jsonl"), lines(&reward)).unwrap();
 
     // Every update on the whole set, so the first and the last loss are on the same items.
     let args = ["--sft-steps", "2", "--epochs", "12", "--batch", "12", "--dropout", "0", "--reward", "--no-preference"];
