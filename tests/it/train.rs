@@ -257,6 +257,21 @@ fn wait_for_checkpoint(home: &Path, step: u64, child: &mut std::process::Child) 
     }
 }
 
+/// Starts `marunochi train ARGS` in `home` and kills it (SIGKILL) once it has checkpointed `step`.
+fn killed_after_checkpoint(home: &Path, model: &Path, data: &Path, args: &[&str], step: u64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_checkpoint(home, step, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,17 +285,7 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
     assert!(ok, "{stderr}");
 
     let broken = home_with_config(&dir.path().join("broken"), "");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_marunochi"))
-        .env("MARUNOCHI_HOME", &broken)
-        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_checkpoint(&broken, 15, &mut child);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    killed_after_checkpoint(&broken, &model, &data, &args, 15);
 
     // A new run would throw the interrupted one away: refused with the way out.
     let (ok, _, stderr) = train(&broken, &model, &data, &args);
@@ -550,18 +555,8 @@ fn a_run_killed_in_its_reward_stage_resumes_to_the_same_weights() {
     assert_eq!(report_stages(&stdout), ["sft", "reward"]);
 
     let broken = home_with_config(&dir.path().join("broken"), "[train]\npreference_lr = 0.01\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_marunochi"))
-        .env("MARUNOCHI_HOME", &broken)
-        .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Well inside the reward stage (updates 3 to 50).
-    wait_for_checkpoint(&broken, 15, &mut child);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    killed_after_checkpoint(&broken, &model, &data, &args, 15);
     let (ok, stdout, stderr) = train(&broken, &model, &data, &[&args[..], &["--resume"]].concat());
     assert!(ok, "{stderr}");
     assert!(report(&stdout)["resumed_from"].as_u64().unwrap() >= 15);
