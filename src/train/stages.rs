@@ -152,8 +152,8 @@ pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec
             stages.push((StageKind::Dpo, updates(data.dpo.len())));
         }
     }
-    let rewards = || data.reward.iter().map(|r| r.reward);
-    let varied = rewards().any(|r| rewards().any(|other| other != r));
+    let first = data.reward.first().map(|r| r.reward);
+    let varied = data.reward.iter().any(|r| Some(r.reward) != first);
     if settings.reward && data.reward.len() >= REWARD_MIN && varied {
         stages.push((StageKind::Reward, updates(data.reward.len())));
     }
