@@ -1,6 +1,6 @@
 //! The curated files as token sequences: reading `train.jsonl`, `heldout.jsonl`, `kto.jsonl`,
-//! `dpo.jsonl` and `reward.jsonl`, rendering each example in the model's own prompt format, and the seeded order in
-//! which a stage draws them.
+//! `dpo.jsonl` and `reward.jsonl`, rendering each example in the model's own prompt format, and
+//! the seeded order in which a stage draws them.
 
 use std::path::Path;
 
