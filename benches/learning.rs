@@ -20,6 +20,10 @@
 //! taken, taken in part or rejected as the author's code dictates) becomes the home's store before
 //! mining; OUTCOMES=older takes `<name>-older.db` (`SPAN=older`: older functions). Its suggestions made where an exam function starts are removed first (by the
 //! function's signature line), so no stage learns from the exam's own prompts.
+//!
+//! RESUME=1 continues a run that was stopped (killed, machine restarted) in its kept home: no
+//! mining, `train --resume` with the same variables, then the exam. A night-long run outlives a
+//! working session this way.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -123,6 +127,35 @@ fn drop_exam_prompts(home: &Path, language: &str) -> usize {
     exam.len()
 }
 
+/// A fresh home: the replayed outcomes (if asked), the author's mined functions, and no outcome
+/// on an exam function's own prompt.
+fn prepare(
+    home: &Path,
+    (name, commit, author, language): (&str, &str, &str, &str),
+    mirror: &Path,
+    outcomes: Option<&str>,
+) {
+    let _ = std::fs::remove_dir_all(home);
+    std::fs::create_dir_all(home).unwrap();
+    if let Some(span) = outcomes {
+        let kept = root().join("target/replay-silence").join(format!("{name}{span}.db"));
+        assert!(
+            kept.exists(),
+            "{} is missing: run SILENCE=1{} REPOS={name} cargo bench --bench replay",
+            kept.display(),
+            if span.is_empty() { "" } else { " SPAN=older" }
+        );
+        std::fs::copy(&kept, home.join("marunochi.db")).unwrap();
+    }
+    eprintln!("== {name}: mining {author}'s functions up to {}", &commit[..12]);
+    let (_, said) = marunochi(home, &["data", "mine", mirror.to_str().unwrap(), "--author", author, "--rev", commit]);
+    eprint!("{said}");
+    if outcomes.is_some() {
+        let dropped = drop_exam_prompts(home, language);
+        eprintln!("== {name}: {dropped} outcomes on the exam's own prompts removed");
+    }
+}
+
 fn main() {
     let wanted = std::env::var("REPOS").unwrap_or_else(|_| "cachetools".into());
     let budget = std::env::var("BUDGET").unwrap_or_else(|_| "30m".into());
@@ -144,36 +177,25 @@ fn main() {
         Ok(other) => panic!("OUTCOMES={other}: 1 or older"),
         Err(_) => None,
     };
+    let resume = std::env::var_os("RESUME").is_some();
     let (mut rows, mut plans) = (Vec::new(), Vec::new());
     for &(name, commit, author, language) in REPOS.iter().filter(|(n, ..)| wanted.split(',').any(|w| w == *n)) {
         let mirror = root().join(".test-deps/replay").join(format!("{name}.git"));
         assert!(mirror.exists(), "{} is missing: run ./scripts/replay-repos.sh", mirror.display());
         let home = root().join("target/learning").join(format!("{name}-{stages}{}", outcomes.unwrap_or_default()));
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
-        if let Some(span) = outcomes {
-            let kept = root().join("target/replay-silence").join(format!("{name}{span}.db"));
-            assert!(
-                kept.exists(),
-                "{} is missing: run SILENCE=1{} REPOS={name} cargo bench --bench replay",
-                kept.display(),
-                if span.is_empty() { "" } else { " SPAN=older" }
-            );
-            std::fs::copy(&kept, home.join("marunochi.db")).unwrap();
-        }
-        eprintln!("== {name}: mining {author}'s functions up to {}", &commit[..12]);
-        let (_, said) =
-            marunochi(&home, &["data", "mine", mirror.to_str().unwrap(), "--author", author, "--rev", commit]);
-        eprint!("{said}");
-        if outcomes.is_some() {
-            let dropped = drop_exam_prompts(&home, language);
-            eprintln!("== {name}: {dropped} outcomes on the exam's own prompts removed");
+        if resume {
+            assert!(home.join("marunochi.db").exists(), "RESUME=1: no run kept in {}", home.display());
+        } else {
+            prepare(&home, (name, commit, author, language), &mirror, outcomes);
         }
 
         eprintln!("== {name}: training ({language}, budget {budget})");
         let started = Instant::now();
         let mut args = vec!["train", "--language", language, "--model", model, "--budget", &budget, "--json"];
         args.extend(stage_flags);
+        if resume {
+            args.push("--resume");
+        }
         let (report, said) = marunochi(&home, &args);
         let trained_s = started.elapsed().as_secs_f64();
         let planned = said.lines().find(|l| l.contains("planned for the")).unwrap_or("(no plan line)").to_owned();
