@@ -105,6 +105,10 @@ epochs = 3
 batch = 4
 # Keep the frozen base model 4-bit while training (QLoRA): far less memory, somewhat slower.
 qlora = false
+# TT-LoRA: each update's factors as a tensor train of rank `tt_rank`, a few percent of LoRA's
+# parameters (README, "TT-LoRA"); saved as plain LoRA of that rank too, so serving is the same.
+tt_lora = false
+tt_rank = 5
 # Recompute each layer during the backward pass instead of keeping all activations.
 gradient_checkpointing = true
 # Save a resumable checkpoint every this many updates.
@@ -233,6 +237,8 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch: usize,
     pub qlora: bool,
+    pub tt_lora: bool,
+    pub tt_rank: usize,
     pub gradient_checkpointing: bool,
     pub checkpoint_every: usize,
     pub max_prompt_tokens: usize,
@@ -261,6 +267,8 @@ impl Default for TrainConfig {
             epochs: 3,
             batch: 4,
             qlora: false,
+            tt_lora: false,
+            tt_rank: 5,
             gradient_checkpointing: true,
             checkpoint_every: 50,
             max_prompt_tokens: 512,

@@ -68,6 +68,13 @@ pub struct TrainArgs {
     /// DoRA: also learn a magnitude per output row (QDoRA together with --qlora).
     #[arg(long)]
     dora: bool,
+    /// TT-LoRA: train each update's factors as a tensor train (a few percent of LoRA's
+    /// parameters); saved as plain LoRA too (`[train] tt_lora = true`).
+    #[arg(long, conflicts_with = "dora")]
+    tt_lora: bool,
+    /// The tensor train's rank (implies --tt-lora; default `[train] tt_rank`, 5).
+    #[arg(long, value_name = "R", conflicts_with = "dora")]
+    tt_rank: Option<usize>,
     /// Only the SFT stage: no KTO, DPO or reward stage afterwards.
     #[arg(long)]
     sft_only: bool,
@@ -334,6 +341,9 @@ fn settings(config: &crate::config::TrainConfig, args: &TrainArgs) -> train::Set
     settings.preference &= !(args.sft_only || args.no_preference);
     settings.reward = (settings.reward || args.reward) && !args.sft_only;
     settings.dora |= args.dora;
+    if args.tt_lora || args.tt_rank.is_some() || config.tt_lora {
+        settings.tt_rank = Some(args.tt_rank.unwrap_or(config.tt_rank));
+    }
     let overrides =
         [(args.epochs, &mut settings.epochs), (args.batch, &mut settings.batch), (args.rank, &mut settings.rank)];
     for (value, field) in overrides {
@@ -378,6 +388,13 @@ fn print_train(report: &train::Report) {
     if let (Some(before), Some(after)) = (report.heldout_base, report.heldout_adapter) {
         println!("held-out loss per token: base {before:.4}, adapter {after:.4}");
     }
+    let cores =
+        report.cores_bytes.map(|b| format!(", tensor-train cores {} KiB", b.div_ceil(1024))).unwrap_or_default();
+    println!(
+        "{} trained parameters; on disk: PEFT LoRA {} KiB{cores}",
+        report.parameters,
+        report.peft_bytes.div_ceil(1024)
+    );
     println!("  -> {}", report.directory.display());
 }
 

@@ -12,6 +12,7 @@
 //! bit-for-bit. The result is written atomically in PEFT layout to
 //! `adapters/<language>/v<N>/` with a `marunochi.json` describing base, data and losses.
 
+mod adapter;
 mod data;
 mod files;
 mod frozen;
@@ -22,15 +23,14 @@ mod optim;
 mod preference;
 mod speed;
 mod stages;
+mod tt;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor, Var};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -39,10 +39,11 @@ use crate::engine::lora::Projection;
 use crate::engine::{Engine, EngineError, LoadOptions, ModelInfo};
 use crate::home::Language;
 
+use adapter::Adapter;
 use data::{Encoder, Weighted};
 pub use files::{fingerprint, interrupted};
 pub use model::BaseWeights;
-use model::{Base, Dropout, Grads, Lora, Pair};
+use model::{Base, Dropout, Lora};
 use optim::{AdamW, Hyper};
 pub use speed::clock_text;
 pub use stages::StageKind;
@@ -92,6 +93,9 @@ pub struct Settings {
     pub reward: bool,
     /// DoRA: learn a magnitude per output row besides the low-rank direction (QDoRA with `qlora`).
     pub dora: bool,
+    /// TT-LoRA: each update's A and B contracted from tensor-train cores of this rank (`tt.rs`).
+    #[serde(default)]
+    pub tt_rank: Option<usize>,
 }
 
 impl Settings {
@@ -120,6 +124,7 @@ impl Settings {
             beta: c.beta,
             reward: c.reward,
             dora: false,
+            tt_rank: c.tt_lora.then_some(c.tt_rank),
         }
     }
 }
@@ -210,6 +215,11 @@ pub struct Report {
     /// The most memory this process held (VmHWM), in bytes.
     pub peak_memory: Option<u64>,
     pub frozen_base_bytes: usize,
+    /// Numbers the optimiser trained (TT-LoRA: the cores).
+    pub parameters: usize,
+    /// Size on disk of the PEFT tensors and, for TT-LoRA, of the cores.
+    pub peft_bytes: u64,
+    pub cores_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -331,7 +341,7 @@ struct Run {
     heldout: Vec<Weighted>,
     /// Training examples left out (too long, or empty once encoded).
     skipped: usize,
-    params: Vec<Var>,
+    adapter: Adapter,
     adam: AdamW,
     lora: Lora,
     state: State,
@@ -415,14 +425,14 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
     let (heldout, _) = encoder.sft(&heldout[..heldout.len().min(HELDOUT_LIMIT)])?;
     let data = stages::Data { sft, kto: encoder.kto(&kto)?, dpo: encoder.dpo(&dpo)?, reward: encoder.reward(&reward)? };
 
-    let (params, adam, state) = match resumed {
+    let (adapter, adam, state) = match resumed {
         Some((dir, state)) => {
-            let (params, adam) = load_checkpoint(&dir, &base, &settings)?;
-            (params, adam, state)
+            let (adapter, adam) = load_checkpoint(&dir, &base, &settings)?;
+            (adapter, adam, state)
         }
         None => {
-            let params = init_lora(&base, &settings)?;
-            let adam = AdamW::new(hyper(&settings), &params)?;
+            let adapter = Adapter::new(&base, &settings)?;
+            let adam = AdamW::new(hyper(&settings), &adapter.vars)?;
             let scoring = Instant::now();
             let heldout_base = if heldout.is_empty() {
                 None
@@ -435,7 +445,7 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
             // The run ends by the budget's end (counted from its start) or `until`, the sooner.
             let end = [options.budget.map(|b| started + b), options.until].into_iter().flatten().min();
             let rate = match end {
-                Some(_) => Some(speed::measure(options, &base, &params, &data, &settings, &base_fingerprint, events)?),
+                Some(_) => Some(speed::measure(options, &base, &adapter, &data, &settings, &base_fingerprint, events)?),
                 None => None,
             };
             let window = end.map(|end| end.duration_since(std::time::SystemTime::now()).unwrap_or_default());
@@ -469,24 +479,24 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
                 costs,
                 units: 0.0,
             };
-            (params, adam, state)
+            (adapter, adam, state)
         }
     };
     let resumed_from = (state.step > 0).then_some(state.step);
-    let lora = lora_view(&params, &settings);
-    Ok(Run { checkpoint_dir, settings, base, info, data, heldout, skipped, params, adam, lora, state, resumed_from })
+    let lora = adapter.view()?;
+    Ok(Run { checkpoint_dir, settings, base, info, data, heldout, skipped, adapter, adam, lora, state, resumed_from })
 }
 
 /// The planned updates from where the run stands, a checkpoint every `checkpoint_every` updates;
 /// stopped (with a checkpoint) by `stop` or at `options.until`.
 fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Result<(), TrainError> {
-    let Run { checkpoint_dir, settings, base, data, params, adam, lora, state, .. } = run;
+    let Run { checkpoint_dir, settings, base, data, adapter, adam, lora, state, .. } = run;
     let settings = &*settings;
     while state.step < state.total {
         let past_deadline = options.until.is_some_and(|until| std::time::SystemTime::now() >= until);
         if stop.load(Ordering::Relaxed) || past_deadline {
             speed::remember(options, &speed::key(settings, &state.base_fingerprint), state.units / state.seconds);
-            save_checkpoint(checkpoint_dir, params, adam, state, base)?;
+            save_checkpoint(checkpoint_dir, adapter, adam, state)?;
             events(Event::Checkpoint { step: state.step });
             return Err(TrainError::Stopped { step: state.step, total: state.total });
         }
@@ -495,7 +505,7 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             events(Event::Stage(kind.name()));
             // Each stage is an optimisation of its own: fresh moments, and for the preference
             // stages the adapter as it stands now is the reference.
-            *adam = AdamW::new(hyper(settings), params)?;
+            *adam = AdamW::new(hyper(settings), &adapter.vars)?;
             let started = Instant::now();
             let order = data::Order::new(data.tiers(kind).into_iter(), data::mix(settings.seed, &[1, index as u64]));
             let drawn = (0..steps * settings.batch).map(|i| order.at(i)).collect();
@@ -531,10 +541,11 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
         // A reward batch whose advantages are all 0 has no gradient: the moments must not move the
         // adapter.
         if update.grads.iter().any(Option::is_some) {
-            let grads = flat_grads(update.grads, params, settings)?;
+            let grads = adapter.grads(update.grads)?;
             let base_lr = if kind == StageKind::Sft { settings.lr } else { settings.preference_lr };
             let warmup = ((steps as f64 * settings.warmup_ratio).round() as usize).max(1);
-            adam.step(params, &grads, local + 1, optim::cosine_lr(base_lr, local, steps, warmup))?;
+            adam.step(&adapter.vars, &grads, local + 1, optim::cosine_lr(base_lr, local, steps, warmup))?;
+            *lora = adapter.view()?;
         }
         state.step += 1;
         state.losses.push(update.loss);
@@ -552,7 +563,7 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             eta_secs: state.units_left() * state.seconds / state.units.max(1e-9),
         });
         if settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0 && state.step < state.total {
-            save_checkpoint(checkpoint_dir, params, adam, state, base)?;
+            save_checkpoint(checkpoint_dir, adapter, adam, state)?;
             events(Event::Checkpoint { step: state.step });
         }
     }
@@ -563,8 +574,9 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
 /// Scores the held-out examples with the adapter, writes `adapters/<language>/v<N>/` and removes
 /// the checkpoint it no longer needs.
 fn finish(run: Run, options: &Options, events: &dyn Fn(Event)) -> Result<Report, TrainError> {
-    let Run { checkpoint_dir, settings, base, info, data, heldout, skipped, params, lora, state, resumed_from, .. } =
-        run;
+    let Run {
+        checkpoint_dir, settings, base, info, data, heldout, skipped, adapter, lora, state, resumed_from, ..
+    } = run;
     let heldout_adapter = if heldout.is_empty() {
         None
     } else {
@@ -611,13 +623,17 @@ fn finish(run: Run, options: &Options, events: &dyn Fn(Event)) -> Result<Report,
         resumed_from,
         peak_memory: None,
         frozen_base_bytes: base.frozen_bytes(),
+        parameters: adapter.parameters(),
+        peft_bytes: 0,
+        cores_bytes: None,
     };
-    files::replace_dir(&directory, |dir| {
-        write_adapter(dir, &params, &base, &settings, &info, &state, options, &report)
-    })?;
+    files::replace_dir(&directory, |dir| write_adapter(dir, &adapter, &settings, &info, &state, options, &report))?;
     if let Some(dir) = files::existing_dir(&checkpoint_dir) {
         std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Save { path: dir, source })?;
     }
+    let size = |file: &str| std::fs::metadata(directory.join(file)).map(|m| m.len()).ok();
+    report.peft_bytes = size(adapter::PEFT_FILE).unwrap_or(0);
+    report.cores_bytes = size(adapter::CORES_FILE);
     report.peak_memory = peak_memory();
     Ok(report)
 }
@@ -659,6 +675,12 @@ fn check_settings(s: &Settings) -> Result<(), TrainError> {
     if s.rank == 0 {
         return bad("rank must be at least 1");
     }
+    if s.tt_rank == Some(0) {
+        return bad("the TT rank must be at least 1");
+    }
+    if s.tt_rank.is_some() && s.dora {
+        return bad("TT-LoRA and DoRA cannot be combined (DoRA's magnitudes need plain LoRA)");
+    }
     if s.batch == 0 {
         return bad("batch must be at least 1");
     }
@@ -687,63 +709,6 @@ fn hyper(s: &Settings) -> Hyper {
         max_grad_norm: s.max_grad_norm,
     }
 }
-/// Fresh adapters as PEFT initialises them: A uniform in ±1/√in (Kaiming with a = √5), B zero,
-/// so training starts from exactly the base model.
-fn init_lora(base: &Base, settings: &Settings) -> candle_core::Result<Vec<Var>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(data::mix(settings.seed, &[0]));
-    let mut params = Vec::new();
-    for layer in 0..base.config.num_layers {
-        for projection in Projection::ALL {
-            let (input, output) = projection.shape(&base.config);
-            let bound = 1.0 / (input as f64).sqrt();
-            let a: Vec<f32> = (0..settings.rank * input).map(|_| rng.random_range(-bound..bound) as f32).collect();
-            params.push(Var::from_vec(a, (settings.rank, input), &Device::Cpu)?);
-            params.push(Var::zeros((output, settings.rank), base.dtype(), &Device::Cpu)?);
-            if settings.dora {
-                // DoRA starts at the base weight's own row norms: W' = W.
-                params.push(Var::from_tensor(&base.row_norms(layer, projection)?)?);
-            }
-        }
-    }
-    Ok(params)
-}
-
-/// Parameters per projection: A and B, and DoRA's magnitude vector.
-fn per_pair(settings: &Settings) -> usize {
-    if settings.dora { 3 } else { 2 }
-}
-
-/// The parameters as the tensors a forward pass adds (these are the `Var`s' own tensors, so
-/// backprop finds them).
-fn lora_view(params: &[Var], settings: &Settings) -> Lora {
-    let pairs = params
-        .chunks(per_pair(settings))
-        .map(|p| {
-            Some(Pair {
-                a: p[0].as_tensor().clone(),
-                b: p[1].as_tensor().clone(),
-                magnitude: p.get(2).map(|m| m.as_tensor().clone()),
-            })
-        })
-        .collect();
-    Lora { scale: settings.alpha / settings.rank as f64, pairs }
-}
-
-fn flat_grads(grads: Grads, params: &[Var], settings: &Settings) -> candle_core::Result<Vec<Tensor>> {
-    let mut flat = Vec::with_capacity(params.len());
-    for (pair, vars) in grads.into_iter().zip(params.chunks(per_pair(settings))) {
-        match pair {
-            Some(grads) => flat.extend(grads),
-            None => {
-                for var in vars {
-                    flat.push(var.as_tensor().zeros_like()?);
-                }
-            }
-        }
-    }
-    Ok(flat)
-}
-
 /// Mean negative log-likelihood per target token.
 fn mean_nll(base: &Base, sequences: &[Weighted], lora: Option<&Lora>) -> candle_core::Result<f64> {
     let (mut sum, mut count) = (0.0, 0);
@@ -772,25 +737,9 @@ fn check_memory(config: &crate::engine::Config, weights: BaseWeights, model: &Pa
     }
 }
 
-fn adapter_tensors(params: &[Var], base: &Base, settings: &Settings) -> HashMap<String, Tensor> {
-    let mut tensors = HashMap::new();
-    let mut pairs = params.chunks(per_pair(settings));
-    for layer in 0..base.config.num_layers {
-        for projection in Projection::ALL {
-            let pair = pairs.next().expect("parameters for every layer and projection");
-            tensors.insert(files::peft_key(layer, projection, "lora_A.weight"), pair[0].as_tensor().clone());
-            tensors.insert(files::peft_key(layer, projection, "lora_B.weight"), pair[1].as_tensor().clone());
-            if let Some(m) = pair.get(2) {
-                tensors.insert(files::peft_key(layer, projection, "lora_magnitude_vector"), m.as_tensor().clone());
-            }
-        }
-    }
-    tensors
-}
-
-fn save_checkpoint(dir: &Path, params: &[Var], adam: &AdamW, state: &State, base: &Base) -> Result<(), TrainError> {
+fn save_checkpoint(dir: &Path, adapter: &Adapter, adam: &AdamW, state: &State) -> Result<(), TrainError> {
     files::replace_dir(dir, |tmp| {
-        files::write_tensors(&tmp.join("adapter_model.safetensors"), &adapter_tensors(params, base, &state.settings))?;
+        adapter.save(tmp)?;
         let mut moments = HashMap::new();
         for (i, (m, v)) in adam.m.iter().zip(&adam.v).enumerate() {
             moments.insert(format!("m.{i}"), m.clone());
@@ -809,29 +758,8 @@ fn read_state(dir: &Path) -> Result<State, TrainError> {
     serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path, reason: e.to_string() })
 }
 
-fn load_checkpoint(dir: &Path, base: &Base, settings: &Settings) -> Result<(Vec<Var>, AdamW), TrainError> {
-    let path = dir.join("adapter_model.safetensors");
-    let mut tensors = files::read_tensors(&path)?;
-    let mut params = Vec::new();
-    for layer in 0..base.config.num_layers {
-        for projection in Projection::ALL {
-            let (input, output) = projection.shape(&base.config);
-            let mut names =
-                vec![("lora_A.weight", vec![settings.rank, input]), ("lora_B.weight", vec![output, settings.rank])];
-            if settings.dora {
-                names.push(("lora_magnitude_vector", vec![output]));
-            }
-            for (name, shape) in names {
-                let key = files::peft_key(layer, projection, name);
-                let tensor =
-                    tensors.remove(&key).filter(|t| t.dims() == shape).ok_or_else(|| TrainError::Mismatch {
-                        dir: dir.to_owned(),
-                        what: format!("for another model shape ({key} is missing or not {shape:?})"),
-                    })?;
-                params.push(Var::from_tensor(&tensor)?);
-            }
-        }
-    }
+fn load_checkpoint(dir: &Path, base: &Base, settings: &Settings) -> Result<(Adapter, AdamW), TrainError> {
+    let adapter = Adapter::load(dir, base, settings)?;
     let moments_path = dir.join("optimizer.safetensors");
     let mut moments = files::read_tensors(&moments_path)?;
     let mut take = |name: String| {
@@ -839,31 +767,31 @@ fn load_checkpoint(dir: &Path, base: &Base, settings: &Settings) -> Result<(Vec<
             .remove(&name)
             .ok_or_else(|| TrainError::Checkpoint { path: moments_path.clone(), reason: format!("{name} is missing") })
     };
-    let mut adam = AdamW::new(hyper(settings), &params)?;
-    for i in 0..params.len() {
+    let mut adam = AdamW::new(hyper(settings), &adapter.vars)?;
+    for i in 0..adapter.vars.len() {
         adam.m[i] = take(format!("m.{i}"))?;
         adam.v[i] = take(format!("v.{i}"))?;
     }
-    Ok((params, adam))
+    Ok((adapter, adam))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn write_adapter(
     dir: &Path,
-    params: &[Var],
-    base: &Base,
+    adapter: &Adapter,
     settings: &Settings,
     info: &ModelInfo,
     state: &State,
     options: &Options,
     report: &Report,
 ) -> Result<(), TrainError> {
-    files::write_tensors(&dir.join("adapter_model.safetensors"), &adapter_tensors(params, base, settings))?;
+    adapter.save(dir)?;
+    let (rank, alpha) = adapter.peft_rank_and_alpha();
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "r": settings.rank,
-        "lora_alpha": settings.alpha,
+        "r": rank,
+        "lora_alpha": alpha,
         "lora_dropout": settings.dropout,
         "target_modules": Projection::ALL.iter().map(|p| p.module()).collect::<Vec<_>>(),
         "base_model_name_or_path": info.name(),
@@ -898,12 +826,15 @@ fn write_adapter(
             "skipped": report.skipped,
         },
         "training": {
-            "method": match (settings.qlora, settings.dora) {
-                (false, false) => "lora",
-                (true, false) => "qlora",
-                (false, true) => "dora",
-                (true, true) => "qdora",
+            "method": match (settings.qlora, settings.dora, settings.tt_rank.is_some()) {
+                (false, false, false) => "lora",
+                (true, false, false) => "qlora",
+                (false, true, _) => "dora",
+                (true, true, _) => "qdora",
+                (false, false, true) => "tt-lora",
+                (true, false, true) => "tt-qlora",
             },
+            "parameters": report.parameters,
             "settings": settings,
             "steps": state.step,
             "tokens": state.tokens,

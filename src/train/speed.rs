@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Var;
-
+use super::adapter::Adapter;
 use super::data::Weighted;
 use super::model::{Base, Dropout};
-use super::{Event, Options, Settings, TrainError, lora_view, stages};
+use super::{Event, Options, Settings, TrainError, stages};
 
 /// `1 h 05 min`, `4 min 10 s`, `12 s`.
 pub fn clock_text(seconds: f64) -> String {
@@ -29,8 +28,9 @@ fn file(options: &Options) -> PathBuf {
 }
 
 pub(super) fn key(settings: &Settings, fingerprint: &str) -> String {
+    let tt = settings.tt_rank.map(|r| format!(" tt={r}")).unwrap_or_default();
     format!(
-        "{fingerprint} qlora={} dora={} checkpointing={} threads={}",
+        "{fingerprint} qlora={} dora={}{tt} checkpointing={} threads={}",
         settings.qlora,
         settings.dora,
         settings.gradient_checkpointing,
@@ -60,7 +60,7 @@ pub(super) fn remember(options: &Options, key: &str, rate: f64) {
 pub(super) fn measure(
     options: &Options,
     base: &Base,
-    params: &[Var],
+    adapter: &Adapter,
     data: &stages::Data,
     settings: &Settings,
     fingerprint: &str,
@@ -71,7 +71,7 @@ pub(super) fn measure(
         return Ok(rate);
     }
     events(Event::Stage("measuring this machine's training speed (once for this model and setup)"));
-    let lora = lora_view(params, settings);
+    let lora = adapter.view()?;
     // Items of the median length: the speed per token falls as sequences grow.
     let mut by_length: Vec<&Weighted> = data.sft.iter().collect();
     by_length.sort_by_key(|w| w.sequence.tokens.len());

@@ -241,6 +241,109 @@ fn smollm2_learns_a_house_style_from_a_few_steps() {
     assert!(tuned.contains("mx_result") || tuned.contains("HALVE"), "house style in {tuned:?}");
 }
 
+#[test]
+fn tt_lora_learns_with_a_fraction_of_the_parameters_and_saves_plain_peft_with_its_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let model = fixture("tiny-qwen2-trainable");
+    let examples = memory_examples();
+    let data = dataset(dir.path(), &examples, &examples);
+    // Twice plain LoRA's updates: the tensor train learns the rare tokens (the digits) more slowly.
+    let args = ["--steps", "300", "--batch", "2", "--lr", "5e-3", "--dropout", "0", "--tt-lora"];
+    let (ok, stdout, stderr) = train(&home, &model, &data, &args);
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    let (base, tuned) = (report["heldout_base"].as_f64().unwrap(), report["heldout_adapter"].as_f64().unwrap());
+    assert!(tuned < 0.01 * base, "loss per token on the memorised functions: base {base}, adapter {tuned}");
+    let adapter = home.join("adapters/python/v1");
+    for file in ["adapter_model.safetensors", "tt_cores.safetensors"] {
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(adapter.join(file)).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    // Plain LoRA of rank 16 would train 16 numbers per input and output of every projection;
+    // the rank-5 PEFT export has 5. (The tiny model's 64-wide projections split into few factors:
+    // a quarter here, a fifteenth at SmolLM2's width, see `train/tt.rs`.)
+    let exported: usize = tensors(&adapter).values().map(|t| t.elem_count()).sum();
+    let lora_r16 = exported / 5 * 16;
+    let trained = report["parameters"].as_u64().unwrap() as usize;
+    assert!(trained * 3 < lora_r16, "{trained} trained numbers against LoRA r16's {lora_r16}");
+    assert!(report["cores_bytes"].as_u64().unwrap() < report["peft_bytes"].as_u64().unwrap(), "{report}");
+
+    // The export is PEFT LoRA of the tensor train's rank, at LoRA's scale (alpha/rank = 2), and it is
+    // exactly the contraction of the saved cores (numpy, row-major: the tensor-train reading of
+    // each weight).
+    let check = r#"
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+d = sys.argv[1]
+peft = load_file(d + "/adapter_model.safetensors")
+cores = load_file(d + "/tt_cores.safetensors")
+c = json.load(open(d + "/adapter_config.json"))
+assert c["r"] == 5 and c["lora_alpha"] == 10, c
+prefixes = {k.rsplit(".lora_", 1)[0] for k in peft}
+assert len(prefixes) == 14, prefixes
+for p in prefixes:
+    a, b = peft[p + ".lora_A.weight"], peft[p + ".lora_B.weight"]
+    chain = [cores[f"{p}.tt_core.{i}"] for i in range(len([k for k in cores if k.startswith(p + ".")]))]
+    w = chain[0]
+    for core in chain[1:]:
+        w = np.tensordot(w, core, axes=([-1], [0]))
+    w = w.reshape(b.shape[0], a.shape[1])
+    assert np.allclose(w, b @ a, atol=1e-5), (p, np.abs(w - b @ a).max())
+print("TT-LoRA export OK")
+"#;
+    let out = Command::new(repo_root().join(".test-deps/venv/bin/python"))
+        .args(["-c", check, adapter.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metadata = std::fs::read_to_string(adapter.join("marunochi.json")).unwrap();
+    assert!(metadata.contains("\"method\": \"tt-lora\""), "{metadata}");
+
+    // Served like any LoRA adapter, it writes what training taught (the tiny random model gets
+    // the shape of the line; plain LoRA's test checks the digits).
+    let prefix = "def alpha_value(x):\n    ";
+    let (base, tuned) = (
+        complete(&home, dir.path(), &model, prefix, None),
+        complete(&home, dir.path(), &model, prefix, Some(&adapter)),
+    );
+    assert!(tuned.starts_with("return x * ") && tuned.contains(" scaled"), "{tuned:?} (base: {base:?})");
+
+    let (ok, _, stderr) = train(&home, &model, &data, &["--tt-rank", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("the TT rank must be at least 1"), "{stderr}");
+    let (ok, _, stderr) = train(&home, &model, &data, &["--tt-lora", "--dora"]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let config = home_with_config(&dir.path().join("both"), "[train]\ntt_lora = true\n");
+    let (ok, _, stderr) = train(&config, &model, &data, &["--dora"]);
+    assert!(!ok);
+    assert!(stderr.contains("TT-LoRA and DoRA cannot be combined"), "{stderr}");
+}
+
+#[test]
+fn a_tt_lora_run_killed_with_sigkill_resumes_from_its_cores_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let data = dataset(dir.path(), &memory_examples(), &[]);
+    let args =
+        ["--steps", "40", "--batch", "2", "--lr", "5e-3", "--checkpoint-every", "5", "--seed", "7", "--tt-rank", "3"];
+    let whole = home_with_config(&dir.path().join("whole"), "");
+    let (ok, _, stderr) = train(&whole, &model, &data, &args);
+    assert!(ok, "{stderr}");
+    let broken = home_with_config(&dir.path().join("broken"), "");
+    killed_after_checkpoint(&broken, &model, &data, &args, 15);
+    let (ok, stdout, stderr) = train(&broken, &model, &data, &[&args[..], &["--resume"]].concat());
+    assert!(ok, "{stderr}");
+    assert!(report(&stdout)["resumed_from"].as_u64().unwrap() >= 15);
+    let (a, b) = (whole.join("adapters/python/v1"), broken.join("adapters/python/v1"));
+    assert!(same_tensors(&a, &b), "the resumed run's adapter differs from the uninterrupted one");
+    let cores = |dir: &Path| std::fs::read(dir.join("tt_cores.safetensors")).unwrap();
+    assert_eq!(cores(&a), cores(&b), "the resumed run's cores differ");
+}
+
 /// Waits until the run in `home` has checkpointed at least `step`.
 fn wait_for_checkpoint(home: &Path, step: u64, child: &mut std::process::Child) {
     let state = home.join("train/python/checkpoint/state.json");
