@@ -21,6 +21,9 @@
 //! mining; OUTCOMES=older takes `<name>-older.db` (`SPAN=older`: older functions). Its suggestions made where an exam function starts are removed first (by the
 //! function's signature line), so no stage learns from the exam's own prompts.
 //!
+//! ADAPTER=lora (default), `tt` (TT-LoRA) or `dora`; the row shows the numbers each trained and
+//! its size on disk.
+//!
 //! RESUME=1 continues a run that was stopped (killed, machine restarted) in its kept home: no
 //! mining, `train --resume` with the same variables, then the exam. A night-long run outlives a
 //! working session this way.
@@ -171,6 +174,14 @@ fn main() {
         "sft" => &["--sft-only"],
         other => panic!("STAGES={other}: preference, reward or sft"),
     };
+    let method = std::env::var("ADAPTER").unwrap_or_else(|_| "lora".into());
+    let adapter_flags: &[&str] = match method.as_str() {
+        "lora" => &[],
+        "tt" => &["--tt-lora"],
+        "dora" => &["--dora"],
+        other => panic!("ADAPTER={other}: lora, tt or dora"),
+    };
+    let variant = if method == "lora" { String::new() } else { format!("-{method}") };
     let outcomes = match std::env::var("OUTCOMES").as_deref() {
         Ok("1") => Some(""),
         Ok("older") => Some("-older"),
@@ -182,7 +193,8 @@ fn main() {
     for &(name, commit, author, language) in REPOS.iter().filter(|(n, ..)| wanted.split(',').any(|w| w == *n)) {
         let mirror = root().join(".test-deps/replay").join(format!("{name}.git"));
         assert!(mirror.exists(), "{} is missing: run ./scripts/replay-repos.sh", mirror.display());
-        let home = root().join("target/learning").join(format!("{name}-{stages}{}", outcomes.unwrap_or_default()));
+        let home =
+            root().join("target/learning").join(format!("{name}-{stages}{}{variant}", outcomes.unwrap_or_default()));
         if resume {
             assert!(home.join("marunochi.db").exists(), "RESUME=1: no run kept in {}", home.display());
         } else {
@@ -193,6 +205,7 @@ fn main() {
         let started = Instant::now();
         let mut args = vec!["train", "--language", language, "--model", model, "--budget", &budget, "--json"];
         args.extend(stage_flags);
+        args.extend(adapter_flags);
         if resume {
             args.push("--resume");
         }
@@ -230,15 +243,19 @@ fn main() {
         let examples = gate["heldout"]["examples"].as_array().cloned().unwrap_or_default();
         let (base, adapter) = (side(&examples, "reference"), side(&examples, "candidate"));
         rows.push(format!(
-            "| {name} | {} ex., {} KTO, {} DPO, {} reward; {} updates ({}) | {:.0} s / {:.0} s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {:.3} → {:.3} | {} |",
+            "| {name} | {} ex., {} KTO, {} DPO, {} reward; {} updates ({}) | {method}: {} numbers, {} KiB{} | {:.0} s / {:.0} s, {:.0} tok/s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {:.3} → {:.3} | {} |",
             report["examples"],
             report["kto_examples"],
             report["dpo_pairs"],
             report["reward_items"],
             report["steps"],
             report["stages"].as_array().map(|s| s.iter().map(|s| format!("{} {}", s["stage"].as_str().unwrap_or(""), s["steps"])).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+            report["parameters"],
+            report["peft_bytes"].as_u64().unwrap_or(0).div_ceil(1024),
+            report["cores_bytes"].as_u64().map(|b| format!(" (cores {} KiB)", b.div_ceil(1024))).unwrap_or_default(),
             report["seconds"].as_f64().unwrap_or(0.0),
             trained_s,
+            report["tokens_per_s"].as_f64().unwrap_or(0.0),
             base.first_line * 100.0,
             base.similarity,
             base.answered * 100.0,
@@ -256,9 +273,9 @@ fn main() {
         plans.push(format!("{name}: {planned}"));
     }
     println!(
-        "\n| repository | data, updates | training: updates' time / whole command | base: first line / similarity / answered | adapter: same | log-likelihood wins : losses | general-code NLL | gate |"
+        "\n| repository | data, updates | adapter: trained numbers, PEFT size | training: updates' time / whole command, speed | base: first line / similarity / answered | adapter: same | log-likelihood wins : losses | general-code NLL | gate |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
