@@ -21,8 +21,8 @@
 //! mining; OUTCOMES=older takes `<name>-older.db` (`SPAN=older`: older functions). Its suggestions made where an exam function starts are removed first (by the
 //! function's signature line), so no stage learns from the exam's own prompts.
 //!
-//! ADAPTER=lora (default), `tt` (TT-LoRA) or `dora`; the row shows the numbers each trained and
-//! its size on disk.
+//! ADAPTER=lora (the default), `tt` (TT-LoRA) or `dora`, each asked for in a home of its own;
+//! the row shows the numbers each trained, its size on disk and its speed.
 //!
 //! RESUME=1 continues a run that was stopped (killed, machine restarted) in its kept home: no
 //! mining, `train --resume` with the same variables, then the exam. A night-long run outlives a
@@ -174,14 +174,17 @@ fn main() {
         "sft" => &["--sft-only"],
         other => panic!("STAGES={other}: preference, reward or sft"),
     };
-    let method = std::env::var("ADAPTER").unwrap_or_else(|_| "lora".into());
+    // A home per variant asked for: ADAPTER=lora does not reuse (and wipe) the default's home,
+    // where a long run may be waiting to be resumed.
+    let asked = std::env::var("ADAPTER").ok();
+    let method = asked.clone().unwrap_or_else(|| "lora".into());
     let adapter_flags: &[&str] = match method.as_str() {
         "lora" => &[],
         "tt" => &["--tt-lora"],
         "dora" => &["--dora"],
         other => panic!("ADAPTER={other}: lora, tt or dora"),
     };
-    let variant = if method == "lora" { String::new() } else { format!("-{method}") };
+    let variant = asked.map(|m| format!("-{m}")).unwrap_or_default();
     let outcomes = match std::env::var("OUTCOMES").as_deref() {
         Ok("1") => Some(""),
         Ok("older") => Some("-older"),

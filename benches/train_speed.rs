@@ -1,5 +1,5 @@
 //! Training throughput and peak memory, side by side in one run: LoRA vs QLoRA, with and without
-//! gradient checkpointing, on the real SmolLM2-135M GGUF and the tiny Qwen2 — each a separate
+//! gradient checkpointing, and DoRA and TT-LoRA (rank 5) against LoRA, on the real SmolLM2-135M GGUF and the tiny Qwen2 — each a separate
 //! `marunochi train` process so its peak resident memory (VmHWM) is its own. Ends with what that
 //! means for a night of training on Qwen2.5-Coder 0.5B / 1.5B here.
 //!
@@ -72,11 +72,13 @@ fn run(model: &Path, data: &Path, steps: usize, flags: &[&str]) -> Run {
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
-    let configs: [(&str, &[&str]); 4] = [
+    let configs: [(&str, &[&str]); 6] = [
         ("LoRA, checkpointing", &[]),
         ("LoRA, no checkpointing", &["--no-gradient-checkpointing"]),
         ("QLoRA, checkpointing", &["--qlora"]),
         ("QLoRA, no checkpointing", &["--qlora", "--no-gradient-checkpointing"]),
+        ("DoRA, checkpointing", &["--dora"]),
+        ("TT-LoRA r5, checkpointing", &["--tt-lora"]),
     ];
     let mut smollm2_lora = 0.0;
     for (name, model, steps) in
@@ -88,13 +90,19 @@ fn main() {
         for ((label, _), r) in configs.iter().zip(&runs) {
             println!("  {label:<26} {:>9.1} {:>12.0} {:>14.0}", r.tokens_per_s, r.peak_mib, r.frozen_mib);
         }
-        let (lora, lora_full, qlora) = (&runs[0], &runs[1], &runs[2]);
+        let (lora, lora_full, qlora, dora, tt) = (&runs[0], &runs[1], &runs[2], &runs[4], &runs[5]);
         println!(
             "  QLoRA / LoRA: speed {:.2}x, peak memory {:.2}x; checkpointing off / on (LoRA): speed {:.2}x, memory {:.2}x",
             qlora.tokens_per_s / lora.tokens_per_s,
             qlora.peak_mib / lora.peak_mib,
             lora_full.tokens_per_s / lora.tokens_per_s,
             lora_full.peak_mib / lora.peak_mib,
+        );
+        println!(
+            "  DoRA / LoRA: speed {:.2}x; TT-LoRA / LoRA: speed {:.2}x, peak memory {:.2}x",
+            dora.tokens_per_s / lora.tokens_per_s,
+            tt.tokens_per_s / lora.tokens_per_s,
+            tt.peak_mib / lora.peak_mib,
         );
         smollm2_lora = runs[2].tokens_per_s;
     }

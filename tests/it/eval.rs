@@ -240,3 +240,53 @@ fn an_adapter_that_learnt_the_users_rule_passes_and_a_damaged_one_is_rejected() 
     assert!(!ok);
     assert!(stderr.contains("trained on another base model"), "{stderr}");
 }
+
+#[test]
+fn a_new_languages_expert_leaves_the_others_numbers_unchanged_and_is_judged_on_its_own_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    trained(&home, dir.path(), |_| RULE.to_owned());
+    let (ok, before, stderr) = eval(&home, "tiny-qwen2-trainable", &[]);
+    assert!(ok, "{stderr} {before}");
+
+    // A Rust expert: its own rule, its own held-out functions.
+    let data = dir.path().join("rust-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let rust = |i: usize| {
+        json!({
+            "id": format!("r{i}"), "timestamp": format!("2026-11-{:02}T00:00:00Z", i + 1),
+            "prefix": format!("fn {}(x: i64) -> i64 {{\n    ", NAMES[i]), "suffix": "\n}\n",
+            "completion": "x.pow(3) // crate rule", "action": "accepted", "weight": 1.0, "priority": 1.0,
+            "dedup": 1.0, "cluster": i, "cluster_size": 1, "complexity": 1, "tier": 0, "replay": false,
+        })
+    };
+    let lines = |range: std::ops::Range<usize>| range.map(|i| format!("{}\n", rust(i))).collect::<String>();
+    std::fs::write(data.join("train.jsonl"), lines(0..8)).unwrap();
+    std::fs::write(data.join("heldout.jsonl"), lines(8..14)).unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let model = model.to_str().unwrap();
+    let args = ["train", "--language", "rust", "--model", model, "--data", data.to_str().unwrap(), "--json"];
+    let (ok, _, stderr) =
+        run_cli(&home, &[&args[..], &["--steps", "60", "--batch", "4", "--lr", "5e-3", "--dropout", "0"]].concat());
+    assert!(ok, "{stderr}");
+    assert!(home.join("adapters/rust/v1/adapter_model.safetensors").exists());
+
+    // The Rust expert is judged on Rust only: its held-out functions, never Python's corpus.
+    let (_, stdout, stderr) = run_cli(&home, &["eval", "--language", "rust", "--model", model, "--json"]);
+    let rust_gate: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stderr}"));
+    let ids: Vec<&str> =
+        rust_gate["heldout"]["examples"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 6, "{rust_gate}");
+    assert!(ids.iter().all(|id| id.starts_with('r')), "{ids:?}");
+    assert!(rust_gate["candidate"].as_str().unwrap().contains("adapters/rust/v1"), "{rust_gate}");
+    let corpus = rust_gate["general"]["corpus"].as_str().unwrap_or_default();
+    assert!(!corpus.contains("Python"), "{rust_gate}");
+    assert!(rust_gate["forgetting"].is_null(), "HumanEval is Python's: {rust_gate}");
+
+    // The Python expert's numbers are exactly what they were.
+    let (ok, after, stderr) = eval(&home, "tiny-qwen2-trainable", &[]);
+    assert!(ok, "{stderr} {after}");
+    for part in ["heldout", "general", "candidate", "reference"] {
+        assert_eq!(before[part], after[part], "{part} changed once a Rust expert was added");
+    }
+}
