@@ -24,6 +24,9 @@
 //! ADAPTER=lora (the default), `tt` (TT-LoRA) or `dora`, each asked for in a home of its own;
 //! the row shows the numbers each trained, its size on disk and its speed.
 //!
+//! PROMPT_TOKENS=n trains on prompts cut to their last n tokens (`[train] max_prompt_tokens`,
+//! default 512); the exam's prompts stay as served.
+//!
 //! RESUME=1 continues a run that was stopped (killed, machine restarted) in its kept home: no
 //! mining, `train --resume` with the same variables, then the exam. A night-long run outlives a
 //! working session this way.
@@ -184,7 +187,9 @@ fn main() {
         "dora" => &["--dora"],
         other => panic!("ADAPTER={other}: lora, tt or dora"),
     };
-    let variant = asked.map(|m| format!("-{m}")).unwrap_or_default();
+    let prompt_tokens = std::env::var("PROMPT_TOKENS").ok().map(|n| n.parse::<usize>().expect("PROMPT_TOKENS=n"));
+    let variant = asked.map(|m| format!("-{m}")).unwrap_or_default()
+        + &prompt_tokens.map(|n| format!("-p{n}")).unwrap_or_default();
     let outcomes = match std::env::var("OUTCOMES").as_deref() {
         Ok("1") => Some(""),
         Ok("older") => Some("-older"),
@@ -202,6 +207,9 @@ fn main() {
             assert!(home.join("marunochi.db").exists(), "RESUME=1: no run kept in {}", home.display());
         } else {
             prepare(&home, (name, commit, author, language), &mirror, outcomes);
+            if let Some(n) = prompt_tokens {
+                std::fs::write(home.join("config.toml"), format!("[train]\nmax_prompt_tokens = {n}\n")).unwrap();
+            }
         }
 
         eprintln!("== {name}: training ({language}, budget {budget})");
