@@ -24,6 +24,8 @@
 //! ADAPTER=lora (the default), `tt` (TT-LoRA) or `dora`, each asked for in a home of its own;
 //! the row shows the numbers each trained, its size on disk and its speed.
 //!
+//! LR=x sets SFT's learning rate (`--lr`, default 2e-4).
+//!
 //! PROMPT_TOKENS=n trains on prompts cut to their last n tokens (`[train] max_prompt_tokens`,
 //! default 512); the exam's prompts stay as served.
 //!
@@ -188,8 +190,10 @@ fn main() {
         other => panic!("ADAPTER={other}: lora, tt or dora"),
     };
     let prompt_tokens = std::env::var("PROMPT_TOKENS").ok().map(|n| n.parse::<usize>().expect("PROMPT_TOKENS=n"));
+    let lr = std::env::var("LR").ok();
     let variant = asked.map(|m| format!("-{m}")).unwrap_or_default()
-        + &prompt_tokens.map(|n| format!("-p{n}")).unwrap_or_default();
+        + &prompt_tokens.map(|n| format!("-p{n}")).unwrap_or_default()
+        + &lr.as_ref().map(|lr| format!("-lr{lr}")).unwrap_or_default();
     let outcomes = match std::env::var("OUTCOMES").as_deref() {
         Ok("1") => Some(""),
         Ok("older") => Some("-older"),
@@ -217,6 +221,9 @@ fn main() {
         let mut args = vec!["train", "--language", language, "--model", model, "--budget", &budget, "--json"];
         args.extend(stage_flags);
         args.extend(adapter_flags);
+        if let Some(lr) = &lr {
+            args.extend(["--lr", lr]);
+        }
         if resume {
             args.push("--resume");
         }

@@ -1,7 +1,8 @@
 //! Training throughput and peak memory, side by side in one run: LoRA vs QLoRA, with and without
-//! gradient checkpointing, and DoRA and TT-LoRA (rank 5) against LoRA, on the real SmolLM2-135M GGUF and the tiny Qwen2 — each a separate
-//! `marunochi train` process so its peak resident memory (VmHWM) is its own. Ends with what that
-//! means for a night of training on Qwen2.5-Coder 0.5B / 1.5B here.
+//! gradient checkpointing, and DoRA and TT-LoRA (rank 5) against LoRA, on the real SmolLM2-135M
+//! GGUF and the tiny Qwen2 — each a separate `marunochi train` process so its peak resident
+//! memory (VmHWM) is its own. Ends with what that means for a night of training on
+//! Qwen2.5-Coder 0.5B / 1.5B here.
 //!
 //! A PyTorch + PEFT reference is not part of this run: PyPI's Linux `torch` wheel brings ~2.5 GB
 //! of CUDA libraries and the CPU-only wheels live on download.pytorch.org, which is unreachable
@@ -80,7 +81,7 @@ fn main() {
         ("DoRA, checkpointing", &["--dora"]),
         ("TT-LoRA r5, checkpointing", &["--tt-lora"]),
     ];
-    let mut smollm2_lora = 0.0;
+    let mut smollm2_qlora = 0.0;
     for (name, model, steps) in
         [("tiny Qwen2", fixture("tiny-qwen2"), 16), ("SmolLM2-135M Q4_1", fixture("smollm2-135m-instruct.gguf"), 4)]
     {
@@ -104,13 +105,13 @@ fn main() {
             tt.tokens_per_s / lora.tokens_per_s,
             tt.peak_mib / lora.peak_mib,
         );
-        smollm2_lora = runs[2].tokens_per_s;
+        smollm2_qlora = runs[2].tokens_per_s;
     }
     // Training cost grows with the non-embedding parameters (6 FLOPs each per token, plus the
     // recomputation); SmolLM2-135M has ~106 M of them, Qwen2.5-Coder 0.5B ~360 M, 1.5B ~1.3 G.
     println!("Estimated QLoRA with checkpointing for a night (8 h) on this machine, scaled from SmolLM2:");
     for (name, params) in [("Qwen2.5-Coder-0.5B", 360e6), ("Qwen2.5-Coder-1.5B", 1.31e9)] {
-        let tok_s = smollm2_lora * 106e6 / params;
+        let tok_s = smollm2_qlora * 106e6 / params;
         println!("  {name}: ~{tok_s:.1} tok/s, ~{:.2} M tokens", tok_s * 8.0 * 3600.0 / 1e6);
     }
 }

@@ -72,7 +72,8 @@ pub struct TrainArgs {
     /// parameters); saved as plain LoRA too (`[train] tt_lora = true`).
     #[arg(long, conflicts_with = "dora")]
     tt_lora: bool,
-    /// The tensor train's rank (implies --tt-lora; default `[train] tt_rank`, 5).
+    /// The tensor train's rank (implies --tt-lora; default `[train] tt_rank`, 5). The update's
+    /// scale stays α / --rank, as plain LoRA's.
     #[arg(long, value_name = "R", conflicts_with = "dora")]
     tt_rank: Option<usize>,
     /// Only the SFT stage: no KTO, DPO or reward stage afterwards.
@@ -341,7 +342,7 @@ fn settings(config: &crate::config::TrainConfig, args: &TrainArgs) -> train::Set
     settings.preference &= !(args.sft_only || args.no_preference);
     settings.reward = (settings.reward || args.reward) && !args.sft_only;
     settings.dora |= args.dora;
-    if args.tt_lora || args.tt_rank.is_some() || config.tt_lora {
+    if args.tt_lora || args.tt_rank.is_some() {
         settings.tt_rank = Some(args.tt_rank.unwrap_or(config.tt_rank));
     }
     let overrides =

@@ -27,9 +27,10 @@ pub(crate) struct Adapter {
     /// One per layer and projection, in [`Lora::pairs`] order.
     parts: Vec<Part>,
     scale: f64,
-    /// The rank of the update as saved (LoRA's rank, or the tensor train's).
+    /// The rank of the update as saved (LoRA's rank, or the tensor train's), and PEFT's
+    /// `lora_alpha` for it.
     rank: usize,
-    dora: bool,
+    alpha: f64,
 }
 
 struct Part {
@@ -74,13 +75,14 @@ impl Adapter {
     }
 
     fn with(vars: Vec<Var>, parts: Vec<Part>, settings: &Settings) -> Adapter {
-        Adapter {
-            vars,
-            parts,
-            scale: settings.alpha / settings.rank as f64,
-            rank: settings.tt_rank.unwrap_or(settings.rank),
-            dora: settings.dora,
-        }
+        // TT-LoRA keeps plain LoRA's scale (α / the `[train]` rank), saved as the `lora_alpha`
+        // that gives it at the tensor train's rank.
+        let scale = settings.alpha / settings.rank as f64;
+        let (rank, alpha) = match settings.tt_rank {
+            Some(rank) => (rank, scale * rank as f64),
+            None => (settings.rank, settings.alpha),
+        };
+        Adapter { vars, parts, scale, rank, alpha }
     }
 
     /// The parameters [`Adapter::save`] wrote to `dir`, checked against the model's shapes.
@@ -135,7 +137,8 @@ impl Adapter {
                 let vars = &self.vars[part.vars.clone()];
                 Ok(Some(match &part.tt {
                     Some(layout) => {
-                        let (a, b) = tt::contract(layout, &tensors(vars))?;
+                        // Detached: `grads` builds the graph back to the cores when it is needed.
+                        let (a, b) = tt::contract(layout, &detached(vars))?;
                         Pair {
                             a: Var::from_tensor(&a)?.as_tensor().clone(),
                             b: Var::from_tensor(&b)?.as_tensor().clone(),
@@ -179,7 +182,7 @@ impl Adapter {
 
     /// The rank of the update as saved, and PEFT's `lora_alpha` that gives it this scale.
     pub(crate) fn peft_rank_and_alpha(&self) -> (usize, f64) {
-        (self.rank, self.scale * self.rank as f64)
+        (self.rank, self.alpha)
     }
 
     /// Writes the update as PEFT LoRA tensors (TT-LoRA contracted), and TT-LoRA's cores.
@@ -194,14 +197,14 @@ impl Adapter {
                     for (i, core) in vars.iter().enumerate() {
                         cores.insert(key(&core_name(i)), core.as_tensor().clone());
                     }
-                    tt::contract(layout, &tensors(vars))?
+                    tt::contract(layout, &detached(vars))?
                 }
                 None => (vars[0].as_tensor().clone(), vars[1].as_tensor().clone()),
             };
             peft.insert(key("lora_A.weight"), a);
             peft.insert(key("lora_B.weight"), b);
-            if self.dora {
-                peft.insert(key("lora_magnitude_vector"), vars[2].as_tensor().clone());
+            if let (None, Some(magnitude)) = (&part.tt, vars.get(2)) {
+                peft.insert(key("lora_magnitude_vector"), magnitude.as_tensor().clone());
             }
         }
         files::write_tensors(&dir.join(PEFT_FILE), &peft)?;
@@ -216,6 +219,6 @@ fn core_name(index: usize) -> String {
     format!("tt_core.{index}")
 }
 
-fn tensors(vars: &[Var]) -> Vec<Tensor> {
-    vars.iter().map(|v| v.as_tensor().clone()).collect()
+fn detached(vars: &[Var]) -> Vec<Tensor> {
+    vars.iter().map(|v| v.as_tensor().detach()).collect()
 }

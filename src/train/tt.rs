@@ -176,7 +176,9 @@ mod tests {
 
     #[test]
     fn core_gradients_match_finite_differences() {
-        let layout = Layout::new(12, 10, 3);
+        // 200 = 10·10·2 and 48 = 12·4: chains of several cores on both sides.
+        let layout = Layout::new(200, 48, 3);
+        assert_eq!((layout.inputs.len(), layout.outputs.len()), (3, 2));
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let random = |shape: &[usize], rng: &mut ChaCha8Rng| {
             let values: Vec<f64> = (0..shape.iter().product()).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -184,7 +186,7 @@ mod tests {
         };
         // Every core random (the zero first core of `init` would hide the other cores' gradients).
         let cores: Vec<Var> = layout.shapes().iter().map(|s| Var::from_tensor(&random(s, &mut rng)).unwrap()).collect();
-        let (grad_a, grad_b) = (random(&[3, 12], &mut rng), random(&[10, 3], &mut rng));
+        let (grad_a, grad_b) = (random(&[3, 200], &mut rng), random(&[48, 3], &mut rng));
         let grads = core_grads(&layout, &cores, &grad_a, &grad_b).unwrap();
         let objective = |index: usize, value: &Tensor| {
             let mut tensors: Vec<Tensor> = cores.iter().map(|c| c.as_tensor().clone()).collect();
