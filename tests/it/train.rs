@@ -116,6 +116,23 @@ fn complete(home: &Path, dir: &Path, model: &Path, text: &str, adapter: Option<&
     value["text"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Runs a Python `check` script (the test venv's, with `safetensors` and numpy) on an adapter
+/// directory.
+fn python_check(check: &str, adapter: &Path) {
+    let out = Command::new(repo_root().join(".test-deps/venv/bin/python"))
+        .args(["-c", check, adapter.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn assert_private(dir: &Path, files: &[&str]) {
+    for file in files {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join(file)).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+}
+
 #[test]
 fn lora_memorises_a_small_dataset_and_the_adapter_is_peft_and_serves() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,11 +149,7 @@ fn lora_memorises_a_small_dataset_and_the_adapter_is_peft_and_serves() {
     assert_eq!(report["version"], "v1");
     let adapter = home.join("adapters/python/v1");
     assert_eq!(Path::new(report["directory"].as_str().unwrap()), adapter);
-    for file in ["adapter_model.safetensors", "adapter_config.json", "marunochi.json"] {
-        let mode =
-            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(adapter.join(file)).unwrap().permissions());
-        assert_eq!(mode & 0o777, 0o600, "{file}");
-    }
+    assert_private(&adapter, &["adapter_model.safetensors", "adapter_config.json", "marunochi.json"]);
     assert!(!home.join("train/python/checkpoint").exists(), "a finished run leaves no checkpoint");
 
     // PEFT's own reader sees exactly PEFT's names and shapes.
@@ -159,11 +172,7 @@ assert q.shape == (16, 64) and str(q.dtype) == "float32", (q.shape, q.dtype)
 assert t["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"].shape == (64, 16)
 print("PEFT layout OK")
 "#;
-    let out = Command::new(repo_root().join(".test-deps/venv/bin/python"))
-        .args(["-c", check, adapter.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    python_check(check, &adapter);
 
     let metadata: Value =
         serde_json::from_str(&std::fs::read_to_string(adapter.join("marunochi.json")).unwrap()).unwrap();
@@ -256,11 +265,7 @@ fn tt_lora_learns_with_a_fraction_of_the_parameters_and_saves_plain_peft_with_it
     let (base, tuned) = (report["heldout_base"].as_f64().unwrap(), report["heldout_adapter"].as_f64().unwrap());
     assert!(tuned < 0.01 * base, "loss per token on the memorised functions: base {base}, adapter {tuned}");
     let adapter = home.join("adapters/python/v1");
-    for file in ["adapter_model.safetensors", "tt_cores.safetensors"] {
-        let mode =
-            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(adapter.join(file)).unwrap().permissions());
-        assert_eq!(mode & 0o777, 0o600, "{file}");
-    }
+    assert_private(&adapter, &["adapter_model.safetensors", "tt_cores.safetensors"]);
     // Plain LoRA of rank 16 would train 16 numbers per input and output of every projection;
     // the rank-5 PEFT export has 5. (The tiny model's 64-wide projections split into few factors:
     // a quarter here, a fifteenth at SmolLM2's width, see `train/tt.rs`.)
@@ -294,11 +299,7 @@ for p in prefixes:
     assert np.allclose(w, b @ a, atol=1e-5), (p, np.abs(w - b @ a).max())
 print("TT-LoRA export OK")
 "#;
-    let out = Command::new(repo_root().join(".test-deps/venv/bin/python"))
-        .args(["-c", check, adapter.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    python_check(check, &adapter);
     let metadata = std::fs::read_to_string(adapter.join("marunochi.json")).unwrap();
     assert!(metadata.contains("\"method\": \"tt-lora\""), "{metadata}");
 
