@@ -47,34 +47,74 @@ impl Adapter {
     /// row norms; TT-LoRA's cores contracting to such an A and a zero B.
     pub(crate) fn new(base: &Base, settings: &Settings) -> candle_core::Result<Adapter> {
         let mut rng = ChaCha8Rng::seed_from_u64(data::mix(settings.seed, &[0]));
+        Adapter::build(base, settings, |layer, projection, (input, output), layout| {
+            let bound = 1.0 / (input as f64).sqrt();
+            if let Some(layout) = layout {
+                return tt::init(layout, bound, &mut rng);
+            }
+            let a: Vec<f32> = (0..settings.rank * input).map(|_| rng.random_range(-bound..bound) as f32).collect();
+            let mut vars = vec![
+                Var::from_vec(a, (settings.rank, input), &Device::Cpu)?,
+                Var::zeros((output, settings.rank), base.dtype(), &Device::Cpu)?,
+            ];
+            if settings.dora {
+                // DoRA starts at the base weight's own row norms: W' = W.
+                vars.push(Var::from_tensor(&base.row_norms(layer, projection)?)?);
+            }
+            Ok(vars)
+        })
+    }
+
+    /// The parameters [`Adapter::save`] wrote to `dir`, checked against the model's shapes.
+    pub(crate) fn load(dir: &Path, base: &Base, settings: &Settings) -> Result<Adapter, TrainError> {
+        let file = if settings.tt_rank.is_some() { CORES_FILE } else { PEFT_FILE };
+        let mut tensors = files::read_tensors(&dir.join(file))?;
+        Adapter::build(base, settings, |layer, projection, (input, output), layout| {
+            let wanted: Vec<(String, Vec<usize>)> = match layout {
+                Some(layout) => layout.shapes().iter().enumerate().map(|(i, s)| (core_name(i), s.to_vec())).collect(),
+                None => {
+                    let mut names = vec![
+                        ("lora_A.weight".to_owned(), vec![settings.rank, input]),
+                        ("lora_B.weight".to_owned(), vec![output, settings.rank]),
+                    ];
+                    if settings.dora {
+                        names.push(("lora_magnitude_vector".to_owned(), vec![output]));
+                    }
+                    names
+                }
+            };
+            let mut vars = Vec::new();
+            for (name, shape) in wanted {
+                let key = files::peft_key(layer, projection, &name);
+                let tensor =
+                    tensors.remove(&key).filter(|t| t.dims() == shape).ok_or_else(|| TrainError::Mismatch {
+                        dir: dir.to_owned(),
+                        what: format!("for another model shape or rank ({key} is missing or not {shape:?})"),
+                    })?;
+                vars.push(Var::from_tensor(&tensor)?);
+            }
+            Ok(vars)
+        })
+    }
+
+    /// An adapter whose parameters `make` gives, projection by projection in [`Lora::pairs`]
+    /// order (with the projection's `(in, out)` and, for TT-LoRA, its cores' layout).
+    fn build<E>(
+        base: &Base,
+        settings: &Settings,
+        mut make: impl FnMut(usize, Projection, (usize, usize), Option<&tt::Layout>) -> Result<Vec<Var>, E>,
+    ) -> Result<Adapter, E> {
         let mut vars = Vec::new();
         let mut parts = Vec::new();
         for layer in 0..base.config.num_layers {
             for projection in Projection::ALL {
                 let (input, output) = projection.shape(&base.config);
-                let bound = 1.0 / (input as f64).sqrt();
-                let first = vars.len();
                 let layout = settings.tt_rank.map(|rank| tt::Layout::new(input, output, rank));
-                match &layout {
-                    Some(layout) => vars.extend(tt::init(layout, bound, &mut rng)?),
-                    None => {
-                        let a: Vec<f32> =
-                            (0..settings.rank * input).map(|_| rng.random_range(-bound..bound) as f32).collect();
-                        vars.push(Var::from_vec(a, (settings.rank, input), &Device::Cpu)?);
-                        vars.push(Var::zeros((output, settings.rank), base.dtype(), &Device::Cpu)?);
-                        if settings.dora {
-                            // DoRA starts at the base weight's own row norms: W' = W.
-                            vars.push(Var::from_tensor(&base.row_norms(layer, projection)?)?);
-                        }
-                    }
-                }
+                let first = vars.len();
+                vars.extend(make(layer, projection, (input, output), layout.as_ref())?);
                 parts.push(Part { layer, projection, vars: first..vars.len(), tt: layout });
             }
         }
-        Ok(Adapter::with(vars, parts, settings))
-    }
-
-    fn with(vars: Vec<Var>, parts: Vec<Part>, settings: &Settings) -> Adapter {
         // TT-LoRA keeps plain LoRA's scale (α / the `[train]` rank), saved as the `lora_alpha`
         // that gives it at the tensor train's rank.
         let scale = settings.alpha / settings.rank as f64;
@@ -82,48 +122,7 @@ impl Adapter {
             Some(rank) => (rank, scale * rank as f64),
             None => (settings.rank, settings.alpha),
         };
-        Adapter { vars, parts, scale, rank, alpha }
-    }
-
-    /// The parameters [`Adapter::save`] wrote to `dir`, checked against the model's shapes.
-    pub(crate) fn load(dir: &Path, base: &Base, settings: &Settings) -> Result<Adapter, TrainError> {
-        let file = if settings.tt_rank.is_some() { CORES_FILE } else { PEFT_FILE };
-        let mut tensors = files::read_tensors(&dir.join(file))?;
-        let mut take = |key: String, shape: Vec<usize>| {
-            tensors.remove(&key).filter(|t| t.dims() == shape).ok_or_else(|| TrainError::Mismatch {
-                dir: dir.to_owned(),
-                what: format!("for another model shape or rank ({key} is missing or not {shape:?})"),
-            })
-        };
-        let mut vars = Vec::new();
-        let mut parts = Vec::new();
-        for layer in 0..base.config.num_layers {
-            for projection in Projection::ALL {
-                let (input, output) = projection.shape(&base.config);
-                let first = vars.len();
-                let layout = settings.tt_rank.map(|rank| tt::Layout::new(input, output, rank));
-                let wanted: Vec<(String, Vec<usize>)> = match &layout {
-                    Some(layout) => {
-                        layout.shapes().iter().enumerate().map(|(i, s)| (core_name(i), s.to_vec())).collect()
-                    }
-                    None => {
-                        let mut names = vec![
-                            ("lora_A.weight".to_owned(), vec![settings.rank, input]),
-                            ("lora_B.weight".to_owned(), vec![output, settings.rank]),
-                        ];
-                        if settings.dora {
-                            names.push(("lora_magnitude_vector".to_owned(), vec![output]));
-                        }
-                        names
-                    }
-                };
-                for (name, shape) in wanted {
-                    vars.push(Var::from_tensor(&take(files::peft_key(layer, projection, &name), shape)?)?);
-                }
-                parts.push(Part { layer, projection, vars: first..vars.len(), tt: layout });
-            }
-        }
-        Ok(Adapter::with(vars, parts, settings))
+        Ok(Adapter { vars, parts, scale, rank, alpha })
     }
 
     /// The update of each projection as a forward pass adds it. LoRA's are the parameters' own
