@@ -642,9 +642,15 @@ fn the_users_own_excellent_code_is_offered_as_an_example() {
     }
     drop(store);
     let db = rusqlite::Connection::open(home.join("marunochi.db")).unwrap();
-    db.execute("UPDATE interactions SET quality_score = 95, prompt_prefix = 'import os\n\n\ndef tidy(path):\n    ' WHERE id = 's01'", [])
-        .unwrap();
-    db.execute("UPDATE interactions SET quality_score = 70 WHERE id = 's02'", []).unwrap();
+    // Scored as of their last change (`scored_at = updated_at`), so the daemon's sweep at start
+    // does not score them again over these hand-set values.
+    db.execute(
+        "UPDATE interactions SET quality_score = 95, prompt_prefix = 'import os\n\n\ndef tidy(path):\n    ', \
+         scored_at = updated_at WHERE id = 's01'",
+        [],
+    )
+    .unwrap();
+    db.execute("UPDATE interactions SET quality_score = 70, scored_at = updated_at WHERE id = 's02'", []).unwrap();
 
     let main = "import os\n\n\ndef clean_path(path):\n    \"\"\"Tidy the path.\"\"\"\n    ";
     let uri = file_uri(&root.join("main.py"));
