@@ -91,6 +91,79 @@ impl LoraPair {
             None => Ok(y),
         }
     }
+
+    /// What [`LoraPair::apply`] adds to the base output `y`, so that several adapters' changes can
+    /// be weighted per token ([`Route::Weighted`]). For DoRA it is the rescaled output minus `y`.
+    pub(crate) fn change(&self, y: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+        let update = x.broadcast_matmul(&self.a_t)?.broadcast_matmul(&self.b_t_scaled)?;
+        match &self.dora_scale {
+            Some(scale) => (y + update)?.broadcast_mul(scale)? - y,
+            None => Ok(update),
+        }
+    }
+}
+
+/// Which adapters change which tokens of one forward pass. A request routed by the language at the
+/// cursor is [`Route::Whole`]; a mixed file (a Markdown fence, an HTML `<script>`) can route each
+/// span of its tokens to its own language's expert with [`Route::Weighted`] (ARCHITECTURE.md,
+/// "Experts per token").
+#[derive(Clone)]
+pub enum Route<'a> {
+    /// One adapter, or none, for every token: the per-request path, computed exactly as before
+    /// routing existed.
+    Whole(Option<&'a Adapter>),
+    /// Per token, a weight for each of `experts`: `weights` is F32 `[tokens, experts.len()]`. A
+    /// one-hot row gives that token one expert, a zero row the base model, anything else mixes
+    /// the experts' changes. The K/V of a position then depend on the experts of every token up
+    /// to it, as if the tokens had been fed one by one, each with its own adapter.
+    Weighted { experts: &'a [&'a Adapter], weights: Tensor },
+}
+
+impl Route<'_> {
+    /// The route of tokens `start..start + len` of the pass (a prefill chunk).
+    pub fn narrow(&self, start: usize, len: usize) -> candle_core::Result<Self> {
+        Ok(match self {
+            Route::Whole(adapter) => Route::Whole(*adapter),
+            Route::Weighted { experts, weights } => {
+                Route::Weighted { experts, weights: weights.narrow(0, start, len)? }
+            }
+        })
+    }
+
+    /// Adds the routed adapters' updates of `projection` in `layer` to the base output `y` of
+    /// input `x` (`[1, tokens, _]`).
+    pub(crate) fn apply(
+        &self,
+        layer: usize,
+        projection: Projection,
+        y: Tensor,
+        x: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            // No adapter, or none for this projection: exactly the base computation, nothing added.
+            Route::Whole(adapter) => match adapter.and_then(|a| a.pair(layer, projection)) {
+                Some(lora) => lora.apply(y, x),
+                None => Ok(y),
+            },
+            Route::Weighted { experts, weights } => {
+                let tokens = x.dim(1)?;
+                if weights.dims() != [tokens, experts.len()] {
+                    candle_core::bail!(
+                        "routing weights are {:?} for {tokens} tokens and {} experts",
+                        weights.dims(),
+                        experts.len()
+                    );
+                }
+                let mut routed = y.clone();
+                for (column, expert) in experts.iter().enumerate() {
+                    let Some(lora) = expert.pair(layer, projection) else { continue };
+                    let weight = weights.narrow(1, column, 1)?.to_dtype(y.dtype())?.unsqueeze(0)?;
+                    routed = (routed + lora.change(&y, x)?.broadcast_mul(&weight)?)?;
+                }
+                Ok(routed)
+            }
+        }
+    }
 }
 
 pub struct Adapter {

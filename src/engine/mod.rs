@@ -568,6 +568,40 @@ impl Engine {
         Ok(logprobs.gather(&ids, 1)?.squeeze(1)?.to_vec1()?)
     }
 
+    /// `log p(tokens[i + 1] | tokens[..=i])` for every position `i` but the last, in one pass in
+    /// which position `i` is computed with the adapters of row `i` of `weights` (one weight per
+    /// name in `experts`; a one-hot row is one expert, a zero row the base model): per-token
+    /// routing in a mixed file (ARCHITECTURE.md, "Experts per token").
+    pub fn routed_logprobs(
+        &self,
+        tokens: &[u32],
+        experts: &[&str],
+        weights: &[Vec<f32>],
+    ) -> Result<Vec<f32>, EngineError> {
+        if tokens.len() < 2 {
+            return Err(EngineError::Tokenizer("scoring needs at least two tokens".into()));
+        }
+        if weights.len() != tokens.len() - 1 || weights.iter().any(|row| row.len() != experts.len()) {
+            return Err(EngineError::Tokenizer(format!(
+                "routing needs one row of {} weight(s) per predicting position ({} tokens, {} rows)",
+                experts.len(),
+                tokens.len(),
+                weights.len()
+            )));
+        }
+        let loaded =
+            experts.iter().map(|name| self.adapter(Some(name)).map(Option::unwrap)).collect::<Result<Vec<_>, _>>()?;
+        let experts: Vec<&Adapter> = loaded.iter().map(Arc::as_ref).collect();
+        let fed = &tokens[..tokens.len() - 1];
+        let flat: Vec<f32> = weights.iter().flatten().copied().collect();
+        let weights = candle_core::Tensor::from_vec(flat, (fed.len(), experts.len()), self.model.device())?;
+        let route = lora::Route::Weighted { experts: &experts, weights };
+        let logits = self.model.forward_routed(fed, &mut KvCache::default(), &route, 0)?;
+        let logprobs = transformer::log_softmax(&logits)?;
+        let ids = candle_core::Tensor::new(&tokens[1..], logits.device())?.unsqueeze(1)?;
+        Ok(logprobs.gather(&ids, 1)?.squeeze(1)?.to_vec1()?)
+    }
+
     fn adapter(&self, name: Option<&str>) -> Result<Option<Arc<Adapter>>, EngineError> {
         let Some(name) = name else { return Ok(None) };
         let adapters = self.adapters.read().expect("adapter lock");

@@ -3,7 +3,7 @@
 //! (`qwen2.rs`, `llama.rs`) configure: tensor names, q/k/v biases, RoPE layout, tied embeddings.
 //!
 //! The model is immutable once loaded and shared by every request; what a request changes lives in
-//! its [`KvCache`], and which LoRA adapter applies is an argument of [`Transformer::forward`].
+//! its [`KvCache`], and which LoRA adapters apply to which tokens is an argument ([`Route`]).
 
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{D, DType, Device, Module, Tensor};
@@ -11,7 +11,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 use super::attention;
 use super::kernels::prefill::{self, Packed};
 use super::kernels::{Matrix, candle_repacks};
-use super::lora::{Adapter, Projection};
+use super::lora::{Adapter, Projection, Route};
 
 /// How q/k are laid out for RoPE: HF checkpoints rotate the two halves of each head ("neox"),
 /// llama.cpp permutes llama q/k weights so that adjacent pairs rotate ("interleaved").
@@ -134,12 +134,8 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor, adapter: Option<&Adapter>) -> candle_core::Result<Tensor> {
-        let mut y = self.weight.forward(x)?;
-        // No adapter, or none for this projection: exactly the base computation, nothing added.
-        if let Some(lora) = adapter.and_then(|a| a.pair(self.layer, self.projection)) {
-            y = lora.apply(y, x)?;
-        }
+    fn forward(&self, x: &Tensor, route: &Route) -> candle_core::Result<Tensor> {
+        let y = route.apply(self.layer, self.projection, self.weight.forward(x)?, x)?;
         match &self.bias {
             Some(bias) => y.broadcast_add(bias),
             None => Ok(y),
@@ -306,6 +302,17 @@ impl Transformer {
         adapter: Option<&Adapter>,
         from: usize,
     ) -> candle_core::Result<Tensor> {
+        self.forward_routed(tokens, cache, &Route::Whole(adapter), from)
+    }
+
+    /// [`Transformer::forward_from`] with each token's adapters chosen by `route`.
+    pub fn forward_routed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        route: &Route,
+        from: usize,
+    ) -> candle_core::Result<Tensor> {
         let past = cache.tokens.len();
         let seq = tokens.len();
         if past + seq > self.config.max_position {
@@ -319,11 +326,11 @@ impl Transformer {
         let at = Positions { past, mask: &mask, cos: &cos, sin: &sin };
         for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.config.rms_norm_eps as f32)?;
-            let attended = self.attention(block, &h, layer_cache, &at, adapter)?;
+            let attended = self.attention(block, &h, layer_cache, &at, route)?;
             x = (x + attended)?;
             let h = candle_nn::ops::rms_norm(&x, &block.mlp_norm, self.config.rms_norm_eps as f32)?;
-            let gate = candle_nn::ops::silu(&block.gate.forward(&h, adapter)?)?;
-            let mlp = block.down.forward(&(gate * block.up.forward(&h, adapter)?)?, adapter)?;
+            let gate = candle_nn::ops::silu(&block.gate.forward(&h, route)?)?;
+            let mlp = block.down.forward(&(gate * block.up.forward(&h, route)?)?, route)?;
             x = (x + mlp)?;
         }
         cache.tokens.extend_from_slice(tokens);
@@ -338,15 +345,15 @@ impl Transformer {
         x: &Tensor,
         cache: &mut Option<LayerCache>,
         at: &Positions,
-        adapter: Option<&Adapter>,
+        route: &Route,
     ) -> candle_core::Result<Tensor> {
         let Positions { past, mask, cos, sin } = *at;
         let c = &self.config;
         let (batch, seq, _) = x.dims3()?;
         let heads = |t: Tensor, n: usize| t.reshape((batch, seq, n, c.head_dim))?.transpose(1, 2)?.contiguous();
-        let q = heads(block.q.forward(x, adapter)?, c.num_heads)?;
-        let k = heads(block.k.forward(x, adapter)?, c.num_kv_heads)?;
-        let v = heads(block.v.forward(x, adapter)?, c.num_kv_heads)?;
+        let q = heads(block.q.forward(x, route)?, c.num_heads)?;
+        let k = heads(block.k.forward(x, route)?, c.num_kv_heads)?;
+        let v = heads(block.v.forward(x, route)?, c.num_kv_heads)?;
         let (q, k) = match c.rope {
             RopeLayout::Halves => {
                 (candle_nn::rotary_emb::rope(&q, cos, sin)?, candle_nn::rotary_emb::rope(&k, cos, sin)?)
@@ -370,13 +377,13 @@ impl Transformer {
                 }
             }
             if rows.len() == seq {
-                return block.o.forward(&Tensor::cat(&rows, 1)?, adapter);
+                return block.o.forward(&Tensor::cat(&rows, 1)?, route);
             }
         }
         if let Some(layer) = cache.as_ref()
             && let Some(out) = attention::prefill(&q, &layer.k, &layer.v, past)?
         {
-            return block.o.forward(&out, adapter);
+            return block.o.forward(&out, route);
         }
         // Grouped-query attention without copying K/V per head: the query heads that share a KV
         // head become extra rows of one matmul against it.
@@ -402,7 +409,7 @@ impl Transformer {
             seq,
             c.num_heads * c.head_dim,
         ))?;
-        block.o.forward(&out, adapter)
+        block.o.forward(&out, route)
     }
 }
 

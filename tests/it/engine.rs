@@ -228,6 +228,83 @@ fn a_zero_adapter_is_exactly_the_base_model() {
     assert_eq!(ours(&engine, &TOKENS, Some("zero")), ours(&engine, &TOKENS, None));
 }
 
+/// The fixture adapter with its update multiplied by `factor`, loaded under `name`: a second expert.
+fn scaled_adapter(engine: &Engine, name: &str, factor: f64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("tiny-qwen2-lora/adapter_config.json"), dir.path().join("adapter_config.json")).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(fixture("tiny-qwen2-lora/adapter_model.safetensors"), &Device::Cpu).unwrap();
+    for (tensor_name, t) in tensors.iter_mut() {
+        if tensor_name.contains("lora_B") {
+            *t = (&*t * factor).unwrap();
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.path().join("adapter_model.safetensors")).unwrap();
+    engine.load_adapter(name, dir.path()).unwrap();
+    dir
+}
+
+/// log p(next token) after each position, fed one token at a time on one cache, each position
+/// with its own adapter: what a per-token routed pass must reproduce.
+fn fed_one_by_one(engine: &Engine, tokens: &[u32], adapter_of: impl Fn(usize) -> Option<&'static str>) -> Vec<f32> {
+    let mut cache = KvCache::default();
+    (0..tokens.len() - 1)
+        .map(|i| {
+            let logits = engine.logits(&[tokens[i]], &mut cache, adapter_of(i)).unwrap();
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let log_sum = logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max;
+            logits[tokens[i + 1] as usize] - log_sum
+        })
+        .collect()
+}
+
+#[test]
+fn a_pass_routed_per_token_equals_feeding_each_token_with_its_own_expert() {
+    let engine = load("tiny-qwen2");
+    let _a = scaled_adapter(&engine, "a", 1.0);
+    let _b = scaled_adapter(&engine, "b", -3.0);
+    let tokens: Vec<u32> = TOKENS.iter().chain(&TOKENS).copied().collect();
+    let positions = tokens.len() - 1;
+    // Positions 0..5 python-like (a), 5..9 prose (base), the rest another language (b).
+    let expert = |i: usize| match i {
+        0..5 => Some("a"),
+        5..9 => None,
+        _ => Some("b"),
+    };
+    let one_hot = |i: usize| match expert(i) {
+        Some("a") => vec![1.0, 0.0],
+        Some(_) => vec![0.0, 1.0],
+        None => vec![0.0, 0.0],
+    };
+    let routed =
+        engine.routed_logprobs(&tokens, &["a", "b"], &(0..positions).map(one_hot).collect::<Vec<_>>()).unwrap();
+    let reference = fed_one_by_one(&engine, &tokens, expert);
+    let diff = max_diff(&routed, &reference);
+    assert!(diff < 1e-4, "routed pass vs token by token: max abs diff {diff}");
+    // Not trivially so: routing every position to one expert gives other numbers.
+    for only in ["a", "b"] {
+        let whole = fed_one_by_one(&engine, &tokens, |_| Some(only));
+        assert!(max_diff(&routed, &whole) > 1e-3, "routed equals {only} everywhere");
+    }
+
+    // A zero row is the base model, bit for bit; a one-hot column is that adapter alone.
+    let none = engine.routed_logprobs(&tokens, &["a", "b"], &vec![vec![0.0, 0.0]; positions]).unwrap();
+    assert_eq!(none, engine.target_logprobs(&tokens[..1], &tokens[1..], None).unwrap());
+    let only_b = engine.routed_logprobs(&tokens, &["a", "b"], &vec![vec![0.0, 1.0]; positions]).unwrap();
+    let diff = max_diff(&only_b, &engine.target_logprobs(&tokens[..1], &tokens[1..], Some("b")).unwrap());
+    assert!(diff < 1e-5, "one-hot b vs b alone: {diff}");
+    // Half of a and half of b: the mean of their changes, which here is a·(1 - 3)/2 = -a.
+    let _minus_a = scaled_adapter(&engine, "minus_a", -1.0);
+    let mixed = engine.routed_logprobs(&tokens, &["a", "b"], &vec![vec![0.5, 0.5]; positions]).unwrap();
+    let diff = max_diff(&mixed, &engine.target_logprobs(&tokens[..1], &tokens[1..], Some("minus_a")).unwrap());
+    assert!(diff < 1e-4, "an even mix of a and -3a vs -a: {diff}");
+
+    let error = engine.routed_logprobs(&tokens, &["a", "b"], &vec![vec![1.0, 0.0]; 3]).unwrap_err().to_string();
+    assert!(error.contains("one row of 2 weight(s) per predicting position"), "{error}");
+    let error = engine.routed_logprobs(&tokens, &["a", "nope"], &vec![vec![1.0, 0.0]; positions]).unwrap_err();
+    assert!(matches!(error, EngineError::UnknownAdapter(ref name) if name == "nope"), "{error}");
+}
+
 #[test]
 fn an_adapter_for_another_base_model_is_refused() {
     let engine = load("smollm2-135m-instruct.gguf");
