@@ -30,7 +30,7 @@ use context::{Edit, PREFIX_BYTES, SUFFIX_BYTES, head, tail};
 pub use definitions::{Ask, Question};
 use definitions::{Definitions, Pending};
 use examples::Examples;
-pub use language::language_at;
+pub use language::{Span, language_at, language_spans};
 use link::{Link, LinkState, generate};
 use quiet::Quiet;
 use snippets::Repository;
