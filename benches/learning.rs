@@ -26,6 +26,10 @@
 //!
 //! LR=x sets SFT's learning rate (`--lr`, default 2e-4).
 //!
+//! STEPS=n trains exactly n updates (`--steps`, shared among the stages) instead of a budget:
+//! variants compared at equal updates whatever else the machine was doing (a budget's plan
+//! depends on the speed measured at its start).
+//!
 //! PROMPT_TOKENS=n trains on prompts cut to their last n tokens (`[train] max_prompt_tokens`,
 //! default 512); the exam's prompts stay as served.
 //!
@@ -191,7 +195,9 @@ fn main() {
     };
     let prompt_tokens = std::env::var("PROMPT_TOKENS").ok().map(|n| n.parse::<usize>().expect("PROMPT_TOKENS=n"));
     let lr = std::env::var("LR").ok();
+    let steps = std::env::var("STEPS").ok();
     let variant = asked.map(|m| format!("-{m}")).unwrap_or_default()
+        + &steps.as_ref().map(|n| format!("-s{n}")).unwrap_or_default()
         + &prompt_tokens.map(|n| format!("-p{n}")).unwrap_or_default()
         + &lr.as_ref().map(|lr| format!("-lr{lr}")).unwrap_or_default();
     let outcomes = match std::env::var("OUTCOMES").as_deref() {
@@ -216,9 +222,14 @@ fn main() {
             }
         }
 
-        eprintln!("== {name}: training ({language}, budget {budget})");
+        let bound = match &steps {
+            Some(n) => ["--steps", n.as_str()],
+            None => ["--budget", budget.as_str()],
+        };
+        eprintln!("== {name}: training ({language}, {} {})", bound[0].trim_start_matches('-'), bound[1]);
         let started = Instant::now();
-        let mut args = vec!["train", "--language", language, "--model", model, "--budget", &budget, "--json"];
+        let mut args = vec!["train", "--language", language, "--model", model, "--json"];
+        args.extend(bound);
         args.extend(stage_flags);
         args.extend(adapter_flags);
         if let Some(lr) = &lr {
@@ -261,7 +272,7 @@ fn main() {
         let examples = gate["heldout"]["examples"].as_array().cloned().unwrap_or_default();
         let (base, adapter) = (side(&examples, "reference"), side(&examples, "candidate"));
         rows.push(format!(
-            "| {name} | {} ex., {} KTO, {} DPO, {} reward; {} updates ({}) | {method}: {} numbers, {} KiB{} | {:.0} s / {:.0} s, {:.0} tok/s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {:.3} → {:.3} | {} |",
+            "| {name} | {} ex., {} KTO, {} DPO, {} reward; {} updates ({}) | {method}: {} numbers, {} KiB{} | {:.0} s / {:.0} s, {:.0} tok/s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {} | {} |",
             report["examples"],
             report["kto_examples"],
             report["dpo_pairs"],
@@ -283,8 +294,10 @@ fn main() {
             gate["heldout"]["wins"],
             gate["heldout"]["losses"],
             gate["heldout"]["sign_p"].as_f64().unwrap_or(1.0),
-            gate["general"]["base_nll"].as_f64().unwrap_or(f64::NAN),
-            gate["general"]["candidate_nll"].as_f64().unwrap_or(f64::NAN),
+            match (gate["general"]["base_nll"].as_f64(), gate["general"]["candidate_nll"].as_f64()) {
+                (Some(base), Some(candidate)) => format!("{base:.3} → {candidate:.3}"),
+                _ => format!("skipped: {}", gate["general_note"].as_str().unwrap_or("no general corpus")),
+            },
             if gate["passed"] == true { "passed" } else { "rejected" },
         ));
         eprintln!("gate: {}", gate["heldout"]["verdict"]);
