@@ -109,6 +109,9 @@ qlora = false
 # parameters (README, "TT-LoRA"); saved as plain LoRA of that rank too, so serving is the same.
 tt_lora = false
 tt_rank = 5
+# SFT learning rate of a TT-LoRA run: its cores need a larger step than LoRA's factors to learn
+# as much in the same updates (README, "Learning"); `--lr` overrides both.
+tt_lr = 0.001
 # Recompute each layer during the backward pass instead of keeping all activations.
 gradient_checkpointing = true
 # Save a resumable checkpoint every this many updates.
@@ -239,6 +242,7 @@ pub struct TrainConfig {
     pub qlora: bool,
     pub tt_lora: bool,
     pub tt_rank: usize,
+    pub tt_lr: f64,
     pub gradient_checkpointing: bool,
     pub checkpoint_every: usize,
     pub max_prompt_tokens: usize,
@@ -269,6 +273,7 @@ impl Default for TrainConfig {
             qlora: false,
             tt_lora: false,
             tt_rank: 5,
+            tt_lr: 1e-3,
             gradient_checkpointing: true,
             checkpoint_every: 50,
             max_prompt_tokens: 512,

@@ -49,6 +49,7 @@ pub struct TrainArgs {
     rank: Option<usize>,
     #[arg(long, value_name = "A")]
     alpha: Option<f64>,
+    /// SFT's learning rate (default `[train] lr`, 2e-4; with TT-LoRA `[train] tt_lr`, 1e-3).
     #[arg(long, value_name = "LR")]
     lr: Option<f64>,
     #[arg(long, value_name = "P")]
@@ -344,6 +345,7 @@ fn settings(config: &crate::config::TrainConfig, args: &TrainArgs) -> train::Set
     settings.dora |= args.dora;
     if args.tt_lora || args.tt_rank.is_some() {
         settings.tt_rank = Some(args.tt_rank.unwrap_or(config.tt_rank));
+        settings.lr = config.tt_lr;
     }
     let overrides =
         [(args.epochs, &mut settings.epochs), (args.batch, &mut settings.batch), (args.rank, &mut settings.rank)];

@@ -120,16 +120,6 @@ pub enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// The route of tokens `start..start + len` of the pass (a prefill chunk).
-    pub fn narrow(&self, start: usize, len: usize) -> candle_core::Result<Self> {
-        Ok(match self {
-            Route::Whole(adapter) => Route::Whole(*adapter),
-            Route::Weighted { experts, weights } => {
-                Route::Weighted { experts, weights: weights.narrow(0, start, len)? }
-            }
-        })
-    }
-
     /// Adds the routed adapters' updates of `projection` in `layer` to the base output `y` of
     /// input `x` (`[1, tokens, _]`).
     pub(crate) fn apply(

@@ -174,6 +174,8 @@ pub enum EngineError {
     Adapter { path: PathBuf, reason: String },
     #[error("no adapter named {0:?} is loaded")]
     UnknownAdapter(String),
+    #[error("routing: {0}")]
+    Routing(String),
     #[error("cancelled")]
     Cancelled,
     #[error("model computation failed: {0}")]
@@ -579,11 +581,11 @@ impl Engine {
         weights: &[Vec<f32>],
     ) -> Result<Vec<f32>, EngineError> {
         if tokens.len() < 2 {
-            return Err(EngineError::Tokenizer("scoring needs at least two tokens".into()));
+            return Err(EngineError::Routing("scoring needs at least two tokens".into()));
         }
         if weights.len() != tokens.len() - 1 || weights.iter().any(|row| row.len() != experts.len()) {
-            return Err(EngineError::Tokenizer(format!(
-                "routing needs one row of {} weight(s) per predicting position ({} tokens, {} rows)",
+            return Err(EngineError::Routing(format!(
+                "one row of {} weight(s) is needed per predicting position ({} tokens, {} rows)",
                 experts.len(),
                 tokens.len(),
                 weights.len()

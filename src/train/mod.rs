@@ -109,7 +109,7 @@ impl Settings {
             rank: c.rank,
             alpha: c.alpha,
             dropout: c.dropout,
-            lr: c.lr,
+            lr: if c.tt_lora { c.tt_lr } else { c.lr },
             warmup_ratio: crate::config::TrainConfig::WARMUP_RATIO,
             weight_decay: crate::config::TrainConfig::WEIGHT_DECAY,
             max_grad_norm: crate::config::TrainConfig::MAX_GRAD_NORM,
@@ -855,6 +855,16 @@ fn peak_memory() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tt_lora_run_from_config_takes_its_own_learning_rate() {
+        let mut config = crate::config::TrainConfig::default();
+        assert_eq!(Settings::from_config(&config).lr, config.lr);
+        config.tt_lora = true;
+        let settings = Settings::from_config(&config);
+        assert_eq!((settings.lr, settings.tt_rank), (config.tt_lr, Some(config.tt_rank)));
+        assert!(config.tt_lr > config.lr);
+    }
 
     #[test]
     fn the_eta_counts_the_work_the_plan_has_left() {

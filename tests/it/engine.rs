@@ -300,7 +300,7 @@ fn a_pass_routed_per_token_equals_feeding_each_token_with_its_own_expert() {
     assert!(diff < 1e-4, "an even mix of a and -3a vs -a: {diff}");
 
     let error = engine.routed_logprobs(&tokens, &["a", "b"], &vec![vec![1.0, 0.0]; 3]).unwrap_err().to_string();
-    assert!(error.contains("one row of 2 weight(s) per predicting position"), "{error}");
+    assert!(error.contains("routing: one row of 2 weight(s) is needed per predicting position"), "{error}");
     let error = engine.routed_logprobs(&tokens, &["a", "nope"], &vec![vec![1.0, 0.0]; positions]).unwrap_err();
     assert!(matches!(error, EngineError::UnknownAdapter(ref name) if name == "nope"), "{error}");
 }
