@@ -136,16 +136,22 @@ struct Document {
     text: String,
 }
 
-fn pinned(repo: &str, commit: &str, path: &str) -> String {
+/// The two replayed repositories the experts come from: name, pinned commit (as in
+/// `scripts/replay-repos.sh`), main author.
+const CACHETOOLS: (&str, &str, &str) =
+    ("cachetools", "28d4506f2a49d781ffbcecb095fa7aba5bb80aff", "tkemmer@computer.org");
+const WALKDIR: (&str, &str, &str) = ("walkdir", "6fd031c82ba5a4204b4ce6eae73dacb00dc072ec", "jamslam@gmail.com");
+
+/// `git` on a replay mirror, its output as text.
+fn git(repo: &str, args: &[&str]) -> String {
     let git_dir = root().join(".test-deps/replay").join(format!("{repo}.git"));
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(&git_dir)
-        .args(["show", &format!("{commit}:{path}")])
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "{repo}:{path}: run ./scripts/replay-repos.sh first");
-    String::from_utf8(out.stdout).unwrap()
+    let out = Command::new("git").arg("--git-dir").arg(&git_dir).args(args).output().expect("git runs");
+    assert!(out.status.success(), "git {args:?} in {repo}: run ./scripts/replay-repos.sh first");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pinned((repo, commit, _): (&str, &str, &str), path: &str) -> String {
+    git(repo, &["show", &format!("{commit}:{path}")])
 }
 
 fn corpus(python: &Expert, rust: &Expert, pages: usize) -> Vec<Document> {
@@ -153,12 +159,12 @@ fn corpus(python: &Expert, rust: &Expert, pages: usize) -> Vec<Document> {
         Document {
             group: "real reST",
             uri: "file:///cachetools/docs/index.rst".into(),
-            text: pinned("cachetools", "28d4506f2a49d781ffbcecb095fa7aba5bb80aff", "docs/index.rst"),
+            text: pinned(CACHETOOLS, "docs/index.rst"),
         },
         Document {
             group: "real Markdown",
             uri: "file:///walkdir/README.md".into(),
-            text: pinned("walkdir", "6fd031c82ba5a4204b4ce6eae73dacb00dc072ec", "README.md"),
+            text: pinned(WALKDIR, "README.md"),
         },
     ];
     // The newest held-out functions of each history, two of each language per page.
@@ -271,26 +277,16 @@ impl Router {
 /// The main authors' commit messages up to the pinned commits: their own prose, the router's
 /// "no expert" class (the scored documents are not among them).
 fn commit_messages() -> Vec<String> {
-    [
-        ("cachetools", "28d4506f2a49d781ffbcecb095fa7aba5bb80aff", "tkemmer@computer.org"),
-        ("walkdir", "6fd031c82ba5a4204b4ce6eae73dacb00dc072ec", "jamslam@gmail.com"),
-    ]
-    .iter()
-    .flat_map(|(repo, commit, author)| {
-        let git_dir = root().join(".test-deps/replay").join(format!("{repo}.git"));
-        let out = Command::new("git")
-            .arg("--git-dir")
-            .arg(&git_dir)
-            .args(["log", "--format=%B%x00", &format!("--author={author}"), commit])
-            .output()
-            .expect("git runs");
-        String::from_utf8_lossy(&out.stdout)
-            .split('\0')
-            .map(|m| m.trim().to_owned())
-            .filter(|m| m.len() > 40)
-            .collect::<Vec<_>>()
-    })
-    .collect()
+    [CACHETOOLS, WALKDIR]
+        .iter()
+        .flat_map(|(repo, commit, author)| {
+            git(repo, &["log", "--format=%B%x00", &format!("--author={author}"), commit])
+                .split('\0')
+                .map(|m| m.trim().to_owned())
+                .filter(|m| m.len() > 40)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 const ROUTINGS: [&str; 6] = ["base", "per request", "per span", "per span, next", "router", "spans + router"];
