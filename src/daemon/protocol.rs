@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Frames larger than this are refused: a completion request is a few windows of one document.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -47,14 +47,18 @@ pub enum Request {
     Shutdown,
 }
 
-/// One completion at a cursor. The daemon picks the adapter from `language`.
+/// One completion at a cursor. The daemon picks the adapter from `language`, else from
+/// `document_language` when `language` has no expert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompleteRequest {
     pub id: u64,
     /// The KV cache to reuse: the document's URI. A newer request for the same document from the same
     /// connection replaces an older one still waiting or running.
     pub document: String,
+    /// The language at the cursor (an SQL string in a Python file is `sql`).
     pub language: String,
+    /// The file's own language (`python` for that SQL string).
+    pub document_language: String,
     /// The file's path relative to the workspace root (what the models were trained on).
     pub path: String,
     pub prefix: String,

@@ -1,6 +1,7 @@
 //! Per-language expert routing: a request's language picks that language's adapters from the
 //! registry's links (`<adapters>/<language>/{active,canary,shadow}`, each a directory or a link to
-//! one), else the base model. The links are resolved on every request, so a promotion, a rollout
+//! one); a language without any (SQL in a Python string, a Rust fence in Markdown) is served by
+//! its document's language's adapters; else the base model. The links are resolved on every request, so a promotion, a rollout
 //! step or a rollback takes effect at the next keystroke without restarting anything.
 //!
 //! During a canary, a share of requests is served by the canary instead of the active adapter; its
@@ -43,10 +44,11 @@ impl Router {
         }
     }
 
-    /// Routes one request of `language` (loading adapters on first use).
-    /// A language that cannot name a directory (an editor's odd language id) has no adapters.
-    pub fn route(&mut self, engine: &Engine, language: &str) -> Route {
-        let Ok(language) = language.parse::<Language>() else { return Route::default() };
+    /// Routes one request at a cursor in `language` of a `document` language file (loading
+    /// adapters on first use). A language that cannot name a directory (an editor's odd language
+    /// id) has no adapters.
+    pub fn route(&mut self, engine: &Engine, language: &str, document: &str) -> Route {
+        let Some(language) = self.expert_language(language, document) else { return Route::default() };
         let (canary_share, shadow_share) = (self.canary_share, self.shadow_share);
         let mut stage = |stage| self.stage(engine, &language, stage);
         let canary = (rand::random::<f64>() < canary_share).then(|| stage(Stage::Canary));
@@ -58,10 +60,25 @@ impl Router {
         Route { served, shadow: shadow.flatten() }
     }
 
-    /// The adapter most requests for `language` are served with (the active one), for warming.
-    pub fn active(&mut self, engine: &Engine, language: &str) -> Option<String> {
-        let language = language.parse::<Language>().ok()?;
+    /// The adapter most requests at such a cursor are served with (the active one), for warming.
+    pub fn active(&mut self, engine: &Engine, language: &str, document: &str) -> Option<String> {
+        let language = self.expert_language(language, document)?;
         self.stage(engine, &language, Stage::Active)
+    }
+
+    /// The cursor's language when it has an adapter at any stage, else the document's when that
+    /// has one, else the cursor's (served by the base model).
+    fn expert_language(&self, language: &str, document: &str) -> Option<Language> {
+        let has_adapters = |language: &Language| {
+            [Stage::Active, Stage::Canary, Stage::Shadow]
+                .iter()
+                .any(|stage| self.adapters.join(language).join(stage.as_str()).exists())
+        };
+        let cursor = language.parse::<Language>().ok();
+        if cursor.as_ref().is_some_and(has_adapters) {
+            return cursor;
+        }
+        document.parse::<Language>().ok().filter(has_adapters).or(cursor)
     }
 
     /// The engine name of the adapter `language`'s `stage` link names, loading it on first use.

@@ -428,7 +428,11 @@ fn spawn_worker(jobs: std::sync::mpsc::Receiver<Work>, shared: &Arc<Shared>, db:
                 let engine = model.borrow().clone().and_then(Result::ok);
                 match engine {
                     Some(engine) => {
-                        let route = router.lock().expect("router").route(&engine, &job.request.language);
+                        let route = router.lock().expect("router").route(
+                            &engine,
+                            &job.request.language,
+                            &job.request.document_language,
+                        );
                         let served = route.served.as_deref();
                         let reply = complete(&engine, &job, &job.request.document, served, (&job.cancel, "served"));
                         completions.fetch_add(1, Ordering::Relaxed);
@@ -468,7 +472,7 @@ fn run_warm(engine: &Engine, job: &Job, router: &Mutex<Router>, interrupt: &Atom
     if job.cancel.load(Ordering::Relaxed) {
         return cancelled(request.id);
     }
-    let adapter = router.lock().expect("router").active(engine, &request.language);
+    let adapter = router.lock().expect("router").active(engine, &request.language, &request.document_language);
     if request.max_new_tokens > 0 {
         let reply = complete(engine, job, &request.document, adapter.as_deref(), (interrupt, "ahead"));
         if matches!(reply, Reply::Completed(_)) {

@@ -2,7 +2,10 @@
 //! the first picks the expert adapter of a request, the second the expert of each token when a
 //! pass is routed per token (ARCHITECTURE.md, "Experts per token"). The LSP `languageId` first,
 //! the file extension when the editor sent none; inside Markdown fences, reStructuredText code
-//! directives and HTML `<script>`/`<style>` blocks, the language of that region.
+//! directives, HTML `<script>`/`<style>` blocks, SQL strings in Python and Rust, and Rust's
+//! `sql!`/`html!`-style macros, the language of that region.
+
+mod source;
 
 use std::ops::Range;
 
@@ -48,7 +51,9 @@ pub fn language_spans(language_id: &str, uri: &str, text: &str) -> Vec<Span> {
     spans
 }
 
-fn document_language(language_id: &str, uri: &str) -> &'static str {
+/// The document's own language, whatever region the cursor is in: the expert to fall back on
+/// when the region's language has none (README, "Experts per token").
+pub fn document_language(language_id: &str, uri: &str) -> &'static str {
     normalize(language_id).or_else(|| extension(uri).and_then(normalize)).unwrap_or("plaintext")
 }
 
@@ -58,6 +63,8 @@ fn embedded_regions(document: &str, text: &str) -> Vec<Span> {
         "markdown" => fenced_regions(text),
         "restructuredtext" => directive_regions(text),
         "html" | "vue" | "svelte" => html_regions(text),
+        "python" => source::python_regions(text),
+        "rust" => source::rust_regions(text),
         _ => Vec::new(),
     };
     regions.into_iter().filter(|span| span.language != document).collect()
@@ -298,21 +305,8 @@ mod tests {
         assert_eq!(language_at("", "file:///docs/index.rst", text, text.find("Prose").unwrap()), "restructuredtext");
     }
 
-    #[test]
-    fn spans_cover_the_document_in_order_and_agree_with_the_language_at_the_cursor() {
-        let pieces = [
-            "# T\n",
-            "```python\n",
-            "def f():\n",
-            "```\n",
-            "~~~~rust\n",
-            "fn g() {}\n",
-            "~~~~\n",
-            "<script>let x;</script>",
-            "text ",
-            "```\n",
-        ];
-        // Every sequence of three or four pieces, as Markdown and as HTML.
+    /// Every sequence of three or four of `pieces`.
+    fn sequences(pieces: &[&str]) -> Vec<String> {
         let mut documents = Vec::new();
         for a in pieces {
             for b in pieces {
@@ -324,8 +318,12 @@ mod tests {
                 }
             }
         }
-        for text in &documents {
-            for (id, uri) in [("markdown", "file:///r.md"), ("html", "file:///i.html")] {
+        documents
+    }
+
+    fn assert_spans_cover_and_agree(documents: &[String], kinds: &[(&str, &str)]) {
+        for text in documents {
+            for (id, uri) in kinds {
                 let spans = language_spans(id, uri, text);
                 let mut at = 0;
                 for (i, span) in spans.iter().enumerate() {
@@ -353,6 +351,98 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn spans_cover_the_document_in_order_and_agree_with_the_language_at_the_cursor() {
+        let markup = [
+            "# T\n",
+            "```python\n",
+            "def f():\n",
+            "```\n",
+            "~~~~rust\n",
+            "fn g() {}\n",
+            "~~~~\n",
+            "<script>let x;</script>",
+            "text ",
+            "```\n",
+        ];
+        assert_spans_cover_and_agree(&sequences(&markup), &[("markdown", "file:///r.md"), ("html", "file:///i.html")]);
+        let source = [
+            "x = ",
+            "\"SELECT a FROM t\"",
+            "'''\nINSERT INTO t VALUES (1)\n'''",
+            "# 'DROP TABLE t'\n",
+            "sql!(SELECT 1)",
+            "html! { <p>{x}</p> }",
+            "'\"'",
+            "r#\"DELETE FROM t\"#",
+            "\n(",
+            ")\"\\\"",
+        ];
+        assert_spans_cover_and_agree(&sequences(&source), &[("python", "file:///a.py"), ("rust", "file:///lib.rs")]);
+    }
+
+    #[test]
+    fn sql_strings_in_python_are_sql() {
+        let text = r#"import sqlite3
+
+# cur.execute("SELECT * FROM t")
+cur.execute("SELECT name FROM users WHERE id = ?", (1,))
+note = 'update the cache'
+s = "it's \"SELECT\" here"
+q = '''
+    INSERT INTO t (a)
+    VALUES (?)
+'''
+x = "select a from b
+cur.execute("DELETE FROM t WHERE "#;
+        assert_eq!(
+            spans("python", "file:///db.py", text),
+            pairs(&[
+                ("python", "import sqlite3\n\n# cur.execute(\"SELECT * FROM t\")\ncur.execute(\""),
+                ("sql", "SELECT name FROM users WHERE id = ?"),
+                ("python", "\", (1,))\nnote = 'update the cache'\ns = \"it's \\\"SELECT\\\" here\"\nq = '''"),
+                ("sql", "\n    INSERT INTO t (a)\n    VALUES (?)\n"),
+                ("python", "'''\nx = \""),
+                ("sql", "select a from b"),
+                ("python", "\ncur.execute(\""),
+                ("sql", "DELETE FROM t WHERE "),
+            ])
+        );
+        assert_eq!(language_at("python", "file:///db.py", text, text.len()), "sql", "typing in an unclosed string");
+        assert_eq!(language_at("python", "file:///db.py", text, text.find("note").unwrap()), "python");
+    }
+
+    #[test]
+    fn sql_strings_and_template_macros_in_rust() {
+        let text = r##"fn main() {
+    // "SELECT * FROM t"
+    let c = '"';
+    let l: &'static str = "not sql";
+    conn.execute("INSERT INTO t (a) VALUES (?1)", [1])?;
+    let q = sqlx::query!(r#"SELECT id FROM users WHERE name = "x""#);
+    let page = html! { <p class="a">{ format!("{}", x) }</p> };
+    /* "UPDATE t SET a = 1" /* nested */ */
+    let v = sql!(SELECT a FROM t WHERE"##;
+        assert_eq!(
+            spans("rust", "file:///main.rs", text),
+            pairs(&[
+                (
+                    "rust",
+                    "fn main() {\n    // \"SELECT * FROM t\"\n    let c = '\"';\n    \
+                     let l: &'static str = \"not sql\";\n    conn.execute(\""
+                ),
+                ("sql", "INSERT INTO t (a) VALUES (?1)"),
+                ("rust", "\", [1])?;\n    let q = sqlx::query!(r#\""),
+                ("sql", "SELECT id FROM users WHERE name = \"x\""),
+                ("rust", "\"#);\n    let page = html! {"),
+                ("html", " <p class=\"a\">{ format!(\"{}\", x) }</p> "),
+                ("rust", "};\n    /* \"UPDATE t SET a = 1\" /* nested */ */\n    let v = sql!("),
+                ("sql", "SELECT a FROM t WHERE"),
+            ])
+        );
+        assert_eq!(language_at("rust", "file:///main.rs", text, text.len()), "sql");
     }
 
     #[test]

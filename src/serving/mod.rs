@@ -30,7 +30,7 @@ use context::{Edit, PREFIX_BYTES, SUFFIX_BYTES, head, tail};
 pub use definitions::{Ask, Question};
 use definitions::{Definitions, Pending};
 use examples::Examples;
-pub use language::{Span, language_at, language_spans};
+pub use language::{Span, document_language, language_at, language_spans};
 use link::{Link, LinkState, generate};
 use quiet::Quiet;
 use snippets::Repository;
@@ -458,6 +458,7 @@ impl Serving {
             id: 0,
             document: uri.to_owned(),
             language,
+            document_language: document_language(&doc.language_id, uri).to_owned(),
             path: self.relative_path(uri),
             prefix,
             suffix,

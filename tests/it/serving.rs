@@ -295,6 +295,11 @@ fn each_language_is_served_by_its_own_expert_and_promotion_needs_no_restart() {
     inline(&mut client, &markdown, 4, 12);
     let status = daemon_status(&home).unwrap();
     assert_eq!(status.adapters, ["rust/rs-v1"], "the fenced Rust block routes to the Rust expert");
+    // A region without an expert of its own (SQL in a Python string) is served by its file's.
+    let queries = file_uri(&root.join("queries.py"));
+    open_as(&mut client, &queries, "python", "cur.execute(\"SELECT name FROM users WHERE \")\n");
+    inline(&mut client, &queries, 0, 42);
+    assert_eq!(daemon_status(&home).unwrap().adapters, ["python/py-v1", "rust/rs-v1"], "no SQL expert yet");
     inline(&mut client, &python, 1, 11);
     inline(&mut client, &rust, 1, 4);
     assert_eq!(daemon_status(&home).unwrap().adapters, ["python/py-v1", "rust/rs-v1"]);
