@@ -158,7 +158,11 @@ local function main()
   vim.cmd.buffer(buf)
   local status = marunochi.status() or {}
   local said = table.concat(status, "\n")
-  if not said:find("model smollm2", 1, true) or not said:find("python today: 1 shown", 1, true) then
+  if
+    not said:find("model smollm2", 1, true)
+    or not said:find("python today: 1 shown", 1, true)
+    or not said:find("suggestions made ahead of a keystroke: %d")
+  then
     fail("MarunochiStatus said %q", said)
   end
 

@@ -66,8 +66,9 @@ local function shown(value)
   return (value == nil or value == vim.NIL) and "-" or tostring(value)
 end
 
---- `:MarunochiStatus`: the model, each language's adapters, today's suggestions and warm-ups, as
---- the proxy of this buffer sees them (`marunochi.status`). Returns the lines shown, or nil.
+--- `:MarunochiStatus`: the model, each language's adapters, today's suggestions, warm-ups and
+--- suggestions made ahead, as the proxy of this buffer sees them (`marunochi.status`). Returns the
+--- lines shown, or nil.
 function M.status()
   local clients = M.clients(0)
   if #clients == 0 then
@@ -93,6 +94,7 @@ function M.status()
     table.insert(lines, string.format("  %s today: %d shown, %d decided, %d taken%s", language, today.shown, today.decided, today.taken, rate))
   end
   table.insert(lines, "  prompts computed ahead of a keystroke: " .. shown(status.warmed))
+  table.insert(lines, "  suggestions made ahead of a keystroke: " .. shown(status.made_ahead))
   vim.notify(table.concat(lines, "\n"), vim.log.levels.INFO)
   return lines
 end
