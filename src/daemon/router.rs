@@ -67,7 +67,9 @@ impl Router {
     }
 
     /// The cursor's language when it has an adapter at any stage, else the document's when that
-    /// has one, else the cursor's (served by the base model).
+    /// has one, else the cursor's (served by the base model). While a language's first adapter is
+    /// a canary, its other requests go to the base model, not to the document's expert: the canary
+    /// is judged against the base model, as every language's first adapter is.
     fn expert_language(&self, language: &str, document: &str) -> Option<Language> {
         let has_adapters = |language: &Language| {
             [Stage::Active, Stage::Canary, Stage::Shadow]

@@ -395,7 +395,7 @@ q = '''
     INSERT INTO t (a)
     VALUES (?)
 '''
-x = "select a from b
+x = "select a, b from t
 cur.execute("DELETE FROM t WHERE "#;
         assert_eq!(
             spans("python", "file:///db.py", text),
@@ -405,7 +405,7 @@ cur.execute("DELETE FROM t WHERE "#;
                 ("python", "\", (1,))\nnote = 'update the cache'\ns = \"it's \\\"SELECT\\\" here\"\nq = '''"),
                 ("sql", "\n    INSERT INTO t (a)\n    VALUES (?)\n"),
                 ("python", "'''\nx = \""),
-                ("sql", "select a from b"),
+                ("sql", "select a, b from t"),
                 ("python", "\ncur.execute(\""),
                 ("sql", "DELETE FROM t WHERE "),
             ])

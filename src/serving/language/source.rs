@@ -2,7 +2,9 @@
 //! (`cur.execute("SELECT …")`, `sqlx::query!("…")`) and the bodies of Rust's `sql!`/`html!`-style
 //! macros. A small lexer, not a parser: it knows comments, string and character literals and
 //! brackets — enough to find where a literal or a macro body starts and ends, also while the user
-//! is still typing in it (an unclosed one runs to the end of its line or of the text).
+//! is still typing in it (an unclosed Python string runs to the end of its line, or of the text
+//! when triple-quoted; an unclosed Rust string or macro, which may span lines, to the end of the
+//! text).
 
 use std::ops::Range;
 
@@ -12,9 +14,9 @@ use super::Span;
 /// (`html!`), dioxus (`rsx!`) and leptos (`view!`).
 const MACROS: [(&str, &str); 4] = [("sql", "sql"), ("html", "html"), ("rsx", "html"), ("view", "html")];
 
-/// An SQL statement's first word and a word its statement has, so that prose such as "select a
-/// file" is not taken for SQL unless the keyword is written in capitals.
-const STATEMENTS: [(&str, &[&str]); 8] = [
+/// An SQL statement's first word and the words its statement has (none: it is SQL only in
+/// capitals).
+const STATEMENTS: [(&str, &[&str]); 11] = [
     ("select", &["from"]),
     ("insert", &["into"]),
     ("update", &["set"]),
@@ -23,7 +25,14 @@ const STATEMENTS: [(&str, &[&str]); 8] = [
     ("alter", &["table"]),
     ("drop", &["table", "index", "view", "trigger"]),
     ("with", &["select"]),
+    ("replace", &["into"]),
+    ("explain", &["select", "query"]),
+    ("pragma", &[]),
 ];
+
+/// What, beside its words, tells a statement in lower case from prose ("insert into cache",
+/// "select a file from disk"): operators, placeholders, lists.
+const SQL_SIGNS: [&str; 8] = ["*", "=", "?", "%s", "(", ",", ";", "$1"];
 
 /// String literals of Python source that read as SQL.
 pub(super) fn python_regions(text: &str) -> Vec<Span> {
@@ -129,17 +138,24 @@ fn push_sql(regions: &mut Vec<Span>, text: &str, content: Range<usize>) {
     }
 }
 
+/// A statement's first word in capitals with more after it (`"SELECT "` while it is typed, not a
+/// lone `"DELETE"` HTTP method), or in lower case with its clause and an SQL sign. Title case is
+/// prose (`"Select a file from disk"`, `"Delete rows from the table."`).
 fn reads_as_sql(content: &str) -> bool {
     let content = content.trim_start();
-    if !content.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return false;
-    }
-    let mut words = content.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty());
-    let Some(first) = words.next() else { return false };
+    let first_end = content.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(content.len());
+    let (first, rest) = content.split_at(first_end);
     let Some((_, clauses)) = STATEMENTS.iter().find(|(statement, _)| first.eq_ignore_ascii_case(statement)) else {
         return false;
     };
-    first.bytes().all(|b| b.is_ascii_uppercase()) || words.any(|w| clauses.iter().any(|c| w.eq_ignore_ascii_case(c)))
+    if first.bytes().all(|b| b.is_ascii_uppercase()) {
+        return !rest.is_empty();
+    }
+    let has_clause = || {
+        rest.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .any(|word| clauses.iter().any(|clause| word.eq_ignore_ascii_case(clause)))
+    };
+    first.bytes().all(|b| b.is_ascii_lowercase()) && has_clause() && SQL_SIGNS.iter().any(|sign| rest.contains(sign))
 }
 
 /// The content of a literal starting at `start` and the index after its closing `delimiter`; a
@@ -194,18 +210,72 @@ fn block_comment_end(bytes: &[u8], from: usize) -> usize {
     bytes.len()
 }
 
-/// After `'x'`, `'\n'`, `'\u{1F600}'` (a character literal, which may be a quote: `'"'`), or
-/// after the `'` of a lifetime such as `'a`.
+/// After `'x'`, `'\n'`, `'\u{10FFFF}'` (a character literal, which may be a quote: `'"'`), or
+/// after the `'` of a lifetime such as `'a`. An escape left unfinished while typing (`'\`) ends
+/// right there: the rest of the file is not read as its character.
 fn after_char_or_lifetime(text: &str, quote: usize) -> usize {
+    const LONGEST_ESCAPE: usize = r"\u{10FFFF}".len();
     let bytes = text.as_bytes();
     if bytes.get(quote + 1) == Some(&b'\\') {
-        return bytes
-            .get(quote + 3..)
-            .and_then(|rest| rest.iter().position(|b| *b == b'\''))
-            .map_or(bytes.len(), |at| quote + 4 + at);
+        // From the escaped character to where the longest escape's closing quote would be.
+        let escape = &bytes[quote + 2..bytes.len().min(quote + 2 + LONGEST_ESCAPE)];
+        let closing = escape.iter().take_while(|b| **b != b'\n').skip(1).position(|b| *b == b'\'');
+        return closing.map_or(quote + 2, |at| quote + 4 + at);
     }
     match text[quote + 1..].chars().next() {
         Some(c) if bytes.get(quote + 1 + c.len_utf8()) == Some(&b'\'') => quote + 2 + c.len_utf8(),
         _ => quote + 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_is_told_from_prose_and_http_methods() {
+        for sql in [
+            "SELECT ",
+            "SELECT a FROM t",
+            "  insert into t (a) values (?)",
+            "select * from t",
+            "delete from t where id = %s",
+            "PRAGMA journal_mode = WAL",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+        ] {
+            assert!(reads_as_sql(sql), "{sql:?}");
+        }
+        for prose in [
+            "Select a file from disk",
+            "Delete rows from the table.",
+            "insert into cache",
+            "select a file from disk",
+            "DELETE",
+            "With this, select an item",
+            "selected rows from t = 1",
+            "update the cache",
+            "",
+        ] {
+            assert!(!reads_as_sql(prose), "{prose:?}");
+        }
+    }
+
+    fn texts(text: &str, regions: &[Span]) -> Vec<(String, String)> {
+        regions.iter().map(|span| (span.language.clone(), text[span.range.clone()].to_owned())).collect()
+    }
+
+    #[test]
+    fn an_unfinished_escape_does_not_swallow_the_rest_of_the_file() {
+        let text = "let c = '\\\nlet q = conn.execute(\"SELECT a FROM t\");\nfn f<'a>() {}\n";
+        assert_eq!(texts(text, &rust_regions(text)), [("sql".to_owned(), "SELECT a FROM t".to_owned())]);
+        let text = "let p = html! { <p>{ '\\ }</p> };\nlet q = \"SELECT a FROM t\";\n";
+        assert_eq!(
+            texts(text, &rust_regions(text)),
+            [("html".to_owned(), " <p>{ '\\ }</p> ".to_owned()), ("sql".to_owned(), "SELECT a FROM t".to_owned())]
+        );
+        for text in ["'\\", "'", "r#", "r#\"", "html!", "html! {", "\"\\", "b'", "/*"] {
+            rust_regions(text);
+            python_regions(text);
+        }
     }
 }
