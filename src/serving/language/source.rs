@@ -31,8 +31,10 @@ const STATEMENTS: [(&str, &[&str]); 11] = [
 ];
 
 /// What, beside its words, tells a statement in lower case from prose ("insert into cache",
-/// "select a file from disk"): operators, placeholders, lists.
-const SQL_SIGNS: [&str; 8] = ["*", "=", "?", "%s", "(", ",", ";", "$1"];
+/// "select a file from disk"): operators, placeholders (`{}` of a formatted one), lists, and
+/// the words of its other clauses.
+const SQL_SIGNS: [&str; 9] = ["*", "=", "?", "%s", "(", ",", ";", "$1", "{"];
+const SQL_WORDS: [&str; 9] = ["where", "limit", "order", "group", "join", "values", "exists", "distinct", "returning"];
 
 /// String literals of Python source that read as SQL.
 pub(super) fn python_regions(text: &str) -> Vec<Span> {
@@ -151,11 +153,13 @@ fn reads_as_sql(content: &str) -> bool {
     if first.bytes().all(|b| b.is_ascii_uppercase()) {
         return !rest.is_empty();
     }
-    let has_clause = || {
+    let has = |words: &[&str]| {
         rest.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-            .any(|word| clauses.iter().any(|clause| word.eq_ignore_ascii_case(clause)))
+            .any(|word| words.iter().any(|known| word.eq_ignore_ascii_case(known)))
     };
-    first.bytes().all(|b| b.is_ascii_lowercase()) && has_clause() && SQL_SIGNS.iter().any(|sign| rest.contains(sign))
+    first.bytes().all(|b| b.is_ascii_lowercase())
+        && has(clauses)
+        && (SQL_SIGNS.iter().any(|sign| rest.contains(sign)) || has(&SQL_WORDS))
 }
 
 /// The content of a literal starting at `start` and the index after its closing `delimiter`; a
@@ -240,6 +244,8 @@ mod tests {
             "  insert into t (a) values (?)",
             "select * from t",
             "delete from t where id = %s",
+            "select name from sqlite_master where type",
+            "drop table {table_name}",
             "PRAGMA journal_mode = WAL",
             "WITH x AS (SELECT 1) SELECT * FROM x",
         ] {
