@@ -1,8 +1,9 @@
 //! Per-language expert routing: a request's language picks that language's adapters from the
 //! registry's links (`<adapters>/<language>/{active,canary,shadow}`, each a directory or a link to
 //! one); a language without any (SQL in a Python string, a Rust fence in Markdown) is served by
-//! its document's language's adapters; else the base model. The links are resolved on every request, so a promotion, a rollout
-//! step or a rollback takes effect at the next keystroke without restarting anything.
+//! its document's language's adapters; else the base model. The links are resolved on every
+//! request, so a promotion, a rollout step or a rollback takes effect at the next keystroke
+//! without restarting anything.
 //!
 //! During a canary, a share of requests is served by the canary instead of the active adapter; its
 //! outcomes carry its name in `model_version`. During a shadow, a share of requests is also
