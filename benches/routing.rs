@@ -46,7 +46,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use marunochi::engine::{Engine, LoadOptions};
-use marunochi::serving::language_spans;
+use marunochi::language::language_spans;
 use serde_json::Value;
 
 fn root() -> &'static Path {

@@ -16,6 +16,7 @@ pub mod eval;
 pub mod history;
 pub mod home;
 pub mod jobs;
+pub mod language;
 pub mod logging;
 pub mod lsp;
 pub mod mine;

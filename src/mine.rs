@@ -5,7 +5,10 @@
 //! Every version of a function that a commit by the user added or changed becomes a row: the file
 //! before its body (the last lines) as the prompt, the body as the code, the file after it, and the
 //! body the commit replaced when the signature stayed the same (an edit of one's own code is a
-//! correction). Text is redacted by the store; rows are keyed by repository, commit, file and name,
+//! correction). A string of another language in a body that the version wrote (SQL in a Python or
+//! Rust function, as [`crate::language`] finds it) is a row of that language too: the file up to
+//! the string is its prompt, the string its code — an SQL expert's data (README, "Per-language
+//! experts"). Text is redacted by the store; rows are keyed by repository, commit, file and name,
 //! so mining again adds only what is new.
 
 use std::collections::BTreeMap;
@@ -20,6 +23,8 @@ const PREFIX_BYTES: usize = 4000;
 const SUFFIX_BYTES: usize = 1000;
 /// Longer bodies are cut at a line end: training sees at most a few hundred tokens of target.
 const MAX_BODY: usize = 2000;
+/// A shorter string of another language (`"select 1"`) teaches little.
+const MIN_EMBEDDED: usize = 16;
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -72,7 +77,7 @@ pub fn mine(store: &mut Store, dir: &Path, options: &Options) -> Result<Mined, M
         ..Walk::default()
     };
     let written = crate::history::functions(&repository, &walk)?;
-    let rows: Vec<GitFunction> = written.iter().map(|w| row(&repository, w)).collect();
+    let rows: Vec<GitFunction> = written.iter().flat_map(|w| rows(&repository, w)).collect();
     let added = store.add_git_functions(&rows)?;
     let mut by_language = BTreeMap::new();
     rows.iter().for_each(|r| *by_language.entry(r.language.clone()).or_default() += 1);
@@ -86,26 +91,64 @@ pub fn mine(store: &mut Store, dir: &Path, options: &Options) -> Result<Mined, M
     })
 }
 
-fn row(repository: &Path, written: &Written) -> GitFunction {
+/// The function's row, then one per string of another language that this version of its body
+/// wrote: a string the previous version held already was mined with that version.
+fn rows(repository: &Path, written: &Written) -> Vec<GitFunction> {
+    let function = row(repository, written);
     let text = &*written.text;
-    let before = &text[..written.body.start];
-    // Whole lines: from the first line start after the cut.
+    let previous = written.previous.as_deref().unwrap_or("");
+    let mut rows = vec![];
+    for span in crate::language::language_spans(written.language, "", text) {
+        let code = &text[span.range.clone()];
+        let inside = written.body.start <= span.range.start && span.range.end <= written.body.end;
+        if span.language == written.language || !inside || code.trim().len() < MIN_EMBEDDED || previous.contains(code) {
+            continue;
+        }
+        rows.push(GitFunction {
+            name: format!("{} {} {}", function.name, span.language, rows.len() + 1),
+            language: span.language,
+            prefix: prefix(&text[..span.range.start]).to_owned(),
+            suffix: suffix(&text[span.range.end..]).to_owned(),
+            body: cut_body(code).to_owned(),
+            previous_body: None,
+            ..function.clone()
+        });
+    }
+    rows.insert(0, function);
+    rows
+}
+
+/// The end of `before` the prompt keeps: whole lines, at most [`PREFIX_BYTES`].
+fn prefix(before: &str) -> &str {
     let cut = before.ceil_char_boundary(before.len().saturating_sub(PREFIX_BYTES));
-    let prefix_start = match cut {
-        0 => 0,
-        cut => before[cut..].find('\n').map_or(before.len(), |i| cut + i + 1),
-    };
-    let after = &text[written.body.end..];
+    match cut {
+        0 => before,
+        cut => before[cut..].find('\n').map_or("", |i| &before[cut + i + 1..]),
+    }
+}
+
+/// The start of `after` the prompt keeps: whole lines, at most [`SUFFIX_BYTES`].
+fn suffix(after: &str) -> &str {
     let suffix_end = after.char_indices().take_while(|(i, _)| *i < SUFFIX_BYTES).filter(|(_, c)| *c == '\n').last();
-    let suffix = match suffix_end {
+    match suffix_end {
         _ if after.len() <= SUFFIX_BYTES => after,
         Some((i, _)) => &after[..i],
         None => "",
-    };
-    let mut body = &text[written.body.clone()];
-    if body.len() > MAX_BODY {
-        body = &body[..body[..body.floor_char_boundary(MAX_BODY)].rfind('\n').unwrap_or(0)];
     }
+}
+
+/// A body longer than [`MAX_BODY`], cut at a line end.
+fn cut_body(body: &str) -> &str {
+    if body.len() <= MAX_BODY {
+        return body;
+    }
+    &body[..body[..body.floor_char_boundary(MAX_BODY)].rfind('\n').unwrap_or(0)]
+}
+
+fn row(repository: &Path, written: &Written) -> GitFunction {
+    let text = &*written.text;
+    let before = &text[..written.body.start];
+    let body = cut_body(&text[written.body.clone()]);
     // The old body, when the function kept its first lines up to where the body starts.
     let signature = &text[written.start..written.body.start];
     let previous_body = written.previous.as_deref().and_then(|old| {
@@ -121,8 +164,8 @@ fn row(repository: &Path, written: &Written) -> GitFunction {
         language: written.language.to_owned(),
         file_path: crate::uri::from_path(&repository.join(&written.path)),
         name: written.name.join("."),
-        prefix: before[prefix_start..].to_owned(),
-        suffix: suffix.to_owned(),
+        prefix: prefix(before).to_owned(),
+        suffix: suffix(&text[written.body.end..]).to_owned(),
         body: body.to_owned(),
         previous_body,
     }
@@ -221,6 +264,65 @@ mod tests {
         let theirs =
             mine(&mut store, &repo, &Options { author: Some("other@x".into()), ..Options::default() }).unwrap();
         assert_eq!(theirs.added, 1);
+    }
+
+    #[test]
+    fn sql_strings_a_version_wrote_are_sql_rows_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("r");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        let first =
+            "def open_items(db):\n    return db.execute(\"SELECT id, title FROM items WHERE done = 0\").fetchall()\n";
+        commit(&repo, "Me <me@home>", "2026-01-02T10:00:00Z", &[("db.py", first)]);
+        // The same query kept while the function changes: no new SQL row.
+        let second = first.replace(").fetchall()", ").fetchall() or []");
+        commit(&repo, "Me <me@home>", "2026-01-03T10:00:00Z", &[("db.py", &second)]);
+        // A new query, one too short to teach anything, and prose.
+        let third = format!(
+            "{second}\ndef count(db, table):\n    db.execute(\"select 1\")\n    print(\"Select a table from the list\")\n    \
+             return db.execute(f\"select count(*) from [{{table}}]\").fetchone()[0]\n"
+        );
+        commit(&repo, "Me <me@home>", "2026-01-04T10:00:00Z", &[("db.py", &third)]);
+        let rust = "fn names(conn: &Connection) -> Vec<String> {\n    query(conn, \"SELECT name FROM people ORDER BY name\")\n}\n";
+        commit(&repo, "Me <me@home>", "2026-01-05T10:00:00Z", &[("lib.rs", rust)]);
+
+        let mut store = Store::open(&dir.path().join("marunochi.db")).unwrap();
+        let options = Options { author: Some("me@home".into()), ..Options::default() };
+        let mined = mine(&mut store, &repo, &options).unwrap();
+        assert_eq!(mined.by_language, BTreeMap::from([("python".into(), 3), ("rust".into(), 1), ("sql".into(), 3)]));
+        assert_eq!(mined.edits, 1, "an SQL row is never a correction pair");
+        let sql: Vec<(String, String, String)> = store
+            .git_functions()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.language == "sql")
+            .map(|r| (r.name, r.body, r.prefix.lines().last().unwrap_or_default().to_owned()))
+            .collect();
+        assert_eq!(
+            sql,
+            [
+                (
+                    "open_items sql 1".to_owned(),
+                    "SELECT id, title FROM items WHERE done = 0".to_owned(),
+                    "    return db.execute(\"".to_owned()
+                ),
+                (
+                    "count sql 1".to_owned(),
+                    "select count(*) from [{table}]".to_owned(),
+                    "    return db.execute(f\"".to_owned()
+                ),
+                (
+                    "names sql 1".to_owned(),
+                    "SELECT name FROM people ORDER BY name".to_owned(),
+                    "    query(conn, \"".to_owned()
+                ),
+            ]
+        );
+        let rows = store.git_functions().unwrap();
+        let first_sql = rows.iter().find(|r| r.language == "sql").unwrap();
+        assert!(first_sql.prefix.starts_with("def open_items(db):\n"), "{:?}", first_sql.prefix);
+        assert_eq!(first_sql.suffix, "\").fetchall()\n");
     }
 
     #[test]

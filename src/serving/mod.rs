@@ -11,7 +11,6 @@ mod context;
 mod definitions;
 mod examples;
 pub mod items;
-mod language;
 mod link;
 mod quiet;
 mod reload;
@@ -30,7 +29,6 @@ use context::{Edit, PREFIX_BYTES, SUFFIX_BYTES, head, tail};
 pub use definitions::{Ask, Question};
 use definitions::{Definitions, Pending};
 use examples::Examples;
-pub use language::{Span, document_language, language_at, language_spans};
 use link::{Link, LinkState, generate};
 use quiet::Quiet;
 use snippets::Repository;
@@ -38,6 +36,7 @@ use snippets::Repository;
 use crate::config::ServingConfig;
 use crate::daemon::protocol::{CompleteRequest, RecentEdit};
 use crate::home::Home;
+use crate::language::{document_language, language_at};
 use crate::lsp::mirror::{DocumentEvent, DocumentSnapshot, Mirror, Position};
 
 /// Suggestions remembered for `marunochi.accept`/feedback lookups and the debug command.
