@@ -24,6 +24,9 @@
 //! ADAPTER=lora (the default), `tt` (TT-LoRA) or `dora`, each asked for in a home of its own;
 //! the row shows the numbers each trained, its size on disk and its speed.
 //!
+//! LANGUAGE=name trains and judges that language of the repositories instead of their own: `sql`
+//! for the SQL strings of sqlite-utils' Python (mined as rows of their own), in a home of its own.
+//!
 //! LR=x sets SFT's learning rate (`--lr`, default 2e-4).
 //!
 //! STEPS=n trains exactly n updates (`--steps`, shared among the stages) instead of a budget:
@@ -45,10 +48,11 @@ use std::time::Instant;
 use serde_json::Value;
 
 /// Name, pinned commit (as in `scripts/replay-repos.sh`), main author, language.
-const REPOS: [(&str, &str, &str, &str); 3] = [
+const REPOS: [(&str, &str, &str, &str); 4] = [
     ("cachetools", "28d4506f2a49d781ffbcecb095fa7aba5bb80aff", "tkemmer@computer.org", "python"),
     ("more-itertools", "2fe1b2eeb9d75f994113fe3ac76d14b6bcd6fb10", "bbayles@gmail.com", "python"),
     ("walkdir", "6fd031c82ba5a4204b4ce6eae73dacb00dc072ec", "jamslam@gmail.com", "rust"),
+    ("sqlite-utils", "56dd09702fdb9e899f577ffd51693c1f2176cb08", "swillison@gmail.com", "python"),
 ];
 
 fn root() -> &'static Path {
@@ -196,7 +200,9 @@ fn main() {
     let prompt_tokens = std::env::var("PROMPT_TOKENS").ok().map(|n| n.parse::<usize>().expect("PROMPT_TOKENS=n"));
     let lr = std::env::var("LR").ok();
     let steps = std::env::var("STEPS").ok();
-    let variant = asked.map(|m| format!("-{m}")).unwrap_or_default()
+    let only = std::env::var("LANGUAGE").ok();
+    let variant = only.as_ref().map(|l| format!("-{l}")).unwrap_or_default()
+        + &asked.map(|m| format!("-{m}")).unwrap_or_default()
         + &steps.as_ref().map(|n| format!("-s{n}")).unwrap_or_default()
         + &prompt_tokens.map(|n| format!("-p{n}")).unwrap_or_default()
         + &lr.as_ref().map(|lr| format!("-lr{lr}")).unwrap_or_default();
@@ -208,7 +214,8 @@ fn main() {
     };
     let resume = std::env::var_os("RESUME").is_some();
     let (mut rows, mut plans) = (Vec::new(), Vec::new());
-    for &(name, commit, author, language) in REPOS.iter().filter(|(n, ..)| wanted.split(',').any(|w| w == *n)) {
+    for &(name, commit, author, own) in REPOS.iter().filter(|(n, ..)| wanted.split(',').any(|w| w == *n)) {
+        let language = only.as_deref().unwrap_or(own);
         let mirror = root().join(".test-deps/replay").join(format!("{name}.git"));
         assert!(mirror.exists(), "{} is missing: run ./scripts/replay-repos.sh", mirror.display());
         let home =

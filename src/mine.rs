@@ -23,7 +23,7 @@ const PREFIX_BYTES: usize = 4000;
 const SUFFIX_BYTES: usize = 1000;
 /// Longer bodies are cut at a line end: training sees at most a few hundred tokens of target.
 const MAX_BODY: usize = 2000;
-/// A shorter string of another language (`"select 1"`) teaches little.
+/// A shorter string of another language (`"SELECT 1"`) teaches little.
 const MIN_EMBEDDED: usize = 16;
 
 #[derive(Debug, Clone, Default)]
@@ -92,20 +92,24 @@ pub fn mine(store: &mut Store, dir: &Path, options: &Options) -> Result<Mined, M
 }
 
 /// The function's row, then one per string of another language that this version of its body
-/// wrote: a string the previous version held already was mined with that version.
+/// wrote: a string the previous version held already was mined with that version. The n-th
+/// string of the body is named `<function> <language> <n>`, so that its versions are one.
 fn rows(repository: &Path, written: &Written) -> Vec<GitFunction> {
     let function = row(repository, written);
     let text = &*written.text;
     let previous = written.previous.as_deref().unwrap_or("");
-    let mut rows = vec![];
-    for span in crate::language::language_spans(written.language, "", text) {
-        let code = &text[span.range.clone()];
+    let embedded = crate::language::language_spans(written.language, "", text).into_iter().filter(|span| {
         let inside = written.body.start <= span.range.start && span.range.end <= written.body.end;
-        if span.language == written.language || !inside || code.trim().len() < MIN_EMBEDDED || previous.contains(code) {
+        span.language != written.language && inside
+    });
+    let mut rows = vec![];
+    for (n, span) in embedded.enumerate() {
+        let code = &text[span.range.clone()];
+        if code.trim().len() < MIN_EMBEDDED || previous.contains(code) {
             continue;
         }
         rows.push(GitFunction {
-            name: format!("{} {} {}", function.name, span.language, rows.len() + 1),
+            name: format!("{} {} {}", function.name, span.language, n + 1),
             language: span.language,
             prefix: prefix(&text[..span.range.start]).to_owned(),
             suffix: suffix(&text[span.range.end..]).to_owned(),
@@ -280,7 +284,7 @@ mod tests {
         commit(&repo, "Me <me@home>", "2026-01-03T10:00:00Z", &[("db.py", &second)]);
         // A new query, one too short to teach anything, and prose.
         let third = format!(
-            "{second}\ndef count(db, table):\n    db.execute(\"select 1\")\n    print(\"Select a table from the list\")\n    \
+            "{second}\ndef count(db, table):\n    db.execute(\"SELECT 1\")\n    print(\"Select a table from the list\")\n    \
              return db.execute(f\"select count(*) from [{{table}}]\").fetchone()[0]\n"
         );
         commit(&repo, "Me <me@home>", "2026-01-04T10:00:00Z", &[("db.py", &third)]);
@@ -308,7 +312,7 @@ mod tests {
                     "    return db.execute(\"".to_owned()
                 ),
                 (
-                    "count sql 1".to_owned(),
+                    "count sql 2".to_owned(),
                     "select count(*) from [{table}]".to_owned(),
                     "    return db.execute(f\"".to_owned()
                 ),
