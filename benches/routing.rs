@@ -2,16 +2,21 @@
 //! expert's update should change which tokens when one file holds several languages
 //! (ARCHITECTURE.md, "Experts per token").
 //!
-//! Two real experts trained by the learning benchmark on real histories: Python (cachetools) and
-//! Rust (walkdir), SmolLM2-135M. The corpus:
+//! Real experts trained by the learning benchmark on real histories: Python (cachetools) and
+//! Rust (walkdir), SmolLM2-135M, and SQL (the SQL strings of sqlite-utils' Python) when it has
+//! been trained. The corpus:
 //! - **real**: cachetools' `docs/index.rst` (reST prose with `testcode`/`doctest` Python) and
 //!   walkdir's `README.md` (Markdown with Rust fences), at the pinned commits;
+//! - **real Python with SQL** (with the SQL expert): the newest of its held-out SQL strings (never
+//!   trained on) in their files, each cut to the string's function and the lines around it;
 //! - **generated**: Markdown pages, each with prose, two Python functions and two Rust functions
 //!   taken from the experts' held-out functions (never trained on; the newest of each history).
 //!
 //! Every token of a file is scored (log-likelihood of it given all before it, in windows of
 //! `WINDOW` tokens) under:
 //! - **base**: no expert;
+//! - **file's expert**: the expert of the file's own language on every token (none for Markdown
+//!   and reST): what serving does where the cursor's language has no expert of its own;
 //! - **per request**: what serving does today, the expert of the language at the cursor applied to
 //!   the whole prompt (a token is predicted with its own language's expert on every position);
 //! - **per span**: each position computed with the expert of its own span's language, prose with
@@ -33,10 +38,12 @@
 //! ```text
 //! BUDGET=20m ADAPTER=lora STAGES=preference OUTCOMES=older cargo bench --bench learning
 //! REPOS=walkdir STAGES=sft BUDGET=15m cargo bench --bench learning
+//! REPOS=sqlite-utils LANGUAGE=sql STAGES=sft STEPS=20 cargo bench --bench learning
 //! cargo bench --bench routing
 //! ```
 //!
-//! PYTHON_HOME / RUST_HOME: the learning homes holding the experts (defaults: the two runs above);
+//! PYTHON_HOME / RUST_HOME / SQL_HOME: the learning homes holding the experts (defaults: the runs
+//! above; the SQL expert is left out when its home has none); SQL_DOCS=n SQL strings (default 40);
 //! WINDOW=n tokens per scored window (default 1024); DOCS=n generated pages (default 20); GATE=x
 //! the router's entropy threshold, a fraction of the maximum (default 0.5).
 
@@ -46,7 +53,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use marunochi::engine::{Engine, LoadOptions};
-use marunochi::language::language_spans;
+use marunochi::language::{document_language, language_spans};
 use serde_json::Value;
 
 fn root() -> &'static Path {
@@ -57,8 +64,11 @@ fn root() -> &'static Path {
 /// curation held out.
 struct Expert {
     language: &'static str,
+    /// The learning home it was trained in (which history it learned).
+    home: String,
     adapter: PathBuf,
-    heldout: Vec<String>,
+    /// Held-out examples as curation wrote them: prefix, completion, suffix.
+    heldout: Vec<(String, String, String)>,
     /// What the expert was trained on (SFT prompts' ends and completions): the router's examples.
     trained: Vec<String>,
 }
@@ -76,7 +86,8 @@ fn expert(language: &'static str, variable: &str, default_home: &str, how: &str)
         .lines()
         .filter_map(|line| {
             let row: Value = serde_json::from_str(line).ok()?;
-            function(row["prefix"].as_str()?, row["completion"].as_str()?, language)
+            let field = |name: &str| row[name].as_str().map(str::to_owned);
+            Some((field("prefix")?, field("completion")?, field("suffix")?))
         })
         .collect();
     let trained = std::fs::read_to_string(data.join("train.jsonl")).expect("training examples");
@@ -89,7 +100,15 @@ fn expert(language: &'static str, variable: &str, default_home: &str, how: &str)
             Some(format!("{tail}{}", row["completion"].as_str()?))
         })
         .collect();
-    Expert { language, adapter, heldout, trained }
+    let home = home.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+    Expert { language, home, adapter, heldout, trained }
+}
+
+impl Expert {
+    /// The held-out functions, whole (see [`function`]).
+    fn functions(&self) -> Vec<String> {
+        self.heldout.iter().filter_map(|(prefix, completion, _)| function(prefix, completion, self.language)).collect()
+    }
 }
 
 /// The whole function a held-out example completes: from its signature (and decorators or
@@ -154,6 +173,43 @@ fn pinned((repo, commit, _): (&str, &str, &str), path: &str) -> String {
     git(repo, &["show", &format!("{commit}:{path}")])
 }
 
+/// The newest `count` held-out SQL strings, each in its Python file: the lines before it from its
+/// function's signature (at most ~2 500 bytes), the string, and the rest of its line and a few
+/// more. Kept only where the cut text still reads the string as SQL (a cut inside a docstring
+/// would not).
+fn sql_documents(sql: &Expert, count: usize) -> Vec<Document> {
+    let mut documents = Vec::new();
+    for (prefix, completion, suffix) in sql.heldout.iter().rev() {
+        let is_signature = |at: &usize| {
+            let line = prefix[*at..].trim_start_matches(' ');
+            line.starts_with("def ") || line.starts_with("async def ")
+        };
+        let mut lines = std::iter::once(0).chain(prefix.match_indices('\n').map(|(at, _)| at + 1));
+        let signature = lines.rfind(is_signature).unwrap_or(0);
+        let cut = prefix.ceil_char_boundary(prefix.len().saturating_sub(2500));
+        let start = match prefix[cut..].find('\n') {
+            Some(i) if cut > signature => cut + i + 1,
+            _ => signature,
+        };
+        let head = &prefix[start..];
+        let tail: String = suffix.split_inclusive('\n').take(4).collect();
+        let text = format!("{head}{completion}{tail}");
+        let string = head.len()..head.len() + completion.len();
+        let spans = language_spans("python", "file:///sqlite-utils/db.py", &text);
+        if spans.iter().any(|span| span.language == "sql" && span.range == string) {
+            documents.push(Document {
+                group: "real Python with SQL",
+                uri: format!("file:///sqlite-utils/string{}.py", documents.len()),
+                text,
+            });
+        }
+        if documents.len() == count {
+            break;
+        }
+    }
+    documents
+}
+
 fn corpus(python: &Expert, rust: &Expert, pages: usize) -> Vec<Document> {
     let mut documents = vec![
         Document {
@@ -168,7 +224,7 @@ fn corpus(python: &Expert, rust: &Expert, pages: usize) -> Vec<Document> {
         },
     ];
     // The newest held-out functions of each history, two of each language per page.
-    let newest = |expert: &Expert| expert.heldout.iter().rev().take(2 * pages).cloned().collect::<Vec<_>>();
+    let newest = |expert: &Expert| expert.functions().into_iter().rev().take(2 * pages).collect::<Vec<_>>();
     let (py, rs) = (newest(python), newest(rust));
     for (page, (py, rs)) in py.chunks(2).zip(rs.chunks(2)).enumerate() {
         let (py_name, rs_name) = (name_of(&py[0]), name_of(&rs[0]));
@@ -289,7 +345,8 @@ fn commit_messages() -> Vec<String> {
         .collect()
 }
 
-const ROUTINGS: [&str; 6] = ["base", "per request", "per span", "per span, next", "router", "spans + router"];
+const ROUTINGS: [&str; 7] =
+    ["base", "file's expert", "per request", "per span", "per span, next", "router", "spans + router"];
 
 /// Summed negative log-likelihood and token count per (group, language) and routing.
 #[derive(Default)]
@@ -324,20 +381,39 @@ fn main() {
         "target/learning/walkdir-sft",
         "REPOS=walkdir STAGES=sft BUDGET=15m cargo bench --bench learning",
     );
+    let sql_home = std::env::var_os("SQL_HOME")
+        .map_or_else(|| root().join("target/learning/sqlite-utils-sft-sql-s20"), PathBuf::from);
+    let sql = sql_home.join("adapters/sql/v1").exists().then(|| {
+        let how = "REPOS=sqlite-utils LANGUAGE=sql STAGES=sft STEPS=20 cargo bench --bench learning";
+        expert("sql", "SQL_HOME", "target/learning/sqlite-utils-sft-sql-s20", how)
+    });
     let model = root().join(".test-deps/fixtures/smollm2-135m-instruct.gguf");
     let engine = Engine::load(&model, &LoadOptions::default()).expect("SmolLM2 (./scripts/test-deps.sh)");
-    let experts = [&python, &rust];
-    for expert in experts {
+    let experts: Vec<&Expert> = [Some(&python), Some(&rust), sql.as_ref()].into_iter().flatten().collect();
+    for expert in &experts {
         engine.load_adapter(expert.language, &expert.adapter).unwrap();
     }
     let names: Vec<&str> = experts.iter().map(|e| e.language).collect();
-    let documents = corpus(&python, &rust, pages);
+    let mut documents = corpus(&python, &rust, pages);
+    let generated = documents.len() - 2;
+    match &sql {
+        Some(sql) => {
+            let count = std::env::var("SQL_DOCS").ok().and_then(|n| n.parse().ok()).unwrap_or(40);
+            documents.extend(sql_documents(sql, count));
+        }
+        None => eprintln!(
+            "no SQL expert in {}: the SQL group is left out (REPOS=sqlite-utils LANGUAGE=sql STAGES=sft STEPS=20 \
+             cargo bench --bench learning trains it)",
+            sql_home.display()
+        ),
+    }
     eprintln!(
-        "{} documents ({} generated pages from {} Python and {} Rust held-out functions), windows of {window} tokens",
+        "{} documents ({generated} generated pages from {} Python and {} Rust held-out functions, {} SQL strings), \
+         windows of {window} tokens",
         documents.len(),
-        documents.len() - 2,
         python.heldout.len(),
-        rust.heldout.len()
+        rust.heldout.len(),
+        documents.len() - generated - 2,
     );
 
     let tokenizer = engine.tokenizer();
@@ -350,11 +426,11 @@ fn main() {
         examples.extend(expert.trained.iter().map(|text| (e + 1, tokenizer.encode(text).unwrap())));
     }
     let router = Router::train(&examples, names.len() + 1, tokenizer.vocab_size());
+    let curated: Vec<String> = experts.iter().map(|e| e.trained.len().to_string()).collect();
     eprintln!(
-        "router trained in {:.1} s on {prose} commit messages and {} + {} curated examples",
+        "router trained in {:.1} s on {prose} commit messages and {} curated examples",
         started.elapsed().as_secs_f64(),
-        python.trained.len(),
-        rust.trained.len()
+        curated.join(" + ")
     );
 
     let started = Instant::now();
@@ -368,6 +444,7 @@ fn main() {
             spans.iter().find(|span| span.range.contains(&at)).map_or("plaintext", |span| span.language.as_str())
         };
         let expert_of = |token: usize| names.iter().position(|name| *name == language_of(token));
+        let file_expert = names.iter().position(|name| *name == document_language("", &document.uri));
         let one_hot = |expert: Option<usize>| {
             (0..names.len()).map(|e| f32::from(u8::from(Some(e) == expert))).collect::<Vec<f32>>()
         };
@@ -387,18 +464,22 @@ fn main() {
             let routed = |i: usize| router.route(&tokens[(i + 1).saturating_sub(ROUTER_WINDOW).max(start)..=i], gate);
             let mixed = pass(&routed);
             let spans_then_router = pass(&|i| expert_of(i + 1).map_or_else(|| routed(i), |e| one_hot(Some(e))));
+            let file = file_expert.map_or(&base, |e| &whole[e]);
             for i in 0..end - start - 1 {
                 let predicted = start + i + 1;
                 let request = expert_of(predicted).map_or(base[i], |e| whole[e][i]);
-                let nll = [-base[i], -request, -own[i], -next[i], -mixed[i], -spans_then_router[i]].map(f64::from);
+                let nll =
+                    [-base[i], -file[i], -request, -own[i], -next[i], -mixed[i], -spans_then_router[i]].map(f64::from);
                 tally.add(document.group, language_of(predicted), nll);
             }
         }
     }
     eprintln!("scored in {:.0} s", started.elapsed().as_secs_f64());
 
+    let trained: Vec<String> = experts.iter().map(|e| format!("{} ({})", e.language, e.home)).collect();
     println!(
-        "\nmean negative log-likelihood per token (nats; lower is better), SmolLM2-135M, experts: python (cachetools), rust (walkdir)\n"
+        "\nmean negative log-likelihood per token (nats; lower is better), SmolLM2-135M, experts: {}\n",
+        trained.join(", ")
     );
     println!(
         "| group | language | tokens | {} | per span, next vs per request | spans + router vs per span, next |",
@@ -412,8 +493,8 @@ fn main() {
         println!(
             "| {group} | {language} | {count} | {} | {:+.2} % | {:+.2} % |",
             cells.join(" | "),
-            change(mean[1], mean[3]),
-            change(mean[3], mean[5])
+            change(mean[2], mean[4]),
+            change(mean[4], mean[6])
         );
     }
     println!("\n(a positive % is a lower NLL: better)");
