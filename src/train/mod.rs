@@ -176,7 +176,8 @@ pub enum Data {
 /// What the caller is told while training runs.
 pub enum Event<'a> {
     Stage(&'a str),
-    /// `eta_secs`: the planned work left over the speed of this run so far.
+    /// `eta_secs`: the planned work left over the speed of this process's updates (see
+    /// `State::eta_secs`).
     Step {
         stage: &'static str,
         step: usize,
@@ -298,6 +299,17 @@ impl State {
             first += steps;
         }
         left
+    }
+
+    /// Seconds the plan has left at the speed of the work done since `since` (units, seconds):
+    /// where this process started. A resumed run's earlier part may have shared the machine with
+    /// other work, or run on another one; its speed says little about tonight's.
+    fn eta_secs(&self, (units, seconds): (f64, f64)) -> f64 {
+        let (units, seconds) = match self.units - units {
+            done if done > 0.0 => (done, self.seconds - seconds),
+            _ => (self.units, self.seconds),
+        };
+        self.units_left() * seconds / units.max(1e-9)
     }
 
     /// The stage of update `step`: its index, kind, length and the update's place in it.
@@ -492,6 +504,7 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
 fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Result<(), TrainError> {
     let Run { checkpoint_dir, settings, base, data, adapter, adam, lora, state, .. } = run;
     let settings = &*settings;
+    let since = (state.units, state.seconds);
     while state.step < state.total {
         let past_deadline = options.until.is_some_and(|until| std::time::SystemTime::now() >= until);
         if stop.load(Ordering::Relaxed) || past_deadline {
@@ -560,7 +573,7 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             total: state.total,
             loss: update.loss,
             tokens_per_s,
-            eta_secs: state.units_left() * state.seconds / state.units.max(1e-9),
+            eta_secs: state.eta_secs(since),
         });
         if settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0 && state.step < state.total {
             save_checkpoint(checkpoint_dir, adapter, adam, state)?;
@@ -892,6 +905,11 @@ mod tests {
         assert_eq!(state.units_left(), 900.0);
         state.step = 15;
         assert_eq!(state.units_left(), 0.0);
+        // Resumed at update 10 after 1 200 units in 1 200 s (a loaded machine); 600 units since,
+        // in 300 s: 900 units left take 450 s, not 900 s.
+        (state.step, state.units, state.seconds) = (12, 1800.0, 1500.0);
+        assert_eq!(state.eta_secs((1200.0, 1200.0)), 450.0);
+        assert_eq!(state.eta_secs((1800.0, 1500.0)), 900.0 * 1500.0 / 1800.0, "no update yet: the whole run's speed");
         assert_eq!(
             [clock_text(12.4), clock_text(250.0), clock_text(3900.0)],
             ["12 s".to_owned(), "4 min 10 s".to_owned(), "1 h 05 min".to_owned()]
