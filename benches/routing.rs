@@ -43,7 +43,9 @@
 //! ```
 //!
 //! PYTHON_HOME / RUST_HOME / SQL_HOME: the learning homes holding the experts (defaults: the runs
-//! above; the SQL expert is left out when its home has none); SQL_DOCS=n SQL strings (default 40);
+//! above; the SQL expert is left out when its home has none); SQL_DOCS=n SQL strings (default 30);
+//! ONLY=sql scores the SQL strings alone (the other groups' figures do not depend on the SQL
+//! expert, and scoring costs minutes per thousand tokens);
 //! WINDOW=n tokens per scored window (default 1024); DOCS=n generated pages (default 20); GATE=x
 //! the router's entropy threshold, a fraction of the maximum (default 0.5).
 
@@ -174,7 +176,7 @@ fn pinned((repo, commit, _): (&str, &str, &str), path: &str) -> String {
 }
 
 /// The newest `count` held-out SQL strings, each in its Python file: the lines before it from its
-/// function's signature (at most ~2 500 bytes), the string, and the rest of its line and a few
+/// function's signature (at most ~1 500 bytes), the string, and the rest of its line and a few
 /// more. Kept only where the cut text still reads the string as SQL (a cut inside a docstring
 /// would not).
 fn sql_documents(sql: &Expert, count: usize) -> Vec<Document> {
@@ -186,7 +188,7 @@ fn sql_documents(sql: &Expert, count: usize) -> Vec<Document> {
         };
         let mut lines = std::iter::once(0).chain(prefix.match_indices('\n').map(|(at, _)| at + 1));
         let signature = lines.rfind(is_signature).unwrap_or(0);
-        let cut = prefix.ceil_char_boundary(prefix.len().saturating_sub(2500));
+        let cut = prefix.ceil_char_boundary(prefix.len().saturating_sub(1500));
         let start = match prefix[cut..].find('\n') {
             Some(i) if cut > signature => cut + i + 1,
             _ => signature,
@@ -394,18 +396,19 @@ fn main() {
         engine.load_adapter(expert.language, &expert.adapter).unwrap();
     }
     let names: Vec<&str> = experts.iter().map(|e| e.language).collect();
-    let mut documents = corpus(&python, &rust, pages);
-    let generated = documents.len() - 2;
+    let only_sql = std::env::var("ONLY").is_ok_and(|only| only == "sql");
+    let mut documents = if only_sql { Vec::new() } else { corpus(&python, &rust, pages) };
+    let generated = documents.len().saturating_sub(2);
     match &sql {
         Some(sql) => {
-            let count = std::env::var("SQL_DOCS").ok().and_then(|n| n.parse().ok()).unwrap_or(40);
+            let count = std::env::var("SQL_DOCS").ok().and_then(|n| n.parse().ok()).unwrap_or(30);
             documents.extend(sql_documents(sql, count));
         }
-        None => eprintln!(
-            "no SQL expert in {}: the SQL group is left out (REPOS=sqlite-utils LANGUAGE=sql STAGES=sft STEPS=20 \
-             cargo bench --bench learning trains it)",
-            sql_home.display()
-        ),
+        None => {
+            let how = "REPOS=sqlite-utils LANGUAGE=sql STAGES=sft STEPS=20 cargo bench --bench learning trains it";
+            assert!(!only_sql, "ONLY=sql: no SQL expert in {} ({how})", sql_home.display());
+            eprintln!("no SQL expert in {}: the SQL group is left out ({how})", sql_home.display());
+        }
     }
     eprintln!(
         "{} documents ({generated} generated pages from {} Python and {} Rust held-out functions, {} SQL strings), \
@@ -413,7 +416,7 @@ fn main() {
         documents.len(),
         python.heldout.len(),
         rust.heldout.len(),
-        documents.len() - generated - 2,
+        documents.iter().filter(|d| d.group == "real Python with SQL").count(),
     );
 
     let tokenizer = engine.tokenizer();
