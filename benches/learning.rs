@@ -33,6 +33,10 @@
 //! variants compared at equal updates whatever else the machine was doing (a budget's plan
 //! depends on the speed measured at its start).
 //!
+//! SFT_STEPS=n and AFTER_SFT_STEPS=m train n SFT updates and m updates of the stages after it
+//! (`--sft-steps`, `--after-sft-steps`): STAGES=reward against STAGES=preference at equal updates
+//! after the same SFT.
+//!
 //! PROMPT_TOKENS=n trains on prompts cut to their last n tokens (`[train] max_prompt_tokens`,
 //! default 512); the exam's prompts stay as served.
 //!
@@ -200,10 +204,14 @@ fn main() {
     let prompt_tokens = std::env::var("PROMPT_TOKENS").ok().map(|n| n.parse::<usize>().expect("PROMPT_TOKENS=n"));
     let lr = std::env::var("LR").ok();
     let steps = std::env::var("STEPS").ok();
+    let sft_steps = std::env::var("SFT_STEPS").ok();
+    let after_sft_steps = std::env::var("AFTER_SFT_STEPS").ok();
     let only = std::env::var("LANGUAGE").ok();
     let variant = only.as_ref().map(|l| format!("-{l}")).unwrap_or_default()
         + &asked.map(|m| format!("-{m}")).unwrap_or_default()
         + &steps.as_ref().map(|n| format!("-s{n}")).unwrap_or_default()
+        + &sft_steps.as_ref().map(|n| format!("-sft{n}")).unwrap_or_default()
+        + &after_sft_steps.as_ref().map(|n| format!("-after{n}")).unwrap_or_default()
         + &prompt_tokens.map(|n| format!("-p{n}")).unwrap_or_default()
         + &lr.as_ref().map(|lr| format!("-lr{lr}")).unwrap_or_default();
     let outcomes = match std::env::var("OUTCOMES").as_deref() {
@@ -229,11 +237,15 @@ fn main() {
             }
         }
 
-        let bound = match &steps {
-            Some(n) => ["--steps", n.as_str()],
-            None => ["--budget", budget.as_str()],
+        let mut bound = match (&steps, &sft_steps) {
+            (Some(n), _) => vec!["--steps", n.as_str()],
+            (None, Some(n)) => vec!["--sft-steps", n.as_str()],
+            (None, None) => vec!["--budget", budget.as_str()],
         };
-        eprintln!("== {name}: training ({language}, {} {})", bound[0].trim_start_matches('-'), bound[1]);
+        if let Some(n) = &after_sft_steps {
+            bound.extend(["--after-sft-steps", n.as_str()]);
+        }
+        eprintln!("== {name}: training ({language}, {})", bound.join(" "));
         let started = Instant::now();
         let mut args = vec!["train", "--language", language, "--model", model, "--json"];
         args.extend(bound);

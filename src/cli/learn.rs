@@ -35,6 +35,11 @@ pub struct TrainArgs {
     /// Updates of the SFT stage alone; the KTO and DPO stages are planned from their data.
     #[arg(long, value_name = "N", conflicts_with = "steps")]
     sft_steps: Option<usize>,
+    /// Updates of the stages after SFT together (KTO, DPO, reward), shared in proportion to
+    /// their passes over the data; not cut by a budget (SFT gets what is left of it). With
+    /// --sft-steps, two variants of those stages compare at equal updates.
+    #[arg(long, value_name = "N", conflicts_with_all = ["steps", "sft_only"])]
+    after_sft_steps: Option<usize>,
     /// Plan the run to end within this long (`2h`, `90m`, `1h30m`, `45s`) from this machine's
     /// measured training speed (measured once, then remembered): fewer updates per stage when
     /// needed. With --until, the shorter of the two.
@@ -337,6 +342,7 @@ fn settings(config: &crate::config::TrainConfig, args: &TrainArgs) -> train::Set
     let mut settings = train::Settings::from_config(config);
     settings.steps = args.steps;
     settings.sft_steps = args.sft_steps;
+    settings.after_sft_steps = args.after_sft_steps;
     settings.seed = args.seed;
     settings.qlora |= args.qlora;
     settings.gradient_checkpointing &= !args.no_gradient_checkpointing;

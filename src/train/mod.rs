@@ -63,6 +63,10 @@ pub struct Settings {
     /// Updates of the SFT stage alone (the preference stages planned from their data).
     #[serde(default)]
     pub sft_steps: Option<usize>,
+    /// Updates of the stages after SFT together (KTO, DPO, reward), shared in proportion to
+    /// their passes over the data: variants of those stages compared at equal updates.
+    #[serde(default)]
+    pub after_sft_steps: Option<usize>,
     pub epochs: usize,
     /// Examples per update.
     pub batch: usize,
@@ -104,6 +108,7 @@ impl Settings {
         Settings {
             steps: None,
             sft_steps: None,
+            after_sft_steps: None,
             epochs: c.epochs,
             batch: c.batch,
             rank: c.rank,

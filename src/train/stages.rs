@@ -157,6 +157,9 @@ pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec
     if settings.reward && data.reward.len() >= REWARD_MIN && varied {
         stages.push((StageKind::Reward, updates(data.reward.len())));
     }
+    if let Some(total) = settings.after_sft_steps {
+        share_out(&mut stages[1..], total);
+    }
     if let Some(total) = settings.steps {
         // Shared in proportion to the passes planned; SFT takes what is left (more passes when the
         // total is larger).
@@ -176,11 +179,13 @@ pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec
             let shares: f64 = stages.iter().map(|(kind, _)| share(*kind)).sum();
             let mut used = 0.0;
             for (kind, n) in stages.iter_mut().skip(1) {
-                let room = budget * share(*kind) / shares;
-                // Each update costs itself and, at most, the reference pass of the items it draws.
-                let c = cost(settings, data, *kind, 1);
-                let most = c.update + FORWARD * settings.batch as f64 * reference_tokens(data, *kind);
-                *n = (*n).min((room / most) as usize);
+                if settings.after_sft_steps.is_none() {
+                    let room = budget * share(*kind) / shares;
+                    // Each update costs itself and, at most, the reference pass of the items it draws.
+                    let c = cost(settings, data, *kind, 1);
+                    let most = c.update + FORWARD * settings.batch as f64 * reference_tokens(data, *kind);
+                    *n = (*n).min((room / most) as usize);
+                }
                 used += total(*kind, *n);
             }
             let sft = &mut stages[0].1;
@@ -190,6 +195,22 @@ pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec
     }
     stages.retain(|(kind, n)| *n > 0 || *kind == StageKind::Sft);
     stages
+}
+
+/// `total` updates shared among `stages` in proportion to the updates planned for each (floored;
+/// the updates flooring leaves go to the first stages, so that they add up to `total`).
+fn share_out(stages: &mut [(StageKind, usize)], total: usize) {
+    let planned: usize = stages.iter().map(|(_, n)| n).sum();
+    if planned == 0 {
+        return;
+    }
+    for (_, n) in stages.iter_mut() {
+        *n = *n * total / planned;
+    }
+    let left = total - stages.iter().map(|(_, n)| n).sum::<usize>();
+    for (_, n) in stages.iter_mut().take(left) {
+        *n += 1;
+    }
 }
 
 /// One update's loss and gradients.
@@ -408,6 +429,10 @@ mod tests {
         assert_eq!(longer[0], (StageKind::Sft, 100 - 25 - 12), "more passes of SFT");
         let sft = plan(&Settings { sft_steps: Some(5), ..settings() }, &data(), None);
         assert_eq!(sft, [(StageKind::Sft, 5), (StageKind::Kto, 12), (StageKind::Dpo, 6)]);
+        let after = Settings { sft_steps: Some(5), after_sft_steps: Some(5), ..settings() };
+        assert_eq!(plan(&after, &data(), None), [(StageKind::Sft, 5), (StageKind::Kto, 4), (StageKind::Dpo, 1)]);
+        let reward = Settings { preference: false, reward: true, ..after };
+        assert_eq!(plan(&reward, &data(), None), [(StageKind::Sft, 5), (StageKind::Reward, 5)], "equal updates");
     }
 
     #[test]
@@ -455,5 +480,9 @@ mod tests {
         assert_eq!(plan(&s, &data(), Some(0.0)), [(StageKind::Sft, 1)], "at least one update");
         let asked = Settings { steps: Some(16), ..settings() };
         assert_eq!(plan(&asked, &data(), Some(0.0)), plan(&asked, &data(), None), "asked-for updates are kept");
+        let after = Settings { after_sft_steps: Some(3), ..settings() };
+        let fitted = plan(&after, &data(), Some(everything * 0.3));
+        assert_eq!(fitted[1..], [(StageKind::Kto, 2), (StageKind::Dpo, 1)], "not cut by the budget");
+        assert!(fitted[0].1 < 30 && total(&fitted) <= everything * 0.3, "SFT gets the rest: {fitted:?}");
     }
 }

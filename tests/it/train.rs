@@ -590,6 +590,19 @@ fn kto_and_dpo_stages_follow_sft_when_preference_data_exists() {
         .collect();
     assert_eq!(planned, [("sft".to_owned(), 4), ("kto".to_owned(), 3), ("dpo".to_owned(), 1)]);
 
+    // --after-sft-steps bounds the stages after SFT together (KTO 8·3/12 and DPO 4·3/12), so
+    // variants of those stages can be compared at equal updates after the same SFT.
+    let after = ["--sft-steps", "2", "--after-sft-steps", "3", "--epochs", "4", "--batch", "4", "--dropout", "0"];
+    let (ok, stdout, stderr) = train(&home, &fixture("tiny-qwen2-trainable"), &data, &after);
+    assert!(ok, "{stderr}");
+    let stages = super::train::report(&stdout)["stages"].clone();
+    let planned: Vec<u64> = stages.as_array().unwrap().iter().map(|s| s["steps"].as_u64().unwrap()).collect();
+    assert_eq!(report_stages(&stdout), ["sft", "kto", "dpo"]);
+    assert_eq!(planned, [2, 2, 1]);
+    let (ok, _, stderr) =
+        train(&home, &fixture("tiny-qwen2-trainable"), &data, &["--steps", "4", "--after-sft-steps", "2"]);
+    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
+
     // The runs above kept their speed. Without it, a budget measures it first (once: it is kept,
     // 0600); one too short for anything but one update leaves the preference stages out.
     let speeds = home.join("train/speed.json");
