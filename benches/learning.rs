@@ -4,7 +4,8 @@
 //! (`marunochi eval`) judges it against the base model on the newest fifth of the author's
 //! functions, which curation held out (never trained on). Printed side by side per repository:
 //! first-line exact match and edit similarity (on as many lines as the completion has, as the
-//! replay benchmark scores) and the gate's own figures, base vs adapter, plus the plan's predicted
+//! replay benchmark scores; paired per function too: similarity better : worse, first lines gained
+//! and lost) and the gate's own figures, base vs adapter, plus the plan's predicted
 //! training time against the real one.
 //!
 //! `./scripts/test-deps.sh && ./scripts/replay-repos.sh && cargo bench --bench learning`
@@ -95,20 +96,39 @@ struct Side {
     answered: f64,
 }
 
+/// One completion's score: its first line is the author's, and its edit similarity (0 when empty).
+fn scored(example: &Value, which: &str) -> Option<(bool, f64)> {
+    let expected = example["expected"].as_str().unwrap_or_default();
+    let completion = example[which]["completion"].as_str().unwrap_or_default();
+    if completion.trim().is_empty() {
+        return None;
+    }
+    let similarity = marunochi::eval::stats::edit_similarity(completion.trim_end(), same_lines(expected, completion));
+    Some((first_line(completion) == first_line(expected), similarity))
+}
+
 fn side(examples: &[Value], which: &str) -> Side {
     let n = examples.len().max(1) as f64;
     let (mut first, mut similarity, mut answered) = (0.0, 0.0, 0.0);
-    for e in examples {
-        let expected = e["expected"].as_str().unwrap_or_default();
-        let completion = e[which]["completion"].as_str().unwrap_or_default();
-        if completion.trim().is_empty() {
-            continue;
-        }
+    for (is_first, s) in examples.iter().filter_map(|e| scored(e, which)) {
         answered += 1.0;
-        first += f64::from(first_line(completion) == first_line(expected));
-        similarity += marunochi::eval::stats::edit_similarity(completion.trim_end(), same_lines(expected, completion));
+        first += f64::from(is_first);
+        similarity += s;
     }
     Side { first_line: first / n, similarity: similarity / n, answered: answered / n }
+}
+
+/// Per function, adapter against base: similarity better / worse, first lines gained / lost.
+fn paired(examples: &[Value]) -> String {
+    let (mut better, mut worse, mut gained, mut lost) = (0, 0, 0, 0);
+    for e in examples {
+        let (base, adapter) = (scored(e, "reference").unwrap_or_default(), scored(e, "candidate").unwrap_or_default());
+        better += usize::from(adapter.1 > base.1);
+        worse += usize::from(adapter.1 < base.1);
+        gained += usize::from(adapter.0 && !base.0);
+        lost += usize::from(base.0 && !adapter.0);
+    }
+    format!("{better} : {worse}, first lines +{gained} −{lost}")
 }
 
 /// The last line of `prefix` that starts a function: where a request for its body was made.
@@ -291,7 +311,7 @@ fn main() {
         let examples = gate["heldout"]["examples"].as_array().cloned().unwrap_or_default();
         let (base, adapter) = (side(&examples, "reference"), side(&examples, "candidate"));
         rows.push(format!(
-            "| {name} | {} ex., {} KTO, {} DPO, {} reward; {} updates ({}) | {method}: {} numbers, {} KiB{} | {:.0} s / {:.0} s, {:.0} tok/s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} : {} , p {:.3} | {} | {} |",
+            "| {name} | {} ex., {} KTO, {} DPO, {} reward; {} updates ({}) | {method}: {} numbers, {} KiB{} | {:.0} s / {:.0} s, {:.0} tok/s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} | {} : {} , p {:.3} | {} | {} |",
             report["examples"],
             report["kto_examples"],
             report["dpo_pairs"],
@@ -310,6 +330,7 @@ fn main() {
             adapter.first_line * 100.0,
             adapter.similarity,
             adapter.answered * 100.0,
+            paired(&examples),
             gate["heldout"]["wins"],
             gate["heldout"]["losses"],
             gate["heldout"]["sign_p"].as_f64().unwrap_or(1.0),
@@ -323,9 +344,9 @@ fn main() {
         plans.push(format!("{name}: {planned}"));
     }
     println!(
-        "\n| repository | data, updates | adapter: trained numbers, PEFT size | training: updates' time / whole command, speed | base: first line / similarity / answered | adapter: same | log-likelihood wins : losses | general-code NLL | gate |"
+        "\n| repository | data, updates | adapter: trained numbers, PEFT size | training: updates' time / whole command, speed | base: first line / similarity / answered | adapter: same | per function: similarity better : worse | log-likelihood wins : losses | general-code NLL | gate |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
