@@ -41,6 +41,9 @@
 //! PROMPT_TOKENS=n trains on prompts cut to their last n tokens (`[train] max_prompt_tokens`,
 //! default 512); the exam's prompts stay as served.
 //!
+//! GENERAL_SHARE=x makes x of the training set general code (`[curate] general_share`: standard
+//! library functions the gate's forgetting check does not score).
+//!
 //! RESUME=1 continues a run that was stopped (killed, machine restarted) in its kept home: no
 //! mining, `train --resume` with the same variables, then the exam. A night-long run outlives a
 //! working session this way.
@@ -222,6 +225,7 @@ fn main() {
         other => panic!("ADAPTER={other}: lora, tt or dora"),
     };
     let prompt_tokens = std::env::var("PROMPT_TOKENS").ok().map(|n| n.parse::<usize>().expect("PROMPT_TOKENS=n"));
+    let general_share = std::env::var("GENERAL_SHARE").ok().map(|x| x.parse::<f64>().expect("GENERAL_SHARE=share"));
     let lr = std::env::var("LR").ok();
     let steps = std::env::var("STEPS").ok();
     let sft_steps = std::env::var("SFT_STEPS").ok();
@@ -233,6 +237,7 @@ fn main() {
         + &sft_steps.as_ref().map(|n| format!("-sft{n}")).unwrap_or_default()
         + &after_sft_steps.as_ref().map(|n| format!("-after{n}")).unwrap_or_default()
         + &prompt_tokens.map(|n| format!("-p{n}")).unwrap_or_default()
+        + &general_share.map(|x| format!("-general{x}")).unwrap_or_default()
         + &lr.as_ref().map(|lr| format!("-lr{lr}")).unwrap_or_default();
     let outcomes = match std::env::var("OUTCOMES").as_deref() {
         Ok("1") => Some(""),
@@ -252,9 +257,14 @@ fn main() {
             assert!(home.join("marunochi.db").exists(), "RESUME=1: no run kept in {}", home.display());
         } else {
             prepare(&home, (name, commit, author, language), &mirror, outcomes);
+            let mut config = String::new();
             if let Some(n) = prompt_tokens {
-                std::fs::write(home.join("config.toml"), format!("[train]\nmax_prompt_tokens = {n}\n")).unwrap();
+                config.push_str(&format!("[train]\nmax_prompt_tokens = {n}\n"));
             }
+            if let Some(share) = general_share {
+                config.push_str(&format!("[curate]\ngeneral_share = {share}\n"));
+            }
+            std::fs::write(home.join("config.toml"), config).unwrap();
         }
 
         let mut bound = match (&steps, &sft_steps) {
@@ -338,9 +348,15 @@ fn main() {
                 (Some(base), Some(candidate)) => format!("{base:.3} → {candidate:.3}"),
                 _ => format!("skipped: {}", gate["general_note"].as_str().unwrap_or("no general corpus")),
             },
-            if gate["passed"] == true { "passed" } else { "rejected" },
+            match (gate["passed"] == true, gate["strength"].as_f64().unwrap_or(1.0)) {
+                (true, strength) if strength < 1.0 => format!("passed at strength {strength}"),
+                (true, _) => "passed".to_owned(),
+                (false, _) => "rejected".to_owned(),
+            },
         ));
-        eprintln!("gate: {}", gate["heldout"]["verdict"]);
+        for judged in gate["tries"].as_array().into_iter().flatten() {
+            eprintln!("gate at strength {}: {}", judged["strength"], judged["verdict"]);
+        }
         plans.push(format!("{name}: {planned}"));
     }
     println!(

@@ -92,6 +92,9 @@ seed_score_only = false
 heldout_share = 0.1
 # Share of each training set drawn from earlier high-quality examples (replay against forgetting).
 replay_share = 0.2
+# Share of each training set made of general code (functions of the standard library's files the
+# gate does not score), rehearsed against forgetting general coding. 0: none.
+general_share = 0.0
 
 [train]
 # LoRA rank and scale (alpha / rank multiplies the update), dropout on the adapters' inputs.
@@ -132,6 +135,11 @@ reward = false
 # The gate's forgetting check with any model: the candidate's mean log-loss per token on general
 # code (Python's standard library, the Rust library sources) may rise by at most this share.
 nll_rise = 0.02
+# A candidate that beats the reference on the held-out code but fails a forgetting check is judged
+# again with its update scaled down to these strengths, in this order; the first that passes
+# everything is served at that strength (its adapter_config.json's lora_alpha scaled to it).
+# Plain LoRA only. [] judges at full strength only.
+strengths = [0.75, 0.5]
 
 [schedule]
 # Training runs only inside this local time window (HH:MM-HH:MM, may cross midnight), while the
@@ -220,12 +228,20 @@ pub struct CurateConfig {
     pub heldout_share: f64,
     #[serde(deserialize_with = "share")]
     pub replay_share: f64,
+    #[serde(deserialize_with = "share")]
+    pub general_share: f64,
     pub seed_score_only: bool,
 }
 
 impl Default for CurateConfig {
     fn default() -> CurateConfig {
-        CurateConfig { min_quality: 70.0, heldout_share: 0.1, replay_share: 0.2, seed_score_only: false }
+        CurateConfig {
+            min_quality: 70.0,
+            heldout_share: 0.1,
+            replay_share: 0.2,
+            general_share: 0.0,
+            seed_score_only: false,
+        }
     }
 }
 
@@ -361,12 +377,26 @@ fn share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 pub struct EvalConfig {
     #[serde(deserialize_with = "share")]
     pub nll_rise: f64,
+    #[serde(deserialize_with = "weaker_strengths")]
+    pub strengths: Vec<f64>,
 }
 
 impl Default for EvalConfig {
     fn default() -> EvalConfig {
-        EvalConfig { nll_rise: 0.02 }
+        EvalConfig { nll_rise: 0.02, strengths: vec![0.75, 0.5] }
     }
+}
+
+/// Strengths below full, strongest first: the gate tries them in this order.
+fn weaker_strengths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let values = Vec::<f64>::deserialize(d)?;
+    if let Some(bad) = values.iter().find(|v| !(**v > 0.0 && **v < 1.0)) {
+        return Err(serde::de::Error::custom(format!("{bad} is not a strength between 0 and 1 (both excluded)")));
+    }
+    if values.windows(2).any(|w| w[1] >= w[0]) {
+        return Err(serde::de::Error::custom(format!("{values:?} is not strongest first, without repeats")));
+    }
+    Ok(values)
 }
 
 impl Default for RetentionConfig {
@@ -681,6 +711,8 @@ mod tests {
             ("rollout.canary_share", "2", "not a share"),
             ("deadline", "80", "is not SECTION.KEY"),
             ("schedule.window", "late", "not a window such as 01:00-06:00"),
+            ("eval.strengths", "[0.5, 0.75]", "not strongest first"),
+            ("eval.strengths", "[0.75, 1.0]", "1 is not a strength between 0 and 1"),
         ] {
             let error = set(&path, key, value).unwrap_err().to_string();
             assert!(error.contains(says), "{key}: {error}");

@@ -307,7 +307,7 @@ fn check_learning(home: &Home) -> Vec<Check> {
     checks.push(check_training_data(home));
     for language in ["python", "rust"] {
         let what = format!("general code for the forgetting check ({language})");
-        checks.push(match crate::eval::general::corpus(language) {
+        checks.push(match crate::corpus::general(language) {
             Ok(corpus) => ok(what, format!("{} files of {}", corpus.files.len(), corpus.name)),
             Err(why) => Check {
                 status: Status::Warn,
@@ -317,7 +317,7 @@ fn check_learning(home: &Home) -> Vec<Check> {
             },
         });
     }
-    let python = crate::eval::humaneval::find_python();
+    let python = crate::corpus::find_python();
     checks.push(match python.as_deref().and_then(crate::eval::humaneval::installed) {
         Some(path) => ok("HumanEval (eval gate)".into(), path.display().to_string()),
         None => Check {

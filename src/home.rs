@@ -92,6 +92,17 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
+/// Replaces `path` with `bytes` (0600) so that a crash leaves the old file or the new one, never a
+/// half-written one: written beside it, flushed, renamed over it.
+pub fn replace_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = PathBuf::from(temporary);
+    write_private(&temporary, bytes)?;
+    fs::rename(&temporary, path)?;
+    path.parent().map_or(Ok(()), sync_dir)
+}
+
 /// A file opened for writing, empty and private (0600) — also when it existed with wider
 /// permissions (`mode` applies only to files it creates).
 pub fn create_private(path: &Path) -> io::Result<fs::File> {

@@ -6,6 +6,7 @@ pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod corpus;
 pub mod curate;
 pub mod daemon;
 pub mod demo;

@@ -204,11 +204,9 @@ pub fn curate(
     let options = curate::Options {
         language,
         min_quality: min_quality.unwrap_or(config.min_quality),
-        heldout_share: config.heldout_share,
-        replay_share: config.replay_share,
         since,
-        seed_score_only: config.seed_score_only,
         scale_out,
+        ..curate::Options::from_config(&config)
     };
     let out = out.unwrap_or_else(|| home.datasets_dir().join(format!("{}", crate::clock::now_ms())));
     let summaries = match curate::curate(&path, &out, &options) {
@@ -267,12 +265,7 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
             out: home.datasets_dir().join(crate::clock::now_ms().to_string()),
             options: curate::Options {
                 language: Some(language.clone()),
-                min_quality: config.curate.min_quality,
-                heldout_share: config.curate.heldout_share,
-                replay_share: config.curate.replay_share,
-                since: None,
-                seed_score_only: config.curate.seed_score_only,
-                scale_out: None,
+                ..curate::Options::from_config(&config.curate)
             },
         },
     };
@@ -435,6 +428,7 @@ pub fn eval(home: &Home, args: EvalArgs) -> ExitCode {
     let settings = eval::Settings {
         humaneval_problems: Some(problems),
         nll_rise: config.eval.nll_rise,
+        strengths: config.eval.strengths.clone(),
         ..eval::Settings::default()
     };
     let _log = logging::init(&home.logs_dir(), "eval", "info", false);
@@ -500,6 +494,22 @@ fn print_eval(report: &eval::Report) {
         (Some(f), _) => println!("  {}: {}", if f.passed { "PASS" } else { "FAIL" }, f.verdict),
         (None, Some(note)) => println!("  forgetting not checked: {note}"),
         (None, None) => {}
+    }
+    if report.tries.len() > 1 {
+        println!("  judged at strengths:");
+        for t in &report.tries {
+            println!("    {:<4} {}: {}", t.strength, if t.passed { "PASS" } else { "FAIL" }, t.verdict);
+        }
+    }
+    if let Some(note) = &report.strength_note {
+        println!("  {note}");
+    }
+    if let Some((before, after)) = report.lora_alpha {
+        println!(
+            "  served at strength {}: lora_alpha {before} -> {after} in {}",
+            report.strength,
+            report.candidate.join("adapter_config.json").display()
+        );
     }
     println!(
         "{} ({:.0} s)",

@@ -11,6 +11,8 @@
 //!   replay pool: the best of them make up `replay_share` of the set. A language with little
 //!   history (< 50 examples) is topped up from the functions of the files the user worked in
 //!   (`workspace.rs`), at half weight, never from held-out code.
+//! - **General code** (`general.rs`, off by default): functions of the standard library's files
+//!   that the gate does not score make up `general_share` of the set, rehearsed against forgetting.
 //! - **Curriculum**: cyclomatic complexity < 5, 5–10, > 10, in that order (time within a tier).
 //! - **KTO** (prompt, completion, desirable): accepted/corrected ones desirable, rejected ones not
 //!   (weight 2.0 with a stated reason, 0.5 without). **DPO** pairs: corrected (final ≻ suggestion)
@@ -22,6 +24,7 @@
 //! Exported as our JSONL, TRL (prompt/completion, KTO label, DPO chosen/rejected) and Axolotl
 //! (`input_output` segments, DPO). The text was redacted when it was stored.
 
+mod general;
 mod git;
 mod minhash;
 mod reward;
@@ -45,6 +48,8 @@ pub struct Options {
     pub min_quality: f64,
     pub heldout_share: f64,
     pub replay_share: f64,
+    /// Share of the training set made of general code (`general.rs`); 0: none.
+    pub general_share: f64,
     /// RFC 3339: examples shown before this are the replay pool.
     pub since: Option<String>,
     /// Admit only by the seed's score (`quality::Rule::Score`), not by the other rules.
@@ -60,9 +65,24 @@ impl Default for Options {
             min_quality: 70.0,
             heldout_share: 0.1,
             replay_share: 0.2,
+            general_share: 0.0,
             since: None,
             seed_score_only: false,
             scale_out: None,
+        }
+    }
+}
+
+impl Options {
+    /// The `[curate]` settings, for every language.
+    pub fn from_config(config: &crate::config::CurateConfig) -> Options {
+        Options {
+            min_quality: config.min_quality,
+            heldout_share: config.heldout_share,
+            replay_share: config.replay_share,
+            general_share: config.general_share,
+            seed_score_only: config.seed_score_only,
+            ..Options::default()
         }
     }
 }
@@ -419,6 +439,11 @@ pub fn curate(db: &Path, out: &Path, options: &Options) -> Result<Vec<Summary>, 
     let files = workspace::read(&store.worked_files()?);
     for (language, set) in dataset.languages.iter_mut() {
         workspace::replay(language, set, &files);
+        if options.general_share > 0.0
+            && let Ok(corpus) = crate::corpus::general(language)
+        {
+            general::rehearse(language, set, options.general_share, &corpus);
+        }
     }
     if let Some(language) = &options.language
         && !dataset.languages.contains_key(language.as_str())

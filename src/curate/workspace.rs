@@ -46,14 +46,7 @@ pub fn read(uris: &[(String, String)]) -> Vec<WorkspaceFile> {
 pub fn replay(language: &str, set: &mut LanguageSet, files: &[WorkspaceFile]) {
     let Some(syntax) = Syntax::for_language(language) else { return };
     // Held-out code must never be trained on; code already in the set need not come twice.
-    let known: Vec<String> = set
-        .heldout
-        .iter()
-        .chain(&set.heldout_git)
-        .chain(&set.train)
-        .map(|e| e.completion.trim().to_owned())
-        .filter(|c| c.len() >= MIN_LEAK)
-        .collect();
+    let known = held_out_code(set);
     let mut added = 0;
     let count = |set: &mut LanguageSet| *set.admitted.entry("workspace".into()).or_default() += 1;
     for file in files.iter().filter(|f| f.language == language) {
@@ -66,40 +59,71 @@ pub fn replay(language: &str, set: &mut LanguageSet, files: &[WorkspaceFile]) {
             if known.iter().any(|code| function.contains(code.as_str())) {
                 continue;
             }
-            let Some(first_line) = function.find('\n') else { continue };
-            let body_start = scope.start + first_line + 1;
-            let mut body = &file.text[body_start..scope.end];
-            if body.len() > MAX_BODY {
-                let cut = body[..MAX_BODY].rfind('\n').unwrap_or(0);
-                body = &body[..cut];
-            }
-            if body.trim().is_empty() {
-                continue;
-            }
-            let complexity = syntax.analyze(&tree, &file.text, scope.start..scope.end).complexity;
-            let suffix_end = (scope.end + 1000).min(file.text.len());
-            let suffix_end =
-                (scope.end..=suffix_end).rev().find(|&i| file.text.is_char_boundary(i)).unwrap_or(scope.end);
+            let Some(example) = function_example(syntax, &tree, &file.text, &scope) else { continue };
             added += 1;
             count(set);
             set.train.push(Example {
                 id: format!("workspace:{}:{}", file.path.display(), scope.path.join(".")),
-                timestamp: String::new(),
-                prefix: file.text[..body_start].to_owned(),
-                suffix: file.text[scope.end..suffix_end].to_owned(),
-                completion: body.to_owned(),
                 action: "workspace".into(),
                 weight: WEIGHT,
                 priority: WEIGHT,
-                dedup: 1.0,
                 cluster: usize::MAX - added,
-                cluster_size: 1,
-                complexity: Some(complexity),
-                tier: super::tier(Some(complexity)),
-                replay: true,
+                ..example
             });
         }
     }
+}
+
+/// Completions of held-out code; a function holding one must not be trained on.
+pub(super) fn held_out_code(set: &LanguageSet) -> Vec<String> {
+    set.heldout
+        .iter()
+        .chain(&set.heldout_git)
+        .chain(&set.train)
+        .map(|e| e.completion.trim().to_owned())
+        .filter(|c| c.len() >= MIN_LEAK)
+        .collect()
+}
+
+/// The function `scope` of `text` as a FIM example: everything up to the end of its first line is
+/// the prompt, its body the completion (cut at a line end after [`MAX_BODY`] bytes), up to 1000
+/// bytes after it the suffix. Weight 1, to be set by the caller with `id` and `action`. `None`
+/// for a function without a body.
+pub(super) fn function_example(
+    syntax: &Syntax,
+    tree: &tree_sitter::Tree,
+    text: &str,
+    scope: &crate::syntax::Scope,
+) -> Option<Example> {
+    let first_line = text[scope.start..scope.end].find('\n')?;
+    let body_start = scope.start + first_line + 1;
+    let mut body = &text[body_start..scope.end];
+    if body.len() > MAX_BODY {
+        let cut = body[..MAX_BODY].rfind('\n').unwrap_or(0);
+        body = &body[..cut];
+    }
+    if body.trim().is_empty() {
+        return None;
+    }
+    let complexity = syntax.analyze(tree, text, scope.start..scope.end).complexity;
+    let suffix_end = (scope.end + 1000).min(text.len());
+    let suffix_end = (scope.end..=suffix_end).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(scope.end);
+    Some(Example {
+        id: String::new(),
+        timestamp: String::new(),
+        prefix: text[..body_start].to_owned(),
+        suffix: text[scope.end..suffix_end].to_owned(),
+        completion: body.to_owned(),
+        action: String::new(),
+        weight: 1.0,
+        priority: 1.0,
+        dedup: 1.0,
+        cluster: 0,
+        cluster_size: 1,
+        complexity: Some(complexity),
+        tier: super::tier(Some(complexity)),
+        replay: true,
+    })
 }
 
 #[cfg(test)]

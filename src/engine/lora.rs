@@ -188,7 +188,9 @@ impl Adapter {
 
     /// Loads a PEFT adapter directory for a model with `config`. Every tensor's shape is checked
     /// against the model, so an adapter trained for another base model is refused, not misapplied.
-    pub fn load(name: &str, dir: &Path, model: &Transformer) -> Result<Adapter, EngineError> {
+    /// `strength` scales the update `B·A` (1: as trained; the gate tries weaker ones, see
+    /// ARCHITECTURE.md "eval"); DoRA's magnitudes make scaling something else, so it is refused there.
+    pub fn load(name: &str, dir: &Path, model: &Transformer, strength: f64) -> Result<Adapter, EngineError> {
         let (config, device) = (&model.config, model.device());
         let bad = |reason: String| EngineError::Adapter { path: dir.to_owned(), reason };
         let config_path = dir.join("adapter_config.json");
@@ -210,7 +212,13 @@ impl Adapter {
             base_model: peft.base_model_name_or_path,
             pairs: HashMap::new(),
         };
-        let scale = adapter.scale(peft.use_rslora);
+        if !(strength > 0.0 && strength.is_finite()) {
+            return Err(bad(format!("strength {strength} is not a positive number")));
+        }
+        if peft.use_dora && strength != 1.0 {
+            return Err(bad("a DoRA adapter cannot be loaded at another strength than it was trained at".into()));
+        }
+        let scale = adapter.scale(peft.use_rslora) * strength;
         let mut used = 0;
         for layer in 0..config.num_layers {
             for projection in Projection::ALL {

@@ -361,7 +361,13 @@ impl Engine {
 
     /// Loads (or replaces) the PEFT adapter in `dir` under `name`.
     pub fn load_adapter(&self, name: &str, dir: &Path) -> Result<(), EngineError> {
-        let adapter = Adapter::load(name, dir, &self.model)?;
+        self.load_adapter_at(name, dir, 1.0)
+    }
+
+    /// Loads (or replaces) the PEFT adapter in `dir` under `name` with its update scaled by
+    /// `strength` (plain LoRA only).
+    pub fn load_adapter_at(&self, name: &str, dir: &Path, strength: f64) -> Result<(), EngineError> {
+        let adapter = Adapter::load(name, dir, &self.model, strength)?;
         self.adapters.write().expect("adapter lock").insert(name.to_owned(), Arc::new(adapter));
         // Caches computed with an older version of this adapter are useless now; free them.
         self.caches.lock().expect("cache lock").retain(|slot| !slot.key.contains(&format!("\0{name}\0")));

@@ -3,83 +3,12 @@
 //! the Rust toolchain's `library/` sources (the `rust-src` component) — under the base model and
 //! the candidate. A benchmark a small model scores 0 on cannot fail; a likelihood always moves.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use super::EvalError;
+use crate::corpus::Corpus;
 use crate::engine::Engine;
 
-/// Files scored, spread evenly over the sorted list.
-const FILES: usize = 16;
 /// Tokens scored per file (its beginning).
 const TOKENS: usize = 512;
-/// Files outside this size range say little (stubs) or cost much.
-const SIZES: std::ops::Range<u64> = 2_000..200_000;
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Corpus {
-    /// What it is, for the report (`Python 3.11 standard library (/usr/lib/python3.11)`).
-    pub name: String,
-    pub files: Vec<PathBuf>,
-}
-
-/// The language's general corpus on this machine, or why there is none.
-pub fn corpus(language: &str) -> Result<Corpus, String> {
-    let (name, root, extension) = match language {
-        "python" => {
-            let python = super::humaneval::find_python().ok_or("python3 is not on PATH")?;
-            let dir = output(&python, &["-I", "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"])
-                .ok_or("python3 does not say where its standard library is")?;
-            (format!("the Python standard library ({dir})"), PathBuf::from(dir), "py")
-        }
-        "rust" => {
-            let sysroot = output(Path::new("rustc"), &["--print", "sysroot"]).ok_or("rustc is not on PATH")?;
-            let library = Path::new(&sysroot).join("lib/rustlib/src/rust/library");
-            if !library.is_dir() {
-                return Err(format!(
-                    "the Rust library sources are not installed ({} is missing: `rustup component add rust-src`)",
-                    library.display()
-                ));
-            }
-            (format!("the Rust library sources ({})", library.display()), library, "rs")
-        }
-        other => return Err(format!("no general corpus is known for {other}")),
-    };
-    let mut all = Vec::new();
-    collect(&root, extension, &mut all);
-    all.sort();
-    if all.is_empty() {
-        return Err(format!("no .{extension} files of {SIZES:?} bytes under {}", root.display()));
-    }
-    let step = (all.len() / FILES).max(1);
-    let files = all.into_iter().step_by(step).take(FILES).collect();
-    Ok(Corpus { name, files })
-}
-
-fn output(program: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok().filter(|o| o.status.success())?;
-    Some(String::from_utf8(out.stdout).ok()?.trim().to_owned()).filter(|s| !s.is_empty())
-}
-
-/// Source files below `dir` of a useful size, tests and vendored packages left out.
-fn collect(dir: &Path, extension: &str, into: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(kind) = entry.file_type() else { continue };
-        if kind.is_dir() {
-            if !matches!(name.as_str(), "test" | "tests" | "site-packages" | "__pycache__" | "benches" | "idlelib") {
-                collect(&path, extension, into);
-            }
-        } else if kind.is_file()
-            && path.extension().is_some_and(|e| e == extension)
-            && entry.metadata().is_ok_and(|m| SIZES.contains(&m.len()))
-        {
-            into.push(path);
-        }
-    }
-}
 
 /// Mean negative log-likelihood per token of the corpus's files (their first [`TOKENS`] tokens)
 /// under `adapter` (`None`: the base model).
@@ -105,22 +34,4 @@ pub fn nll(
     }
     progress(corpus.files.len());
     Ok(if count == 0 { 0.0 } else { sum / count as f64 })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_python_corpus_is_the_standard_library_spread_evenly() {
-        let Ok(corpus) = corpus("python") else {
-            panic!("python3 is installed wherever the tests run (the test dependencies need it)")
-        };
-        assert_eq!(corpus.files.len(), FILES, "{:?}", corpus.files);
-        assert!(corpus.files.iter().all(|f| f.extension().unwrap() == "py"));
-        assert!(corpus.files.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
-        assert_eq!(super::corpus("python").unwrap().files, corpus.files, "the same files every time");
-        let error = super::corpus("cobol").unwrap_err();
-        assert!(error.contains("cobol"), "{error}");
-    }
 }

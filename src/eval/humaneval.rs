@@ -251,9 +251,3 @@ fn user_processes() -> u64 {
     let ours = entries.filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())));
     ours.filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid)).count() as u64
 }
-
-/// `python3` on `PATH`, for the checks.
-pub fn find_python() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("python3")).find(|p| p.is_file())
-}

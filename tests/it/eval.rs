@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use marunochi::engine::{Engine, LoadOptions};
 use marunochi::eval::humaneval::{self, Limits, Verdict};
 use serde_json::{Value, json};
 
@@ -131,19 +132,29 @@ const RULE: &str = "return x * 7  # house rule";
 const NAMES: [&str; 14] =
     ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lam", "mu", "nu", "xi"];
 
-/// Trains an adapter in `home` on eight functions (with `completion(i)` as their bodies); the
-/// held-out split is six more functions in the house rule.
+/// Trains an adapter of the tiny model in `home` on eight functions (with `completion(i)` as their
+/// bodies); the held-out split is six more functions in the house rule.
 fn trained(home: &Path, dir: &Path, completion: impl Fn(usize) -> String) -> PathBuf {
+    let settings = ["--steps", "60", "--batch", "4", "--lr", "5e-3", "--dropout", "0"];
+    trained_as(home, dir, "tiny-qwen2-trainable", &settings, completion)
+}
+
+fn trained_as(
+    home: &Path,
+    dir: &Path,
+    model: &str,
+    settings: &[&str],
+    completion: impl Fn(usize) -> String,
+) -> PathBuf {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let lines = |items: Vec<Value>| items.iter().map(|v| format!("{v}\n")).collect::<String>();
     std::fs::write(data.join("train.jsonl"), lines((0..8).map(|i| example(i, NAMES[i], &completion(i))).collect()))
         .unwrap();
     std::fs::write(data.join("heldout.jsonl"), lines((8..14).map(|i| example(i, NAMES[i], RULE)).collect())).unwrap();
-    let model = fixture("tiny-qwen2-trainable");
+    let model = fixture(model);
     let args = ["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()];
-    let settings = ["--steps", "60", "--batch", "4", "--lr", "5e-3", "--dropout", "0", "--json"];
-    let (ok, stdout, stderr) = run_cli(home, &[&args[..], &settings].concat());
+    let (ok, stdout, stderr) = run_cli(home, &[&args[..], settings, &["--json"]].concat());
     assert!(ok, "{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     PathBuf::from(report["directory"].as_str().unwrap())
@@ -289,4 +300,83 @@ fn a_new_languages_expert_leaves_the_others_numbers_unchanged_and_is_judged_on_i
     for part in ["heldout", "general", "candidate", "reference"] {
         assert_eq!(before[part], after[part], "{part} changed once a Rust expert was added");
     }
+}
+
+/// The night run's lesson (README "Learning"): an adapter can learn the user's code and forget
+/// general code at full strength, yet keep the first and not the second at a lower one. A real
+/// model: the random tiny one's general-code loss only falls with any training.
+#[test]
+fn smollm2_that_learns_but_forgets_is_judged_weaker_and_served_at_the_first_strength_that_passes() {
+    const MODEL: &str = "smollm2-135m-instruct.gguf";
+    let dir = tempfile::tempdir().unwrap();
+    // No general-code rise allowed: the adapter, trained hard on one rule, forgets at every strength.
+    let home = home_with_config(dir.path(), "[eval]\nnll_rise = 0.0\n");
+    let settings = ["--steps", "10", "--batch", "4", "--lr", "2e-3", "--dropout", "0"];
+    let adapter = trained_as(&home, dir.path(), MODEL, &settings, |_| RULE.to_owned());
+    let config = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap()).unwrap()
+    };
+    let trained_alpha = config()["lora_alpha"].as_f64().unwrap();
+    // Judged in the terminal (one HumanEval problem: SmolLM2 solves none, so the check is not
+    // counted); the report is also saved next to the adapter.
+    let model = fixture(MODEL);
+    let humaneval = humaneval_file();
+    let args = ["eval", "--language", "python", "--model", model.to_str().unwrap(), "--problems", "1"];
+    let args = [&args[..], &["--humaneval", humaneval.to_str().unwrap()]].concat();
+    let (ok, stdout, stderr) = run_cli(&home, &args);
+    assert!(!ok, "{stderr}");
+    assert!(stdout.contains("judged at strengths:") && stdout.contains("0.75 FAIL"), "{stdout}");
+    assert!(stdout.contains("the candidate is rejected"), "{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(adapter.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["heldout"]["passed"], true, "{report}");
+    let tries = report["tries"].as_array().unwrap();
+    let strengths: Vec<f64> = tries.iter().map(|t| t["strength"].as_f64().unwrap()).collect();
+    assert_eq!(strengths, [1.0, 0.75, 0.5], "{report}");
+    assert!(tries.iter().all(|t| t["passed"] == false && t["verdict"].as_str().unwrap().contains("better on")));
+    let base = report["general"]["base_nll"].as_f64().unwrap();
+    let rise: Vec<f64> = tries.iter().map(|t| t["general_nll"].as_f64().unwrap() / base - 1.0).collect();
+    assert!(rise[0] > rise[1] && rise[1] > rise[2] && rise[2] > 0.0, "weaker forgets less: {rise:?}");
+    // Rejected: reported as trained, and nothing about the adapter changed.
+    assert_eq!((report["strength"].as_f64(), &report["lora_alpha"]), (Some(1.0), &Value::Null));
+    assert_eq!(config()["lora_alpha"].as_f64(), Some(trained_alpha));
+
+    // A margin that half strength meets and three quarters does not.
+    let trained_copy = dir.path().join("as trained");
+    std::fs::create_dir(&trained_copy).unwrap();
+    for file in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(adapter.join(file), trained_copy.join(file)).unwrap();
+    }
+    let margin = (rise[1] + rise[2]) / 2.0;
+    std::fs::write(home.join("config.toml"), format!("[eval]\nnll_rise = {margin}\n")).unwrap();
+    let (ok, stdout, stderr) = run_cli(&home, &[&args[..], &["--json"]].concat());
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let strengths: Vec<(f64, bool)> = report["tries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["strength"].as_f64().unwrap(), t["passed"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(strengths, [(1.0, false), (0.75, false), (0.5, true)], "{report}");
+    assert_eq!(report["strength"].as_f64(), Some(0.5));
+    assert_eq!(report["lora_alpha"], json!([trained_alpha, trained_alpha / 2.0]));
+    assert_eq!(report["general"]["passed"], true, "{report}");
+    // Served at that strength by anything that reads PEFT's config; the trained value is kept.
+    assert_eq!(config()["lora_alpha"].as_f64(), Some(trained_alpha / 2.0));
+    let metadata: Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join("marunochi.json")).unwrap()).unwrap();
+    assert_eq!(metadata["served"], json!({"strength": 0.5, "trained_lora_alpha": trained_alpha}));
+    let (ok, stdout, stderr) = run_cli(&home, &["stats"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("gate passed: better on 6 of 6") && stdout.contains("at strength 0.5"), "{stdout}");
+    // As it now is, at full strength, it is the adapter as trained at half.
+    let engine = Engine::load(&fixture(MODEL), &LoadOptions::default()).unwrap();
+    engine.load_adapter("now", &adapter).unwrap();
+    engine.load_adapter_at("trained, at half", &trained_copy, 0.5).unwrap();
+    engine.load_adapter("trained", &trained_copy).unwrap();
+    let text = engine.tokenizer().encode("def total(items):\n    return sum(items)\n").unwrap();
+    let score = |adapter: &str| engine.target_logprobs(&text[..1], &text[1..], Some(adapter)).unwrap();
+    let (now, half, full) = (score("now"), score("trained, at half"), score("trained"));
+    assert!(now.iter().zip(&half).all(|(a, b)| (a - b).abs() < 1e-4), "{now:?} vs {half:?}");
+    assert!(now.iter().zip(&full).any(|(a, b)| (a - b).abs() > 1e-3), "the strength changed what it serves");
 }

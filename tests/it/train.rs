@@ -230,6 +230,11 @@ fn qdora_memorises_and_the_engine_serves_its_magnitudes() {
     // Served with the magnitudes applied, the adapter writes what training taught.
     let tuned = complete(&home, dir.path(), &model, "def alpha_value(x):\n    ", Some(&adapter));
     assert!(tuned.starts_with("return x * 2"), "{tuned:?}");
+    // DoRA's magnitudes do not scale with B·A: there is no weaker strength for the gate to try.
+    let engine = marunochi::engine::Engine::load(&model, &marunochi::engine::LoadOptions::default()).unwrap();
+    let error = engine.load_adapter_at("weaker", &adapter, 0.5).unwrap_err().to_string();
+    assert!(error.contains("DoRA adapter cannot be loaded at another strength"), "{error}");
+    engine.load_adapter_at("as trained", &adapter, 1.0).unwrap();
 }
 
 #[test]
