@@ -243,44 +243,11 @@ pub fn gate(options: &Options, progress: &dyn Fn(&str, usize, usize)) -> Result<
     };
     let dora = adapter_config(&options.candidate)?["use_dora"].as_bool() == Some(true);
     let weaker: &[f64] = if dora { &[] } else { &options.settings.strengths };
+    let against = Reference { scored, answers: reference_answers, general, humaneval };
     let mut judged_at: Vec<(f64, Judged)> = Vec::new();
     for strength in std::iter::once(1.0).chain(weaker.iter().copied()) {
         engine.load_adapter_at("candidate", &options.candidate, strength)?;
-        let label = |what: &str| {
-            if strength == 1.0 { format!("{what}, candidate") } else { format!("{what}, candidate at {strength}") }
-        };
-        let answers = answers(&engine, &scored, Some("candidate"), &label("held-out code"), progress)?;
-        let heldout = judge(paired(&scored, &reference_answers, answers), &options.settings);
-        let general = match &general {
-            Some((corpus, base_nll)) => {
-                let files = corpus.files.len();
-                let nll =
-                    general::nll(&engine, corpus, Some("candidate"), &|i| progress(&label("general code"), i, files))?;
-                Some(general_verdict(&corpus.name, files, *base_nll, nll, &options.settings))
-            }
-            None => None,
-        };
-        let forgetting = match &humaneval {
-            Some((problems, python, base)) => {
-                // A model that solves nothing cannot be seen to forget on this benchmark.
-                let candidate = if base.contains(&humaneval::Verdict::Passed) {
-                    humaneval_verdicts(
-                        &engine,
-                        problems,
-                        python,
-                        Some("candidate"),
-                        &label("HumanEval"),
-                        &options.settings,
-                        progress,
-                    )?
-                } else {
-                    Vec::new()
-                };
-                Some(forgetting_verdict(problems, base, candidate, &options.settings))
-            }
-            None => None,
-        };
-        let judged = Judged { heldout, general, forgetting };
+        let judged = judge_candidate(&engine, &against, strength, &options.settings, progress)?;
         // Weaker is worth a try only when the candidate learnt something and forgot too much.
         let try_weaker = judged.heldout.passed && !judged.passed();
         judged_at.push((strength, judged));
@@ -355,6 +322,59 @@ impl Judged {
         }
         summary
     }
+}
+
+/// What the candidate is judged against, computed once: the held-out examples and the
+/// reference's answers, the base model's general-code loss and HumanEval verdicts.
+struct Reference<'a> {
+    scored: Vec<Scored<'a>>,
+    answers: Vec<ModelAnswer>,
+    general: Option<(crate::corpus::Corpus, f64)>,
+    humaneval: Option<(Vec<humaneval::Problem>, &'a Path, Vec<humaneval::Verdict>)>,
+}
+
+/// The candidate's verdicts as loaded now (at `strength`, for the progress labels).
+fn judge_candidate(
+    engine: &Engine,
+    reference: &Reference,
+    strength: f64,
+    settings: &Settings,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<Judged, EvalError> {
+    let label = |what: &str| {
+        if strength == 1.0 { format!("{what}, candidate") } else { format!("{what}, candidate at {strength}") }
+    };
+    let answers = answers(engine, &reference.scored, Some("candidate"), &label("held-out code"), progress)?;
+    let heldout = judge(paired(&reference.scored, &reference.answers, answers), settings);
+    let general = match &reference.general {
+        Some((corpus, base_nll)) => {
+            let files = corpus.files.len();
+            let nll = general::nll(engine, corpus, Some("candidate"), &|i| progress(&label("general code"), i, files))?;
+            Some(general_verdict(&corpus.name, files, *base_nll, nll, settings))
+        }
+        None => None,
+    };
+    let forgetting = match &reference.humaneval {
+        Some((problems, python, base)) => {
+            // A model that solves nothing cannot be seen to forget on this benchmark.
+            let candidate = if base.contains(&humaneval::Verdict::Passed) {
+                humaneval_verdicts(
+                    engine,
+                    problems,
+                    python,
+                    Some("candidate"),
+                    &label("HumanEval"),
+                    settings,
+                    progress,
+                )?
+            } else {
+                Vec::new()
+            };
+            Some(forgetting_verdict(problems, base, candidate, settings))
+        }
+        None => None,
+    };
+    Ok(Judged { heldout, general, forgetting })
 }
 
 fn adapter_config(dir: &Path) -> Result<serde_json::Value, EvalError> {
