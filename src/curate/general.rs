@@ -1,9 +1,9 @@
 //! Rehearsal against forgetting: functions of general code (`crate::corpus`: the files of the
 //! standard library the gate does not score) mixed into a language's training set, so that a long
 //! run keeps seeing code that is not the user's. Each is a FIM example like a workspace function
-//! (`workspace::function_example`), at full weight; never one holding held-out code.
+//! (`workspace::function_examples`), at full weight; never one holding held-out code.
 
-use super::workspace::{function_example, held_out_code};
+use super::workspace::{function_examples, held_out_code};
 use super::{Example, LanguageSet};
 use crate::syntax::Syntax;
 
@@ -27,27 +27,15 @@ pub fn rehearse(language: &str, set: &mut LanguageSet, share: f64, corpus: &crat
         let Ok(text) = std::fs::read_to_string(path) else { continue };
         let text = crate::redact::redact(&text, &path.to_string_lossy());
         let Some(tree) = syntax.parse(&text) else { continue };
-        let mut from_file = 0;
-        for scope in syntax.scopes(&tree, &text).into_iter().filter(|s| s.kind == "function") {
+        let long_enough = |(_, example): &(Vec<String>, Example)| example.completion.len() >= MIN_BODY;
+        for (scope, example) in function_examples(syntax, &tree, &text, &known).filter(long_enough).take(PER_FILE) {
             if added == wanted {
                 return;
             }
-            if from_file == PER_FILE {
-                break;
-            }
-            let function = &text[scope.start..scope.end];
-            if known.iter().any(|code| function.contains(code.as_str())) {
-                continue;
-            }
-            let Some(example) = function_example(syntax, &tree, &text, &scope) else { continue };
-            if example.completion.len() < MIN_BODY {
-                continue;
-            }
             added += 1;
-            from_file += 1;
             *set.admitted.entry("general code".into()).or_default() += 1;
             set.train.push(Example {
-                id: format!("general:{}:{}", path.display(), scope.path.join(".")),
+                id: format!("general:{}:{}", path.display(), scope.join(".")),
                 action: "general".into(),
                 cluster: usize::MAX / 2 - added,
                 ..example

@@ -51,19 +51,14 @@ pub fn replay(language: &str, set: &mut LanguageSet, files: &[WorkspaceFile]) {
     let count = |set: &mut LanguageSet| *set.admitted.entry("workspace".into()).or_default() += 1;
     for file in files.iter().filter(|f| f.language == language) {
         let Some(tree) = syntax.parse(&file.text) else { continue };
-        for scope in syntax.scopes(&tree, &file.text).into_iter().filter(|s| s.kind == "function") {
+        for (scope, example) in function_examples(syntax, &tree, &file.text, &known) {
             if set.train.len() >= LITTLE_HISTORY {
                 return;
             }
-            let function = &file.text[scope.start..scope.end];
-            if known.iter().any(|code| function.contains(code.as_str())) {
-                continue;
-            }
-            let Some(example) = function_example(syntax, &tree, &file.text, &scope) else { continue };
             added += 1;
             count(set);
             set.train.push(Example {
-                id: format!("workspace:{}:{}", file.path.display(), scope.path.join(".")),
+                id: format!("workspace:{}:{}", file.path.display(), scope.join(".")),
                 action: "workspace".into(),
                 weight: WEIGHT,
                 priority: WEIGHT,
@@ -85,11 +80,27 @@ pub(super) fn held_out_code(set: &LanguageSet) -> Vec<String> {
         .collect()
 }
 
+/// The functions of `text` (parsed as `tree`) with their scope paths, each as a FIM example (see
+/// [`function_example`]); a function holding `known` code, or without a body, is left out.
+pub(super) fn function_examples<'a>(
+    syntax: &'a Syntax,
+    tree: &'a tree_sitter::Tree,
+    text: &'a str,
+    known: &'a [String],
+) -> impl Iterator<Item = (Vec<String>, Example)> + 'a {
+    syntax
+        .scopes(tree, text)
+        .into_iter()
+        .filter(|scope| scope.kind == "function")
+        .filter(move |scope| !known.iter().any(|code| text[scope.start..scope.end].contains(code.as_str())))
+        .filter_map(move |scope| Some((scope.path.clone(), function_example(syntax, tree, text, &scope)?)))
+}
+
 /// The function `scope` of `text` as a FIM example: everything up to the end of its first line is
 /// the prompt, its body the completion (cut at a line end after [`MAX_BODY`] bytes), up to 1000
 /// bytes after it the suffix. Weight 1, to be set by the caller with `id` and `action`. `None`
 /// for a function without a body.
-pub(super) fn function_example(
+fn function_example(
     syntax: &Syntax,
     tree: &tree_sitter::Tree,
     text: &str,
