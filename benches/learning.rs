@@ -28,6 +28,10 @@
 //! LANGUAGE=name trains and judges that language of the repositories instead of their own: `sql`
 //! for the SQL strings of sqlite-utils' Python (mined as rows of their own), in a home of its own.
 //!
+//! VALIDATE_EVERY=n sets SFT's checks (`--validate-every`; 0: every planned update runs), in a
+//! home of its own. MARUNOCHI_BIN=path runs that copy of the binary, so that a rebuild during a
+//! long run does not change what its later steps run.
+//!
 //! LR=x sets SFT's learning rate (`--lr`, default 2e-4).
 //!
 //! STEPS=n trains exactly n updates (`--steps`, shared among the stages) instead of a budget:
@@ -68,11 +72,10 @@ fn root() -> &'static Path {
 }
 
 fn marunochi(home: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
-        .env("MARUNOCHI_HOME", home)
-        .args(args)
-        .output()
-        .expect("marunochi runs");
+    // MARUNOCHI_BIN: a copy of the binary, so that rebuilding target/release during a long run
+    // does not change what its later steps run.
+    let binary = std::env::var_os("MARUNOCHI_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_marunochi").into());
+    let out = Command::new(binary).env("MARUNOCHI_HOME", home).args(args).output().expect("marunochi runs");
     let (stdout, stderr) =
         (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     // The gate exits 3 when the candidate is rejected; that is a result here.
@@ -227,6 +230,7 @@ fn main() {
     let prompt_tokens = std::env::var("PROMPT_TOKENS").ok().map(|n| n.parse::<usize>().expect("PROMPT_TOKENS=n"));
     let general_share = std::env::var("GENERAL_SHARE").ok().map(|x| x.parse::<f64>().expect("GENERAL_SHARE=share"));
     let lr = std::env::var("LR").ok();
+    let validate_every = std::env::var("VALIDATE_EVERY").ok();
     let steps = std::env::var("STEPS").ok();
     let sft_steps = std::env::var("SFT_STEPS").ok();
     let after_sft_steps = std::env::var("AFTER_SFT_STEPS").ok();
@@ -238,7 +242,8 @@ fn main() {
         + &after_sft_steps.as_ref().map(|n| format!("-after{n}")).unwrap_or_default()
         + &prompt_tokens.map(|n| format!("-p{n}")).unwrap_or_default()
         + &general_share.map(|x| format!("-general{x}")).unwrap_or_default()
-        + &lr.as_ref().map(|lr| format!("-lr{lr}")).unwrap_or_default();
+        + &lr.as_ref().map(|lr| format!("-lr{lr}")).unwrap_or_default()
+        + &validate_every.as_ref().map(|n| format!("-v{n}")).unwrap_or_default();
     let outcomes = match std::env::var("OUTCOMES").as_deref() {
         Ok("1") => Some(""),
         Ok("older") => Some("-older"),
@@ -284,6 +289,9 @@ fn main() {
         if let Some(lr) = &lr {
             args.extend(["--lr", lr]);
         }
+        if let Some(n) = &validate_every {
+            args.extend(["--validate-every", n]);
+        }
         if resume {
             args.push("--resume");
         }
@@ -292,6 +300,17 @@ fn main() {
         let planned = said.lines().find(|l| l.contains("planned for the")).unwrap_or("(no plan line)").to_owned();
         eprintln!("{planned}");
         let report: Value = serde_json::from_str(&report).expect("train --json");
+        for check in report["checks"].as_array().into_iter().flatten() {
+            eprintln!(
+                "check at update {}: validation {} general {}",
+                check["step"], check["validation"], check["general"]
+            );
+        }
+        let kept = match (report["stopped"].as_str(), report["kept"].as_u64()) {
+            (Some(why), Some(kept)) => format!("; SFT stopped ({why}), kept update {kept}"),
+            (None, Some(kept)) => format!("; kept update {kept}"),
+            _ => String::new(),
+        };
         let data = PathBuf::from(report["directory"].as_str().unwrap()).join("marunochi.json");
         let metadata: Value = serde_json::from_str(&std::fs::read_to_string(data).unwrap()).unwrap();
         let data_dir = PathBuf::from(metadata["data"]["directory"].as_str().unwrap());
@@ -321,7 +340,7 @@ fn main() {
         let examples = gate["heldout"]["examples"].as_array().cloned().unwrap_or_default();
         let (base, adapter) = (side(&examples, "reference"), side(&examples, "candidate"));
         rows.push(format!(
-            "| {name} | {} ex., {} KTO, {} DPO, {} reward; {} updates ({}) | {method}: {} numbers, {} KiB{} | {:.0} s / {:.0} s, {:.0} tok/s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} | {} : {} , p {:.3} | {} | {} |",
+            "| {name} | {} ex., {} KTO, {} DPO, {} reward; {} updates ({}{kept}) | {method}: {} numbers, {} KiB{} | {:.0} s / {:.0} s, {:.0} tok/s | {:.1} % / {:.3} / {:.0} % | {:.1} % / {:.3} / {:.0} % | {} | {} : {} , p {:.3} | {} | {} |",
             report["examples"],
             report["kto_examples"],
             report["dpo_pairs"],

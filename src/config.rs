@@ -119,6 +119,13 @@ tt_lr = 0.001
 gradient_checkpointing = true
 # Save a resumable checkpoint every this many updates.
 checkpoint_every = 50
+# Every this many SFT updates, measure the adapter's loss on the validation split (functions
+# set aside from your git history, neither trained on nor judged) and on general code; SFT stops
+# once the validation loss has not improved for `patience` checks, or the general-code loss rose
+# past `[eval] nll_rise`, and keeps the adapter of the best check. 0: no checks, every planned
+# update runs (README, "Learning").
+validate_every = 25
+patience = 2
 # Longest prompt and completion, in tokens, a training example may have.
 max_prompt_tokens = 512
 max_target_tokens = 256
@@ -261,6 +268,8 @@ pub struct TrainConfig {
     pub tt_lr: f64,
     pub gradient_checkpointing: bool,
     pub checkpoint_every: usize,
+    pub validate_every: usize,
+    pub patience: usize,
     pub max_prompt_tokens: usize,
     pub max_target_tokens: usize,
     pub preference: bool,
@@ -292,6 +301,8 @@ impl Default for TrainConfig {
             tt_lr: 1e-3,
             gradient_checkpointing: true,
             checkpoint_every: 50,
+            validate_every: 25,
+            patience: 2,
             max_prompt_tokens: 512,
             max_target_tokens: 256,
             preference: true,

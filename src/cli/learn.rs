@@ -65,6 +65,11 @@ pub struct TrainArgs {
     /// Save a resumable checkpoint every N updates.
     #[arg(long, value_name = "N")]
     checkpoint_every: Option<usize>,
+    /// Check the adapter on the validation split and on general code every N SFT updates, and
+    /// stop SFT once it has learnt (default `[train] validate_every`, 25; 0: run every planned
+    /// update).
+    #[arg(long, value_name = "N")]
+    validate_every: Option<usize>,
     /// Keep the base model 4-bit while training (QLoRA).
     #[arg(long)]
     qlora: bool,
@@ -216,7 +221,7 @@ pub fn curate(
     for s in summaries {
         println!(
             "{}: {} training examples ({}; {} replay, {} clusters; complexity <5/5-10/>10: {}/{}/{}), {} held out \
-             (+{} from git), {} KTO, {} DPO pairs, {} reward items; {} taken but not admitted at {}\n  -> {}",
+             (+{} from git), {} set aside for validation, {} KTO, {} DPO pairs, {} reward items; {} taken but not admitted at {}\n  -> {}",
             if s.language.is_empty() { "unknown" } else { &s.language },
             s.train,
             crate::quality::stats::rule_counts(&s.admitted),
@@ -227,6 +232,7 @@ pub fn curate(
             s.tiers[2],
             s.heldout,
             s.heldout_git,
+            s.validation,
             s.kto,
             s.dpo,
             s.reward,
@@ -243,7 +249,8 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let settings = settings(&config.train, &args);
+    let mut settings = settings(&config.train, &args);
+    settings.nll_rise = config.eval.nll_rise;
     let start = if args.resume {
         train::Start::Resume
     } else if args.restart {
@@ -308,6 +315,20 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
         train::Event::Checkpoint { step } => {
             tracing::info!(step, "checkpoint saved");
         }
+        train::Event::Check { check, general_rise, stop } => {
+            let mut line = format!("check at update {}:", check.step);
+            if let Some(loss) = check.validation {
+                line.push_str(&format!(" validation loss {loss:.4}"));
+            }
+            if let (Some(loss), Some(rise)) = (check.general, general_rise) {
+                line.push_str(&format!(" general-code loss {loss:.4} ({:+.2} %)", rise * 100.0));
+            }
+            if let Some(why) = stop {
+                line.push_str(&format!("; SFT stops: {why}"));
+            }
+            tracing::info!(step = check.step, validation = check.validation, general = check.general, "check");
+            bar.suspend(|| say(line));
+        }
     };
     let stop = stop_on_signals();
     let result = train::train(&options, &events, &stop);
@@ -363,6 +384,9 @@ fn settings(config: &crate::config::TrainConfig, args: &TrainArgs) -> train::Set
     if let Some(every) = args.checkpoint_every {
         settings.checkpoint_every = every;
     }
+    if let Some(every) = args.validate_every {
+        settings.validate_every = every;
+    }
     settings
 }
 
@@ -386,6 +410,13 @@ fn print_train(report: &train::Report) {
             stage.first_loss,
             stage.last_loss
         );
+    }
+    match (&report.stopped, report.kept) {
+        (Some(why), Some(kept)) => println!("SFT stopped early ({why}); kept the adapter of update {kept}"),
+        (None, Some(kept)) if kept < report.stages[0].steps => {
+            println!("kept the adapter of update {kept}, the best of SFT's checks")
+        }
+        _ => {}
     }
     if let (Some(before), Some(after)) = (report.heldout_base, report.heldout_adapter) {
         println!("held-out loss per token: base {before:.4}, adapter {after:.4}");

@@ -1,7 +1,9 @@
 //! The functions the user wrote in their own repositories (`marunochi data mine`) as training data:
 //! each function's newest version as an SFT example, the newest fifth of the functions (by when
-//! they were last written) held out for the gate, and every edit of a function that stays in
-//! training as a correction pair (the new body ≻ the one it replaced).
+//! they were last written) held out for the gate, the newest few before them set aside to tell
+//! training when it has learnt enough (`validation.jsonl`, ARCHITECTURE.md: "Training"), and every
+//! edit of a function that stays in training as a correction pair (the new body ≻ the one it
+//! replaced).
 
 use std::collections::BTreeMap;
 
@@ -12,11 +14,17 @@ use crate::store::GitFunction;
 pub const HELDOUT_SHARE: f64 = 0.2;
 /// Fewer functions than this: none is held out (the gate needs a handful to tell anything).
 const MIN_FOR_HELDOUT: usize = 10;
+/// Functions set aside for validation: the newest this many of those not held out, …
+const VALIDATION: usize = 24;
+/// … when at least this many are left (fewer: each is worth more as training data).
+const MIN_FOR_VALIDATION: usize = 200;
 
 #[derive(Debug, Default)]
 pub struct Split {
     pub train: Vec<Example>,
     pub heldout: Vec<Example>,
+    /// Neither trained on nor judged: what training watches to stop once it has learnt.
+    pub validation: Vec<Example>,
     pub pairs: Vec<Pair>,
 }
 
@@ -36,6 +44,8 @@ pub fn split(functions: &[&GitFunction], since: Option<&str>) -> Split {
     let groups: Vec<Vec<&GitFunction>> = groups.into_iter().map(|(_, g)| g).collect();
     let held = if groups.len() < MIN_FOR_HELDOUT { 0 } else { (groups.len() as f64 * HELDOUT_SHARE).round() as usize };
     let (trained, heldout) = groups.split_at(groups.len() - held);
+    let set_aside = if trained.len() < MIN_FOR_VALIDATION { 0 } else { VALIDATION };
+    let (trained, validation) = trained.split_at(trained.len() - set_aside);
     let example = |f: &GitFunction| Example {
         id: format!("git:{}", f.id()),
         timestamp: f.authored_at.clone(),
@@ -67,7 +77,12 @@ pub fn split(functions: &[&GitFunction], since: Option<&str>) -> Split {
             })
         })
         .collect();
-    Split { train: trained.iter().map(newest).collect(), heldout: heldout.iter().map(newest).collect(), pairs }
+    Split {
+        train: trained.iter().map(newest).collect(),
+        heldout: heldout.iter().map(newest).collect(),
+        validation: validation.iter().map(newest).collect(),
+        pairs,
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +119,7 @@ mod tests {
         assert!(split.train.iter().all(|e| e.completion == "return 1" && e.action == "git"));
         assert_eq!(split.train.iter().filter(|e| e.replay).count(), 2, "f3 and f4 are older than `since`");
         assert!(split.pairs.is_empty(), "both edited functions are held out");
+        assert!(split.validation.is_empty(), "too few to set any aside");
 
         let few: Vec<GitFunction> =
             vec![function(1, "a", "x = 1", None), function(2, "a", "x = 2\n    return x", Some("x = 1"))];
@@ -114,5 +130,27 @@ mod tests {
         assert_eq!(split.train[0].completion, "x = 2\n    return x");
         let pair: Vec<(&str, &str)> = split.pairs.iter().map(|p| (p.chosen.as_str(), p.rejected.as_str())).collect();
         assert_eq!(pair, [("x = 2\n    return x", "x = 1")]);
+    }
+
+    #[test]
+    fn the_newest_functions_before_the_held_out_ones_are_set_aside_for_validation() {
+        let mut all: Vec<GitFunction> = (0..300)
+            .map(|i| {
+                let mut f = function(1, &format!("f{i:03}"), "return 1", None);
+                f.authored_at = format!("2026-01-01T10:{:02}:{:02}.000Z", i / 60, i % 60);
+                f
+            })
+            .collect();
+        // An edit of a function set aside is no training pair either.
+        let mut edited = all[235].clone();
+        edited.previous_body = Some("return 0".into());
+        all[235] = edited;
+        let refs: Vec<&GitFunction> = all.iter().collect();
+        let split = split(&refs, None);
+        let names = |examples: &[Example]| examples.iter().map(|e| e.prefix.clone()).collect::<Vec<_>>();
+        assert_eq!(split.heldout.len(), 60);
+        assert_eq!(names(&split.validation), (216..240).map(|i| format!("def f{i:03}():\n    ")).collect::<Vec<_>>());
+        assert_eq!(names(&split.train), (0..216).map(|i| format!("def f{i:03}():\n    ")).collect::<Vec<_>>());
+        assert!(split.pairs.is_empty());
     }
 }

@@ -146,6 +146,9 @@ pub struct LanguageSet {
     pub heldout: Vec<Example>,
     /// The newest of the functions mined from the user's git history, never trained on.
     pub heldout_git: Vec<Example>,
+    /// The newest mined functions before the held-out ones: never trained on, never judged;
+    /// training watches its loss on them to stop once it has learnt.
+    pub validation: Vec<Example>,
     /// Training examples by what admitted them: a `quality::Rule`'s name, `git`, `workspace`.
     pub admitted: BTreeMap<String, usize>,
     pub kto: Vec<KtoExample>,
@@ -281,8 +284,10 @@ fn build_language(rows: &[&CurationRow], mined: &[&GitFunction], options: &Optio
     let is_replay = |row: &CurationRow| options.since.as_deref().is_some_and(|since| row.timestamp.as_str() < since);
     let mined = git::split(mined, options.since.as_deref());
     set.heldout_git = mined.heldout;
-    // Neither split the gate judges on is trained on, in part or whole.
-    let judged: Vec<&str> = set.heldout.iter().chain(&set.heldout_git).map(|e| e.completion.as_str()).collect();
+    set.validation = mined.validation;
+    // Neither split the gate judges on, nor the validation split, is trained on, in part or whole.
+    let judged: Vec<&str> =
+        set.heldout.iter().chain(&set.heldout_git).chain(&set.validation).map(|e| e.completion.as_str()).collect();
     let unjudged = |code: &str| !judged.iter().any(|held| leaks(held, code) || leaks(code, held));
     let mut candidates: Vec<Example> = Vec::new();
     for row in trainable.iter().filter(taken) {
@@ -392,6 +397,8 @@ pub struct Summary {
     pub heldout: usize,
     /// Held out from the functions mined from git.
     pub heldout_git: usize,
+    /// Set aside for training to stop on (`validation.jsonl`).
+    pub validation: usize,
     pub kto: usize,
     pub dpo: usize,
     /// Items of the reward stage (`reward.jsonl`).
@@ -482,6 +489,7 @@ fn write_language(out: &Path, language: &str, set: &LanguageSet, options: &Optio
     lines("train.jsonl", values(&set.train))?;
     lines("heldout.jsonl", values(&set.heldout))?;
     lines("heldout-git.jsonl", values(&set.heldout_git))?;
+    lines("validation.jsonl", values(&set.validation))?;
     lines("kto.jsonl", values(&set.kto))?;
     lines("dpo.jsonl", values(&set.dpo))?;
     lines("reward.jsonl", values(&set.reward))?;
@@ -527,6 +535,7 @@ fn write_language(out: &Path, language: &str, set: &LanguageSet, options: &Optio
         replay: set.train.iter().filter(|e| e.replay).count(),
         heldout: set.heldout.len(),
         heldout_git: set.heldout_git.len(),
+        validation: set.validation.len(),
         kto: set.kto.len(),
         dpo: set.dpo.len(),
         reward: set.reward.len(),

@@ -74,6 +74,7 @@ pub(super) fn held_out_code(set: &LanguageSet) -> Vec<String> {
     set.heldout
         .iter()
         .chain(&set.heldout_git)
+        .chain(&set.validation)
         .chain(&set.train)
         .map(|e| e.completion.trim().to_owned())
         .filter(|c| c.len() >= MIN_LEAK)

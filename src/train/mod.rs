@@ -13,6 +13,7 @@
 //! `adapters/<language>/v<N>/` with a `marunochi.json` describing base, data and losses.
 
 mod adapter;
+mod checks;
 mod data;
 mod files;
 mod frozen;
@@ -40,6 +41,7 @@ use crate::engine::{Engine, EngineError, LoadOptions, ModelInfo};
 use crate::home::Language;
 
 use adapter::Adapter;
+pub use checks::Check;
 use data::{Encoder, Weighted};
 pub use files::{fingerprint, interrupted};
 pub use model::BaseWeights;
@@ -50,6 +52,8 @@ pub use stages::StageKind;
 
 /// Held-out examples scored before and after training (each is a forward pass).
 const HELDOUT_LIMIT: usize = 32;
+/// The validation split `curate` writes (ARCHITECTURE.md, "Training").
+const VALIDATION_FILE: &str = "validation.jsonl";
 /// A budget is planned at this share of what the measured speed allows: updates vary with their
 /// examples' lengths, and the machine with its other work.
 const PLAN_MARGIN: f64 = 0.9;
@@ -80,6 +84,15 @@ pub struct Settings {
     pub seed: u64,
     /// Save a checkpoint every this many updates (0: only when stopped).
     pub checkpoint_every: usize,
+    /// Check the adapter on the validation split and general code every this many SFT updates
+    /// (0: never; `checks.rs`), and stop SFT after `patience` checks without a better validation
+    /// loss or once the general-code loss rose by more than `nll_rise`.
+    #[serde(default)]
+    pub validate_every: usize,
+    #[serde(default)]
+    pub patience: usize,
+    #[serde(default)]
+    pub nll_rise: f64,
     /// Keep the frozen base 4-bit (QLoRA) instead of dense F32 (LoRA).
     pub qlora: bool,
     /// Recompute each layer in the backward pass instead of keeping every activation.
@@ -120,6 +133,9 @@ impl Settings {
             max_grad_norm: crate::config::TrainConfig::MAX_GRAD_NORM,
             seed: 0,
             checkpoint_every: c.checkpoint_every,
+            validate_every: c.validate_every,
+            patience: c.patience,
+            nll_rise: crate::config::EvalConfig::default().nll_rise,
             qlora: c.qlora,
             gradient_checkpointing: c.gradient_checkpointing,
             max_prompt_tokens: c.max_prompt_tokens,
@@ -194,6 +210,13 @@ pub enum Event<'a> {
     Checkpoint {
         step: usize,
     },
+    /// A check of SFT (`checks.rs`): `general_rise` against the stage's start, and why SFT stops
+    /// here if it does.
+    Check {
+        check: &'a Check,
+        general_rise: Option<f64>,
+        stop: Option<&'a str>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +241,11 @@ pub struct Report {
     pub heldout_base: Option<f64>,
     pub heldout_adapter: Option<f64>,
     pub resumed_from: Option<usize>,
+    /// SFT's checks on the validation split and general code (`checks.rs`), the first at its start.
+    pub checks: Vec<Check>,
+    /// Why SFT ended before its planned updates, and the update whose adapter was kept.
+    pub stopped: Option<String>,
+    pub kept: Option<usize>,
     /// The most memory this process held (VmHWM), in bytes.
     pub peak_memory: Option<u64>,
     pub frozen_base_bytes: usize,
@@ -291,6 +319,13 @@ struct State {
     costs: Vec<stages::Cost>,
     #[serde(default)]
     units: f64,
+    #[serde(default)]
+    checks: Vec<Check>,
+    #[serde(default)]
+    stopped: Option<String>,
+    /// The update whose adapter SFT's checks kept.
+    #[serde(default)]
+    kept: Option<usize>,
 }
 
 impl State {
@@ -356,6 +391,9 @@ struct Run {
     info: ModelInfo,
     data: stages::Data,
     heldout: Vec<Weighted>,
+    watched: checks::Watched,
+    /// The adapter at the best check so far.
+    best: Option<Vec<candle_core::Tensor>>,
     /// Training examples left out (too long, or empty once encoded).
     skipped: usize,
     adapter: Adapter,
@@ -396,6 +434,8 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
     let language = &options.language;
     let (examples, train_fingerprint) = data::read_jsonl::<Example>(&data_dir.join("train.jsonl"), language, true)?;
     let (heldout, _) = data::read_jsonl::<Example>(&data_dir.join("heldout.jsonl"), language, false)?;
+    let (validation, validation_fingerprint) =
+        data::read_jsonl::<Example>(&data_dir.join(VALIDATION_FILE), language, false)?;
     let (kto, kto_fingerprint) = data::read_jsonl::<KtoExample>(&data_dir.join("kto.jsonl"), language, false)?;
     let (dpo, dpo_fingerprint) = data::read_jsonl::<crate::curate::Pair>(&data_dir.join("dpo.jsonl"), language, false)?;
     let (reward, reward_fingerprint) =
@@ -404,6 +444,9 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
     // Only a run with the reward stage depends on its data (older checkpoints resume unchanged).
     if settings.reward {
         data_fingerprint = format!("{data_fingerprint}-{reward_fingerprint}");
+    }
+    if settings.validate_every > 0 {
+        data_fingerprint = format!("{data_fingerprint}-{validation_fingerprint}");
     }
     let base_fingerprint = files::fingerprint(&options.model).map_err(|e| EngineError::io(&options.model, e))?;
     if let Some((dir, state)) = &resumed {
@@ -440,12 +483,32 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
         return Err(TrainError::NoData { language: options.language.clone(), reason });
     }
     let (heldout, _) = encoder.sft(&heldout[..heldout.len().min(HELDOUT_LIMIT)])?;
-    let data = stages::Data { sft, kto: encoder.kto(&kto)?, dpo: encoder.dpo(&dpo)?, reward: encoder.reward(&reward)? };
+    let watched = if settings.validate_every == 0 {
+        checks::Watched { validation: Vec::new(), general: Vec::new() }
+    } else {
+        let (validation, _) = encoder.sft(&validation[..validation.len().min(HELDOUT_LIMIT)])?;
+        let others = match crate::corpus::general(language) {
+            Ok(corpus) => corpus.others,
+            Err(reason) => {
+                events(Event::Stage(&format!("general code is not watched during training: {reason}")));
+                Vec::new()
+            }
+        };
+        checks::Watched::new(validation.into_iter().map(|w| w.sequence).collect(), &others, &tokenizer)?
+    };
+    let data = stages::Data {
+        sft,
+        kto: encoder.kto(&kto)?,
+        dpo: encoder.dpo(&dpo)?,
+        reward: encoder.reward(&reward)?,
+        check_tokens: if watched.is_empty() { 0 } else { watched.tokens() },
+    };
 
-    let (adapter, adam, state) = match resumed {
+    let (adapter, adam, best, state) = match resumed {
         Some((dir, state)) => {
             let (adapter, adam) = load_checkpoint(&dir, &base, &settings)?;
-            (adapter, adam, state)
+            let best = checks::load_best(&dir, adapter.vars.len())?;
+            (adapter, adam, best, state)
         }
         None => {
             let adapter = Adapter::new(&base, &settings)?;
@@ -495,26 +558,44 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
                 reference: Vec::new(),
                 costs,
                 units: 0.0,
+                checks: Vec::new(),
+                stopped: None,
+                kept: None,
             };
-            (adapter, adam, state)
+            (adapter, adam, None, state)
         }
     };
     let resumed_from = (state.step > 0).then_some(state.step);
     let lora = adapter.view()?;
-    Ok(Run { checkpoint_dir, settings, base, info, data, heldout, skipped, adapter, adam, lora, state, resumed_from })
+    Ok(Run {
+        checkpoint_dir,
+        settings,
+        base,
+        info,
+        data,
+        heldout,
+        watched,
+        best,
+        skipped,
+        adapter,
+        adam,
+        lora,
+        state,
+        resumed_from,
+    })
 }
 
 /// The planned updates from where the run stands, a checkpoint every `checkpoint_every` updates;
 /// stopped (with a checkpoint) by `stop` or at `options.until`.
 fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Result<(), TrainError> {
-    let Run { checkpoint_dir, settings, base, data, adapter, adam, lora, state, .. } = run;
+    let Run { checkpoint_dir, settings, base, data, watched, best, adapter, adam, lora, state, .. } = run;
     let settings = &*settings;
     let since = (state.units, state.seconds);
     while state.step < state.total {
         let past_deadline = options.until.is_some_and(|until| std::time::SystemTime::now() >= until);
         if stop.load(Ordering::Relaxed) || past_deadline {
             speed::remember(options, &speed::key(settings, &state.base_fingerprint), state.units / state.seconds);
-            save_checkpoint(checkpoint_dir, adapter, adam, state)?;
+            save_checkpoint(checkpoint_dir, adapter, adam, best.as_deref(), state)?;
             events(Event::Checkpoint { step: state.step });
             return Err(TrainError::Stopped { step: state.step, total: state.total });
         }
@@ -528,6 +609,9 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             let order = data::Order::new(data.tiers(kind).into_iter(), data::mix(settings.seed, &[1, index as u64]));
             let drawn = (0..steps * settings.batch).map(|i| order.at(i)).collect();
             state.reference = stages::reference(base, &lora.detached(), kind, data, &drawn)?;
+            if kind == StageKind::Sft && checking(settings, watched, steps) && state.checks.is_empty() {
+                check(state, base, lora, watched, adapter, best, events)?;
+            }
             state.seconds += started.elapsed().as_secs_f64();
             state.units += state.costs.get(index).map_or(0.0, |c| c.start);
         }
@@ -569,9 +653,28 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
         state.losses.push(update.loss);
         state.tokens += update.tokens;
         state.units += update.units;
+        let tokens_per_s = update.tokens as f64 / started.elapsed().as_secs_f64();
+        let end_of_stage = local + 1 == steps;
+        if kind == StageKind::Sft
+            && checking(settings, watched, steps)
+            && ((local + 1) % settings.validate_every == 0 || end_of_stage)
+        {
+            let verdict = check(state, base, lora, watched, adapter, best, events)?;
+            state.units += stages::check_units(data);
+            if (verdict.stop.is_some() || end_of_stage) && verdict.best + 1 != state.checks.len() {
+                checks::restore(&adapter.vars, best.as_deref().expect("the best check's adapter was kept"))?;
+                *lora = adapter.view()?;
+            }
+            state.kept = Some(state.checks[verdict.best].step);
+            if let Some(reason) = verdict.stop.filter(|_| !end_of_stage) {
+                // The stage ends here: the plan's later stages move up.
+                state.stages[index].1 = local + 1;
+                state.total = state.stages.iter().map(|(_, n)| n).sum();
+                state.stopped = Some(reason);
+            }
+        }
         let seconds = started.elapsed().as_secs_f64();
         state.seconds += seconds;
-        let tokens_per_s = update.tokens as f64 / seconds;
         events(Event::Step {
             stage: kind.name(),
             step: state.step,
@@ -581,12 +684,40 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             eta_secs: state.eta_secs(since),
         });
         if settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0 && state.step < state.total {
-            save_checkpoint(checkpoint_dir, adapter, adam, state)?;
+            save_checkpoint(checkpoint_dir, adapter, adam, best.as_deref(), state)?;
             events(Event::Checkpoint { step: state.step });
         }
     }
     speed::remember(options, &speed::key(settings, &state.base_fingerprint), state.units / state.seconds);
     Ok(())
+}
+
+/// Whether SFT is checked: a stage too short to be checked twice before its end cannot stop
+/// early, and the gate judges what it learnt.
+fn checking(settings: &Settings, watched: &checks::Watched, sft_updates: usize) -> bool {
+    !watched.is_empty() && stages::checked(settings, sft_updates)
+}
+
+/// Measures the adapter as it stands, keeps a copy of it when it is the best so far, and says
+/// what the checks so far decide.
+fn check(
+    state: &mut State,
+    base: &Base,
+    lora: &Lora,
+    watched: &checks::Watched,
+    adapter: &Adapter,
+    best: &mut Option<Vec<candle_core::Tensor>>,
+    events: &dyn Fn(Event),
+) -> Result<checks::Verdict, TrainError> {
+    state.checks.push(checks::measure(base, lora, watched, state.step)?);
+    let verdict = checks::verdict(&state.checks, &state.settings);
+    if verdict.best + 1 == state.checks.len() {
+        *best = Some(checks::snapshot(&adapter.vars)?);
+    }
+    let last = state.checks.last().expect("just measured");
+    let general_rise = last.general.zip(state.checks[0].general).map(|(now, then)| now / then - 1.0);
+    events(Event::Check { check: last, general_rise, stop: verdict.stop.as_deref() });
+    Ok(verdict)
 }
 
 /// Scores the held-out examples with the adapter, writes `adapters/<language>/v<N>/` and removes
@@ -639,6 +770,9 @@ fn finish(run: Run, options: &Options, events: &dyn Fn(Event)) -> Result<Report,
         heldout_base: state.heldout_base,
         heldout_adapter,
         resumed_from,
+        checks: state.checks.clone(),
+        stopped: state.stopped.clone(),
+        kept: state.kept,
         peak_memory: None,
         frozen_base_bytes: base.frozen_bytes(),
         parameters: adapter.parameters(),
@@ -714,6 +848,12 @@ fn check_settings(s: &Settings) -> Result<(), TrainError> {
     if s.max_prompt_tokens == 0 || s.max_target_tokens == 0 {
         return bad("max prompt and target tokens must be at least 1");
     }
+    if s.validate_every > 0 && s.patience == 0 {
+        return bad("patience must be at least 1 (validate_every = 0 turns the checks off)");
+    }
+    if !(s.nll_rise >= 0.0 && s.nll_rise.is_finite()) {
+        return bad("the general-code margin (nll_rise) must be a share of at least 0");
+    }
     Ok(())
 }
 
@@ -755,9 +895,18 @@ fn check_memory(config: &crate::engine::Config, weights: BaseWeights, model: &Pa
     }
 }
 
-fn save_checkpoint(dir: &Path, adapter: &Adapter, adam: &AdamW, state: &State) -> Result<(), TrainError> {
+fn save_checkpoint(
+    dir: &Path,
+    adapter: &Adapter,
+    adam: &AdamW,
+    best: Option<&[candle_core::Tensor]>,
+    state: &State,
+) -> Result<(), TrainError> {
     files::replace_dir(dir, |tmp| {
         adapter.save(tmp)?;
+        if let Some(best) = best {
+            checks::save_best(tmp, best)?;
+        }
         let mut moments = HashMap::new();
         for (i, (m, v)) in adam.m.iter().zip(&adam.v).enumerate() {
             moments.insert(format!("m.{i}"), m.clone());
@@ -858,6 +1007,9 @@ fn write_adapter(
             "tokens": state.tokens,
             "seconds": state.seconds,
             "losses": state.losses,
+            "checks": state.checks,
+            "stopped": state.stopped,
+            "kept": state.kept,
         },
         "heldout": { "base_nll": report.heldout_base, "adapter_nll": report.heldout_adapter },
     });
@@ -902,6 +1054,9 @@ mod tests {
             reference: Vec::new(),
             costs: vec![cost(100.0, 0.0), cost(300.0, 200.0)],
             units: 0.0,
+            checks: Vec::new(),
+            stopped: None,
+            kept: None,
         };
         assert_eq!(state.units_left(), 1000.0 + 200.0 + 1500.0);
         state.step = 10;

@@ -48,6 +48,8 @@ pub(crate) struct Data {
     pub(crate) kto: Vec<KtoItem>,
     pub(crate) dpo: Vec<DpoItem>,
     pub(crate) reward: Vec<RewardItem>,
+    /// Tokens one of SFT's checks passes forward (`checks.rs`); 0: no checks.
+    pub(crate) check_tokens: usize,
 }
 
 impl Data {
@@ -107,8 +109,13 @@ fn mean(lengths: impl Iterator<Item = usize>) -> f64 {
 pub(crate) fn cost(settings: &Settings, data: &Data, kind: StageKind, updates: usize) -> Cost {
     let batch = settings.batch as f64;
     let drawn = (updates * settings.batch).min(data.len(kind)) as f64;
+    // SFT's checks: one at its start, one every `validate_every` updates.
+    let checks = if kind == StageKind::Sft && checked(settings, updates) { check_units(data) } else { 0.0 };
     let update = match kind {
-        StageKind::Sft => batch * mean(data.sft.iter().map(|w| w.sequence.tokens.len())),
+        StageKind::Sft => {
+            batch * mean(data.sft.iter().map(|w| w.sequence.tokens.len()))
+                + checks / settings.validate_every.max(1) as f64
+        }
         StageKind::Kto => {
             batch
                 * (mean(data.kto.iter().map(|k| k.sequence.tokens.len()))
@@ -116,7 +123,19 @@ pub(crate) fn cost(settings: &Settings, data: &Data, kind: StageKind, updates: u
         }
         StageKind::Dpo | StageKind::Reward => batch * reference_tokens(data, kind),
     };
-    Cost { update, start: FORWARD * drawn * reference_tokens(data, kind) }
+    let start = if kind == StageKind::Sft { checks } else { FORWARD * drawn * reference_tokens(data, kind) };
+    Cost { update, start }
+}
+
+/// Whether an SFT stage of `updates` is checked (`checks.rs`): only one long enough to be checked
+/// twice before its end.
+pub(crate) fn checked(settings: &Settings, updates: usize) -> bool {
+    settings.validate_every > 0 && updates >= 2 * settings.validate_every
+}
+
+/// The units one of SFT's checks costs (forward passes alone).
+pub(crate) fn check_units(data: &Data) -> f64 {
+    FORWARD * data.check_tokens as f64
 }
 
 /// Tokens the reference pass scores per item: both sequences of a KTO item or a DPO pair, the
@@ -189,8 +208,9 @@ pub(crate) fn plan(settings: &Settings, data: &Data, budget: Option<f64>) -> Vec
                 used += total(*kind, *n);
             }
             let sft = &mut stages[0].1;
-            let update = cost(settings, data, StageKind::Sft, 1).update.max(1.0);
-            *sft = (*sft).min(((budget - used) / update) as usize).max(1);
+            // Checked, as a stage that long is: its checks are part of each update's cost.
+            let c = cost(settings, data, StageKind::Sft, *sft);
+            *sft = (*sft).min(((budget - used - c.start) / c.update.max(1.0)) as usize).max(1);
         }
     }
     stages.retain(|(kind, n)| *n > 0 || *kind == StageKind::Sft);
@@ -409,6 +429,7 @@ mod tests {
                 .collect(),
             dpo: (0..8).map(|_| DpoItem { chosen: sequence(100), rejected: sequence(100) }).collect(),
             reward: (0..12).map(|i| RewardItem { sequence: sequence(60), reward: f64::from(i % 3) - 1.0 }).collect(),
+            check_tokens: 0,
         }
     }
 
@@ -484,5 +505,21 @@ mod tests {
         let fitted = plan(&after, &data(), Some(everything * 0.3));
         assert_eq!(fitted[1..], [(StageKind::Kto, 2), (StageKind::Dpo, 1)], "not cut by the budget");
         assert!(fitted[0].1 < 30 && total(&fitted) <= everything * 0.3, "SFT gets the rest: {fitted:?}");
+    }
+
+    #[test]
+    fn a_long_sft_stage_pays_for_its_checks_and_a_budget_still_holds() {
+        let s = Settings { validate_every: 5, ..settings() };
+        let data = Data { check_tokens: 1000, ..data() };
+        let long = cost(&s, &data, StageKind::Sft, 30);
+        assert_eq!((long.update, long.start), (400.0 + 300.0 / 5.0, 300.0), "a check every 5 and one at the start");
+        assert_eq!(cost(&s, &data, StageKind::Sft, 9), cost(&settings(), &data, StageKind::Sft, 9), "too short");
+        let total =
+            |stages: &[(StageKind, usize)]| -> f64 { stages.iter().map(|(k, n)| cost(&s, &data, *k, *n).of(*n)).sum() };
+        let everything = total(&plan(&s, &data, None));
+        for budget in [everything * 0.7, everything * 0.3] {
+            let fitted = plan(&s, &data, Some(budget));
+            assert!(total(&fitted) <= budget, "{budget}: {fitted:?}");
+        }
     }
 }

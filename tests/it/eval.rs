@@ -135,7 +135,7 @@ const NAMES: [&str; 14] =
 /// Trains an adapter of the tiny model in `home` on eight functions (with `completion(i)` as their
 /// bodies); the held-out split is six more functions in the house rule.
 fn trained(home: &Path, dir: &Path, completion: impl Fn(usize) -> String) -> PathBuf {
-    let settings = ["--steps", "60", "--batch", "4", "--lr", "5e-3", "--dropout", "0"];
+    let settings = ["--validate-every", "0", "--steps", "60", "--batch", "4", "--lr", "5e-3", "--dropout", "0"];
     trained_as(home, dir, "tiny-qwen2-trainable", &settings, completion)
 }
 
@@ -277,8 +277,11 @@ fn a_new_languages_expert_leaves_the_others_numbers_unchanged_and_is_judged_on_i
     let model = fixture("tiny-qwen2-trainable");
     let model = model.to_str().unwrap();
     let args = ["train", "--language", "rust", "--model", model, "--data", data.to_str().unwrap(), "--json"];
-    let (ok, _, stderr) =
-        run_cli(&home, &[&args[..], &["--steps", "60", "--batch", "4", "--lr", "5e-3", "--dropout", "0"]].concat());
+    let (ok, _, stderr) = run_cli(
+        &home,
+        &[&args[..], &["--validate-every", "0", "--steps", "60", "--batch", "4", "--lr", "5e-3", "--dropout", "0"]]
+            .concat(),
+    );
     assert!(ok, "{stderr}");
     assert!(home.join("adapters/rust/v1/adapter_model.safetensors").exists());
 

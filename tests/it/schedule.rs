@@ -37,7 +37,7 @@ fn interrupted_run(home: &Path) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_marunochi"))
         .env("MARUNOCHI_HOME", home)
         .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--until", &until])
-        .args(["--steps", "160"])
+        .args(["--validate-every", "0", "--steps", "160"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

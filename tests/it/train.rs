@@ -140,8 +140,12 @@ fn lora_memorises_a_small_dataset_and_the_adapter_is_peft_and_serves() {
     let model = fixture("tiny-qwen2-trainable");
     let examples = memory_examples();
     let data = dataset(dir.path(), &examples, &examples[..2]);
-    let (ok, stdout, stderr) =
-        train(&home, &model, &data, &["--steps", "150", "--batch", "2", "--lr", "5e-3", "--dropout", "0"]);
+    let (ok, stdout, stderr) = train(
+        &home,
+        &model,
+        &data,
+        &["--validate-every", "0", "--steps", "150", "--batch", "2", "--lr", "5e-3", "--dropout", "0"],
+    );
     assert!(ok, "{stderr}");
     let report = report(&stdout);
     let (first, last) = (report["first_loss"].as_f64().unwrap(), report["last_loss"].as_f64().unwrap());
@@ -198,7 +202,7 @@ fn qlora_on_a_4_bit_base_memorises_too() {
         &home,
         &fixture("tiny-qwen2-trainable"),
         &data,
-        &["--steps", "150", "--batch", "2", "--lr", "5e-3", "--dropout", "0", "--qlora"],
+        &["--validate-every", "0", "--steps", "150", "--batch", "2", "--lr", "5e-3", "--dropout", "0", "--qlora"],
     );
     assert!(ok, "{stderr}");
     let report = report(&stdout);
@@ -214,7 +218,20 @@ fn qdora_memorises_and_the_engine_serves_its_magnitudes() {
     let home = home_with_config(dir.path(), "");
     let model = fixture("tiny-qwen2-trainable");
     let data = dataset(dir.path(), &memory_examples(), &[]);
-    let args = ["--steps", "150", "--batch", "2", "--lr", "5e-3", "--dropout", "0", "--qlora", "--dora"];
+    let args = [
+        "--validate-every",
+        "0",
+        "--steps",
+        "150",
+        "--batch",
+        "2",
+        "--lr",
+        "5e-3",
+        "--dropout",
+        "0",
+        "--qlora",
+        "--dora",
+    ];
     let (ok, stdout, stderr) = train(&home, &model, &data, &args);
     assert!(ok, "{stderr}");
     let report = report(&stdout);
@@ -263,7 +280,8 @@ fn tt_lora_learns_with_a_fraction_of_the_parameters_and_saves_plain_peft_with_it
     let examples = memory_examples();
     let data = dataset(dir.path(), &examples, &examples);
     // Twice plain LoRA's updates: the tensor train learns the rare tokens (the digits) more slowly.
-    let args = ["--steps", "300", "--batch", "2", "--lr", "5e-3", "--dropout", "0", "--tt-lora"];
+    let args =
+        ["--validate-every", "0", "--steps", "300", "--batch", "2", "--lr", "5e-3", "--dropout", "0", "--tt-lora"];
     let (ok, stdout, stderr) = train(&home, &model, &data, &args);
     assert!(ok, "{stderr}");
     let report = report(&stdout);
@@ -353,7 +371,7 @@ fn a_tt_lora_run_killed_with_sigkill_resumes_from_its_cores_to_the_same_weights(
 /// Waits until the run in `home` has checkpointed at least `step`.
 fn wait_for_checkpoint(home: &Path, step: u64, child: &mut std::process::Child) {
     let state = home.join("train/python/checkpoint/state.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Ok(text) = std::fs::read_to_string(&state)
             && serde_json::from_str::<Value>(&text).is_ok_and(|v| v["step"].as_u64().unwrap_or(0) >= step)
@@ -424,6 +442,133 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
     assert!(stderr.contains("nothing to resume"), "{stderr}");
 }
 
+/// The memorised functions' prompts with other completions: their loss falls while training
+/// learns the shared shape (`return x * …`) and rises once it learns the training set's numbers.
+fn conflicting_examples() -> Vec<Value> {
+    ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            example(i, &format!("def {name}_value(x):\n    "), "\n", &format!("return x * {}  # {name} scaled", 9 - i))
+        })
+        .collect()
+}
+
+fn checks(report: &Value) -> Vec<(u64, f64)> {
+    let checks = report["checks"].as_array().unwrap();
+    checks.iter().map(|c| (c["step"].as_u64().unwrap(), c["validation"].as_f64().unwrap())).collect()
+}
+
+/// SFT's checks (README "Learning"): the validation loss is measured every few updates, SFT stops
+/// once it has not improved for `patience` checks, and the adapter of the best check is what is
+/// saved — its loss on the validation code is the check's, recomputed from the saved adapter (the
+/// same code scored as held-out). A run killed between checks resumes to the same checks and
+/// weights.
+#[test]
+fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let validation = conflicting_examples();
+    let data = dataset(dir.path(), &memory_examples(), &validation);
+    let lines = validation.iter().map(|v| format!("{v}\n")).collect::<String>();
+    std::fs::write(data.join("validation.jsonl"), lines).unwrap();
+    let args = [
+        "--steps",
+        "120",
+        "--batch",
+        "2",
+        "--lr",
+        "5e-3",
+        "--dropout",
+        "0",
+        "--validate-every",
+        "5",
+        "--checkpoint-every",
+        "5",
+        "--seed",
+        "3",
+    ];
+
+    let whole = home_with_config(&dir.path().join("whole"), "");
+    let (ok, stdout, stderr) = train(&whole, &model, &data, &args);
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    let checks = checks(&report);
+    let (kept, done) = (report["kept"].as_u64().unwrap(), report["steps"].as_u64().unwrap());
+    assert!(report["stopped"].as_str().unwrap().contains("for 2 checks"), "{report}");
+    assert!(done < 120 && done % 5 == 0, "SFT stopped at a check before its 120 updates: {done}");
+    assert_eq!(report["stages"][0]["steps"].as_u64(), Some(done));
+    assert_eq!(checks.first().map(|c| c.0), Some(0), "the first check is the start");
+    assert_eq!(checks.last().map(|c| c.0), Some(done));
+    let best = checks.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert_eq!(best.0, kept, "{checks:?}");
+    assert!(0 < kept && kept == done - 10, "two checks after the best one: {checks:?}");
+    assert!(best.1 < checks[0].1, "the shared shape was learnt first: {checks:?}");
+    let heldout = |key: &str| report[key].as_f64().unwrap();
+    assert!((heldout("heldout_base") - checks[0].1).abs() < 1e-6, "{report}");
+    assert!((heldout("heldout_adapter") - best.1).abs() < 1e-6, "the saved adapter is update {kept}'s: {report}");
+    let metadata: Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("adapters/python/v1/marunochi.json")).unwrap())
+            .unwrap();
+    assert_eq!(metadata["training"]["kept"].as_u64(), Some(kept));
+    assert_eq!(metadata["training"]["checks"].as_array().map(Vec::len), Some(checks.len()));
+
+    let broken = home_with_config(&dir.path().join("broken"), "");
+    killed_after_checkpoint(&broken, &model, &data, &args, kept + 5);
+    let (ok, stdout, stderr) = train(&broken, &model, &data, &[&args[..], &["--resume"]].concat());
+    assert!(ok, "{stderr}");
+    let resumed = self::report(&stdout);
+    assert!(resumed["resumed_from"].as_u64().unwrap() > kept, "{resumed}");
+    assert_eq!(self::checks(&resumed), checks);
+    assert_eq!((resumed["kept"].as_u64(), resumed["steps"].as_u64()), (Some(kept), Some(done)));
+    assert!(same_tensors(&whole.join("adapters/python/v1"), &broken.join("adapters/python/v1")));
+
+    // Patience 0 would stop at once: refused, with the way to turn the checks off.
+    let impatient = home_with_config(&dir.path().join("impatient"), "[train]\npatience = 0\n");
+    let (ok, _, stderr) = train(&impatient, &model, &data, &["--steps", "10"]);
+    assert!(!ok && stderr.contains("patience must be at least 1 (validate_every = 0 turns"), "{stderr}");
+
+    // No checks: every planned update runs, as before.
+    let unchecked = home_with_config(&dir.path().join("unchecked"), "[train]\nvalidate_every = 0\n");
+    let (ok, stdout, stderr) = train(&unchecked, &model, &data, &["--steps", "30", "--batch", "2"]);
+    assert!(ok, "{stderr}");
+    let unchecked = self::report(&stdout);
+    assert_eq!((unchecked["steps"].as_u64(), &unchecked["stopped"]), (Some(30), &Value::Null));
+    assert!(unchecked["checks"].as_array().unwrap().is_empty());
+}
+
+/// On a real model trained hard, general code is forgotten within a few updates: SFT stops at the
+/// first check past `[eval] nll_rise` and keeps the least trained adapter (the gate may serve it
+/// weaker).
+#[test]
+fn smollm2_forgetting_general_code_stops_sft_at_the_first_check_past_the_margin() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = home_with_config(dir.path(), "");
+    let model = fixture("smollm2-135m-instruct.gguf");
+    let examples = style_examples();
+    let data = dataset(dir.path(), &examples[..8], &examples[8..]);
+    let args = ["--steps", "12", "--batch", "4", "--lr", "2e-3", "--dropout", "0", "--validate-every", "3"];
+    let (ok, stdout, stderr) = train(&home, &model, &data, &args);
+    assert!(ok, "{stderr}");
+    let report = report(&stdout);
+    let stopped = report["stopped"].as_str().unwrap_or_default();
+    assert!(stopped.contains("general-code loss up") && stopped.contains("more than the 2.0 % allowed"), "{report}");
+    let checks: Vec<(u64, f64)> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["step"].as_u64().unwrap(), c["general"].as_f64().unwrap()))
+        .collect();
+    let start = checks[0].1;
+    let (last, trained) = (checks.last().unwrap(), &checks[1..]);
+    assert!(last.1 > 1.02 * start && trained[..trained.len() - 1].iter().all(|c| c.1 <= 1.02 * start), "{checks:?}");
+    assert_eq!(report["steps"].as_u64(), Some(last.0));
+    assert!(last.0 < 12, "{report}");
+    // No validation split here: the newest check within the margin, or the least trained one.
+    let within = trained.iter().rev().find(|c| c.1 <= 1.02 * start).map_or(trained[0].0, |c| c.0);
+    assert_eq!(report["kept"].as_u64(), Some(within), "{report}");
+}
+
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_stops() {
     let dir = tempfile::tempdir().unwrap();
@@ -433,7 +578,7 @@ fn ctrl_c_saves_a_checkpoint_and_stops() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_marunochi"))
         .env("MARUNOCHI_HOME", &home)
         .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()])
-        .args(["--steps", "5000", "--checkpoint-every", "2"])
+        .args(["--validate-every", "0", "--steps", "5000", "--checkpoint-every", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

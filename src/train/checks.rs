@@ -1,0 +1,219 @@
+//! Telling SFT when it has learnt enough. Every `validate_every` updates (and at the stage's start
+//! and end) the adapter's mean loss per token is measured on the validation split — the user's
+//! functions set aside by curation, neither trained on nor judged by the gate — and on general
+//! code: standard-library files the gate does not score (`corpus::general`'s `others`). SFT stops
+//! once the validation loss has not improved for `patience` checks (the user's code is learnt;
+//! more updates only forget) or the general-code loss rose past the gate's margin, and the
+//! adapter of the best check within that margin is kept. A night's plan is thus a most, not a
+//! must (ARCHITECTURE.md, "Training").
+
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::model::{Base, Lora, Sequence};
+use super::{Settings, TrainError, files};
+use crate::engine::TextTokenizer;
+
+/// General-code files measured at each check, spread evenly over the corpus's others.
+const GENERAL_FILES: usize = 8;
+/// Tokens of each general-code file measured (its beginning), as the gate does.
+const GENERAL_TOKENS: usize = 512;
+/// The best check's adapter, in a checkpoint.
+const BEST_FILE: &str = "best.safetensors";
+
+/// What each check measures.
+pub(crate) struct Watched {
+    pub(crate) validation: Vec<Sequence>,
+    pub(crate) general: Vec<Sequence>,
+}
+
+impl Watched {
+    /// The first [`GENERAL_TOKENS`] tokens of [`GENERAL_FILES`] of `others`, spread evenly.
+    pub(crate) fn new(
+        validation: Vec<Sequence>,
+        others: &[std::path::PathBuf],
+        tokenizer: &TextTokenizer,
+    ) -> Result<Watched, TrainError> {
+        let step = (others.len() / GENERAL_FILES).max(1);
+        let mut general = Vec::new();
+        for path in others.iter().step_by(step).take(GENERAL_FILES) {
+            // An unreadable file is one fewer measured, not a failed night.
+            let Ok(text) = std::fs::read_to_string(path) else { continue };
+            let mut tokens = tokenizer.encode(&text)?;
+            tokens.truncate(GENERAL_TOKENS + 1);
+            if tokens.len() >= 2 {
+                general.push(Sequence { tokens, prompt_len: 1 });
+            }
+        }
+        Ok(Watched { validation, general })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.validation.is_empty() && self.general.is_empty()
+    }
+
+    /// Tokens one check passes forward.
+    pub(crate) fn tokens(&self) -> usize {
+        self.validation.iter().chain(&self.general).map(|s| s.tokens.len()).sum()
+    }
+}
+
+/// One check: after `step` updates of the run, the mean loss per token on each set watched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub step: usize,
+    pub validation: Option<f64>,
+    pub general: Option<f64>,
+}
+
+pub(crate) fn measure(base: &Base, lora: &Lora, watched: &Watched, step: usize) -> candle_core::Result<Check> {
+    let mean = |sequences: &[Sequence]| -> candle_core::Result<Option<f64>> {
+        if sequences.is_empty() {
+            return Ok(None);
+        }
+        let (mut sum, mut count) = (0.0, 0);
+        for sequence in sequences {
+            sum -= base.logprob(sequence, Some(lora))?;
+            count += sequence.targets();
+        }
+        Ok(Some(sum / count.max(1) as f64))
+    };
+    Ok(Check { step, validation: mean(&watched.validation)?, general: mean(&watched.general)? })
+}
+
+/// What the checks so far (the first at the stage's start) say.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Verdict {
+    /// The check whose adapter is the one to keep.
+    pub(crate) best: usize,
+    /// Why SFT stops now, if it does.
+    pub(crate) stop: Option<String>,
+}
+
+pub(crate) fn verdict(checks: &[Check], settings: &Settings) -> Verdict {
+    let start = &checks[0];
+    let rise = |c: &Check| match (c.general, start.general) {
+        (Some(now), Some(then)) if then > 0.0 => now / then - 1.0,
+        _ => 0.0,
+    };
+    let within = |c: &&Check| rise(c) <= settings.nll_rise;
+    // The lowest validation loss within the margin (the earliest of equals); without a validation
+    // split, the newest check within it.
+    let best = checks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| within(c))
+        .min_by(|(i, a), (j, b)| match (a.validation, b.validation) {
+            (Some(a), Some(b)) => a.total_cmp(&b).then(i.cmp(j)),
+            _ => j.cmp(i),
+        })
+        .map_or(0, |(i, _)| i);
+    let last = checks.last().expect("a check");
+    // Forgetting past the margin from the first check on: the least trained adapter is kept, not
+    // the start's nothing, for the gate may still serve it weaker (`[eval] strengths`).
+    let best = if best == 0 && checks.len() > 1 && !within(&&checks[1]) { 1 } else { best };
+    let stop = if !within(&last) {
+        Some(format!(
+            "general-code loss up {:.1} % (more than the {:.1} % allowed)",
+            rise(last) * 100.0,
+            settings.nll_rise * 100.0
+        ))
+    } else if last.validation.is_some() && checks.len() - 1 - best >= settings.patience {
+        Some(format!(
+            "validation loss not better than {:.4} (update {}) for {} checks",
+            checks[best].validation.unwrap_or_default(),
+            checks[best].step,
+            checks.len() - 1 - best
+        ))
+    } else {
+        None
+    };
+    Verdict { best, stop }
+}
+
+/// Copies of the adapter's parameters at the best check so far.
+pub(crate) fn snapshot(vars: &[candle_core::Var]) -> candle_core::Result<Vec<Tensor>> {
+    vars.iter().map(|v| v.as_tensor().copy()).collect()
+}
+
+pub(crate) fn restore(vars: &[candle_core::Var], best: &[Tensor]) -> candle_core::Result<()> {
+    vars.iter().zip(best).try_for_each(|(var, tensor)| var.set(tensor))
+}
+
+pub(crate) fn save_best(dir: &Path, best: &[Tensor]) -> Result<(), TrainError> {
+    let named = best.iter().enumerate().map(|(i, t)| (format!("best.{i}"), t.clone())).collect();
+    files::write_tensors(&dir.join(BEST_FILE), &named)
+}
+
+/// The best check's adapter a checkpoint holds, if it holds one.
+pub(crate) fn load_best(dir: &Path, count: usize) -> Result<Option<Vec<Tensor>>, TrainError> {
+    let path = dir.join(BEST_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut tensors = files::read_tensors(&path)?;
+    (0..count)
+        .map(|i| {
+            tensors
+                .remove(&format!("best.{i}"))
+                .ok_or_else(|| TrainError::Checkpoint { path: path.clone(), reason: format!("best.{i} is missing") })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(step: usize, validation: f64, general: f64) -> Check {
+        Check { step, validation: Some(validation), general: Some(general) }
+    }
+
+    fn settings() -> Settings {
+        Settings { validate_every: 25, patience: 2, nll_rise: 0.02, ..Settings::default() }
+    }
+
+    #[test]
+    fn sft_goes_on_while_the_validation_loss_falls_and_stops_after_patience_checks_without_it() {
+        let mut checks = vec![check(0, 1.0, 2.0), check(25, 0.9, 2.01), check(50, 0.8, 2.02)];
+        assert_eq!(verdict(&checks, &settings()), Verdict { best: 2, stop: None });
+        checks.push(check(75, 0.85, 2.02));
+        assert_eq!(verdict(&checks, &settings()), Verdict { best: 2, stop: None }, "one check without a better loss");
+        checks.push(check(100, 0.8, 2.03));
+        let v = verdict(&checks, &settings());
+        assert_eq!(v.best, 2, "an equal loss later is no better");
+        assert!(v.stop.as_deref().is_some_and(|s| s.contains("0.8000 (update 50) for 2 checks")), "{v:?}");
+    }
+
+    #[test]
+    fn general_code_past_the_margin_stops_sft_and_keeps_the_best_check_within_it() {
+        let checks = vec![check(0, 1.0, 2.0), check(25, 0.9, 2.05), check(50, 0.7, 2.06)];
+        let v = verdict(&checks, &settings());
+        assert_eq!(v.best, 1, "every trained check forgot too much: the least trained is kept, for the gate to weaken");
+        assert!(v.stop.as_deref().is_some_and(|s| s.contains("up 3.0 % (more than the 2.0 % allowed)")), "{v:?}");
+
+        let checks = vec![check(0, 1.0, 2.0), check(25, 0.9, 2.03), check(50, 0.7, 2.05)];
+        let v = verdict(&checks, &settings());
+        assert_eq!(v.best, 1, "the lowest validation loss within the margin, not the lowest of all");
+        assert!(v.stop.is_some());
+
+        let checks = vec![check(0, 1.0, 2.0), check(25, 1.1, 2.01), check(50, 1.2, 2.01)];
+        let v = verdict(&checks, &settings());
+        assert_eq!(v.best, 0, "training that only made the user's code less likely keeps nothing of it");
+        assert!(v.stop.is_some());
+    }
+
+    #[test]
+    fn without_a_validation_split_the_newest_check_within_the_margin_is_kept() {
+        let general = |step, nll| Check { step, validation: None, general: Some(nll) };
+        let checks = vec![general(0, 2.0), general(25, 2.01), general(50, 2.02), general(75, 2.01)];
+        assert_eq!(verdict(&checks, &settings()), Verdict { best: 3, stop: None }, "no patience without validation");
+        let checks = vec![general(0, 2.0), general(25, 2.01), general(50, 2.1)];
+        let v = verdict(&checks, &settings());
+        assert_eq!(v.best, 1);
+        assert!(v.stop.is_some());
+    }
+}
