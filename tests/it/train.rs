@@ -386,8 +386,13 @@ fn wait_for_checkpoint(home: &Path, step: u64, child: &mut std::process::Child) 
 
 /// Starts `marunochi train ARGS` in `home` and kills it (SIGKILL) once it has checkpointed `step`.
 fn killed_after_checkpoint(home: &Path, model: &Path, data: &Path, args: &[&str], step: u64) {
+    killed_after_checkpoint_with_path(home, model, data, args, step, &std::env::var("PATH").unwrap_or_default());
+}
+
+fn killed_after_checkpoint_with_path(home: &Path, model: &Path, data: &Path, args: &[&str], step: u64, path: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_marunochi"))
         .env("MARUNOCHI_HOME", home)
+        .env("PATH", path)
         .args(["train", "--language", "python", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()])
         .args(args)
         .stdout(Stdio::null())
@@ -454,6 +459,13 @@ fn conflicting_examples() -> Vec<Value> {
         .collect()
 }
 
+/// `PATH` without the directories that hold a `python3`.
+fn without_python() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let kept: Vec<PathBuf> = std::env::split_paths(&path).filter(|d| !d.join("python3").exists()).collect();
+    std::env::join_paths(kept).unwrap().into_string().unwrap()
+}
+
 fn checks(report: &Value) -> Vec<(u64, f64)> {
     let checks = report["checks"].as_array().unwrap();
     checks.iter().map(|c| (c["step"].as_u64().unwrap(), c["validation"].as_f64().unwrap())).collect()
@@ -472,26 +484,30 @@ fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_ad
     let data = dataset(dir.path(), &memory_examples(), &validation);
     let lines = validation.iter().map(|v| format!("{v}\n")).collect::<String>();
     std::fs::write(data.join("validation.jsonl"), lines).unwrap();
-    let args = [
-        "--steps",
-        "120",
-        "--batch",
-        "2",
-        "--lr",
-        "5e-3",
-        "--dropout",
-        "0",
-        "--validate-every",
-        "5",
-        "--checkpoint-every",
-        "5",
-        "--seed",
-        "3",
-    ];
+    let args: Vec<&str> =
+        "--steps 120 --batch 2 --lr 5e-3 --dropout 0 --validate-every 5 --checkpoint-every 5 --seed 3"
+            .split(' ')
+            .collect();
 
+    // Without python3 on PATH there is no general corpus: the checks watch the validation split
+    // alone (and the tiny model's 151 936-token head makes general code its costliest part).
+    let path = without_python();
+    let train = |home: &Path, args: &[&str]| {
+        let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+        let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+            .env("MARUNOCHI_HOME", home)
+            .env("PATH", &path)
+            .args(["train", "--language", "python", "--model", model, "--data", data, "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
     let whole = home_with_config(&dir.path().join("whole"), "");
-    let (ok, stdout, stderr) = train(&whole, &model, &data, &args);
-    assert!(ok, "{stderr}");
+    let (stdout, stderr) = train(&whole, &args);
+    assert!(stderr.contains("general code is not watched during training: python3 is not on PATH"), "{stderr}");
     let report = report(&stdout);
     let checks = checks(&report);
     let (kept, done) = (report["kept"].as_u64().unwrap(), report["steps"].as_u64().unwrap());
@@ -514,9 +530,8 @@ fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_ad
     assert_eq!(metadata["training"]["checks"].as_array().map(Vec::len), Some(checks.len()));
 
     let broken = home_with_config(&dir.path().join("broken"), "");
-    killed_after_checkpoint(&broken, &model, &data, &args, kept + 5);
-    let (ok, stdout, stderr) = train(&broken, &model, &data, &[&args[..], &["--resume"]].concat());
-    assert!(ok, "{stderr}");
+    killed_after_checkpoint_with_path(&broken, &model, &data, &args, kept + 5, &path);
+    let (stdout, _) = train(&broken, &[&args[..], &["--resume"]].concat());
     let resumed = self::report(&stdout);
     assert!(resumed["resumed_from"].as_u64().unwrap() > kept, "{resumed}");
     assert_eq!(self::checks(&resumed), checks);
@@ -525,12 +540,12 @@ fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_ad
 
     // Patience 0 would stop at once: refused, with the way to turn the checks off.
     let impatient = home_with_config(&dir.path().join("impatient"), "[train]\npatience = 0\n");
-    let (ok, _, stderr) = train(&impatient, &model, &data, &["--steps", "10"]);
+    let (ok, _, stderr) = self::train(&impatient, &model, &data, &["--steps", "10"]);
     assert!(!ok && stderr.contains("patience must be at least 1 (validate_every = 0 turns"), "{stderr}");
 
     // No checks: every planned update runs, as before.
     let unchecked = home_with_config(&dir.path().join("unchecked"), "[train]\nvalidate_every = 0\n");
-    let (ok, stdout, stderr) = train(&unchecked, &model, &data, &["--steps", "30", "--batch", "2"]);
+    let (ok, stdout, stderr) = self::train(&unchecked, &model, &data, &["--steps", "30", "--batch", "2"]);
     assert!(ok, "{stderr}");
     let unchecked = self::report(&stdout);
     assert_eq!((unchecked["steps"].as_u64(), &unchecked["stopped"]), (Some(30), &Value::Null));
