@@ -58,6 +58,19 @@ pub fn general(language: &str) -> Result<Corpus, String> {
     Ok(Corpus { name, files, others })
 }
 
+/// How much of a corpus file is read: the first 512 tokens the measures score are well inside
+/// it, and a file may run to 200 KB.
+const BEGINNING: u64 = 16 * 1024;
+
+/// The beginning of a corpus file as text (a character cut at the end is replaced): what the gate
+/// (`eval::general`) and training's checks score.
+pub fn beginning(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(BEGINNING).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// `python3` on `PATH`.
 pub fn find_python() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

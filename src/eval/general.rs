@@ -21,7 +21,7 @@ pub fn nll(
     let (mut sum, mut count) = (0.0, 0usize);
     for (i, path) in corpus.files.iter().enumerate() {
         progress(i);
-        let text = std::fs::read_to_string(path)
+        let text = crate::corpus::beginning(path)
             .map_err(|e| EvalError::Benchmark { path: path.clone(), reason: e.to_string() })?;
         let mut tokens = engine.tokenizer().encode(&text)?;
         tokens.truncate(TOKENS + 1);

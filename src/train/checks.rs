@@ -12,8 +12,10 @@ use std::path::Path;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::adapter::Adapter;
+use super::checkpoint::State;
 use super::model::{Base, Lora, Sequence};
-use super::{Settings, TrainError, files};
+use super::{Event, Settings, TrainError, files, stages};
 use crate::engine::TextTokenizer;
 
 /// General-code files measured at each check, spread evenly over the corpus's others.
@@ -25,8 +27,8 @@ const BEST_FILE: &str = "best.safetensors";
 
 /// What each check measures.
 pub(crate) struct Watched {
-    pub(crate) validation: Vec<Sequence>,
-    pub(crate) general: Vec<Sequence>,
+    validation: Vec<Sequence>,
+    general: Vec<Sequence>,
 }
 
 impl Watched {
@@ -40,7 +42,7 @@ impl Watched {
         let mut general = Vec::new();
         for path in others.iter().step_by(step).take(GENERAL_FILES) {
             // An unreadable file is one fewer measured, not a failed night.
-            let Ok(text) = std::fs::read_to_string(path) else { continue };
+            let Ok(text) = crate::corpus::beginning(path) else { continue };
             let mut tokens = tokenizer.encode(&text)?;
             tokens.truncate(GENERAL_TOKENS + 1);
             if tokens.len() >= 2 {
@@ -50,13 +52,105 @@ impl Watched {
         Ok(Watched { validation, general })
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.validation.is_empty() && self.general.is_empty()
+    /// Nothing to measure: no validation split and no general code.
+    pub(crate) fn none() -> Watched {
+        Watched { validation: Vec::new(), general: Vec::new() }
     }
 
-    /// Tokens one check passes forward.
+    /// Tokens one check passes forward (0 when nothing is watched: no check runs).
     pub(crate) fn tokens(&self) -> usize {
         self.validation.iter().chain(&self.general).map(|s| s.tokens.len()).sum()
+    }
+}
+
+/// SFT's checks over a run: what they measure, the best check's adapter so far (kept in the
+/// checkpoint too) and what one check costs in the plan's units.
+pub(crate) struct Checker {
+    watched: Watched,
+    best: Option<Vec<Tensor>>,
+    units: f64,
+}
+
+impl Checker {
+    pub(crate) fn new(watched: Watched, best: Option<Vec<Tensor>>, data: &stages::Data) -> Checker {
+        Checker { watched, best, units: stages::check_units(data) }
+    }
+
+    pub(crate) fn best(&self) -> Option<&[Tensor]> {
+        self.best.as_deref()
+    }
+
+    /// Whether an SFT stage of `sft_updates` is checked: one too short to be checked twice before
+    /// its end cannot stop early, and the gate judges what it learnt.
+    pub(crate) fn applies(&self, settings: &Settings, sft_updates: usize) -> bool {
+        self.watched.tokens() > 0 && stages::checked(settings, sft_updates)
+    }
+
+    /// The check before SFT's first update (a resumed run has it already).
+    pub(crate) fn at_start(
+        &mut self,
+        state: &mut State,
+        base: &Base,
+        adapter: &Adapter,
+        lora: &Lora,
+        events: &dyn Fn(Event),
+    ) -> Result<(), TrainError> {
+        if state.checks.is_empty() {
+            self.check(state, base, adapter, lora, events)?;
+        }
+        Ok(())
+    }
+
+    /// After SFT's update `local` of `steps` (stage `index` of the plan): a check when one is due.
+    /// When the checks say stop, or at the stage's end, the best check's adapter is restored; a
+    /// stop ends the stage here and the plan's later stages move up.
+    pub(crate) fn after_update(
+        &mut self,
+        state: &mut State,
+        (index, local, steps): (usize, usize, usize),
+        base: &Base,
+        adapter: &Adapter,
+        lora: &mut Lora,
+        events: &dyn Fn(Event),
+    ) -> Result<(), TrainError> {
+        let end_of_stage = local + 1 == steps;
+        if (local + 1) % state.settings.validate_every != 0 && !end_of_stage {
+            return Ok(());
+        }
+        let verdict = self.check(state, base, adapter, lora, events)?;
+        state.units += self.units;
+        if (verdict.stop.is_some() || end_of_stage) && verdict.best + 1 != state.checks.len() {
+            restore(&adapter.vars, self.best.as_deref().expect("the best check's adapter was kept"))?;
+            *lora = adapter.view()?;
+        }
+        state.kept = Some(state.checks[verdict.best].step);
+        if let Some(reason) = verdict.stop.filter(|_| !end_of_stage) {
+            state.stages[index].1 = local + 1;
+            state.total = state.stages.iter().map(|(_, n)| n).sum();
+            state.stopped = Some(reason);
+        }
+        Ok(())
+    }
+
+    /// Measures the adapter as it stands, keeps a copy of it when it is the best so far, and says
+    /// what the checks so far decide.
+    fn check(
+        &mut self,
+        state: &mut State,
+        base: &Base,
+        adapter: &Adapter,
+        lora: &Lora,
+        events: &dyn Fn(Event),
+    ) -> Result<Verdict, TrainError> {
+        state.checks.push(measure(base, lora, &self.watched, state.step)?);
+        let verdict = verdict(&state.checks, &state.settings);
+        if verdict.best + 1 == state.checks.len() {
+            self.best = Some(snapshot(&adapter.vars)?);
+        }
+        let last = state.checks.last().expect("just measured");
+        let general_rise = last.general.zip(state.checks[0].general).map(|(now, then)| now / then - 1.0);
+        events(Event::Check { check: last, general_rise, stop: verdict.stop.as_deref() });
+        Ok(verdict)
     }
 }
 
@@ -68,31 +162,23 @@ pub struct Check {
     pub general: Option<f64>,
 }
 
-pub(crate) fn measure(base: &Base, lora: &Lora, watched: &Watched, step: usize) -> candle_core::Result<Check> {
-    let mean = |sequences: &[Sequence]| -> candle_core::Result<Option<f64>> {
-        if sequences.is_empty() {
-            return Ok(None);
-        }
-        let (mut sum, mut count) = (0.0, 0);
-        for sequence in sequences {
-            sum -= base.logprob(sequence, Some(lora))?;
-            count += sequence.targets();
-        }
-        Ok(Some(sum / count.max(1) as f64))
+fn measure(base: &Base, lora: &Lora, watched: &Watched, step: usize) -> candle_core::Result<Check> {
+    let mean = |sequences: &[Sequence]| {
+        if sequences.is_empty() { Ok(None) } else { base.mean_nll(sequences, Some(lora)).map(Some) }
     };
     Ok(Check { step, validation: mean(&watched.validation)?, general: mean(&watched.general)? })
 }
 
 /// What the checks so far (the first at the stage's start) say.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Verdict {
+struct Verdict {
     /// The check whose adapter is the one to keep.
-    pub(crate) best: usize,
+    best: usize,
     /// Why SFT stops now, if it does.
-    pub(crate) stop: Option<String>,
+    stop: Option<String>,
 }
 
-pub(crate) fn verdict(checks: &[Check], settings: &Settings) -> Verdict {
+fn verdict(checks: &[Check], settings: &Settings) -> Verdict {
     let start = &checks[0];
     let rise = |c: &Check| match (c.general, start.general) {
         (Some(now), Some(then)) if then > 0.0 => now / then - 1.0,
@@ -134,11 +220,11 @@ pub(crate) fn verdict(checks: &[Check], settings: &Settings) -> Verdict {
 }
 
 /// Copies of the adapter's parameters at the best check so far.
-pub(crate) fn snapshot(vars: &[candle_core::Var]) -> candle_core::Result<Vec<Tensor>> {
+fn snapshot(vars: &[candle_core::Var]) -> candle_core::Result<Vec<Tensor>> {
     vars.iter().map(|v| v.as_tensor().copy()).collect()
 }
 
-pub(crate) fn restore(vars: &[candle_core::Var], best: &[Tensor]) -> candle_core::Result<()> {
+fn restore(vars: &[candle_core::Var], best: &[Tensor]) -> candle_core::Result<()> {
     vars.iter().zip(best).try_for_each(|(var, tensor)| var.set(tensor))
 }
 

@@ -204,6 +204,20 @@ impl Base {
         projections.map(|p| p.frozen.resident_bytes()).sum::<usize>() + self.head.resident_bytes()
     }
 
+    /// Mean negative log-likelihood per target token of `sequences`, without gradients.
+    pub(crate) fn mean_nll<'a>(
+        &self,
+        sequences: impl IntoIterator<Item = &'a Sequence>,
+        lora: Option<&Lora>,
+    ) -> candle_core::Result<f64> {
+        let (mut sum, mut count) = (0.0, 0);
+        for sequence in sequences {
+            sum -= self.logprob(sequence, lora)?;
+            count += sequence.targets();
+        }
+        Ok(sum / count.max(1) as f64)
+    }
+
     /// `Σ log p(targets)` and the number of targets, without gradients.
     pub(crate) fn logprob(&self, sequence: &Sequence, lora: Option<&Lora>) -> candle_core::Result<f64> {
         let lora = lora.map(Lora::detached);
