@@ -302,8 +302,8 @@ fn main() {
         let report: Value = serde_json::from_str(&report).expect("train --json");
         for check in report["checks"].as_array().into_iter().flatten() {
             eprintln!(
-                "check at update {}: validation {} general {}",
-                check["step"], check["validation"], check["general"]
+                "check at update {}: validation {} (top-1 {}) general {}",
+                check["step"], check["validation"], check["top1"], check["general"]
             );
         }
         let kept = match (report["stopped"].as_str(), report["kept"].as_u64()) {

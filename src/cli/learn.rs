@@ -320,13 +320,22 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
             if let Some(loss) = check.validation {
                 line.push_str(&format!(" validation loss {loss:.4}"));
             }
+            if let Some(top1) = check.top1 {
+                line.push_str(&format!(" (top-1 {:.1} %)", top1 * 100.0));
+            }
             if let (Some(loss), Some(rise)) = (check.general, general_rise) {
                 line.push_str(&format!(" general-code loss {loss:.4} ({:+.2} %)", rise * 100.0));
             }
             if let Some(why) = stop {
                 line.push_str(&format!("; SFT stops: {why}"));
             }
-            tracing::info!(step = check.step, validation = check.validation, general = check.general, "check");
+            tracing::info!(
+                step = check.step,
+                validation = check.validation,
+                top1 = check.top1,
+                general = check.general,
+                "check"
+            );
             bar.suspend(|| say(line));
         }
     };

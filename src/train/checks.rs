@@ -159,14 +159,24 @@ impl Checker {
 pub struct Check {
     pub step: usize,
     pub validation: Option<f64>,
+    /// The share of the validation completions' tokens the adapter ranks first (teacher-forced):
+    /// recorded beside the loss, for it may track greedy completions better (README, "Learning").
+    #[serde(default)]
+    pub top1: Option<f64>,
     pub general: Option<f64>,
 }
 
 fn measure(base: &Base, lora: &Lora, watched: &Watched, step: usize) -> candle_core::Result<Check> {
     let mean = |sequences: &[Sequence]| {
-        if sequences.is_empty() { Ok(None) } else { base.mean_nll(sequences, Some(lora)).map(Some) }
+        if sequences.is_empty() { Ok(None) } else { base.mean_scores(sequences, Some(lora)).map(Some) }
     };
-    Ok(Check { step, validation: mean(&watched.validation)?, general: mean(&watched.general)? })
+    let validation = mean(&watched.validation)?;
+    Ok(Check {
+        step,
+        validation: validation.as_ref().map(|m| m.nll),
+        top1: validation.map(|m| m.top1),
+        general: mean(&watched.general)?.map(|m| m.nll),
+    })
 }
 
 /// What the checks so far (the first at the stage's start) say.
@@ -255,7 +265,7 @@ mod tests {
     use super::*;
 
     fn check(step: usize, validation: f64, general: f64) -> Check {
-        Check { step, validation: Some(validation), general: Some(general) }
+        Check { step, validation: Some(validation), top1: None, general: Some(general) }
     }
 
     fn settings() -> Settings {
@@ -294,7 +304,7 @@ mod tests {
 
     #[test]
     fn without_a_validation_split_the_newest_check_within_the_margin_is_kept() {
-        let general = |step, nll| Check { step, validation: None, general: Some(nll) };
+        let general = |step, nll| Check { step, validation: None, top1: None, general: Some(nll) };
         let checks = vec![general(0, 2.0), general(25, 2.01), general(50, 2.02), general(75, 2.01)];
         assert_eq!(verdict(&checks, &settings()), Verdict { best: 3, stop: None }, "no patience without validation");
         let checks = vec![general(0, 2.0), general(25, 2.01), general(50, 2.1)];

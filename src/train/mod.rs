@@ -449,7 +449,7 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
                 None
             } else {
                 events(Event::Stage("scoring the held-out examples with the base model"));
-                Some(base.mean_nll(heldout.iter().map(|w| &w.sequence), None)?)
+                Some(base.mean_scores(heldout.iter().map(|w| &w.sequence), None)?.nll)
             };
             // The adapter's scoring at the end takes as long again.
             let reserve = scoring.elapsed() + Duration::from_secs(10);
@@ -617,7 +617,7 @@ fn finish(run: Run, options: &Options, events: &dyn Fn(Event)) -> Result<Report,
         None
     } else {
         events(Event::Stage("scoring the held-out examples with the adapter"));
-        Some(base.mean_nll(heldout.iter().map(|w| &w.sequence), Some(&lora))?)
+        Some(base.mean_scores(heldout.iter().map(|w| &w.sequence), Some(&lora))?.nll)
     };
     events(Event::Stage("saving the adapter"));
     let language_dir = options.adapters.join(&options.language);

@@ -64,6 +64,19 @@ pub(crate) struct Base {
     sin: Tensor,
 }
 
+/// What a forward pass without gradients says of one sequence's targets.
+struct Scored {
+    logprob: f64,
+    hits: usize,
+}
+
+/// Per target token over some sequences: the mean negative log-likelihood, and the share the
+/// model ranks first (teacher-forced), which may track greedy completions better than the loss.
+pub(crate) struct MeanScores {
+    pub(crate) nll: f64,
+    pub(crate) top1: f64,
+}
+
 /// A token sequence to learn from: `tokens[prompt_len..]` are the targets (at least one).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Sequence {
@@ -204,32 +217,45 @@ impl Base {
         projections.map(|p| p.frozen.resident_bytes()).sum::<usize>() + self.head.resident_bytes()
     }
 
-    /// Mean negative log-likelihood per target token of `sequences`, without gradients.
-    pub(crate) fn mean_nll<'a>(
+    /// Mean negative log-likelihood per target token of `sequences`, and the share of target
+    /// tokens the model ranks first (teacher-forced), without gradients.
+    pub(crate) fn mean_scores<'a>(
         &self,
         sequences: impl IntoIterator<Item = &'a Sequence>,
         lora: Option<&Lora>,
-    ) -> candle_core::Result<f64> {
-        let (mut sum, mut count) = (0.0, 0);
+    ) -> candle_core::Result<MeanScores> {
+        let (mut sum, mut hits, mut count) = (0.0, 0, 0);
         for sequence in sequences {
-            sum -= self.logprob(sequence, lora)?;
+            let scored = self.scored(sequence, lora)?;
+            sum -= scored.logprob;
+            hits += scored.hits;
             count += sequence.targets();
         }
-        Ok(sum / count.max(1) as f64)
+        let count = count.max(1) as f64;
+        Ok(MeanScores { nll: sum / count, top1: hits as f64 / count })
     }
 
-    /// `Σ log p(targets)` and the number of targets, without gradients.
+    /// `Σ log p(targets)`, without gradients.
     pub(crate) fn logprob(&self, sequence: &Sequence, lora: Option<&Lora>) -> candle_core::Result<f64> {
+        Ok(self.scored(sequence, lora)?.logprob)
+    }
+
+    /// `Σ log p(targets)` and how many targets are the model's first choice, without gradients.
+    fn scored(&self, sequence: &Sequence, lora: Option<&Lora>) -> candle_core::Result<Scored> {
         let lora = lora.map(Lora::detached);
         let mut x = self.embed(&sequence.tokens)?;
         for layer in 0..self.blocks.len() {
             x = self.block(layer, &x, lora.as_ref(), None)?;
         }
-        let mut sum = 0.0;
+        let (mut logprob, mut hits) = (0.0, 0);
         for (start, targets) in self.target_chunks(sequence)? {
-            sum += self.target_logprobs(&x, start, &targets)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let logits = self.target_logits(&x, start, targets.dim(0)?)?;
+            let picked = log_softmax(&logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?;
+            logprob += picked.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let firsts = logits.argmax(D::Minus1)?.eq(&targets)?.to_dtype(DType::U32)?;
+            hits += firsts.sum_all()?.to_scalar::<u32>()? as usize;
         }
-        Ok(sum)
+        Ok(Scored { logprob, hits })
     }
 
     /// Adds the gradient of `coeff · Σ log p(targets)` with respect to every tensor of `lora` to
@@ -313,11 +339,15 @@ impl Base {
     /// `log p(tokens[start + i])` for the targets `ids` starting at position `start`: the hidden
     /// state before each target predicts it.
     fn target_logprobs(&self, x: &Tensor, start: usize, ids: &Tensor) -> candle_core::Result<Tensor> {
-        let count = ids.dim(0)?;
+        let logits = self.target_logits(x, start, ids.dim(0)?)?;
+        log_softmax(&logits, D::Minus1)?.gather(&ids.unsqueeze(1)?, 1)?.squeeze(1)
+    }
+
+    /// The logits predicting the `count` tokens from position `start` on.
+    fn target_logits(&self, x: &Tensor, start: usize, count: usize) -> candle_core::Result<Tensor> {
         let h = x.narrow(1, start - 1, count)?;
         let h = rms_norm_slow(&h, &self.norm, self.config.rms_norm_eps as f32)?;
-        let logits = frozen::linear(&self.head, &h)?.squeeze(0)?;
-        log_softmax(&logits, D::Minus1)?.gather(&ids.unsqueeze(1)?, 1)?.squeeze(1)
+        frozen::linear(&self.head, &h)?.squeeze(0)
     }
 
     fn embed(&self, tokens: &[u32]) -> candle_core::Result<Tensor> {
@@ -668,5 +698,27 @@ mod tests {
         let base = Base::new(model, BaseWeights::Dense, DType::F32, false).unwrap();
         let ours = base.logprob(&Sequence { tokens: tokens.to_vec(), prompt_len: 4 }, None).unwrap();
         assert!((ours - engine_logprob as f64).abs() < 1e-4, "{ours} vs {engine_logprob}");
+    }
+
+    #[test]
+    fn top1_counts_the_targets_the_engine_would_pick_greedily() {
+        let model = random_model(config(RopeLayout::Halves));
+        let greedy_next = |tokens: &[u32]| {
+            let mut cache = crate::engine::KvCache::default();
+            let logits = model.forward(tokens, &mut cache, None).unwrap();
+            logits.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap()
+        };
+        // Three targets the model ranks first, then two it does not.
+        let mut tokens = vec![3u32, 17];
+        for picked in [true, true, true, false, false] {
+            let next = greedy_next(&tokens);
+            tokens.push(if picked { next } else { (next + 1) % 40 });
+        }
+        let base = Base::new(model, BaseWeights::Dense, DType::F32, false).unwrap();
+        let sequence = Sequence { tokens, prompt_len: 2 };
+        let scores = base.mean_scores([&sequence], None).unwrap();
+        assert!((scores.top1 - 0.6).abs() < 1e-12, "{}", scores.top1);
+        let nll = -base.logprob(&sequence, None).unwrap() / 5.0;
+        assert!((scores.nll - nll).abs() < 1e-12, "{} vs {nll}", scores.nll);
     }
 }
