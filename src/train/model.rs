@@ -64,12 +64,6 @@ pub(crate) struct Base {
     sin: Tensor,
 }
 
-/// What a forward pass without gradients says of one sequence's targets.
-struct Scored {
-    logprob: f64,
-    hits: usize,
-}
-
 /// Per target token over some sequences: the mean negative log-likelihood, and the share the
 /// model ranks first (teacher-forced), which may track greedy completions better than the loss.
 pub(crate) struct MeanScores {
@@ -226,9 +220,13 @@ impl Base {
     ) -> candle_core::Result<MeanScores> {
         let (mut sum, mut hits, mut count) = (0.0, 0, 0);
         for sequence in sequences {
-            let scored = self.scored(sequence, lora)?;
-            sum -= scored.logprob;
-            hits += scored.hits;
+            let x = self.hidden(sequence, lora)?;
+            for (start, targets) in self.target_chunks(sequence)? {
+                let logits = self.target_logits(&x, start, targets.dim(0)?)?;
+                sum -= sum_f64(&picked_logprobs(&logits, &targets)?)?;
+                let firsts = logits.argmax(D::Minus1)?.eq(&targets)?.to_dtype(DType::U32)?;
+                hits += firsts.sum_all()?.to_scalar::<u32>()? as usize;
+            }
             count += sequence.targets();
         }
         let count = count.max(1) as f64;
@@ -237,25 +235,22 @@ impl Base {
 
     /// `Σ log p(targets)`, without gradients.
     pub(crate) fn logprob(&self, sequence: &Sequence, lora: Option<&Lora>) -> candle_core::Result<f64> {
-        Ok(self.scored(sequence, lora)?.logprob)
+        let x = self.hidden(sequence, lora)?;
+        let mut sum = 0.0;
+        for (start, targets) in self.target_chunks(sequence)? {
+            sum += sum_f64(&self.target_logprobs(&x, start, &targets)?)?;
+        }
+        Ok(sum)
     }
 
-    /// `Σ log p(targets)` and how many targets are the model's first choice, without gradients.
-    fn scored(&self, sequence: &Sequence, lora: Option<&Lora>) -> candle_core::Result<Scored> {
+    /// The last block's output for every position, without gradients.
+    fn hidden(&self, sequence: &Sequence, lora: Option<&Lora>) -> candle_core::Result<Tensor> {
         let lora = lora.map(Lora::detached);
         let mut x = self.embed(&sequence.tokens)?;
         for layer in 0..self.blocks.len() {
             x = self.block(layer, &x, lora.as_ref(), None)?;
         }
-        let (mut logprob, mut hits) = (0.0, 0);
-        for (start, targets) in self.target_chunks(sequence)? {
-            let logits = self.target_logits(&x, start, targets.dim(0)?)?;
-            let picked = log_softmax(&logits, D::Minus1)?.gather(&targets.unsqueeze(1)?, 1)?;
-            logprob += picked.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let firsts = logits.argmax(D::Minus1)?.eq(&targets)?.to_dtype(DType::U32)?;
-            hits += firsts.sum_all()?.to_scalar::<u32>()? as usize;
-        }
-        Ok(Scored { logprob, hits })
+        Ok(x)
     }
 
     /// Adds the gradient of `coeff · Σ log p(targets)` with respect to every tensor of `lora` to
@@ -339,8 +334,7 @@ impl Base {
     /// `log p(tokens[start + i])` for the targets `ids` starting at position `start`: the hidden
     /// state before each target predicts it.
     fn target_logprobs(&self, x: &Tensor, start: usize, ids: &Tensor) -> candle_core::Result<Tensor> {
-        let logits = self.target_logits(x, start, ids.dim(0)?)?;
-        log_softmax(&logits, D::Minus1)?.gather(&ids.unsqueeze(1)?, 1)?.squeeze(1)
+        picked_logprobs(&self.target_logits(x, start, ids.dim(0)?)?, ids)
     }
 
     /// The logits predicting the `count` tokens from position `start` on.
@@ -496,6 +490,15 @@ fn collect(
         });
     }
     Ok(())
+}
+
+/// `log p(ids[i])` under each row of `logits`.
+fn picked_logprobs(logits: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
+    log_softmax(logits, D::Minus1)?.gather(&ids.unsqueeze(1)?, 1)?.squeeze(1)
+}
+
+fn sum_f64(t: &Tensor) -> candle_core::Result<f64> {
+    t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
 
 #[cfg(test)]
