@@ -302,8 +302,13 @@ fn main() {
         let report: Value = serde_json::from_str(&report).expect("train --json");
         for check in report["checks"].as_array().into_iter().flatten() {
             eprintln!(
-                "check at update {}: validation {} (top-1 {}) general {}",
-                check["step"], check["validation"], check["top1"], check["general"]
+                "check at update {}: validation {} (top-1 {}, greedy {}, first lines {}) general {}",
+                check["step"],
+                check["validation"],
+                check["top1"],
+                check["greedy"],
+                check["first_lines"],
+                check["general"]
             );
         }
         let kept = match (report["stopped"].as_str(), report["kept"].as_u64()) {
