@@ -297,9 +297,13 @@ fn main() {
         }
         let (report, said) = marunochi(&home, &args);
         let trained_s = started.elapsed().as_secs_f64();
-        let planned = said.lines().find(|l| l.contains("planned for the")).unwrap_or("(no plan line)").to_owned();
-        eprintln!("{planned}");
         let report: Value = serde_json::from_str(&report).expect("train --json");
+        // A run's plan is printed at its start; a resumed run says where it went on from instead.
+        let planned = match said.lines().find(|l| l.contains("planned for the")) {
+            Some(line) => line.to_owned(),
+            None => format!("resumed at update {} (planned when the run started)", report["resumed_from"]),
+        };
+        eprintln!("{planned}");
         for check in report["checks"].as_array().into_iter().flatten() {
             eprintln!(
                 "check at update {}: validation {} (top-1 {}, greedy {}, first lines {}) general {}",
