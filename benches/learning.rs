@@ -306,13 +306,8 @@ fn main() {
         eprintln!("{planned}");
         for check in report["checks"].as_array().into_iter().flatten() {
             eprintln!(
-                "check at update {}: validation {} (top-1 {}, greedy {}, first lines {}) general {}",
-                check["step"],
-                check["validation"],
-                check["top1"],
-                check["greedy"],
-                check["first_lines"],
-                check["general"]
+                "check at update {}: validation {} (top-1 {}) general {}",
+                check["step"], check["validation"], check["top1"], check["general"]
             );
         }
         let kept = match (report["stopped"].as_str(), report["kept"].as_u64()) {

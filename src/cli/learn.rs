@@ -320,13 +320,8 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
             if let Some(loss) = check.validation {
                 line.push_str(&format!(" validation loss {loss:.4}"));
             }
-            if let (Some(top1), Some(greedy), Some(first_lines)) = (check.top1, check.greedy, check.first_lines) {
-                line.push_str(&format!(
-                    " (top-1 {:.1} %, greedy {:.1} %, first lines {:.1} %)",
-                    top1 * 100.0,
-                    greedy * 100.0,
-                    first_lines * 100.0
-                ));
+            if let Some(top1) = check.top1 {
+                line.push_str(&format!(" (top-1 {:.1} %)", top1 * 100.0));
             }
             if let (Some(loss), Some(rise)) = (check.general, general_rise) {
                 line.push_str(&format!(" general-code loss {loss:.4} ({:+.2} %)", rise * 100.0));
@@ -338,8 +333,6 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
                 step = check.step,
                 validation = check.validation,
                 top1 = check.top1,
-                greedy = check.greedy,
-                first_lines = check.first_lines,
                 general = check.general,
                 "check"
             );

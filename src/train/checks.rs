@@ -24,15 +24,10 @@ const GENERAL_FILES: usize = 8;
 const GENERAL_TOKENS: usize = 512;
 /// The best check's adapter, in a checkpoint.
 const BEST_FILE: &str = "best.safetensors";
-/// Targets of a validation completion that count for [`Check::greedy`]: as many tokens as the
-/// gate's completions have (README, `marunochi eval`).
-const GREEDY_TOKENS: usize = 96;
 
 /// What each check measures.
 pub(crate) struct Watched {
     validation: Vec<Sequence>,
-    /// Per validation sequence, the targets through its completion's first line.
-    first_lines: Vec<usize>,
     general: Vec<Sequence>,
 }
 
@@ -54,18 +49,12 @@ impl Watched {
                 general.push(Sequence { tokens, prompt_len: 1 });
             }
         }
-        let first_lines = if validation.is_empty() {
-            Vec::new()
-        } else {
-            let texts = tokenizer.token_texts();
-            validation.iter().map(|s| first_line_targets(&s.tokens[s.prompt_len..], texts)).collect()
-        };
-        Ok(Watched { validation, first_lines, general })
+        Ok(Watched { validation, general })
     }
 
     /// Nothing to measure: no validation split and no general code.
     pub(crate) fn none() -> Watched {
-        Watched { validation: Vec::new(), first_lines: Vec::new(), general: Vec::new() }
+        Watched { validation: Vec::new(), general: Vec::new() }
     }
 
     /// Tokens one check passes forward (0 when nothing is watched: no check runs).
@@ -174,14 +163,6 @@ pub struct Check {
     /// recorded beside the loss, for it may track greedy completions better (README, "Learning").
     #[serde(default)]
     pub top1: Option<f64>,
-    /// The mean share of each validation completion's first [`GREEDY_TOKENS`] targets that greedy
-    /// decoding reproduces verbatim (the targets ranked first before the first that is not).
-    #[serde(default)]
-    pub greedy: Option<f64>,
-    /// The share of validation completions whose first line greedy decoding reproduces: the
-    /// teacher-forced twin of the gate's first-line match.
-    #[serde(default)]
-    pub first_lines: Option<f64>,
     pub general: Option<f64>,
 }
 
@@ -190,39 +171,12 @@ fn measure(base: &Base, lora: &Lora, watched: &Watched, step: usize) -> candle_c
         if sequences.is_empty() { Ok(None) } else { base.mean_scores(sequences, Some(lora)).map(Some) }
     };
     let validation = mean(&watched.validation)?;
-    let runs = validation.as_ref().map(|m| m.runs.as_slice()).unwrap_or_default();
-    let mean_over_runs = |total: f64| (!runs.is_empty()).then(|| total / runs.len() as f64);
-    let greedy = watched
-        .validation
-        .iter()
-        .zip(runs)
-        .map(|(s, &run)| run.min(GREEDY_TOKENS) as f64 / s.targets().min(GREEDY_TOKENS) as f64)
-        .sum();
-    let first_lines = runs.iter().zip(&watched.first_lines).filter(|(run, line)| run >= line).count();
     Ok(Check {
         step,
         validation: validation.as_ref().map(|m| m.nll),
-        top1: validation.as_ref().map(|m| m.top1),
-        greedy: mean_over_runs(greedy),
-        first_lines: mean_over_runs(first_lines as f64),
+        top1: validation.map(|m| m.top1),
         general: mean(&watched.general)?.map(|m| m.nll),
     })
-}
-
-/// How many of a completion's `targets` greedy decoding must reproduce to have its first line as
-/// the learning bench's first-line match takes it (README, "Learning"): the first line with text
-/// (leading blank lines skipped), through the newline that ends it; all of them when none does.
-fn first_line_targets(targets: &[u32], texts: &[String]) -> usize {
-    let mut seen_text = false;
-    for (i, id) in targets.iter().enumerate() {
-        for c in texts.get(*id as usize).map_or("", String::as_str).chars() {
-            if c == '\n' && seen_text {
-                return i + 1;
-            }
-            seen_text |= !c.is_whitespace();
-        }
-    }
-    targets.len()
 }
 
 /// What the checks so far (the first at the stage's start) say.
@@ -311,22 +265,7 @@ mod tests {
     use super::*;
 
     fn check(step: usize, validation: f64, general: f64) -> Check {
-        Check {
-            step,
-            validation: Some(validation),
-            top1: None,
-            greedy: None,
-            first_lines: None,
-            general: Some(general),
-        }
-    }
-
-    #[test]
-    fn a_completions_first_line_ends_at_the_newline_after_its_first_text() {
-        let texts: Vec<String> = ["\n", "    ", "return", " x", "\n    ", "y", "\n"].map(String::from).into();
-        assert_eq!(first_line_targets(&[0, 1, 2, 3, 4, 5, 6], &texts), 5, "blank lines first do not count");
-        assert_eq!(first_line_targets(&[2, 3, 6, 5], &texts), 3);
-        assert_eq!(first_line_targets(&[2, 3, 5], &texts), 3, "no newline after the text: all of it");
+        Check { step, validation: Some(validation), top1: None, general: Some(general) }
     }
 
     fn settings() -> Settings {
@@ -365,14 +304,7 @@ mod tests {
 
     #[test]
     fn without_a_validation_split_the_newest_check_within_the_margin_is_kept() {
-        let general = |step, nll| Check {
-            step,
-            validation: None,
-            top1: None,
-            greedy: None,
-            first_lines: None,
-            general: Some(nll),
-        };
+        let general = |step, nll| Check { step, validation: None, top1: None, general: Some(nll) };
         let checks = vec![general(0, 2.0), general(25, 2.01), general(50, 2.02), general(75, 2.01)];
         assert_eq!(verdict(&checks, &settings()), Verdict { best: 3, stop: None }, "no patience without validation");
         let checks = vec![general(0, 2.0), general(25, 2.01), general(50, 2.1)];
