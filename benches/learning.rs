@@ -315,6 +315,16 @@ fn main() {
             (None, Some(kept)) => format!("; kept update {kept}"),
             _ => String::new(),
         };
+        let judged: String = report["judged"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|j| match j["undone"].as_str() {
+                Some(why) => format!("; {} undone ({why})", j["stage"].as_str().unwrap_or("?")),
+                None => format!("; {} kept", j["stage"].as_str().unwrap_or("?")),
+            })
+            .collect();
+        let kept = kept + &judged;
         let data = PathBuf::from(report["directory"].as_str().unwrap()).join("marunochi.json");
         let metadata: Value = serde_json::from_str(&std::fs::read_to_string(data).unwrap()).unwrap();
         let data_dir = PathBuf::from(metadata["data"]["directory"].as_str().unwrap());

@@ -122,8 +122,9 @@ checkpoint_every = 50
 # Every this many SFT updates, measure the adapter's loss on the validation split (functions
 # set aside from your git history, neither trained on nor judged) and on general code; SFT stops
 # once the validation loss has not improved for `patience` checks, or the general-code loss rose
-# past `[eval] nll_rise`, and keeps the adapter of the best check. 0: no checks, every planned
-# update runs (README, "Learning").
+# past `[eval] nll_rise`, and keeps the adapter of the best check. The stages after SFT are
+# measured at their start and end and undone when they make the validation loss worse. 0: no
+# checks, every planned update runs and every stage stays (README, "Learning").
 validate_every = 25
 patience = 2
 # Longest prompt and completion, in tokens, a training example may have.

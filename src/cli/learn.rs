@@ -66,8 +66,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     checkpoint_every: Option<usize>,
     /// Check the adapter on the validation split and on general code every N SFT updates, and
-    /// stop SFT once it has learnt (default `[train] validate_every`, 25; 0: run every planned
-    /// update).
+    /// stop SFT once it has learnt; each stage after SFT is checked at its start and end and
+    /// undone when it made the validation loss worse (default `[train] validate_every`, 25; 0:
+    /// run every planned update, keep every stage).
     #[arg(long, value_name = "N")]
     validate_every: Option<usize>,
     /// Keep the base model 4-bit while training (QLoRA).
@@ -338,6 +339,11 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
             );
             bar.suspend(|| say(line));
         }
+        train::Event::Judged { judged } => {
+            let line = judged_line(judged);
+            tracing::info!(stage = judged.stage.name(), undone = judged.undone.as_deref(), "judged");
+            bar.suspend(|| say(line));
+        }
     };
     let stop = stop_on_signals();
     let result = train::train(&options, &events, &stop);
@@ -426,6 +432,9 @@ fn print_train(report: &train::Report) {
             println!("kept the adapter of update {kept}, the best of SFT's checks")
         }
         _ => {}
+    }
+    for judged in &report.judged {
+        println!("{}", judged_line(judged));
     }
     if let (Some(before), Some(after)) = (report.heldout_base, report.heldout_adapter) {
         println!("held-out loss per token: base {before:.4}, adapter {after:.4}");
@@ -630,5 +639,18 @@ fn print_schedule(status: &crate::jobs::schedule::Status) {
             (None, None) => String::new(),
         };
         println!("{}: {} good examples, {adapter}; {state}", l.facts.language, l.facts.examples);
+    }
+}
+
+/// A stage after SFT, kept or undone by its measures at its start and end (README, "Learning").
+fn judged_line(judged: &train::Judged) -> String {
+    let stage = judged.stage.name();
+    let validation = match (judged.before.validation, judged.after.as_ref().and_then(|a| a.validation)) {
+        (Some(before), Some(after)) => format!(" (validation loss {before:.4} -> {after:.4})"),
+        _ => String::new(),
+    };
+    match &judged.undone {
+        Some(why) => format!("{stage} undone: {why}; the adapter from before it is kept"),
+        None => format!("{stage} kept{validation}"),
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::adapter::Adapter;
 use super::model::Base;
 use super::optim::AdamW;
-use super::{Check, Settings, StageKind, TrainError, checks, files, hyper, stages};
+use super::{Check, Judged, Settings, StageKind, TrainError, checks, files, hyper, stages};
 
 /// The part of a checkpoint that is not tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +42,9 @@ pub(super) struct State {
     /// The update whose adapter SFT's checks kept.
     #[serde(default)]
     pub(super) kept: Option<usize>,
+    /// The stages after SFT measured so far (`checks.rs`).
+    #[serde(default)]
+    pub(super) judged: Vec<Judged>,
 }
 
 impl State {
@@ -154,6 +157,7 @@ mod tests {
             checks: Vec::new(),
             stopped: None,
             kept: None,
+            judged: Vec::new(),
         };
         assert_eq!(state.units_left(), 1000.0 + 200.0 + 1500.0);
         state.step = 10;

@@ -6,6 +6,11 @@
 //! more updates only forget) or the general-code loss rose past the gate's margin, and the
 //! adapter of the best check within that margin is kept. A night's plan is thus a most, not a
 //! must (ARCHITECTURE.md, "Training").
+//!
+//! Each stage after SFT (KTO, DPO, the reward stage) is measured the same way at its start and its
+//! end, and undone — the adapter it started from put back — when it made the validation loss
+//! worse, or took general code past the margin further than it found it: on replayed real history
+//! DPO after a long SFT cost the exam points while raising the validation loss (README, "Learning").
 
 use std::path::Path;
 
@@ -15,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::adapter::Adapter;
 use super::checkpoint::State;
 use super::model::{Base, Lora, Sequence};
-use super::{Event, Settings, TrainError, files, stages};
+use super::{Event, Settings, StageKind, TrainError, files, stages};
 use crate::engine::TextTokenizer;
 
 /// General-code files measured at each check, spread evenly over the corpus's others.
@@ -132,6 +137,55 @@ impl Checker {
         Ok(())
     }
 
+    /// Whether the stages after SFT are measured at their start and end, and undone when they
+    /// harm (a check each end: part of the stage's start in the plan, `stages::cost`).
+    pub(crate) fn judges(&self, settings: &Settings) -> bool {
+        self.watched.tokens() > 0 && settings.validate_every > 0
+    }
+
+    /// Before a stage after SFT: measures the adapter it starts from and keeps a copy to put back
+    /// (in the checkpoint too, so a resumed run can still undo the stage).
+    pub(crate) fn before_stage(
+        &mut self,
+        state: &mut State,
+        stage: StageKind,
+        base: &Base,
+        adapter: &Adapter,
+        lora: &Lora,
+        events: &dyn Fn(Event),
+    ) -> Result<(), TrainError> {
+        let before = measure(base, lora, &self.watched, state.step)?;
+        events(Event::Check { check: &before, general_rise: general_rise(state, &before), stop: None });
+        state.judged.push(Judged { stage, before, after: None, undone: None });
+        self.best = Some(snapshot(&adapter.vars)?);
+        Ok(())
+    }
+
+    /// At the end of a stage after SFT: measures the adapter again and undoes the stage when it
+    /// did harm ([`harm`]).
+    pub(crate) fn after_stage(
+        &mut self,
+        state: &mut State,
+        base: &Base,
+        adapter: &Adapter,
+        lora: &mut Lora,
+        events: &dyn Fn(Event),
+    ) -> Result<(), TrainError> {
+        let after = measure(base, lora, &self.watched, state.step)?;
+        let rise = general_rise(state, &after);
+        events(Event::Check { check: &after, general_rise: rise, stop: None });
+        let judged = state.judged.last().expect("measured at the stage's start");
+        let undone = harm(&judged.before, general_rise(state, &judged.before), &after, rise, state.settings.nll_rise);
+        if undone.is_some() {
+            restore(&adapter.vars, self.best.as_deref().expect("the adapter the stage started from was kept"))?;
+            *lora = adapter.view()?;
+        }
+        let judged = state.judged.last_mut().expect("measured at the stage's start");
+        (judged.after, judged.undone) = (Some(after), undone);
+        events(Event::Judged { judged });
+        Ok(())
+    }
+
     /// Measures the adapter as it stands, keeps a copy of it when it is the best so far, and says
     /// what the checks so far decide.
     fn check(
@@ -148,8 +202,7 @@ impl Checker {
             self.best = Some(snapshot(&adapter.vars)?);
         }
         let last = state.checks.last().expect("just measured");
-        let general_rise = last.general.zip(state.checks[0].general).map(|(now, then)| now / then - 1.0);
-        events(Event::Check { check: last, general_rise, stop: verdict.stop.as_deref() });
+        events(Event::Check { check: last, general_rise: general_rise(state, last), stop: verdict.stop.as_deref() });
         Ok(verdict)
     }
 }
@@ -164,6 +217,46 @@ pub struct Check {
     #[serde(default)]
     pub top1: Option<f64>,
     pub general: Option<f64>,
+}
+
+/// A stage after SFT as measured at its start and its end; `undone` says why it was undone, if it
+/// was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judged {
+    pub stage: StageKind,
+    pub before: Check,
+    pub after: Option<Check>,
+    pub undone: Option<String>,
+}
+
+/// The general-code loss of `check` against the base model's: SFT's first check, or without SFT
+/// checks the first stage judged after it (the closest measure of the base there is).
+fn general_rise(state: &State, check: &Check) -> Option<f64> {
+    let start = state.checks.first().or(state.judged.first().map(|j| &j.before))?;
+    check.general.zip(start.general).filter(|(_, then)| *then > 0.0).map(|(now, then)| now / then - 1.0)
+}
+
+/// Why a stage that took the adapter from `before` to `after` must be undone, if it must: it made
+/// the validation loss worse, or took the general-code loss past `margin` and further than it found
+/// it (a stage is not blamed for forgetting SFT did).
+fn harm(
+    before: &Check,
+    rise_before: Option<f64>,
+    after: &Check,
+    rise_after: Option<f64>,
+    margin: f64,
+) -> Option<String> {
+    if let (Some(then), Some(now)) = (before.validation, after.validation)
+        && now > then
+    {
+        return Some(format!("validation loss up from {then:.4} to {now:.4}"));
+    }
+    match (rise_before, rise_after) {
+        (Some(then), Some(now)) if now > margin && now > then => {
+            Some(format!("general-code loss up {:.1} % (more than the {:.1} % allowed)", now * 100.0, margin * 100.0))
+        }
+        _ => None,
+    }
 }
 
 fn measure(base: &Base, lora: &Lora, watched: &Watched, step: usize) -> candle_core::Result<Check> {
@@ -282,6 +375,26 @@ mod tests {
         let v = verdict(&checks, &settings());
         assert_eq!(v.best, 2, "an equal loss later is no better");
         assert!(v.stop.as_deref().is_some_and(|s| s.contains("0.8000 (update 50) for 2 checks")), "{v:?}");
+    }
+
+    #[test]
+    fn a_later_stage_is_undone_when_it_worsens_the_validation_loss_or_takes_general_code_past_the_margin() {
+        let margin = 0.02;
+        let before = check(250, 0.877, 2.38);
+        let undone = |after: &Check, rises: (f64, f64)| harm(&before, Some(rises.0), after, Some(rises.1), margin);
+        // The measured night: DPO after 200 updates of SFT (README, "Learning").
+        let night = check(288, 0.8908, 2.3844);
+        assert_eq!(undone(&night, (0.012, 0.014)).as_deref(), Some("validation loss up from 0.8770 to 0.8908"));
+        assert_eq!(undone(&check(288, 0.87, 2.39), (0.012, 0.016)), None, "better validation, general within");
+        assert_eq!(undone(&before, (0.012, 0.012)), None, "no change is no harm");
+        let forgot = undone(&check(288, 0.87, 2.45), (0.012, 0.041));
+        assert!(forgot.as_deref().is_some_and(|w| w.contains("up 4.1 % (more than the 2.0 % allowed)")), "{forgot:?}");
+        // SFT's own forgetting past the margin is not the later stage's, unless it adds to it.
+        assert_eq!(undone(&check(288, 0.87, 2.45), (0.03, 0.029)), None);
+        assert!(undone(&check(288, 0.87, 2.45), (0.03, 0.031)).is_some());
+        // Without a validation split only general code judges.
+        let blind = |v: Option<f64>| Check { validation: v, ..check(0, 0.0, 2.4) };
+        assert_eq!(harm(&blind(None), Some(0.0), &blind(None), Some(0.01), margin), None);
     }
 
     #[test]

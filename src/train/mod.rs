@@ -42,7 +42,7 @@ use crate::home::Language;
 
 use adapter::Adapter;
 use checkpoint::State;
-pub use checks::Check;
+pub use checks::{Check, Judged};
 use data::{Encoder, Weighted};
 pub use files::{fingerprint, interrupted};
 pub use model::BaseWeights;
@@ -87,7 +87,8 @@ pub struct Settings {
     pub checkpoint_every: usize,
     /// Check the adapter on the validation split and general code every this many SFT updates
     /// (0: never; `checks.rs`), and stop SFT after `patience` checks without a better validation
-    /// loss or once the general-code loss rose by more than `nll_rise`.
+    /// loss or once the general-code loss rose by more than `nll_rise`; the stages after SFT are
+    /// measured at their start and end and undone when they harm (`checks::harm`).
     #[serde(default)]
     pub validate_every: usize,
     #[serde(default)]
@@ -218,6 +219,10 @@ pub enum Event<'a> {
         general_rise: Option<f64>,
         stop: Option<&'a str>,
     },
+    /// A stage after SFT measured at its end, kept or undone (`checks.rs`).
+    Judged {
+        judged: &'a Judged,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -247,6 +252,8 @@ pub struct Report {
     /// Why SFT ended before its planned updates, and the update whose adapter was kept.
     pub stopped: Option<String>,
     pub kept: Option<usize>,
+    /// The stages after SFT, each measured at its start and end, kept or undone.
+    pub judged: Vec<Judged>,
     /// The most memory this process held (VmHWM), in bytes.
     pub peak_memory: Option<u64>,
     pub frozen_base_bytes: usize,
@@ -492,6 +499,7 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
                 checks: Vec::new(),
                 stopped: None,
                 kept: None,
+                judged: Vec::new(),
             };
             (adapter, adam, None, state)
         }
@@ -542,6 +550,8 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             state.reference = stages::reference(base, &lora.detached(), kind, data, &drawn)?;
             if kind == StageKind::Sft && checker.applies(settings, steps) {
                 checker.at_start(state, base, adapter, lora, events)?;
+            } else if kind != StageKind::Sft && checker.judges(settings) {
+                checker.before_stage(state, kind, base, adapter, lora, events)?;
             }
             state.seconds += started.elapsed().as_secs_f64();
             state.units += state.costs.get(index).map_or(0.0, |c| c.start);
@@ -587,6 +597,8 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
         let tokens_per_s = update.tokens as f64 / started.elapsed().as_secs_f64();
         if kind == StageKind::Sft && checker.applies(settings, steps) {
             checker.after_update(state, (index, local, steps), base, adapter, lora, events)?;
+        } else if kind != StageKind::Sft && local + 1 == steps && checker.judges(settings) {
+            checker.after_stage(state, base, adapter, lora, events)?;
         }
         let seconds = started.elapsed().as_secs_f64();
         state.seconds += seconds;
@@ -660,6 +672,7 @@ fn finish(run: Run, options: &Options, events: &dyn Fn(Event)) -> Result<Report,
         checks: state.checks.clone(),
         stopped: state.stopped.clone(),
         kept: state.kept,
+        judged: state.judged.clone(),
         peak_memory: None,
         frozen_base_bytes: base.frozen_bytes(),
         parameters: adapter.parameters(),
@@ -840,6 +853,7 @@ fn write_adapter(
             "checks": state.checks,
             "stopped": state.stopped,
             "kept": state.kept,
+            "judged": state.judged,
         },
         "heldout": { "base_nll": report.heldout_base, "adapter_nll": report.heldout_adapter },
     });

@@ -123,7 +123,13 @@ pub(crate) fn cost(settings: &Settings, data: &Data, kind: StageKind, updates: u
         }
         StageKind::Dpo | StageKind::Reward => batch * reference_tokens(data, kind),
     };
-    let start = if kind == StageKind::Sft { checks } else { FORWARD * drawn * reference_tokens(data, kind) };
+    // A later stage is measured at its start and end to be judged (`checks.rs`).
+    let start = if kind == StageKind::Sft {
+        checks
+    } else {
+        let judged = if settings.validate_every > 0 { 2.0 * check_units(data) } else { 0.0 };
+        FORWARD * drawn * reference_tokens(data, kind) + judged
+    };
     Cost { update, start }
 }
 
@@ -514,6 +520,9 @@ mod tests {
         let long = cost(&s, &data, StageKind::Sft, 30);
         assert_eq!((long.update, long.start), (400.0 + 300.0 / 5.0, 300.0), "a check every 5 and one at the start");
         assert_eq!(cost(&s, &data, StageKind::Sft, 9), cost(&settings(), &data, StageKind::Sft, 9), "too short");
+        let unjudged = Settings { validate_every: 0, ..s.clone() };
+        let (dpo, unjudged) = (cost(&s, &data, StageKind::Dpo, 3), cost(&unjudged, &data, StageKind::Dpo, 3));
+        assert_eq!(dpo.start - unjudged.start, 600.0, "a later stage is measured at its start and end");
         let total =
             |stages: &[(StageKind, usize)]| -> f64 { stages.iter().map(|(k, n)| cost(&s, &data, *k, *n).of(*n)).sum() };
         let everything = total(&plan(&s, &data, None));

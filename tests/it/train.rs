@@ -557,6 +557,88 @@ fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_ad
     assert!(unchecked["checks"].as_array().unwrap().is_empty());
 }
 
+/// A stage after SFT is measured at its start and its end and undone when it makes the validation
+/// loss worse (README "Learning"): DPO pairs that prefer the validation completions are kept; the
+/// same pairs reversed are undone, and the adapter saved is SFT's own, bit for bit — also when the
+/// run was killed in the middle of DPO and resumed.
+#[test]
+fn a_stage_after_sft_that_makes_the_validation_loss_worse_is_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-qwen2-trainable");
+    let validation = conflicting_examples();
+    let data = dataset(dir.path(), &memory_examples(), &validation);
+    let lines = |items: &[Value]| items.iter().map(|v| format!("{v}\n")).collect::<String>();
+    std::fs::write(data.join("validation.jsonl"), lines(&validation)).unwrap();
+    let pairs = |prefer_validation: bool| {
+        let pairs: Vec<Value> = validation
+            .iter()
+            .map(|v| {
+                let (own, other) = (v["completion"].clone(), json!("pass"));
+                let (chosen, rejected) = if prefer_validation { (own, other) } else { (other, own) };
+                json!({"id": v["id"], "prefix": v["prefix"], "suffix": v["suffix"], "chosen": chosen, "rejected": rejected})
+            })
+            .collect();
+        std::fs::write(data.join("dpo.jsonl"), lines(&pairs)).unwrap();
+    };
+    let sft = "--sft-steps 4 --batch 2 --lr 5e-3 --dropout 0 --seed 3 --checkpoint-every 1";
+    let args: Vec<&str> = sft.split(' ').chain(["--after-sft-steps", "6"]).collect();
+    // Without python3 on PATH the checks watch the validation split alone (cheaper on the tiny
+    // model's wide head; general code is judged in `checks::tests`).
+    let path = without_python();
+    let train = |name: &str, config: &str, args: &[&str]| {
+        let home = home_with_config(&dir.path().join(name), config);
+        let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+        let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+            .env("MARUNOCHI_HOME", &home)
+            .env("PATH", &path)
+            .args(["train", "--language", "python", "--model", model, "--data", data, "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (report(&String::from_utf8_lossy(&out.stdout)), stderr, home.join("adapters/python/v1"))
+    };
+    let validation_loss = |judged: &Value, when: &str| judged[when]["validation"].as_f64().unwrap();
+    let config = "[train]\npreference_lr = 0.005\n";
+    let (_, _, sft_only) =
+        train("sft-only", config, &[&sft.split(' ').collect::<Vec<_>>()[..], &["--sft-only"]].concat());
+
+    pairs(true);
+    let (report, stderr, helped) = train("helpful", config, &args);
+    assert_eq!((&report["stages"][1]["stage"], &report["stages"][1]["steps"]), (&json!("dpo"), &json!(6)));
+    let judged = &report["judged"][0];
+    assert_eq!((judged["stage"].as_str(), &judged["undone"]), (Some("dpo"), &Value::Null), "{report}");
+    assert!(validation_loss(judged, "after") < validation_loss(judged, "before"), "{judged}");
+    assert!(stderr.contains("dpo kept (validation loss "), "{stderr}");
+    assert!(!same_tensors(&helped, &sft_only), "the kept DPO stage changed the adapter");
+
+    pairs(false);
+    let (report, stderr, harmed) = train("harmful", config, &args);
+    let judged = &report["judged"][0];
+    assert!(validation_loss(judged, "after") > validation_loss(judged, "before"), "{judged}");
+    assert!(judged["undone"].as_str().is_some_and(|w| w.starts_with("validation loss up from ")), "{judged}");
+    assert!(stderr.contains("dpo undone: validation loss up from "), "{stderr}");
+    assert!(same_tensors(&harmed, &sft_only), "the undone DPO stage left SFT's adapter");
+    let metadata: Value =
+        serde_json::from_str(&std::fs::read_to_string(harmed.join("marunochi.json")).unwrap()).unwrap();
+    assert_eq!(metadata["training"]["judged"], report["judged"]);
+
+    // Killed in the middle of DPO (update 7 of 10) and resumed: the adapter DPO started from is in
+    // the checkpoint, so the stage is still undone.
+    let broken = home_with_config(&dir.path().join("broken"), config);
+    killed_after_checkpoint_with_path(&broken, &model, &data, &args, 7, &path);
+    let (report, _, resumed) = train("broken", config, &[&args[..], &["--resume"]].concat());
+    assert!(report["resumed_from"].as_u64().is_some_and(|s| s >= 7), "{report}");
+    assert!(report["judged"][0]["undone"].is_string(), "{report}");
+    assert!(same_tensors(&resumed, &sft_only));
+
+    // Without checks nothing is judged: the same harmful stage stays.
+    let (report, _, unjudged) = train("unjudged", "[train]\npreference_lr = 0.005\nvalidate_every = 0\n", &args);
+    assert!(report["judged"].as_array().unwrap().is_empty(), "{report}");
+    assert!(!same_tensors(&unjudged, &sft_only));
+}
+
 /// On a real model trained hard, general code is forgotten within a few updates: SFT stops at the
 /// first check past `[eval] nll_rise` and keeps the least trained adapter (the gate may serve it
 /// weaker).
