@@ -298,10 +298,12 @@ fn main() {
         let (report, said) = marunochi(&home, &args);
         let trained_s = started.elapsed().as_secs_f64();
         let report: Value = serde_json::from_str(&report).expect("train --json");
-        // A run's plan is printed at its start; a resumed run says where it went on from instead.
-        let planned = match said.lines().find(|l| l.contains("planned for the")) {
-            Some(line) => line.to_owned(),
-            None => format!("resumed at update {} (planned when the run started)", report["resumed_from"]),
+        // A budget's plan is printed at a run's start; a resumed run says where it went on from
+        // instead, and updates asked for are the plan.
+        let planned = match (said.lines().find(|l| l.contains("planned for the")), report["resumed_from"].as_u64()) {
+            (Some(line), _) => line.to_owned(),
+            (None, Some(step)) => format!("resumed at update {step} (planned when the run started)"),
+            (None, None) => "no budget: the updates asked for are the plan".to_owned(),
         };
         eprintln!("{planned}");
         for check in report["checks"].as_array().into_iter().flatten() {

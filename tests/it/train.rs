@@ -466,6 +466,21 @@ fn without_python() -> String {
     std::env::join_paths(kept).unwrap().into_string().unwrap()
 }
 
+/// A successful `train --json` with `PATH` as given: its stdout and stderr.
+fn train_on_path(home: &Path, model: &Path, data: &Path, args: &[&str], path: &str) -> (String, String) {
+    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
+        .env("MARUNOCHI_HOME", home)
+        .env("PATH", path)
+        .args(["train", "--language", "python", "--model", model, "--data", data, "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 fn checks(report: &Value) -> Vec<(u64, f64)> {
     let checks = report["checks"].as_array().unwrap();
     checks.iter().map(|c| (c["step"].as_u64().unwrap(), c["validation"].as_f64().unwrap())).collect()
@@ -492,19 +507,7 @@ fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_ad
     // Without python3 on PATH there is no general corpus: the checks watch the validation split
     // alone (and the tiny model's 151 936-token head makes general code its costliest part).
     let path = without_python();
-    let train = |home: &Path, args: &[&str]| {
-        let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
-        let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
-            .env("MARUNOCHI_HOME", home)
-            .env("PATH", &path)
-            .args(["train", "--language", "python", "--model", model, "--data", data, "--json"])
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
-    };
+    let train = |home: &Path, args: &[&str]| train_on_path(home, &model, &data, args, &path);
     let whole = home_with_config(&dir.path().join("whole"), "");
     let (stdout, stderr) = train(&whole, &args);
     assert!(stderr.contains("general code is not watched during training: python3 is not on PATH"), "{stderr}");
@@ -587,17 +590,8 @@ fn a_stage_after_sft_that_makes_the_validation_loss_worse_is_undone() {
     let path = without_python();
     let train = |name: &str, config: &str, args: &[&str]| {
         let home = home_with_config(&dir.path().join(name), config);
-        let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
-        let out = Command::new(env!("CARGO_BIN_EXE_marunochi"))
-            .env("MARUNOCHI_HOME", &home)
-            .env("PATH", &path)
-            .args(["train", "--language", "python", "--model", model, "--data", data, "--json"])
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        (report(&String::from_utf8_lossy(&out.stdout)), stderr, home.join("adapters/python/v1"))
+        let (stdout, stderr) = train_on_path(&home, &model, &data, args, &path);
+        (report(&stdout), stderr, home.join("adapters/python/v1"))
     };
     let validation_loss = |judged: &Value, when: &str| judged[when]["validation"].as_f64().unwrap();
     let config = "[train]\npreference_lr = 0.005\n";
