@@ -143,8 +143,9 @@ impl Checker {
         self.watched.tokens() > 0 && settings.validate_every > 0
     }
 
-    /// Before a stage after SFT: measures the adapter it starts from and keeps a copy to put back
-    /// (in the checkpoint too, so a resumed run can still undo the stage).
+    /// Before a stage after SFT: measures the adapter it starts from (unless an earlier check
+    /// measured it, [`measured_already`]) and keeps a copy to put back (in the checkpoint too, so
+    /// a resumed run can still undo the stage).
     pub(crate) fn before_stage(
         &mut self,
         state: &mut State,
@@ -154,8 +155,14 @@ impl Checker {
         lora: &Lora,
         events: &dyn Fn(Event),
     ) -> Result<(), TrainError> {
-        let before = measure(base, lora, &self.watched, state.step)?;
-        events(Event::Check { check: &before, general_rise: general_rise(state, &before), stop: None });
+        let before = match measured_already(&state.checks, state.kept, &state.judged) {
+            Some(check) => check,
+            None => {
+                let before = measure(base, lora, &self.watched, state.step)?;
+                events(Event::Check { check: &before, general_rise: general_rise(state, &before), stop: None });
+                before
+            }
+        };
         state.judged.push(Judged { stage, before, after: None, undone: None });
         self.best = Some(snapshot(&adapter.vars)?);
         Ok(())
@@ -227,6 +234,16 @@ pub struct Judged {
     pub before: Check,
     pub after: Option<Check>,
     pub undone: Option<String>,
+}
+
+/// The check that measured the adapter a stage after SFT starts from, when one did: the stage
+/// before it kept or undone (its `after` or its `before`), else the check whose adapter SFT kept.
+fn measured_already(checks: &[Check], kept: Option<usize>, judged: &[Judged]) -> Option<Check> {
+    match judged.last() {
+        Some(last) if last.undone.is_some() => Some(last.before.clone()),
+        Some(last) => last.after.clone(),
+        None => kept.and_then(|step| checks.iter().find(|c| c.step == step)).cloned(),
+    }
 }
 
 /// The general-code loss of `check` against the base model's: SFT's first check, or without SFT
@@ -395,6 +412,21 @@ mod tests {
         // Without a validation split only general code judges.
         let blind = |v: Option<f64>| Check { validation: v, ..check(0, 0.0, 2.4) };
         assert_eq!(harm(&blind(None), Some(0.0), &blind(None), Some(0.01), margin), None);
+    }
+
+    #[test]
+    fn a_later_stage_starts_from_a_measure_the_run_has_when_it_has_one() {
+        let checks = [check(0, 1.0, 2.0), check(25, 0.9, 2.0), check(50, 0.95, 2.0)];
+        assert_eq!(measured_already(&checks, Some(25), &[]), Some(checks[1].clone()), "the adapter SFT kept");
+        assert_eq!(measured_already(&[], None, &[]), None, "SFT unchecked: measure");
+        let judged = |undone: Option<&str>| Judged {
+            stage: StageKind::Kto,
+            before: check(25, 0.9, 2.0),
+            after: Some(check(60, 0.92, 2.0)),
+            undone: undone.map(str::to_owned),
+        };
+        assert_eq!(measured_already(&checks, Some(25), &[judged(None)]), Some(check(60, 0.92, 2.0)), "kept");
+        assert_eq!(measured_already(&checks, Some(25), &[judged(Some("worse"))]), Some(check(25, 0.9, 2.0)));
     }
 
     #[test]

@@ -123,7 +123,8 @@ pub(crate) fn cost(settings: &Settings, data: &Data, kind: StageKind, updates: u
         }
         StageKind::Dpo | StageKind::Reward => batch * reference_tokens(data, kind),
     };
-    // A later stage is measured at its start and end to be judged (`checks.rs`).
+    // A later stage is measured at its start and end to be judged (`checks.rs`); the start's
+    // measure is often the last check's, but not always: planned as two.
     let start = if kind == StageKind::Sft {
         checks
     } else {

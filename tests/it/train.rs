@@ -627,6 +627,17 @@ fn a_stage_after_sft_that_makes_the_validation_loss_worse_is_undone() {
     assert!(report["judged"][0]["undone"].is_string(), "{report}");
     assert!(same_tensors(&resumed, &sft_only));
 
+    // After a checked SFT the stage starts from the adapter SFT kept, measured by that check.
+    let checked: Vec<&str> = args.iter().copied().chain(["--validate-every", "2"]).collect();
+    let (report, _, harmed) = train("checked", config, &checked);
+    let judged = &report["judged"][0];
+    assert_eq!(judged["before"]["step"], report["kept"], "{report}");
+    assert!(report["checks"].as_array().unwrap().contains(&judged["before"]), "{report}");
+    assert!(judged["undone"].is_string(), "{report}");
+    let sft_checked: Vec<&str> = sft.split(' ').chain(["--validate-every", "2", "--sft-only"]).collect();
+    let (_, _, sft_checked) = train("sft-checked", config, &sft_checked);
+    assert!(same_tensors(&harmed, &sft_checked));
+
     // Without checks nothing is judged: the same harmful stage stays.
     let (report, _, unjudged) = train("unjudged", "[train]\npreference_lr = 0.005\nvalidate_every = 0\n", &args);
     assert!(report["judged"].as_array().unwrap().is_empty(), "{report}");
