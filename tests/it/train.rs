@@ -459,6 +459,16 @@ fn conflicting_examples() -> Vec<Value> {
         .collect()
 }
 
+/// The memorised functions to train on, and [`conflicting_examples`] both held out and set aside
+/// for validation (`validation.jsonl`): the data directory and the validation examples.
+fn dataset_with_validation(dir: &Path) -> (PathBuf, Vec<Value>) {
+    let validation = conflicting_examples();
+    let data = dataset(dir, &memory_examples(), &validation);
+    let lines = validation.iter().map(|v| format!("{v}\n")).collect::<String>();
+    std::fs::write(data.join("validation.jsonl"), lines).unwrap();
+    (data, validation)
+}
+
 /// `PATH` without the directories that hold a `python3`.
 fn without_python() -> String {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -495,10 +505,7 @@ fn checks(report: &Value) -> Vec<(u64, f64)> {
 fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_adapter() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixture("tiny-qwen2-trainable");
-    let validation = conflicting_examples();
-    let data = dataset(dir.path(), &memory_examples(), &validation);
-    let lines = validation.iter().map(|v| format!("{v}\n")).collect::<String>();
-    std::fs::write(data.join("validation.jsonl"), lines).unwrap();
+    let (data, _) = dataset_with_validation(dir.path());
     let args: Vec<&str> =
         "--steps 120 --batch 2 --lr 5e-3 --dropout 0 --validate-every 5 --checkpoint-every 5 --seed 3"
             .split(' ')
@@ -568,10 +575,8 @@ fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_ad
 fn a_stage_after_sft_that_makes_the_validation_loss_worse_is_undone() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixture("tiny-qwen2-trainable");
-    let validation = conflicting_examples();
-    let data = dataset(dir.path(), &memory_examples(), &validation);
+    let (data, validation) = dataset_with_validation(dir.path());
     let lines = |items: &[Value]| items.iter().map(|v| format!("{v}\n")).collect::<String>();
-    std::fs::write(data.join("validation.jsonl"), lines(&validation)).unwrap();
     let pairs = |prefer_validation: bool| {
         let pairs: Vec<Value> = validation
             .iter()
