@@ -13,6 +13,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde_json::json;
 
 use super::model::{Base, Grads, Lora, Pair};
 use super::{Settings, TrainError, data, files, tt};
@@ -20,6 +21,7 @@ use crate::engine::lora::Projection;
 
 pub(crate) const PEFT_FILE: &str = "adapter_model.safetensors";
 pub(crate) const CORES_FILE: &str = "tt_cores.safetensors";
+const CONFIG_FILE: &str = "adapter_config.json";
 
 pub(crate) struct Adapter {
     /// Every parameter, in the order of `parts`.
@@ -179,13 +181,9 @@ impl Adapter {
         self.vars.iter().map(|v| v.elem_count()).sum()
     }
 
-    /// The rank of the update as saved, and PEFT's `lora_alpha` that gives it this scale.
-    pub(crate) fn peft_rank_and_alpha(&self) -> (usize, f64) {
-        (self.rank, self.alpha)
-    }
-
-    /// Writes the update as PEFT LoRA tensors (TT-LoRA contracted), and TT-LoRA's cores.
-    pub(crate) fn save(&self, dir: &Path) -> Result<(), TrainError> {
+    /// Writes the update as a PEFT LoRA directory (TT-LoRA contracted), with TT-LoRA's cores beside
+    /// it: a checkpoint's adapter loads in `eval` and PEFT as the finished one does.
+    pub(crate) fn save(&self, dir: &Path, settings: &Settings, base_model: &str) -> Result<(), TrainError> {
         let mut peft = HashMap::new();
         let mut cores = HashMap::new();
         for part in &self.parts {
@@ -210,7 +208,24 @@ impl Adapter {
         if !cores.is_empty() {
             files::write_tensors(&dir.join(CORES_FILE), &cores)?;
         }
-        Ok(())
+        let config = json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": self.rank,
+            "lora_alpha": self.alpha,
+            "lora_dropout": settings.dropout,
+            "target_modules": Projection::ALL.iter().map(|p| p.module()).collect::<Vec<_>>(),
+            "base_model_name_or_path": base_model,
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "inference_mode": true,
+            "init_lora_weights": true,
+            "use_rslora": false,
+            "use_dora": settings.dora,
+            "modules_to_save": null,
+            "layers_to_transform": null,
+        });
+        files::write_private(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&config).expect("json").as_bytes())
     }
 }
 

@@ -87,12 +87,13 @@ impl State {
 pub(super) fn save(
     dir: &Path,
     adapter: &Adapter,
+    base_model: &str,
     adam: &AdamW,
     best: Option<&[Tensor]>,
     state: &State,
 ) -> Result<(), TrainError> {
     files::replace_dir(dir, |tmp| {
-        adapter.save(tmp)?;
+        adapter.save(tmp, &state.settings, base_model)?;
         if let Some(best) = best {
             checks::save_best(tmp, best)?;
         }

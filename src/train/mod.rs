@@ -527,14 +527,14 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
 /// The planned updates from where the run stands, a checkpoint every `checkpoint_every` updates;
 /// stopped (with a checkpoint) by `stop` or at `options.until`.
 fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &AtomicBool) -> Result<(), TrainError> {
-    let Run { checkpoint_dir, settings, base, data, checker, adapter, adam, lora, state, .. } = run;
+    let Run { checkpoint_dir, settings, base, info, data, checker, adapter, adam, lora, state, .. } = run;
     let settings = &*settings;
     let since = (state.units, state.seconds);
     while state.step < state.total {
         let past_deadline = options.until.is_some_and(|until| std::time::SystemTime::now() >= until);
         if stop.load(Ordering::Relaxed) || past_deadline {
             speed::remember(options, &speed::key(settings, &state.base_fingerprint), state.units / state.seconds);
-            checkpoint::save(checkpoint_dir, adapter, adam, checker.best(), state)?;
+            checkpoint::save(checkpoint_dir, adapter, &info.name(), adam, checker.best(), state)?;
             events(Event::Checkpoint { step: state.step });
             return Err(TrainError::Stopped { step: state.step, total: state.total });
         }
@@ -611,7 +611,7 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             eta_secs: state.eta_secs(since),
         });
         if settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0 && state.step < state.total {
-            checkpoint::save(checkpoint_dir, adapter, adam, checker.best(), state)?;
+            checkpoint::save(checkpoint_dir, adapter, &info.name(), adam, checker.best(), state)?;
             events(Event::Checkpoint { step: state.step });
         }
     }
@@ -795,29 +795,7 @@ fn write_adapter(
     options: &Options,
     report: &Report,
 ) -> Result<(), TrainError> {
-    adapter.save(dir)?;
-    let (rank, alpha) = adapter.peft_rank_and_alpha();
-    let config = json!({
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "r": rank,
-        "lora_alpha": alpha,
-        "lora_dropout": settings.dropout,
-        "target_modules": Projection::ALL.iter().map(|p| p.module()).collect::<Vec<_>>(),
-        "base_model_name_or_path": info.name(),
-        "bias": "none",
-        "fan_in_fan_out": false,
-        "inference_mode": true,
-        "init_lora_weights": true,
-        "use_rslora": false,
-        "use_dora": settings.dora,
-        "modules_to_save": null,
-        "layers_to_transform": null,
-    });
-    files::write_private(
-        &dir.join("adapter_config.json"),
-        serde_json::to_string_pretty(&config).expect("json").as_bytes(),
-    )?;
+    adapter.save(dir, settings, &info.name())?;
     let metadata = json!({
         "language": options.language,
         "version": report.version,

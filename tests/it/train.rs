@@ -418,6 +418,10 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
 
     let broken = home_with_config(&dir.path().join("broken"), "");
     killed_after_checkpoint(&broken, &model, &data, &args, 15);
+    // The checkpoint's adapter is a PEFT directory: the engine serves it (`complete` fails on one
+    // it cannot load).
+    let checkpoint = broken.join("train/python/checkpoint");
+    complete(&broken, dir.path(), &model, "def alpha_value(x):\n    ", Some(&checkpoint));
 
     // A new run would throw the interrupted one away: refused with the way out.
     let (ok, _, stderr) = train(&broken, &model, &data, &args);
