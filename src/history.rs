@@ -187,7 +187,7 @@ fn function_texts(language: &str, text: &str) -> HashMap<Vec<String>, String> {
     function_ranges(language, text).into_iter().map(|(name, range)| (name, text[range].to_owned())).collect()
 }
 
-/// Where the body of the function at `range` starts (its first line, after the indentation) and
+/// Where the body of the function at `range` starts (its first line of code, after the indentation) and
 /// ends. `None` for a one-line function: there is no body line to complete.
 fn body_of(language: &str, text: &str, range: Range<usize>) -> Option<Range<usize>> {
     let function = &text[range.clone()];
@@ -215,7 +215,14 @@ fn body_of(language: &str, text: &str, range: Range<usize>) -> Option<Range<usiz
     }
     let header_end = range.start + header_end?;
     let line_break = header_end + text[header_end..range.end].find('\n')?;
-    let first_line = line_break + 1;
+    // A body may open with blank lines (PEP 8 allows one after a `def`): it starts at its first
+    // line of code, where a writer's cursor would be, not at column 0 of the blank line.
+    let mut first_line = line_break + 1;
+    while let Some(n) = text[first_line..range.end].find('\n')
+        && text[first_line..first_line + n].trim().is_empty()
+    {
+        first_line += n + 1;
+    }
     let indent = text[first_line..range.end].bytes().take_while(|b| *b == b' ' || *b == b'\t').count();
     let start = first_line + indent;
     let end = match language {
@@ -317,7 +324,7 @@ mod tests {
         let repo = dir.path();
         run(repo, &["init", "-q"]);
         let first = "def add(a: int, b: int) -> int:\n    return a + b\n\ndef one(): return 1\n\n\
-                     def pick(x={'a': 1}):\n    return x\n";
+                     def pick(x={'a': 1}):\n\n    \n    return x\n";
         commit(repo, "Ann <ann@x>", &[("m.py", first), ("notes.txt", "x")]);
         let second = "def add(a: int, b: int) -> int:\n    return a + b\n\n\
                       class Box:\n    def get(self, key: dict[str, int]):\n        value = self.items[key]\n        return value\n";
@@ -337,7 +344,8 @@ mod tests {
                 ("f".to_owned(), "let x = a[0];\n    Ok(())"),
                 ("add".to_owned(), "total = a + b\n    return total"),
             ],
-            "one-line `one` has no body; unchanged `add` in the second commit is not repeated"
+            "one-line `one` has no body; `pick`'s starts after its blank lines; unchanged `add` in the second \
+             commit is not repeated"
         );
         assert_eq!(all[4].previous.as_deref(), Some("def add(a: int, b: int) -> int:\n    return a + b"));
         assert!(all[0].time <= all[4].time && all[2].author == "Bob <bob@x>");
