@@ -68,6 +68,40 @@ impl Watched {
     }
 }
 
+/// The adapter a check measures: the frozen base, the adapter's parameters (copied and put back)
+/// and its view for forward passes (renewed when they are put back).
+pub(crate) struct Checked<'a> {
+    pub(crate) base: &'a Base,
+    pub(crate) adapter: &'a Adapter,
+    pub(crate) lora: &'a mut Lora,
+}
+
+impl Checked<'_> {
+    fn measure(&self, watched: &Watched, step: usize) -> candle_core::Result<Check> {
+        let mean = |sequences: &[Sequence]| {
+            if sequences.is_empty() { Ok(None) } else { self.base.mean_scores(sequences, Some(self.lora)).map(Some) }
+        };
+        let validation = mean(&watched.validation)?;
+        Ok(Check {
+            step,
+            validation: validation.as_ref().map(|m| m.nll),
+            top1: validation.map(|m| m.top1),
+            general: mean(&watched.general)?.map(|m| m.nll),
+        })
+    }
+
+    /// Copies of the adapter's parameters (the best check's, or those a stage starts from).
+    fn snapshot(&self) -> candle_core::Result<Vec<Tensor>> {
+        self.adapter.vars.iter().map(|v| v.as_tensor().copy()).collect()
+    }
+
+    fn restore(&mut self, tensors: &[Tensor]) -> Result<(), TrainError> {
+        self.adapter.vars.iter().zip(tensors).try_for_each(|(var, tensor)| var.set(tensor))?;
+        *self.lora = self.adapter.view()?;
+        Ok(())
+    }
+}
+
 /// SFT's checks over a run: what they measure, the best check's adapter so far (kept in the
 /// checkpoint too) and what one check costs in the plan's units.
 pub(crate) struct Checker {
@@ -95,13 +129,11 @@ impl Checker {
     pub(crate) fn at_start(
         &mut self,
         state: &mut State,
-        base: &Base,
-        adapter: &Adapter,
-        lora: &Lora,
+        checked: &Checked,
         events: &dyn Fn(Event),
     ) -> Result<(), TrainError> {
         if state.checks.is_empty() {
-            self.check(state, base, adapter, lora, events)?;
+            self.check(state, checked, events)?;
         }
         Ok(())
     }
@@ -113,20 +145,17 @@ impl Checker {
         &mut self,
         state: &mut State,
         (index, local, steps): (usize, usize, usize),
-        base: &Base,
-        adapter: &Adapter,
-        lora: &mut Lora,
+        checked: &mut Checked,
         events: &dyn Fn(Event),
     ) -> Result<(), TrainError> {
         let end_of_stage = local + 1 == steps;
         if (local + 1) % state.settings.validate_every != 0 && !end_of_stage {
             return Ok(());
         }
-        let verdict = self.check(state, base, adapter, lora, events)?;
+        let verdict = self.check(state, checked, events)?;
         state.units += self.units;
         if (verdict.stop.is_some() || end_of_stage) && verdict.best + 1 != state.checks.len() {
-            restore(&adapter.vars, self.best.as_deref().expect("the best check's adapter was kept"))?;
-            *lora = adapter.view()?;
+            checked.restore(self.best.as_deref().expect("the best check's adapter was kept"))?;
         }
         state.kept = Some(state.checks[verdict.best].step);
         if let Some(reason) = verdict.stop.filter(|_| !end_of_stage) {
@@ -150,21 +179,19 @@ impl Checker {
         &mut self,
         state: &mut State,
         stage: StageKind,
-        base: &Base,
-        adapter: &Adapter,
-        lora: &Lora,
+        checked: &Checked,
         events: &dyn Fn(Event),
     ) -> Result<(), TrainError> {
         let before = match measured_already(&state.checks, state.kept, &state.judged) {
             Some(check) => check,
             None => {
-                let before = measure(base, lora, &self.watched, state.step)?;
+                let before = checked.measure(&self.watched, state.step)?;
                 events(Event::Check { check: &before, general_rise: general_rise(state, &before), stop: None });
                 before
             }
         };
         state.judged.push(Judged { stage, before, after: None, undone: None });
-        self.best = Some(snapshot(&adapter.vars)?);
+        self.best = Some(checked.snapshot()?);
         Ok(())
     }
 
@@ -173,19 +200,16 @@ impl Checker {
     pub(crate) fn after_stage(
         &mut self,
         state: &mut State,
-        base: &Base,
-        adapter: &Adapter,
-        lora: &mut Lora,
+        checked: &mut Checked,
         events: &dyn Fn(Event),
     ) -> Result<(), TrainError> {
-        let after = measure(base, lora, &self.watched, state.step)?;
+        let after = checked.measure(&self.watched, state.step)?;
         let rise = general_rise(state, &after);
         events(Event::Check { check: &after, general_rise: rise, stop: None });
         let judged = state.judged.last().expect("measured at the stage's start");
         let undone = harm(&judged.before, general_rise(state, &judged.before), &after, rise, state.settings.nll_rise);
         if undone.is_some() {
-            restore(&adapter.vars, self.best.as_deref().expect("the adapter the stage started from was kept"))?;
-            *lora = adapter.view()?;
+            checked.restore(self.best.as_deref().expect("the adapter the stage started from was kept"))?;
         }
         let judged = state.judged.last_mut().expect("measured at the stage's start");
         (judged.after, judged.undone) = (Some(after), undone);
@@ -195,18 +219,11 @@ impl Checker {
 
     /// Measures the adapter as it stands, keeps a copy of it when it is the best so far, and says
     /// what the checks so far decide.
-    fn check(
-        &mut self,
-        state: &mut State,
-        base: &Base,
-        adapter: &Adapter,
-        lora: &Lora,
-        events: &dyn Fn(Event),
-    ) -> Result<Verdict, TrainError> {
-        state.checks.push(measure(base, lora, &self.watched, state.step)?);
+    fn check(&mut self, state: &mut State, checked: &Checked, events: &dyn Fn(Event)) -> Result<Verdict, TrainError> {
+        state.checks.push(checked.measure(&self.watched, state.step)?);
         let verdict = verdict(&state.checks, &state.settings);
         if verdict.best + 1 == state.checks.len() {
-            self.best = Some(snapshot(&adapter.vars)?);
+            self.best = Some(checked.snapshot()?);
         }
         let last = state.checks.last().expect("just measured");
         events(Event::Check { check: last, general_rise: general_rise(state, last), stop: verdict.stop.as_deref() });
@@ -276,19 +293,6 @@ fn harm(
     }
 }
 
-fn measure(base: &Base, lora: &Lora, watched: &Watched, step: usize) -> candle_core::Result<Check> {
-    let mean = |sequences: &[Sequence]| {
-        if sequences.is_empty() { Ok(None) } else { base.mean_scores(sequences, Some(lora)).map(Some) }
-    };
-    let validation = mean(&watched.validation)?;
-    Ok(Check {
-        step,
-        validation: validation.as_ref().map(|m| m.nll),
-        top1: validation.map(|m| m.top1),
-        general: mean(&watched.general)?.map(|m| m.nll),
-    })
-}
-
 /// What the checks so far (the first at the stage's start) say.
 #[derive(Debug, Clone, PartialEq)]
 struct Verdict {
@@ -337,15 +341,6 @@ fn verdict(checks: &[Check], settings: &Settings) -> Verdict {
         None
     };
     Verdict { best, stop }
-}
-
-/// Copies of the adapter's parameters at the best check so far.
-fn snapshot(vars: &[candle_core::Var]) -> candle_core::Result<Vec<Tensor>> {
-    vars.iter().map(|v| v.as_tensor().copy()).collect()
-}
-
-fn restore(vars: &[candle_core::Var], best: &[Tensor]) -> candle_core::Result<()> {
-    vars.iter().zip(best).try_for_each(|(var, tensor)| var.set(tensor))
 }
 
 pub(crate) fn save_best(dir: &Path, best: &[Tensor]) -> Result<(), TrainError> {

@@ -549,9 +549,9 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             let drawn = (0..steps * settings.batch).map(|i| order.at(i)).collect();
             state.reference = stages::reference(base, &lora.detached(), kind, data, &drawn)?;
             if kind == StageKind::Sft && checker.applies(settings, steps) {
-                checker.at_start(state, base, adapter, lora, events)?;
+                checker.at_start(state, &checks::Checked { base, adapter, lora }, events)?;
             } else if kind != StageKind::Sft && checker.judges(settings) {
-                checker.before_stage(state, kind, base, adapter, lora, events)?;
+                checker.before_stage(state, kind, &checks::Checked { base, adapter, lora }, events)?;
             }
             state.seconds += started.elapsed().as_secs_f64();
             state.units += state.costs.get(index).map_or(0.0, |c| c.start);
@@ -596,9 +596,9 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
         state.units += update.units;
         let tokens_per_s = update.tokens as f64 / started.elapsed().as_secs_f64();
         if kind == StageKind::Sft && checker.applies(settings, steps) {
-            checker.after_update(state, (index, local, steps), base, adapter, lora, events)?;
+            checker.after_update(state, (index, local, steps), &mut checks::Checked { base, adapter, lora }, events)?;
         } else if kind != StageKind::Sft && local + 1 == steps && checker.judges(settings) {
-            checker.after_stage(state, base, adapter, lora, events)?;
+            checker.after_stage(state, &mut checks::Checked { base, adapter, lora }, events)?;
         }
         let seconds = started.elapsed().as_secs_f64();
         state.seconds += seconds;
