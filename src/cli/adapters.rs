@@ -17,6 +17,7 @@ use crate::train;
 pub enum AdaptersAction {
     /// Every version per language: state, method, the gate's verdict.
     List {
+        /// Only this language (default: every language).
         #[arg(long, value_name = "L")]
         language: Option<Language>,
         /// Print JSON instead of a table.
@@ -25,8 +26,10 @@ pub enum AdaptersAction {
     },
     /// Serve VERSION (default: the newest candidate that passed the gate); the active one retires.
     Promote {
+        /// The language whose adapters these are (e.g. python, rust).
         #[arg(long, value_name = "L")]
         language: Language,
+        /// The version to serve, as `adapters list` names it (e.g. v3).
         version: Option<String>,
         /// Promote even without a passed gate.
         #[arg(long)]
@@ -39,8 +42,10 @@ pub enum AdaptersAction {
     /// canary, then active, each step taken by the daemon's checks on your outcomes. Scheduled
     /// training does this itself after the gate.
     Rollout {
+        /// The language whose adapters these are (e.g. python, rust).
         #[arg(long, value_name = "L")]
         language: Language,
+        /// The version to roll out, as `adapters list` names it (e.g. v3).
         version: Option<String>,
         /// Start at the canary stage.
         #[arg(long)]
@@ -55,13 +60,16 @@ pub enum AdaptersAction {
     /// Stop the rollout in progress (the canary, else the shadow); with none, back to the version
     /// the active one replaced, or to the base model.
     Rollback {
+        /// The language whose adapters these are (e.g. python, rust).
         #[arg(long, value_name = "L")]
         language: Language,
     },
     /// Delete a version that is not active.
     Remove {
+        /// The language whose adapters these are (e.g. python, rust).
         #[arg(long, value_name = "L")]
         language: Language,
+        /// The version to delete, as `adapters list` names it (e.g. v3).
         version: String,
     },
     /// Enter a PEFT LoRA/DoRA adapter trained elsewhere (TRL, Axolotl, a PEFT script: a directory
@@ -71,6 +79,7 @@ pub enum AdaptersAction {
     Import {
         /// The adapter directory (what `save_pretrained` wrote).
         dir: PathBuf,
+        /// The language whose adapters these are (e.g. python, rust).
         #[arg(long, value_name = "L")]
         language: Language,
         /// The base model it must fit (default: `[engine] model`, else the best model found).
@@ -79,6 +88,7 @@ pub enum AdaptersAction {
     },
     /// What happened to a language's adapters, and why.
     History {
+        /// The language whose adapters these are (e.g. python, rust).
         #[arg(long, value_name = "L")]
         language: Language,
     },

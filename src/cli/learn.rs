@@ -45,18 +45,23 @@ pub struct TrainArgs {
     /// needed. With --until, the shorter of the two.
     #[arg(long, value_name = "DURATION", value_parser = report::parse_duration)]
     budget: Option<std::time::Duration>,
+    /// Passes over each stage's data, fewer when --budget or --until cannot fit them (default
+    /// `[train] epochs`, 3); --steps and --sft-steps set updates instead.
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
-    /// Examples per update.
+    /// Examples per update (default `[train] batch`, 4).
     #[arg(long, value_name = "N")]
     batch: Option<usize>,
+    /// LoRA rank: the width of each adapter's factors (default `[train] rank`, 16).
     #[arg(long, value_name = "R")]
     rank: Option<usize>,
+    /// LoRA scale: the update is multiplied by alpha / rank (default `[train] alpha`, 32).
     #[arg(long, value_name = "A")]
     alpha: Option<f64>,
     /// SFT's learning rate (default `[train] lr`, 2e-4; with TT-LoRA `[train] tt_lr`, 1e-3).
     #[arg(long, value_name = "LR")]
     lr: Option<f64>,
+    /// Dropout on the adapters' inputs while training (default `[train] dropout`, 0.05).
     #[arg(long, value_name = "P")]
     dropout: Option<f64>,
     /// Seed of the data order, initialisation and dropout (same seed, same adapter).
@@ -116,6 +121,7 @@ pub struct TrainArgs {
 /// `marunochi eval`'s arguments (its help text is on `Command::Eval`).
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
+    /// The language whose adapter is judged (e.g. python, rust).
     #[arg(long, value_name = "L")]
     language: Language,
     /// The candidate adapter directory (default: the language's newest version).
@@ -156,6 +162,7 @@ pub enum ScheduleAction {
     /// Train now, at low priority, ignoring the window, load and power: the most urgent due
     /// language, or the one named.
     RunNow {
+        /// Train this language (default: the most urgent due one).
         #[arg(long, value_name = "L")]
         language: Option<Language>,
     },

@@ -22,7 +22,7 @@ mod setup;
 /// marunochi sits between your editor and your language server, adds local AI completions, and
 /// learns from what you do with them. Nothing leaves your machine.
 #[derive(Parser, Debug)]
-#[command(name = "marunochi", version, propagate_version = true)]
+#[command(name = "marunochi", version, propagate_version = true, help_expected = true)]
 struct Cli {
     /// Also log to stderr (the log file under MARUNOCHI_HOME/logs is always written).
     #[arg(short, long, global = true)]
@@ -255,5 +255,30 @@ pub fn main() -> ExitCode {
         Command::Train(args) => learn::train(&home, args, verbose),
         Command::Models { paths, json } => models::models(&home, paths, json),
         Command::Complete(args) => models::complete(&home, args, verbose),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks `help_expected` only in debug builds, and the tests run in release.
+    #[test]
+    fn every_command_and_argument_says_what_it_is_for() {
+        fn undocumented(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name()).trim().to_owned();
+            if command.get_about().is_none() {
+                found.push(path.clone());
+            }
+            for argument in command.get_arguments().filter(|a| a.get_help().is_none()) {
+                found.push(format!("{path} --{}", argument.get_id()));
+            }
+            for subcommand in command.get_subcommands() {
+                undocumented(subcommand, &path, found);
+            }
+        }
+        let mut found = Vec::new();
+        undocumented(&super::Cli::command(), "", &mut found);
+        assert!(found.is_empty(), "without help text: {found:?}");
     }
 }

@@ -18,9 +18,17 @@ use crate::quality;
 pub enum ConfigAction {
     /// The value of SECTION.KEY (the default when the file does not set it), as TOML; nothing on
     /// stdout for a setting with no default that is not set (`engine.model`).
-    Get { key: String },
+    Get {
+        /// The setting, as SECTION.KEY (e.g. `serving.debounce_ms`).
+        key: String,
+    },
     /// Set SECTION.KEY to VALUE (TOML: `80`, `true`, `0.2`; otherwise a string).
-    Set { key: String, value: String },
+    Set {
+        /// The setting, as SECTION.KEY (e.g. `schedule.window`).
+        key: String,
+        /// Its new value.
+        value: String,
+    },
     /// Where config.toml is.
     Path,
 }
