@@ -69,18 +69,26 @@ pub enum HistoryError {
 
 /// Every function added or changed along the first-parent history of `walk.until`, oldest
 /// commit first (by path, then in file order, within a commit).
-pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError> {
+///
+/// `walked(done, of)` is told after each commit of the walk (progress for a long history).
+pub fn functions(repo: &Path, walk: &Walk, walked: &mut dyn FnMut(usize, usize)) -> Result<Vec<Written>, HistoryError> {
     // A merge on the first-parent line brings in a whole branch: it is judged against its first
     // parent, as one change.
     let log = git(repo, &["log", "--first-parent", "--reverse", "--format=%H%x00%at%x00%an <%ae>", &walk.until])?;
+    let commits: Vec<(&str, &str, &str)> = log
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, '\0');
+            Some((fields.next()?, fields.next()?, fields.next()?))
+        })
+        .filter(|(_, _, author)| walk.author.as_ref().is_none_or(|wanted| author.contains(wanted.as_str())))
+        .collect();
     let mut blobs = Blobs::open(repo)?;
     let mut found = Vec::new();
-    for line in log.lines() {
-        let mut fields = line.splitn(3, '\0');
-        let (Some(commit), Some(time), Some(author)) = (fields.next(), fields.next(), fields.next()) else { continue };
-        if walk.author.as_ref().is_some_and(|wanted| !author.contains(wanted.as_str())) {
-            continue;
-        }
+    // Each file's functions as the walk last saw it: a commit's "before" is mostly the version an
+    // earlier commit of the walk left, and parsing is nearly all of a walk's time.
+    let mut last_seen: HashMap<String, (Arc<str>, Arc<Functions>)> = HashMap::new();
+    for (done, &(commit, time, author)) in commits.iter().enumerate() {
         let changed = git(
             repo,
             &[
@@ -104,8 +112,15 @@ pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError>
             let text: Arc<str> = text.into();
             let before =
                 if status == "M" { blobs.read(&format!("{commit}^:{path}"), walk.max_file_bytes)? } else { None };
-            let previous = before.as_deref().map(|b| function_texts(language, b)).unwrap_or_default();
-            for (name, range) in function_ranges(language, &text) {
+            let previous = match (before, last_seen.get(path)) {
+                (Some(before), Some((seen, functions))) if **seen == *before => functions.clone(),
+                (Some(before), _) => Arc::new(function_texts(language, &before)),
+                (None, _) => Arc::default(),
+            };
+            let ranges = function_ranges(language, &text);
+            let functions = ranges.iter().map(|(name, range)| (name.clone(), text[range.clone()].to_owned())).collect();
+            last_seen.insert(path.to_owned(), (text.clone(), Arc::new(functions)));
+            for (name, range) in ranges {
                 let written = &text[range.clone()];
                 let earlier = previous.get(&name);
                 if earlier.is_some_and(|e| e == written) {
@@ -130,6 +145,7 @@ pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError>
                 });
             }
         }
+        walked(done + 1, commits.len());
     }
     Ok(found)
 }
@@ -183,7 +199,10 @@ fn function_ranges(language: &str, text: &str) -> Vec<(Vec<String>, Range<usize>
         .collect()
 }
 
-fn function_texts(language: &str, text: &str) -> HashMap<Vec<String>, String> {
+/// A file's functions: name path → text.
+type Functions = HashMap<Vec<String>, String>;
+
+fn function_texts(language: &str, text: &str) -> Functions {
     function_ranges(language, text).into_iter().map(|(name, range)| (name, text[range].to_owned())).collect()
 }
 
@@ -333,7 +352,9 @@ mod tests {
         let rust = "fn f<T: Clone>(a: [u8; 4]) -> Result<(), T> {\n    let x = a[0];\n    Ok(())\n}\n";
         commit(repo, "Ann <ann@x>", &[("m.py", &third), ("lib.rs", rust)]);
 
-        let all = functions(repo, &Walk::default()).unwrap();
+        let mut walked = vec![];
+        let all = functions(repo, &Walk::default(), &mut |done, of| walked.push((done, of))).unwrap();
+        assert_eq!(walked, [(1, 3), (2, 3), (3, 3)]);
         let named: Vec<(String, &str)> = all.iter().map(|w| (w.name.join("."), &w.text[w.body.clone()])).collect();
         assert_eq!(
             named,
@@ -350,15 +371,21 @@ mod tests {
         assert_eq!(all[4].previous.as_deref(), Some("def add(a: int, b: int) -> int:\n    return a + b"));
         assert!(all[0].time <= all[4].time && all[2].author == "Bob <bob@x>");
 
-        let anns = functions(repo, &Walk { author: Some("ann@x".into()), ..Walk::default() }).unwrap();
+        // Ann's third commit changed Bob's version, not hers: `Box.get` is Bob's, not new.
+        let mut walked = vec![];
+        let anns = functions(repo, &Walk { author: Some("ann@x".into()), ..Walk::default() }, &mut |done, of| {
+            walked.push((done, of))
+        })
+        .unwrap();
         assert_eq!(anns.len(), 4);
+        assert_eq!(walked, [(1, 2), (2, 2)]);
 
         // A branch merged with a merge commit counts once, as the change it brings.
         run(repo, &["checkout", "-q", "-b", "feature"]);
         commit(repo, "Cid <cid@x>", &[("b.py", "def b():\n    return 'b'\n")]);
         run(repo, &["checkout", "-q", "-"]);
         run(repo, &["-c", "user.name=t", "-c", "user.email=t@x", "merge", "-q", "--no-ff", "-m", "merge", "feature"]);
-        let merged = functions(repo, &Walk::default()).unwrap();
+        let merged = functions(repo, &Walk::default(), &mut |_, _| {}).unwrap();
         assert_eq!(merged.len(), 6);
         assert_eq!((merged[5].name.join("."), merged[5].path.to_str()), ("b".to_owned(), Some("b.py")));
         let files = files_at(repo, "HEAD", "python", 1 << 20).unwrap();
@@ -369,7 +396,7 @@ mod tests {
     #[test]
     fn a_directory_that_is_no_repository_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let error = functions(dir.path(), &Walk::default()).unwrap_err().to_string();
+        let error = functions(dir.path(), &Walk::default(), &mut |_, _| {}).unwrap_err().to_string();
         assert!(error.contains("git log") && error.contains("not a git repository"), "{error}");
     }
 }

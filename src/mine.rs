@@ -62,8 +62,14 @@ pub enum MineError {
     NoIdentity(PathBuf),
 }
 
-/// Mines the repository that `dir` is in into `store`.
-pub fn mine(store: &mut Store, dir: &Path, options: &Options) -> Result<Mined, MineError> {
+/// Mines the repository that `dir` is in into `store`; `walked(done, of)` is told after each of
+/// the user's commits.
+pub fn mine(
+    store: &mut Store,
+    dir: &Path,
+    options: &Options,
+    walked: &mut dyn FnMut(usize, usize),
+) -> Result<Mined, MineError> {
     let repository = crate::history::toplevel(dir)?;
     let author = match &options.author {
         Some(author) => author.clone(),
@@ -76,7 +82,7 @@ pub fn mine(store: &mut Store, dir: &Path, options: &Options) -> Result<Mined, M
         until: options.revision.clone().unwrap_or_else(|| "HEAD".into()),
         ..Walk::default()
     };
-    let written = crate::history::functions(&repository, &walk)?;
+    let written = crate::history::functions(&repository, &walk, walked)?;
     let rows: Vec<GitFunction> = written.iter().flat_map(|w| rows(&repository, w)).collect();
     let added = store.add_git_functions(&rows)?;
     let mut by_language = BTreeMap::new();
@@ -233,7 +239,7 @@ mod tests {
         commit(&repo, "Me <me@home>", "2026-01-06T10:00:00Z", &[("lib.rs", &rust2)]);
 
         let mut store = Store::open(&dir.path().join("marunochi.db")).unwrap();
-        let mined = mine(&mut store, &repo, &Options::default()).unwrap();
+        let mined = mine(&mut store, &repo, &Options::default(), &mut |_, _| {}).unwrap();
         assert_eq!(mined.author, "<me@home>");
         assert_eq!((mined.found, mined.added, mined.edits), (5, 5, 2));
         assert_eq!(mined.by_language, BTreeMap::from([("python".into(), 3), ("rust".into(), 2)]));
@@ -263,10 +269,11 @@ mod tests {
         assert!(total.file_path.ends_with("/my%20project/shop.py"), "{}", total.file_path);
         assert_eq!(rows[4].suffix, "\n}\n");
 
-        let again = mine(&mut store, &repo, &Options::default()).unwrap();
+        let again = mine(&mut store, &repo, &Options::default(), &mut |_, _| {}).unwrap();
         assert_eq!((again.found, again.added), (5, 0), "mining twice adds nothing");
         let theirs =
-            mine(&mut store, &repo, &Options { author: Some("other@x".into()), ..Options::default() }).unwrap();
+            mine(&mut store, &repo, &Options { author: Some("other@x".into()), ..Options::default() }, &mut |_, _| {})
+                .unwrap();
         assert_eq!(theirs.added, 1);
     }
 
@@ -293,7 +300,7 @@ mod tests {
 
         let mut store = Store::open(&dir.path().join("marunochi.db")).unwrap();
         let options = Options { author: Some("me@home".into()), ..Options::default() };
-        let mined = mine(&mut store, &repo, &options).unwrap();
+        let mined = mine(&mut store, &repo, &options, &mut |_, _| {}).unwrap();
         assert_eq!(mined.by_language, BTreeMap::from([("python".into(), 3), ("rust".into(), 1), ("sql".into(), 3)]));
         assert_eq!(mined.edits, 1, "an SQL row is never a correction pair");
         let sql: Vec<(String, String, String)> = store
@@ -333,7 +340,7 @@ mod tests {
     fn no_identity_and_no_repository_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("marunochi.db")).unwrap();
-        let error = mine(&mut store, dir.path(), &Options::default()).unwrap_err().to_string();
+        let error = mine(&mut store, dir.path(), &Options::default(), &mut |_, _| {}).unwrap_err().to_string();
         assert!(error.contains("not a git repository"), "{error}");
         let repo = dir.path().join("r");
         std::fs::create_dir(&repo).unwrap();
@@ -343,7 +350,7 @@ mod tests {
         std::fs::write(repo.join("a.py"), "def f():\n    return 1\n").unwrap();
         git(&repo, &["add", "-A"]);
         git(&repo, &["-c", "user.email=x@y", "commit", "-q", "-m", "c"]);
-        let error = mine(&mut store, &repo, &Options::default()).unwrap_err().to_string();
+        let error = mine(&mut store, &repo, &Options::default(), &mut |_, _| {}).unwrap_err().to_string();
         assert!(error.contains("no user.email") && error.contains("--author"), "{error}");
         let text = format!("{}def f():\n    return 1\n", "# filler line\n".repeat(400));
         let start = text.find("def f").unwrap();

@@ -126,9 +126,13 @@ fn mine(db: &std::path::Path, dirs: Vec<PathBuf>, options: crate::mine::Options)
     let dirs = if dirs.is_empty() { vec![PathBuf::from(".")] } else { dirs };
     let mut failed = false;
     for dir in dirs {
-        let spinner = report::spinner(format!("reading the history of {}", dir.display()));
-        let result = crate::mine::mine(&mut store, &dir, &options);
-        spinner.finish_and_clear();
+        let bar = report::counter("{msg} {bar:30} {pos}/{len} of your commits · ETA {eta}");
+        bar.set_message(format!("reading the history of {}", dir.display()));
+        let result = crate::mine::mine(&mut store, &dir, &options, &mut |done, of| {
+            bar.set_length(of as u64);
+            bar.set_position(done as u64);
+        });
+        bar.finish_and_clear();
         match result {
             Ok(m) => {
                 let languages: Vec<String> = m.by_language.iter().map(|(l, n)| format!("{l} {n}")).collect();

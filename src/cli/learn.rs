@@ -488,10 +488,7 @@ pub fn eval(home: &Home, args: EvalArgs) -> ExitCode {
         ..eval::Settings::default()
     };
     let _log = logging::init(&home.logs_dir(), "eval", "info", false);
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} · ETA {eta}").expect("valid template"),
-    );
+    let bar = report::counter("{prefix} {bar:30} {pos}/{len} · ETA {eta}");
     let progress = |what: &str, done: usize, of: usize| {
         bar.set_prefix(what.to_owned());
         bar.set_length(of as u64);

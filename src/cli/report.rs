@@ -14,12 +14,11 @@ pub fn say(message: impl Display) {
     eprintln!("marunochi: {message}");
 }
 
-/// A spinner on stderr for work without a count (hidden when stderr is not a terminal).
-pub fn spinner(message: String) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    bar.set_message(message);
+/// A progress bar on stderr drawn with `template`, its length set as the work finds out (hidden
+/// when stderr is not a terminal).
+pub fn counter(template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
     bar
 }
 
