@@ -70,7 +70,8 @@ pub enum HistoryError {
 /// Every function added or changed along the first-parent history of `walk.until`, oldest
 /// commit first (by path, then in file order, within a commit).
 ///
-/// `walked(done, of)` is told after each commit of the walk (progress for a long history).
+/// `walked(done, of)` is told before the first commit of the walk and after each (progress for a
+/// long history).
 pub fn functions(repo: &Path, walk: &Walk, walked: &mut dyn FnMut(usize, usize)) -> Result<Vec<Written>, HistoryError> {
     // A merge on the first-parent line brings in a whole branch: it is judged against its first
     // parent, as one change.
@@ -88,6 +89,7 @@ pub fn functions(repo: &Path, walk: &Walk, walked: &mut dyn FnMut(usize, usize))
     // Each file's functions as the walk last saw it: a commit's "before" is mostly the version an
     // earlier commit of the walk left, and parsing is nearly all of a walk's time.
     let mut last_seen: HashMap<String, (Arc<str>, Arc<Functions>)> = HashMap::new();
+    walked(0, commits.len());
     for (done, &(commit, time, author)) in commits.iter().enumerate() {
         let changed = git(
             repo,
@@ -354,7 +356,7 @@ mod tests {
 
         let mut walked = vec![];
         let all = functions(repo, &Walk::default(), &mut |done, of| walked.push((done, of))).unwrap();
-        assert_eq!(walked, [(1, 3), (2, 3), (3, 3)]);
+        assert_eq!(walked, [(0, 3), (1, 3), (2, 3), (3, 3)]);
         let named: Vec<(String, &str)> = all.iter().map(|w| (w.name.join("."), &w.text[w.body.clone()])).collect();
         assert_eq!(
             named,
@@ -378,7 +380,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(anns.len(), 4);
-        assert_eq!(walked, [(1, 2), (2, 2)]);
+        assert_eq!(walked, [(0, 2), (1, 2), (2, 2)]);
 
         // A branch merged with a merge commit counts once, as the change it brings.
         run(repo, &["checkout", "-q", "-b", "feature"]);

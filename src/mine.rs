@@ -62,8 +62,8 @@ pub enum MineError {
     NoIdentity(PathBuf),
 }
 
-/// Mines the repository that `dir` is in into `store`; `walked(done, of)` is told after each of
-/// the user's commits.
+/// Mines the repository that `dir` is in into `store`; `walked(done, of)` is told before the
+/// first of the user's commits and after each.
 pub fn mine(
     store: &mut Store,
     dir: &Path,

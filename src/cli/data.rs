@@ -127,9 +127,14 @@ fn mine(db: &std::path::Path, dirs: Vec<PathBuf>, options: crate::mine::Options)
     let mut failed = false;
     for dir in dirs {
         let bar = report::counter("{msg} {bar:30} {pos}/{len} of your commits · ETA {eta}");
+        // Shown once the walk knows how many commits it has, not as an empty bar before.
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         bar.set_message(format!("reading the history of {}", dir.display()));
         let result = crate::mine::mine(&mut store, &dir, &options, &mut |done, of| {
-            bar.set_length(of as u64);
+            if bar.is_hidden() {
+                bar.set_length(of as u64);
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
             bar.set_position(done as u64);
         });
         bar.finish_and_clear();
