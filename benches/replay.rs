@@ -284,7 +284,7 @@ fn decided(suggestion: &str, target: &str) -> (marunochi::store::Action, String)
 /// 40 %–80 % stretch of the history instead, away from the newest functions that the learning
 /// benchmark's exam holds out, and keeps them in `target/replay-silence/<repository>-older.db`.
 fn silence_only(name: &str, repo: &Path, commit: &str, model: &Path, count: usize) -> String {
-    let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }, &mut |_, _| {}).unwrap();
+    let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }).unwrap();
     let older = std::env::var("SPAN").is_ok_and(|s| s == "older");
     let newest = if older { &all[all.len() * 2 / 5..all.len() * 4 / 5] } else { &all[all.len() * 3 / 5..] };
     let step = (newest.len() as f64 / (3 * count) as f64).max(1.0);
@@ -357,7 +357,7 @@ fn ask_in_order(name: &str, repo: &Path, model: &Path, asked: &[&Written], kept:
 /// BM25 (what serving uses), by [`Dense`] vectors alone, and by both fused (Tabby's reciprocal-rank
 /// fusion), to judge whether an embedding ranking would earn its place beside BM25.
 fn retrieval_only(name: &str, repo: &Path, commit: &str, count: usize, k: usize, dense: &Dense) {
-    let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }, &mut |_, _| {}).unwrap();
+    let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }).unwrap();
     let exam = exam(&all, count);
     let dir = tempfile::tempdir().unwrap();
     let (mut useful, mut useful_dense, mut useful_fused, mut possible, mut any) = (0, 0, 0, 0, 0);
@@ -479,7 +479,7 @@ impl Dense {
 
 fn replay(name: &str, repo: &Path, commit: &str, model: &Path, count: usize, variants: &[(&str, &str)]) -> Vec<Score> {
     let started = Instant::now();
-    let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() }, &mut |_, _| {})
+    let all = history::functions(repo, &Walk { until: commit.into(), ..Walk::default() })
         .unwrap_or_else(|e| panic!("{e} (run ./scripts/replay-repos.sh first)"));
     let exam = exam(&all, count);
     eprintln!(

@@ -69,10 +69,21 @@ pub enum HistoryError {
 
 /// Every function added or changed along the first-parent history of `walk.until`, oldest
 /// commit first (by path, then in file order, within a commit).
-///
-/// `walked(done, of)` is told before the first commit of the walk and after each (progress for a
-/// long history).
-pub fn functions(repo: &Path, walk: &Walk, walked: &mut dyn FnMut(usize, usize)) -> Result<Vec<Written>, HistoryError> {
+pub fn functions(repo: &Path, walk: &Walk) -> Result<Vec<Written>, HistoryError> {
+    let mut found = Vec::new();
+    walk_functions(repo, walk, &mut |_, _| {}, &mut |written| found.push(written))?;
+    Ok(found)
+}
+
+/// [`functions`], each handed to `found` as soon as it is read, so that a long history's file
+/// texts are not all held at once; `walked(done, of)` is told before the first commit of the walk
+/// and after each (progress).
+pub fn walk_functions(
+    repo: &Path,
+    walk: &Walk,
+    walked: &mut dyn FnMut(usize, usize),
+    found: &mut dyn FnMut(Written),
+) -> Result<(), HistoryError> {
     // A merge on the first-parent line brings in a whole branch: it is judged against its first
     // parent, as one change.
     let log = git(repo, &["log", "--first-parent", "--reverse", "--format=%H%x00%at%x00%an <%ae>", &walk.until])?;
@@ -85,7 +96,6 @@ pub fn functions(repo: &Path, walk: &Walk, walked: &mut dyn FnMut(usize, usize))
         .filter(|(_, _, author)| walk.author.as_ref().is_none_or(|wanted| author.contains(wanted.as_str())))
         .collect();
     let mut blobs = Blobs::open(repo)?;
-    let mut found = Vec::new();
     // Each file's functions as the walk last saw it: a commit's "before" is mostly the version an
     // earlier commit of the walk left, and parsing is nearly all of a walk's time.
     let mut last_seen: HashMap<String, (Arc<str>, Arc<Functions>)> = HashMap::new();
@@ -133,7 +143,7 @@ pub fn functions(repo: &Path, walk: &Walk, walked: &mut dyn FnMut(usize, usize))
                 if text[body.clone()].trim().len() < walk.min_body_bytes {
                     continue;
                 }
-                found.push(Written {
+                found(Written {
                     commit: commit.to_owned(),
                     author: author.to_owned(),
                     time: time.parse().unwrap_or(0),
@@ -149,7 +159,7 @@ pub fn functions(repo: &Path, walk: &Walk, walked: &mut dyn FnMut(usize, usize))
         }
         walked(done + 1, commits.len());
     }
-    Ok(found)
+    Ok(())
 }
 
 /// The top directory of the repository `dir` is in (a bare repository: its own directory).
@@ -354,9 +364,7 @@ mod tests {
         let rust = "fn f<T: Clone>(a: [u8; 4]) -> Result<(), T> {\n    let x = a[0];\n    Ok(())\n}\n";
         commit(repo, "Ann <ann@x>", &[("m.py", &third), ("lib.rs", rust)]);
 
-        let mut walked = vec![];
-        let all = functions(repo, &Walk::default(), &mut |done, of| walked.push((done, of))).unwrap();
-        assert_eq!(walked, [(0, 3), (1, 3), (2, 3), (3, 3)]);
+        let all = functions(repo, &Walk::default()).unwrap();
         let named: Vec<(String, &str)> = all.iter().map(|w| (w.name.join("."), &w.text[w.body.clone()])).collect();
         assert_eq!(
             named,
@@ -374,11 +382,9 @@ mod tests {
         assert!(all[0].time <= all[4].time && all[2].author == "Bob <bob@x>");
 
         // Ann's third commit changed Bob's version, not hers: `Box.get` is Bob's, not new.
-        let mut walked = vec![];
-        let anns = functions(repo, &Walk { author: Some("ann@x".into()), ..Walk::default() }, &mut |done, of| {
-            walked.push((done, of))
-        })
-        .unwrap();
+        let (mut walked, mut anns) = (vec![], vec![]);
+        let anns_only = Walk { author: Some("ann@x".into()), ..Walk::default() };
+        walk_functions(repo, &anns_only, &mut |done, of| walked.push((done, of)), &mut |w| anns.push(w)).unwrap();
         assert_eq!(anns.len(), 4);
         assert_eq!(walked, [(0, 2), (1, 2), (2, 2)]);
 
@@ -387,7 +393,7 @@ mod tests {
         commit(repo, "Cid <cid@x>", &[("b.py", "def b():\n    return 'b'\n")]);
         run(repo, &["checkout", "-q", "-"]);
         run(repo, &["-c", "user.name=t", "-c", "user.email=t@x", "merge", "-q", "--no-ff", "-m", "merge", "feature"]);
-        let merged = functions(repo, &Walk::default(), &mut |_, _| {}).unwrap();
+        let merged = functions(repo, &Walk::default()).unwrap();
         assert_eq!(merged.len(), 6);
         assert_eq!((merged[5].name.join("."), merged[5].path.to_str()), ("b".to_owned(), Some("b.py")));
         let files = files_at(repo, "HEAD", "python", 1 << 20).unwrap();
@@ -398,7 +404,7 @@ mod tests {
     #[test]
     fn a_directory_that_is_no_repository_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let error = functions(dir.path(), &Walk::default(), &mut |_, _| {}).unwrap_err().to_string();
+        let error = functions(dir.path(), &Walk::default()).unwrap_err().to_string();
         assert!(error.contains("git log") && error.contains("not a git repository"), "{error}");
     }
 }

@@ -82,8 +82,10 @@ pub fn mine(
         until: options.revision.clone().unwrap_or_else(|| "HEAD".into()),
         ..Walk::default()
     };
-    let written = crate::history::functions(&repository, &walk, walked)?;
-    let rows: Vec<GitFunction> = written.iter().flat_map(|w| rows(&repository, w)).collect();
+    let mut rows = Vec::new();
+    crate::history::walk_functions(&repository, &walk, walked, &mut |written| {
+        rows.extend(rows_of(&repository, &written))
+    })?;
     let added = store.add_git_functions(&rows)?;
     let mut by_language = BTreeMap::new();
     rows.iter().for_each(|r| *by_language.entry(r.language.clone()).or_default() += 1);
@@ -100,7 +102,7 @@ pub fn mine(
 /// The function's row, then one per string of another language that this version of its body
 /// wrote: a string the previous version held already was mined with that version. The n-th
 /// string of the body is named `<function> <language> <n>`, so that its versions are one.
-fn rows(repository: &Path, written: &Written) -> Vec<GitFunction> {
+fn rows_of(repository: &Path, written: &Written) -> Vec<GitFunction> {
     let function = row(repository, written);
     let text = &*written.text;
     let previous = written.previous.as_deref().unwrap_or("");
