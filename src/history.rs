@@ -130,8 +130,7 @@ pub fn walk_functions(
                 (None, _) => Arc::default(),
             };
             let ranges = function_ranges(language, &text);
-            let functions = ranges.iter().map(|(name, range)| (name.clone(), text[range.clone()].to_owned())).collect();
-            last_seen.insert(path.to_owned(), (text.clone(), Arc::new(functions)));
+            last_seen.insert(path.to_owned(), (text.clone(), Arc::new(texts_of(&text, &ranges))));
             for (name, range) in ranges {
                 let written = &text[range.clone()];
                 let earlier = previous.get(&name);
@@ -215,7 +214,11 @@ fn function_ranges(language: &str, text: &str) -> Vec<(Vec<String>, Range<usize>
 type Functions = HashMap<Vec<String>, String>;
 
 fn function_texts(language: &str, text: &str) -> Functions {
-    function_ranges(language, text).into_iter().map(|(name, range)| (name, text[range].to_owned())).collect()
+    texts_of(text, &function_ranges(language, text))
+}
+
+fn texts_of(text: &str, ranges: &[(Vec<String>, Range<usize>)]) -> Functions {
+    ranges.iter().map(|(name, range)| (name.clone(), text[range.clone()].to_owned())).collect()
 }
 
 /// Where the body of the function at `range` starts (its first line of code, after the indentation) and
