@@ -48,6 +48,9 @@
 //! GENERAL_SHARE=x makes x of the training set general code (`[curate] general_share`: standard
 //! library functions the gate's forgetting check does not score).
 //!
+//! COOLDOWN=x sets `[train] cooldown` (the share of the kept check's updates SFT cools down for
+//! when its checks stop it early; 0: none).
+//!
 //! RESUME=1 continues a run that was stopped (killed, machine restarted) in its kept home: no
 //! mining, `train --resume` with the same variables, then the exam. A night-long run outlives a
 //! working session this way.
@@ -229,6 +232,7 @@ fn main() {
     };
     let prompt_tokens = std::env::var("PROMPT_TOKENS").ok().map(|n| n.parse::<usize>().expect("PROMPT_TOKENS=n"));
     let general_share = std::env::var("GENERAL_SHARE").ok().map(|x| x.parse::<f64>().expect("GENERAL_SHARE=share"));
+    let cooldown = std::env::var("COOLDOWN").ok().map(|x| x.parse::<f64>().expect("COOLDOWN=share"));
     let lr = std::env::var("LR").ok();
     let validate_every = std::env::var("VALIDATE_EVERY").ok();
     let steps = std::env::var("STEPS").ok();
@@ -242,6 +246,7 @@ fn main() {
         + &after_sft_steps.as_ref().map(|n| format!("-after{n}")).unwrap_or_default()
         + &prompt_tokens.map(|n| format!("-p{n}")).unwrap_or_default()
         + &general_share.map(|x| format!("-general{x}")).unwrap_or_default()
+        + &cooldown.map(|x| format!("-cool{x}")).unwrap_or_default()
         + &lr.as_ref().map(|lr| format!("-lr{lr}")).unwrap_or_default()
         + &validate_every.as_ref().map(|n| format!("-v{n}")).unwrap_or_default();
     let outcomes = match std::env::var("OUTCOMES").as_deref() {
@@ -262,9 +267,12 @@ fn main() {
             assert!(home.join("marunochi.db").exists(), "RESUME=1: no run kept in {}", home.display());
         } else {
             prepare(&home, (name, commit, author, language), &mirror, outcomes);
-            let mut config = String::new();
+            let mut config = String::from("[train]\n");
             if let Some(n) = prompt_tokens {
-                config.push_str(&format!("[train]\nmax_prompt_tokens = {n}\n"));
+                config.push_str(&format!("max_prompt_tokens = {n}\n"));
+            }
+            if let Some(share) = cooldown {
+                config.push_str(&format!("cooldown = {share}\n"));
             }
             if let Some(share) = general_share {
                 config.push_str(&format!("[curate]\ngeneral_share = {share}\n"));
@@ -312,8 +320,11 @@ fn main() {
                 check["step"], check["validation"], check["top1"], check["general"]
             );
         }
+        let cooled = report["cooldown"]["updates"].as_u64().map(|n| format!(", cooled down {n} updates"));
         let kept = match (report["stopped"].as_str(), report["kept"].as_u64()) {
-            (Some(why), Some(kept)) => format!("; SFT stopped ({why}), kept update {kept}"),
+            (Some(why), Some(kept)) => {
+                format!("; SFT stopped ({why}){}, kept update {kept}", cooled.unwrap_or_default())
+            }
             (None, Some(kept)) => format!("; kept update {kept}"),
             _ => String::new(),
         };

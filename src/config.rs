@@ -127,6 +127,11 @@ checkpoint_every = 50
 # checks, every planned update runs and every stage stays (README, "Learning").
 validate_every = 25
 patience = 2
+# When the checks stop SFT early the learning rate is still high (the plan was for more updates):
+# SFT goes on from the kept check's adapter for this share of its updates more, the rate falling
+# in a straight line to zero, and keeps the result if a last check finds it better (README,
+# "Learning"). 0: keep the best check's adapter as it was.
+cooldown = 0.2
 # Longest prompt and completion, in tokens, a training example may have.
 max_prompt_tokens = 512
 max_target_tokens = 256
@@ -271,6 +276,8 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     pub validate_every: usize,
     pub patience: usize,
+    #[serde(deserialize_with = "share")]
+    pub cooldown: f64,
     pub max_prompt_tokens: usize,
     pub max_target_tokens: usize,
     pub preference: bool,
@@ -304,6 +311,7 @@ impl Default for TrainConfig {
             checkpoint_every: 50,
             validate_every: 25,
             patience: 2,
+            cooldown: 0.2,
             max_prompt_tokens: 512,
             max_target_tokens: 256,
             preference: true,

@@ -346,6 +346,14 @@ pub fn train(home: &Home, args: TrainArgs, verbose: bool) -> ExitCode {
             );
             bar.suspend(|| say(line));
         }
+        train::Event::Cooldown { cooldown, kept } => {
+            let line = format!(
+                "SFT cools down from the adapter of update {kept}: {} updates more, the learning rate falling from {:.1e} to 0",
+                cooldown.updates, cooldown.lr
+            );
+            tracing::info!(kept, updates = cooldown.updates, lr = cooldown.lr, "cooldown");
+            bar.suspend(|| say(line));
+        }
         train::Event::Judged { judged } => {
             let line = judged_line(judged);
             tracing::info!(stage = judged.stage.name(), undone = judged.undone.as_deref(), "judged");
@@ -433,9 +441,17 @@ fn print_train(report: &train::Report) {
             stage.last_loss
         );
     }
-    match (&report.stopped, report.kept) {
-        (Some(why), Some(kept)) => println!("SFT stopped early ({why}); kept the adapter of update {kept}"),
-        (None, Some(kept)) if kept < report.stages[0].steps => {
+    match (&report.stopped, report.kept, report.cooldown) {
+        (Some(why), Some(kept), Some(cooldown)) => {
+            let outcome = if kept == report.stages[0].steps {
+                "better, kept".to_owned()
+            } else {
+                format!("not better: kept the adapter of update {kept}")
+            };
+            println!("SFT stopped early ({why}) and cooled down for {} updates: {outcome}", cooldown.updates)
+        }
+        (Some(why), Some(kept), None) => println!("SFT stopped early ({why}); kept the adapter of update {kept}"),
+        (None, Some(kept), _) if kept < report.stages[0].steps => {
             println!("kept the adapter of update {kept}, the best of SFT's checks")
         }
         _ => {}

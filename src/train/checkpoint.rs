@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::adapter::Adapter;
 use super::model::Base;
 use super::optim::AdamW;
-use super::{Check, Judged, Settings, StageKind, TrainError, checks, files, hyper, stages};
+use super::{Check, Cooldown, Judged, Settings, StageKind, TrainError, checks, files, hyper, stages};
 
 /// The part of a checkpoint that is not tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +45,9 @@ pub(super) struct State {
     /// The stages after SFT measured so far (`checks.rs`).
     #[serde(default)]
     pub(super) judged: Vec<Judged>,
+    /// SFT's cool-down, once its checks stopped it early (`checks.rs`).
+    #[serde(default)]
+    pub(super) cooldown: Option<Cooldown>,
 }
 
 impl State {
@@ -159,6 +162,7 @@ mod tests {
             stopped: None,
             kept: None,
             judged: Vec::new(),
+            cooldown: None,
         };
         assert_eq!(state.units_left(), 1000.0 + 200.0 + 1500.0);
         state.step = 10;

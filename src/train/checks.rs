@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::adapter::Adapter;
 use super::checkpoint::State;
 use super::model::{Base, Lora, Sequence};
-use super::{Event, Settings, StageKind, TrainError, files, stages};
+use super::{Event, Settings, StageKind, TrainError, files, optim, stages};
 use crate::engine::TextTokenizer;
 
 /// General-code files measured at each check, spread evenly over the corpus's others.
@@ -149,7 +149,8 @@ impl Checker {
         events: &dyn Fn(Event),
     ) -> Result<(), TrainError> {
         let end_of_stage = local + 1 == steps;
-        if (local + 1) % state.settings.validate_every != 0 && !end_of_stage {
+        let cooling = state.cooldown.is_some_and(|c| local >= c.from);
+        if ((local + 1) % state.settings.validate_every != 0 || cooling) && !end_of_stage {
             return Ok(());
         }
         let verdict = self.check(state, checked, events)?;
@@ -159,9 +160,17 @@ impl Checker {
         }
         state.kept = Some(state.checks[verdict.best].step);
         if let Some(reason) = verdict.stop.filter(|_| !end_of_stage) {
-            state.stages[index].1 = local + 1;
+            // The stage's first update is the run's `first`; the start check's adapter is untrained.
+            let first = state.step - (local + 1);
+            let kept = (verdict.best > 0).then(|| state.checks[verdict.best].step - first);
+            let cooldown = kept.and_then(|kept| Cooldown::after(&state.settings, kept, local + 1, steps));
+            state.stages[index].1 = local + 1 + cooldown.map_or(0, |c| c.updates);
             state.total = state.stages.iter().map(|(_, n)| n).sum();
             state.stopped = Some(reason);
+            state.cooldown = cooldown;
+            if let Some(cooldown) = &state.cooldown {
+                events(Event::Cooldown { cooldown, kept: state.checks[verdict.best].step });
+            }
         }
         Ok(())
     }
@@ -241,6 +250,46 @@ pub struct Check {
     #[serde(default)]
     pub top1: Option<f64>,
     pub general: Option<f64>,
+}
+
+/// SFT going on from the kept check's adapter once the checks stopped it early. The plan was for
+/// more updates, so the learning rate there is still high; the usual last part of a schedule,
+/// its fall to zero, is what the early stop cut off. Fresh moments (those of the updates after the
+/// kept check belong to an adapter that was put back) and a short warmup, then the rate falls in a
+/// straight line to zero; one check at its end, and its adapter is kept only if that check is the
+/// best (README, "Learning").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Cooldown {
+    /// The SFT update it starts at.
+    pub from: usize,
+    pub updates: usize,
+    /// The rate after the warmup: the schedule's at the kept check's update.
+    pub lr: f64,
+}
+
+impl Cooldown {
+    /// The cool-down from the adapter SFT update `kept` (counted from 1) made, starting at update
+    /// `from` of a stage planned for `steps`; none when the share is 0 or the plan has no room
+    /// for it (the stop came at its end: the schedule's own fall to zero was run).
+    fn after(settings: &Settings, kept: usize, from: usize, steps: usize) -> Option<Cooldown> {
+        let updates = (settings.cooldown * kept as f64).ceil() as usize;
+        (kept > 0 && updates > 0 && from + updates <= steps).then(|| Cooldown {
+            from,
+            updates,
+            lr: optim::cosine_lr(settings.lr, kept - 1, steps, warmup(settings, steps)),
+        })
+    }
+
+    /// The learning rate of SFT update `local`, when it is one of the cool-down's.
+    pub(crate) fn lr(&self, local: usize, settings: &Settings) -> Option<f64> {
+        let step = local.checked_sub(self.from).filter(|&s| s < self.updates)?;
+        Some(optim::cooldown_lr(self.lr, step, self.updates, warmup(settings, self.updates)))
+    }
+}
+
+/// Updates of warmup at the start of a schedule `steps` long.
+pub(crate) fn warmup(settings: &Settings, steps: usize) -> usize {
+    ((steps as f64 * settings.warmup_ratio).round() as usize).max(1)
 }
 
 /// A stage after SFT as measured at its start and its end; `undone` says why it was undone, if it
@@ -407,6 +456,26 @@ mod tests {
         // Without a validation split only general code judges.
         let blind = |v: Option<f64>| Check { validation: v, ..check(0, 0.0, 2.4) };
         assert_eq!(harm(&blind(None), Some(0.0), &blind(None), Some(0.01), margin), None);
+    }
+
+    #[test]
+    fn an_early_stop_cools_down_from_the_kept_adapter_when_the_plan_has_room() {
+        let settings = Settings { cooldown: 0.2, ..settings() };
+        // The night on the faster machine (README, "Learning"): 476 SFT updates planned, stopped
+        // at 225 by general code, update 200 kept while the rate was still two thirds of its peak.
+        let night = Cooldown::after(&settings, 200, 225, 476).expect("room for 40 updates");
+        assert_eq!((night.from, night.updates), (225, 40));
+        assert!((night.lr / settings.lr - 0.67).abs() < 0.01, "{night:?}");
+        assert_eq!(night.lr(224, &settings), None, "before it, the schedule's own rate");
+        let rates: Vec<f64> = (225..265).map(|local| night.lr(local, &settings).unwrap()).collect();
+        assert_eq!(rates[0], night.lr / 2.0, "two updates of warmup: fresh moments");
+        assert_eq!(rates[1], night.lr);
+        assert!(rates.windows(2).skip(2).all(|w| w[1] < w[0]) && rates[39] < night.lr / 30.0, "{rates:?}");
+        assert_eq!(night.lr(265, &settings), None);
+
+        assert_eq!(Cooldown::after(&settings, 440, 465, 476), None, "stopped near its end: the rate fell already");
+        assert_eq!(Cooldown::after(&Settings { cooldown: 0.0, ..settings }, 200, 225, 476), None, "turned off");
+        assert_eq!(Cooldown::after(&settings, 1, 26, 476).map(|c| c.updates), Some(1), "at least one update");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::home::Language;
 
 use adapter::Adapter;
 use checkpoint::State;
-pub use checks::{Check, Judged};
+pub use checks::{Check, Cooldown, Judged};
 use data::{Encoder, Weighted};
 pub use files::{fingerprint, interrupted};
 pub use model::BaseWeights;
@@ -95,6 +95,10 @@ pub struct Settings {
     pub patience: usize,
     #[serde(default)]
     pub nll_rise: f64,
+    /// When the checks stop SFT early: this share of the kept check's updates more, from its
+    /// adapter, the learning rate falling to zero (`checks::Cooldown`; 0: none).
+    #[serde(default)]
+    pub cooldown: f64,
     /// Keep the frozen base 4-bit (QLoRA) instead of dense F32 (LoRA).
     pub qlora: bool,
     /// Recompute each layer in the backward pass instead of keeping every activation.
@@ -137,6 +141,7 @@ impl Settings {
             checkpoint_every: c.checkpoint_every,
             validate_every: c.validate_every,
             patience: c.patience,
+            cooldown: c.cooldown,
             nll_rise: crate::config::EvalConfig::default().nll_rise,
             qlora: c.qlora,
             gradient_checkpointing: c.gradient_checkpointing,
@@ -219,6 +224,11 @@ pub enum Event<'a> {
         general_rise: Option<f64>,
         stop: Option<&'a str>,
     },
+    /// SFT's checks stopped it early: it cools down from the adapter of update `kept`.
+    Cooldown {
+        cooldown: &'a Cooldown,
+        kept: usize,
+    },
     /// A stage after SFT measured at its end, kept or undone (`checks.rs`).
     Judged {
         judged: &'a Judged,
@@ -254,6 +264,8 @@ pub struct Report {
     pub kept: Option<usize>,
     /// The stages after SFT, each measured at its start and end, kept or undone.
     pub judged: Vec<Judged>,
+    /// SFT's cool-down after an early stop (its adapter kept only if its check was the best).
+    pub cooldown: Option<Cooldown>,
     /// The most memory this process held (VmHWM), in bytes.
     pub peak_memory: Option<u64>,
     pub frozen_base_bytes: usize,
@@ -500,6 +512,7 @@ fn prepare(options: &Options, started: std::time::SystemTime, events: &dyn Fn(Ev
                 stopped: None,
                 kept: None,
                 judged: Vec::new(),
+                cooldown: None,
             };
             (adapter, adam, None, state)
         }
@@ -556,6 +569,9 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             state.seconds += started.elapsed().as_secs_f64();
             state.units += state.costs.get(index).map_or(0.0, |c| c.start);
         }
+        if kind == StageKind::Sft && state.cooldown.is_some_and(|c| c.from == local) {
+            *adam = AdamW::new(hyper(settings), &adapter.vars)?;
+        }
         let started = Instant::now();
         let order = data::Order::new(data.tiers(kind).into_iter(), data::mix(settings.seed, &[1, index as u64]));
         let draws: Vec<usize> = (0..settings.batch).map(|i| order.at(local * settings.batch + i)).collect();
@@ -586,8 +602,11 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
         if update.grads.iter().any(Option::is_some) {
             let grads = adapter.grads(update.grads)?;
             let base_lr = if kind == StageKind::Sft { settings.lr } else { settings.preference_lr };
-            let warmup = ((steps as f64 * settings.warmup_ratio).round() as usize).max(1);
-            adam.step(&adapter.vars, &grads, local + 1, optim::cosine_lr(base_lr, local, steps, warmup))?;
+            let (moment_step, lr) = match state.cooldown.and_then(|c| c.lr(local, settings).map(|lr| (c.from, lr))) {
+                Some((from, lr)) if kind == StageKind::Sft => (local - from + 1, lr),
+                _ => (local + 1, optim::cosine_lr(base_lr, local, steps, checks::warmup(settings, steps))),
+            };
+            adam.step(&adapter.vars, &grads, moment_step, lr)?;
             *lora = adapter.view()?;
         }
         state.step += 1;
@@ -673,6 +692,7 @@ fn finish(run: Run, options: &Options, events: &dyn Fn(Event)) -> Result<Report,
         stopped: state.stopped.clone(),
         kept: state.kept,
         judged: state.judged.clone(),
+        cooldown: state.cooldown,
         peak_memory: None,
         frozen_base_bytes: base.frozen_bytes(),
         parameters: adapter.parameters(),
@@ -832,6 +852,7 @@ fn write_adapter(
             "stopped": state.stopped,
             "kept": state.kept,
             "judged": state.judged,
+            "cooldown": state.cooldown,
         },
         "heldout": { "base_nll": report.heldout_base, "adapter_nll": report.heldout_adapter },
     });

@@ -60,6 +60,15 @@ pub(crate) fn cosine_lr(base: f64, step: usize, total: usize, warmup: usize) -> 
     base * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
 }
 
+/// The learning rate of update `step` (from 0) of a cool-down of `total` updates: linear warmup
+/// over `warmup` updates to `peak`, then a straight line to zero (`checks::Cooldown`).
+pub(crate) fn cooldown_lr(peak: f64, step: usize, total: usize, warmup: usize) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    peak * total.saturating_sub(step) as f64 / total.saturating_sub(warmup).max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +81,15 @@ mod tests {
         assert_eq!(cosine_lr(1.0, 10, 100, 10), 1.0);
         assert!((cosine_lr(1.0, 55, 100, 10) - 0.5).abs() < 1e-12);
         assert!(cosine_lr(1.0, 100, 100, 10).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_cooldown_warms_up_then_falls_in_a_straight_line_to_zero() {
+        let rates: Vec<f64> = (0..10).map(|step| cooldown_lr(1.0, step, 10, 2)).collect();
+        assert_eq!(&rates[..3], &[0.5, 1.0, 1.0]);
+        assert!(rates.windows(2).skip(2).all(|w| w[1] < w[0]), "{rates:?}");
+        assert!((rates[9] - 0.125).abs() < 1e-12, "the last update still moves: {rates:?}");
+        assert_eq!(cooldown_lr(1.0, 10, 10, 2), 0.0);
     }
 
     #[test]

@@ -504,22 +504,22 @@ fn checks(report: &Value) -> Vec<(u64, f64)> {
 /// once it has not improved for `patience` checks, and the adapter of the best check is what is
 /// saved — its loss on the validation code is the check's, recomputed from the saved adapter (the
 /// same code scored as held-out). A run killed between checks resumes to the same checks and
-/// weights.
+/// weights. With `cooldown` the early stop is followed by a cool-down from the kept adapter, kept
+/// only if its check is the best; killed in the cool-down, a run resumes to the same weights.
 #[test]
 fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_adapter() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixture("tiny-qwen2-trainable");
     let (data, _) = dataset_with_validation(dir.path());
-    let args: Vec<&str> =
-        "--steps 120 --batch 2 --lr 5e-3 --dropout 0 --validate-every 5 --checkpoint-every 5 --seed 3"
-            .split(' ')
-            .collect();
+    let flags = "--steps 120 --batch 2 --lr 5e-3 --dropout 0 --validate-every 5 --seed 3";
+    let args: Vec<&str> = flags.split(' ').chain(["--checkpoint-every", "5"]).collect();
 
     // Without python3 on PATH there is no general corpus: the checks watch the validation split
     // alone (and the tiny model's 151 936-token head makes general code its costliest part).
     let path = without_python();
     let train = |home: &Path, args: &[&str]| train_on_path(home, &model, &data, args, &path);
-    let whole = home_with_config(&dir.path().join("whole"), "");
+    let no_cooldown = "[train]\ncooldown = 0\n";
+    let whole = home_with_config(&dir.path().join("whole"), no_cooldown);
     let (stdout, stderr) = train(&whole, &args);
     assert!(stderr.contains("general code is not watched during training: python3 is not on PATH"), "{stderr}");
     let report = report(&stdout);
@@ -548,7 +548,9 @@ fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_ad
     }
     assert!(stderr.contains(" (top-1 "), "{stderr}");
 
-    let broken = home_with_config(&dir.path().join("broken"), "");
+    assert_eq!(report["cooldown"], Value::Null);
+
+    let broken = home_with_config(&dir.path().join("broken"), no_cooldown);
     killed_after_checkpoint_with_path(&broken, &model, &data, &args, kept + 5, &path);
     let (stdout, _) = train(&broken, &[&args[..], &["--resume"]].concat());
     let resumed = self::report(&stdout);
@@ -556,6 +558,36 @@ fn sft_stops_once_the_validation_loss_stops_falling_and_keeps_the_best_checks_ad
     assert_eq!(self::checks(&resumed), checks);
     assert_eq!((resumed["kept"].as_u64(), resumed["steps"].as_u64()), (Some(kept), Some(done)));
     assert!(same_tensors(&whole.join("adapters/python/v1"), &broken.join("adapters/python/v1")));
+
+    // The default cools down: ⌈0.2 · kept⌉ updates more from the kept adapter, then one check.
+    let cooled = home_with_config(&dir.path().join("cooled"), "");
+    let (stdout, stderr) = train(&cooled, &args);
+    let report = self::report(&stdout);
+    let updates = (kept as f64 * 0.2).ceil() as u64;
+    assert_eq!((&report["cooldown"]["from"], &report["cooldown"]["updates"]), (&json!(done), &json!(updates)));
+    assert!(
+        stderr.contains(&format!("SFT cools down from the adapter of update {kept}: {updates} updates")),
+        "{stderr}"
+    );
+    assert_eq!(report["steps"].as_u64(), Some(done + updates));
+    let cooled_checks = self::checks(&report);
+    assert_eq!(&cooled_checks[..checks.len()], &checks[..], "the same SFT up to the stop");
+    assert_eq!(cooled_checks.len(), checks.len() + 1, "one check, at the cool-down's end: {cooled_checks:?}");
+    let last = cooled_checks[checks.len()];
+    let (kept_now, loss) = if last.1 < best.1 { last } else { *best };
+    assert_eq!(last.0, done + updates);
+    assert_eq!(report["kept"].as_u64(), Some(kept_now), "{cooled_checks:?}");
+    assert!((report["heldout_adapter"].as_f64().unwrap() - loss).abs() < 1e-6, "{report}");
+    assert_eq!(same_tensors(&whole.join("adapters/python/v1"), &cooled.join("adapters/python/v1")), kept_now == kept);
+
+    let every_update: Vec<&str> = flags.split(' ').chain(["--checkpoint-every", "1"]).collect();
+    let broken = home_with_config(&dir.path().join("broken-cooling"), "");
+    killed_after_checkpoint_with_path(&broken, &model, &data, &every_update, done + 1, &path);
+    let (stdout, _) = train(&broken, &[&every_update[..], &["--resume"]].concat());
+    let resumed = self::report(&stdout);
+    assert!(resumed["resumed_from"].as_u64().unwrap() > done, "killed in the cool-down: {resumed}");
+    assert_eq!(self::checks(&resumed), cooled_checks);
+    assert!(same_tensors(&cooled.join("adapters/python/v1"), &broken.join("adapters/python/v1")));
 
     // Patience 0 would stop at once: refused, with the way to turn the checks off.
     let impatient = home_with_config(&dir.path().join("impatient"), "[train]\npatience = 0\n");
