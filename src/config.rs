@@ -128,10 +128,10 @@ checkpoint_every = 50
 validate_every = 25
 patience = 2
 # When the checks stop SFT early the learning rate is still high (the plan was for more updates):
-# SFT goes on from the kept check's adapter for this share of its updates more, the rate falling
-# in a straight line to zero, and keeps the result if a last check finds it better (README,
-# "Learning"). 0: keep the best check's adapter as it was.
-cooldown = 0.2
+# with a share here, SFT goes on from the kept check's adapter for that share of its updates more,
+# the rate falling in a straight line to zero, and keeps the result if a last check finds it
+# better. Off: on replayed real history it forgot more than it learnt (README, "Learning").
+cooldown = 0.0
 # Longest prompt and completion, in tokens, a training example may have.
 max_prompt_tokens = 512
 max_target_tokens = 256
@@ -311,7 +311,7 @@ impl Default for TrainConfig {
             checkpoint_every: 50,
             validate_every: 25,
             patience: 2,
-            cooldown: 0.2,
+            cooldown: 0.0,
             max_prompt_tokens: 512,
             max_target_tokens: 256,
             preference: true,
