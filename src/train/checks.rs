@@ -276,20 +276,15 @@ impl Cooldown {
         (kept > 0 && updates > 0 && from + updates <= steps).then(|| Cooldown {
             from,
             updates,
-            lr: optim::cosine_lr(settings.lr, kept - 1, steps, warmup(settings, steps)),
+            lr: optim::cosine_lr(settings.lr, kept - 1, steps, optim::warmup(steps, settings.warmup_ratio)),
         })
     }
 
     /// The learning rate of SFT update `local`, when it is one of the cool-down's.
     pub(crate) fn lr(&self, local: usize, settings: &Settings) -> Option<f64> {
         let step = local.checked_sub(self.from).filter(|&s| s < self.updates)?;
-        Some(optim::cooldown_lr(self.lr, step, self.updates, warmup(settings, self.updates)))
+        Some(optim::cooldown_lr(self.lr, step, self.updates, optim::warmup(self.updates, settings.warmup_ratio)))
     }
-}
-
-/// Updates of warmup at the start of a schedule `steps` long.
-pub(crate) fn warmup(settings: &Settings, steps: usize) -> usize {
-    ((steps as f64 * settings.warmup_ratio).round() as usize).max(1)
 }
 
 /// A stage after SFT as measured at its start and its end; `undone` says why it was undone, if it

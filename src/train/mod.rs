@@ -604,7 +604,7 @@ fn run_stages(run: &mut Run, options: &Options, events: &dyn Fn(Event), stop: &A
             let base_lr = if kind == StageKind::Sft { settings.lr } else { settings.preference_lr };
             let (moment_step, lr) = match state.cooldown.and_then(|c| c.lr(local, settings).map(|lr| (c.from, lr))) {
                 Some((from, lr)) if kind == StageKind::Sft => (local - from + 1, lr),
-                _ => (local + 1, optim::cosine_lr(base_lr, local, steps, checks::warmup(settings, steps))),
+                _ => (local + 1, optim::cosine_lr(base_lr, local, steps, optim::warmup(steps, settings.warmup_ratio))),
             };
             adam.step(&adapter.vars, &grads, moment_step, lr)?;
             *lora = adapter.view()?;

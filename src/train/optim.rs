@@ -50,6 +50,11 @@ impl AdamW {
     }
 }
 
+/// Updates of warmup at the start of a schedule `steps` long: `ratio` of them, at least one.
+pub(crate) fn warmup(steps: usize, ratio: f64) -> usize {
+    ((steps as f64 * ratio).round() as usize).max(1)
+}
+
 /// The learning rate of update `step` (from 0) of `total`: linear warmup over `warmup` updates,
 /// then a cosine decay to zero.
 pub(crate) fn cosine_lr(base: f64, step: usize, total: usize, warmup: usize) -> f64 {
